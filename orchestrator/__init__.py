@@ -1,0 +1,1 @@
+"""prunesweep's orchestrator: sweep spec, planner, ledger, backends and the command line."""

@@ -1,0 +1,159 @@
+"""The embedded default: ready stages run in parallel worker processes on this machine.
+
+Each worker process imports the entry point once and then runs one stage after another
+(one thread each by default, one process per core). A stage that raises is reported
+with its traceback's last lines; a worker process that dies is replaced. Ctrl-C
+terminates the workers and reports the running stages as interrupted; whatever epochs
+they had checkpointed are kept.
+"""
+from __future__ import annotations
+
+import heapq
+import importlib
+import multiprocessing
+import os
+import signal
+import socket
+import traceback
+from multiprocessing.connection import wait
+from pathlib import Path
+from typing import Optional
+
+from .base import DEFAULT_RUNNER, Backend, Events, Task
+
+#: lines of a traceback sent back with a failure.
+TRACEBACK_LINES = 12
+
+
+def _worker_main(runner: str, threads: int, connection) -> None:
+    """Body of one worker process: run the stage folders it is sent until told to stop."""
+    for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[variable] = str(threads)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver decides what Ctrl-C does
+    module_name, function_name = runner.split(":")
+    run_stage = getattr(importlib.import_module(module_name), function_name)
+    while True:
+        folder = connection.recv()
+        if folder is None:
+            return
+        try:
+            run_stage(Path(folder))
+        except BaseException as error:  # report everything; the worker itself lives on
+            lines = traceback.format_exc().rstrip().splitlines()
+            connection.send(("error", type(error).__name__, "\n".join(lines[-TRACEBACK_LINES:])))
+        else:
+            connection.send(("ok", None, None))
+
+
+class _Worker:
+    def __init__(self, context, runner: str, threads: int):
+        self.connection, child = context.Pipe()
+        self.process = context.Process(target=_worker_main, args=(runner, threads, child), daemon=True)
+        self.process.start()
+        child.close()
+        self.key: Optional[str] = None
+
+    def stop(self) -> None:
+        if self.process.is_alive():
+            self.process.terminate()
+        self.process.join(timeout=10)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()
+
+
+class LocalBackend(Backend):
+    """Runs tasks in ``workers`` processes on this machine, in dependency order."""
+
+    name = "local"
+
+    def __init__(self, workers: Optional[int] = None, threads: int = 1, runner: str = DEFAULT_RUNNER):
+        self.workers = workers or len(os.sched_getaffinity(0))
+        self.threads = threads
+        self.runner = runner
+
+    def run(self, tasks: list[Task], events: Events) -> None:
+        """Run every task, blocking until all have finished, failed or been blocked."""
+        if not tasks:
+            return
+        by_key = {task.key: task for task in tasks}
+        waiting = {task.key: {k for k in task.waits_for if k in by_key} for task in tasks}
+        dependents: dict[str, list[str]] = {key: [] for key in by_key}
+        for key, needs in waiting.items():
+            for need in needs:
+                dependents[need].append(key)
+        ready = [(-by_key[key].priority, key) for key, needs in waiting.items() if not needs]
+        heapq.heapify(ready)
+        unresolved = set(by_key)
+        context = multiprocessing.get_context("spawn")
+        pool: list[_Worker] = []
+        host = socket.gethostname()
+
+        def block_dependents(key: str) -> None:
+            stack = list(dependents[key])
+            while stack:
+                child = stack.pop()
+                if child in unresolved:
+                    unresolved.discard(child)
+                    events.blocked(child, key)
+                    stack.extend(dependents[child])
+
+        def release(key: str) -> None:
+            for child in dependents[key]:
+                waiting[child].discard(key)
+                if not waiting[child] and child in unresolved:
+                    heapq.heappush(ready, (-by_key[child].priority, child))
+
+        try:
+            while unresolved:
+                idle = [worker for worker in pool if worker.key is None]
+                while ready and (idle or len(pool) < self.workers):
+                    _, key = heapq.heappop(ready)
+                    if key not in unresolved:
+                        continue
+                    worker = idle.pop() if idle else None
+                    if worker is None:
+                        worker = _Worker(context, self.runner, self.threads)
+                        pool.append(worker)
+                    worker.key = key
+                    worker.connection.send(str(by_key[key].folder))
+                    events.started(key, host, worker.process.pid)
+                busy = [worker for worker in pool if worker.key is not None]
+                if not busy:
+                    break  # nothing can run: everything left is blocked
+                signalled = wait([w.connection for w in busy] + [w.process.sentinel for w in busy])
+                for worker in busy:
+                    key = worker.key
+                    if worker.connection in signalled or worker.connection.poll():
+                        status, error_class, message = worker.connection.recv()
+                        worker.key = None
+                        unresolved.discard(key)
+                        if status == "ok" and events.finished(key):
+                            release(key)
+                        else:
+                            if status == "error":
+                                events.failed(key, error_class, message)
+                            block_dependents(key)
+                    elif worker.process.sentinel in signalled:
+                        worker.process.join()
+                        pool.remove(worker)
+                        unresolved.discard(key)
+                        events.failed(key, "WorkerDied", f"the worker process exited with code {worker.process.exitcode}")
+                        block_dependents(key)
+        except KeyboardInterrupt:
+            for worker in pool:
+                worker.stop()
+                if worker.key is not None:
+                    events.interrupted(worker.key)
+            pool.clear()
+            raise
+        finally:
+            for worker in pool:
+                try:
+                    worker.connection.send(None)
+                except (BrokenPipeError, OSError):
+                    pass
+            for worker in pool:
+                worker.process.join(timeout=10)
+                if worker.process.is_alive():
+                    worker.stop()

@@ -1,0 +1,185 @@
+"""The ``prunesweep`` command: plan | launch | status | resume | results."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+from .errors import UserError, WorkspaceBusy
+
+DEMO_HINT = "prunesweep results WORKSPACE --pivot"
+
+
+def _add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("sweep", help="the sweep file (YAML)")
+    parser.add_argument("overrides", nargs="*", metavar="key.path=value",
+                        help="override a setting, e.g. seeds=[0,1,2] pruning.rate=0.5 (values are YAML)")
+
+
+def _add_run_arguments(parser: argparse.ArgumentParser, default_backend: Optional[str]) -> None:
+    from .backends import BACKENDS
+
+    parser.add_argument("--backend", choices=BACKENDS, default=default_backend,
+                        help="where stages run (default: the sweep's `backend`, else local)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="parallel worker processes of the local backend (default: one per core)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(prog="prunesweep", description="Sweep orchestrator for neural-network pruning studies.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    plan = commands.add_parser("plan", help="validate a sweep and print its DAG of stages",
+                               description="Validate a sweep file and print the stages it needs, the trainings "
+                                           "planned against the naive grid, and the total epochs. Writes nothing.")
+    _add_sweep_arguments(plan)
+    plan.add_argument("--graph", action="store_true", help="print every stage with the stages it depends on")
+
+    launch = commands.add_parser("launch", help="plan a sweep into its workspace and run it",
+                                 description="Plan a sweep into its workspace and run every stage not done yet. "
+                                             "Stages already done in the workspace (by any sweep) are reused.")
+    _add_sweep_arguments(launch)
+    _add_run_arguments(launch, None)
+
+    status = commands.add_parser("status", help="states of a workspace's stages, failures and missing cells",
+                                 description="Stage counts per kind and state, each failed stage with its reason, "
+                                             "and the grid cells still missing. States are checked against the "
+                                             "artifacts on disk first.")
+    status.add_argument("workspace")
+    status.add_argument("--all-missing", action="store_true", help="list every missing cell, not only the first 20")
+
+    resume = commands.add_parser("resume", help="rerun failed, blocked and missing stages of a workspace",
+                                 description="Rerun every failed, blocked, interrupted or missing stage of every "
+                                             "sweep in a workspace; never a done one.")
+    resume.add_argument("workspace")
+    _add_run_arguments(resume, "local")
+    resume.add_argument("--dry-run", action="store_true", help="list what would run, run nothing")
+
+    res = commands.add_parser("results", help="mean ± standard error over seeds; pivots, plots, exports",
+                              description="Summaries of the workspace's central results table: mean top-1, standard "
+                                          "error and n over seeds, grouped by every setting but the seed.")
+    res.add_argument("workspace")
+    res.add_argument("--pivot", action="store_true",
+                     help="rows = fraction remaining, columns = mask source / init (the paper's Fig. 3 as a table)")
+    res.add_argument("--plot", metavar="PNG", help="draw top-1 vs fraction remaining (log x) with error bars")
+    res.add_argument("--csv", metavar="PATH", help="export the (filtered) rows as CSV")
+    res.add_argument("--parquet", metavar="PATH", help="export the (filtered) rows as Parquet")
+    res.add_argument("--where", action="append", default=[], metavar="COLUMN=VALUE",
+                     help="keep rows where COLUMN=VALUE (or COLUMN!=VALUE); repeatable")
+    res.add_argument("--sweep", help="only this sweep's rows")
+    return parser
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """Entry point of the console script; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except UserError as error:
+        print(f"prunesweep: error: {error}", file=sys.stderr)
+        return error.exit_code
+    except WorkspaceBusy as busy:
+        print(f"prunesweep: {busy}", file=sys.stderr)
+        return busy.exit_code
+    except BrokenPipeError:  # output piped into `head` and closed early
+        sys.stderr.close()
+        return 0
+    except KeyboardInterrupt:
+        print("\nprunesweep: interrupted; finished stages are kept. Continue with `prunesweep resume WORKSPACE`.",
+              file=sys.stderr)
+        return 130
+
+
+def _cmd_plan(args) -> int:
+    from .planner import plan_sweep
+    from .spec import load_spec
+    from .workspace import existing_captures
+
+    spec = load_spec(args.sweep, args.overrides)
+    plan = plan_sweep(spec, existing_captures(Path(spec.workspace)))
+    print(f"sweep {spec.name}: {spec.dataset.name} / {spec.arch.name}, workspace {spec.workspace}")
+    print(f"grid: {len(plan.cells)} cells ({len(spec.mask_source)} mask sources x {len(spec.init)} inits x "
+          f"{len(spec.rewind)} rewind points x {len(spec.pruning.fractions)} fractions x {len(spec.seeds)} seeds; "
+          "random masks are always re-initialised)")
+    counts = plan.counts_by_kind()
+    print("stages: " + ", ".join(f"{kind} {counts[kind]}" for kind in ("dense", "rewind", "imp", "random_mask", "eval")
+                                 if counts[kind]))
+    ratio = plan.naive_trainings / plan.trainings if plan.trainings else float("nan")
+    print(f"trainings: {plan.trainings} planned vs {plan.naive_trainings} naive "
+          f"(every cell its own IMP chain from scratch): {ratio:.1f}x fewer")
+    print(f"epochs: {plan.total_epochs:g} planned vs {plan.naive_epochs:g} naive")
+    levels = sorted({(f, spec.level_for(f)) for f in spec.pruning.fractions}, reverse=True)
+    if not spec.pruning.one_shot:
+        rate = spec.pruning.rate
+        print("fractions -> IMP rounds: " + ", ".join(
+            f"{f:g} -> {level} ({(1 - rate) ** level:.4g})" for f, level in levels))
+    if args.graph:
+        print()
+        for key, stage in plan.stages.items():
+            deps = ", ".join(f"{role}={dep}" for role, dep in stage.deps.items())
+            print(f"{key}  {stage.label}" + (f"  <- {deps}" if deps else ""))
+    return 0
+
+
+def _cmd_launch(args) -> int:
+    from . import driver
+    from .spec import load_spec
+
+    spec = load_spec(args.sweep, args.overrides)
+    started = time.time()
+    plan, summary = driver.launch(spec, args.sweep, args.backend, args.workers, progress=not args.no_progress)
+    _print_summary(spec.workspace, summary, time.time() - started)
+    return summary.exit_code
+
+
+def _cmd_resume(args) -> int:
+    from . import driver
+    from .workspace import require_workspace
+
+    workspace = require_workspace(Path(args.workspace))
+    started = time.time()
+    keys, summary = driver.resume(workspace, args.backend, args.workers, progress=not args.no_progress,
+                                  dry_run=args.dry_run)
+    if summary is None:
+        print(f"would run {len(keys)} stage(s):")
+        for key in keys:
+            print(f"  {key}")
+        return 0
+    _print_summary(str(workspace), summary, time.time() - started)
+    return summary.exit_code
+
+
+def _print_summary(workspace: str, summary, seconds: float) -> None:
+    print(f"ran {summary.ran} stage(s) in {seconds:.1f} s: {summary.done} done, {summary.failed} failed, "
+          f"{summary.blocked} blocked")
+    if summary.exit_code:
+        print(f"see `prunesweep status {workspace}` for the reasons; fix them and run `prunesweep resume {workspace}`")
+    else:
+        print(f"results: prunesweep results {workspace} --pivot")
+
+
+def _cmd_status(args) -> int:
+    from .status import print_status
+    from .workspace import require_workspace
+
+    print_status(require_workspace(Path(args.workspace)), all_missing=args.all_missing)
+    return 0
+
+
+def _cmd_results(args) -> int:
+    from .results_view import show_results
+    from .workspace import require_workspace
+
+    return show_results(require_workspace(Path(args.workspace)), args)
+
+
+COMMANDS = {"plan": _cmd_plan, "launch": _cmd_launch, "status": _cmd_status, "resume": _cmd_resume,
+            "results": _cmd_results}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

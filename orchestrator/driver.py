@@ -1,0 +1,160 @@
+"""Launch and resume: plan, lock, materialise, reconcile, run, record.
+
+The driver owns the ledger and the results table while a backend runs the stages.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Optional
+
+from tqdm import tqdm
+
+from workers.artifacts import verify_done
+
+from .backends import Task, get_backend
+from .errors import UserError
+from .ledger import Ledger
+from .planner import Plan, plan_sweep, settings_fingerprint
+from .reconcile import ingest_results, log_tail, reconcile
+from .spec import SweepSpec
+from .workspace import WorkspaceLock, check_creatable, existing_captures, materialise, stage_dir
+
+
+@dataclass
+class RunSummary:
+    """How a launch or resume ended."""
+
+    done: int
+    failed: int
+    blocked: int
+    ran: int
+
+    @property
+    def exit_code(self) -> int:
+        """0 when nothing failed or was blocked."""
+        return 0 if not (self.failed or self.blocked) else 1
+
+
+class _LedgerEvents:
+    """Backend events -> ledger states, results rows and a progress bar."""
+
+    def __init__(self, workspace: Path, ledger: Ledger, backend: str, total: int, progress: bool):
+        self.workspace, self.ledger, self.backend = workspace, ledger, backend
+        self.bar = tqdm(total=total, desc="stages", unit="stage", disable=not progress, file=sys.stderr,
+                        dynamic_ncols=True)
+        self.failures = 0
+
+    def started(self, key, host, pid, job_id=None):
+        self.ledger.mark_running(key, host, pid, self.backend, job_id)
+
+    def finished(self, key) -> bool:
+        ok, reason = verify_done(stage_dir(self.workspace, key))
+        if not ok:
+            self.failed(key, "CorruptArtifact", f"the stage ended but its artifacts do not verify: {reason}")
+            return False
+        self.ledger.mark_done(key)
+        ingest_results(self.workspace, self.ledger, {key})
+        self.bar.update(1)
+        return True
+
+    def failed(self, key, error_class, message):
+        self.failures += 1
+        self.ledger.mark_failed(key, error_class, log_tail(self.workspace, key) or message)
+        self.bar.update(1)
+        self.bar.set_postfix(failed=self.failures)
+
+    def blocked(self, key, because_of):
+        self.ledger.mark_blocked(key, because_of)
+        self.bar.update(1)
+
+    def interrupted(self, key):
+        self.ledger.mark_planned(key, "Interrupted", "stopped by the user; its last epoch checkpoint is kept")
+
+    def close(self):
+        self.bar.close()
+
+
+def _priorities(keys: list[str], ledger: Ledger) -> dict[str, float]:
+    """Epochs on the longest path from each stage to the end of the DAG (critical path first)."""
+    epochs = {row["key"]: row["epochs"] for row in ledger.stages()}
+    children: dict[str, list[str]] = {}
+    for key, deps in ledger.deps().items():
+        for dep in deps.values():
+            children.setdefault(dep, []).append(key)
+    memo: dict[str, float] = {}
+    for key in reversed(keys):  # keys come in dependency order, so children are seen first
+        memo[key] = epochs.get(key, 0) + max((memo.get(c, 0) for c in children.get(key, ())), default=0)
+    return memo
+
+
+def run_pending(workspace: Path, ledger: Ledger, keys: Iterable[str], backend_name: str,
+                workers: Optional[int] = None, progress: bool = True) -> RunSummary:
+    """Run every stage of ``keys`` that is not done (the caller holds the workspace lock)."""
+    keys = list(keys)
+    done = reconcile(workspace, ledger, lock_held_by_us=True)
+    ingest_results(workspace, ledger, done)
+    todo = [key for key in keys if key not in done]
+    deps = ledger.deps()
+    priority = _priorities(keys, ledger)
+    tasks = [Task(key, stage_dir(workspace, key), tuple(d for d in deps.get(key, {}).values() if d not in done),
+                  priority.get(key, 0.0)) for key in todo]
+    for key in todo:
+        ledger.mark_planned(key)
+    backend = get_backend(backend_name, workers=workers)
+    events = _LedgerEvents(workspace, ledger, backend.name, len(tasks), progress)
+    try:
+        backend.run(tasks, events)
+    finally:
+        events.close()
+    states = {row["key"]: row["state"] for row in ledger.stages(keys)}
+    return RunSummary(
+        done=sum(state == "done" for state in states.values()),
+        failed=sum(state == "failed" for state in states.values()),
+        blocked=sum(state == "blocked" for state in states.values()),
+        ran=len(tasks),
+    )
+
+
+def launch(spec: SweepSpec, source: str, backend_name: Optional[str] = None, workers: Optional[int] = None,
+           progress: bool = True) -> tuple[Plan, RunSummary]:
+    """Plan ``spec`` into its workspace and run what is not done yet."""
+    workspace = Path(spec.workspace)
+    check_creatable(workspace, source)
+    workspace.mkdir(parents=True, exist_ok=True)
+    with WorkspaceLock(workspace):
+        ledger = Ledger(workspace)
+        try:
+            settings = settings_fingerprint(spec)
+            previous = ledger.sweep_settings(spec.name)
+            if previous is not None and previous != settings:
+                raise UserError(
+                    f"{source}: name: a sweep named {spec.name!r} was launched in {workspace} with other settings "
+                    "(dataset, arch, recipes or pruning); only grid axes (fractions, rewind, mask_source, init, seeds) "
+                    "may change under one name: give this sweep a new name"
+                )
+            plan = plan_sweep(spec, existing_captures(workspace))
+            materialise(workspace, list(plan.stages.values()))
+            ledger.register(spec.name, source, settings, spec.model_dump(), plan.stages.values(), plan.cells)
+            summary = run_pending(workspace, ledger, plan.stages.keys(), backend_name or spec.backend,
+                                  workers or spec.local.workers, progress)
+        finally:
+            ledger.close()
+    return plan, summary
+
+
+def resume(workspace: Path, backend_name: str = "local", workers: Optional[int] = None, progress: bool = True,
+           dry_run: bool = False) -> tuple[list[str], Optional[RunSummary]]:
+    """Rerun every failed, blocked, interrupted or missing stage of the workspace; never a done one."""
+    with WorkspaceLock(workspace):
+        ledger = Ledger(workspace)
+        try:
+            keys = [row["key"] for row in ledger.stages()]
+            if dry_run:
+                done = reconcile(workspace, ledger, lock_held_by_us=True)
+                return [key for key in keys if key not in done], None
+            summary = run_pending(workspace, ledger, keys, backend_name, workers, progress)
+            return keys, summary
+        finally:
+            ledger.close()

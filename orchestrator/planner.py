@@ -1,0 +1,228 @@
+"""Expand a sweep's grid into a DAG of shared stages.
+
+Stage kinds and what each is keyed by:
+
+- ``dense``: dataset, arch, task, recipe, seed. Trains the dense network and captures
+  W_k for every rewinding point the sweep needs (the capture list is *not* in the key:
+  one dense run serves every rewind point).
+- ``rewind``: a dense stage and k. Only planned when a dense run already exists on disk
+  without W_k (a later sweep added a rewinding point): replays its first k steps.
+- ``imp``: the previous level's stage, the dense run and k, the pruning rate. Prunes one
+  round from the previous level's trained weights, resets survivors to W_k, retrains.
+- ``random_mask``: dataset, arch, the number of weights kept, seed.
+- ``eval``: the mask's provenance, the init, the eval recipe, seed. Retrains on labels.
+
+An IMP chain serves every fraction: a cell at level L reads the mask pruned from level
+L-1. A ``labels`` + ``winning_ticket`` cell *is* the labels IMP training at that level
+when the eval recipe equals the labels recipe, so it maps to that ``imp`` stage.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+from .sources import MASK_SOURCES
+from .spec import RewindPoint, SweepSpec
+from .stages import Cell, Stage, canonical_json
+
+DEFAULT_RATE = 0.2
+DEFAULT_SCOPE = "global"
+#: the rewind label of cells whose init does not depend on a rewinding point.
+NO_REWIND = "-"
+
+
+@dataclass
+class Plan:
+    """The stages (in dependency order) and grid cells of one sweep."""
+
+    sweep: str
+    stages: dict[str, Stage] = field(default_factory=dict)
+    cells: list[Cell] = field(default_factory=list)
+    naive_trainings: int = 0
+    naive_epochs: float = 0
+
+    def counts_by_kind(self) -> Counter:
+        """How many stages of each kind."""
+        return Counter(stage.kind for stage in self.stages.values())
+
+    @property
+    def trainings(self) -> int:
+        """Stages that train a network."""
+        return sum(stage.is_training for stage in self.stages.values())
+
+    @property
+    def total_epochs(self) -> float:
+        """Epochs of training over all stages."""
+        return sum(stage.epochs for stage in self.stages.values())
+
+    def add(self, stage: Stage) -> str:
+        """Add a stage unless an identical one is there; return its key."""
+        key = stage.key
+        self.stages.setdefault(key, stage)
+        return key
+
+
+def settings_fingerprint(spec: SweepSpec) -> str:
+    """A digest of everything but the grid axes: a sweep name stands for one of these."""
+    settings = {
+        "dataset": spec.dataset.model_dump(),
+        "arch": spec.arch.model_dump(),
+        "recipes": {name: recipe.model_dump() for name, recipe in spec.recipes.items()},
+        "pruning": spec.pruning.model_dump(exclude={"fractions"}),
+    }
+    return canonical_json(settings)
+
+
+def plan_sweep(spec: SweepSpec, captured: Callable[[str], Optional[list[int]]] = lambda key: None) -> Plan:
+    """Expand ``spec`` into a Plan.
+
+    ``captured(dense_key)`` returns the rewind iterations an existing dense stage folder
+    captures (None when the stage is new); rewinding points it lacks get a ``rewind``
+    stage instead of renaming the dense run.
+    """
+    return _Planner(spec, captured).build()
+
+
+class _Planner:
+    def __init__(self, spec: SweepSpec, captured: Callable[[str], Optional[list[int]]]):
+        self.spec = spec
+        self.captured = captured
+        self.plan = Plan(sweep=spec.name)
+        self.dataset_id = spec.dataset.model_dump(exclude_defaults=True)
+        self.arch_id = spec.arch.model_dump(exclude_defaults=True)
+        self.base_config = {"dataset": spec.dataset.model_dump(), "arch": spec.arch.model_dump()}
+        pruning = spec.pruning
+        self.rule_id = {
+            name: value
+            for name, value, default in (("rate", pruning.rate, DEFAULT_RATE), ("scope", pruning.scope, DEFAULT_SCOPE))
+            if value != default
+        }
+        self.eval_recipe = spec.eval_recipe
+        self.eval_recipe_id = self.eval_recipe.model_dump(exclude_defaults=True)
+        # the labels IMP training at level L is the labels winning-ticket eval at L
+        self.labels_chain_is_eval = self.eval_recipe == spec.recipes["labels"]
+        self.levels = sorted({spec.level_for(f) for f in pruning.fractions})
+
+    # ---- the trunk: dense runs, rewind points, IMP chains ---------------------------
+    def dense(self, task: str, seed: int) -> tuple[str, dict[int, str]]:
+        """Plan the dense run of ``task``; return its key and k -> stage holding W_k."""
+        recipe = self.spec.recipes[task]
+        needed = sorted({point.iterations(self.spec.iterations_per_epoch(task)) for point in self.spec.rewind_points})
+        identity = {"dataset": self.dataset_id, "arch": self.arch_id, "task": task,
+                    "recipe": recipe.model_dump(exclude_defaults=True), "seed": seed}
+        config = {**self.base_config, "task": task, "recipe": recipe.model_dump(), "seed": seed}
+        probe = Stage("dense", identity, config)
+        existing = self.captured(probe.key)
+        capture = sorted(existing) if existing is not None else needed
+        dense = Stage("dense", identity, {**config, "capture_iterations": capture},
+                      label=f"dense {task} seed={seed}", epochs=recipe.epochs)
+        dense_key = self.plan.add(dense)
+        providers = {}
+        ipe = self.spec.iterations_per_epoch(task)
+        for k in needed:
+            if k in capture:
+                providers[k] = dense_key
+            else:
+                rewind = Stage("rewind", {"dense": dense_key, "iteration": k}, {**config, "rewind_iteration": k},
+                               label=f"rewind {task} seed={seed} k={k}", epochs=k / ipe)
+                providers[k] = self.plan.add(rewind)
+        return dense_key, providers
+
+    def chain(self, task: str, seed: int, point: RewindPoint, top_level: int):
+        """Plan IMP levels 1..top_level.
+
+        Returns the dense key, k -> W_k provider, the keys by level (0 = dense) and k.
+        """
+        dense_key, providers = self.dense(task, seed)
+        k = point.iterations(self.spec.iterations_per_epoch(task))
+        recipe = self.spec.recipes[task]
+        keys = [dense_key]
+        for level in range(1, top_level + 1):
+            identity = {"previous": keys[-1], "rewind": {"dense": dense_key, "iteration": k}, **self.rule_id}
+            config = {**self.base_config, "task": task, "recipe": recipe.model_dump(), "seed": seed,
+                      "rewind_iteration": k, "level": level, "mask_rule": self.prune_rule()}
+            imp = Stage("imp", identity, config, deps={"previous": keys[-1], "rewind": providers[k]},
+                        label=f"imp {task} seed={seed} k={point.text} level={level}", epochs=recipe.epochs)
+            keys.append(self.plan.add(imp))
+        return dense_key, providers, keys, k
+
+    def prune_rule(self) -> dict:
+        return {"kind": "prune_round", "rate": self.spec.pruning.rate, "scope": self.spec.pruning.scope}
+
+    # ---- evaluations ------------------------------------------------------------------
+    def evaluation(self, seed: int, mask_id, mask_rule: dict, mask_deps: dict, init: str,
+                   rewind_ref: Optional[tuple[str, str, int]], source_task: Optional[str], label: str) -> str:
+        """Plan one retraining on labels; ``rewind_ref`` = (dense key, W_k provider key, k)."""
+        identity = {"mask": mask_id, "init": init, "recipe": self.eval_recipe_id,
+                    "dataset": self.dataset_id, "arch": self.arch_id, "seed": seed}
+        config = {**self.base_config, "task": "labels", "recipe": self.eval_recipe.model_dump(), "seed": seed,
+                  "init": init, "mask_rule": mask_rule}
+        deps = dict(mask_deps)
+        if init == "winning_ticket":
+            dense_key, provider, k = rewind_ref
+            identity["init"] = {"winning_ticket": {"dense": dense_key, "iteration": k}}
+            config.update(rewind_iteration=k, source_task=source_task)
+            deps["rewind"] = provider
+        stage = Stage("eval", identity, config, deps=deps, label=label, epochs=self.eval_recipe.epochs)
+        return self.plan.add(stage)
+
+    def imp_source_cells(self, source: str) -> None:
+        spec = self.spec
+        task = MASK_SOURCES[source].task
+        inits = [init for init in spec.init if init in MASK_SOURCES[source].inits]
+        one_shot = spec.pruning.one_shot
+        for point in spec.rewind_points:
+            for seed in spec.seeds:
+                top = 0 if one_shot else max(self.levels)
+                chain_to_eval = task == "labels" and "winning_ticket" in inits and self.labels_chain_is_eval
+                dense_key, providers, chain, k = self.chain(task, seed, point, top if chain_to_eval else max(top - 1, 0))
+                for fraction in spec.pruning.fractions:
+                    level = None if one_shot else spec.level_for(fraction)
+                    for init in inits:
+                        label = f"eval {source} {init} seed={seed} k={point.text} f={fraction}"
+                        if init == "winning_ticket" and task == "labels" and self.labels_chain_is_eval and level is not None \
+                                and (level > 0 or k == 0):
+                            key = chain[level]  # the IMP training on labels is this evaluation
+                        elif one_shot:
+                            key = self.evaluation(
+                                seed, {"one_shot": dense_key, "fraction": fraction, **self.rule_id},
+                                {"kind": "one_shot", "fraction": fraction, "scope": spec.pruning.scope},
+                                {"previous": dense_key}, init, (dense_key, providers[k], k), task, label)
+                        elif level == 0:
+                            key = self.evaluation(seed, "full", {"kind": "full"}, {}, init,
+                                                  (dense_key, providers[k], k), task, label)
+                        else:
+                            key = self.evaluation(
+                                seed, {"prune_round": chain[level - 1], **self.rule_id}, self.prune_rule(),
+                                {"previous": chain[level - 1]}, init, (dense_key, providers[k], k), task, label)
+                        self.plan.cells.append(Cell(source, init, point.text, k, fraction, level, seed, key))
+                        self.plan.naive_trainings += 2 + (level or 0)
+                        self.plan.naive_epochs += spec.recipes[task].epochs * (1 + (level or 0)) + self.eval_recipe.epochs
+
+    def random_cells(self, source: str) -> None:
+        spec = self.spec
+        for seed in spec.seeds:
+            for fraction in spec.pruning.fractions:
+                if spec.pruning.one_shot:
+                    level, keep = None, {"fraction": fraction}
+                else:
+                    level = spec.level_for(fraction)
+                    keep = {"rate": spec.pruning.rate, "level": level}
+                mask = Stage("random_mask", {"dataset": self.dataset_id, "arch": self.arch_id, "keep": keep, "seed": seed},
+                             {**self.base_config, "seed": seed, "mask_rule": {"kind": "random", "keep": keep}},
+                             label=f"random_mask seed={seed} f={fraction}")
+                mask_key = self.plan.add(mask)
+                key = self.evaluation(seed, {"given": mask_key}, {"kind": "given"}, {"mask": mask_key}, "reinit",
+                                      None, None, f"eval random reinit seed={seed} f={fraction}")
+                self.plan.cells.append(Cell(source, "reinit", NO_REWIND, None, fraction, level, seed, key))
+                self.plan.naive_trainings += 1
+                self.plan.naive_epochs += self.eval_recipe.epochs
+
+    def build(self) -> Plan:
+        for source in self.spec.mask_source:
+            if MASK_SOURCES[source].is_random:
+                self.random_cells(source)
+            else:
+                self.imp_source_cells(source)
+        return self.plan

@@ -1,0 +1,104 @@
+"""Bring the ledger and the results table in line with the artifacts on disk.
+
+Artifacts are the truth: a stage whose checksummed artifacts exist is done whatever the
+ledger says; a damaged one is invalidated and planned again; a stage the ledger calls
+running whose process is gone is planned again. Only verified artifacts are ingested
+into the results table, and each cell once.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+from typing import Iterable, Optional
+
+import results
+from workers.artifacts import DONE_FILE, LOG_FILE, invalidate, verify_done
+
+from .ledger import Ledger
+from .workspace import WorkspaceLock, stage_dir
+
+LOG_TAIL_LINES = 12
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def reconcile(workspace: Path, ledger: Ledger, lock_held_by_us: bool = False) -> set[str]:
+    """Correct every stage's state from disk; return the keys verified done."""
+    workspace = Path(workspace)
+    host = socket.gethostname()
+    local_driver_alive: Optional[bool] = None
+    done = set()
+    for row in ledger.stages():
+        key, state = row["key"], row["state"]
+        ok, reason = verify_done(stage_dir(workspace, key))
+        if ok:
+            done.add(key)
+            if state != "done":
+                ledger.mark_done(key)
+            continue
+        if reason != "not run" and state != "running":
+            invalidate(stage_dir(workspace, key))
+            ledger.mark_planned(key, "CorruptArtifact", f"artifact damaged ({reason}); it will be rerun")
+        elif state == "done":
+            ledger.mark_planned(key, "MissingArtifact", "the ledger said done but its artifacts are gone; it will be rerun")
+        elif state == "running":
+            gone = row["host"] == host and row["pid"] is not None and not _process_alive(row["pid"])
+            if row["backend"] == "local" and not gone:
+                if local_driver_alive is None:
+                    local_driver_alive = not lock_held_by_us and WorkspaceLock(workspace).holder() is not None
+                gone = not local_driver_alive
+            if gone:
+                ledger.mark_planned(key, "Interrupted", f"its process (pid {row['pid']} on {row['host']}) is gone; it will be rerun")
+    return done
+
+
+def log_tail(workspace: Path, key: str, lines: int = LOG_TAIL_LINES) -> str:
+    """The last lines of a stage's log, or an empty string."""
+    path = stage_dir(workspace, key) / LOG_FILE
+    try:
+        return "\n".join(path.read_text(errors="replace").rstrip().splitlines()[-lines:])
+    except FileNotFoundError:
+        return ""
+
+
+def _describe_arch(arch: dict) -> str:
+    params = ",".join(f"{name}={value}" for name, value in sorted(arch.items()) if name != "name")
+    return f"{arch['name']}({params})" if params else arch["name"]
+
+
+def ingest_results(workspace: Path, ledger: Ledger, done: Iterable[str]) -> int:
+    """Record a results row for each cell whose stage is in ``done`` and not yet recorded."""
+    workspace = Path(workspace)
+    done = set(done)
+    recorded = results.recorded_cells(workspace)
+    specs = {row["name"]: json.loads(row["spec"]) for row in ledger.sweeps()}
+    manifests: dict[str, dict] = {}
+    rows = []
+    for cell in ledger.cells():
+        key = cell["stage_key"]
+        identity = (cell["sweep"], cell["mask_source"], cell["init"], cell["rewind"], cell["nominal_fraction"], cell["seed"], key)
+        if key not in done or identity in recorded:
+            continue
+        if key not in manifests:
+            manifests[key] = json.loads((stage_dir(workspace, key) / DONE_FILE).read_text())
+        metrics = manifests[key]["metrics"]
+        spec = specs[cell["sweep"]]
+        rows.append({
+            "sweep": cell["sweep"], "stage_key": key, "dataset": spec["dataset"]["name"],
+            "arch": _describe_arch(spec["arch"]), "mask_source": cell["mask_source"], "init": cell["init"],
+            "rewind": cell["rewind"], "rewind_iteration": cell["rewind_iteration"], "level": cell["level"],
+            "nominal_fraction": cell["nominal_fraction"], "measured_fraction": metrics["fraction_remaining"],
+            "seed": cell["seed"], "top1": metrics.get("top1", metrics.get("test_top1")),
+            "epochs": metrics["epochs"], "wall_time_s": metrics["wall_time_s"],
+        })
+    return results.record(workspace, rows) if rows else 0

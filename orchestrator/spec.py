@@ -1,0 +1,385 @@
+"""The sweep file: a validated description of one pruning study.
+
+``load_spec(path, overrides)`` reads YAML, applies dotted command-line overrides and
+validates everything with pydantic. Any problem raises :class:`SpecError` naming the
+file, the key path and what is allowed; nothing is written before validation passes.
+"""
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from workers import catalog
+
+from .errors import SpecError
+from .sources import INITS, MASK_SOURCES
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Schedule(_Strict):
+    """Learning-rate schedule; milestones are epochs where the rate is multiplied by gamma."""
+
+    kind: Literal["constant", "step", "cosine"] = "constant"
+    milestones: list[int] = Field(default_factory=list)
+    gamma: float = Field(0.1, gt=0, le=1)
+    warmup_epochs: int = Field(0, ge=0)
+
+
+class Recipe(_Strict):
+    """How one task is trained."""
+
+    epochs: int = Field(gt=0)
+    batch_size: int = Field(gt=0)
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    lr: float = Field(gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    nesterov: bool = False
+    weight_decay: float = Field(0.0, ge=0)
+    schedule: Schedule = Field(default_factory=Schedule)
+
+    @model_validator(mode="after")
+    def _schedule_fits(self) -> "Recipe":
+        for i, milestone in enumerate(self.schedule.milestones):
+            if not 0 < milestone < self.epochs:
+                raise _KeyedError(("schedule", "milestones", i), f"must be an epoch in 1..{self.epochs - 1}, got {milestone}")
+        if self.schedule.warmup_epochs >= self.epochs:
+            raise _KeyedError(("schedule", "warmup_epochs"), f"must be below epochs ({self.epochs}), got {self.schedule.warmup_epochs}")
+        return self
+
+
+class Dataset(_Strict):
+    """Which dataset the sweep trains on."""
+
+    name: str
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        if name not in catalog.DATASETS:
+            raise ValueError(f"unknown dataset {name!r}; allowed: {', '.join(sorted(catalog.DATASETS))}")
+        return name
+
+
+class Arch(_Strict):
+    """Which network; ``width`` scales the channels of the small CNN."""
+
+    name: str
+    width: int = Field(16, gt=0)
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        if name not in catalog.ARCHITECTURES:
+            raise ValueError(f"unknown architecture {name!r}; allowed: {', '.join(sorted(catalog.ARCHITECTURES))}")
+        return name
+
+
+class Pruning(_Strict):
+    """Which fractions of the prunable weights to report and how to get there."""
+
+    fractions: list[float] = Field(min_length=1)
+    rate: float = Field(0.2, gt=0, lt=1)
+    scope: Literal["global"] = "global"
+    one_shot: bool = False
+
+    @field_validator("fractions")
+    @classmethod
+    def _in_unit_interval(cls, fractions: list[float]) -> list[float]:
+        for i, fraction in enumerate(fractions):
+            if not 0 < fraction <= 1:
+                raise _KeyedError((i,), f"a fraction remaining must be in (0, 1], got {fraction}")
+        if len(set(fractions)) != len(fractions):
+            raise ValueError("fractions must not repeat")
+        return fractions
+
+
+class LocalBackend(_Strict):
+    """Settings of the local backend."""
+
+    workers: Optional[int] = Field(None, gt=0)
+
+
+_REWIND = re.compile(r"^\s*(\d+)\s*(it|ep)\s*$")
+
+
+class RewindPoint(BaseModel):
+    """A rewinding point k, as written (``500it``, ``1ep`` or ``0``)."""
+
+    model_config = ConfigDict(frozen=True)
+    text: str
+    amount: int
+    unit: Literal["it", "ep"]
+
+    def iterations(self, iterations_per_epoch: int) -> int:
+        """k in optimizer steps for a recipe with the given steps per epoch."""
+        return self.amount * iterations_per_epoch if self.unit == "ep" else self.amount
+
+
+def parse_rewind(value: Any) -> RewindPoint:
+    """Parse ``0``, ``500it`` or ``1ep``; raise ValueError with what is allowed."""
+    allowed = "allowed: 0 (the original initialisation), '<n>it' (iterations) or '<n>ep' (epochs), n >= 0"
+    if isinstance(value, bool):
+        raise ValueError(f"cannot read {value!r} as a rewinding point; {allowed}")
+    if isinstance(value, int):
+        if value != 0:
+            raise ValueError(f"a bare number must be 0, got {value}; write '{value}it' or '{value}ep'; {allowed}")
+        return RewindPoint(text="0", amount=0, unit="it")
+    match = _REWIND.match(str(value))
+    if not match:
+        raise ValueError(f"cannot read {value!r} as a rewinding point; {allowed}")
+    amount, unit = int(match.group(1)), match.group(2)
+    return RewindPoint(text="0" if amount == 0 else f"{amount}{unit}", amount=amount, unit=unit)
+
+
+class SweepSpec(_Strict):
+    """One sweep file."""
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    workspace: str = Field(min_length=1)
+    dataset: Dataset
+    arch: Arch
+    recipes: dict[str, Recipe]
+    pruning: Pruning
+    rewind: list[Union[int, str]] = Field(min_length=1)
+    mask_source: list[str] = Field(min_length=1)
+    init: list[str] = Field(min_length=1)
+    seeds: list[int] = Field(min_length=1)
+    backend: Literal["local"] = "local"
+    local: LocalBackend = Field(default_factory=LocalBackend)
+
+    @field_validator("recipes")
+    @classmethod
+    def _recipe_names(cls, recipes: dict[str, Recipe]) -> dict[str, Recipe]:
+        allowed = (*catalog.TASKS, "eval")
+        for name in recipes:
+            if name not in allowed:
+                raise _KeyedError((name,), f"unknown recipe; allowed: {', '.join(allowed)}")
+        if "labels" not in recipes:
+            raise ValueError("a 'labels' recipe is required (evaluations retrain on labels)")
+        return recipes
+
+    @field_validator("rewind")
+    @classmethod
+    def _rewind_points(cls, points: list) -> list:
+        texts = []
+        for i, point in enumerate(points):
+            try:
+                texts.append(parse_rewind(point).text)
+            except ValueError as err:
+                raise _KeyedError((i,), str(err)) from None
+        if len(set(texts)) != len(texts):
+            raise ValueError("rewinding points must not repeat")
+        return points
+
+    @field_validator("mask_source")
+    @classmethod
+    def _sources(cls, sources: list[str]) -> list[str]:
+        return _members(sources, MASK_SOURCES, "mask source")
+
+    @field_validator("init")
+    @classmethod
+    def _inits(cls, inits: list[str]) -> list[str]:
+        return _members(inits, INITS, "init")
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, seeds: list[int]) -> list[int]:
+        for i, seed in enumerate(seeds):
+            if seed < 0:
+                raise _KeyedError((i,), f"a seed must be >= 0, got {seed}")
+        if len(set(seeds)) != len(seeds):
+            raise ValueError("seeds must not repeat")
+        return seeds
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "SweepSpec":
+        for source in self.mask_source:
+            task = MASK_SOURCES[source].task
+            if task is not None and task not in self.recipes:
+                raise _KeyedError(("recipes",), f"mask source {source!r} trains on task {task!r}: add a recipes.{task} section")
+        for i, point in enumerate(self.rewind_points):
+            for task in self.tasks:
+                recipe = self.recipes[task]
+                ipe = self.iterations_per_epoch(task)
+                if point.iterations(ipe) > recipe.epochs * ipe:
+                    raise _KeyedError(
+                        ("rewind", i),
+                        f"rewinding point {point.text} is beyond the {task} training "
+                        f"({recipe.epochs} epochs = {recipe.epochs * ipe} iterations)",
+                    )
+        return self
+
+    # ---- derived views -------------------------------------------------------------
+    @property
+    def rewind_points(self) -> list[RewindPoint]:
+        """The rewinding points, parsed."""
+        return [parse_rewind(point) for point in self.rewind]
+
+    @property
+    def tasks(self) -> list[str]:
+        """The training tasks the mask sources of this sweep need, in a fixed order."""
+        return sorted({MASK_SOURCES[s].task for s in self.mask_source if MASK_SOURCES[s].task})
+
+    @property
+    def eval_recipe(self) -> Recipe:
+        """The recipe of retraining on labels (``recipes.eval``, else ``recipes.labels``)."""
+        return self.recipes.get("eval", self.recipes["labels"])
+
+    def iterations_per_epoch(self, task: str) -> int:
+        """Optimizer steps per epoch of a task's recipe on this dataset."""
+        train_size = catalog.DATASETS[self.dataset.name]["train_size"]
+        return catalog.iterations_per_epoch(train_size, self.recipes[task].batch_size)
+
+    def level_for(self, fraction: float) -> int:
+        """The number of IMP rounds whose kept fraction is nearest (in log) to ``fraction``."""
+        return max(0, round(math.log(fraction) / math.log(1 - self.pruning.rate)))
+
+
+def _members(values: list[str], allowed, what: str) -> list[str]:
+    for i, value in enumerate(values):
+        if value not in allowed:
+            raise _KeyedError((i,), f"unknown {what} {value!r}; allowed: {', '.join(allowed)}")
+    if len(set(values)) != len(values):
+        raise ValueError(f"{what}s must not repeat")
+    return values
+
+
+class _KeyedError(ValueError):
+    """A validation error that knows the key path below the field being validated."""
+
+    def __init__(self, sub_path: tuple, message: str):
+        super().__init__(message)
+        self.sub_path = sub_path
+        self.message = message
+
+
+# ---- loading -------------------------------------------------------------------------
+
+def load_spec(path: Union[str, Path], overrides: Optional[list[str]] = None) -> SweepSpec:
+    """Read, override and validate a sweep file; raise SpecError on any problem."""
+    path = Path(path)
+    source = str(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise SpecError(source, "", "no such sweep file") from None
+    except OSError as err:
+        raise SpecError(source, "", f"cannot read the file ({err.strerror})") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(err, "problem", None) or str(err)
+        raise SpecError(source, "", f"YAML syntax error: {where}{problem}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise SpecError(source, "", f"the top level must be a mapping of keys, got {type(raw).__name__}")
+    raw.setdefault("name", path.stem)
+    overridden = {}
+    for override in overrides or []:
+        key_path = apply_override(raw, override, source)
+        overridden[key_path] = override
+    return validate_spec(raw, source, overridden)
+
+
+def apply_override(raw: dict, override: str, source: str) -> str:
+    """Apply one ``a.b.c=value`` override (value read as YAML) to ``raw`` in place."""
+    if "=" not in override:
+        raise SpecError(source, override, "an override must look like key.path=value (e.g. pruning.rate=0.5)")
+    key_path, _, text = override.partition("=")
+    keys = key_path.strip().split(".")
+    if not all(keys):
+        raise SpecError(source, key_path, f"override {override!r}: empty key in the key path")
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError:
+        raise SpecError(source, key_path, f"override {override!r}: the value is not valid YAML") from None
+    node = raw
+    for depth, key in enumerate(keys[:-1]):
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            prefix = ".".join(keys[: depth + 1])
+            raise SpecError(source, prefix, f"override {override!r}: {prefix} is not a section, it holds {child!r}")
+        node = child
+    node[keys[-1]] = value
+    return ".".join(keys)
+
+
+def validate_spec(raw: dict, source: str, overridden: Optional[dict] = None) -> SweepSpec:
+    """Validate a raw mapping; turn the first pydantic error into a SpecError."""
+    try:
+        return SweepSpec.model_validate(raw)
+    except ValidationError as err:
+        first = err.errors()[0]
+        key_path, problem = _describe(first)
+        extra = len(err.errors()) - 1
+        if extra:
+            problem += f" (and {extra} more problem{'s' if extra > 1 else ''})"
+        for override_key, override in (overridden or {}).items():
+            if _within(key_path, override_key) or _within(override_key, key_path):
+                problem += f" (from the command-line override {override!r})"
+        raise SpecError(source, key_path, problem) from None
+
+
+def _within(path: str, prefix: str) -> bool:
+    return path == prefix or path.startswith(prefix + ".") or path.startswith(prefix + "[")
+
+
+def _describe(error: dict) -> tuple[str, str]:
+    loc = list(error["loc"])
+    context_error = (error.get("ctx") or {}).get("error")
+    if isinstance(context_error, _KeyedError):
+        loc += list(context_error.sub_path)
+        return _format_loc(loc), context_error.message
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        allowed = _allowed_keys(loc[:-1])
+        return _format_loc(loc), f"unknown key; allowed here: {', '.join(allowed)}"
+    if kind == "missing":
+        return _format_loc(loc), "required key is missing"
+    message = error["msg"]
+    if message.startswith("Value error, "):
+        message = message[len("Value error, "):]
+    if kind not in ("value_error",) and "input" in error and not isinstance(error["input"], (dict, list)):
+        message += f", got {error['input']!r}"
+    return _format_loc(loc), message
+
+
+def _format_loc(loc: list) -> str:
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += ("." if text else "") + str(part)
+    return text
+
+
+def _allowed_keys(loc: list) -> list[str]:
+    """Field names of the model found by walking ``loc`` from the top of the spec."""
+    model: Any = SweepSpec
+    inside_recipes = False
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if inside_recipes:
+            model, inside_recipes = Recipe, False
+            continue
+        if model is SweepSpec and part == "recipes":
+            inside_recipes = True
+            continue
+        annotation = getattr(model.model_fields.get(part), "annotation", None)
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            break
+        model = annotation
+    return list(model.model_fields)

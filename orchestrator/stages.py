@@ -1,0 +1,77 @@
+"""Stage identity: what a stage is, and the short hash that names it on disk.
+
+A stage's key hashes only its *identity*: the settings it depends on, with
+default-valued settings left out and dependencies referred to by their own keys. Adding
+an option (with a default that keeps old behaviour) or an unrelated grid axis therefore
+never renames an existing stage. ``tests/test_stage_keys.py`` pins the keys.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional
+
+KEY_LENGTH = 12
+
+
+def canonical_json(obj: Any) -> str:
+    """The one textual form of a JSON-able value that is hashed."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+def stage_key(kind: str, identity: Mapping[str, Any]) -> str:
+    """``<kind>-<first 12 hex of sha256(canonical identity)>``."""
+    digest = hashlib.sha256(canonical_json({"kind": kind, **identity}).encode()).hexdigest()
+    return f"{kind}-{digest[:KEY_LENGTH]}"
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One unit of work: a pure function of ``config`` and the artifacts of ``deps``."""
+
+    kind: str
+    identity: Mapping[str, Any]
+    config: Mapping[str, Any]
+    #: role -> key of the stage whose artifacts this one reads.
+    deps: Mapping[str, str] = field(default_factory=dict)
+    #: a short human description, e.g. ``imp labels seed=0 k=0 level=3``.
+    label: str = ""
+    #: epochs of training this stage runs (0 for a random mask).
+    epochs: float = 0
+
+    @property
+    def key(self) -> str:
+        """The stage's stable name."""
+        return stage_key(self.kind, self.identity)
+
+    @property
+    def is_training(self) -> bool:
+        """Whether the stage trains a network."""
+        return self.epochs > 0
+
+    def to_json(self) -> dict:
+        """The content of the stage's ``stage.json``."""
+        return {
+            "kind": self.kind,
+            "key": self.key,
+            "label": self.label,
+            "identity": dict(self.identity),
+            "config": dict(self.config),
+            "deps": dict(self.deps),
+        }
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One cell of the grid: a mask source x init x rewind point x fraction x seed."""
+
+    mask_source: str
+    init: str
+    rewind: str
+    rewind_iteration: Optional[int]
+    nominal_fraction: float
+    level: Optional[int]
+    seed: int
+    #: the stage whose metrics hold this cell's top-1.
+    stage_key: str

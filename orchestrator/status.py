@@ -1,0 +1,57 @@
+"""``prunesweep status``: what every stage of a workspace is doing, and what is missing."""
+from __future__ import annotations
+
+import textwrap
+from collections import Counter
+from pathlib import Path
+
+from .ledger import STATES, Ledger
+from .reconcile import ingest_results, reconcile
+
+MISSING_SHOWN = 20
+
+
+def print_status(workspace: Path, all_missing: bool = False) -> None:
+    """Print counts per kind and state, failed stages with reasons, and missing cells."""
+    ledger = Ledger(workspace)
+    try:
+        done = reconcile(workspace, ledger)
+        ingest_results(workspace, ledger, done)
+        stages = ledger.stages()
+        sweeps = ledger.sweeps()
+        print(f"workspace {workspace}: {len(sweeps)} sweep(s): " + ", ".join(row["name"] for row in sweeps))
+        counts = Counter((row["kind"], row["state"]) for row in stages)
+        kinds = [kind for kind in ("dense", "rewind", "imp", "random_mask", "eval") if any(k == kind for k, _ in counts)]
+        print()
+        print(f"{'kind':<12}" + "".join(f"{state:>9}" for state in STATES) + f"{'total':>9}")
+        for kind in kinds:
+            row = [counts[(kind, state)] for state in STATES]
+            print(f"{kind:<12}" + "".join(f"{n:>9}" for n in row) + f"{sum(row):>9}")
+        totals = [sum(counts[(kind, state)] for kind in kinds) for state in STATES]
+        print(f"{'all':<12}" + "".join(f"{n:>9}" for n in totals) + f"{sum(totals):>9}")
+
+        failed = [row for row in stages if row["state"] == "failed"]
+        if failed:
+            print(f"\nfailed stages ({len(failed)}):")
+            for row in failed:
+                print(f"  {row['key']}  {row['label']}  [{row['error_class']}, attempt {row['attempts']}, "
+                      f"{row['backend'] or '?'} on {row['host'] or '?'}]")
+                print(textwrap.indent(row["error_message"] or "(no message)", "      "))
+        notes = [row for row in stages if row["state"] == "planned" and row["error_class"]]
+        if notes:
+            print(f"\nto be rerun ({len(notes)}):")
+            for row in notes:
+                print(f"  {row['key']}  {row['label']}  [{row['error_class']}] {row['error_message']}")
+
+        state_of = {row["key"]: row["state"] for row in stages}
+        cells = ledger.cells()
+        missing = [cell for cell in cells if state_of.get(cell["stage_key"]) != "done"]
+        print(f"\ncells: {len(cells) - len(missing)} of {len(cells)} done, {len(missing)} missing")
+        for cell in missing if all_missing else missing[:MISSING_SHOWN]:
+            print(f"  {cell['sweep']}: {cell['mask_source']} / {cell['init']} rewind={cell['rewind']} "
+                  f"fraction={cell['nominal_fraction']:g} seed={cell['seed']} -> {cell['stage_key']} "
+                  f"({state_of.get(cell['stage_key'], 'unknown')})")
+        if len(missing) > MISSING_SHOWN and not all_missing:
+            print(f"  ... and {len(missing) - MISSING_SHOWN} more (--all-missing lists them)")
+    finally:
+        ledger.close()

@@ -1,0 +1,138 @@
+"""A workspace folder: its stage folders, its lock, and checks before anything is written.
+
+Layout::
+
+    WORKSPACE/
+      ledger.sqlite        stage states, sweeps, cells (orchestrator.ledger)
+      results.sqlite       the central results table (results.table)
+      stages/<key>/        one folder per stage (workers.artifacts)
+      .lock                held by the one launch/resume running here
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+from workers.artifacts import STAGE_FILE, atomic_write_json, read_stage
+
+from .errors import UserError, WorkspaceBusy
+from .ledger import LEDGER_FILE
+from .stages import Stage
+
+STAGES_DIR = "stages"
+LOCK_FILE = ".lock"
+
+
+def stage_dir(workspace: Path, key: str) -> Path:
+    """The folder of one stage."""
+    return Path(workspace) / STAGES_DIR / key
+
+
+def check_creatable(workspace: Path, source: str) -> None:
+    """Raise UserError (exit 2) unless ``workspace`` exists as a writable folder or can be made."""
+    workspace = Path(workspace).absolute()
+    if workspace.exists():
+        if not workspace.is_dir():
+            raise UserError(f"{source}: workspace: {workspace} exists and is not a folder")
+        if not os.access(workspace, os.W_OK | os.X_OK):
+            raise UserError(f"{source}: workspace: {workspace} is not writable")
+        return
+    parent = workspace.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"{source}: workspace: cannot create {workspace}: {parent} is not a writable folder")
+
+
+def require_workspace(workspace: Path) -> Path:
+    """Raise UserError (exit 2) unless ``workspace`` holds a prunesweep ledger."""
+    workspace = Path(workspace)
+    if not (workspace / LEDGER_FILE).exists():
+        raise UserError(f"{workspace}: not a prunesweep workspace (no {LEDGER_FILE}); launch a sweep into it first")
+    return workspace
+
+
+def existing_captures(workspace: Path):
+    """A function: dense key -> the rewind iterations its existing folder captures, or None."""
+
+    def captured(key: str) -> Optional[list[int]]:
+        path = stage_dir(workspace, key) / STAGE_FILE
+        if not path.exists():
+            return None
+        return list(read_stage(path.parent)["config"].get("capture_iterations", []))
+
+    return captured
+
+
+def materialise(workspace: Path, stages: list[Stage]) -> None:
+    """Write each new stage's folder and ``stage.json``; existing folders are left as they are."""
+    for stage in stages:
+        folder = stage_dir(workspace, stage.key)
+        if not (folder / STAGE_FILE).exists():
+            atomic_write_json(folder / STAGE_FILE, stage.to_json())
+
+
+class WorkspaceLock:
+    """An exclusive lock on a workspace, held by one launch/resume at a time.
+
+    ``flock`` is released by the kernel when its holder dies, so a lock left behind by a
+    killed process is simply free again; the file's content names the live holder.
+    """
+
+    def __init__(self, workspace: Path):
+        self.path = Path(workspace) / LOCK_FILE
+        self.handle = None
+
+    def acquire(self) -> "WorkspaceLock":
+        """Take the lock or raise WorkspaceBusy naming its holder."""
+        handle = open(self.path, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            try:
+                holder = json.loads(handle.read() or "{}")
+            except ValueError:
+                holder = {}
+            handle.close()
+            since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(holder.get("since", 0)))
+            raise WorkspaceBusy(
+                f"{self.path.parent}: already in use by {holder.get('command', 'another prunesweep')} "
+                f"(pid {holder.get('pid', '?')} on host {holder.get('host', '?')}, since {since}); "
+                "wait for it to finish or stop it, then run `prunesweep resume`"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "since": time.time(),
+                                 "command": "prunesweep " + " ".join(sys.argv[1:2])}))
+        handle.flush()
+        self.handle = handle
+        return self
+
+    def holder(self) -> Optional[dict]:
+        """Who holds the lock now (host, pid, since), or None when it is free."""
+        try:
+            self.acquire()
+        except WorkspaceBusy as busy:
+            return {"message": str(busy)}
+        self.release()
+        return None
+
+    def release(self) -> None:
+        """Let go of the lock."""
+        if self.handle is not None:
+            fcntl.flock(self.handle, fcntl.LOCK_UN)
+            self.handle.close()
+            self.handle = None
+
+    def __enter__(self) -> "WorkspaceLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()

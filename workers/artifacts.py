@@ -1,0 +1,144 @@
+"""The on-disk contract of one stage folder.
+
+A stage folder holds:
+
+- ``stage.json``  what to compute: ``kind``, ``key``, ``identity`` (what was hashed),
+  ``config`` (everything the worker needs) and ``deps`` (role -> folder name of a
+  sibling stage whose artifacts are inputs);
+- ``checkpoint.pt`` the last epoch checkpoint of a training in progress;
+- ``log.txt`` what the worker printed;
+- the stage's artifacts (``final.pt``, ``mask.pt``, ``rewind_<k>.pt``, ``metrics.json`` ...);
+- ``DONE.json`` written last: the name, size and sha256 of every artifact plus the
+  stage's metrics. A stage is done exactly when ``DONE.json`` exists and every file it
+  lists still has its recorded size and checksum.
+
+Every write goes through :func:`atomic_write_bytes` (temp file in the same folder,
+fsync, rename), so a crash leaves either the old file or the new one, never half of one.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+STAGE_FILE = "stage.json"
+DONE_FILE = "DONE.json"
+CHECKPOINT_FILE = "checkpoint.pt"
+LOG_FILE = "log.txt"
+METRICS_FILE = "metrics.json"
+
+
+class CorruptArtifact(RuntimeError):
+    """A dependency's artifact is missing or does not match its recorded checksum."""
+
+    def __init__(self, stage_dir: Path, reason: str):
+        super().__init__(f"{stage_dir.name}: {reason}")
+        self.stage_dir = stage_dir
+        self.reason = reason
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (temp file in the same folder + rename)."""
+    _atomic_write(path, lambda handle: handle.write(data))
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    """Write ``obj`` as indented, key-sorted JSON to ``path`` atomically."""
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+def atomic_save_with(path: Path, save: Callable[[Any], None]) -> None:
+    """Atomically write ``path`` with a writer such as ``lambda f: torch.save(obj, f)``."""
+    _atomic_write(path, save)
+
+
+def _atomic_write(path: Path, write: Callable[[Any], Any]) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def sha256_of(path: Path) -> str:
+    """Hex sha256 of a file's content."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_stage(stage_dir: Path) -> dict:
+    """Read a stage folder's ``stage.json``."""
+    return json.loads((Path(stage_dir) / STAGE_FILE).read_text())
+
+
+def write_done(stage_dir: Path, files: list[str], metrics: Mapping[str, Any]) -> dict:
+    """Checksum ``files`` (names inside ``stage_dir``) and write ``DONE.json`` last."""
+    stage_dir = Path(stage_dir)
+    manifest = {
+        "files": {
+            name: {"sha256": sha256_of(stage_dir / name), "size": (stage_dir / name).stat().st_size}
+            for name in sorted(set(files))
+        },
+        "metrics": dict(metrics),
+    }
+    atomic_write_json(stage_dir / DONE_FILE, manifest)
+    return manifest
+
+
+def verify_done(stage_dir: Path) -> tuple[bool, str]:
+    """Tell whether a stage is done: ``(True, "")`` or ``(False, reason)``.
+
+    The reason is ``"not run"`` when there is no manifest at all; anything else means
+    the stage ran but its artifacts are damaged and it must be rerun.
+    """
+    stage_dir = Path(stage_dir)
+    manifest_path = stage_dir / DONE_FILE
+    if not manifest_path.exists():
+        return False, "not run"
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        files = manifest["files"]
+    except (ValueError, KeyError, TypeError):
+        return False, f"{DONE_FILE} is unreadable"
+    for name, record in files.items():
+        path = stage_dir / name
+        if not path.exists():
+            return False, f"{name} is missing"
+        if path.stat().st_size != record["size"]:
+            return False, f"{name} has size {path.stat().st_size}, expected {record['size']}"
+        if sha256_of(path) != record["sha256"]:
+            return False, f"{name} does not match its checksum"
+    return True, ""
+
+
+def read_done(stage_dir: Path) -> dict:
+    """Return a verified stage's manifest; raise :class:`CorruptArtifact` otherwise."""
+    stage_dir = Path(stage_dir)
+    ok, reason = verify_done(stage_dir)
+    if not ok:
+        raise CorruptArtifact(stage_dir, reason)
+    return json.loads((stage_dir / DONE_FILE).read_text())
+
+
+def invalidate(stage_dir: Path) -> None:
+    """Drop a damaged stage's manifest so that it counts as not done and reruns."""
+    try:
+        (Path(stage_dir) / DONE_FILE).unlink()
+    except FileNotFoundError:
+        pass
