@@ -209,12 +209,16 @@ class _Planner:
                 else:
                     level = spec.level_for(fraction)
                     keep = {"rate": spec.pruning.rate, "level": level}
-                mask = Stage("random_mask", {"dataset": self.dataset_id, "arch": self.arch_id, "keep": keep, "seed": seed},
-                             {**self.base_config, "seed": seed, "mask_rule": {"kind": "random", "keep": keep}},
-                             label=f"random_mask seed={seed} f={fraction}")
-                mask_key = self.plan.add(mask)
-                key = self.evaluation(seed, {"given": mask_key}, {"kind": "given"}, {"mask": mask_key}, "reinit",
-                                      None, None, f"eval random reinit seed={seed} f={fraction}")
+                label = f"eval random reinit seed={seed} f={fraction}"
+                if keep.get("level") == 0 or keep.get("fraction") == 1.0:
+                    key = self.evaluation(seed, "full", {"kind": "full"}, {}, "reinit", None, None, label)
+                else:
+                    mask = Stage("random_mask", {"dataset": self.dataset_id, "arch": self.arch_id, "keep": keep, "seed": seed},
+                                 {**self.base_config, "seed": seed, "mask_rule": {"kind": "random", "keep": keep}},
+                                 label=f"random_mask seed={seed} f={fraction}")
+                    mask_key = self.plan.add(mask)
+                    key = self.evaluation(seed, {"given": mask_key}, {"kind": "given"}, {"mask": mask_key}, "reinit",
+                                          None, None, label)
                 self.plan.cells.append(Cell(source, "reinit", NO_REWIND, None, fraction, level, seed, key))
                 self.plan.naive_trainings += 1
                 self.plan.naive_epochs += self.eval_recipe.epochs

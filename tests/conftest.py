@@ -1,0 +1,49 @@
+"""Shared fixtures: a valid sweep as a dict and a writer for sweep files."""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+
+BASE_SWEEP = {
+    "name": "t",
+    "workspace": "ws",
+    "dataset": {"name": "digits"},
+    "arch": {"name": "small_cnn", "width": 8},
+    "recipes": {
+        "labels": {"epochs": 2, "batch_size": 128, "optimizer": "adam", "lr": 0.003},
+        "rotnet": {"epochs": 2, "batch_size": 128, "optimizer": "adam", "lr": 0.003},
+    },
+    "pruning": {"fractions": [0.8, 0.512]},
+    "rewind": [0],
+    "mask_source": ["labels", "rotnet", "random"],
+    "init": ["winning_ticket", "reinit"],
+    "seeds": [0],
+}
+
+
+@pytest.fixture
+def sweep_dict():
+    """A fresh copy of a small valid sweep."""
+    return copy.deepcopy(BASE_SWEEP)
+
+
+@pytest.fixture
+def write_sweep(tmp_path):
+    """Write a sweep dict (or raw text) to a YAML file whose workspace lies in tmp_path."""
+
+    def write(content, name="sweep.yaml"):
+        path = tmp_path / name
+        if isinstance(content, str):
+            path.write_text(content)
+        else:
+            content = copy.deepcopy(content)
+            content["workspace"] = str(tmp_path / content.get("workspace", "ws"))
+            path.write_text(yaml.safe_dump(content))
+        return path
+
+    return write

@@ -1,0 +1,148 @@
+"""Every kind of bad sweep input stops with one clear message naming file, key and what is allowed."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from orchestrator.errors import SpecError
+from orchestrator.spec import load_spec, parse_rewind
+
+
+def _error(write_sweep, sweep, overrides=None) -> SpecError:
+    path = write_sweep(sweep)
+    with pytest.raises(SpecError) as info:
+        load_spec(path, overrides)
+    message = str(info.value)
+    assert str(path) in message
+    assert "\n" not in message
+    return info.value
+
+
+def _set(sweep, dotted, value):
+    sweep = copy.deepcopy(sweep)
+    node = sweep
+    keys = dotted.split(".")
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+    node[keys[-1]] = value
+    return sweep
+
+
+def test_valid_sweep_loads(write_sweep, sweep_dict):
+    spec = load_spec(write_sweep(sweep_dict))
+    assert spec.pruning.rate == 0.2 and spec.pruning.scope == "global" and not spec.pruning.one_shot
+    assert spec.eval_recipe == spec.recipes["labels"]
+
+
+def test_yaml_syntax_error_names_line(write_sweep):
+    error = _error(write_sweep, "name: x\nseeds: [0, 1\n")
+    assert "YAML syntax error" in str(error) and "line" in str(error)
+
+
+def test_top_level_must_be_mapping(write_sweep):
+    assert "mapping" in str(_error(write_sweep, "- 1\n- 2\n"))
+
+
+@pytest.mark.parametrize("dotted,allowed_word", [
+    ("bogus", "workspace"),
+    ("pruning.bogus", "fractions"),
+    ("recipes.labels.bogus", "batch_size"),
+    ("recipes.labels.schedule.bogus", "milestones"),
+])
+def test_unknown_keys_list_what_is_allowed(write_sweep, sweep_dict, dotted, allowed_word):
+    error = _error(write_sweep, _set(sweep_dict, dotted, 1))
+    assert error.key_path == dotted
+    assert "unknown key" in error.problem and allowed_word in error.problem
+
+
+@pytest.mark.parametrize("dotted,value,key_path", [
+    ("seeds", "zero", "seeds"),
+    ("recipes.labels.epochs", "ten", "recipes.labels.epochs"),
+    ("recipes.labels.epochs", 0, "recipes.labels.epochs"),
+    ("recipes.labels.lr", -0.1, "recipes.labels.lr"),
+    ("pruning.rate", 1.0, "pruning.rate"),
+    ("pruning.one_shot", "maybe", "pruning.one_shot"),
+    ("recipes.labels.optimizer", "lbfgs", "recipes.labels.optimizer"),
+    ("seeds", [0, -1], "seeds[1]"),
+    ("seeds", [1, 1], "seeds"),
+])
+def test_wrong_types_and_values(write_sweep, sweep_dict, dotted, value, key_path):
+    assert _error(write_sweep, _set(sweep_dict, dotted, value)).key_path == key_path
+
+
+@pytest.mark.parametrize("fractions,key_path", [
+    ([0.5, 0], "pruning.fractions[1]"),
+    ([1.5], "pruning.fractions[0]"),
+    ([-0.1], "pruning.fractions[0]"),
+])
+def test_fractions_outside_unit_interval(write_sweep, sweep_dict, fractions, key_path):
+    error = _error(write_sweep, _set(sweep_dict, "pruning.fractions", fractions))
+    assert error.key_path == key_path and "(0, 1]" in error.problem
+
+
+@pytest.mark.parametrize("point", ["-1ep", "3 epochs", "abc", 5, -3, "1.5ep"])
+def test_unparsable_or_negative_rewind_points(write_sweep, sweep_dict, point):
+    error = _error(write_sweep, _set(sweep_dict, "rewind", [point]))
+    assert error.key_path == "rewind[0]" and "allowed" in error.problem
+
+
+def test_rewind_point_beyond_training(write_sweep, sweep_dict):
+    error = _error(write_sweep, _set(sweep_dict, "rewind", [0, "3ep"]))
+    assert error.key_path == "rewind[1]" and "beyond" in error.problem
+
+
+def test_rewind_spellings():
+    assert parse_rewind(0).text == "0" and parse_rewind("0ep").text == "0"
+    assert parse_rewind("500it").iterations(11) == 500
+    assert parse_rewind("2ep").iterations(11) == 22
+
+
+@pytest.mark.parametrize("dotted,value,key_path", [
+    ("mask_source", ["labels", "jigsaw"], "mask_source[1]"),
+    ("init", ["lottery"], "init[0]"),
+    ("dataset.name", "imagenet-1k", "dataset.name"),
+    ("arch.name", "vgg1000", "arch.name"),
+])
+def test_unknown_registry_names(write_sweep, sweep_dict, dotted, value, key_path):
+    error = _error(write_sweep, _set(sweep_dict, dotted, value))
+    assert error.key_path == key_path and "allowed" in error.problem
+
+
+@pytest.mark.parametrize("axis", ["seeds", "mask_source", "init", "rewind", "pruning.fractions"])
+def test_empty_grid_axes(write_sweep, sweep_dict, axis):
+    assert _error(write_sweep, _set(sweep_dict, axis, [])).key_path == axis
+
+
+def test_missing_required_recipe(write_sweep, sweep_dict):
+    del sweep_dict["recipes"]["rotnet"]
+    assert "recipes.rotnet" in _error(write_sweep, sweep_dict).problem
+
+
+def test_missing_key(write_sweep, sweep_dict):
+    del sweep_dict["dataset"]
+    error = _error(write_sweep, sweep_dict)
+    assert error.key_path == "dataset" and "missing" in error.problem
+
+
+def test_milestone_beyond_epochs(write_sweep, sweep_dict):
+    sweep = _set(sweep_dict, "recipes.labels.schedule", {"kind": "step", "milestones": [5]})
+    assert _error(write_sweep, sweep).key_path == "recipes.labels.schedule.milestones[0]"
+
+
+def test_overrides_apply_and_validate(write_sweep, sweep_dict):
+    path = write_sweep(sweep_dict)
+    spec = load_spec(path, ["seeds=[0,1,2]", "pruning.rate=0.5", "recipes.labels.schedule.kind=cosine"])
+    assert spec.seeds == [0, 1, 2] and spec.pruning.rate == 0.5
+    assert spec.recipes["labels"].schedule.kind == "cosine"
+    for override, key_path in [("pruning.rate=1.5", "pruning.rate"), ("pruning.bogus=1", "pruning.bogus"),
+                               ("seeds=[a", "seeds"), ("noequals", "noequals"), ("seeds.x=1", "seeds")]:
+        with pytest.raises(SpecError) as info:
+            load_spec(path, [override])
+        assert info.value.key_path == key_path, override
+        assert str(path) in str(info.value)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(SpecError, match="no such sweep file"):
+        load_spec(tmp_path / "nope.yaml")
