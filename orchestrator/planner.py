@@ -22,14 +22,14 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
+from results.query import NO_REWIND  # the rewind label of cells that need no rewinding point
+
 from .sources import MASK_SOURCES
 from .spec import RewindPoint, SweepSpec
 from .stages import Cell, Stage, canonical_json
 
 DEFAULT_RATE = 0.2
 DEFAULT_SCOPE = "global"
-#: the rewind label of cells whose init does not depend on a rewinding point.
-NO_REWIND = "-"
 
 
 @dataclass

@@ -1,0 +1,34 @@
+"""Results of a prunesweep workspace: record, load, filter, summarize, tabulate, plot, export.
+
+Typical use::
+
+    import results
+    df = results.load("runs/digits")                      # one row per evaluated cell
+    df = results.filter_rows(df, ["init=winning_ticket"])  # --where filters
+    results.summarize(df)                                  # mean / s.e. / n per setting
+    results.pivot(df)                                      # fraction x "mask_source / init"
+    results.plot_top1_vs_fraction(df, "top1.png")
+
+The table lives in ``WORKSPACE/results.sqlite`` (see :mod:`results.table`). This
+package never imports torch, and matplotlib only when a plot is drawn.
+"""
+from .export import export_csv, export_parquet
+from .plot import plot_top1_vs_fraction
+from .query import SETTING_COLUMNS, filter_rows, pivot, summarize
+from .table import COLUMNS, PRIMARY_KEY, db_path, load, record, recorded_cells
+
+__all__ = [
+    "COLUMNS",
+    "PRIMARY_KEY",
+    "SETTING_COLUMNS",
+    "db_path",
+    "export_csv",
+    "export_parquet",
+    "filter_rows",
+    "load",
+    "pivot",
+    "plot_top1_vs_fraction",
+    "record",
+    "recorded_cells",
+    "summarize",
+]

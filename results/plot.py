@@ -1,0 +1,95 @@
+"""Top-1 accuracy vs fraction of weights remaining, drawn like the paper's figures.
+
+matplotlib is imported only when a plot is drawn, so ``import results`` stays light.
+The figure is a plain :class:`matplotlib.figure.Figure` rendered by the Agg canvas: no
+pyplot, no global figure registry, no display needed.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ._atomic import atomic_write
+from .query import _ordered_settings, percent_label, setting_labels, summarize
+
+#: At most this many distinct fractions get their own labelled tick on the x axis.
+MAX_FRACTION_TICKS = 16
+
+
+def plot_top1_vs_fraction(df: pd.DataFrame, out_path: str | os.PathLike, title: str | None = None):
+    """Plot mean top-1 vs fraction of weights remaining and save it atomically to ``out_path``.
+
+    One line per curve of :func:`results.query.setting_labels` (``mask_source / init``,
+    plus sweep / dataset / arch / rewind point / one-shot-vs-IMP when the frame holds
+    several), with standard-error bars (none for a single seed). The x axis is the mean
+    measured fraction remaining (nominal when not measured) in percent on a log scale,
+    100% on the left and decreasing to the right as in the paper; the y axis is top-1
+    in percent. The title names the dataset(s) and architecture(s) unless ``title`` is
+    given. The file format follows the suffix of ``out_path`` (PNG when it has none);
+    the file is written to a temp file in the same folder and renamed into place.
+
+    Returns the :class:`matplotlib.figure.Figure` (one ``ax.containers`` entry per
+    line). Raises :class:`ValueError` on an empty frame.
+    """
+    if df is None or len(df) == 0:
+        raise ValueError("plot_top1_vs_fraction: no results to plot (the frame is empty)")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
+
+    summary = summarize(df)
+    summary = summary.assign(
+        setting=setting_labels(summary),
+        x=summary["measured_fraction"].fillna(summary["nominal_fraction"]) * 100.0,
+        y=summary["top1_mean"] * 100.0,
+        yerr=summary["top1_se"].fillna(0.0) * 100.0,
+    )
+
+    figure = Figure(figsize=(7.0, 4.8), layout="constrained")
+    FigureCanvasAgg(figure)
+    ax = figure.add_subplot()
+    settings = _ordered_settings(summary)
+    for setting in settings:
+        curve = summary[summary["setting"] == setting].sort_values("x", ascending=False)
+        ax.errorbar(
+            curve["x"].to_numpy(float),
+            curve["y"].to_numpy(float),
+            yerr=curve["yerr"].to_numpy(float),
+            marker="o",
+            markersize=4,
+            capsize=3,
+            linewidth=1.5,
+            label=setting,
+        )
+
+    ax.set_xscale("log")
+    xs = np.sort(summary["x"].dropna().unique())[::-1]
+    low, high = float(xs.min()), float(xs.max())
+    ax.set_xlim(high * 1.15, low / 1.15)  # reversed: 100% on the left
+    if len(xs) <= MAX_FRACTION_TICKS:
+        ax.xaxis.set_major_locator(FixedLocator(xs))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _pos: percent_label(value / 100.0)))
+    else:
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _pos: f"{value:g}%"))
+    ax.tick_params(axis="x", labelrotation=45)
+    ax.set_xlabel("Fraction of weights remaining (%)")
+    ax.set_ylabel("Top-1 accuracy (%)")
+    ax.set_title(title if title is not None else _default_title(summary))
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(loc="best", fontsize="small")
+
+    out_path = Path(out_path)
+    file_format = out_path.suffix.lstrip(".").lower() or "png"
+    atomic_write(out_path, lambda handle: figure.savefig(handle, format=file_format, dpi=150))
+    return figure
+
+
+def _default_title(summary: pd.DataFrame) -> str:
+    """``"Top-1 vs weights remaining: <dataset(s)> / <arch(s)>"``."""
+    datasets = ", ".join(map(str, dict.fromkeys(summary["dataset"])))
+    archs = ", ".join(map(str, dict.fromkeys(summary["arch"])))
+    return f"Top-1 vs weights remaining: {datasets} / {archs}"

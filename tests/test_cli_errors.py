@@ -1,0 +1,80 @@
+"""Bad input through the real command: exit 2, one message, no traceback, nothing written."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from conftest import ROOT
+
+
+def run_cli(*args, cwd=None):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, "-m", "orchestrator", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, env=env, timeout=120)
+
+
+def _assert_clean_error(result, *needles):
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("prunesweep: error: "), result.stderr
+    for needle in needles:
+        assert needle in lines[0]
+
+
+@pytest.mark.parametrize("command", ["plan", "launch"])
+@pytest.mark.parametrize("mutate,needles", [
+    (lambda s: s.update(bogus=1), ["bogus", "allowed"]),
+    (lambda s: s["pruning"].update(fractions=[0.5, 2]), ["pruning.fractions[1]", "(0, 1]"]),
+    (lambda s: s.update(rewind=["-2ep"]), ["rewind[0]"]),
+    (lambda s: s.update(mask_source=["labels", "exemplar2"]), ["mask_source[1]", "allowed"]),
+    (lambda s: s.update(seeds=[]), ["seeds"]),
+])
+def test_bad_sweep_exits_2_and_writes_nothing(tmp_path, sweep_dict, command, mutate, needles):
+    mutate(sweep_dict)
+    sweep_dict["workspace"] = str(tmp_path / "ws")
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(sweep_dict))
+    result = run_cli(command, path)
+    _assert_clean_error(result, str(path), *needles)
+    assert not (tmp_path / "ws").exists()
+
+
+def test_yaml_syntax_error(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("name: x\nseeds: [0, 1\n")
+    _assert_clean_error(run_cli("launch", path), str(path), "YAML")
+
+
+def test_bad_override_exits_2(tmp_path, sweep_dict):
+    sweep_dict["workspace"] = str(tmp_path / "ws")
+    path = tmp_path / "ok.yaml"
+    path.write_text(yaml.safe_dump(sweep_dict))
+    _assert_clean_error(run_cli("launch", path, "pruning.rate=0.5", "seeds=[0,x"), "seeds")
+    _assert_clean_error(run_cli("launch", path, "pruning.rat=0.5"), "pruning.rat", "allowed")
+    assert not (tmp_path / "ws").exists()
+
+
+def test_workspace_that_cannot_be_created(tmp_path, sweep_dict):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    sweep_dict["workspace"] = str(blocker / "ws")
+    path = tmp_path / "ok.yaml"
+    path.write_text(yaml.safe_dump(sweep_dict))
+    _assert_clean_error(run_cli("launch", path), "workspace")
+
+
+def test_status_of_a_folder_that_is_no_workspace(tmp_path):
+    _assert_clean_error(run_cli("status", tmp_path), "not a prunesweep workspace")
+    _assert_clean_error(run_cli("resume", tmp_path), "not a prunesweep workspace")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_every_command_has_help():
+    for command in ("plan", "launch", "status", "resume", "results"):
+        result = run_cli(command, "--help")
+        assert result.returncode == 0 and "usage: prunesweep " + command in result.stdout

@@ -1,0 +1,117 @@
+"""The top-1 vs fraction plot and the CSV / Parquet exports."""
+from __future__ import annotations
+
+import os
+
+import matplotlib.image
+import pandas as pd
+import pytest
+
+import results
+
+
+def make_row(**overrides):
+    row = dict(
+        sweep="digits-imp", stage_key="k", dataset="digits", arch="lenet",
+        mask_source="labels", init="winning_ticket", rewind="0", rewind_iteration=0,
+        level=None, nominal_fraction=0.512, measured_fraction=0.512, seed=0, top1=0.9,
+        epochs=20, wall_time_s=1.0,
+    )
+    row.update(overrides)
+    row["stage_key"] = "|".join(
+        str(row[c]) for c in ("sweep", "mask_source", "init", "rewind", "level", "nominal_fraction", "seed")
+    )
+    return row
+
+
+@pytest.fixture
+def frame(tmp_path):
+    rows = []
+    for mask_source in ("labels", "rotnet", "random"):
+        for init in ("winning_ticket", "reinit"):
+            for level in range(4):
+                for seed in range(2):
+                    rows.append(make_row(
+                        mask_source=mask_source, init=init, level=level, seed=seed,
+                        nominal_fraction=0.8 ** level, measured_fraction=0.8 ** level * 0.999,
+                        top1=0.9 - 0.02 * level - 0.01 * seed,
+                    ))
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    results.record(workspace, rows)
+    return results.load(workspace)
+
+
+def test_plot_writes_a_readable_png_with_one_line_per_setting(frame, tmp_path):
+    out = tmp_path / "plots" / "top1.png"
+    figure = results.plot_top1_vs_fraction(frame, out)
+    assert out.is_file() and out.stat().st_size > 0
+    image = matplotlib.image.imread(out)
+    assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
+    ax = figure.axes[0]
+    assert len(ax.containers) == 6  # 3 mask sources x 2 inits, each an errorbar line
+    assert sorted(t.get_text() for t in ax.get_legend().get_texts()) == sorted(
+        f"{m} / {i}" for m in ("labels", "rotnet", "random") for i in ("winning_ticket", "reinit")
+    )
+    assert ax.get_xscale() == "log"
+    left, right = ax.get_xlim()
+    assert left > right  # 100% on the left, decreasing to the right
+    assert "digits" in ax.get_title() and "lenet" in ax.get_title()
+    assert "remaining" in ax.get_xlabel() and "Top-1" in ax.get_ylabel()
+    # no temp files left next to the plot
+    assert os.listdir(out.parent) == ["top1.png"]
+
+
+def test_plot_one_line_per_rewind_point(tmp_path):
+    rows = [make_row(init="reinit", rewind=r, nominal_fraction=f, measured_fraction=f, top1=0.5 + f / 10)
+            for r in ("0", "1ep") for f in (1.0, 0.5, 0.25)]
+    results.record(tmp_path, rows)
+    figure = results.plot_top1_vs_fraction(results.load(tmp_path), tmp_path / "rewind.png")
+    ax = figure.axes[0]
+    assert len(ax.containers) == 2
+    assert sorted(t.get_text() for t in ax.get_legend().get_texts()) == [
+        "labels / reinit / rewind 0", "labels / reinit / rewind 1ep",
+    ]
+
+
+def test_plot_refuses_an_empty_frame(tmp_path):
+    with pytest.raises(ValueError, match="empty"):
+        results.plot_top1_vs_fraction(results.load(tmp_path), tmp_path / "empty.png")
+    assert not (tmp_path / "empty.png").exists()
+
+
+def test_plot_replaces_an_existing_file(frame, tmp_path):
+    out = tmp_path / "top1.png"
+    out.write_bytes(b"old")
+    results.plot_top1_vs_fraction(frame, out)
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_export_csv_roundtrip(frame, tmp_path):
+    path = results.export_csv(frame, tmp_path / "out" / "results.csv")
+    back = pd.read_csv(path, dtype={"rewind": str})  # CSV has no types: "0" would read as 0
+    assert list(back.columns) == list(frame.columns)
+    assert len(back) == len(frame)
+    pd.testing.assert_frame_equal(back, frame, check_dtype=False)
+    assert os.listdir(tmp_path / "out") == ["results.csv"]
+
+
+def test_export_csv_keeps_missing_values(tmp_path):
+    results.record(tmp_path, [make_row(level=None), make_row(level=2, seed=1)])
+    frame = results.load(tmp_path)
+    back = pd.read_csv(results.export_csv(frame, tmp_path / "r.csv"))
+    assert back["level"].isna().tolist() == [True, False]
+
+
+def test_export_parquet_roundtrip(frame, tmp_path):
+    path = results.export_parquet(frame, tmp_path / "results.parquet")
+    back = pd.read_parquet(path)
+    pd.testing.assert_frame_equal(back, frame)
+
+
+def test_export_summary_and_pivot(frame, tmp_path):
+    summary = results.summarize(frame)
+    pd.testing.assert_frame_equal(pd.read_parquet(results.export_parquet(summary, tmp_path / "s.parquet")), summary)
+    table = results.pivot(frame).reset_index()
+    back = pd.read_csv(results.export_csv(table, tmp_path / "p.csv"), keep_default_na=False)
+    assert back.astype(str).values.tolist() == table.astype(str).values.tolist()
