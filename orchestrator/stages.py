@@ -7,6 +7,7 @@ never renames an existing stage. ``tests/test_stage_keys.py`` pins the keys.
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -52,14 +53,14 @@ class Stage:
 
     def to_json(self) -> dict:
         """The content of the stage's ``stage.json``."""
-        return {
+        return copy.deepcopy({
             "kind": self.kind,
             "key": self.key,
             "label": self.label,
             "identity": dict(self.identity),
             "config": dict(self.config),
             "deps": dict(self.deps),
-        }
+        })
 
 
 @dataclass(frozen=True)
