@@ -1,27 +1,27 @@
-"""Torch-free facts about what the worker can run, for validation and planning.
+"""What the workers offer, readable without importing torch (for validating sweep files).
 
-The orchestrator checks sweep files against these names without importing torch; the
-worker's own registries (``workers.data``, ``workers.models``) must list the same names
-(a test checks that they do).
+- ``DATASETS``: name -> ``{"num_classes", "in_channels", "train_size", "test_size"}``;
+- ``ARCHITECTURES``: name -> its keyword options and their defaults;
+- ``TASKS``: the training tasks;
+- ``STAGE_KINDS`` and ``MASK_RULE_KINDS``: what a stage.json may ask for;
+- :func:`iterations_per_epoch`: optimizer steps per epoch (the last batch may be smaller).
+
+The test suite checks these lists against the real registries.
 """
 from __future__ import annotations
 
-import math
+from workers.data import DATASETS as _DATASET_SPECS
+from workers.schedule import iterations_per_epoch
 
-#: dataset name -> facts the planner needs (train split size for rewind points in epochs).
-DATASETS = {
-    "digits": {"train_size": 1347, "test_size": 450, "num_classes": 10, "in_channels": 1},
+DATASETS: dict[str, dict[str, int]] = {
+    name: {"num_classes": spec.num_classes, "in_channels": spec.in_channels,
+           "train_size": spec.train_size, "test_size": spec.test_size}
+    for name, spec in _DATASET_SPECS.items()
 }
+ARCHITECTURES: dict[str, dict[str, object]] = {"small_cnn": {"width": 16}}
+TASKS: tuple[str, ...] = ("labels", "rotnet")
+STAGE_KINDS: tuple[str, ...] = ("dense", "rewind", "imp", "random_mask", "eval")
+MASK_RULE_KINDS: tuple[str, ...] = ("full", "prune_round", "one_shot", "given", "random")
 
-#: architecture name -> the keyword arguments it accepts besides its output size.
-ARCHITECTURES = {
-    "small_cnn": ("width",),
-}
-
-#: training tasks a dense or IMP stage can train on.
-TASKS = ("labels", "rotnet")
-
-
-def iterations_per_epoch(train_size: int, batch_size: int) -> int:
-    """Optimizer steps in one epoch: the last, smaller batch is kept."""
-    return math.ceil(train_size / batch_size)
+__all__ = ["DATASETS", "ARCHITECTURES", "TASKS", "STAGE_KINDS", "MASK_RULE_KINDS",
+           "iterations_per_epoch"]

@@ -1,0 +1,99 @@
+"""The one entry point every backend calls: :func:`run_stage` on a stage folder."""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from workers.artifacts import (CHECKPOINT_FILE, DONE_FILE, LOG_FILE, METRICS_FILE,
+                               atomic_write_json, invalidate, read_done, read_stage, verify_done,
+                               write_done)
+
+log = logging.getLogger("workers")
+
+
+@contextmanager
+def stage_log(stage_dir: Path) -> Iterator[None]:
+    """Append the ``workers`` loggers' INFO lines of this thread to ``stage_dir/log.txt``."""
+    handler = logging.FileHandler(Path(stage_dir) / LOG_FILE, mode="a", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setLevel(logging.INFO)
+    thread = threading.get_ident()
+    handler.addFilter(lambda record: record.thread == thread)
+    previous_level = log.level
+    if log.getEffectiveLevel() > logging.INFO:
+        log.setLevel(logging.INFO)
+    log.addHandler(handler)
+    try:
+        yield
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(previous_level)
+        handler.close()
+
+
+def discard_damaged(stage_dir: Path) -> None:
+    """Delete a damaged stage's manifest, checkpoint and listed artifacts, so all are recomputed."""
+    stage_dir = Path(stage_dir)
+    try:
+        listed = json.loads((stage_dir / DONE_FILE).read_text()).get("files", {})
+    except (OSError, ValueError, AttributeError):
+        listed = {}
+    invalidate(stage_dir)
+    (stage_dir / CHECKPOINT_FILE).unlink(missing_ok=True)
+    for name in listed:
+        if Path(name).name == name:  # only plain names inside the stage folder
+            (stage_dir / name).unlink(missing_ok=True)
+
+
+def resolve_deps(stage_dir: Path, deps: dict[str, str]) -> dict[str, Path]:
+    """Map each role to its sibling folder and verify it is done (``CorruptArtifact`` otherwise)."""
+    resolved = {}
+    for role, name in sorted(deps.items()):
+        path = Path(stage_dir).parent / name
+        read_done(path)
+        resolved[role] = path
+    return resolved
+
+
+def run_stage(stage_dir: Path | str) -> dict:
+    """Run the stage in ``stage_dir`` unless it is already done; return its ``DONE.json`` manifest.
+
+    A done stage (verified manifest) is skipped. A damaged one (manifest present but an
+    artifact changed or missing) is invalidated and recomputed. Dependencies are verified
+    before use and raise :class:`~workers.artifacts.CorruptArtifact` naming the folder.
+    Log lines and any traceback are appended to ``log.txt``; exceptions are re-raised.
+    """
+    from workers.stages import STAGE_KINDS, StageContext  # torch is imported only to run
+
+    stage_dir = Path(stage_dir).absolute()
+    stage = read_stage(stage_dir)
+    done, reason = verify_done(stage_dir)
+    if done:
+        return json.loads((stage_dir / DONE_FILE).read_text())
+    kind, key = stage.get("kind"), stage.get("key", stage_dir.name)
+    with stage_log(stage_dir):
+        try:
+            if reason != "not run":
+                log.warning("stage %s was damaged (%s): recomputing it", key, reason)
+                discard_damaged(stage_dir)
+            if kind not in STAGE_KINDS:
+                raise ValueError(f"stage {key}: unknown kind {kind!r}; known: {sorted(STAGE_KINDS)}")
+            log.info("stage %s (%s) starting", key, kind)
+            started = time.perf_counter()
+            deps = resolve_deps(stage_dir, stage.get("deps") or {})
+            context = StageContext(stage_dir=stage_dir, key=key, config=stage.get("config") or {},
+                                   deps=deps)
+            outcome = STAGE_KINDS[kind](context)
+            atomic_write_json(stage_dir / METRICS_FILE, outcome.metrics)
+            manifest = write_done(stage_dir, [*outcome.files, METRICS_FILE], outcome.metrics)
+            (stage_dir / CHECKPOINT_FILE).unlink(missing_ok=True)
+            log.info("stage %s (%s) done in %.2f s", key, kind, time.perf_counter() - started)
+            return manifest
+        except BaseException:
+            log.exception("stage %s (%s) failed", key, kind)
+            raise

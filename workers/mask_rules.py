@@ -1,0 +1,109 @@
+"""Mask rules: how a stage gets the mask it trains or evaluates with.
+
+A rule is a dict with a ``kind``:
+
+- ``{"kind": "full"}``: keep every prunable weight;
+- ``{"kind": "prune_round", "rate": r, "scope": "global"}``: one global magnitude round
+  on the ``previous`` stage's ``final.pt``, starting from its ``mask.pt`` (a dense stage
+  has none: the full mask);
+- ``{"kind": "one_shot", "fraction": f, "scope": "global"}``: keep the ``round(f*total)``
+  largest weights of the ``previous`` stage's ``final.pt``;
+- ``{"kind": "given"}``: the ``mask`` stage's ``mask.pt``;
+- ``{"kind": "random", "keep": {"rate": r, "level": L}}`` or ``{"keep": {"fraction": f}}``:
+  as many weights as L rounds at rate r (or ``round(f*total)``) kept uniformly at
+  random, the permutation seeded by ``derive_seed(seed, "random_mask")``.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from workers.artifacts import DONE_FILE
+from workers.pruning import (Mask, check_mask, count, full_mask, kept_after_rounds,
+                             prunable_names, prune_global_round, prune_one_shot, random_mask)
+from workers.seeds import derive_seed
+from workers.training import save_state_dict
+
+MASK_FILE = "mask.pt"
+FINAL_FILE = "final.pt"
+MASK_RULE_KINDS = ("full", "prune_round", "one_shot", "given", "random")
+SCOPES = ("global",)
+
+
+def load_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """Load a saved dict of tensors (state dict or mask) onto the CPU."""
+    return torch.load(Path(path), map_location="cpu", weights_only=True)
+
+
+def save_mask(path: Path, mask: Mapping[str, torch.Tensor]) -> None:
+    """Atomically save a mask (bool tensors, contiguous)."""
+    save_state_dict(path, {name: keep.contiguous() for name, keep in mask.items()})
+
+
+def stage_lists(stage_dir: Path, name: str) -> bool:
+    """True when a (done) stage's ``DONE.json`` lists the artifact ``name``."""
+    manifest = json.loads((Path(stage_dir) / DONE_FILE).read_text())
+    return name in manifest.get("files", {})
+
+
+def _dependency(deps: Mapping[str, Path], role: str, rule_kind: str) -> Path:
+    if role not in deps:
+        raise ValueError(f"mask rule {rule_kind!r} needs a {role!r} dependency; "
+                         f"this stage has {sorted(deps)}")
+    return Path(deps[role])
+
+
+def _check_scope(rule: Mapping[str, Any]) -> None:
+    scope = rule.get("scope", "global")
+    if scope not in SCOPES:
+        raise ValueError(f"mask rule {rule['kind']!r}: scope {scope!r} is not supported; "
+                         f"only {SCOPES} is")
+
+
+def previous_mask(model: nn.Module, previous_dir: Path) -> Mask:
+    """The mask a previous stage trained with: its ``mask.pt``, or the full mask if it has none."""
+    if stage_lists(previous_dir, MASK_FILE):
+        return check_mask(model, load_tensors(Path(previous_dir) / MASK_FILE))
+    return full_mask(model)
+
+
+def random_keep_count(keep: Mapping[str, Any], total: int) -> int:
+    """How many weights a random rule keeps: ``{"rate", "level"}`` or ``{"fraction"}``."""
+    if "fraction" in keep and not {"rate", "level"} & set(keep):
+        return int(round(float(keep["fraction"]) * total))
+    if {"rate", "level"} == set(keep):
+        return kept_after_rounds(total, float(keep["rate"]), int(keep["level"]))
+    raise ValueError(f"random mask rule: keep must be {{'rate': r, 'level': L}} or "
+                     f"{{'fraction': f}}, got {dict(keep)!r}")
+
+
+def derive_mask(rule: Mapping[str, Any], model: nn.Module, deps: Mapping[str, Path],
+                seed: int) -> Mask:
+    """The mask ``rule`` gives for ``model`` from the (verified) dependency folders ``deps``."""
+    kind = rule.get("kind") if isinstance(rule, Mapping) else None
+    if kind not in MASK_RULE_KINDS:
+        raise ValueError(f"unknown mask rule kind {kind!r}; known: {MASK_RULE_KINDS}")
+    if kind == "full":
+        return full_mask(model)
+    if kind == "prune_round":
+        _check_scope(rule)
+        previous = _dependency(deps, "previous", kind)
+        weights = load_tensors(previous / FINAL_FILE)
+        return check_mask(model, prune_global_round(weights, previous_mask(model, previous),
+                                                    float(rule["rate"])))
+    if kind == "one_shot":
+        _check_scope(rule)
+        previous = _dependency(deps, "previous", kind)
+        weights = load_tensors(previous / FINAL_FILE)
+        return check_mask(model, prune_one_shot(weights, float(rule["fraction"]),
+                                                names=prunable_names(model)))
+    if kind == "given":
+        source = _dependency(deps, "mask", kind)
+        return check_mask(model, load_tensors(source / MASK_FILE))
+    _, total = count(full_mask(model))
+    keep_count = random_keep_count(rule.get("keep", {}), total)
+    return random_mask(model, keep_count, derive_seed(seed, "random_mask"))

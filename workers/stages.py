@@ -1,0 +1,225 @@
+"""The stage kinds: registry ``kind -> function(StageContext) -> StageOutcome``.
+
+Every kind reads its ``config`` (common keys: ``dataset``, ``arch``, ``task``,
+``recipe``, ``seed``) and its verified dependency folders, writes its artifacts
+atomically into the stage folder and returns their names and its metrics.
+:func:`workers.entry.run_stage` then writes ``metrics.json`` and ``DONE.json``.
+
+Seeds: model initialisation and data order use ``seed``; a re-initialised model uses
+``derive_seed(seed, "reinit")``, a fresh classification head ``derive_seed(seed, "head")``
+and a random mask ``derive_seed(seed, "random_mask")``.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import torch
+from torch import nn
+
+from workers.artifacts import CHECKPOINT_FILE
+from workers.data import DatasetSpec, dataset_spec, load_split
+from workers.mask_rules import FINAL_FILE, MASK_FILE, derive_mask, load_tensors, save_mask
+from workers.models import build_model, redraw_head
+from workers.pruning import Mask, count, full_mask, prunable_names
+from workers.seeds import derive_seed
+from workers.tasks import Task, evaluate_accuracy, get_task
+from workers.training import cpu_state_dict, pick_device, rewind_file, save_state_dict, train
+
+log = logging.getLogger(__name__)
+
+EVAL_INITS = ("winning_ticket", "reinit")
+
+
+@dataclass(frozen=True)
+class StageContext:
+    """What a stage kind gets: its folder, key, config and dependency folders (verified)."""
+
+    stage_dir: Path
+    key: str
+    config: Mapping[str, Any]
+    deps: Mapping[str, Path] = field(default_factory=dict)
+
+    def require(self, name: str) -> Any:
+        """The config value ``name``; ``ValueError`` naming the stage if it is missing."""
+        if name not in self.config:
+            raise ValueError(f"stage {self.key}: config lacks {name!r}")
+        return self.config[name]
+
+    def dep(self, role: str) -> Path:
+        """The folder of dependency ``role``; ``ValueError`` if the stage has none."""
+        if role not in self.deps:
+            raise ValueError(f"stage {self.key}: needs a {role!r} dependency, has {sorted(self.deps)}")
+        return self.deps[role]
+
+    @property
+    def checkpoint(self) -> Path:
+        """Where this stage's training checkpoints."""
+        return self.stage_dir / CHECKPOINT_FILE
+
+
+@dataclass(frozen=True)
+class StageOutcome:
+    """Artifacts a stage wrote (names in its folder) and its metrics."""
+
+    files: list[str]
+    metrics: dict[str, Any]
+
+
+def mask_metrics(mask: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    """``kept``, ``total`` and ``fraction_remaining`` of a mask."""
+    kept, total = count(mask)
+    return {"kept": kept, "total": total, "fraction_remaining": kept / total if total else 1.0}
+
+
+def zero_fraction(model: nn.Module) -> float:
+    """Fraction of the prunable weights of ``model`` that are exactly zero."""
+    params = dict(model.named_parameters())
+    names = prunable_names(model)
+    zeros = sum(int((params[n] == 0).sum()) for n in names)
+    total = sum(params[n].numel() for n in names)
+    return zeros / total if total else 0.0
+
+
+def _dataset_and_task(ctx: StageContext, task_name: str) -> tuple[DatasetSpec, Task]:
+    return dataset_spec(ctx.require("dataset")), get_task(task_name)
+
+
+def _model_for(ctx: StageContext, spec: DatasetSpec, task: Task, seed: int) -> nn.Module:
+    return build_model(ctx.require("arch"), task.num_outputs(spec), spec.in_channels, seed)
+
+
+def _train_and_measure(ctx: StageContext, model: nn.Module, spec: DatasetSpec, task: Task,
+                       mask: Mask | None, **train_options: Any) -> tuple[dict[str, Any], float]:
+    """Train on the stage's recipe and data order seed; save ``final.pt``; return metrics, accuracy."""
+    seed = int(ctx.require("seed"))
+    data = load_split(ctx.require("dataset"), pick_device())
+    started = time.perf_counter()
+    result = train(model, task, data, ctx.require("recipe"), seed, mask=mask,
+                   checkpoint_path=ctx.checkpoint, **train_options)
+    wall_time = time.perf_counter() - started
+    accuracy = evaluate_accuracy(model, task, data.test_images, data.test_labels)
+    save_state_dict(ctx.stage_dir / FINAL_FILE, cpu_state_dict(model))
+    log.info("%s test accuracy %.4f after %d epochs (%d iterations, %.2f s)", task.name, accuracy,
+             result.epochs, result.iterations, wall_time)
+    return {"epochs": result.epochs, "iterations": result.iterations,
+            "wall_time_s": round(wall_time, 3)}, accuracy
+
+
+def _task_accuracy_metrics(task: Task, accuracy: float) -> dict[str, Any]:
+    metrics = {"task_accuracy": accuracy}
+    if task.name == "labels":
+        metrics["test_top1"] = accuracy
+    return metrics
+
+
+def run_dense(ctx: StageContext) -> StageOutcome:
+    """Train a dense model on ``task`` from ``seed``, capturing ``rewind_<k>.pt`` for each k."""
+    spec, task = _dataset_and_task(ctx, ctx.require("task"))
+    model = _model_for(ctx, spec, task, int(ctx.require("seed")))
+    captures = sorted({int(k) for k in ctx.config.get("capture_iterations", [])})
+    run, accuracy = _train_and_measure(ctx, model, spec, task, None,
+                                       capture_iterations=captures, capture_dir=ctx.stage_dir)
+    metrics = {**_task_accuracy_metrics(task, accuracy), **mask_metrics(full_mask(model)),
+               "zero_fraction": zero_fraction(model), **run}
+    return StageOutcome([FINAL_FILE, *(rewind_file(k) for k in captures)], metrics)
+
+
+def run_rewind(ctx: StageContext) -> StageOutcome:
+    """Replay the dense training of the same config for exactly ``rewind_iteration`` steps."""
+    spec, task = _dataset_and_task(ctx, ctx.require("task"))
+    seed = int(ctx.require("seed"))
+    k = int(ctx.require("rewind_iteration"))
+    model = _model_for(ctx, spec, task, seed)
+    data = load_split(ctx.require("dataset"), pick_device())
+    train(model, task, data, ctx.require("recipe"), seed, checkpoint_path=ctx.checkpoint,
+          capture_iterations=[k], capture_dir=ctx.stage_dir, stop_at_iteration=k)
+    return StageOutcome([rewind_file(k)], {"iteration": k})
+
+
+def load_rewind_weights(rewind_dir: Path, iteration: int) -> dict[str, torch.Tensor]:
+    """The weights ``rewind_<iteration>.pt`` of a dense or rewind stage folder."""
+    path = Path(rewind_dir) / rewind_file(iteration)
+    if not path.exists():
+        raise ValueError(f"{Path(rewind_dir).name} has no {path.name}")
+    return load_tensors(path)
+
+
+def run_imp(ctx: StageContext) -> StageOutcome:
+    """One IMP level: mask from ``mask_rule``, weights rewound to W_k * mask, masked training."""
+    spec, task = _dataset_and_task(ctx, ctx.require("task"))
+    seed = int(ctx.require("seed"))
+    model = _model_for(ctx, spec, task, seed)
+    mask = derive_mask(ctx.require("mask_rule"), model, ctx.deps, seed)
+    model.load_state_dict(load_rewind_weights(ctx.dep("rewind"), int(ctx.require("rewind_iteration"))))
+    save_mask(ctx.stage_dir / MASK_FILE, mask)
+    run, accuracy = _train_and_measure(ctx, model, spec, task, mask)
+    metrics = {**_task_accuracy_metrics(task, accuracy), **mask_metrics(mask),
+               "zero_fraction": zero_fraction(model), **run}
+    return StageOutcome([MASK_FILE, FINAL_FILE], metrics)
+
+
+def run_random_mask(ctx: StageContext) -> StageOutcome:
+    """Draw a random mask (``mask_rule`` of kind ``random``) for the architecture."""
+    rule = ctx.require("mask_rule")
+    if rule.get("kind") != "random":
+        raise ValueError(f"stage {ctx.key}: random_mask needs a mask_rule of kind 'random', "
+                         f"got {rule.get('kind')!r}")
+    spec, task = _dataset_and_task(ctx, ctx.config.get("task", "labels"))
+    seed = int(ctx.require("seed"))
+    mask = derive_mask(rule, _model_for(ctx, spec, task, seed), ctx.deps, seed)
+    save_mask(ctx.stage_dir / MASK_FILE, mask)
+    return StageOutcome([MASK_FILE], mask_metrics(mask))
+
+
+def ticket_model(ctx: StageContext, spec: DatasetSpec, labels: Task) -> nn.Module:
+    """The labels model an eval stage starts from, before masking (see :func:`run_eval`)."""
+    seed = int(ctx.require("seed"))
+    init = ctx.require("init")
+    if init == "reinit":
+        return _model_for(ctx, spec, labels, derive_seed(seed, "reinit"))
+    if init != "winning_ticket":
+        raise ValueError(f"stage {ctx.key}: init must be one of {EVAL_INITS}, got {init!r}")
+    model = _model_for(ctx, spec, labels, seed)
+    weights = load_rewind_weights(ctx.dep("rewind"), int(ctx.require("rewind_iteration")))
+    source_task = ctx.config.get("source_task", "labels")
+    get_task(source_task)
+    if source_task == labels.name:
+        model.load_state_dict(weights)
+        return model
+    body = {name: tensor for name, tensor in weights.items() if not name.startswith("head.")}
+    missing, unexpected = model.load_state_dict(body, strict=False)
+    if unexpected or any(not name.startswith("head.") for name in missing):
+        raise ValueError(f"stage {ctx.key}: rewind weights do not fit the model "
+                         f"(missing {missing}, unexpected {unexpected})")
+    redraw_head(model, derive_seed(seed, "head"))
+    return model
+
+
+def run_eval(ctx: StageContext) -> StageOutcome:
+    """Train a masked labels model from a winning ticket or a re-initialisation; report top-1.
+
+    ``init: winning_ticket`` loads ``rewind_<k>.pt`` of the ``rewind`` dependency: the
+    whole state when ``source_task`` is ``labels``, otherwise everything but the head,
+    which is drawn fresh from ``derive_seed(seed, "head")``. ``init: reinit`` builds a
+    fresh model from ``derive_seed(seed, "reinit")``.
+    """
+    spec, labels = _dataset_and_task(ctx, "labels")
+    model = ticket_model(ctx, spec, labels)
+    mask = derive_mask(ctx.require("mask_rule"), model, ctx.deps, int(ctx.require("seed")))
+    save_mask(ctx.stage_dir / MASK_FILE, mask)
+    run, accuracy = _train_and_measure(ctx, model, spec, labels, mask)
+    metrics = {"top1": accuracy, "test_top1": accuracy, **mask_metrics(mask), **run}
+    return StageOutcome([MASK_FILE, FINAL_FILE], metrics)
+
+
+STAGE_KINDS: dict[str, Callable[[StageContext], StageOutcome]] = {
+    "dense": run_dense,
+    "rewind": run_rewind,
+    "imp": run_imp,
+    "random_mask": run_random_mask,
+    "eval": run_eval,
+}

@@ -1,0 +1,245 @@
+"""Training of one model for one recipe, resumable bit for bit from epoch checkpoints.
+
+A recipe is a dict::
+
+    {"epochs": 20, "batch_size": 64, "optimizer": "sgd" | "adam", "lr": 0.1,
+     "momentum": 0.9, "weight_decay": 5e-4, "nesterov": False,
+     "schedule": {"kind": "constant" | "step" | "cosine", "milestones": [10, 15],
+                  "gamma": 0.1, "warmup_epochs": 0}}
+
+The learning rate is set before every step from the number of steps taken
+(:mod:`workers.schedule`), and the data order of epoch ``e`` is a permutation drawn from
+``torch.Generator().manual_seed(seed * 1_000_003 + e)``; so a checkpoint only has to
+hold the model, the optimizer state and the counters.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from workers.artifacts import atomic_save_with
+from workers.data import DataSplit
+from torch.optim import SGD, Adam
+from workers.pruning import MaskEnforcer, apply_mask
+from workers.schedule import iterations_per_epoch, learning_rate_at, validate_schedule
+from workers.tasks import Task
+
+log = logging.getLogger(__name__)
+
+OPTIMIZERS = ("sgd", "adam")
+_RECIPE_KEYS = {"epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay",
+                "nesterov", "schedule"}
+DATA_ORDER_STRIDE = 1_000_003
+
+
+def pick_device() -> torch.device:
+    """The first CUDA device when one is visible, else the CPU."""
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def validate_recipe(recipe: Mapping[str, Any]) -> dict:
+    """Return the recipe with defaults filled in; ``ValueError`` naming the bad key otherwise."""
+    unknown = set(recipe) - _RECIPE_KEYS
+    if unknown:
+        raise ValueError(f"recipe has unknown keys {sorted(unknown)}; allowed: {sorted(_RECIPE_KEYS)}")
+    for key in ("epochs", "batch_size", "optimizer", "lr"):
+        if key not in recipe:
+            raise ValueError(f"recipe lacks {key!r}")
+    spec = {"momentum": 0.9, "weight_decay": 0.0, "nesterov": False, **recipe}
+    if spec["optimizer"] not in OPTIMIZERS:
+        raise ValueError(f"recipe.optimizer must be one of {OPTIMIZERS}, got {spec['optimizer']!r}")
+    if int(spec["epochs"]) < 0 or int(spec["batch_size"]) <= 0:
+        raise ValueError("recipe.epochs must be >= 0 and recipe.batch_size > 0")
+    spec["epochs"], spec["batch_size"] = int(spec["epochs"]), int(spec["batch_size"])
+    spec["schedule"] = validate_schedule(spec.get("schedule"))
+    return spec
+
+
+def make_optimizer(model: nn.Module, recipe: Mapping[str, Any]) -> SGD | Adam:
+    """The recipe's optimizer over all parameters of ``model`` (weight decay on all of them)."""
+    if recipe["optimizer"] == "sgd":
+        return SGD(model.parameters(), lr=recipe["lr"], momentum=recipe["momentum"],
+                   weight_decay=recipe["weight_decay"], nesterov=recipe["nesterov"], foreach=True)
+    return Adam(model.parameters(), lr=recipe["lr"], weight_decay=recipe["weight_decay"], foreach=True)
+
+
+def rewind_file(iteration: int) -> str:
+    """File name of the weights captured after ``iteration`` optimizer steps."""
+    return f"rewind_{int(iteration)}.pt"
+
+
+def cpu_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The model's state dict copied to the CPU, every tensor contiguous (NCHW)."""
+    return {name: tensor.detach().to("cpu", memory_format=torch.contiguous_format, copy=True)
+            for name, tensor in model.state_dict().items()}
+
+
+def save_state_dict(path: Path, state: Mapping[str, torch.Tensor]) -> None:
+    """Atomically ``torch.save`` a state dict."""
+    atomic_save_with(Path(path), lambda handle: torch.save(dict(state), handle))
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a training did: epochs and optimizer steps completed, last epoch's loss/accuracy."""
+
+    epochs: int
+    iterations: int
+    last_loss: float | None
+    last_accuracy: float | None
+
+
+def total_iterations(recipe: Mapping[str, Any], train_size: int) -> int:
+    """Optimizer steps of a whole training with ``recipe`` on ``train_size`` images."""
+    spec = validate_recipe(recipe)
+    return spec["epochs"] * iterations_per_epoch(train_size, spec["batch_size"])
+
+
+def train(model: nn.Module, task: Task, data: DataSplit, recipe: Mapping[str, Any], seed: int, *,
+          mask: Mapping[str, torch.Tensor] | None = None,
+          checkpoint_path: Path | None = None,
+          capture_iterations: Iterable[int] = (),
+          capture_dir: Path | None = None,
+          stop_at_iteration: int | None = None) -> TrainResult:
+    """Train ``model`` in place on ``task`` with ``recipe``; data order drawn from ``seed``.
+
+    - ``mask``: pruned weights are zeroed first and kept exactly zero throughout;
+    - ``checkpoint_path``: written atomically after every epoch, and resumed from when it
+      exists at the start (a run killed at any point and rerun ends bit-identical on CPU);
+    - ``capture_iterations``: for each ``k``, the state dict after exactly ``k`` steps
+      (``k = 0``: before training) is saved as ``capture_dir / rewind_<k>.pt`` as soon as
+      it is reached, unless that file already exists;
+    - ``stop_at_iteration``: stop after exactly that many steps (same learning rates as
+      the full training).
+
+    Model and data go to CUDA when it is visible, else stay on the CPU.
+    """
+    spec = validate_recipe(recipe)
+    device = pick_device()
+    if device.type == "cuda":
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+    model.to(device=device, memory_format=torch.channels_last)  # ~20% faster convs on CPU
+    data = data.to(device)
+    images, labels = data.train_images, data.train_labels
+    n_train, batch_size, epochs = images.shape[0], spec["batch_size"], spec["epochs"]
+    steps_per_epoch = iterations_per_epoch(n_train, batch_size)
+    full_length = epochs * steps_per_epoch
+    limit = full_length if stop_at_iteration is None else int(stop_at_iteration)
+    if not 0 <= limit <= full_length:
+        raise ValueError(f"stop_at_iteration {stop_at_iteration} outside [0, {full_length}]")
+    captures = sorted({int(k) for k in capture_iterations})
+    if captures and capture_dir is None:
+        raise ValueError("capture_iterations needs a capture_dir")
+    beyond = [k for k in captures if not 0 <= k <= limit]
+    if beyond:
+        raise ValueError(f"capture_iterations {beyond} outside [0, {limit}] "
+                         f"({epochs} epochs x {steps_per_epoch} steps)")
+
+    optimizer = make_optimizer(model, spec)
+    enforcer = None
+    if mask is not None:
+        apply_mask(model, mask)
+        enforcer = MaskEnforcer(model, mask)
+    fingerprint = {"recipe": spec, "seed": int(seed), "task": task.name, "train_size": n_train,
+                   "masked": mask is not None}
+
+    start_epoch, iteration = 0, 0
+    if checkpoint_path is not None and Path(checkpoint_path).exists():
+        state = _read_checkpoint(Path(checkpoint_path), fingerprint, device)
+        lost = [k for k in captures if state is not None and k < state["iteration"]
+                and not (Path(capture_dir) / rewind_file(k)).exists()]
+        if lost:
+            log.warning("ignoring %s: the captures %s it has passed are missing",
+                        Path(checkpoint_path).name, lost)
+        elif state is not None:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            start_epoch, iteration = int(state["epoch"]), int(state["iteration"])
+            log.info("resumed from %s at epoch %d (iteration %d)", Path(checkpoint_path).name,
+                     start_epoch, iteration)
+
+    def capture(step: int) -> None:
+        if step in captures:
+            path = Path(capture_dir) / rewind_file(step)
+            if not path.exists():
+                save_state_dict(path, cpu_state_dict(model))
+                log.info("captured weights after %d iterations in %s", step, path.name)
+
+    model.train()
+    if iteration == 0:
+        capture(0)
+    last_loss = last_accuracy = None
+    epochs_done = start_epoch
+    for epoch in range(start_epoch, epochs):
+        if iteration >= limit:
+            break
+        generator = torch.Generator().manual_seed(int(seed) * DATA_ORDER_STRIDE + epoch)
+        order = torch.randperm(n_train, generator=generator).to(device)
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), dtype=torch.int64, device=device)
+        samples = 0
+        for start in range(0, n_train, batch_size):
+            if iteration >= limit:
+                break
+            batch = order[start:start + batch_size]
+            inputs, targets = task.make_batch(images[batch], labels[batch])
+            lr = learning_rate_at(spec["lr"], spec["schedule"], iteration, steps_per_epoch, epochs)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            outputs = model(inputs)
+            loss = F.cross_entropy(outputs, targets)
+            optimizer.zero_grad()
+            loss.backward()
+            if enforcer is not None:
+                enforcer.zero_pruned_grads()
+            optimizer.step()
+            if enforcer is not None:
+                enforcer.reapply()
+            iteration += 1
+            with torch.no_grad():
+                loss_sum += loss.detach() * targets.shape[0]
+                correct += (outputs.argmax(dim=1) == targets).sum()
+            samples += targets.shape[0]
+            capture(iteration)
+        if samples:
+            last_loss, last_accuracy = loss_sum.item() / samples, correct.item() / samples
+        if iteration < (epoch + 1) * steps_per_epoch:  # stopped inside this epoch
+            log.info("stopped at iteration %d inside epoch %d", iteration, epoch + 1)
+            break
+        epochs_done = epoch + 1
+        log.info("epoch %d/%d: loss %.4f, %s accuracy %.4f (train, iteration %d, lr %.3g)",
+                 epochs_done, epochs, last_loss, task.name, last_accuracy, iteration, lr)
+        if checkpoint_path is not None:
+            _save_checkpoint(Path(checkpoint_path), fingerprint, model, optimizer,
+                             epochs_done, iteration)
+    return TrainResult(epochs=epochs_done, iterations=iteration, last_loss=last_loss,
+                       last_accuracy=last_accuracy)
+
+
+def _save_checkpoint(path: Path, fingerprint: dict, model: nn.Module,
+                     optimizer: SGD | Adam, epochs_done: int, iteration: int) -> None:
+    state = {"fingerprint": fingerprint, "model": model.state_dict(),
+             "optimizer": optimizer.state_dict(),
+             "schedule": {"iteration": iteration},  # the lr is a function of the step count
+             "epoch": epochs_done, "iteration": iteration}
+    atomic_save_with(path, lambda handle: torch.save(state, handle))
+
+
+def _read_checkpoint(path: Path, fingerprint: dict, device: torch.device) -> dict | None:
+    """A checkpoint written for this exact configuration, or ``None`` if it is unusable."""
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as error:  # a damaged checkpoint only costs a restart from scratch
+        log.warning("ignoring unreadable checkpoint %s: %s", path.name, error)
+        return None
+    if not isinstance(state, dict) or state.get("fingerprint") != fingerprint:
+        log.warning("ignoring checkpoint %s written for another configuration", path.name)
+        return None
+    return state
