@@ -89,8 +89,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         sys.stderr.close()
         return 0
     except KeyboardInterrupt:
-        print("\nprunesweep: interrupted; finished stages are kept. Continue with `prunesweep resume WORKSPACE`.",
-              file=sys.stderr)
+        print("\nprunesweep: interrupted", file=sys.stderr)
         return 130
 
 
@@ -131,7 +130,10 @@ def _cmd_launch(args) -> int:
 
     spec = load_spec(args.sweep, args.overrides)
     started = time.time()
-    plan, summary = driver.launch(spec, args.sweep, args.backend, args.workers, progress=not args.no_progress)
+    try:
+        plan, summary = driver.launch(spec, args.sweep, args.backend, args.workers, progress=not args.no_progress)
+    except KeyboardInterrupt:
+        return _interrupted(spec.workspace)
     _print_summary(spec.workspace, summary, time.time() - started)
     return summary.exit_code
 
@@ -142,8 +144,11 @@ def _cmd_resume(args) -> int:
 
     workspace = require_workspace(Path(args.workspace))
     started = time.time()
-    keys, summary = driver.resume(workspace, args.backend, args.workers, progress=not args.no_progress,
-                                  dry_run=args.dry_run)
+    try:
+        keys, summary = driver.resume(workspace, args.backend, args.workers, progress=not args.no_progress,
+                                      dry_run=args.dry_run)
+    except KeyboardInterrupt:
+        return _interrupted(str(workspace))
     if summary is None:
         print(f"would run {len(keys)} stage(s):")
         for key in keys:
@@ -151,6 +156,12 @@ def _cmd_resume(args) -> int:
         return 0
     _print_summary(str(workspace), summary, time.time() - started)
     return summary.exit_code
+
+
+def _interrupted(workspace: str) -> int:
+    print(f"\nprunesweep: interrupted; finished stages and epoch checkpoints are kept. "
+          f"Continue with `prunesweep resume {workspace}`.", file=sys.stderr)
+    return 130
 
 
 def _print_summary(workspace: str, summary, seconds: float) -> None:

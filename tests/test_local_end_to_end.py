@@ -162,3 +162,24 @@ def test_results_are_recorded_once(reference):
     frame = results.load(workspace)
     keys = ["sweep", "mask_source", "init", "rewind", "nominal_fraction", "seed"]
     assert not frame.duplicated(keys).any()
+
+
+def test_ctrl_c_stops_cleanly_and_resume_finishes(tmp_path, reference):
+    path = _sweep(tmp_path)
+    workspace = tmp_path / "ws"
+    launch = subprocess.Popen([sys.executable, "-m", "orchestrator", "launch", str(path), "--no-progress"], env=ENV,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and launch.poll() is None:
+        if (workspace / "stages").exists() and len(_done_times(workspace)) >= 2:
+            break
+        time.sleep(0.2)
+    os.killpg(launch.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends
+    _, stderr = launch.communicate(timeout=120)
+    assert launch.returncode == 130, stderr
+    assert f"prunesweep resume {workspace}" in stderr and "Traceback" not in stderr
+    ledger = Ledger(workspace)
+    assert not [row for row in ledger.stages() if row["state"] == "running"]
+    ledger.close()
+    cli("resume", workspace)
+    assert _top1_by_cell(workspace) == _top1_by_cell(reference[0])

@@ -61,7 +61,7 @@ ETC_SLURM_CONF=/etc/slurm/slurm.conf
 export SLURM_CONF=$CONF
 export PRUNESWEEP_SLURM_DIR=$DIR   # daemons inherit it: how we recognise ours in /proc
 
-T0=$(date +%s.%N)
+DBD_STARTED=0
 
 # ---------------------------------------------------------------- helpers
 info() { printf '%s: %s\n' "$SELF" "$*" >&2; }
@@ -114,6 +114,13 @@ wait_until() {
         sleep 0.1
     done
 }
+
+# ready_or_dead PID COMMAND...: COMMAND succeeds, or the daemon PID is gone (stop waiting early)
+ready_or_dead() {
+    local pid=$1; shift
+    "$@" || ! alive "$pid"
+}
+pidfile_dead() { [[ -s $1 ]] && ! alive "$(tr -dc '0-9' <"$1")"; }  # a daemon wrote its PID and died
 
 # port_busy PORT: something listens on TCP PORT (any address)
 port_busy() {
@@ -282,6 +289,7 @@ AuthInfo=socket=$MUNGE_SOCKET
 DbdHost=localhost
 DbdAddr=127.0.0.1
 DbdPort=$DBD_PORT
+CommunicationParameters=NoInAddrAny
 SlurmUser=root
 LogFile=$LOG/slurmdbd.log
 PidFile=$DBD_PID
@@ -333,7 +341,7 @@ start_munge() {
     rm -f "$MUNGE_SOCKET" "$MUNGE_SOCKET.lock"
     runuser -u munge -- /usr/sbin/munged --force --socket="$MUNGE_SOCKET" \
         --key-file="$MUNGE_DIR/munge.key" --pid-file="$MUNGE_PID" --log-file="$MUNGE_LOG" \
-        --seed-file="$MUNGE_DIR/munged.seed" </dev/null >>"$LOG/munged.out" 2>&1 ||
+        --seed-file="$MUNGE_DIR/munged.seed" 9>&- </dev/null >>"$LOG/munged.out" 2>&1 ||
         fail "munged did not start" "$MUNGE_LOG" "$LOG/munged.out"
     wait_until 10 munge_ok || fail "munge does not answer on $MUNGE_SOCKET" "$MUNGE_LOG"
     info "started munged (pid $(cat "$MUNGE_PID")) in $(since "$t") s"
@@ -356,9 +364,12 @@ start_mariadb() {
     rm -f "$DB_PID" "$DB_SOCKET"
     setsid /usr/sbin/mariadbd --no-defaults --user=mysql --datadir="$DB_DIR/data" \
         --socket="$DB_SOCKET" --pid-file="$DB_PID" --port="$DB_PORT" --bind-address=127.0.0.1 \
-        --skip-name-resolve --log-error="$DB_LOG" --innodb-buffer-pool-size=128M \
-        --innodb-lock-wait-timeout=900 --innodb-log-file-size=64M </dev/null >/dev/null 2>&1 &
-    wait_until 60 db -e 'SELECT 1' || fail "mariadbd does not answer on $DB_SOCKET" "$DB_LOG"
+        --skip-name-resolve --log-error="$DB_LOG" --innodb-buffer-pool-size=256M \
+        --innodb-lock-wait-timeout=900 --innodb-log-file-size=64M 9>&- </dev/null >/dev/null 2>&1 &
+    local pid=$!
+    wait_until 60 ready_or_dead "$pid" db -e 'SELECT 1' || true
+    alive "$pid" || fail "mariadbd exited" "$DB_LOG"
+    db -e 'SELECT 1' >/dev/null 2>&1 || fail "mariadbd does not answer on $DB_SOCKET" "$DB_LOG"
     wait_until 10 ours mariadbd "$DB_PID" || fail "mariadbd wrote no PID file $DB_PID" "$DB_LOG"
     local pw; pw=$(db_password)
     db <<EOF || fail "could not set up the accounting database" "$DB_LOG"
@@ -383,8 +394,9 @@ start_slurmdbd() {
     local t; t=$(date +%s.%N)
     need_port "$DBD_PORT" slurmdbd
     rm -f "$DBD_PID"
-    slurmdbd </dev/null >>"$LOG/slurmdbd.out" 2>&1 || fail "slurmdbd did not start" "$LOG/slurmdbd.log" "$LOG/slurmdbd.out"
+    slurmdbd 9>&- </dev/null >>"$LOG/slurmdbd.out" 2>&1 || fail "slurmdbd did not start" "$LOG/slurmdbd.log" "$LOG/slurmdbd.out"
     wait_until 30 ours slurmdbd "$DBD_PID" || fail "slurmdbd wrote no PID file" "$LOG/slurmdbd.log" "$LOG/slurmdbd.out"
+    DBD_STARTED=1
     info "started slurmdbd (pid $(cat "$DBD_PID")) in $(since "$t") s"
 }
 
@@ -394,9 +406,10 @@ start_slurmctld() {
     local t; t=$(date +%s.%N)
     need_port "$CTLD_PORT" slurmctld
     rm -f "$CTLD_PID"
-    slurmctld -f "$CONF" </dev/null >>"$LOG/slurmctld.out" 2>&1 ||
+    slurmctld -f "$CONF" 9>&- </dev/null >>"$LOG/slurmctld.out" 2>&1 ||
         fail "slurmctld did not start" "$LOG/slurmctld.log" "$LOG/slurmctld.out"
-    wait_until 30 ctld_up || fail "slurmctld does not answer (scontrol ping)" "$LOG/slurmctld.log" "$LOG/slurmctld.out"
+    wait_until 30 eval 'ctld_up || pidfile_dead "$CTLD_PID"' || true
+    ctld_up || fail "slurmctld does not answer (scontrol ping)" "$LOG/slurmctld.log" "$LOG/slurmctld.out"
     info "started slurmctld (pid $(cat "$CTLD_PID")) in $(since "$t") s"
 }
 
@@ -424,8 +437,9 @@ start_slurmd() {
     need_port "$SLURMD_PORT" slurmd
     rm -f "$SLURMD_PID"
     since_ts=$(date +%Y-%m-%dT%H:%M:%S)
-    slurmd -f "$CONF" </dev/null >>"$LOG/slurmd.out" 2>&1 || fail "slurmd did not start" "$LOG/slurmd.log" "$LOG/slurmd.out"
-    wait_until 30 registered "$since_ts" ||
+    slurmd -f "$CONF" 9>&- </dev/null >>"$LOG/slurmd.out" 2>&1 || fail "slurmd did not start" "$LOG/slurmd.log" "$LOG/slurmd.out"
+    wait_until 30 eval 'registered "$since_ts" || pidfile_dead "$SLURMD_PID"' || true
+    registered "$since_ts" ||
         fail "slurmd did not register with slurmctld" "$LOG/slurmd.log" "$LOG/slurmd.out" "$LOG/slurmctld.log"
     info "started slurmd (pid $(cat "$SLURMD_PID")) in $(since "$t") s"
 }
@@ -442,6 +456,7 @@ cmd_start() {
     done
     need_root
     need_binaries slurmctld slurmd sinfo scontrol munged munge
+    ((${#MUNGE_SOCKET} < 100)) || fail "PRUNESWEEP_SLURM_DIR is too long for a unix socket path: $DIR"
     ((accounting)) && need_binaries slurmdbd sacctmgr mariadbd mariadb-install-db mariadb
     local t; t=$(date +%s.%N)
     install -d -m 0755 "$DIR" "$DIR/etc" "$RUN" "$LOG" "$DIR/state" "$DIR/spool"
@@ -456,11 +471,14 @@ cmd_start() {
         start_mariadb
         start_slurmdbd
     fi
-    if ((accounting)) && ! grep -x "$CLUSTER" <<<"$(dbd_ok 2>/dev/null)" >/dev/null; then
-        wait_until 30 dbd_ok || fail "slurmdbd does not answer (sacctmgr)" "$LOG/slurmdbd.log"
-        grep -x "$CLUSTER" <<<"$(dbd_ok)" >/dev/null || sacctmgr -i add cluster "$CLUSTER" >/dev/null ||
-            fail "sacctmgr add cluster $CLUSTER failed" "$LOG/slurmdbd.log"
-        info "registered cluster $CLUSTER in the accounting database"
+    # the cluster must be in the database before slurmctld connects (once per database)
+    if ((accounting)) && { ((DBD_STARTED)) || [[ ! -e $DB_DIR/cluster-registered ]]; }; then
+        wait_until 30 dbd_ok || fail "slurmdbd does not answer (sacctmgr show cluster)" "$LOG/slurmdbd.log"
+        if ! grep -x "$CLUSTER" <<<"$(dbd_ok)" >/dev/null; then
+            sacctmgr -i add cluster "$CLUSTER" >/dev/null || fail "sacctmgr add cluster $CLUSTER failed" "$LOG/slurmdbd.log"
+            info "registered cluster $CLUSTER in the accounting database"
+        fi
+        touch "$DB_DIR/cluster-registered"
     fi
 
     local ctld_restarted=0
