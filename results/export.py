@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ._atomic import atomic_write
+from workers.artifacts import atomic_save_with
 
 
 def export_csv(df: pd.DataFrame, path: str | os.PathLike) -> Path:
@@ -14,7 +14,8 @@ def export_csv(df: pd.DataFrame, path: str | os.PathLike) -> Path:
 
     Missing values are written as empty fields, so ``pandas.read_csv`` reads them back as NaN.
     """
-    return atomic_write(path, lambda handle: df.to_csv(handle, index=False, encoding="utf-8"))
+    atomic_save_with(Path(path), lambda handle: df.to_csv(handle, index=False, encoding="utf-8"))
+    return Path(path)
 
 
 def export_parquet(df: pd.DataFrame, path: str | os.PathLike) -> Path:
@@ -23,4 +24,5 @@ def export_parquet(df: pd.DataFrame, path: str | os.PathLike) -> Path:
     Column dtypes, including the nullable ``Int64`` columns of :func:`results.load`,
     survive a round trip through ``pandas.read_parquet``.
     """
-    return atomic_write(path, lambda handle: df.to_parquet(handle, index=False, engine="pyarrow"))
+    atomic_save_with(Path(path), lambda handle: df.to_parquet(handle, index=False, engine="pyarrow"))
+    return Path(path)

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ._atomic import atomic_write
+from workers.artifacts import atomic_save_with
 from .query import _ordered_settings, percent_label, setting_labels, summarize
 
 #: At most this many distinct fractions get their own labelled tick on the x axis.
@@ -84,7 +84,7 @@ def plot_top1_vs_fraction(df: pd.DataFrame, out_path: str | os.PathLike, title: 
 
     out_path = Path(out_path)
     file_format = out_path.suffix.lstrip(".").lower() or "png"
-    atomic_write(out_path, lambda handle: figure.savefig(handle, format=file_format, dpi=150))
+    atomic_save_with(Path(out_path), lambda handle: figure.savefig(handle, format=file_format, dpi=150))
     return figure
 
 
