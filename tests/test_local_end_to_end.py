@@ -1,7 +1,6 @@
 """The local backend end to end on a tiny real grid: launch, share, fail, block, kill, resume."""
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess

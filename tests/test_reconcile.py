@@ -44,6 +44,8 @@ def test_corrupted_artifact_is_never_done_and_is_planned_again(tmp_path):
     row = ledger.stages([keys[0]])[0]
     assert row["state"] == "planned" and row["error_class"] == "CorruptArtifact"
     assert not (stage_dir(tmp_path, keys[0]) / "DONE.json").exists()
+    # every artifact it listed goes too: a rerun recomputes all of them, none is trusted
+    assert not path.exists()
 
 
 def test_truncated_artifact_is_planned_again(tmp_path):

@@ -5,7 +5,6 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from test_workers_support import DIGITS, SMALL_ARCH
 from workers import training

@@ -137,8 +137,18 @@ def read_done(stage_dir: Path) -> dict:
 
 
 def invalidate(stage_dir: Path) -> None:
-    """Drop a damaged stage's manifest so that it counts as not done and reruns."""
+    """Discard a damaged stage: its manifest, every artifact it lists and its checkpoint.
+
+    Everything is recomputed from scratch: an artifact the stage would otherwise keep
+    (a captured ``rewind_<k>.pt`` is never rewritten once it exists) cannot survive damaged.
+    """
+    stage_dir = Path(stage_dir)
     try:
-        (Path(stage_dir) / DONE_FILE).unlink()
-    except FileNotFoundError:
-        pass
+        listed = json.loads((stage_dir / DONE_FILE).read_text()).get("files", {})
+    except (OSError, ValueError, AttributeError):
+        listed = {}
+    (stage_dir / DONE_FILE).unlink(missing_ok=True)
+    (stage_dir / CHECKPOINT_FILE).unlink(missing_ok=True)
+    for name in listed:
+        if Path(name).name == name:  # only plain names inside the stage folder
+            (stage_dir / name).unlink(missing_ok=True)

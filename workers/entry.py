@@ -36,20 +36,6 @@ def stage_log(stage_dir: Path) -> Iterator[None]:
         handler.close()
 
 
-def discard_damaged(stage_dir: Path) -> None:
-    """Delete a damaged stage's manifest, checkpoint and listed artifacts, so all are recomputed."""
-    stage_dir = Path(stage_dir)
-    try:
-        listed = json.loads((stage_dir / DONE_FILE).read_text()).get("files", {})
-    except (OSError, ValueError, AttributeError):
-        listed = {}
-    invalidate(stage_dir)
-    (stage_dir / CHECKPOINT_FILE).unlink(missing_ok=True)
-    for name in listed:
-        if Path(name).name == name:  # only plain names inside the stage folder
-            (stage_dir / name).unlink(missing_ok=True)
-
-
 def resolve_deps(stage_dir: Path, deps: dict[str, str]) -> dict[str, Path]:
     """Map each role to its sibling folder and verify it is done (``CorruptArtifact`` otherwise)."""
     resolved = {}
@@ -80,7 +66,7 @@ def run_stage(stage_dir: Path | str) -> dict:
         try:
             if reason != "not run":
                 log.warning("stage %s was damaged (%s): recomputing it", key, reason)
-                discard_damaged(stage_dir)
+                invalidate(stage_dir)
             if kind not in STAGE_KINDS:
                 raise ValueError(f"stage {key}: unknown kind {kind!r}; known: {sorted(STAGE_KINDS)}")
             log.info("stage %s (%s) starting", key, kind)
