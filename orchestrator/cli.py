@@ -59,6 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_arguments(resume, "local")
     resume.add_argument("--dry-run", action="store_true", help="list what would run, run nothing")
 
+    cancel = commands.add_parser("cancel", help="cancel every queued or running SLURM job of a workspace",
+                                 description="Cancel the scheduler jobs of this workspace's queued and running "
+                                             "stages, and nothing else; `resume` resubmits them later.")
+    cancel.add_argument("workspace")
+
     res = commands.add_parser("results", help="mean ± standard error over seeds; pivots, plots, exports",
                               description="Summaries of the workspace's central results table: mean top-1, standard "
                                           "error and n over seeds, grouped by every setting but the seed.")
@@ -165,6 +170,10 @@ def _interrupted(workspace: str) -> int:
 
 
 def _print_summary(workspace: str, summary, seconds: float) -> None:
+    if summary.submitted:
+        print(f"submitted {summary.submitted} stage(s) in {seconds:.1f} s; they run without this command. "
+              f"Watch with `prunesweep status {workspace}`; cancel with `prunesweep cancel {workspace}`")
+        return
     print(f"ran {summary.ran} stage(s) in {seconds:.1f} s: {summary.done} done, {summary.failed} failed, "
           f"{summary.blocked} blocked")
     if summary.exit_code:
@@ -188,7 +197,16 @@ def _cmd_results(args) -> int:
     return show_results(require_workspace(Path(args.workspace)), args)
 
 
-COMMANDS = {"plan": _cmd_plan, "launch": _cmd_launch, "status": _cmd_status, "resume": _cmd_resume,
+def _cmd_cancel(args) -> int:
+    from .driver import cancel
+    from .workspace import require_workspace
+
+    cancelled = cancel(require_workspace(Path(args.workspace)))
+    print(f"cancelled {len(cancelled)} job(s)" + (": " + " ".join(cancelled) if cancelled else ""))
+    return 0
+
+
+COMMANDS = {"plan": _cmd_plan, "cancel": _cmd_cancel, "launch": _cmd_launch, "status": _cmd_status, "resume": _cmd_resume,
             "results": _cmd_results}
 
 

@@ -4,6 +4,7 @@ The driver owns the ledger and the results table while a backend runs the stages
 """
 from __future__ import annotations
 
+import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,8 @@ class RunSummary:
     failed: int
     blocked: int
     ran: int
+    #: stages handed to a detached backend (SLURM): they run after the command returns.
+    submitted: int = 0
 
     @property
     def exit_code(self) -> int:
@@ -90,20 +93,28 @@ def _priorities(keys: list[str], ledger: Ledger) -> dict[str, float]:
 
 
 def run_pending(workspace: Path, ledger: Ledger, keys: Iterable[str], backend_name: str,
-                workers: Optional[int] = None, progress: bool = True) -> RunSummary:
-    """Run every stage of ``keys`` that is not done (the caller holds the workspace lock)."""
+                workers: Optional[int] = None, progress: bool = True,
+                backend_settings: Optional[dict] = None) -> RunSummary:
+    """Run (or submit) every stage of ``keys`` that is neither done nor queued/running.
+
+    The caller holds the workspace lock.
+    """
     keys = list(keys)
     done = reconcile(workspace, ledger, lock_held_by_us=True)
     ingest_results(workspace, ledger, done)
-    todo = [key for key in keys if key not in done]
+    rows = {row["key"]: row for row in ledger.stages()}
+    todo = [key for key in keys if rows[key]["state"] not in ("done", "running")]
     deps = ledger.deps()
     priority = _priorities(keys, ledger)
-    tasks = [Task(key, stage_dir(workspace, key), tuple(d for d in deps.get(key, {}).values() if d not in done),
-                  priority.get(key, 0.0)) for key in todo]
+    tasks = []
     for key in todo:
+        pending = [dep for dep in deps.get(key, {}).values() if dep not in done]
+        elsewhere = tuple(rows[dep]["job_id"] for dep in pending if rows[dep]["state"] == "running" and rows[dep]["job_id"])
+        tasks.append(Task(key, stage_dir(workspace, key), tuple(pending), priority.get(key, 0.0),
+                          kind=rows[key]["kind"], after_jobs=elsewhere))
         ledger.mark_planned(key)
-    backend = get_backend(backend_name, workers=workers)
-    events = _LedgerEvents(workspace, ledger, backend.name, len(tasks), progress)
+    backend = get_backend(backend_name, workers=workers, settings=backend_settings, log_folder=workspace / "slurm")
+    events = _LedgerEvents(workspace, ledger, backend.name, 0 if backend.detached else len(tasks), progress)
     try:
         backend.run(tasks, events)
     finally:
@@ -114,6 +125,7 @@ def run_pending(workspace: Path, ledger: Ledger, keys: Iterable[str], backend_na
         failed=sum(state == "failed" for state in states.values()),
         blocked=sum(state == "blocked" for state in states.values()),
         ran=len(tasks),
+        submitted=len(tasks) if backend.detached else 0,
     )
 
 
@@ -138,7 +150,7 @@ def launch(spec: SweepSpec, source: str, backend_name: Optional[str] = None, wor
             materialise(workspace, list(plan.stages.values()))
             ledger.register(spec.name, source, settings, spec.model_dump(), plan.stages.values(), plan.cells)
             summary = run_pending(workspace, ledger, plan.stages.keys(), backend_name or spec.backend,
-                                  workers or spec.local.workers, progress)
+                                  workers or spec.local.workers, progress, spec.slurm.model_dump())
         finally:
             ledger.close()
     return plan, summary
@@ -152,9 +164,27 @@ def resume(workspace: Path, backend_name: str = "local", workers: Optional[int] 
         try:
             keys = [row["key"] for row in ledger.stages()]
             if dry_run:
-                done = reconcile(workspace, ledger, lock_held_by_us=True)
-                return [key for key in keys if key not in done], None
-            summary = run_pending(workspace, ledger, keys, backend_name, workers, progress)
+                reconcile(workspace, ledger, lock_held_by_us=True)
+                return [row["key"] for row in ledger.stages() if row["state"] not in ("done", "running")], None
+            sweeps = ledger.sweeps()
+            settings = json.loads(sweeps[-1]["spec"]).get("slurm", {}) if sweeps else {}
+            summary = run_pending(workspace, ledger, keys, backend_name, workers, progress, settings)
             return keys, summary
         finally:
             ledger.close()
+
+
+def cancel(workspace: Path) -> list[str]:
+    """Cancel the scheduler jobs of every queued or running stage; they become planned again."""
+    from .backends.slurm import cancel as scancel
+
+    ledger = Ledger(workspace)
+    try:
+        rows = [row for row in ledger.stages() if row["state"] == "running" and row["backend"] == "slurm"
+                and row["job_id"]]
+        scancel([row["job_id"] for row in rows])
+        for row in rows:
+            ledger.mark_planned(row["key"], "Cancelled", f"job {row['job_id']} cancelled by `prunesweep cancel`")
+        return [row["job_id"] for row in rows]
+    finally:
+        ledger.close()

@@ -38,7 +38,9 @@ def reconcile(workspace: Path, ledger: Ledger, lock_held_by_us: bool = False) ->
     host = socket.gethostname()
     local_driver_alive: Optional[bool] = None
     done = set()
-    for row in ledger.stages():
+    rows = ledger.stages()
+    scheduler = _scheduler_states(rows)
+    for row in rows:
         key, state = row["key"], row["state"]
         ok, reason = verify_done(stage_dir(workspace, key))
         if ok:
@@ -51,6 +53,8 @@ def reconcile(workspace: Path, ledger: Ledger, lock_held_by_us: bool = False) ->
             ledger.mark_planned(key, "CorruptArtifact", f"artifact damaged ({reason}); it will be rerun")
         elif state == "done":
             ledger.mark_planned(key, "MissingArtifact", "the ledger said done but its artifacts are gone; it will be rerun")
+        elif state == "running" and row["backend"] == "slurm":
+            _reconcile_slurm_job(workspace, ledger, row, scheduler.get(row["job_id"]))
         elif state == "running":
             gone = row["host"] == host and row["pid"] is not None and not _process_alive(row["pid"])
             if row["backend"] == "local" and not gone:
@@ -60,6 +64,34 @@ def reconcile(workspace: Path, ledger: Ledger, lock_held_by_us: bool = False) ->
             if gone:
                 ledger.mark_planned(key, "Interrupted", f"its process (pid {row['pid']} on {row['host']}) is gone; it will be rerun")
     return done
+
+
+def _scheduler_states(rows) -> dict:
+    """SLURM states of the jobs the ledger believes queued or running."""
+    job_ids = [row["job_id"] for row in rows if row["state"] == "running" and row["backend"] == "slurm" and row["job_id"]]
+    if not job_ids:
+        return {}
+    from .backends.slurm import job_states
+
+    return job_states(job_ids)
+
+
+def _reconcile_slurm_job(workspace: Path, ledger: Ledger, row, job: Optional[tuple[str, str]]) -> None:
+    """A SLURM stage without artifacts: still queued/running, or ended (and why)."""
+    from .backends.slurm import ALIVE, FAILURE_REASONS
+
+    key, job_id = row["key"], row["job_id"]
+    if job is None:
+        ledger.mark_planned(key, "Lost", f"job {job_id} is unknown to squeue and sacct; it will be resubmitted")
+        return
+    state, reason = job
+    if state in ALIVE:
+        if "DependencyNeverSatisfied" in reason:
+            ledger.mark_blocked(key, f"job {job_id} (DependencyNeverSatisfied: a job it waits for failed)")
+        return
+    error_class = FAILURE_REASONS.get(state, "CompletedWithoutArtifacts" if state == "COMPLETED" else state.title())
+    detail = log_tail(workspace, key) or f"job {job_id} ended {state}"
+    ledger.mark_failed(key, error_class, f"job {job_id} ended {state}\n{detail}")
 
 
 def log_tail(workspace: Path, key: str, lines: int = LOG_TAIL_LINES) -> str:

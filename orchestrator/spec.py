@@ -107,6 +107,40 @@ class LocalBackend(_Strict):
     workers: Optional[int] = Field(None, gt=0)
 
 
+class SlurmSettings(_Strict):
+    """Settings of the SLURM backend (``backend: slurm``)."""
+
+    partition: Optional[str] = None
+    account: Optional[str] = None
+    qos: Optional[str] = None
+    constraint: Optional[str] = None
+    #: minutes per stage kind (dense, imp, eval, random_mask, rewind); others get default_time_min.
+    time_min: dict[Literal["dense", "imp", "eval", "random_mask", "rewind"], int] = Field(default_factory=dict)
+    default_time_min: int = Field(60, gt=0)
+    gpus_per_node: Optional[int] = Field(None, ge=0)
+    cpus_per_task: int = Field(1, gt=0)
+    mem_gb: Optional[float] = Field(None, gt=0)
+    array_parallelism: int = Field(256, gt=0)
+    #: overrides the cluster's MaxArraySize (read from `scontrol show config`).
+    max_array_size: Optional[int] = Field(None, gt=0)
+    #: how many times a stage is requeued after a time limit or preemption.
+    max_requeues: int = Field(3, ge=0)
+    #: seconds before the time limit at which a stage is signalled to checkpoint and requeue.
+    signal_delay_s: int = Field(90, ge=0)
+    #: extra sbatch options, e.g. {"mail-type": "FAIL"}.
+    extra_sbatch: dict[str, str] = Field(default_factory=dict)
+    #: shell lines run before the worker (module load, venv activation).
+    setup: list[str] = Field(default_factory=list)
+
+    @field_validator("time_min")
+    @classmethod
+    def _positive_times(cls, times: dict) -> dict:
+        for kind, minutes in times.items():
+            if minutes <= 0:
+                raise _KeyedError((kind,), f"a time limit must be a positive number of minutes, got {minutes}")
+        return times
+
+
 _REWIND = re.compile(r"^\s*(\d+)\s*(it|ep)\s*$")
 
 
@@ -152,8 +186,9 @@ class SweepSpec(_Strict):
     mask_source: list[str] = Field(min_length=1)
     init: list[str] = Field(min_length=1)
     seeds: list[int] = Field(min_length=1)
-    backend: Literal["local"] = "local"
+    backend: Literal["local", "slurm"] = "local"
     local: LocalBackend = Field(default_factory=LocalBackend)
+    slurm: SlurmSettings = Field(default_factory=SlurmSettings)
 
     @field_validator("recipes")
     @classmethod

@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+pytest_plugins = ["cluster.slurm_fixture"]  # the real local SLURM cluster (tests/cluster/)
+
 ROOT = Path(__file__).resolve().parent.parent
 
 BASE_SWEEP = {

@@ -4,15 +4,19 @@ from __future__ import annotations
 from ..errors import UserError
 from .base import DEFAULT_RUNNER, Backend, Events, Task
 
-BACKENDS = ("local",)
+BACKENDS = ("local", "slurm")
 
 
-def get_backend(name: str, workers=None, runner: str = DEFAULT_RUNNER) -> Backend:
-    """The backend called ``name``."""
+def get_backend(name: str, workers=None, runner: str = DEFAULT_RUNNER, settings=None, log_folder=None) -> Backend:
+    """The backend called ``name``; ``settings`` is the sweep's section for it."""
     if name == "local":
         from .local import LocalBackend
 
         return LocalBackend(workers=workers, runner=runner)
+    if name == "slurm":
+        from .slurm import SlurmBackend
+
+        return SlurmBackend(settings or {}, log_folder, runner=runner)
     raise UserError(f"--backend: unknown backend {name!r}; allowed: {', '.join(BACKENDS)}")
 
 

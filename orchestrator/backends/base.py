@@ -25,6 +25,10 @@ class Task:
     waits_for: tuple[str, ...] = ()
     #: larger runs first among ready tasks (the driver puts the critical path first).
     priority: float = 0.0
+    #: the stage kind, for grouping and per-kind resources (never interpreted otherwise).
+    kind: str = ""
+    #: scheduler job ids of dependencies already queued or running outside this batch.
+    after_jobs: tuple[str, ...] = ()
 
 
 class Events(Protocol):
@@ -50,6 +54,8 @@ class Backend(ABC):
     """Runs tasks somewhere."""
 
     name: str = "backend"
+    #: True when ``run`` returns after submitting (the stages then run without a driver).
+    detached: bool = False
 
     @abstractmethod
     def run(self, tasks: list[Task], events: Events) -> None:

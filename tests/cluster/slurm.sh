@@ -19,7 +19,9 @@
 # socket) lives under one folder: $PRUNESWEEP_SLURM_DIR, default /tmp/prunesweep-slurm.
 # Every daemon listens on 127.0.0.1 only: slurmctld 6817, slurmd 6818, slurmdbd 6819,
 # mariadbd 6820 (PRUNESWEEP_SLURM_PORT_BASE moves all four). munge uses its own socket and key.
-# Other env: PRUNESWEEP_SLURM_MAX_ARRAY_SIZE (default 1001, SLURM's default).
+# Other env: PRUNESWEEP_SLURM_MAX_ARRAY_SIZE (default 1001, SLURM's default),
+# PRUNESWEEP_SLURM_MAX_JOB_COUNT (default 50000; SLURM's 10000 fills up within the hour that
+# MinJobAge=3600 keeps finished jobs -- every array task counts -- and then sbatch blocks).
 #
 # Exit codes: 0 ok, 1 failure (with the relevant log tail), 2 usage, 3 impossible here
 # (not root, no apt-get/dpkg, packages missing): the pytest fixture skips on 3 unless CI=true.
@@ -35,6 +37,7 @@ SLURMD_PORT=$((PORT_BASE + 1))
 DBD_PORT=$((PORT_BASE + 2))
 DB_PORT=$((PORT_BASE + 3))
 MAX_ARRAY=${PRUNESWEEP_SLURM_MAX_ARRAY_SIZE:-1001}
+MAX_JOBS=${PRUNESWEEP_SLURM_MAX_JOB_COUNT:-50000}  # every array task counts, and stays MinJobAge=3600 s
 ETC_LINK=${PRUNESWEEP_SLURM_ETC_LINK:-1}
 CLUSTER=prunesweep
 PARTITION=local
@@ -101,7 +104,7 @@ ours() {
     # its command line or its environment names this folder
     local seen
     seen=$({ tr '\0' '\n' <"/proc/$pid/cmdline"; tr '\0' '\n' <"/proc/$pid/environ"; } 2>/dev/null || true)
-    grep -F -e "$DIR/" -e "PRUNESWEEP_SLURM_DIR=$DIR" <<<"$seen" >/dev/null || return 1
+    grep -F -e "$DIR/" <<<"$seen" >/dev/null || grep -Fx "PRUNESWEEP_SLURM_DIR=$DIR" <<<"$seen" >/dev/null || return 1
     echo "$pid"
 }
 
@@ -155,7 +158,8 @@ stepd_pids() {
     local inodes pid fd
     inodes=$(awk -v d="$DIR/spool/" 'index($8, d) == 1 { print $7 }' /proc/net/unix 2>/dev/null | sort -u)
     [[ -n $inodes ]] || return 0
-    for pid in $(ls /proc | grep -E '^[0-9]+$'); do
+    for pid in /proc/[0-9]*; do
+        pid=${pid#/proc/}
         [[ $(cat "/proc/$pid/comm" 2>/dev/null) == slurmstepd ]] || continue
         for fd in /proc/"$pid"/fd/*; do
             if [[ $(readlink "$fd" 2>/dev/null) =~ ^socket:\[([0-9]+)\]$ ]] &&
@@ -165,6 +169,19 @@ stepd_pids() {
             fi
         done
     done
+}
+
+# descendants PID...: every process below these (by parent PID), one line
+descendants() {
+    ps -eo pid=,ppid= | awk -v roots="$*" '
+        { parent[$1] = $2 }
+        END {
+            n = split(roots, r, " "); for (i = 1; i <= n; i++) mark[r[i]] = 1
+            do { changed = 0
+                 for (p in parent) if (!(p in mark) && (parent[p] in mark)) { mark[p] = 2; changed = 1 }
+            } while (changed)
+            for (p in mark) if (mark[p] == 2) printf "%s ", p
+        }'
 }
 
 need_root() { [[ $EUID -eq 0 ]] || impossible "must run as root (daemons run as root, munge and mysql)"; }
@@ -267,6 +284,7 @@ ReturnToService=2
 SchedulerParameters=batch_sched_delay=0,sched_min_interval=0,sched_interval=1,bf_interval=1
 KillWait=5
 MinJobAge=3600
+MaxJobCount=$MAX_JOBS
 SlurmdParameters=config_overrides
 MailProg=/bin/true
 MaxArraySize=$MAX_ARRAY
@@ -481,7 +499,10 @@ cmd_start() {
         touch "$DB_DIR/cluster-registered"
     fi
 
-    local ctld_restarted=0
+    local ctld_restarted=0 cold=0
+    if ! ours slurmctld "$CTLD_PID" >/dev/null && [[ -z $(stepd_pids) ]]; then
+        cold=1  # no job of this cluster can be running: any job the saved state calls running is stale
+    fi
     if ours slurmctld "$CTLD_PID" >/dev/null; then
         if ((conf_changed)); then
             info "slurm.conf changed (accounting=$accounting): restarting slurmctld"
@@ -504,6 +525,18 @@ cmd_start() {
     fi
     wait_until 30 node_usable ||
         fail "node $(short_host) is not usable (state: $(node_state))" "$LOG/slurmd.log" "$LOG/slurmctld.log"
+    if ((cold)); then
+        local stale
+        stale=$(squeue -h -t R,CG,CF,S -o %A 2>/dev/null | sort -u | tr '\n' ' ')
+        if [[ -n ${stale// /} ]]; then
+            # an unclean stop (slurmctld killed first, machine reset): free the node
+            info "cancelling jobs left 'running' by an unclean stop: $stale"
+            # shellcheck disable=SC2086
+            scancel $stale 2>/dev/null || true
+            wait_until 20 eval '[[ -z $(squeue -h -t R,CG,CF,S -o %A 2>/dev/null) ]]' ||
+                fail "stale jobs do not end: $(squeue -h -t R,CG,CF,S -o '%A %T' | tr '\n' ' ')" "$LOG/slurmctld.log"
+        fi
+    fi
 
     if ((!accounting)); then  # a genuine cluster without accounting: no slurmdbd, no database
         stop_pid slurmdbd "$DBD_PID"
@@ -540,12 +573,19 @@ cmd_stop() {
     fi
     stop_pid slurmd "$SLURMD_PID"
     local pids
-    pids=$(stepd_pids)
-    if [[ -n $pids ]]; then
-        info "stopping leftover slurmstepd: $(echo $pids)"
+    # job steps whose cancel never arrived (slurmctld was down): kill their processes, then them
+    pids=$(stepd_pids | tr '\n' ' ')
+    if [[ -n ${pids// /} ]]; then
+        local tasks
+        tasks=$(descendants $pids)
+        info "killing leftover job steps: slurmstepd ${pids% }; their processes: ${tasks:-none}"
         # shellcheck disable=SC2086
-        kill -TERM $pids 2>/dev/null || true
-        wait_until 10 eval '[[ -z $(stepd_pids) ]]' || { kill -KILL $(stepd_pids) 2>/dev/null || true; }
+        [[ -z $tasks ]] || kill -KILL $tasks 2>/dev/null || true
+        if ! wait_until 2 eval '[[ -z $(stepd_pids) ]]'; then  # they retry slurmctld for long
+            pids=$(stepd_pids | tr '\n' ' ')
+            # shellcheck disable=SC2086
+            [[ -z ${pids// /} ]] || kill -KILL $pids 2>/dev/null || true
+        fi
     fi
     stop_pid slurmctld "$CTLD_PID"
     stop_pid slurmdbd "$DBD_PID"

@@ -27,6 +27,7 @@ import pytest
 
 SCRIPT = Path(__file__).resolve().with_name("slurm.sh")
 IMPOSSIBLE = 3  # slurm.sh's exit code for "cannot run on this machine"
+_TIMINGS: dict[str, float] = {}  # this session's phases, printed in the terminal summary
 
 
 def pytest_configure(config):
@@ -35,6 +36,12 @@ def pytest_configure(config):
         "slurm: runs against the real local SLURM cluster of tests/cluster/slurm.sh "
         "(installs and starts it; deselect with -m 'not slurm')",
     )
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _TIMINGS:
+        phases = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in _TIMINGS.items())
+        terminalreporter.write_line(f"local SLURM cluster: {phases}")
 
 
 def _in_ci() -> bool:
@@ -154,7 +161,7 @@ class _AccountingSwitch:
 def slurm_cluster():
     if not sys.platform.startswith("linux"):
         _cannot(f"needs Linux (Debian/Ubuntu), this is {sys.platform}")
-    timings: dict[str, float] = {}
+    timings = _TIMINGS
     proc, timings["install"] = _script("install", timeout=900)
     _check(proc, ["install"])
 

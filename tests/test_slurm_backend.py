@@ -1,0 +1,135 @@
+"""The SLURM backend against the real local cluster: non-blocking launch, status, cancel, resume."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+import results
+from conftest import ROOT
+from orchestrator.ledger import Ledger
+from orchestrator.planner import plan_sweep
+from orchestrator.spec import load_spec
+
+pytestmark = pytest.mark.slurm
+
+TINY = {
+    "name": "tiny",
+    "dataset": {"name": "digits"},
+    "arch": {"name": "small_cnn", "width": 4},
+    "recipes": {
+        "labels": {"epochs": 2, "batch_size": 256, "optimizer": "adam", "lr": 0.01},
+        "rotnet": {"epochs": 2, "batch_size": 256, "optimizer": "adam", "lr": 0.01},
+    },
+    "pruning": {"fractions": [0.8, 0.512]},
+    "rewind": [0],
+    "mask_source": ["labels", "rotnet", "random"],
+    "init": ["winning_ticket", "reinit"],
+    "seeds": [0],
+}
+
+
+def _sweep(tmp_path, backend, **slurm):
+    sweep = dict(TINY, workspace=str(tmp_path / backend), backend=backend, slurm=slurm)
+    path = tmp_path / f"{backend}.yaml"
+    path.write_text(yaml.safe_dump(sweep))
+    return path
+
+
+def cli(*args, env=None, check=True):
+    result = subprocess.run([sys.executable, "-m", "orchestrator", *map(str, args)], capture_output=True, text=True,
+                            env=dict(env or os.environ, PYTHONPATH=str(ROOT)), timeout=600)
+    if check:
+        assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+def _states(workspace):
+    ledger = Ledger(workspace)
+    try:
+        return {row["key"]: row for row in ledger.stages()}
+    finally:
+        ledger.close()
+
+
+def _wait(workspace, env, until, timeout=420):
+    """Poll `prunesweep status` (as a researcher would) until ``until(states)``."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        cli("status", workspace, env=env)
+        states = _states(workspace)
+        if until(states):
+            return states
+        time.sleep(3)
+    raise AssertionError(f"timed out; states: { {k: r['state'] for k, r in _states(workspace).items()} }")
+
+
+def _top1(workspace):
+    return {(r.mask_source, r.init, r.nominal_fraction, r.seed): r.top1 for r in results.load(workspace).itertuples()}
+
+
+@pytest.fixture(scope="module")
+def local_reference(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("local")
+    cli("launch", _sweep(tmp_path, "local"), "--no-progress")
+    return tmp_path / "local"
+
+
+def test_launch_returns_at_once_and_matches_a_local_run(slurm_cluster, tmp_path, local_reference):
+    path = _sweep(tmp_path, "slurm", max_array_size=3)
+    started = time.time()
+    result = cli("launch", path, env=slurm_cluster.env)
+    assert "submitted 17 stage(s)" in result.stdout and time.time() - started < 60
+    workspace = tmp_path / "slurm"
+    job_ids = {row["job_id"] for row in _states(workspace).values()}
+    arrays = {job_id.split("_")[0] for job_id in job_ids}
+    assert len(arrays) > 5  # waves x kinds, chunked to MaxArraySize 3
+    assert {row["job_id"] for row in _states(workspace).values()} == job_ids  # relaunch submits nothing new
+    _wait(workspace, slurm_cluster.env, lambda s: all(r["state"] == "done" for r in s.values()))
+    assert _top1(workspace) == _top1(local_reference)
+
+
+def test_cancel_then_resume_on_another_backend(slurm_cluster, tmp_path, local_reference):
+    path = _sweep(tmp_path, "slurm")
+    cli("launch", path, env=slurm_cluster.env)
+    workspace = tmp_path / "slurm"
+    cancelled = cli("cancel", workspace, env=slurm_cluster.env).stdout
+    assert "cancelled" in cancelled
+    states = _states(workspace)
+    assert not [r for r in states.values() if r["state"] == "running"]
+    cli("resume", workspace, "--backend", "local", "--no-progress", env=slurm_cluster.env)
+    assert all(r["state"] == "done" for r in _states(workspace).values())
+    assert _top1(workspace) == _top1(local_reference)
+
+
+def test_a_stage_that_raises_is_reported_and_blocks_its_dependents(slurm_cluster, tmp_path):
+    path = _sweep(tmp_path, "slurm")
+    plan = plan_sweep(load_spec(path))
+    workspace = tmp_path / "slurm"
+    victim = next(k for k, s in plan.stages.items() if s.kind == "dense" and s.config["task"] == "rotnet")
+    broken = plan.stages[victim].to_json()
+    broken["config"]["recipe"]["optimizer"] = "no-such-optimizer"
+    from workers.artifacts import atomic_write_json
+    atomic_write_json(workspace / "stages" / victim / "stage.json", broken)
+    cli("launch", path, env=slurm_cluster.env)
+    states = _wait(workspace, slurm_cluster.env, lambda s: s[victim]["state"] == "failed"
+                   and not [r for k, r in s.items() if r["state"] == "running"
+                            and not (plan.stages[k].deps and victim in plan.stages[k].deps.values())])
+    assert "no-such-optimizer" in states[victim]["error_message"]
+    status = cli("status", workspace, env=slurm_cluster.env).stdout
+    assert victim in status and states[victim]["job_id"] in status
+    atomic_write_json(workspace / "stages" / victim / "stage.json", plan.stages[victim].to_json())
+    cli("cancel", workspace, env=slurm_cluster.env)  # dependents wait on a failed array forever
+    cli("resume", workspace, "--backend", "slurm", env=slurm_cluster.env)
+    _wait(workspace, slurm_cluster.env, lambda s: all(r["state"] == "done" for r in s.values()))
+
+
+def test_unreachable_slurm_is_a_clear_error(tmp_path):
+    env = dict(os.environ, PATH="/nonexistent", SLURM_CONF="/nonexistent")
+    result = subprocess.run([sys.executable, "-m", "orchestrator", "launch", str(_sweep(tmp_path, "slurm"))],
+                            capture_output=True, text=True, env=dict(env, PYTHONPATH=str(ROOT)), timeout=120)
+    assert result.returncode == 2 and "sinfo" in result.stderr and "Traceback" not in result.stderr
