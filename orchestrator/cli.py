@@ -1,4 +1,4 @@
-"""The ``prunesweep`` command: plan | launch | status | resume | results."""
+"""The ``prunesweep`` command: plan | launch | status | resume | cancel | results."""
 from __future__ import annotations
 
 import argparse
