@@ -104,6 +104,7 @@ def run_pending(workspace: Path, ledger: Ledger, keys: Iterable[str], backend_na
     ingest_results(workspace, ledger, done)
     rows = {row["key"]: row for row in ledger.stages()}
     todo = [key for key in keys if rows[key]["state"] not in ("done", "running")]
+    _cancel_stale_jobs([rows[key] for key in todo])
     deps = ledger.deps()
     priority = _priorities(keys, ledger)
     tasks = []
@@ -127,6 +128,16 @@ def run_pending(workspace: Path, ledger: Ledger, keys: Iterable[str], backend_na
         ran=len(tasks),
         submitted=len(tasks) if backend.detached else 0,
     )
+
+
+def _cancel_stale_jobs(rows) -> None:
+    """Cancel the still-pending jobs of blocked stages about to be resubmitted (their
+    dependency failed, so SLURM would keep them pending forever)."""
+    stale = [row["job_id"] for row in rows if row["state"] == "blocked" and row["backend"] == "slurm" and row["job_id"]]
+    if stale:
+        from .backends.slurm import cancel as scancel
+
+        scancel(stale)
 
 
 def launch(spec: SweepSpec, source: str, backend_name: Optional[str] = None, workers: Optional[int] = None,

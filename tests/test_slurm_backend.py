@@ -133,3 +133,65 @@ def test_unreachable_slurm_is_a_clear_error(tmp_path):
     result = subprocess.run([sys.executable, "-m", "orchestrator", "launch", str(_sweep(tmp_path, "slurm"))],
                             capture_output=True, text=True, env=dict(env, PYTHONPATH=str(ROOT)), timeout=120)
     assert result.returncode == 2 and "sinfo" in result.stderr and "Traceback" not in result.stderr
+
+
+def _job_of(workspace, key):
+    return _states(workspace)[key]["job_id"]
+
+
+def _wait_for_checkpoint(workspace, key, epochs=2, timeout=300):
+    log = workspace / "stages" / key / "log.txt"
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if log.exists() and f"epoch {epochs}/" in log.read_text():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"{key} never reached epoch {epochs}")
+
+
+def test_requeue_mid_training_resumes_from_the_checkpoint(slurm_cluster, tmp_path):
+    # a dense run long enough (~10 s) for the requeue to land mid-training
+    recipes = {"labels": dict(TINY["recipes"]["labels"], epochs=30, batch_size=32)}
+    sweep = dict(TINY, workspace=str(tmp_path / "slurm"), backend="slurm", recipes=recipes, mask_source=["labels"],
+                 init=["winning_ticket"], pruning={"fractions": [0.8]}, arch={"name": "small_cnn", "width": 16})
+    path = tmp_path / "slurm.yaml"
+    path.write_text(yaml.safe_dump(sweep))
+    local = dict(sweep, workspace=str(tmp_path / "local"), backend="local")
+    (tmp_path / "local.yaml").write_text(yaml.safe_dump(local))
+    cli("launch", tmp_path / "local.yaml", "--no-progress")
+
+    cli("launch", path, env=slurm_cluster.env)
+    workspace = tmp_path / "slurm"
+    dense = next(k for k in _states(workspace) if k.startswith("dense-"))
+    _wait_for_checkpoint(workspace, dense, epochs=3)
+    slurm_cluster.run("scontrol", "requeue", _job_of(workspace, dense))
+    assert not (workspace / "stages" / dense / "DONE.json").exists(), "the requeue came too late to test anything"
+    _wait(workspace, slurm_cluster.env, lambda s: all(r["state"] == "done" for r in s.values()))
+    log = (workspace / "stages" / dense / "log.txt").read_text()
+    assert "resumed from checkpoint.pt at epoch" in log and "resumed from checkpoint.pt at epoch 0 " not in log
+    assert _top1(workspace) == _top1(tmp_path / "local")
+
+
+def test_scancel_of_one_stage_then_resume(slurm_cluster, tmp_path):
+    recipes = dict(TINY["recipes"], rotnet=dict(TINY["recipes"]["rotnet"], epochs=12))
+    sweep = dict(TINY, workspace=str(tmp_path / "slurm"), backend="slurm", recipes=recipes)
+    path = tmp_path / "slurm.yaml"
+    path.write_text(yaml.safe_dump(sweep))
+    cli("launch", path, env=slurm_cluster.env)
+    workspace = tmp_path / "slurm"
+    dense = next(k for k, r in _states(workspace).items() if r["label"] == "dense rotnet seed=0")
+    slurm_cluster.run("scancel", _job_of(workspace, dense))
+    states = _wait(workspace, slurm_cluster.env, lambda s: s[dense]["state"] == "failed"
+                   and any(r["state"] == "blocked" for r in s.values()))
+    assert states[dense]["error_class"] == "Cancelled"
+    status = cli("status", workspace, env=slurm_cluster.env).stdout
+    assert "Cancelled" in status and "blocked" in status
+    with slurm_cluster.accounting(False):  # status stays right without sacct
+        cli("status", workspace, env=slurm_cluster.env)
+        assert _states(workspace)[dense]["state"] == "failed"
+    done_before = {k for k, r in _states(workspace).items() if r["state"] == "done"}
+    attempts = {k: r["attempts"] for k, r in _states(workspace).items()}
+    cli("resume", workspace, env=slurm_cluster.env)
+    states = _wait(workspace, slurm_cluster.env, lambda s: all(r["state"] == "done" for r in s.values()))
+    assert all(states[k]["attempts"] == attempts[k] for k in done_before)  # no done stage ran twice
+    assert len(results.load(workspace)) == 10
