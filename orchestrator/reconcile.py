@@ -81,8 +81,9 @@ def _reconcile_slurm_job(workspace: Path, ledger: Ledger, row, job: Optional[tup
     from .backends.slurm import ALIVE, FAILURE_REASONS
 
     key, job_id = row["key"], row["job_id"]
-    if job is None:
-        ledger.mark_planned(key, "Lost", f"job {job_id} is unknown to squeue and sacct; it will be resubmitted")
+    if job is None:  # what SLURM does with an array task cancelled while still pending
+        ledger.mark_failed(key, "Cancelled", f"job {job_id} is unknown to squeue and sacct: cancelled before it "
+                                             "started (or forgotten by the controller)")
         return
     state, reason = job
     if state in ALIVE:
