@@ -28,6 +28,23 @@ BASE_SWEEP = {
 }
 
 
+#: the smallest real grid the end-to-end tests run (17 stages, a few seconds each).
+TINY = {
+    "name": "tiny",
+    "dataset": {"name": "digits"},
+    "arch": {"name": "small_cnn", "width": 4},
+    "recipes": {
+        "labels": {"epochs": 2, "batch_size": 256, "optimizer": "adam", "lr": 0.01},
+        "rotnet": {"epochs": 2, "batch_size": 256, "optimizer": "adam", "lr": 0.01},
+    },
+    "pruning": {"fractions": [0.8, 0.512]},
+    "rewind": [0],
+    "mask_source": ["labels", "rotnet", "random"],
+    "init": ["winning_ticket", "reinit"],
+    "seeds": [0],
+}
+
+
 @pytest.fixture
 def sweep_dict():
     """A fresh copy of a small valid sweep."""

@@ -10,27 +10,12 @@ import pytest
 import yaml
 
 import results
-from conftest import ROOT
+from conftest import ROOT, TINY
 from orchestrator.ledger import Ledger
 from orchestrator.planner import plan_sweep
 from orchestrator.spec import load_spec
 
 pytestmark = pytest.mark.slurm
-
-TINY = {
-    "name": "tiny",
-    "dataset": {"name": "digits"},
-    "arch": {"name": "small_cnn", "width": 4},
-    "recipes": {
-        "labels": {"epochs": 2, "batch_size": 256, "optimizer": "adam", "lr": 0.01},
-        "rotnet": {"epochs": 2, "batch_size": 256, "optimizer": "adam", "lr": 0.01},
-    },
-    "pruning": {"fractions": [0.8, 0.512]},
-    "rewind": [0],
-    "mask_source": ["labels", "rotnet", "random"],
-    "init": ["winning_ticket", "reinit"],
-    "seeds": [0],
-}
 
 
 def _sweep(tmp_path, backend, **slurm):
