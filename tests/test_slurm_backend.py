@@ -158,7 +158,8 @@ def test_requeue_mid_training_resumes_from_the_checkpoint(slurm_cluster, tmp_pat
 
 
 def test_scancel_of_one_stage_then_resume(slurm_cluster, tmp_path):
-    recipes = dict(TINY["recipes"], rotnet=dict(TINY["recipes"]["rotnet"], epochs=12))
+    # the rotnet dense run lasts long enough (~10 s) for the scancel to land before it ends
+    recipes = dict(TINY["recipes"], rotnet=dict(TINY["recipes"]["rotnet"], epochs=25))
     sweep = dict(TINY, workspace=str(tmp_path / "slurm"), backend="slurm", recipes=recipes)
     path = tmp_path / "slurm.yaml"
     path.write_text(yaml.safe_dump(sweep))
@@ -166,6 +167,7 @@ def test_scancel_of_one_stage_then_resume(slurm_cluster, tmp_path):
     workspace = tmp_path / "slurm"
     dense = next(k for k, r in _states(workspace).items() if r["label"] == "dense rotnet seed=0")
     slurm_cluster.run("scancel", _job_of(workspace, dense))
+    assert not (workspace / "stages" / dense / "DONE.json").exists(), "the scancel came too late to test anything"
     states = _wait(workspace, slurm_cluster.env, lambda s: s[dense]["state"] == "failed"
                    and any(r["state"] == "blocked" for r in s.values()))
     assert states[dense]["error_class"] == "Cancelled"
