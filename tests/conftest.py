@@ -30,19 +30,29 @@ BASE_SWEEP = {
 
 #: the smallest real grid the end-to-end tests run (17 stages, a few seconds each).
 TINY = {
+    **BASE_SWEEP,
     "name": "tiny",
-    "dataset": {"name": "digits"},
     "arch": {"name": "small_cnn", "width": 4},
     "recipes": {
         "labels": {"epochs": 2, "batch_size": 256, "optimizer": "adam", "lr": 0.01},
         "rotnet": {"epochs": 2, "batch_size": 256, "optimizer": "adam", "lr": 0.01},
     },
-    "pruning": {"fractions": [0.8, 0.512]},
-    "rewind": [0],
-    "mask_source": ["labels", "rotnet", "random"],
-    "init": ["winning_ticket", "reinit"],
-    "seeds": [0],
 }
+
+
+def results_row(**overrides) -> dict:
+    """One valid results-table row; its stage key is derived from the cell's settings."""
+    row = dict(
+        sweep="digits", stage_key="k", dataset="digits", arch="lenet",
+        mask_source="labels", init="winning_ticket", rewind="0", rewind_iteration=0,
+        level=None, nominal_fraction=0.512, measured_fraction=0.512, seed=0, top1=0.9,
+        epochs=20, wall_time_s=1.0,
+    )
+    row.update(overrides)
+    row["stage_key"] = "|".join(
+        str(row[c]) for c in ("sweep", "mask_source", "init", "rewind", "level", "nominal_fraction", "seed")
+    )
+    return row
 
 
 @pytest.fixture

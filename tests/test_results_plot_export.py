@@ -2,26 +2,17 @@
 from __future__ import annotations
 
 import os
+from functools import partial
 
 import matplotlib.image
 import pandas as pd
 import pytest
 
 import results
+from conftest import results_row
 
 
-def make_row(**overrides):
-    row = dict(
-        sweep="digits-imp", stage_key="k", dataset="digits", arch="lenet",
-        mask_source="labels", init="winning_ticket", rewind="0", rewind_iteration=0,
-        level=None, nominal_fraction=0.512, measured_fraction=0.512, seed=0, top1=0.9,
-        epochs=20, wall_time_s=1.0,
-    )
-    row.update(overrides)
-    row["stage_key"] = "|".join(
-        str(row[c]) for c in ("sweep", "mask_source", "init", "rewind", "level", "nominal_fraction", "seed")
-    )
-    return row
+make_row = partial(results_row, sweep="digits-imp")
 
 
 @pytest.fixture
