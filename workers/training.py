@@ -26,6 +26,7 @@ from torch import nn
 from workers.artifacts import atomic_save_with
 from workers.data import DataSplit
 from torch.optim import SGD, Adam
+from workers.preemption import saving_with, update_guard
 from workers.pruning import MaskEnforcer, apply_mask
 from workers.schedule import iterations_per_epoch, learning_rate_at, validate_schedule
 from workers.tasks import Task
@@ -110,8 +111,10 @@ def train(model: nn.Module, task: Task, data: DataSplit, recipe: Mapping[str, An
     """Train ``model`` in place on ``task`` with ``recipe``; data order drawn from ``seed``.
 
     - ``mask``: pruned weights are zeroed first and kept exactly zero throughout;
-    - ``checkpoint_path``: written atomically after every epoch, and resumed from when it
-      exists at the start (a run killed at any point and rerun ends bit-identical on CPU);
+    - ``checkpoint_path``: written atomically after every epoch, and in the middle of one
+      when :func:`workers.preemption.save_progress` asks (a scheduler's warning signal);
+      resumed from when it exists at the start, mid-epoch included (a run killed at any
+      point and rerun ends bit-identical on CPU);
     - ``capture_iterations``: for each ``k``, the state dict after exactly ``k`` steps
       (``k = 0``: before training) is saved as ``capture_dir / rewind_<k>.pt`` as soon as
       it is reached, unless that file already exists;
@@ -177,48 +180,58 @@ def train(model: nn.Module, task: Task, data: DataSplit, recipe: Mapping[str, An
         capture(0)
     last_loss = last_accuracy = None
     epochs_done = start_epoch
-    for epoch in range(start_epoch, epochs):
-        if iteration >= limit:
-            break
-        generator = torch.Generator().manual_seed(int(seed) * DATA_ORDER_STRIDE + epoch)
-        order = torch.randperm(n_train, generator=generator).to(device)
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), dtype=torch.int64, device=device)
-        samples = 0
-        for start in range(0, n_train, batch_size):
+
+    def save_mid_epoch() -> None:
+        if checkpoint_path is not None:
+            _save_checkpoint(Path(checkpoint_path), fingerprint, model, optimizer, epochs_done, iteration)
+            log.info("saved progress at iteration %d (inside epoch %d) on request", iteration, epochs_done + 1)
+
+    with saving_with(save_mid_epoch):
+        for epoch in range(start_epoch, epochs):
             if iteration >= limit:
                 break
-            batch = order[start:start + batch_size]
-            inputs, targets = task.make_batch(images[batch], labels[batch])
-            lr = learning_rate_at(spec["lr"], spec["schedule"], iteration, steps_per_epoch, epochs)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            outputs = model(inputs)
-            loss = F.cross_entropy(outputs, targets)
-            optimizer.zero_grad()
-            loss.backward()
-            if enforcer is not None:
-                enforcer.zero_pruned_grads()
-            optimizer.step()
-            if enforcer is not None:
-                enforcer.reapply()
-            iteration += 1
-            with torch.no_grad():
-                loss_sum += loss.detach() * targets.shape[0]
-                correct += (outputs.argmax(dim=1) == targets).sum()
-            samples += targets.shape[0]
-            capture(iteration)
-        if samples:
-            last_loss, last_accuracy = loss_sum.item() / samples, correct.item() / samples
-        if iteration < (epoch + 1) * steps_per_epoch:  # stopped inside this epoch
-            log.info("stopped at iteration %d inside epoch %d", iteration, epoch + 1)
-            break
-        epochs_done = epoch + 1
-        log.info("epoch %d/%d: loss %.4f, %s accuracy %.4f (train, iteration %d, lr %.3g)",
-                 epochs_done, epochs, last_loss, task.name, last_accuracy, iteration, lr)
-        if checkpoint_path is not None:
-            _save_checkpoint(Path(checkpoint_path), fingerprint, model, optimizer,
-                             epochs_done, iteration)
+            generator = torch.Generator().manual_seed(int(seed) * DATA_ORDER_STRIDE + epoch)
+            order = torch.randperm(n_train, generator=generator).to(device)
+            loss_sum = torch.zeros((), device=device)
+            correct = torch.zeros((), dtype=torch.int64, device=device)
+            samples = 0
+            already = iteration - epoch * steps_per_epoch  # steps of this epoch done before a resume
+            for start in range(already * batch_size, n_train, batch_size):
+                if iteration >= limit:
+                    break
+                batch = order[start:start + batch_size]
+                inputs, targets = task.make_batch(images[batch], labels[batch])
+                lr = learning_rate_at(spec["lr"], spec["schedule"], iteration, steps_per_epoch, epochs)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                outputs = model(inputs)
+                loss = F.cross_entropy(outputs, targets)
+                optimizer.zero_grad()
+                loss.backward()
+                if enforcer is not None:
+                    enforcer.zero_pruned_grads()
+                with update_guard():  # a save requested now waits for weights and counter to agree
+                    optimizer.step()
+                    if enforcer is not None:
+                        enforcer.reapply()
+                    iteration += 1
+                with torch.no_grad():
+                    loss_sum += loss.detach() * targets.shape[0]
+                    correct += (outputs.argmax(dim=1) == targets).sum()
+                samples += targets.shape[0]
+                capture(iteration)
+            if samples:
+                last_loss, last_accuracy = loss_sum.item() / samples, correct.item() / samples
+            if iteration < (epoch + 1) * steps_per_epoch:  # stopped inside this epoch
+                log.info("stopped at iteration %d inside epoch %d", iteration, epoch + 1)
+                break
+            epochs_done = epoch + 1
+            if samples:  # none when a save on request landed right after the epoch's last step
+                log.info("epoch %d/%d: loss %.4f, %s accuracy %.4f (train, iteration %d, lr %.3g)",
+                         epochs_done, epochs, last_loss, task.name, last_accuracy, iteration, lr)
+            if checkpoint_path is not None:
+                _save_checkpoint(Path(checkpoint_path), fingerprint, model, optimizer,
+                                 epochs_done, iteration)
     return TrainResult(epochs=epochs_done, iterations=iteration, last_loss=last_loss,
                        last_accuracy=last_accuracy)
 
