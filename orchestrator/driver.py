@@ -114,7 +114,8 @@ def run_pending(workspace: Path, ledger: Ledger, keys: Iterable[str], backend_na
         tasks.append(Task(key, stage_dir(workspace, key), tuple(pending), priority.get(key, 0.0),
                           kind=rows[key]["kind"], after_jobs=elsewhere))
         ledger.mark_planned(key)
-    backend = get_backend(backend_name, workers=workers, settings=backend_settings, log_folder=workspace / "slurm")
+    backend = get_backend(backend_name, workers=workers, settings=backend_settings, log_folder=workspace / "slurm",
+                          workspace=workspace)
     events = _LedgerEvents(workspace, ledger, backend.name, 0 if backend.detached else len(tasks), progress)
     try:
         backend.run(tasks, events)
@@ -160,16 +161,20 @@ def launch(spec: SweepSpec, source: str, backend_name: Optional[str] = None, wor
             plan = plan_sweep(spec, existing_captures(workspace))
             materialise(workspace, list(plan.stages.values()))
             ledger.register(spec.name, source, settings, spec.model_dump(), plan.stages.values(), plan.cells)
-            summary = run_pending(workspace, ledger, plan.stages.keys(), backend_name or spec.backend,
-                                  workers or spec.local.workers, progress, spec.slurm.model_dump())
+            backend_name = backend_name or spec.backend
+            summary = run_pending(workspace, ledger, plan.stages.keys(), backend_name, workers or spec.local.workers,
+                                  progress, getattr(spec, backend_name).model_dump())
         finally:
             ledger.close()
     return plan, summary
 
 
 def resume(workspace: Path, backend_name: str = "local", workers: Optional[int] = None, progress: bool = True,
-           dry_run: bool = False) -> tuple[list[str], Optional[RunSummary]]:
-    """Rerun every failed, blocked, interrupted or missing stage of the workspace; never a done one."""
+           dry_run: bool = False, backend_settings: Optional[dict] = None) -> tuple[list[str], Optional[RunSummary]]:
+    """Rerun every failed, blocked, interrupted or missing stage of the workspace; never a done one.
+
+    The backend's settings are the latest sweep's section for it, unless ``backend_settings`` is given.
+    """
     with WorkspaceLock(workspace):
         ledger = Ledger(workspace)
         try:
@@ -178,7 +183,9 @@ def resume(workspace: Path, backend_name: str = "local", workers: Optional[int] 
                 reconcile(workspace, ledger, lock_held_by_us=True)
                 return [row["key"] for row in ledger.stages() if row["state"] not in ("done", "running")], None
             sweeps = ledger.sweeps()
-            settings = json.loads(sweeps[-1]["spec"]).get("slurm", {}) if sweeps else {}
+            settings = backend_settings
+            if settings is None:
+                settings = (json.loads(sweeps[-1]["spec"]).get(backend_name) or {}) if sweeps else {}
             summary = run_pending(workspace, ledger, keys, backend_name, workers, progress, settings)
             return keys, summary
         finally:
@@ -186,16 +193,23 @@ def resume(workspace: Path, backend_name: str = "local", workers: Optional[int] 
 
 
 def cancel(workspace: Path) -> list[str]:
-    """Cancel the scheduler jobs of every queued or running stage; they become planned again."""
+    """Cancel the scheduler jobs of every queued or running stage, and the Ray driver job; they
+    become planned again."""
+    from .backends.ray import stop_driver
     from .backends.slurm import cancel as scancel
 
     ledger = Ledger(workspace)
     try:
+        ray_job = stop_driver(workspace)  # its stage tasks die with it
+        if ray_job:
+            for row in ledger.stages():
+                if row["state"] == "running" and row["backend"] == "ray":
+                    ledger.mark_planned(row["key"], "Cancelled", f"Ray job {ray_job} stopped by `prunesweep cancel`")
         rows = [row for row in ledger.stages() if row["state"] == "running" and row["backend"] == "slurm"
                 and row["job_id"]]
         scancel([row["job_id"] for row in rows])
         for row in rows:
             ledger.mark_planned(row["key"], "Cancelled", f"job {row['job_id']} cancelled by `prunesweep cancel`")
-        return [row["job_id"] for row in rows]
+        return [row["job_id"] for row in rows] + ([ray_job] if ray_job else [])
     finally:
         ledger.close()

@@ -56,8 +56,10 @@ def reconcile(workspace: Path, ledger: Ledger, lock_held_by_us: bool = False) ->
         elif state == "running" and row["backend"] == "slurm":
             _reconcile_slurm_job(workspace, ledger, row, scheduler.get(row["job_id"]))
         elif state == "running":
-            gone = row["host"] == host and row["pid"] is not None and not _process_alive(row["pid"])
-            if row["backend"] == "local" and not gone:
+            # a Ray worker that died may be being retried: for ray stages only the driver tells
+            gone = (row["backend"] != "ray" and row["host"] == host and row["pid"] is not None
+                    and not _process_alive(row["pid"]))
+            if row["backend"] in ("local", "ray") and not gone:
                 if local_driver_alive is None:
                     local_driver_alive = not lock_held_by_us and WorkspaceLock(workspace).holder() is not None
                 gone = not local_driver_alive

@@ -5,6 +5,7 @@ import textwrap
 from collections import Counter
 from pathlib import Path
 
+from .backends.ray import DRIVER_RECORD, driver_status
 from .ledger import STATES, Ledger
 from .reconcile import ingest_results, reconcile
 
@@ -20,6 +21,11 @@ def print_status(workspace: Path, all_missing: bool = False) -> None:
         stages = ledger.stages()
         sweeps = ledger.sweeps()
         print(f"workspace {workspace}: {len(sweeps)} sweep(s): " + ", ".join(row["name"] for row in sweeps))
+        if (workspace / DRIVER_RECORD).exists():
+            driver = driver_status(workspace)
+            if driver:
+                record, job_status = driver
+                print(f"Ray driver job {record['submission_id']} at {record['address']}: {job_status}")
         counts = Counter((row["kind"], row["state"]) for row in stages)
         kinds = [kind for kind in ("dense", "rewind", "imp", "random_mask", "eval") if any(k == kind for k, _ in counts)]
         print()

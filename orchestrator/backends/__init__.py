@@ -4,10 +4,11 @@ from __future__ import annotations
 from ..errors import UserError
 from .base import DEFAULT_RUNNER, Backend, Events, Task
 
-BACKENDS = ("local", "slurm")
+BACKENDS = ("local", "slurm", "ray")
 
 
-def get_backend(name: str, workers=None, runner: str = DEFAULT_RUNNER, settings=None, log_folder=None) -> Backend:
+def get_backend(name: str, workers=None, runner: str = DEFAULT_RUNNER, settings=None, log_folder=None,
+                workspace=None) -> Backend:
     """The backend called ``name``; ``settings`` is the sweep's section for it."""
     if name == "local":
         from .local import LocalBackend
@@ -17,6 +18,10 @@ def get_backend(name: str, workers=None, runner: str = DEFAULT_RUNNER, settings=
         from .slurm import SlurmBackend
 
         return SlurmBackend(settings or {}, log_folder, runner=runner)
+    if name == "ray":
+        from .ray import RayBackend
+
+        return RayBackend(settings or {}, workspace, runner=runner)
     raise UserError(f"--backend: unknown backend {name!r}; allowed: {', '.join(BACKENDS)}")
 
 

@@ -1,0 +1,368 @@
+"""Ray: each stage a Ray core task with its kind's resources, in dependency order.
+
+Two ways to run:
+
+- **attached** (no ``address``, or inside the driver job): this process is the driver. It
+  connects to Ray (or starts one for the sweep and stops it after), checks that every
+  node sees the workspace, then submits each stage as soon as the stages it waits for are
+  done, longest chain first, and reports through :class:`~.base.Events`. A task whose
+  worker process dies (SIGKILL, node loss) is rerun by Ray up to ``max_retries`` times; the
+  runner resumes from the stage's last epoch checkpoint. A stage that raises is not
+  retried: it fails with its traceback's last lines and its dependents are blocked.
+- **detached** (an ``address``): ``run`` submits a driver to the cluster as a Ray job
+  (``python -m orchestrator.ray_job WORKSPACE``), waits only until that driver has seen
+  the workspace from every node, records the job in ``WORKSPACE/ray/driver.json`` and
+  returns: a dropped SSH session loses nothing.
+
+The backend knows nothing of pruning: a task calls the runner (``module:function``) on a
+stage folder. Ray core tasks rather than Tune: a sweep is a DAG of stages with
+dependencies, which tasks express directly; Tune's trials are independent.
+"""
+from __future__ import annotations
+
+import heapq
+import importlib
+import json
+import os
+import secrets
+import shlex
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+from workers.artifacts import atomic_write_json
+
+from ..errors import UserError
+from .base import DEFAULT_RUNNER, Backend, Events, Task
+
+#: lines of a traceback kept with a failure.
+TRACEBACK_LINES = 12
+#: the driver job's record, relative to the workspace.
+DRIVER_RECORD = Path("ray") / "driver.json"
+#: seconds a node has to answer the workspace probe.
+PROBE_TIMEOUT_S = 60
+#: Ray errors that mean the worker process (or its node) died, as opposed to the stage raising.
+_DEATHS = ("WorkerCrashedError", "NodeDiedError", "OutOfMemoryError", "LocalRayletDiedError", "ObjectLostError")
+
+
+# ---- what runs on a Ray worker ---------------------------------------------------------
+
+def _stage_task(runner: str, folder: str, key: str, threads: int, reporter) -> None:
+    """Body of one stage task: say where it runs, then call the runner on the folder."""
+    import ray
+
+    for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[variable] = str(threads)
+    # wait for the reporter so that "started" always reaches the driver before "finished"
+    ray.get(reporter.started.remote(key, socket.gethostname(), os.getpid()))
+    module_name, function_name = runner.split(":")
+    getattr(importlib.import_module(module_name), function_name)(Path(folder))
+
+
+def _read_token(path: str) -> tuple[str, str]:
+    """Body of the workspace probe: this node's host name and the token file's content (or why not)."""
+    try:
+        return socket.gethostname(), Path(path).read_text()
+    except OSError as error:
+        return socket.gethostname(), f"cannot read it: {error.strerror or error}"
+
+
+class _Reporter:
+    """A tiny actor collecting (key, host, pid) of every task attempt that starts."""
+
+    def __init__(self):
+        self.pending: list[tuple[str, str, int]] = []
+
+    def started(self, key: str, host: str, pid: int) -> None:
+        self.pending.append((key, host, pid))
+
+    def drain(self) -> list[tuple[str, str, int]]:
+        pending, self.pending = self.pending, []
+        return pending
+
+
+# ---- the driver record ------------------------------------------------------------------
+
+def read_driver_record(workspace: Path) -> Optional[dict]:
+    """The last driver job submitted for ``workspace`` (address, submission id, state), or None."""
+    try:
+        return json.loads((Path(workspace) / DRIVER_RECORD).read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def write_driver_record(workspace: Path, **fields: Any) -> dict:
+    """Update the driver record atomically; return it."""
+    record = {**(read_driver_record(workspace) or {}), **fields}
+    atomic_write_json(Path(workspace) / DRIVER_RECORD, record)
+    return record
+
+
+def _job_client(address: str):
+    from ray.job_submission import JobSubmissionClient
+
+    try:
+        return JobSubmissionClient(address)
+    except Exception as error:  # noqa: BLE001 - Ray raises ConnectionError, RuntimeError, ValueError...
+        raise UserError(f"ray.address: cannot reach the Ray cluster at {address}: {_one_line(error)}") from None
+
+
+def driver_status(workspace: Path) -> Optional[tuple[dict, str]]:
+    """(driver record, its Ray job status or why it is unknown), or None without a driver job."""
+    record = read_driver_record(workspace)
+    if not record or not record.get("submission_id"):
+        return None
+    try:
+        status = str(_job_client(record["address"]).get_job_status(record["submission_id"]))
+    except Exception as error:  # noqa: BLE001 - a status line must never break `status`
+        status = f"UNKNOWN ({_one_line(error)})"
+    return record, status
+
+
+def stop_driver(workspace: Path, timeout: float = 60) -> Optional[str]:
+    """Stop the workspace's driver job (its stage tasks die with it); return its id, or None."""
+    from ray.job_submission import JobStatus
+
+    record = read_driver_record(workspace)
+    if not record or not record.get("submission_id"):
+        return None
+    client = _job_client(record["address"])
+    job = record["submission_id"]
+    if client.get_job_status(job).is_terminal():
+        return None
+    client.stop_job(job)
+    deadline = time.monotonic() + timeout
+    while not client.get_job_status(job).is_terminal() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    write_driver_record(workspace, state="stopped")
+    return job if client.get_job_status(job) in (JobStatus.STOPPED, JobStatus.FAILED, JobStatus.SUCCEEDED) else None
+
+
+def _one_line(error: BaseException) -> str:
+    lines = [line for line in str(error).strip().splitlines() if line.strip()]
+    return (lines[-1] if lines else type(error).__name__)[:300]
+
+
+# ---- checks -------------------------------------------------------------------------------
+
+def probe_workspace(workspace: Path, timeout: float = PROBE_TIMEOUT_S) -> None:
+    """Raise UserError unless a task on every alive Ray node reads a token written here.
+
+    The caller is connected to Ray. Each node gets one zero-CPU task pinned to it, so a
+    busy cluster still answers; a node that does not answer within ``timeout`` counts as
+    not seeing the workspace (no hang).
+    """
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    token = secrets.token_hex(16)
+    path = Path(workspace).absolute() / "ray" / f"probe-{token}"
+    atomic_write_json(path, token)
+    expected = json.dumps(token, indent=2, sort_keys=True) + "\n"
+    probe = ray.remote(_read_token)
+    try:
+        nodes = {node["NodeID"]: node.get("NodeManagerAddress", "?") for node in ray.nodes() if node["Alive"]}
+        refs = {probe.options(num_cpus=0, max_retries=0, scheduling_strategy=NodeAffinitySchedulingStrategy(
+            node_id, soft=False)).remote(str(path)): node_id for node_id in nodes}
+        done, pending = ray.wait(list(refs), num_returns=len(refs), timeout=timeout)
+        problems = []
+        for ref in done:
+            try:
+                host, content = ray.get(ref)
+            except Exception as error:  # noqa: BLE001 - any failure of the probe is the answer
+                host, content = "?", f"the probe failed: {_one_line(error)}"
+            if content != expected:
+                problems.append(f"node {nodes[refs[ref]]} ({host}): {content if content.startswith('cannot') else 'reads another file'}")
+        for ref in pending:
+            ray.cancel(ref, force=True)
+            problems.append(f"node {nodes[refs[ref]]}: no answer within {timeout:g} s")
+    finally:
+        path.unlink(missing_ok=True)
+    if problems:
+        raise UserError(f"backend ray: the workspace {path.parent.parent} must be on storage every Ray node shares "
+                        f"(same path); not seen from {len(problems)} of {len(nodes)} node(s): " + "; ".join(problems))
+
+
+# ---- the backend ----------------------------------------------------------------------------
+
+class RayBackend(Backend):
+    """Runs tasks as Ray tasks (attached) or submits a driver job that does (detached)."""
+
+    name = "ray"
+
+    def __init__(self, settings: Mapping[str, Any], workspace: Path, runner: str = DEFAULT_RUNNER):
+        self.settings = dict(settings)
+        self.workspace = Path(workspace).absolute()
+        self.runner = runner
+        self.detached = bool(self.settings.get("address")) and not self.settings.get("attached")
+
+    def run(self, tasks: list[Task], events: Events) -> None:
+        """Detached: submit the driver job and return. Attached: run every task, blocking."""
+        if not tasks:
+            return
+        if self.detached:
+            self._submit_driver()
+        else:
+            self._run_attached(tasks, events)
+
+    # -- detached ------------------------------------------------------------------------
+    def _runtime_env(self) -> dict:
+        env = self.settings.get("runtime_env") or {}
+        return {name: value for name, value in env.items() if value}
+
+    def _submit_driver(self) -> None:
+        address = self.settings["address"]
+        client = _job_client(address)
+        entrypoint = (f"{shlex.quote(sys.executable)} -m orchestrator.ray_job {shlex.quote(str(self.workspace))}")
+        try:
+            job = client.submit_job(entrypoint=entrypoint, runtime_env=self._runtime_env() or None,
+                                    metadata={"prunesweep_workspace": str(self.workspace)})
+        except Exception as error:  # noqa: BLE001
+            raise UserError(f"ray.address: {address} refused the driver job: {_one_line(error)}") from None
+        write_driver_record(self.workspace, address=address, submission_id=job, state="submitted",
+                            submitted_at=time.time(), entrypoint=entrypoint, message=None, host=None, pid=None)
+        self._wait_attached(client, job)
+
+    def _wait_attached(self, client, job: str) -> None:
+        """Return once the driver job saw the workspace from every node; UserError if it cannot."""
+        deadline = time.monotonic() + float(self.settings.get("attach_timeout_s", 300))
+        while True:
+            record = read_driver_record(self.workspace) or {}
+            if record.get("submission_id") == job and record.get("state") == "attached":
+                return
+            if record.get("submission_id") == job and record.get("state") == "failed":
+                raise UserError(record.get("message") or f"the Ray driver job {job} failed")
+            status = client.get_job_status(job)
+            if status.is_terminal():
+                logs = client.get_job_logs(job).strip().splitlines()
+                raise UserError(f"the Ray driver job {job} ended {status} before it started the sweep: "
+                                + (logs[-1] if logs else "no output"))
+            if time.monotonic() > deadline:
+                client.stop_job(job)
+                raise UserError(f"the Ray driver job {job} did not start within attach_timeout_s="
+                                f"{self.settings.get('attach_timeout_s', 300)} s (status {status}); it was stopped")
+            time.sleep(0.5)
+
+    # -- attached ------------------------------------------------------------------------
+    def connect(self) -> bool:
+        """Connect to Ray (or start one for the sweep); return whether this call started it."""
+        import ray
+
+        if ray.is_initialized():
+            return False
+        if self.settings.get("address") and self.settings.get("attached"):
+            ray.init(address="auto", logging_level="ERROR", log_to_driver=False)
+            return True
+        ray.init(num_cpus=self.settings.get("num_cpus") or len(os.sched_getaffinity(0)), include_dashboard=False,
+                 runtime_env=self._runtime_env() or None, logging_level="ERROR", log_to_driver=False)
+        return True
+
+    def _options(self, kind: str) -> dict:
+        resources = self.settings.get("resources") or {}
+        chosen = resources.get(kind) or resources.get("default") or {}
+        options: dict[str, Any] = {"num_cpus": chosen.get("num_cpus", 1), "num_gpus": chosen.get("num_gpus", 0),
+                                   "max_retries": self.settings.get("max_retries", 3), "retry_exceptions": False}
+        if chosen.get("custom"):
+            options["resources"] = dict(chosen["custom"])
+        return options
+
+    def _run_attached(self, tasks: list[Task], events: Events) -> None:
+        import ray
+
+        started_ray = self.connect()
+        try:
+            if not self.settings.get("attached"):
+                probe_workspace(self.workspace)
+            self._schedule(tasks, events)
+        finally:
+            if started_ray:
+                ray.shutdown()
+
+    def _schedule(self, tasks: list[Task], events: Events) -> None:
+        import ray
+
+        job_id = self.settings.get("submission_id") or ray.get_runtime_context().get_job_id()
+        by_key = {task.key: task for task in tasks}
+        waiting = {task.key: {k for k in task.waits_for if k in by_key} for task in tasks}
+        dependents: dict[str, list[str]] = {key: [] for key in by_key}
+        for key, needs in waiting.items():
+            for need in needs:
+                dependents[need].append(key)
+        ready = [(-by_key[key].priority, key) for key, needs in waiting.items() if not needs]
+        heapq.heapify(ready)
+        unresolved = set(by_key)
+        reporter = ray.remote(_Reporter).options(num_cpus=0).remote()
+        remote = ray.remote(_stage_task)
+        in_flight: dict[Any, str] = {}
+        running: set[str] = set()
+
+        def report_starts() -> None:
+            for key, host, pid in ray.get(reporter.drain.remote()):
+                running.add(key)
+                events.started(key, host, pid, job_id)
+
+        def block_dependents(key: str) -> None:
+            stack = list(dependents[key])
+            while stack:
+                child = stack.pop()
+                if child in unresolved:
+                    unresolved.discard(child)
+                    events.blocked(child, key)
+                    stack.extend(dependents[child])
+
+        try:
+            while unresolved:
+                while ready:  # Ray queues what the cluster cannot place yet, in submission order
+                    _, key = heapq.heappop(ready)
+                    if key in unresolved:
+                        options = self._options(by_key[key].kind)
+                        threads = max(1, int(options["num_cpus"]))
+                        ref = remote.options(name=f"stage-{key}", **options).remote(
+                            self.runner, str(by_key[key].folder), key, threads, reporter)
+                        in_flight[ref] = key
+                if not in_flight:
+                    break  # everything left is blocked
+                finished, _ = ray.wait(list(in_flight), num_returns=1, timeout=1.0)
+                report_starts()
+                for ref in finished:
+                    key = in_flight.pop(ref)
+                    unresolved.discard(key)
+                    running.discard(key)
+                    error = self._outcome(ref)
+                    if error is None and events.finished(key):
+                        for child in dependents[key]:
+                            waiting[child].discard(key)
+                            if not waiting[child] and child in unresolved:
+                                heapq.heappush(ready, (-by_key[child].priority, child))
+                        continue
+                    if error is not None:
+                        events.failed(key, *error)
+                    block_dependents(key)
+        except KeyboardInterrupt:
+            for ref in in_flight:
+                ray.cancel(ref, force=True)
+            for key in running:
+                events.interrupted(key)
+            raise
+        finally:
+            ray.kill(reporter)
+
+    def _outcome(self, ref) -> Optional[tuple[str, str]]:
+        """None when the task returned, else (error class, message)."""
+        import ray
+
+        try:
+            ray.get(ref)
+            return None
+        except ray.exceptions.RayTaskError as error:  # the stage raised: its own class and traceback
+            cause = error.cause if getattr(error, "cause", None) is not None else error
+            lines = str(error).rstrip().splitlines()
+            return type(cause).__name__, "\n".join(lines[-TRACEBACK_LINES:])
+        except Exception as error:  # noqa: BLE001 - the worker or its node died, retries used up
+            retries = self.settings.get("max_retries", 3)
+            kind = type(error).__name__
+            reason = "the worker process died" if kind in _DEATHS else "Ray could not run the task"
+            return kind, f"{reason}; Ray retried it {retries} time(s) (max_retries): {_one_line(error)}"
+
