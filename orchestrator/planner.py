@@ -11,6 +11,16 @@ Stage kinds and what each is keyed by:
   round from the previous level's trained weights, resets survivors to W_k, retrains.
 - ``random_mask``: dataset, arch, the number of weights kept, seed.
 - ``eval``: the mask's provenance, the init, the eval recipe, seed. Retrains on labels.
+- ``features``: a pruned pretext-trained network (an IMP level or the dense run) and the
+  target dataset. Extracts its pooled features of the target's images once.
+- ``linear_eval``: the features stage, the classifier recipe, the metric, seed. Trains a
+  linear classifier on the cached features; top-1 or mAP on the target's test split.
+- ``finetune``: the pruned pretext-trained network, the target, the recipe, seed (and, for
+  pruning during transfer, the dense run whose weights are fine-tuned then pruned).
+
+The s4l and labels_10pct tasks add the labelled subset to their dense identity; a
+layer-wise sweep (``pruning.layers``) adds ``layers`` to every mask it prunes or draws;
+the adjusted random baseline keys its mask by the dense labels run whose zeros it prunes.
 
 An IMP chain serves every fraction: a cell at level L reads the mask pruned from level
 L-1. A ``labels`` + ``winning_ticket`` cell *is* the labels IMP training at that level
@@ -25,6 +35,8 @@ from typing import Callable, Optional
 from results.query import NO_REWIND  # the rewind label of cells that need no rewinding point
 
 from .sources import MASK_SOURCES
+
+SUBSET_TASKS = ("labels_10pct", "s4l")  # the tasks that train on the labelled subset
 from .spec import RewindPoint, SweepSpec
 from .stages import Cell, Stage, canonical_json
 
@@ -95,9 +107,11 @@ class _Planner:
         pruning = spec.pruning
         self.rule_id = {
             name: value
-            for name, value, default in (("rate", pruning.rate, DEFAULT_RATE), ("scope", pruning.scope, DEFAULT_SCOPE))
+            for name, value, default in (("rate", pruning.rate, DEFAULT_RATE), ("scope", pruning.scope, DEFAULT_SCOPE),
+                                         ("layers", pruning.layers, None))
             if value != default
         }
+        self.layers_id = {} if pruning.layers is None else {"layers": pruning.layers}
         self.eval_recipe = spec.eval_recipe
         self.eval_recipe_id = self.eval_recipe.model_dump(exclude_defaults=True)
         # the labels IMP training at level L is the labels winning-ticket eval at L
@@ -110,8 +124,9 @@ class _Planner:
         recipe = self.spec.recipes[task]
         needed = sorted({point.iterations(self.spec.iterations_per_epoch(task)) for point in self.spec.rewind_points})
         identity = {"dataset": self.dataset_id, "arch": self.arch_id, "task": task,
-                    "recipe": recipe.model_dump(exclude_defaults=True), "seed": seed}
-        config = {**self.base_config, "task": task, "recipe": recipe.model_dump(), "seed": seed}
+                    "recipe": recipe.model_dump(exclude_defaults=True), "seed": seed, **self.task_id(task)}
+        config = {**self.base_config, "task": task, "recipe": recipe.model_dump(), "seed": seed,
+                  **self.task_config(task)}
         probe = Stage("dense", identity, config)
         existing = self.captured(probe.key)
         capture = sorted(existing) if existing is not None else needed
@@ -141,14 +156,26 @@ class _Planner:
         for level in range(1, top_level + 1):
             identity = {"previous": keys[-1], "rewind": {"dense": dense_key, "iteration": k}, **self.rule_id}
             config = {**self.base_config, "task": task, "recipe": recipe.model_dump(), "seed": seed,
-                      "rewind_iteration": k, "level": level, "mask_rule": self.prune_rule()}
+                      "rewind_iteration": k, "level": level, "mask_rule": self.prune_rule(), **self.task_config(task)}
             imp = Stage("imp", identity, config, deps={"previous": keys[-1], "rewind": providers[k]},
                         label=f"imp {task} seed={seed} k={point.text} level={level}", epochs=recipe.epochs)
             keys.append(self.plan.add(imp))
         return dense_key, providers, keys, k
 
     def prune_rule(self) -> dict:
-        return {"kind": "prune_round", "rate": self.spec.pruning.rate, "scope": self.spec.pruning.scope}
+        return {"kind": "prune_round", "rate": self.spec.pruning.rate, "scope": self.spec.pruning.scope,
+                **self.layers_id}
+
+    def task_id(self, task: str) -> dict:
+        """What a task adds to a dense identity: the labelled subset of s4l and labels_10pct."""
+        if task in SUBSET_TASKS:
+            return {"label_subset": self.spec.label_subset.model_dump()}
+        return {}
+
+    def task_config(self, task: str) -> dict:
+        """``task_options`` of a training on ``task`` (none for the tasks that need none)."""
+        options = self.task_id(task)
+        return {"task_options": options} if options else {}
 
     # ---- evaluations ------------------------------------------------------------------
     def evaluation(self, seed: int, mask_id, mask_rule: dict, mask_deps: dict, init: str,
@@ -158,6 +185,8 @@ class _Planner:
                     "dataset": self.dataset_id, "arch": self.arch_id, "seed": seed}
         config = {**self.base_config, "task": "labels", "recipe": self.eval_recipe.model_dump(), "seed": seed,
                   "init": init, "mask_rule": mask_rule}
+        if self.layers_id:
+            config["pruned_layers"] = self.spec.pruning.layers
         deps = dict(mask_deps)
         if init == "winning_ticket":
             dense_key, provider, k = rewind_ref
@@ -176,7 +205,11 @@ class _Planner:
             for seed in spec.seeds:
                 top = 0 if one_shot else max(self.levels)
                 chain_to_eval = task == "labels" and "winning_ticket" in inits and self.labels_chain_is_eval
-                dense_key, providers, chain, k = self.chain(task, seed, point, top if chain_to_eval else max(top - 1, 0))
+                transfers = source in spec.transfer_sources  # evaluates the trained network at every level
+                dense_key, providers, chain, k = self.chain(
+                    task, seed, point, top if chain_to_eval or transfers else max(top - 1, 0))
+                if transfers:
+                    self.transfer_cells(source, task, seed, point, k, chain)
                 for fraction in spec.pruning.fractions:
                     level = None if one_shot else spec.level_for(fraction)
                     for init in inits:
@@ -202,6 +235,7 @@ class _Planner:
 
     def random_cells(self, source: str) -> None:
         spec = self.spec
+        adjusted = MASK_SOURCES[source].kind == "adjusted_random"
         for seed in spec.seeds:
             for fraction in spec.pruning.fractions:
                 if spec.pruning.one_shot:
@@ -209,19 +243,71 @@ class _Planner:
                 else:
                     level = spec.level_for(fraction)
                     keep = {"rate": spec.pruning.rate, "level": level}
-                label = f"eval random reinit seed={seed} f={fraction}"
+                label = f"eval {source} reinit seed={seed} f={fraction}"
                 if keep.get("level") == 0 or keep.get("fraction") == 1.0:
                     key = self.evaluation(seed, "full", {"kind": "full"}, {}, "reinit", None, None, label)
                 else:
-                    mask = Stage("random_mask", {"dataset": self.dataset_id, "arch": self.arch_id, "keep": keep, "seed": seed},
-                                 {**self.base_config, "seed": seed, "mask_rule": {"kind": "random", "keep": keep}},
-                                 label=f"random_mask seed={seed} f={fraction}")
+                    identity = {"dataset": self.dataset_id, "arch": self.arch_id, "keep": keep, "seed": seed,
+                                **self.layers_id}
+                    rule = {"kind": "random", "keep": keep, **self.layers_id}
+                    deps = {}
+                    if adjusted:  # the zeros of the dense labels run of this seed are pruned first
+                        dense_key, _ = self.dense("labels", seed)
+                        identity["zeros_of"] = deps["previous"] = dense_key
+                        rule["kind"] = "adjusted_random"
+                    mask = Stage("random_mask", identity, {**self.base_config, "seed": seed, "mask_rule": rule},
+                                 deps=deps, label=f"random_mask {'adjusted ' if adjusted else ''}seed={seed} f={fraction}")
                     mask_key = self.plan.add(mask)
                     key = self.evaluation(seed, {"given": mask_key}, {"kind": "given"}, {"mask": mask_key}, "reinit",
                                           None, None, label)
                 self.plan.cells.append(Cell(source, "reinit", NO_REWIND, None, fraction, level, seed, key))
                 self.plan.naive_trainings += 1
                 self.plan.naive_epochs += self.eval_recipe.epochs
+
+    # ---- transfer evaluations ---------------------------------------------------------
+    def transfer_cells(self, source: str, task: str, seed: int, point: RewindPoint, k: int, chain: list[str]) -> None:
+        """Linear and fine-tuning transfer of the pretext-trained network at each fraction's level."""
+        spec, transfer = self.spec, self.spec.transfer
+        target = transfer.dataset.model_dump()
+        target_id = transfer.dataset.model_dump(exclude_defaults=True)
+        common = {**self.base_config, "task": task, "seed": seed, "target": target, **self.task_config(task)}
+        if self.layers_id:
+            common["pruned_layers"] = spec.pruning.layers
+        for fraction in spec.pruning.fractions:
+            level = spec.level_for(fraction)
+            model_key = chain[level]
+            where = f"{source} seed={seed} k={point.text} f={fraction}"
+            planned = []
+            if transfer.linear is not None:
+                features = self.plan.add(Stage(
+                    "features", {"model": model_key, "target": target_id}, common,
+                    deps={"model": model_key}, label=f"features {where}"))
+                recipe = transfer.linear.recipe
+                identity = {"features": features, "recipe": recipe.model_dump(exclude_defaults=True), "seed": seed}
+                if transfer.linear.metric != "top1":
+                    identity["metric"] = transfer.linear.metric
+                planned.append(("linear", Stage(
+                    "linear_eval", identity,
+                    {"target": target, "recipe": recipe.model_dump(), "metric": transfer.linear.metric, "seed": seed},
+                    deps={"features": features}, label=f"linear_eval {where}", epochs=recipe.epochs)))
+            if transfer.finetune is not None:
+                recipe = transfer.finetune.recipe
+                identity = {"model": model_key, "target": target_id, "recipe": recipe.model_dump(exclude_defaults=True),
+                            "seed": seed}
+                config = {**common, "recipe": recipe.model_dump(), "mode": "pruned"}
+                planned.append(("finetune", Stage("finetune", identity, config, deps={"model": model_key},
+                                                  label=f"finetune {where}", epochs=recipe.epochs)))
+                if transfer.finetune.compare_prune_during:
+                    identity = {**identity, "model": chain[0], "kept_as": model_key}
+                    planned.append(("finetune_prune_during", Stage(
+                        "finetune", identity, {**config, "mode": "prune_during"},
+                        deps={"model": chain[0], "mask": model_key},
+                        label=f"finetune prune_during {where}", epochs=2 * recipe.epochs)))
+            for evaluation, stage in planned:
+                key = self.plan.add(stage)
+                self.plan.cells.append(Cell(source, evaluation, point.text, k, fraction, level, seed, key))
+                self.plan.naive_trainings += 2 + level
+                self.plan.naive_epochs += spec.recipes[task].epochs * (1 + level) + stage.epochs
 
     def build(self) -> Plan:
         for source in self.spec.mask_source:

@@ -16,6 +16,7 @@ from typing import Iterable, Optional
 import results
 from workers.artifacts import DONE_FILE, LOG_FILE, invalidate, verify_done
 
+from .cell_extras import cell_extras
 from .ledger import Ledger
 from .workspace import WorkspaceLock, stage_dir
 
@@ -119,6 +120,7 @@ def ingest_results(workspace: Path, ledger: Ledger, done: Iterable[str]) -> int:
     specs = {row["name"]: json.loads(row["spec"]) for row in ledger.sweeps()}
     manifests: dict[str, dict] = {}
     rows = []
+    deps = ledger.deps()  # natural sparsity: the dense run behind each cell
     for cell in ledger.cells():
         key = cell["stage_key"]
         identity = (cell["sweep"], cell["mask_source"], cell["init"], cell["rewind"], cell["nominal_fraction"], cell["seed"], key)
@@ -135,5 +137,6 @@ def ingest_results(workspace: Path, ledger: Ledger, done: Iterable[str]) -> int:
             "nominal_fraction": cell["nominal_fraction"], "measured_fraction": metrics["fraction_remaining"],
             "seed": cell["seed"], "top1": metrics.get("top1", metrics.get("test_top1")),
             "epochs": metrics["epochs"], "wall_time_s": metrics["wall_time_s"],
+            **cell_extras(workspace, deps, key, metrics),
         })
     return results.record(workspace, rows) if rows else 0

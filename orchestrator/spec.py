@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+import typing
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
@@ -89,6 +90,8 @@ class Pruning(_Strict):
     rate: float = Field(0.2, gt=0, lt=1)
     scope: Literal["global"] = "global"
     one_shot: bool = False
+    #: prune only the first n convolutions (the layer-wise experiment); None: every prunable weight.
+    layers: Optional[int] = Field(None, gt=0)
 
     @field_validator("fractions")
     @classmethod
@@ -99,6 +102,61 @@ class Pruning(_Strict):
         if len(set(fractions)) != len(fractions):
             raise ValueError("fractions must not repeat")
         return fractions
+
+
+class LabelSubset(_Strict):
+    """The labelled subset of ``s4l`` and ``labels_10pct``: 10% of the images of every class
+    (``images_per_class``) or 10% of the classes with all their images (``classes``)."""
+
+    kind: Literal["images_per_class", "classes"] = "images_per_class"
+    fraction: float = Field(0.1, gt=0, lt=1)
+    seed: int = Field(0, ge=0)
+
+
+class TargetDataset(_Strict):
+    """The dataset a transfer evaluation trains and tests on."""
+
+    name: str
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        if name not in catalog.DATASETS:
+            raise ValueError(f"unknown dataset {name!r}; allowed: {', '.join(sorted(catalog.DATASETS))}")
+        return name
+
+
+class LinearTransfer(_Strict):
+    """A linear classifier on the frozen pooled features; ``metric``: top1, or map (mean over
+    classes of the one-vs-rest average precision, as for VOC07)."""
+
+    recipe: Recipe
+    metric: Literal["top1", "map"] = "top1"
+
+
+class FinetuneTransfer(_Strict):
+    """The whole pruned network fine-tuned on the target with its mask kept exact;
+    ``compare_prune_during`` adds the dense network fine-tuned, pruned to the same count and
+    fine-tuned again (pruning during transfer)."""
+
+    recipe: Recipe
+    compare_prune_during: bool = False
+
+
+class Transfer(_Strict):
+    """Transfer evaluations of the pruned pretext-trained networks of the IMP mask sources."""
+
+    dataset: TargetDataset
+    linear: Optional[LinearTransfer] = None
+    finetune: Optional[FinetuneTransfer] = None
+    #: the IMP mask sources evaluated (default: every IMP mask source of the sweep).
+    mask_source: Optional[list[str]] = Field(None, min_length=1)
+
+    @model_validator(mode="after")
+    def _something(self) -> "Transfer":
+        if self.linear is None and self.finetune is None:
+            raise ValueError("a transfer section needs linear: and/or finetune:")
+        return self
 
 
 class LocalBackend(_Strict):
@@ -273,6 +331,8 @@ class SweepSpec(_Strict):
     mask_source: list[str] = Field(min_length=1)
     init: list[str] = Field(min_length=1)
     seeds: list[int] = Field(min_length=1)
+    label_subset: LabelSubset = Field(default_factory=LabelSubset)
+    transfer: Optional[Transfer] = None
     backend: Literal["local", "slurm", "ray"] = "local"
     local: LocalBackend = Field(default_factory=LocalBackend)
     slurm: SlurmSettings = Field(default_factory=SlurmSettings)
@@ -323,6 +383,26 @@ class SweepSpec(_Strict):
         return seeds
 
     @model_validator(mode="after")
+    def _transfer_sources(self) -> "SweepSpec":
+        if self.transfer is not None:
+            for i, source in enumerate(self.transfer_sources):
+                if source not in self.mask_source or MASK_SOURCES[source].is_random:
+                    allowed = [s for s in self.mask_source if not MASK_SOURCES[s].is_random]
+                    raise _KeyedError(("transfer", "mask_source", i),
+                                      f"{source!r} is not an IMP mask source of this sweep; allowed: {', '.join(allowed)}")
+        if self.transfer is not None and self.pruning.one_shot:
+            raise _KeyedError(("transfer",), "transfer evaluates the networks of IMP chains: it needs one_shot: false")
+        if self.pruning.layers is not None and self.pruning.one_shot:
+            raise _KeyedError(("pruning", "layers"), "the layer-wise option needs iterative pruning (one_shot: false)")
+        if self.label_subset.kind == "classes" and "labels_10pct" in self.tasks:
+            for i, point in enumerate(self.rewind_points):
+                if point.unit == "ep" and point.amount:
+                    raise _KeyedError(("rewind", i), "with label_subset.kind 'classes' the subset's size is not known "
+                                                     "before the data is read: give labels_10pct rewinding points in "
+                                                     "iterations ('<n>it')")
+        return self
+
+    @model_validator(mode="after")
     def _consistent(self) -> "SweepSpec":
         for source in self.mask_source:
             task = MASK_SOURCES[source].task
@@ -352,6 +432,15 @@ class SweepSpec(_Strict):
         return sorted({MASK_SOURCES[s].task for s in self.mask_source if MASK_SOURCES[s].task})
 
     @property
+    def transfer_sources(self) -> list[str]:
+        """The IMP mask sources the transfer evaluations cover (none without a transfer section)."""
+        if self.transfer is None:
+            return []
+        if self.transfer.mask_source is not None:
+            return list(self.transfer.mask_source)
+        return [s for s in self.mask_source if not MASK_SOURCES[s].is_random]
+
+    @property
     def eval_recipe(self) -> Recipe:
         """The recipe of retraining on labels (``recipes.eval``, else ``recipes.labels``)."""
         return self.recipes.get("eval", self.recipes["labels"])
@@ -359,6 +448,10 @@ class SweepSpec(_Strict):
     def iterations_per_epoch(self, task: str) -> int:
         """Optimizer steps per epoch of a task's recipe on this dataset."""
         train_size = catalog.DATASETS[self.dataset.name]["train_size"]
+        if task == "labels_10pct":  # trains on the labelled subset only
+            subset = self.label_subset
+            # the 'classes' size is unknown before reading the data: the expected size stands in
+            train_size = max(1, round(subset.fraction * train_size))
         return catalog.iterations_per_epoch(train_size, self.recipes[task].batch_size)
 
     def level_for(self, fraction: float) -> int:
@@ -502,6 +595,9 @@ def _allowed_keys(loc: list) -> list[str]:
             inside_recipes = True
             continue
         annotation = getattr(model.model_fields.get(part), "annotation", None)
+        optional = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
+        if len(optional) == 1:  # Optional[Section]
+            annotation = optional[0]
         if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
             break
         model = annotation

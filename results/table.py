@@ -44,7 +44,13 @@ SCHEMA: tuple[tuple[str, str], ...] = (
     ("epochs", "INTEGER"),
     ("wall_time_s", "REAL"),
     ("recorded_at", "TEXT"),  # ISO 8601 time; filled in by record() when absent
+    # optional columns (added after the first schema: older tables gain them on the next write)
+    ("natural_sparsity", "REAL"),  # fraction of prunable weights exactly zero after the dense run
+    ("metric", "TEXT"),  # what top1 holds: "top1" (default when NULL) or "map"
+    ("eval_dataset", "TEXT"),  # the dataset a transfer evaluation ran on; NULL: the sweep's dataset
 )
+#: Columns a row may leave out (None); older tables lack them until their next write.
+OPTIONAL: tuple[str, ...] = ("natural_sparsity", "metric", "eval_dataset")
 COLUMNS: tuple[str, ...] = tuple(name for name, _ in SCHEMA)
 COLUMN_TYPES: dict[str, str] = dict(SCHEMA)
 
@@ -52,8 +58,10 @@ COLUMN_TYPES: dict[str, str] = dict(SCHEMA)
 PRIMARY_KEY: tuple[str, ...] = (
     "sweep", "mask_source", "init", "rewind", "nominal_fraction", "seed", "stage_key",
 )
-#: Columns every row must give (all but ``recorded_at``, which defaults to now).
-REQUIRED: tuple[str, ...] = tuple(c for c in COLUMNS if c != "recorded_at")
+#: Columns every row must give (all but ``recorded_at``, which defaults to now, and the optional ones).
+REQUIRED: tuple[str, ...] = tuple(c for c in COLUMNS if c != "recorded_at" and c not in OPTIONAL)
+#: The columns of the first schema, which a table may still have (read as is, migrated on write).
+_FIRST_SCHEMA: tuple[str, ...] = tuple(c for c in COLUMNS if c not in OPTIONAL)
 #: Columns that may not be None/NaN: the primary key plus what a result is about.
 NOT_NULL: tuple[str, ...] = PRIMARY_KEY + ("dataset", "arch", "top1", "recorded_at")
 
@@ -142,7 +150,7 @@ def _prepare_row(row: Mapping[str, Any], index: int) -> tuple:
     unknown = sorted(str(key) for key in row if key not in COLUMN_TYPES)
     if unknown:
         raise ValueError(f"row {index}: unknown key(s) {', '.join(unknown)} (allowed: {', '.join(COLUMNS)})")
-    values = dict(row)
+    values = {**{name: None for name in OPTIONAL}, **row}
     if values.get("recorded_at") is None:
         values["recorded_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     converted = []
@@ -205,7 +213,9 @@ def _connect_for_writing(path: Path) -> sqlite3.Connection:
             raise sqlite3.OperationalError(f"{path}: could not switch to WAL mode (got {mode})")
         conn.execute("PRAGMA synchronous = NORMAL")
         _with_retry(lambda: conn.execute(_CREATE_SQL))
-        _check_columns(conn, path)
+        if _check_columns(conn, path) != COLUMNS:
+            for name in OPTIONAL:  # a table of the first schema gains the optional columns
+                _with_retry(lambda: conn.execute(f"ALTER TABLE {TABLE} ADD COLUMN {name} {COLUMN_TYPES[name]}"))
     except BaseException:
         conn.close()
         raise
@@ -239,17 +249,20 @@ def _query(path: Path, mode: str, sql: str) -> list[tuple]:
         )
         if not exists:
             return []
-        _check_columns(conn, path)
+        if _check_columns(conn, path) != COLUMNS:  # first schema: the optional columns read as NULL
+            for name in OPTIONAL:
+                sql = sql.replace(f", {name}", f", NULL AS {name}")
         return _with_retry(lambda: conn.execute(sql).fetchall())
 
 
-def _check_columns(conn: sqlite3.Connection, path: Path) -> None:
-    """Refuse a results table whose columns are not exactly :data:`COLUMNS` (another schema version)."""
+def _check_columns(conn: sqlite3.Connection, path: Path) -> tuple[str, ...]:
+    """The table's columns: :data:`COLUMNS` or the first schema's; refuse any other schema."""
     found = tuple(info[1] for info in conn.execute(f"PRAGMA table_info({TABLE})"))
-    if found != COLUMNS:
+    if found not in (COLUMNS, _FIRST_SCHEMA):
         raise RuntimeError(
             f"{path}: table {TABLE!r} has columns {', '.join(found)}; expected {', '.join(COLUMNS)}"
         )
+    return found
 
 
 def _with_retry(action, attempts: int = 20):

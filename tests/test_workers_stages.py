@@ -200,8 +200,8 @@ def test_bad_config_fails_with_a_clear_error_in_the_log(tmp_path):
     with pytest.raises(ValueError, match="kind 'random'"):
         run_stage(bad)
     assert "Traceback" in (bad / "log.txt").read_text()
-    unknown = make_stage(tmp_path, "bad3", "finetune", COMMON)
-    with pytest.raises(ValueError, match="unknown kind 'finetune'"):
+    unknown = make_stage(tmp_path, "bad3", "distill", COMMON)
+    with pytest.raises(ValueError, match="unknown kind 'distill'"):
         run_stage(unknown)
 
 

@@ -19,9 +19,10 @@ DATASETS: dict[str, dict[str, int]] = {
     for name, spec in _DATASET_SPECS.items()
 }
 ARCHITECTURES: dict[str, dict[str, object]] = {"small_cnn": {"width": 16}}
-TASKS: tuple[str, ...] = ("labels", "rotnet")
-STAGE_KINDS: tuple[str, ...] = ("dense", "rewind", "imp", "random_mask", "eval")
-MASK_RULE_KINDS: tuple[str, ...] = ("full", "prune_round", "one_shot", "given", "random")
+TASKS: tuple[str, ...] = ("labels", "rotnet", "exemplar", "s4l", "labels_10pct")
+STAGE_KINDS: tuple[str, ...] = ("dense", "rewind", "imp", "random_mask", "eval", "features", "linear_eval",
+                                 "finetune")
+MASK_RULE_KINDS: tuple[str, ...] = ("full", "prune_round", "one_shot", "given", "random", "adjusted_random")
 
 __all__ = ["DATASETS", "ARCHITECTURES", "TASKS", "STAGE_KINDS", "MASK_RULE_KINDS",
            "iterations_per_epoch"]

@@ -11,7 +11,13 @@ A rule is a dict with a ``kind``:
 - ``{"kind": "given"}``: the ``mask`` stage's ``mask.pt``;
 - ``{"kind": "random", "keep": {"rate": r, "level": L}}`` or ``{"keep": {"fraction": f}}``:
   as many weights as L rounds at rate r (or ``round(f*total)``) kept uniformly at
-  random, the permutation seeded by ``derive_seed(seed, "random_mask")``.
+  random, the permutation seeded by ``derive_seed(seed, "random_mask")``;
+- ``{"kind": "adjusted_random", "keep": {...}}``: as ``random``, but the weights of the
+  ``previous`` (dense) stage's ``final.pt`` that are exactly zero are pruned first.
+
+Any rule but ``full`` and ``given`` may carry ``"layers": n``: only the first ``n``
+convolutions are pruned (the layer-wise experiment); the other prunable weights are
+all kept and the counts (``keep``, ``fraction``) are over the pruned layers only.
 """
 from __future__ import annotations
 
@@ -23,14 +29,15 @@ import torch
 from torch import nn
 
 from workers.artifacts import DONE_FILE
-from workers.pruning import (Mask, check_mask, count, full_mask, kept_after_rounds,
-                             prunable_names, prune_global_round, prune_one_shot, random_mask)
+from workers.pruning import (Mask, adjusted_random_mask, check_mask, count, first_conv_names,
+                             full_mask, kept_after_rounds, prune_global_round, prune_one_shot,
+                             random_mask)
 from workers.seeds import derive_seed
 from workers.training import save_state_dict
 
 MASK_FILE = "mask.pt"
 FINAL_FILE = "final.pt"
-MASK_RULE_KINDS = ("full", "prune_round", "one_shot", "given", "random")
+MASK_RULE_KINDS = ("full", "prune_round", "one_shot", "given", "random", "adjusted_random")
 SCOPES = ("global",)
 
 
@@ -81,6 +88,12 @@ def random_keep_count(keep: Mapping[str, Any], total: int) -> int:
                      f"{{'fraction': f}}, got {dict(keep)!r}")
 
 
+def pruned_names(rule: Mapping[str, Any], model: nn.Module) -> list[str]:
+    """The prunable weights ``rule`` prunes: the first ``rule["layers"]`` convolutions, else all."""
+    layers = rule.get("layers") if isinstance(rule, Mapping) else None
+    return first_conv_names(model, None if layers is None else int(layers))
+
+
 def derive_mask(rule: Mapping[str, Any], model: nn.Module, deps: Mapping[str, Path],
                 seed: int) -> Mask:
     """The mask ``rule`` gives for ``model`` from the (verified) dependency folders ``deps``."""
@@ -89,21 +102,29 @@ def derive_mask(rule: Mapping[str, Any], model: nn.Module, deps: Mapping[str, Pa
         raise ValueError(f"unknown mask rule kind {kind!r}; known: {MASK_RULE_KINDS}")
     if kind == "full":
         return full_mask(model)
+    if kind == "given":
+        source = _dependency(deps, "mask", kind)
+        return check_mask(model, load_tensors(source / MASK_FILE))
+    names = pruned_names(rule, model)
+    mask = full_mask(model)
     if kind == "prune_round":
         _check_scope(rule)
         previous = _dependency(deps, "previous", kind)
         weights = load_tensors(previous / FINAL_FILE)
-        return check_mask(model, prune_global_round(weights, previous_mask(model, previous),
-                                                    float(rule["rate"])))
+        start = previous_mask(model, previous)
+        pruned = prune_global_round(weights, {n: start[n] for n in names}, float(rule["rate"]))
+        return check_mask(model, {**start, **pruned})
     if kind == "one_shot":
         _check_scope(rule)
         previous = _dependency(deps, "previous", kind)
         weights = load_tensors(previous / FINAL_FILE)
-        return check_mask(model, prune_one_shot(weights, float(rule["fraction"]),
-                                                names=prunable_names(model)))
-    if kind == "given":
-        source = _dependency(deps, "mask", kind)
-        return check_mask(model, load_tensors(source / MASK_FILE))
-    _, total = count(full_mask(model))
+        return check_mask(model, {**mask, **prune_one_shot(weights, float(rule["fraction"]), names=names)})
+    _, total = count({n: mask[n] for n in names})
     keep_count = random_keep_count(rule.get("keep", {}), total)
-    return random_mask(model, keep_count, derive_seed(seed, "random_mask"))
+    if kind == "adjusted_random":
+        weights = load_tensors(_dependency(deps, "previous", kind) / FINAL_FILE)
+        drawn = adjusted_random_mask(weights, names, keep_count, derive_seed(seed, "random_mask"))
+    else:
+        shapes = {n: mask[n].shape for n in names}
+        drawn = random_mask(shapes, keep_count, derive_seed(seed, "random_mask"))
+    return check_mask(model, {**mask, **drawn})

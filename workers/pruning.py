@@ -26,6 +26,22 @@ def prunable_names(model: nn.Module) -> list[str]:
             if isinstance(module, _PRUNABLE_MODULES) and name != HEAD_NAME]
 
 
+def first_conv_names(model: nn.Module, layers: int | None) -> list[str]:
+    """The prunable weights a layer-wise rule prunes: the first ``layers`` convolutions.
+
+    ``None`` means every prunable weight (:func:`prunable_names`). Layers are counted in
+    module order (conv1 first), so ``layers: 1`` prunes only the first convolution.
+    """
+    names = prunable_names(model)
+    if layers is None:
+        return names
+    modules = dict(model.named_modules())
+    convs = [n for n in names if isinstance(modules[n[: -len(".weight")]], (nn.Conv1d, nn.Conv2d, nn.Conv3d))]
+    if not 1 <= int(layers) <= len(convs):
+        raise ValueError(f"layers must be in 1..{len(convs)} (the network's convolutions), got {layers}")
+    return convs[: int(layers)]
+
+
 def prunable_shapes(model: nn.Module) -> dict[str, torch.Size]:
     """Shape of every prunable weight, in :func:`prunable_names` order."""
     params = dict(model.named_parameters())
@@ -144,6 +160,28 @@ def random_mask(model_or_shapes: nn.Module | Mapping[str, torch.Size], keep_coun
     flat = torch.zeros(total, dtype=torch.bool)
     flat[permutation[:keep_count]] = True
     return _split_like(flat, shapes)
+
+
+def adjusted_random_mask(weights: Mapping[str, torch.Tensor], names: Iterable[str], keep_count: int,
+                         seed: int) -> Mask:
+    """The adjusted random baseline: prune the weights that are exactly zero in ``weights``
+    first, then random ones among the non-zero weights, until ``keep_count`` remain.
+
+    One global permutation from ``torch.Generator().manual_seed(seed)`` orders the weights;
+    zeros are pruned before any non-zero weight (if fewer weights than zeros must go, a
+    random subset of the zeros is pruned).
+    """
+    names = list(names)
+    shapes = {n: weights[n].shape for n in names}
+    flat = torch.cat([weights[n].detach().cpu().flatten() for n in names])
+    total = flat.numel()
+    if not 0 <= keep_count <= total:
+        raise ValueError(f"keep_count must be in [0, {total}], got {keep_count}")
+    generator = torch.Generator().manual_seed(int(seed))
+    priority = torch.rand(total, generator=generator) + (flat != 0).float()  # non-zero ranks above every zero
+    kept = torch.zeros(total, dtype=torch.bool)
+    kept[torch.argsort(priority, descending=True, stable=True)[:keep_count]] = True
+    return _split_like(kept, shapes)
 
 
 def check_mask(model: nn.Module, mask: Mapping[str, torch.Tensor]) -> Mask:

@@ -20,9 +20,10 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import nn
 
+from workers import transfer
 from workers.artifacts import CHECKPOINT_FILE
 from workers.data import DatasetSpec, dataset_spec, load_split
-from workers.mask_rules import FINAL_FILE, MASK_FILE, derive_mask, load_tensors, save_mask
+from workers.mask_rules import FINAL_FILE, MASK_FILE, derive_mask, load_tensors, pruned_names, save_mask
 from workers.models import build_model, redraw_head
 from workers.pruning import Mask, count, full_mask, prunable_names
 from workers.seeds import derive_seed
@@ -69,9 +70,10 @@ class StageOutcome:
     metrics: dict[str, Any]
 
 
-def mask_metrics(mask: Mapping[str, torch.Tensor]) -> dict[str, Any]:
-    """``kept``, ``total`` and ``fraction_remaining`` of a mask."""
-    kept, total = count(mask)
+def mask_metrics(mask: Mapping[str, torch.Tensor], names: list[str] | None = None) -> dict[str, Any]:
+    """``kept``, ``total`` and ``fraction_remaining`` of a mask (over ``names`` when given:
+    the layers a layer-wise rule prunes)."""
+    kept, total = count(mask if names is None else {n: mask[n] for n in names})
     return {"kept": kept, "total": total, "fraction_remaining": kept / total if total else 1.0}
 
 
@@ -96,7 +98,8 @@ def _train_and_measure(ctx: StageContext, model: nn.Module, spec: DatasetSpec, t
                        mask: Mask | None, **train_options: Any) -> tuple[dict[str, Any], float]:
     """Train on the stage's recipe and data order seed; save ``final.pt``; return metrics, accuracy."""
     seed = int(ctx.require("seed"))
-    data = load_split(ctx.require("dataset"), pick_device())
+    data = training_data(ctx, task)
+    torch.manual_seed(derive_seed(seed, "augment"))  # the exemplar views; no other task draws
     started = time.perf_counter()
     result = train(model, task, data, ctx.require("recipe"), seed, mask=mask,
                    checkpoint_path=ctx.checkpoint, **train_options)
@@ -109,9 +112,14 @@ def _train_and_measure(ctx: StageContext, model: nn.Module, spec: DatasetSpec, t
             "wall_time_s": round(wall_time, 3)}, accuracy
 
 
+def training_data(ctx: StageContext, task: Task):
+    """The stage's dataset on the training device, prepared for ``task`` (its labelled subset)."""
+    return task.prepare(load_split(ctx.require("dataset"), pick_device()), ctx.config.get("task_options") or {})
+
+
 def _task_accuracy_metrics(task: Task, accuracy: float) -> dict[str, Any]:
     metrics = {"task_accuracy": accuracy}
-    if task.name == "labels":
+    if task.label_head:
         metrics["test_top1"] = accuracy
     return metrics
 
@@ -134,7 +142,7 @@ def run_rewind(ctx: StageContext) -> StageOutcome:
     seed = int(ctx.require("seed"))
     k = int(ctx.require("rewind_iteration"))
     model = _model_for(ctx, spec, task, seed)
-    data = load_split(ctx.require("dataset"), pick_device())
+    data = training_data(ctx, task)
     train(model, task, data, ctx.require("recipe"), seed, checkpoint_path=ctx.checkpoint,
           capture_iterations=[k], capture_dir=ctx.stage_dir, stop_at_iteration=k)
     return StageOutcome([rewind_file(k)], {"iteration": k})
@@ -157,7 +165,7 @@ def run_imp(ctx: StageContext) -> StageOutcome:
     model.load_state_dict(load_rewind_weights(ctx.dep("rewind"), int(ctx.require("rewind_iteration"))))
     save_mask(ctx.stage_dir / MASK_FILE, mask)
     run, accuracy = _train_and_measure(ctx, model, spec, task, mask)
-    metrics = {**_task_accuracy_metrics(task, accuracy), **mask_metrics(mask),
+    metrics = {**_task_accuracy_metrics(task, accuracy), **mask_metrics(mask, _layer_names(ctx, model)),
                "zero_fraction": zero_fraction(model), **run}
     return StageOutcome([MASK_FILE, FINAL_FILE], metrics)
 
@@ -165,14 +173,22 @@ def run_imp(ctx: StageContext) -> StageOutcome:
 def run_random_mask(ctx: StageContext) -> StageOutcome:
     """Draw a random mask (``mask_rule`` of kind ``random``) for the architecture."""
     rule = ctx.require("mask_rule")
-    if rule.get("kind") != "random":
-        raise ValueError(f"stage {ctx.key}: random_mask needs a mask_rule of kind 'random', "
-                         f"got {rule.get('kind')!r}")
+    if rule.get("kind") not in ("random", "adjusted_random"):
+        raise ValueError(f"stage {ctx.key}: random_mask needs a mask_rule of kind 'random' or "
+                         f"'adjusted_random', got {rule.get('kind')!r}")
     spec, task = _dataset_and_task(ctx, ctx.config.get("task", "labels"))
     seed = int(ctx.require("seed"))
-    mask = derive_mask(rule, _model_for(ctx, spec, task, seed), ctx.deps, seed)
+    model = _model_for(ctx, spec, task, seed)
+    mask = derive_mask(rule, model, ctx.deps, seed)
     save_mask(ctx.stage_dir / MASK_FILE, mask)
-    return StageOutcome([MASK_FILE], mask_metrics(mask))
+    return StageOutcome([MASK_FILE], mask_metrics(mask, _layer_names(ctx, model)))
+
+
+def _layer_names(ctx: StageContext, model: nn.Module) -> list[str]:
+    """The weights the stage's mask rule prunes (every prunable one unless it is layer-wise)."""
+    rule = ctx.config.get("mask_rule") or {}
+    layers = ctx.config.get("pruned_layers", rule.get("layers"))
+    return pruned_names({"layers": layers}, model)
 
 
 def ticket_model(ctx: StageContext, spec: DatasetSpec, labels: Task) -> nn.Module:
@@ -186,8 +202,7 @@ def ticket_model(ctx: StageContext, spec: DatasetSpec, labels: Task) -> nn.Modul
     model = _model_for(ctx, spec, labels, seed)
     weights = load_rewind_weights(ctx.dep("rewind"), int(ctx.require("rewind_iteration")))
     source_task = ctx.config.get("source_task", "labels")
-    get_task(source_task)
-    if source_task == labels.name:
+    if get_task(source_task).label_head:
         model.load_state_dict(weights)
         return model
     body = {name: tensor for name, tensor in weights.items() if not name.startswith("head.")}
@@ -212,11 +227,14 @@ def run_eval(ctx: StageContext) -> StageOutcome:
     mask = derive_mask(ctx.require("mask_rule"), model, ctx.deps, int(ctx.require("seed")))
     save_mask(ctx.stage_dir / MASK_FILE, mask)
     run, accuracy = _train_and_measure(ctx, model, spec, labels, mask)
-    metrics = {"top1": accuracy, "test_top1": accuracy, **mask_metrics(mask), **run}
+    metrics = {"top1": accuracy, "test_top1": accuracy, **mask_metrics(mask, _layer_names(ctx, model)), **run}
     return StageOutcome([MASK_FILE, FINAL_FILE], metrics)
 
 
 STAGE_KINDS: dict[str, Callable[[StageContext], StageOutcome]] = {
+    "features": transfer.run_features,
+    "linear_eval": transfer.run_linear_eval,
+    "finetune": transfer.run_finetune,
     "dense": run_dense,
     "rewind": run_rewind,
     "imp": run_imp,

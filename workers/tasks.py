@@ -2,51 +2,211 @@
 
 - ``labels``: the dataset's class labels;
 - ``rotnet``: which of the rotations 0/90/180/270 degrees was applied; every image of a
-  batch appears in all four rotations, so a batch of B images holds 4*B samples.
+  batch appears in all four rotations, so a batch of B images holds 4*B samples;
+- ``exemplar``: every image of a batch is its own class: two random augmentations of each
+  (crops, flips, colour jitter, small rotations) are embedded and a triplet margin loss
+  pulls the two views of an image together and pushes the nearest other image away;
+- ``labels_10pct``: labels, trained on the labelled subset only (:mod:`workers.label_subset`);
+- ``s4l``: RotNet on every image plus the labels loss on the unrotated images of the
+  labelled subset; the head holds the 4 rotation logits then the class logits.
 
 A task gives its number of outputs for a dataset, turns a batch of images and labels
-into ``(inputs, targets)``, and its accuracy is measured on the test split the same way.
+into ``(inputs, targets)``, scores the batch with its ``loss`` (cross-entropy unless the
+task says otherwise) and counts correct predictions with ``score`` (used on the test
+split). ``prepare`` adapts the training split to the task (the labelled subset) from the
+stage's ``task_options``.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable, Mapping
 
 import torch
+import torch.nn.functional as F
 
-from workers.data import DatasetSpec
+from workers.data import DataSplit, DatasetSpec
+from workers.label_subset import subset_indices
 
 ROTATIONS = 4
+EXEMPLAR_DIM = 128
+TRIPLET_MARGIN = 0.5
+#: label of an image outside the labelled subset (s4l); ignored by the labels loss.
+UNLABELLED = -1
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+def _argmax_score(outputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, int]:
+    return (outputs.argmax(dim=1) == targets).sum(), targets.shape[0]
+
+
+def _keep_split(data: DataSplit, options: Mapping[str, Any]) -> DataSplit:
+    return data
 
 
 @dataclass(frozen=True)
 class Task:
-    """A registered task: output count per dataset and a batch builder."""
+    """A registered task: output count per dataset, batch builder, loss, score and data preparation."""
 
     name: str
     num_outputs: Callable[[DatasetSpec], int]
-    make_batch: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+    make_batch: Callable[[torch.Tensor, torch.Tensor], Batch]
+    #: ``loss(outputs, targets)`` -> scalar tensor; training calls it on every batch.
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy
+    #: ``score(outputs, targets)`` -> (number correct as a tensor, number of samples).
+    score: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, int]] = _argmax_score
+    #: ``prepare(split, task_options)`` -> the split this task trains on.
+    prepare: Callable[[DataSplit, Mapping[str, Any]], DataSplit] = _keep_split
+    #: whether the head predicts the dataset's classes (a winning ticket then keeps it).
+    label_head: bool = False
 
 
-def _labels_batch(images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _labels_batch(images: torch.Tensor, labels: torch.Tensor) -> Batch:
     return images, labels
 
 
-def rotate_batch(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def rotate_batch(images: torch.Tensor) -> Batch:
     """Every image in all four rotations (grouped by rotation) and the rotation index targets."""
     inputs = torch.cat([torch.rot90(images, k, dims=(2, 3)) for k in range(ROTATIONS)])
     targets = torch.arange(ROTATIONS, device=images.device).repeat_interleave(images.shape[0])
     return inputs, targets
 
 
-def _rotnet_batch(images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _rotnet_batch(images: torch.Tensor, labels: torch.Tensor) -> Batch:
     return rotate_batch(images)
 
 
+# ---- the labelled subset ----------------------------------------------------------------
+
+def _subset_of(data: DataSplit, options: Mapping[str, Any]) -> torch.Tensor:
+    subset = options.get("label_subset")
+    if not isinstance(subset, Mapping):
+        raise ValueError(f"this task needs task_options.label_subset {{kind, fraction, seed}}, got {subset!r}")
+    return subset_indices(data.train_labels, subset.get("kind", "images_per_class"),
+                          float(subset.get("fraction", 0.1)), int(subset.get("seed", 0)))
+
+
+def _only_subset(data: DataSplit, options: Mapping[str, Any]) -> DataSplit:
+    keep = _subset_of(data, options).to(data.train_labels.device)
+    return DataSplit(data.train_images[keep], data.train_labels[keep], data.test_images, data.test_labels)
+
+
+def _hide_labels_outside_subset(data: DataSplit, options: Mapping[str, Any]) -> DataSplit:
+    labelled = torch.zeros_like(data.train_labels, dtype=torch.bool)
+    labelled[_subset_of(data, options).to(labelled.device)] = True
+    labels = torch.where(labelled, data.train_labels, torch.full_like(data.train_labels, UNLABELLED))
+    return DataSplit(data.train_images, labels, data.test_images, data.test_labels)
+
+
+# ---- s4l: rotation + labels on the labelled subset ------------------------------------
+
+def _s4l_batch(images: torch.Tensor, labels: torch.Tensor) -> Batch:
+    """The four rotations of every image; target = rotation + 4 * (label + 1), label -1 if unknown.
+
+    One integer per sample keeps the targets a plain 1-D tensor like every other task's.
+    """
+    inputs, rotations = rotate_batch(images)
+    return inputs, rotations + ROTATIONS * (labels.repeat(ROTATIONS) + 1)
+
+
+def _s4l_split(targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return targets % ROTATIONS, torch.div(targets, ROTATIONS, rounding_mode="floor") - 1
+
+
+def _s4l_loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """RotNet cross-entropy on all samples + labels cross-entropy on the unrotated labelled ones."""
+    rotations, labels = _s4l_split(targets)
+    rotation_loss = F.cross_entropy(outputs[:, :ROTATIONS], rotations)
+    supervised = (rotations == 0) & (labels != UNLABELLED)
+    # sum / count (not mean over nothing) so a batch without labelled images adds 0, not NaN
+    label_loss = F.cross_entropy(outputs[supervised, ROTATIONS:], labels[supervised], reduction="sum")
+    return rotation_loss + label_loss / supervised.sum().clamp(min=1)
+
+
+def _s4l_score(outputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Label accuracy on the unrotated labelled samples."""
+    rotations, labels = _s4l_split(targets)
+    supervised = (rotations == 0) & (labels != UNLABELLED)
+    correct = (outputs[supervised, ROTATIONS:].argmax(dim=1) == labels[supervised]).sum()
+    return correct, int(supervised.sum())
+
+
+# ---- exemplar ---------------------------------------------------------------------------
+
+def exemplar_augment(images: torch.Tensor, max_degrees: float = 20.0, max_shift: float = 0.125,
+                     jitter: float = 0.4) -> torch.Tensor:
+    """One random view of every image, on the images' device, from the global RNG.
+
+    A single affine warp per image (horizontal flip with probability 1/2, a rotation of at
+    most ``max_degrees``, a shift of at most ``max_shift`` of the side: a random crop of a
+    padded image) followed by colour jitter (brightness and contrast, each by a factor in
+    ``[1 - jitter, 1 + jitter]``; per-channel saturation-like scaling when there are 3).
+    """
+    n, channels = images.shape[0], images.shape[1]
+    device, dtype = images.device, images.dtype
+
+    def uniform(*shape: int) -> torch.Tensor:
+        return torch.rand(*shape, device=device, dtype=dtype) * 2 - 1
+
+    angle = uniform(n) * math.radians(max_degrees)
+    flip = torch.where(torch.rand(n, device=device) < 0.5, -1.0, 1.0).to(dtype)
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    theta = torch.stack([torch.stack([cos * flip, -sin, uniform(n) * 2 * max_shift], dim=1),
+                         torch.stack([sin * flip, cos, uniform(n) * 2 * max_shift], dim=1)], dim=1)
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    views = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    mean = views.mean(dim=(1, 2, 3), keepdim=True)
+    contrast = 1 + jitter * uniform(n, 1, 1, 1)
+    brightness = jitter * uniform(n, 1, 1, 1)
+    views = (views - mean) * contrast + mean + brightness
+    if channels == 3:
+        views = views * (1 + jitter / 2 * uniform(n, 3, 1, 1))
+    return views
+
+
+def _exemplar_batch(images: torch.Tensor, labels: torch.Tensor) -> Batch:
+    """Two views of every image (first views, then second views); target = the image's index."""
+    inputs = torch.cat([exemplar_augment(images), exemplar_augment(images)])
+    targets = torch.arange(images.shape[0], device=images.device).repeat(2)
+    return inputs, targets
+
+
+def _exemplar_distances(outputs: torch.Tensor) -> torch.Tensor:
+    embeddings = F.normalize(outputs.float(), dim=1)
+    half = embeddings.shape[0] // 2
+    return torch.cdist(embeddings[:half], embeddings[half:])
+
+
+def _exemplar_loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Triplet margin loss: anchor = first view, positive = second view of the same image,
+    negative = the nearest second view of another image of the batch (batch-hard)."""
+    distances = _exemplar_distances(outputs)
+    positive = distances.diagonal()
+    others = distances + torch.eye(distances.shape[0], device=distances.device) * 1e4
+    negative = others.min(dim=1).values
+    return F.relu(positive - negative + TRIPLET_MARGIN).mean()
+
+
+def _exemplar_score(outputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Instance retrieval: how many first views have their own second view as nearest neighbour."""
+    distances = _exemplar_distances(outputs)
+    own = torch.arange(distances.shape[0], device=distances.device)
+    return (distances.argmin(dim=1) == own).sum(), distances.shape[0]
+
+
 TASKS: dict[str, Task] = {
-    "labels": Task("labels", lambda spec: spec.num_classes, _labels_batch),
+    "labels": Task("labels", lambda spec: spec.num_classes, _labels_batch, label_head=True),
     "rotnet": Task("rotnet", lambda spec: ROTATIONS, _rotnet_batch),
+    "exemplar": Task("exemplar", lambda spec: EXEMPLAR_DIM, _exemplar_batch, loss=_exemplar_loss,
+                     score=_exemplar_score),
+    "labels_10pct": Task("labels_10pct", lambda spec: spec.num_classes, _labels_batch,
+                         prepare=_only_subset, label_head=True),
+    "s4l": Task("s4l", lambda spec: ROTATIONS + spec.num_classes, _s4l_batch, loss=_s4l_loss,
+                score=_s4l_score, prepare=_hide_labels_outside_subset),
 }
+#: tasks whose training reads ``task_options.label_subset``.
+SUBSET_TASKS = ("labels_10pct", "s4l")
 
 
 def get_task(name: str) -> Task:
@@ -59,7 +219,7 @@ def get_task(name: str) -> Task:
 @torch.no_grad()
 def evaluate_accuracy(model: torch.nn.Module, task: Task, images: torch.Tensor,
                       labels: torch.Tensor, batch_size: int = 1024) -> float:
-    """Fraction of correct predictions of ``model`` (in eval mode) on ``task`` over the images."""
+    """Fraction of correct predictions (``task.score``) of ``model`` in eval mode over the images."""
     was_training = model.training
     model.eval()
     correct = torch.zeros((), dtype=torch.int64, device=images.device)
@@ -68,8 +228,9 @@ def evaluate_accuracy(model: torch.nn.Module, task: Task, images: torch.Tensor,
         for start in range(0, images.shape[0], batch_size):
             inputs, targets = task.make_batch(images[start:start + batch_size],
                                               labels[start:start + batch_size])
-            correct += (model(inputs).argmax(dim=1) == targets).sum()
-            seen += targets.shape[0]
+            hits, n = task.score(model(inputs), targets)
+            correct += hits
+            seen += n
     finally:
         model.train(was_training)
     return correct.item() / max(seen, 1)

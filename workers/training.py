@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from workers.artifacts import atomic_save_with
@@ -205,7 +204,7 @@ def train(model: nn.Module, task: Task, data: DataSplit, recipe: Mapping[str, An
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 outputs = model(inputs)
-                loss = F.cross_entropy(outputs, targets)
+                loss = task.loss(outputs, targets)
                 optimizer.zero_grad()
                 loss.backward()
                 if enforcer is not None:
