@@ -45,7 +45,7 @@ class _LedgerEvents:
 
     def __init__(self, workspace: Path, ledger: Ledger, backend: str, total: int, progress: bool):
         self.workspace, self.ledger, self.backend = workspace, ledger, backend
-        self.bar = tqdm(total=total, desc="stages", unit="stage", disable=not progress, file=sys.stderr,
+        self.bar = tqdm(total=total, desc="stages", unit="stage", disable=not progress or not total, file=sys.stderr,
                         dynamic_ncols=True)
         self.failures = 0
 

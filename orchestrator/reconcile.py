@@ -40,7 +40,8 @@ def reconcile(workspace: Path, ledger: Ledger, lock_held_by_us: bool = False) ->
     local_driver_alive: Optional[bool] = None
     done = set()
     rows = ledger.stages()
-    scheduler = _scheduler_states(rows)
+    # a read-only look (status) may reuse a few seconds old answer; launch/resume ask afresh
+    scheduler = _scheduler_states(rows, None if lock_held_by_us else workspace / "slurm" / "job_states.json")
     for row in rows:
         key, state = row["key"], row["state"]
         ok, reason = verify_done(stage_dir(workspace, key))
@@ -69,14 +70,14 @@ def reconcile(workspace: Path, ledger: Ledger, lock_held_by_us: bool = False) ->
     return done
 
 
-def _scheduler_states(rows) -> dict:
+def _scheduler_states(rows, cache: Optional[Path]) -> dict:
     """SLURM states of the jobs the ledger believes queued or running."""
     job_ids = [row["job_id"] for row in rows if row["state"] == "running" and row["backend"] == "slurm" and row["job_id"]]
     if not job_ids:
         return {}
     from .backends.slurm import job_states
 
-    return job_states(job_ids)
+    return job_states(job_ids, cache)
 
 
 def _reconcile_slurm_job(workspace: Path, ledger: Ledger, row, job: Optional[tuple[str, str]]) -> None:

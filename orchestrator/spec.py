@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator,
+                      model_validator)
 
 from workers import catalog
 
@@ -113,19 +114,6 @@ class LabelSubset(_Strict):
     seed: int = Field(0, ge=0)
 
 
-class TargetDataset(_Strict):
-    """The dataset a transfer evaluation trains and tests on."""
-
-    name: str
-
-    @field_validator("name")
-    @classmethod
-    def _known(cls, name: str) -> str:
-        if name not in catalog.DATASETS:
-            raise ValueError(f"unknown dataset {name!r}; allowed: {', '.join(sorted(catalog.DATASETS))}")
-        return name
-
-
 class LinearTransfer(_Strict):
     """A linear classifier on the frozen pooled features; ``metric``: top1, or map (mean over
     classes of the one-vs-rest average precision, as for VOC07)."""
@@ -146,7 +134,8 @@ class FinetuneTransfer(_Strict):
 class Transfer(_Strict):
     """Transfer evaluations of the pruned pretext-trained networks of the IMP mask sources."""
 
-    dataset: TargetDataset
+    #: the target, described like the sweep's own ``dataset:``.
+    dataset: Dataset
     linear: Optional[LinearTransfer] = None
     finetune: Optional[FinetuneTransfer] = None
     #: the IMP mask sources evaluated (default: every IMP mask source of the sweep).
@@ -165,6 +154,14 @@ class LocalBackend(_Strict):
     workers: Optional[int] = Field(None, gt=0)
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_SBATCH_OPTION = re.compile(r"^[a-z][a-z0-9_-]*$")
+#: sbatch options the SLURM backend writes itself (or that have their own key).
+_MANAGED_SBATCH = frozenset({"array", "dependency", "output", "error", "signal", "open-mode", "job-name", "wrap",
+                             "partition", "account", "qos", "constraint", "time", "cpus-per-task", "mem",
+                             "gpus-per-node"})
+
+
 class SlurmSettings(_Strict):
     """Settings of the SLURM backend (``backend: slurm``)."""
 
@@ -173,7 +170,7 @@ class SlurmSettings(_Strict):
     qos: Optional[str] = None
     constraint: Optional[str] = None
     #: minutes per stage kind (dense, imp, eval, random_mask, rewind); others get default_time_min.
-    time_min: dict[Literal["dense", "imp", "eval", "random_mask", "rewind"], int] = Field(default_factory=dict)
+    time_min: dict[str, int] = Field(default_factory=dict)
     default_time_min: int = Field(60, gt=0)
     gpus_per_node: Optional[int] = Field(None, ge=0)
     cpus_per_task: int = Field(1, gt=0)
@@ -185,15 +182,50 @@ class SlurmSettings(_Strict):
     max_requeues: int = Field(3, ge=0)
     #: seconds before the time limit at which a stage is signalled to checkpoint and requeue.
     signal_delay_s: int = Field(90, ge=0)
-    #: extra sbatch options, e.g. {"mail-type": "FAIL"}.
-    extra_sbatch: dict[str, str] = Field(default_factory=dict)
+    #: extra sbatch options, e.g. {"mail-type": "FAIL", "hold": true}; true writes a bare flag.
+    extra_sbatch: dict[str, Union[StrictBool, int, float, str]] = Field(default_factory=dict)
     #: shell lines run before the worker (module load, venv activation).
     setup: list[str] = Field(default_factory=list)
+    #: seconds between two sbatch calls of one launch (spares a busy controller).
+    submit_interval_s: float = Field(0.1, ge=0)
+    #: seconds an sbatch may take before the launch gives up (a full queue makes it wait forever).
+    submit_timeout_s: int = Field(120, gt=0)
+
+    @field_validator("partition", "account", "qos", "constraint")
+    @classmethod
+    def _one_line(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and _CONTROL.search(value):
+            raise ValueError("must be one line without control characters")
+        return value
+
+    @field_validator("setup")
+    @classmethod
+    def _setup_lines(cls, lines: list[str]) -> list[str]:
+        for i, line in enumerate(lines):
+            if _CONTROL.search(line):
+                raise _KeyedError((i,), "each setup entry must be one shell line (no newline or control characters)")
+        return lines
+
+    @field_validator("extra_sbatch")
+    @classmethod
+    def _sbatch_options(cls, options: dict) -> dict:
+        for name, value in options.items():
+            if not _SBATCH_OPTION.match(name):
+                raise _KeyedError((name,), "an sbatch option name is lowercase letters, digits and '-', "
+                                           "without the leading '--' (e.g. mail-type)")
+            if name.replace("_", "-") in _MANAGED_SBATCH:
+                raise _KeyedError((name,), f"prunesweep sets --{name} itself; allowed here: any other sbatch "
+                                           "option (partition, account, qos, constraint, time: use their own keys)")
+            if isinstance(value, str) and _CONTROL.search(value):
+                raise _KeyedError((name,), "the value must be one line without control characters")
+        return options
 
     @field_validator("time_min")
     @classmethod
     def _positive_times(cls, times: dict) -> dict:
         for kind, minutes in times.items():
+            if kind not in catalog.STAGE_KINDS:
+                raise _KeyedError((kind,), f"unknown stage kind; allowed: {', '.join(catalog.STAGE_KINDS)}")
             if minutes <= 0:
                 raise _KeyedError((kind,), f"a time limit must be a positive number of minutes, got {minutes}")
         return times
@@ -574,6 +606,8 @@ def _describe(error: dict) -> tuple[str, str]:
 def _format_loc(loc: list) -> str:
     text = ""
     for part in loc:
+        if part == "[key]":  # pydantic's marker for a problem with a mapping's key, not its value
+            continue
         if isinstance(part, int):
             text += f"[{part}]"
         else:

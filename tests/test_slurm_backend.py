@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import subprocess
 import sys
 import time
@@ -182,3 +184,66 @@ def test_scancel_of_one_stage_then_resume(slurm_cluster, tmp_path):
     states = _wait(workspace, slurm_cluster.env, lambda s: all(r["state"] == "done" for r in s.values()))
     assert all(states[k]["attempts"] == attempts[k] for k in done_before)  # no done stage ran twice
     assert len(results.load(workspace)) == 10
+
+
+def _single_chain_sweep(tmp_path, backend, epochs, **slurm):
+    """labels only, one fraction: a dense run (``epochs`` long) and one IMP level."""
+    recipes = {"labels": dict(TINY["recipes"]["labels"], epochs=epochs, batch_size=32)}
+    sweep = dict(TINY, workspace=str(tmp_path / backend), backend=backend, recipes=recipes, mask_source=["labels"],
+                 init=["winning_ticket"], pruning={"fractions": [0.8]}, arch={"name": "small_cnn", "width": 16},
+                 slurm=slurm)
+    path = tmp_path / f"{backend}.yaml"
+    path.write_text(yaml.safe_dump(sweep))
+    return path
+
+
+def test_a_stage_longer_than_its_time_limit_finishes_through_requeues(slurm_cluster, tmp_path):
+    # ~15 s of training; SLURM sends USR2 some 10 s into each 1-minute allocation (its timer ticks
+    # coarsely), so the dense stage needs at least two allocations
+    cli("launch", _single_chain_sweep(tmp_path, "local", 60), "--no-progress")
+    cli("launch", _single_chain_sweep(tmp_path, "slurm", 60, time_min={"dense": 1}, signal_delay_s=50,
+                                      max_requeues=8), env=slurm_cluster.env)
+    workspace = tmp_path / "slurm"
+    _wait(workspace, slurm_cluster.env, lambda s: all(r["state"] == "done" for r in s.values()), timeout=600)
+    dense = next(k for k in _states(workspace) if k.startswith("dense-"))
+    log = (workspace / "stages" / dense / "log.txt").read_text()
+    assert "saved progress at iteration" in log and "stopped (SystemExit)" in log
+    resumed = [int(m) for m in re.findall(r"resumed from checkpoint.pt at epoch \d+ \(iteration (\d+)\)", log)]
+    assert any(iteration % 43 for iteration in resumed), log  # resumed inside an epoch (43 steps each)
+    assert _top1(workspace) == _top1(tmp_path / "local")
+
+
+def test_queued_jobs_run_the_code_of_their_launch(slurm_cluster, tmp_path):
+    """Launch from a copy of the source with held jobs, break the copy, release: the sweep still finishes."""
+    source = tmp_path / "src"
+    for package in ("orchestrator", "workers", "results"):
+        shutil.copytree(ROOT / package, source / package, ignore=shutil.ignore_patterns("__pycache__"))
+    env = dict(slurm_cluster.env, PYTHONPATH=str(source))
+    path = _single_chain_sweep(tmp_path, "slurm", 2, extra_sbatch={"hold": True})
+    launched = subprocess.run([sys.executable, "-m", "orchestrator", "launch", str(path)], env=env,
+                              capture_output=True, text=True, timeout=300)
+    assert launched.returncode == 0, launched.stderr
+    workspace = tmp_path / "slurm"
+    entry = source / "workers" / "entry.py"
+    entry.write_text(entry.read_text() + "\n\ndef run_stage(stage_dir):\n    raise RuntimeError('edited after launch')\n")
+    arrays = sorted({row["job_id"].split("_")[0] for row in _states(workspace).values()})
+    slurm_cluster.run("scontrol", "release", ",".join(arrays))
+    _wait(workspace, env, lambda s: all(r["state"] == "done" for r in s.values()))
+    snapshots = list((workspace / "slurm" / "code").iterdir())
+    assert len(snapshots) == 1 and "edited after launch" not in (snapshots[0] / "workers" / "entry.py").read_text()
+
+
+def test_an_sbatch_that_hangs_is_a_clear_error(slurm_cluster, tmp_path):
+    """A mocked sbatch that never answers (what a full queue does) beside the real cluster's tools."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "sbatch").write_text("#!/bin/sh\nsleep 600\n")
+    (fake / "sbatch").chmod(0o755)
+    env = dict(slurm_cluster.env, PATH=f"{fake}:{slurm_cluster.env['PATH']}")
+    path = _single_chain_sweep(tmp_path, "slurm", 2, submit_timeout_s=3)
+    started = time.time()
+    result = cli("launch", path, env=env, check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert "sbatch did not answer" in result.stderr and "nothing was submitted" in result.stderr
+    assert time.time() - started < 60
+    assert not [r for r in _states(tmp_path / "slurm").values() if r["state"] == "running"]

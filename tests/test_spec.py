@@ -146,3 +146,30 @@ def test_overrides_apply_and_validate(write_sweep, sweep_dict):
 def test_missing_file(tmp_path):
     with pytest.raises(SpecError, match="no such sweep file"):
         load_spec(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize("dotted,value,key_path,needle", [
+    ("slurm.bogus", 1, "slurm.bogus", "cpus_per_task"),
+    ("slurm.time_min", {"dense": -5}, "slurm.time_min.dense", "positive"),
+    ("slurm.time_min", {"training": 5}, "slurm.time_min.training", "allowed: dense"),
+    ("slurm.cpus_per_task", 0, "slurm.cpus_per_task", "greater than 0"),
+    ("slurm.mem_gb", -1, "slurm.mem_gb", "greater than 0"),
+    ("slurm.partition", "gpu\n#SBATCH --qos=high", "slurm.partition", "one line"),
+    ("slurm.setup", ["module load cuda", "echo a\nrm -rf ~"], "slurm.setup[1]", "one shell line"),
+    ("slurm.extra_sbatch", {"mail-type": "FAIL\necho owned"}, "slurm.extra_sbatch.mail-type", "one line"),
+    ("slurm.extra_sbatch", {"--mail-type": "FAIL"}, "slurm.extra_sbatch.--mail-type", "without the leading"),
+    ("slurm.extra_sbatch", {"dependency": "afterok:1"}, "slurm.extra_sbatch.dependency", "sets --dependency"),
+    ("slurm.extra_sbatch", {"partition": "gpu"}, "slurm.extra_sbatch.partition", "own keys"),
+    ("slurm.submit_timeout_s", 0, "slurm.submit_timeout_s", "greater than 0"),
+])
+def test_bad_slurm_settings(write_sweep, sweep_dict, dotted, value, key_path, needle):
+    error = _error(write_sweep, _set(sweep_dict, dotted, value))
+    assert error.key_path == key_path and needle in error.problem, str(error)
+
+
+def test_slurm_settings_keep_their_types(write_sweep, sweep_dict):
+    sweep = _set(sweep_dict, "slurm", {"extra_sbatch": {"hold": True, "nice": 10, "mail-type": "FAIL"},
+                                        "setup": ["source ~/venv/bin/activate"], "time_min": {"imp": 30}})
+    slurm = load_spec(write_sweep(sweep)).slurm
+    assert slurm.extra_sbatch == {"hold": True, "nice": 10, "mail-type": "FAIL"}
+    assert slurm.time_min == {"imp": 30} and slurm.default_time_min == 60

@@ -1,4 +1,8 @@
-"""The one entry point every backend calls: :func:`run_stage` on a stage folder."""
+"""The one entry point every backend calls: :func:`run_stage` on a stage folder.
+
+A backend about to lose the machine (preemption, time limit) calls :func:`save_progress`
+(from :mod:`workers.preemption`): the running training saves a mid-epoch checkpoint.
+"""
 from __future__ import annotations
 
 import json
@@ -12,6 +16,7 @@ from typing import Iterator
 from workers.artifacts import (CHECKPOINT_FILE, DONE_FILE, LOG_FILE, METRICS_FILE,
                                atomic_write_json, invalidate, read_done, read_stage, verify_done,
                                write_done)
+from workers.preemption import save_progress  # noqa: F401  (backends call it before a preemption)
 
 log = logging.getLogger("workers")
 
@@ -80,6 +85,9 @@ def run_stage(stage_dir: Path | str) -> dict:
             (stage_dir / CHECKPOINT_FILE).unlink(missing_ok=True)
             log.info("stage %s (%s) done in %.2f s", key, kind, time.perf_counter() - started)
             return manifest
+        except (SystemExit, KeyboardInterrupt) as stop:  # preempted, timed out or stopped: not a failure
+            log.warning("stage %s (%s) stopped (%s); its checkpoint is kept", key, kind, type(stop).__name__)
+            raise
         except BaseException:
             log.exception("stage %s (%s) failed", key, kind)
             raise

@@ -7,17 +7,33 @@ process has to stay alive. Each stage runs as a submitit ``Checkpointable``: on 
 signal before preemption or the time limit it is requeued with the same stage folder
 and resumes from its epoch checkpoint (all mutable state lives in the stage folder).
 
+The code a job runs is fixed at submission: the runner's package is copied into
+``<log folder>/code/<digest>/`` and put first on the job's import path, so editing the
+source while jobs are queued changes nothing they run.
+
+Every ``sbatch`` runs under a time limit (a full queue makes sbatch wait forever) and
+submissions are spaced by ``submit_interval_s``.
+
 Where a job stands comes from ``squeue``/``scontrol`` first and ``sacct`` only where
-accounting answers (see :func:`job_states`).
+accounting answers (see :func:`job_states`); answers are cached for a few seconds so a
+status loop in many shells does not hammer the controller.
 """
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import importlib
+import importlib.util
+import json
+import os
 import re
+import shutil
 import subprocess
+import sys
+import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Iterator, Mapping, Optional
 
 from .base import DEFAULT_RUNNER, Backend, Events, Task
 
@@ -32,20 +48,63 @@ FAILURE_REASONS = {
 
 
 class StageJob:
-    """What a SLURM job runs: the worker entry point on one stage folder, requeued on preemption."""
+    """What a SLURM job runs: the worker entry point on one stage folder, requeued on preemption.
 
-    def __init__(self, runner: str = DEFAULT_RUNNER):
+    ``code_dir`` (a snapshot made at submission) goes first on the import path before the
+    runner is imported. Before a preemption or the time limit, submitit calls
+    :meth:`checkpoint`: the runner's module may define ``save_progress()`` to save the
+    running stage's state (mid-epoch) into the stage folder first.
+    """
+
+    def __init__(self, runner: str = DEFAULT_RUNNER, code_dir: Optional[str] = None):
         self.runner = runner
+        self.code_dir = code_dir
+
+    def _runner_module(self):
+        if self.code_dir and self.code_dir not in sys.path:
+            sys.path.insert(0, self.code_dir)
+        return importlib.import_module(self.runner.split(":")[0])
 
     def __call__(self, folder: str) -> None:
-        module_name, function_name = self.runner.split(":")
-        getattr(importlib.import_module(module_name), function_name)(Path(folder))
+        getattr(self._runner_module(), self.runner.split(":")[1])(Path(folder))
 
     def checkpoint(self, folder: str):
-        """Requeue the same stage: it resumes from the epoch checkpoint in its folder."""
+        """Save the stage's progress, then requeue the same stage: it resumes from that checkpoint."""
         import submitit
 
+        save_progress = getattr(self._runner_module(), "save_progress", None)
+        if save_progress is not None:
+            save_progress()
         return submitit.helpers.DelayedSubmission(self, folder)
+
+
+def snapshot_code(runner: str, into: Path) -> Path:
+    """Copy the runner's top-level package (its ``.py`` files) to ``into/<digest>/``; return that folder.
+
+    The digest covers every copied path and content, so an unchanged package reuses one snapshot.
+    """
+    package = runner.split(":")[0].split(".")[0]
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError(f"cannot snapshot {package!r}: it is not a package")
+    source = Path(list(spec.submodule_search_locations)[0])
+    files = sorted(path for path in source.rglob("*.py") if "__pycache__" not in path.parts)
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(str(path.relative_to(source)).encode() + b"\0" + path.read_bytes() + b"\0")
+    target = Path(into) / digest.hexdigest()[:16]
+    if not (target / package).is_dir():
+        staging = Path(into) / f".{target.name}.{os.getpid()}.tmp"
+        shutil.rmtree(staging, ignore_errors=True)
+        for path in files:
+            destination = staging / package / path.relative_to(source)
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, destination)
+        try:
+            staging.rename(target)
+        except OSError:  # another launch made the same snapshot meanwhile
+            shutil.rmtree(staging, ignore_errors=True)
+    return target
 
 
 def max_array_size(override: Optional[int] = None) -> int:
@@ -102,7 +161,9 @@ class SlurmBackend(Backend):
             # one math thread per allocated CPU, as the local backend does: same numbers everywhere
             "setup": [f"export OMP_NUM_THREADS={settings.get('cpus_per_task', 1)} "
                       f"MKL_NUM_THREADS={settings.get('cpus_per_task', 1)}", *settings.get("setup", [])],
-            "additional_parameters": {"open-mode": "append", **settings.get("extra_sbatch", {})},
+            # a flag given as true is written bare (``--hold``); false leaves it out
+            "additional_parameters": {"open-mode": "append", **{
+                name: value for name, value in settings.get("extra_sbatch", {}).items() if value is not False}},
         }
         for name in ("partition", "account", "qos", "constraint", "gpus_per_node"):
             if settings.get(name) is not None:
@@ -139,34 +200,106 @@ class SlurmBackend(Backend):
         self.preflight()
         limit = max_array_size(self.settings.get("max_array_size"))
         array_of: dict[str, str] = {}  # task key -> the array job id that runs it
-        job = StageJob(self.runner)
-        for wave in waves(tasks).values():
-            by_kind: dict[str, list[Task]] = defaultdict(list)
-            for task in wave:
-                by_kind[task.kind].append(task)
-            for kind, members in by_kind.items():
-                for start in range(0, len(members), limit):
-                    chunk = members[start:start + limit]
-                    needed = sorted({array_of[k] for task in chunk for k in task.waits_for if k in array_of}
-                                    | {job_id.split("_")[0] for task in chunk for job_id in task.after_jobs})
-                    dependency = "afterok:" + ":".join(needed) if needed else None
-                    executor = self._executor(kind, dependency)
-                    with executor.batch():
-                        jobs = [executor.submit(job, str(task.folder)) for task in chunk]
-                    for task, submitted in zip(chunk, jobs):
-                        array_of[task.key] = submitted.job_id.split("_")[0]
-                        events.started(task.key, host=None, pid=None, job_id=submitted.job_id)
+        job = StageJob(self.runner, str(snapshot_code(self.runner, self.log_folder / "code")))
+        interval = float(self.settings.get("submit_interval_s", 0.1))
+        last_submission = 0.0
+        with _sbatch_time_limit(int(self.settings.get("submit_timeout_s", 120))):
+            for wave in waves(tasks).values():
+                by_kind: dict[str, list[Task]] = defaultdict(list)
+                for task in wave:
+                    by_kind[task.kind].append(task)
+                for kind, members in by_kind.items():
+                    for start in range(0, len(members), limit):
+                        chunk = members[start:start + limit]
+                        needed = sorted({array_of[k] for task in chunk for k in task.waits_for if k in array_of}
+                                        | {job_id.split("_")[0] for task in chunk for job_id in task.after_jobs})
+                        dependency = "afterok:" + ":".join(needed) if needed else None
+                        executor = self._executor(kind, dependency)
+                        time.sleep(max(0.0, last_submission + interval - time.monotonic()))
+                        last_submission = time.monotonic()
+                        try:
+                            with executor.batch():
+                                jobs = [executor.submit(job, str(task.folder)) for task in chunk]
+                        except Exception as error:
+                            raise _submission_error(error, len(array_of), len(tasks)) from None
+                        for task, submitted in zip(chunk, jobs):
+                            array_of[task.key] = submitted.job_id.split("_")[0]
+                            events.started(task.key, host=None, pid=None, job_id=submitted.job_id)
 
 
-def job_states(job_ids: list[str]) -> dict[str, tuple[str, str]]:
+#: the exit status of coreutils' ``timeout`` when it had to stop the command.
+_TIMED_OUT = 124
+
+
+@contextlib.contextmanager
+def _sbatch_time_limit(seconds: int) -> Iterator[None]:
+    """Run every sbatch submitit makes in the block under ``timeout`` (sbatch waits forever on a full queue).
+
+    submitit builds its array executors itself, so the limit is set on the class for the block.
+    """
+    import submitit
+
+    executor_class = submitit.SlurmExecutor
+    original = executor_class._make_submission_command
+
+    def limited(self, submission_file_path):
+        return ["timeout", "--kill-after=10", str(seconds), *original(self, submission_file_path)]
+
+    executor_class._make_submission_command = limited
+    try:
+        yield
+    finally:
+        executor_class._make_submission_command = original
+
+
+def _submission_error(error: Exception, submitted: int, total: int):
+    """A UserError explaining a failed sbatch, and what was submitted before it."""
+    from ..errors import UserError
+
+    text = str(error)
+    before = (f"{submitted} of {total} stage(s) were submitted before it and are queued; "
+              "`prunesweep resume WORKSPACE --backend slurm` submits the rest") if submitted else "nothing was submitted"
+    if getattr(error.__cause__, "returncode", None) == _TIMED_OUT:  # submitit's FailedJobError wraps the exit
+        return UserError(f"backend slurm: sbatch did not answer in time (slurm.submit_timeout_s); the controller may "
+                         f"be overloaded or the queue full (MaxJobCount); {before}")
+    last = (text.strip().splitlines() or ["no message"])[-1]
+    return UserError(f"backend slurm: sbatch failed: {last}; {before}")
+
+
+#: seconds a cached answer of the scheduler is reused by status queries.
+STATE_CACHE_S = 5.0
+
+
+def job_states(job_ids: list[str], cache: Optional[Path] = None) -> dict[str, tuple[str, str]]:
     """job id -> (SLURM state, reason) from ``squeue``, then ``sacct`` where accounting answers.
 
-    Without accounting ``sacct`` fails quietly; ``squeue -t all`` still knows every job
-    the controller remembers (``MinJobAge``), so status stays right.
+    One ``squeue`` for all arrays at once. Without accounting ``sacct`` fails quietly;
+    ``squeue -t all`` still knows every job the controller remembers (``MinJobAge``), so
+    status stays right. With ``cache`` (a JSON file), an answer about the same jobs younger
+    than :data:`STATE_CACHE_S` is reused instead of asking again.
     """
-    states: dict[str, tuple[str, str]] = {}
     if not job_ids:
-        return states
+        return {}
+    if cache is not None:
+        try:
+            cached = json.loads(Path(cache).read_text())
+            if time.time() - cached["time"] < STATE_CACHE_S and set(job_ids) <= set(cached["states"]):
+                return {job_id: tuple(cached["states"][job_id]) for job_id in job_ids}
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    states = _ask_scheduler(job_ids)
+    answered = {job_id: states.get(job_id) for job_id in job_ids}
+    if cache is not None and all(answered.values()):  # a job the scheduler forgot is worth asking again
+        cache = Path(cache)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        partial = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
+        partial.write_text(json.dumps({"time": time.time(), "states": answered}))
+        os.replace(partial, cache)
+    return states
+
+
+def _ask_scheduler(job_ids: list[str]) -> dict[str, tuple[str, str]]:
+    states: dict[str, tuple[str, str]] = {}
     wanted = set(job_ids)
     arrays = sorted({job_id.split("_")[0] for job_id in job_ids})
     try:
