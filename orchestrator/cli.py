@@ -38,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
                                            "planned against the naive grid, and the total epochs. Writes nothing.")
     _add_sweep_arguments(plan)
     plan.add_argument("--graph", action="store_true", help="print every stage with the stages it depends on")
+    plan.add_argument("--gpu", default="H100", metavar="DEVICE",
+                      help="the device of the GPU-hours estimate, a name of orchestrator/throughput.json "
+                           "(default: H100)")
 
     launch = commands.add_parser("launch", help="plan a sweep into its workspace and run it",
                                  description="Plan a sweep into its workspace and run every stage not done yet. "
@@ -99,6 +102,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 
 def _cmd_plan(args) -> int:
+    from .gpu_hours import estimate
     from .planner import plan_sweep
     from .spec import load_spec
     from .workspace import existing_captures
@@ -109,13 +113,18 @@ def _cmd_plan(args) -> int:
     print(f"grid: {len(plan.cells)} cells ({len(spec.mask_source)} mask sources x {len(spec.init)} inits x "
           f"{len(spec.rewind)} rewind points x {len(spec.pruning.fractions)} fractions x {len(spec.seeds)} seeds; "
           "random masks are always re-initialised)")
+    transfer_cells = sum(cell.init not in ("winning_ticket", "reinit") for cell in plan.cells)
+    if transfer_cells:
+        print(f"      ({transfer_cells} of them transfer {', '.join(spec.transfer_sources)} to "
+              f"{spec.transfer.dataset.name}: linear / finetune / finetune_prune_during)")
     counts = plan.counts_by_kind()
-    print("stages: " + ", ".join(f"{kind} {counts[kind]}" for kind in ("dense", "rewind", "imp", "random_mask", "eval")
-                                 if counts[kind]))
+    order = ("dense", "rewind", "imp", "random_mask", "eval", "features", "linear_eval", "finetune")
+    print("stages: " + ", ".join(f"{kind} {counts[kind]}" for kind in order if counts[kind]))
     ratio = plan.naive_trainings / plan.trainings if plan.trainings else float("nan")
     print(f"trainings: {plan.trainings} planned vs {plan.naive_trainings} naive "
           f"(every cell its own IMP chain from scratch): {ratio:.1f}x fewer")
     print(f"epochs: {plan.total_epochs:g} planned vs {plan.naive_epochs:g} naive")
+    print(estimate(spec, plan, args.gpu).describe())
     levels = sorted({(f, spec.level_for(f)) for f in spec.pruning.fractions}, reverse=True)
     if not spec.pruning.one_shot:
         rate = spec.pruning.rate

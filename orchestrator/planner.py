@@ -83,6 +83,12 @@ def settings_fingerprint(spec: SweepSpec) -> str:
         "recipes": {name: recipe.model_dump() for name, recipe in spec.recipes.items()},
         "pruning": spec.pruning.model_dump(exclude={"fractions"}),
     }
+    if spec.pruning.layers is None:  # settings added later: omitted at their defaults, so old names still match
+        del settings["pruning"]["layers"]
+    if spec.label_subset != type(spec.label_subset)():
+        settings["label_subset"] = spec.label_subset.model_dump()
+    if spec.transfer is not None:
+        settings["transfer"] = spec.transfer.model_dump(exclude={"mask_source"})
     return canonical_json(settings)
 
 

@@ -135,3 +135,16 @@ def test_a_results_table_of_the_first_schema_is_read_and_migrated(tmp_path):
     row = {c: v for c, v in old.iloc[0].items() if c != "recorded_at"}
     assert results.record(tmp_path, [{**row, "stage_key": "k2", "natural_sparsity": 0.8}]) == 1
     assert results.load(tmp_path)["natural_sparsity"].tolist()[1] == 0.8
+
+
+def test_new_sections_leave_an_existing_sweeps_settings_fingerprint_alone(sweep_dict):
+    from orchestrator.planner import settings_fingerprint
+    from orchestrator.stages import canonical_json
+
+    spec = validate_spec(copy.deepcopy(sweep_dict), "t.yaml")
+    before = {"dataset": spec.dataset.model_dump(), "arch": spec.arch.model_dump(),
+              "recipes": {n: r.model_dump() for n, r in spec.recipes.items()},
+              "pruning": {"rate": 0.2, "scope": "global", "one_shot": False}}
+    assert settings_fingerprint(spec) == canonical_json(before)
+    layered = validate_spec({**copy.deepcopy(sweep_dict), "pruning": {"fractions": [0.8], "layers": 2}}, "t.yaml")
+    assert '"layers":2' in settings_fingerprint(layered)
