@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-pytest_plugins = ["cluster.slurm_fixture"]  # the real local SLURM cluster (tests/cluster/)
+pytest_plugins = ["cluster.slurm_fixture", "cluster.ray_fixture"]  # real local SLURM and Ray clusters (tests/cluster/)
 
 ROOT = Path(__file__).resolve().parent.parent
 

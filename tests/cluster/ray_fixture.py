@@ -147,22 +147,55 @@ class RayCluster:
             time.sleep(1)
 
     def pids(self) -> list[int]:
-        """Every live process this cluster started (nodes, workers, job drivers)."""
-        return _marked_pids(self.tag, self.root)
+        """Every live process this cluster started (nodes, workers, agents, job drivers).
+
+        Ray rewrites its workers' and agents' process titles, which can blank their
+        /proc command line and environment, so the marked processes' descendants count too.
+        """
+        pids = set(_marked_pids(self.tag, self.root))
+        children: dict[int, list[int]] = {}
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                except (OSError, IndexError, ValueError):
+                    continue
+                children.setdefault(parent, []).append(int(entry.name))
+        stack = list(pids)
+        while stack:
+            for child in children.get(stack.pop(), ()):
+                if child not in pids:
+                    pids.add(child)
+                    stack.append(child)
+        return sorted(pids)
+
+    @staticmethod
+    def _alive() -> list[int]:
+        alive = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    if (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+                        alive.append(int(entry.name))
+                except (OSError, IndexError):
+                    continue
+        return alive
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL, exactly the processes of this cluster; remove its temp dir."""
         started = time.monotonic()
+        # found once, before anything dies: orphans lose the parent link that finds them
+        ours = set(self.pids())
         for sig, grace in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
-            for pid in self.pids():
+            for pid in ours:
                 try:
                     os.kill(pid, sig)
                 except ProcessLookupError:
                     pass
             deadline = time.monotonic() + grace
-            while self.pids() and time.monotonic() < deadline:
+            while (ours & set(self._alive())) and time.monotonic() < deadline:
                 time.sleep(0.2)
-        left = self.pids()
+        left = sorted(ours & set(self._alive()))
         self.timings["stop"] = time.monotonic() - started
         shutil.rmtree(self.root, ignore_errors=True)
         if left:
