@@ -5,6 +5,8 @@ import textwrap
 from collections import Counter
 from pathlib import Path
 
+from workers import catalog
+
 from .backends.ray import DRIVER_RECORD, driver_status
 from .ledger import STATES, Ledger
 from .reconcile import ingest_results, reconcile
@@ -27,7 +29,8 @@ def print_status(workspace: Path, all_missing: bool = False) -> None:
                 record, job_status = driver
                 print(f"Ray driver job {record['submission_id']} at {record['address']}: {job_status}")
         counts = Counter((row["kind"], row["state"]) for row in stages)
-        kinds = [kind for kind in ("dense", "rewind", "imp", "random_mask", "eval") if any(k == kind for k, _ in counts)]
+        present = {kind for kind, _ in counts}
+        kinds = [kind for kind in catalog.STAGE_KINDS if kind in present] + sorted(present - set(catalog.STAGE_KINDS))
         print()
         print(f"{'kind':<12}" + "".join(f"{state:>9}" for state in STATES) + f"{'total':>9}")
         for kind in kinds:
@@ -40,8 +43,11 @@ def print_status(workspace: Path, all_missing: bool = False) -> None:
         if failed:
             print(f"\nfailed stages ({len(failed)}):")
             for row in failed:
+                where = f"job {row['job_id']}" if row["job_id"] else f"on {row['host'] or '?'}"
                 print(f"  {row['key']}  {row['label']}  [{row['error_class']}, attempt {row['attempts']}, "
-                      f"{row['backend'] or '?'} on {row['host'] or '?'}]")
+                      f"{row['backend'] or '?'} {where}]")
+                for log in _scheduler_logs(workspace, row):
+                    print(f"      log: {log}")
                 print(textwrap.indent(row["error_message"] or "(no message)", "      "))
         notes = [row for row in stages if row["state"] == "planned" and row["error_class"]]
         if notes:
@@ -61,3 +67,12 @@ def print_status(workspace: Path, all_missing: bool = False) -> None:
             print(f"  ... and {len(missing) - MISSING_SHOWN} more (--all-missing lists them)")
     finally:
         ledger.close()
+
+
+def _scheduler_logs(workspace: Path, row) -> list[Path]:
+    """The stdout/stderr files submitit wrote for a SLURM stage's job, where they exist."""
+    if row["backend"] != "slurm" or not row["job_id"]:
+        return []
+    folder = Path(workspace) / "slurm" / row["job_id"]
+    return [path for path in (folder / f"{row['job_id']}_0_log.err", folder / f"{row['job_id']}_0_log.out")
+            if path.exists()]

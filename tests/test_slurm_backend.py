@@ -108,7 +108,8 @@ def test_a_stage_that_raises_is_reported_and_blocks_its_dependents(slurm_cluster
                             and not (plan.stages[k].deps and victim in plan.stages[k].deps.values())])
     assert "no-such-optimizer" in states[victim]["error_message"]
     status = cli("status", workspace, env=slurm_cluster.env).stdout
-    assert victim in status and states[victim]["job_id"] in status
+    assert victim in status and f"job {states[victim]['job_id']}" in status
+    assert f"log: {workspace / 'slurm' / states[victim]['job_id']}" in status  # where to read the whole story
     atomic_write_json(workspace / "stages" / victim / "stage.json", plan.stages[victim].to_json())
     cli("cancel", workspace, env=slurm_cluster.env)  # dependents wait on a failed array forever
     cli("resume", workspace, "--backend", "slurm", env=slurm_cluster.env)
