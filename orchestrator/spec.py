@@ -14,7 +14,7 @@ from typing import Any, Literal, Optional, Union
 
 import yaml
 from pydantic import (BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator,
-                      model_validator)
+                      model_serializer, model_validator)
 
 from workers import catalog
 
@@ -57,10 +57,28 @@ class Recipe(_Strict):
         return self
 
 
+class DatasetSubset(_Strict):
+    """A reproducible part of the training split: ``fraction`` of the images of every class
+    (``images_per_class``) or of the classes, with all their images (``classes``)."""
+
+    kind: Literal["images_per_class", "classes"] = "images_per_class"
+    fraction: float = Field(0.1, gt=0, le=1)
+    seed: int = Field(0, ge=0)
+
+
 class Dataset(_Strict):
-    """Which dataset the sweep trains on."""
+    """Which dataset the sweep trains on: ``digits``; ``cifar10`` (``root``: the folder holding
+    torchvision's ``cifar-10-batches-py``); ``imagenet``, ``places205``, ``voc07``,
+    ``image_folder`` (``root``: ``train/`` and ``val/`` with one folder per class;
+    ``image_size``, default 224); ``subset`` (not for digits). The folder is checked here.
+
+    ``root`` is stored absolute (relative to the directory prunesweep runs from).
+    """
 
     name: str
+    root: Optional[str] = None
+    image_size: Optional[int] = Field(None, gt=0)
+    subset: Optional[DatasetSubset] = None
 
     @field_validator("name")
     @classmethod
@@ -69,9 +87,40 @@ class Dataset(_Strict):
             raise ValueError(f"unknown dataset {name!r}; allowed: {', '.join(sorted(catalog.DATASETS))}")
         return name
 
+    @field_validator("root")
+    @classmethod
+    def _absolute(cls, root: Optional[str]) -> Optional[str]:
+        return None if root is None else str(Path(root).expanduser().absolute())
+
+    @model_validator(mode="after")
+    def _folder_is_there(self) -> "Dataset":
+        allowed = catalog.DATASET_OPTIONS[self.name]
+        for key in ("root", "image_size", "subset"):
+            if getattr(self, key) is not None and key not in allowed:
+                raise _KeyedError((key,), f"dataset {self.name} takes no {key}; allowed here: "
+                                          f"{', '.join(('name', *allowed))}")
+        if "root" in allowed and self.root is None:
+            raise _KeyedError(("root",), f"required for {self.name}: the local folder holding the dataset "
+                                         "(nothing is downloaded)")
+        try:
+            catalog.dataset_facts(self.model_dump())
+        except catalog.DataFolderError as err:
+            raise _KeyedError(("root",), str(err)) from None
+        return self
+
+    @model_serializer(mode="wrap")
+    def _without_unset_options(self, handler):
+        return {key: value for key, value in handler(self).items() if value is not None}
+
+    @property
+    def facts(self) -> dict:
+        """``{"num_classes", "in_channels", "train_size", "test_size"}`` read from the folder (cached)."""
+        return catalog.dataset_facts(self.model_dump())
+
 
 class Arch(_Strict):
-    """Which network; ``width`` scales the channels of the small CNN."""
+    """Which network: ``small_cnn`` (``width`` scales its channels), ``resnet18`` and ``vgg19``
+    (the CIFAR variants), ``resnet50``, ``alexnet`` (torchvision's definitions)."""
 
     name: str
     width: int = Field(16, gt=0)
@@ -82,6 +131,18 @@ class Arch(_Strict):
         if name not in catalog.ARCHITECTURES:
             raise ValueError(f"unknown architecture {name!r}; allowed: {', '.join(sorted(catalog.ARCHITECTURES))}")
         return name
+
+    @model_validator(mode="after")
+    def _options_of_the_network(self) -> "Arch":
+        allowed = catalog.ARCHITECTURES[self.name]
+        for key in self.model_fields_set - {"name"} - set(allowed):
+            raise _KeyedError((key,), f"{self.name} takes no {key}; allowed here: {', '.join(('name', *allowed))}")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _only_its_options(self, handler):
+        allowed = catalog.ARCHITECTURES[self.name]
+        return {key: value for key, value in handler(self).items() if key == "name" or key in allowed}
 
 
 class Pruning(_Strict):
@@ -479,7 +540,7 @@ class SweepSpec(_Strict):
 
     def iterations_per_epoch(self, task: str) -> int:
         """Optimizer steps per epoch of a task's recipe on this dataset."""
-        train_size = catalog.DATASETS[self.dataset.name]["train_size"]
+        train_size = self.dataset.facts["train_size"]
         if task == "labels_10pct":  # trains on the labelled subset only
             subset = self.label_subset
             # the 'classes' size is unknown before reading the data: the expected size stands in

@@ -1,0 +1,132 @@
+"""ImageFolder images read from disk on demand, and the DataLoader that trains on them.
+
+:class:`LazyImages` stands in for an image tensor in a :class:`workers.data.DataSplit`
+when the images do not fit in memory (ImageNet):
+
+- ``images[a:b]`` (a slice) decodes those images with the evaluation transform (resize,
+  central crop, normalise) and returns a float tensor on the images' device, so the
+  evaluation and feature-extraction loops, which slice, work unchanged;
+- ``images[index_tensor]`` returns a *lazy* view of those images (a labelled subset
+  stays on disk);
+- :func:`train_loader` yields the training batches of one epoch through a
+  ``DataLoader`` with worker processes and pinned memory; the random-resized crop and
+  flip of the image at position ``p`` of epoch ``e`` come from a generator seeded with
+  ``(seed, e, p)``, so a run resumed mid-epoch sees the same views.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import torch
+
+from workers.augment import center_crop, random_resized_crop_flip
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+#: per-image augmentation seeds: seed * stride + epoch, then * stride + position.
+_VIEW_STRIDE = 1_000_003
+
+
+def _to_tensor(image, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    from torchvision.transforms import functional as TF
+
+    return (TF.pil_to_tensor(image).float().div_(255) - mean) / std
+
+
+class LazyImages:
+    """Images of an ImageFolder split, decoded when sliced (see the module docstring)."""
+
+    def __init__(self, root: Path, files: Sequence[str], size: int, channels: int = 3,
+                 device: torch.device | str = "cpu"):
+        self.root, self.files, self.size, self.channels = Path(root), tuple(files), int(size), int(channels)
+        self.device = torch.device(device)
+        self.mean = torch.tensor(IMAGENET_MEAN[:channels] if channels == 3 else (0.5,)).view(-1, 1, 1)
+        self.std = torch.tensor(IMAGENET_STD[:channels] if channels == 3 else (0.25,)).view(-1, 1, 1)
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        """``(N, C, size, size)``, like the tensor these images stand for."""
+        return (len(self.files), self.channels, self.size, self.size)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def to(self, device: torch.device | str) -> "LazyImages":
+        """The same images, decoded onto ``device`` from now on."""
+        return LazyImages(self.root, self.files, self.size, self.channels, device)
+
+    def open(self, position: int):
+        """The PIL image at ``position``, in RGB (or L for one channel)."""
+        from PIL import Image
+
+        with Image.open(self.root / self.files[position]) as image:
+            return image.convert("RGB" if self.channels == 3 else "L")
+
+    def eval_view(self, position: int) -> torch.Tensor:
+        """The normalised central crop of the image at ``position`` (CPU)."""
+        return _to_tensor(center_crop(self.open(position), self.size), self.mean, self.std)
+
+    def train_view(self, position: int, view_seed: int) -> torch.Tensor:
+        """The normalised random-resized, randomly flipped crop of the image at ``position`` (CPU)."""
+        generator = torch.Generator().manual_seed(int(view_seed))
+        return _to_tensor(random_resized_crop_flip(self.open(position), self.size, generator), self.mean, self.std)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            positions = range(*index.indices(len(self.files)))
+            if not positions:
+                return torch.empty(0, *self.shape[1:], device=self.device)
+            return torch.stack([self.eval_view(p) for p in positions]).to(self.device)
+        positions = torch.as_tensor(index).flatten().tolist()
+        return LazyImages(self.root, [self.files[p] for p in positions], self.size, self.channels, self.device)
+
+
+class _TrainViews(torch.utils.data.Dataset):
+    """Items are ``(position, view_seed)`` pairs chosen by the batch sampler."""
+
+    def __init__(self, images: LazyImages, labels: torch.Tensor):
+        self.images, self.labels = images, labels.cpu()
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, item: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        position, view_seed = item
+        return self.images.train_view(position, view_seed), self.labels[position]
+
+
+def loader_workers() -> int:
+    """DataLoader worker processes: ``PRUNESWEEP_LOADER_WORKERS`` if set, else the usable
+    cores minus one (at most 16)."""
+    if "PRUNESWEEP_LOADER_WORKERS" in os.environ:
+        return max(0, int(os.environ["PRUNESWEEP_LOADER_WORKERS"]))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(0, min(16, cores - 1))
+
+
+def epoch_view_seed(seed: int, epoch: int) -> int:
+    """The seed from which the views of epoch ``epoch`` are derived."""
+    return int(seed) * _VIEW_STRIDE + int(epoch)
+
+
+def train_loader(images: LazyImages, labels: torch.Tensor, order: torch.Tensor, batch_size: int,
+                 first_step: int, seed: int, epoch: int, device: torch.device) \
+        -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The batches ``first_step, first_step + 1, ...`` of an epoch whose image order is ``order``.
+
+    Decoding and augmentation run in :func:`loader_workers` processes; batches come in
+    pinned memory and are copied to ``device`` without blocking.
+    """
+    base = epoch_view_seed(seed, epoch) * _VIEW_STRIDE
+    order = order.cpu().tolist()
+    batches = [[(order[p], base + p) for p in range(start, min(start + batch_size, len(order)))]
+               for start in range(first_step * batch_size, len(order), batch_size)]
+    workers = loader_workers()
+    loader = torch.utils.data.DataLoader(
+        _TrainViews(images, labels), batch_sampler=batches, num_workers=workers,
+        pin_memory=device.type == "cuda", prefetch_factor=4 if workers else None,
+        persistent_workers=False)
+    for inputs, targets in loader:
+        yield inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
