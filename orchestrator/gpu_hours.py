@@ -15,8 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from workers import catalog
-
 from .planner import Plan
 from .spec import SweepSpec
 
@@ -59,9 +57,12 @@ def measured_rate(arch: str, dataset: str, device: str, table: list[dict]) -> Op
     return None
 
 
-def _train_images(dataset: str) -> Optional[int]:
-    info = catalog.DATASETS.get(dataset) or {}
-    return info.get("train_size")
+def _train_images(dataset) -> Optional[int]:
+    """Training images of a spec's dataset section (read from its folder where it has one)."""
+    try:
+        return dataset.facts["train_size"]
+    except ValueError:  # a folder that cannot be read: no estimate
+        return None
 
 
 def estimate(spec: SweepSpec, plan: Plan, device: str = DEFAULT_DEVICE, table: Optional[list[dict]] = None) -> Estimate:
@@ -79,13 +80,13 @@ def estimate(spec: SweepSpec, plan: Plan, device: str = DEFAULT_DEVICE, table: O
         if stage.kind == "finetune":
             target = config["target"]["name"]
             target_rate = measured_rate(arch, target, device, table)
-            images = _train_images(target)
+            images = _train_images(spec.transfer.dataset)
             if target_rate is None or images is None:
                 return Estimate(device, None, None, f"no measured throughput for {arch} on {target} on {device}")
             samples += stage.epochs * images * rate / target_rate  # in units of the sweep dataset's samples
             continue
         task = config.get("task", "labels")
-        images = _train_images(dataset)
+        images = _train_images(spec.dataset)
         if images is None:
             return Estimate(device, None, None, f"the training-set size of {dataset} is not known before reading it")
         if task == "labels_10pct":

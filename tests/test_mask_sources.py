@@ -96,7 +96,7 @@ def test_pretext_tasks_learn_something_real(sources):
     assert exemplar["task_accuracy"] > evaluate_accuracy(untrained, get_task("exemplar"), test.test_images,
                                                          test.test_labels)
     s4l = metrics(sources / "dense_s4l")
-    assert s4l["task_accuracy"] > 0.3  # labels of the test digits from 135 labelled images + rotations
+    assert s4l["task_accuracy"] > 0.2  # labels of the test digits from 135 labelled images + rotations (chance 0.1)
     labels_10pct = metrics(sources / "dense_labels_10pct")
     assert labels_10pct["iterations"] == 2 * 2  # 135 images at batch 128: 2 steps per epoch
     assert s4l["iterations"] == 2 * 11  # every image (rotations) at batch 128

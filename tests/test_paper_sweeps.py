@@ -132,5 +132,10 @@ def test_each_sweep_validates_as_shipped_on_data_in_the_real_layout(path, tmp_pa
             if not root.exists():
                 (_write_cifar if dataset["name"] == "cifar10" else _write_imagefolder)(root)
             overrides.append(f"{key}.root={root}")
+    if any(str(point).endswith("it") for point in raw["rewind"]):
+        overrides.append("rewind=[0]")  # 5,000 steps are more than a few generated images give
     spec = load_spec(path, overrides)
-    assert plan_sweep(spec).trainings > 0
+    plan = plan_sweep(spec)
+    assert plan.trainings > 0
+    assert gpu_hours.estimate(spec, plan).describe() == (
+        f"GPU-hours: unknown (no measured throughput for {spec.arch.name} on {spec.dataset.name} on H100)")

@@ -18,6 +18,7 @@ stage's ``task_options``.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
@@ -89,14 +90,14 @@ def _subset_of(data: DataSplit, options: Mapping[str, Any]) -> torch.Tensor:
 
 def _only_subset(data: DataSplit, options: Mapping[str, Any]) -> DataSplit:
     keep = _subset_of(data, options).to(data.train_labels.device)
-    return DataSplit(data.train_images[keep], data.train_labels[keep], data.test_images, data.test_labels)
+    return dataclasses.replace(data, train_images=data.train_images[keep], train_labels=data.train_labels[keep])
 
 
 def _hide_labels_outside_subset(data: DataSplit, options: Mapping[str, Any]) -> DataSplit:
     labelled = torch.zeros_like(data.train_labels, dtype=torch.bool)
     labelled[_subset_of(data, options).to(labelled.device)] = True
     labels = torch.where(labelled, data.train_labels, torch.full_like(data.train_labels, UNLABELLED))
-    return DataSplit(data.train_images, labels, data.test_images, data.test_labels)
+    return dataclasses.replace(data, train_labels=labels)
 
 
 # ---- s4l: rotation + labels on the labelled subset ------------------------------------
