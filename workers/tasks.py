@@ -26,6 +26,7 @@ from typing import Any, Callable, Mapping
 import torch
 import torch.nn.functional as F
 
+from workers.augment import color_jitter
 from workers.data import DataSplit, DatasetSpec
 from workers.label_subset import subset_indices
 
@@ -135,20 +136,20 @@ def _s4l_score(outputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tens
 
 # ---- exemplar ---------------------------------------------------------------------------
 
-def exemplar_augment(images: torch.Tensor, max_degrees: float = 20.0, max_shift: float = 0.125,
-                     jitter: float = 0.4) -> torch.Tensor:
-    """One random view of every image, on the images' device, from the global RNG.
+def exemplar_augment(images: torch.Tensor, max_degrees: float = 20.0, max_shift: float = 0.125) -> torch.Tensor:
+    """One random view of every image, on the images' device.
 
-    A single affine warp per image (horizontal flip with probability 1/2, a rotation of at
-    most ``max_degrees``, a shift of at most ``max_shift`` of the side: a random crop of a
-    padded image) followed by colour jitter (brightness and contrast, each by a factor in
-    ``[1 - jitter, 1 + jitter]``; per-channel saturation-like scaling when there are 3).
+    One affine warp per image (a horizontal flip with probability 1/2, a rotation of at
+    most ``max_degrees``, a shift of at most ``max_shift`` of the side, zeros outside)
+    then :func:`workers.augment.color_jitter`. Flip, rotation and crop are one resampling
+    rather than :mod:`workers.augment`'s crop then rotation: two interpolations blur 8x8
+    digits so much that the two views of an image stop being nearest neighbours. The
+    draws come from the global generator, which the stage seeds before training.
     """
-    n, channels = images.shape[0], images.shape[1]
-    device, dtype = images.device, images.dtype
+    n, device, dtype = images.shape[0], images.device, images.dtype
 
-    def uniform(*shape: int) -> torch.Tensor:
-        return torch.rand(*shape, device=device, dtype=dtype) * 2 - 1
+    def uniform(size: int) -> torch.Tensor:
+        return torch.rand(size, device=device, dtype=dtype) * 2 - 1
 
     angle = uniform(n) * math.radians(max_degrees)
     flip = torch.where(torch.rand(n, device=device) < 0.5, -1.0, 1.0).to(dtype)
@@ -157,13 +158,8 @@ def exemplar_augment(images: torch.Tensor, max_degrees: float = 20.0, max_shift:
                          torch.stack([sin * flip, cos, uniform(n) * 2 * max_shift], dim=1)], dim=1)
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)
     views = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    mean = views.mean(dim=(1, 2, 3), keepdim=True)
-    contrast = 1 + jitter * uniform(n, 1, 1, 1)
-    brightness = jitter * uniform(n, 1, 1, 1)
-    views = (views - mean) * contrast + mean + brightness
-    if channels == 3:
-        views = views * (1 + jitter / 2 * uniform(n, 3, 1, 1))
-    return views
+    jitter = torch.Generator(device=device).manual_seed(int(torch.randint(0, 2**62, (1,))))
+    return color_jitter(views, jitter)
 
 
 def _exemplar_batch(images: torch.Tensor, labels: torch.Tensor) -> Batch:
