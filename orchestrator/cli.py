@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 from pathlib import Path
@@ -82,9 +83,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _stop_like_ctrl_c(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     """Entry point of the console script; returns the exit code."""
     args = build_parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _stop_like_ctrl_c)  # `kill` stops the workers too, as Ctrl-C does
     try:
         return COMMANDS[args.command](args)
     except UserError as error:

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -149,7 +150,21 @@ def test_results_are_recorded_once(reference):
     assert not frame.duplicated(keys).any()
 
 
-def test_ctrl_c_stops_cleanly_and_resume_finishes(tmp_path, reference):
+def _all_gone(pids, within_s):
+    def alive(pid):
+        try:
+            return "zombie" not in Path(f"/proc/{pid}/status").read_text()
+        except FileNotFoundError:
+            return False
+
+    deadline = time.time() + within_s
+    while any(alive(pid) for pid in pids) and time.time() < deadline:
+        time.sleep(0.2)
+    return not any(alive(pid) for pid in pids)
+
+
+@pytest.mark.parametrize("stop", ["ctrl-c", "kill"])
+def test_ctrl_c_or_kill_stops_cleanly_and_resume_finishes(tmp_path, reference, stop):
     path = _sweep(tmp_path)
     workspace = tmp_path / "ws"
     launch = subprocess.Popen([sys.executable, "-m", "orchestrator", "launch", str(path), "--no-progress"], env=ENV,
@@ -159,9 +174,14 @@ def test_ctrl_c_stops_cleanly_and_resume_finishes(tmp_path, reference):
         if (workspace / "stages").exists() and len(_done_times(workspace)) >= 2:
             break
         time.sleep(0.2)
-    os.killpg(launch.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends
+    workers = [int(pid) for pid in Path(f"/proc/{launch.pid}/task/{launch.pid}/children").read_text().split()]
+    if stop == "ctrl-c":
+        os.killpg(launch.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends: the whole group
+    else:
+        os.kill(launch.pid, signal.SIGTERM)  # `kill PID`: the driver alone; it must stop its workers
     _, stderr = launch.communicate(timeout=120)
     assert launch.returncode == 130, stderr
+    assert workers and _all_gone(workers, within_s=15)
     assert f"prunesweep resume {workspace}" in stderr and "Traceback" not in stderr
     ledger = Ledger(workspace)
     assert not [row for row in ledger.stages() if row["state"] == "running"]
