@@ -139,10 +139,11 @@ def test_launch_by_address_returns_and_matches_a_local_run(ray_cluster, tmp_path
 #: a part of the tiny grid (9 stages): its cells are cells of the tiny grid, with the same stage keys.
 PART = {**TINY, "mask_source": ["labels", "random"]}
 
-#: one dense run long enough to be killed between two epoch checkpoints, then one IMP level and its eval.
+#: one dense run long enough to be killed between two epoch checkpoints, then a short eval of its mask.
 LONG_DENSE = {
     **TINY, "mask_source": ["labels"], "init": ["reinit"], "pruning": {"fractions": [0.8]},
-    "recipes": {"labels": {"epochs": 6, "batch_size": 16, "optimizer": "adam", "lr": 0.003}},
+    "recipes": {"labels": {"epochs": 6, "batch_size": 16, "optimizer": "adam", "lr": 0.003},
+                "eval": {"epochs": 1, "batch_size": 256, "optimizer": "adam", "lr": 0.01}},
 }
 
 
