@@ -111,10 +111,11 @@ def test_bad_section_exits_2_from_the_cli(write_sweep, capsys):
 
 
 def test_the_study_runs_end_to_end_with_natural_sparsity_and_transfer_rows(write_sweep, tmp_path):
-    path = write_sweep({**STUDY, "pruning": {**STUDY["pruning"], "layers": 3}})
+    sweep = {**STUDY, "pruning": {"fractions": [0.8], "layers": 3}}
+    path = write_sweep(sweep)
     assert main(["launch", str(path), "--workers", "2", "--no-progress"]) == 0
     df = results.load(tmp_path / "ws")
-    assert len(df) == len(_plan(STUDY).cells)
+    assert len(df) == len(_plan(sweep).cells) == 5 * 2 + 2 + 3  # 5 IMP sources x 2 inits, 2 random baselines, 3 rotnet transfers
     trained = df[~df["mask_source"].isin(["random"])]
     assert trained["natural_sparsity"].notna().all() and df[df["mask_source"] == "random"]["natural_sparsity"].isna().all()
     linear = df[df["init"] == "linear"]
