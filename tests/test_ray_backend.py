@@ -242,3 +242,26 @@ def test_a_sweep_begun_on_ray_is_finished_with_the_local_backend(ray_cluster, tm
     assert {k: v for k, v in _done_times(workspace).items() if k in before} == before
     assert _same_as(workspace, local_reference)
     assert _recorded_once(workspace)
+
+
+def test_a_node_that_cannot_see_the_workspace_fails_the_launch(ray_cluster, tmp_path):
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        pytest.skip("hiding the workspace from one node needs root and unshare (a private mount namespace)")
+    # a third node whose own mount namespace has an empty tmpfs over this test's folder
+    prefix = ("unshare", "--mount", "--propagation", "private", "sh", "-c",
+              f'mount -t tmpfs tmpfs "{tmp_path}" && exec "$@"', "sh")
+    tag = f"{ray_cluster.tag}-blind"
+    ray_cluster.add_node(num_cpus=1, prefix=prefix, tag=tag)
+    try:
+        path = _sweep(tmp_path, "ray", sweep=PART, address=ray_cluster.dashboard)
+        result = cli("launch", path, env=ray_cluster.env, check=False)
+    finally:
+        ray_cluster.remove_node(tag)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("prunesweep: error: "), result.stderr
+    assert "must be on storage every Ray node shares" in lines[0] and "not seen from 1 of 3 node(s)" in lines[0]
+    assert "No such file or directory" in lines[0]
+    workspace = tmp_path / "ray"
+    assert _wait_job_ended(ray_cluster, _driver(workspace)["submission_id"]) == "FAILED"
+    assert {row["state"] for row in _states(workspace).values()} == {"planned"}

@@ -81,6 +81,57 @@ def _marked_pids(tag: str, root: Path) -> list[int]:
     return pids
 
 
+def _with_descendants(pids: list[int]) -> list[int]:
+    """``pids`` and all their descendants.
+
+    Ray rewrites its workers' and agents' process titles, which can blank their /proc
+    command line and environment, so descendants of marked processes count as marked.
+    """
+    found = set(pids)
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(parent, []).append(int(entry.name))
+    stack = list(found)
+    while stack:
+        for child in children.get(stack.pop(), ()):
+            if child not in found:
+                found.add(child)
+                stack.append(child)
+    return sorted(found)
+
+
+def _alive() -> set[int]:
+    alive = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+                    alive.add(int(entry.name))
+            except (OSError, IndexError):
+                continue
+    return alive
+
+
+def _terminate(pids: set[int]) -> list[int]:
+    """SIGTERM, then SIGKILL, exactly ``pids`` (found before anything dies: orphans lose the
+    parent link that finds them); return those still alive."""
+    for sig, grace in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + grace
+        while (pids & _alive()) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    return sorted(pids & _alive())
+
+
 class RayCluster:
     """A head node (and optional worker nodes) on 127.0.0.1, owned by this process."""
 
@@ -123,16 +174,28 @@ class RayCluster:
         self.nodes = 1
         self.timings["head"] = time.monotonic() - started
 
-    def add_node(self, num_cpus: int = 1, prefix: tuple = (), env: dict | None = None) -> None:
-        """A worker node joining the head (``prefix`` wraps the command, e.g. ``unshare``)."""
+    def add_node(self, num_cpus: int = 1, prefix: tuple = (), tag: str | None = None) -> None:
+        """A worker node joining the head (``prefix`` wraps the command, e.g. ``unshare``).
+
+        With a ``tag`` its processes carry their own marker, so :meth:`remove_node` can
+        stop that node alone.
+        """
         started = time.monotonic()
+        env = dict(self.env, **{MARKER: tag}) if tag else self.env
         self._ray(f"--address={self.address}", f"--num-cpus={num_cpus}", env=env, prefix=prefix)
         self.nodes += 1
         self.wait_for_nodes(self.nodes)
         self.timings[f"node {self.nodes}"] = time.monotonic() - started
 
-    def wait_for_nodes(self, count: int, timeout: float = 60) -> None:
-        """Block until the head lists ``count`` alive nodes."""
+    def remove_node(self, tag: str) -> None:
+        """Stop the worker node added with ``tag`` (SIGTERM: its raylet says goodbye to the head)."""
+        ours = set(_with_descendants(_marked_pids(tag, Path("/nonexistent"))))
+        _terminate(ours)
+        self.nodes -= 1
+        self.wait_for_nodes(self.nodes, exact=True)
+
+    def wait_for_nodes(self, count: int, timeout: float = 60, exact: bool = False) -> None:
+        """Block until the head lists ``count`` alive nodes (at least, or exactly)."""
         script = ("import ray; ray.init(address=%r, logging_level='ERROR'); "
                   "print(sum(n['Alive'] for n in ray.nodes()))" % self.address)
         deadline = time.monotonic() + timeout
@@ -140,62 +203,20 @@ class RayCluster:
             proc = subprocess.run([sys.executable, "-c", script], env=self.env, capture_output=True, text=True,
                                   timeout=120)
             alive = proc.stdout.strip().splitlines()[-1:] if proc.returncode == 0 else []
-            if alive and int(alive[0]) >= count:
+            if alive and (int(alive[0]) == count if exact else int(alive[0]) >= count):
                 return
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{count} Ray nodes did not come up: {proc.stdout}{proc.stderr}")
             time.sleep(1)
 
     def pids(self) -> list[int]:
-        """Every live process this cluster started (nodes, workers, agents, job drivers).
-
-        Ray rewrites its workers' and agents' process titles, which can blank their
-        /proc command line and environment, so the marked processes' descendants count too.
-        """
-        pids = set(_marked_pids(self.tag, self.root))
-        children: dict[int, list[int]] = {}
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                try:
-                    parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-                except (OSError, IndexError, ValueError):
-                    continue
-                children.setdefault(parent, []).append(int(entry.name))
-        stack = list(pids)
-        while stack:
-            for child in children.get(stack.pop(), ()):
-                if child not in pids:
-                    pids.add(child)
-                    stack.append(child)
-        return sorted(pids)
-
-    @staticmethod
-    def _alive() -> list[int]:
-        alive = []
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                try:
-                    if (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
-                        alive.append(int(entry.name))
-                except (OSError, IndexError):
-                    continue
-        return alive
+        """Every live process this cluster started (nodes, workers, agents, job drivers)."""
+        return _with_descendants(_marked_pids(self.tag, self.root))
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL, exactly the processes of this cluster; remove its temp dir."""
         started = time.monotonic()
-        # found once, before anything dies: orphans lose the parent link that finds them
-        ours = set(self.pids())
-        for sig, grace in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
-            for pid in ours:
-                try:
-                    os.kill(pid, sig)
-                except ProcessLookupError:
-                    pass
-            deadline = time.monotonic() + grace
-            while (ours & set(self._alive())) and time.monotonic() < deadline:
-                time.sleep(0.2)
-        left = sorted(ours & set(self._alive()))
+        left = _terminate(set(self.pids()))
         self.timings["stop"] = time.monotonic() - started
         shutil.rmtree(self.root, ignore_errors=True)
         if left:
