@@ -4,7 +4,9 @@ A grid of N independent short stages whose runner only sleeps S seconds runs, in
 process, on: the local backend (the baseline), the Ray backend on a Ray started here, and
 Ray Tune running the same sleeps as a ``grid_search`` on that same Ray; all with P
 parallel slots (one CPU each). Per-stage overhead = (wall - N * S / P) * P / N: what each
-stage costs beyond its own work. Also printed: the time to start Ray here, the Ray
+stage costs beyond its own work. The Ray backend runs twice (the second time its worker
+processes already exist); Tune runs with its default (a new actor process per trial) and
+with ``reuse_actors``. Also printed: the time to start Ray here, the Ray
 backend's workspace probe, and the resident memory (RSS) of the Ray processes this
 script started, idle and after the runs (workers kept alive).
 
@@ -139,7 +141,8 @@ def main(argv: list[str]) -> None:
                              tmp / "ray", runner=RUNNER)
         events = _Count()
         ray_wall = _timed("ray", lambda: backend.run(_tasks(tmp / "ray", n), events))
-        assert events.finished_count == n, "the Ray run did not finish every stage"
+        warm_wall = _timed("ray warm", lambda: backend.run(_tasks(tmp / "ray-warm", n), events))
+        assert events.finished_count == 2 * n, "a Ray run did not finish every stage"
         rss_after = _rss_mib(_descendants(os.getpid()))
         processes_after = len(_descendants(os.getpid()))
 
@@ -149,20 +152,24 @@ def main(argv: list[str]) -> None:
             time.sleep(sleep)
             return {"done": 1}
 
-        tuner = tune.Tuner(tune.with_resources(trainable, {"cpu": 1}),
-                           param_space={"stage": tune.grid_search(list(range(n)))},
-                           tune_config=tune.TuneConfig(max_concurrent_trials=slots),
-                           run_config=tune.RunConfig(storage_path=str(tmp / "tune"), verbose=0))
-        outcome = {}
-        tune_wall = _timed("tune", lambda: outcome.setdefault("grid", tuner.fit()))
-        assert not outcome["grid"].errors, "a Tune trial failed"
+        tune_walls = {}
+        for reuse in (False, True):  # False is Tune's default: one new actor process per trial
+            tuner = tune.Tuner(tune.with_resources(trainable, {"cpu": 1}),
+                               param_space={"stage": tune.grid_search(list(range(n)))},
+                               tune_config=tune.TuneConfig(max_concurrent_trials=slots, reuse_actors=reuse),
+                               run_config=tune.RunConfig(storage_path=str(tmp / f"tune-{reuse}"), verbose=0))
+            outcome = {}
+            tune_walls[reuse] = _timed("tune", lambda: outcome.setdefault("grid", tuner.fit()))
+            assert not outcome["grid"].errors, "a Tune trial failed"
         ray.shutdown()
 
     print(f"{n} stages of {sleep:g} s each, {slots} parallel slots (ideal wall {ideal:.1f} s)")
-    print(f"  {'':30}{'wall':>9}{'per-stage overhead':>21}{'vs local':>10}")
+    print(f"  {'':32}{'wall':>9}{'per-stage overhead':>21}{'vs local':>10}")
     for label, wall in (("local backend (baseline)", local_wall), ("Ray backend", ray_wall),
-                        ("Ray Tune grid_search", tune_wall)):
-        print(f"  {label:30}{wall:8.2f}s{overhead(wall):18.0f} ms{wall / local_wall:9.2f}x")
+                        ("Ray backend, warm workers", warm_wall),
+                        ("Tune grid_search (default)", tune_walls[False]),
+                        ("Tune grid_search, reuse_actors", tune_walls[True])):
+        print(f"  {label:32}{wall:8.2f}s{overhead(wall):18.0f} ms{wall / local_wall:9.2f}x")
     print(f"  starting Ray here: {start:.2f} s; workspace probe (every node reads a token): {probe:.2f} s")
     print(f"  RSS of the Ray processes started here: {rss_idle:.0f} MiB idle ({len(ray_pids)} processes), "
           f"{rss_after:.0f} MiB after the Ray backend run ({processes_after} processes, workers kept)")
