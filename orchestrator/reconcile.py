@@ -82,7 +82,7 @@ def _scheduler_states(rows, cache: Optional[Path]) -> dict:
 
 def _reconcile_slurm_job(workspace: Path, ledger: Ledger, row, job: Optional[tuple[str, str]]) -> None:
     """A SLURM stage without artifacts: still queued/running, or ended (and why)."""
-    from .backends.slurm import ALIVE, FAILURE_REASONS
+    from .backends.slurm import ALIVE, FAILURE_REASONS, explain_failed_job
 
     key, job_id = row["key"], row["job_id"]
     if job is None:  # what SLURM does with an array task cancelled while still pending
@@ -96,6 +96,9 @@ def _reconcile_slurm_job(workspace: Path, ledger: Ledger, row, job: Optional[tup
         return
     error_class = FAILURE_REASONS.get(state, "CompletedWithoutArtifacts" if state == "COMPLETED" else state.title())
     detail = log_tail(workspace, key) or f"job {job_id} ended {state}"
+    if state == "FAILED":
+        error_class, why = explain_failed_job(workspace / "slurm", job_id)
+        detail = f"{why}\n{detail}" if why else detail
     ledger.mark_failed(key, error_class, f"job {job_id} ended {state}\n{detail}")
 
 

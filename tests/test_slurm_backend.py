@@ -107,6 +107,7 @@ def test_a_stage_that_raises_is_reported_and_blocks_its_dependents(slurm_cluster
                    and not [r for k, r in s.items() if r["state"] == "running"
                             and not (plan.stages[k].deps and victim in plan.stages[k].deps.values())])
     assert "no-such-optimizer" in states[victim]["error_message"]
+    assert states[victim]["error_class"] == "PythonException"
     status = cli("status", workspace, env=slurm_cluster.env).stdout
     assert victim in status and f"job {states[victim]['job_id']}" in status
     assert f"log: {workspace / 'slurm' / states[victim]['job_id']}" in status  # where to read the whole story
@@ -187,13 +188,14 @@ def test_scancel_of_one_stage_then_resume(slurm_cluster, tmp_path):
     assert len(results.load(workspace)) == 10
 
 
-def _single_chain_sweep(tmp_path, backend, epochs, **slurm):
-    """labels only, one fraction: a dense run (``epochs`` long) and one IMP level."""
+def _single_chain_sweep(tmp_path, backend, epochs, name=None, **slurm):
+    """labels only, one fraction: a dense run (``epochs`` long) and one IMP level, in ``tmp_path/name``."""
+    name = name or backend
     recipes = {"labels": dict(TINY["recipes"]["labels"], epochs=epochs, batch_size=32)}
-    sweep = dict(TINY, workspace=str(tmp_path / backend), backend=backend, recipes=recipes, mask_source=["labels"],
+    sweep = dict(TINY, workspace=str(tmp_path / name), backend=backend, recipes=recipes, mask_source=["labels"],
                  init=["winning_ticket"], pruning={"fractions": [0.8]}, arch={"name": "small_cnn", "width": 16},
                  slurm=slurm)
-    path = tmp_path / f"{backend}.yaml"
+    path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(sweep))
     return path
 
@@ -202,10 +204,15 @@ def test_a_stage_longer_than_its_time_limit_finishes_through_requeues(slurm_clus
     # ~15 s of training; SLURM sends USR2 some 10 s into each 1-minute allocation (its timer ticks
     # coarsely), so the dense stage needs at least two allocations
     cli("launch", _single_chain_sweep(tmp_path, "local", 60), "--no-progress")
-    cli("launch", _single_chain_sweep(tmp_path, "slurm", 60, time_min={"dense": 1}, signal_delay_s=50,
-                                      max_requeues=8), env=slurm_cluster.env)
+    limits = dict(time_min={"dense": 1}, signal_delay_s=50)
+    cli("launch", _single_chain_sweep(tmp_path, "slurm", 60, max_requeues=8, **limits), env=slurm_cluster.env)
+    cli("launch", _single_chain_sweep(tmp_path, "slurm", 60, name="no-requeue", max_requeues=0, **limits),
+        env=slurm_cluster.env)
     workspace = tmp_path / "slurm"
     _wait(workspace, slurm_cluster.env, lambda s: all(r["state"] == "done" for r in s.values()), timeout=600)
+    dense = next(k for k in _states(workspace) if k.startswith("dense-"))
+    states = _wait(tmp_path / "no-requeue", slurm_cluster.env, lambda s: s[dense]["state"] == "failed")
+    assert states[dense]["error_class"] == "Timeout" and "max_requeues" in states[dense]["error_message"]
     dense = next(k for k in _states(workspace) if k.startswith("dense-"))
     log = (workspace / "stages" / dense / "log.txt").read_text()
     assert "saved progress at iteration" in log and "stopped (SystemExit)" in log

@@ -326,6 +326,26 @@ def _ask_scheduler(job_ids: list[str]) -> dict[str, tuple[str, str]]:
     return states
 
 
+def explain_failed_job(log_folder: Path, job_id: str) -> tuple[str, str]:
+    """(reason class, one line) for a job SLURM calls FAILED, read from submitit's stderr log.
+
+    submitit ends a job FAILED both when the stage raised and when it stopped requeueing
+    itself (the time-out or preemption limit was reached): the log tells them apart.
+    """
+    log = Path(log_folder) / job_id / f"{job_id}_0_log.err"
+    try:
+        text = log.read_text(errors="replace")[-20000:]
+    except OSError:
+        return "Failed", ""
+    if "timed-out too many times" in text:
+        return "Timeout", "time limit reached more often than slurm.max_requeues allows"
+    if "timed-out and not checkpointable" in text:
+        return "Timeout", "timed out"
+    if "Traceback (most recent call last)" in text:
+        return "PythonException", ""
+    return "Failed", ""
+
+
 def cancel(job_ids: list[str]) -> None:
     """``scancel`` the given jobs (and nothing else)."""
     if job_ids:
