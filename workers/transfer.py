@@ -180,8 +180,7 @@ def run_finetune(ctx) -> Any:
         save_state_dict(dense_phase, cpu_state_dict(model))
         pruned = prune_one_shot(cpu_state_dict(model), kept / total if total else 1.0, names=names)
         mask = check_mask(model, {**{n: torch.ones_like(kept_as[n]) for n in kept_as}, **pruned})
-        second = train(model, labels, data, recipe, derive_seed(seed, "prune_during"), mask=mask,
-                       checkpoint_path=ctx.checkpoint)
+        second = train(model, labels, data, recipe, seed, mask=mask, checkpoint_path=ctx.checkpoint)
         (ctx.stage_dir / "checkpoint_dense.pt").unlink(missing_ok=True)
         dense_phase.unlink(missing_ok=True)
         epochs = first.epochs + second.epochs
