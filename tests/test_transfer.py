@@ -1,5 +1,6 @@
 """Transfer evaluations for real on digits: cached features, linear classifiers (top-1, mAP),
-fine-tuning of the pruned network and pruning during fine-tuning."""
+fine-tuning of the pruned network and pruning during fine-tuning; and the pooled features
+and layer-wise pruning of the paper's networks."""
 from __future__ import annotations
 
 import json
@@ -9,7 +10,7 @@ import torch
 
 from test_workers_support import COMMON, PRUNE_ROUND, load, run
 from workers.models import build_model
-from workers.pruning import count
+from workers.pruning import count, first_conv_names, prunable_names
 from workers.transfer import mean_average_precision, pooled_features
 
 TARGET = {"name": "digits"}
@@ -83,3 +84,16 @@ def test_finetuning_keeps_the_mask_and_pruning_during_transfer_matches_its_count
     assert count(during_mask)[0] == pruned["kept"]
     assert not torch.equal(during_mask["features.0.weight"], mask["features.0.weight"])  # its own magnitudes
     assert during["top1"] > 0.3
+
+
+@pytest.mark.parametrize("name, convs, size", [("resnet18", 20, 32), ("vgg19", 16, 32), ("alexnet", 5, 64),
+                                               ("resnet50", 53, 32)])
+def test_the_paper_networks_give_pooled_features_and_prune_layer_wise(name, convs, size):
+    model = build_model({"name": name}, 10, 3, seed=0)
+    images = torch.randn(2, 3, size, size)
+    assert pooled_features(model, images).shape == (2, model.head.in_features)
+    assert len(first_conv_names(model, None)) == len(prunable_names(model))
+    layer_wise = first_conv_names(model, convs)
+    assert len(layer_wise) == convs and layer_wise[0] == prunable_names(model)[0]
+    with pytest.raises(ValueError, match=f"1..{convs}"):
+        first_conv_names(model, convs + 1)
