@@ -244,9 +244,31 @@ def test_a_sweep_begun_on_ray_is_finished_with_the_local_backend(ray_cluster, tm
     assert _recorded_once(workspace)
 
 
+def test_without_an_address_a_ray_is_started_for_the_sweep_and_stopped_after(tmp_path, local_reference):
+    from cluster.ray_fixture import MARKER, _marked_pids
+
+    path = _sweep(tmp_path, "ray", sweep=PART)
+    tag = f"no-address-{tmp_path.name}"
+    env = dict(os.environ, **{MARKER: tag})
+    env.pop("RAY_ADDRESS", None)
+    result = cli("launch", path, env=env)  # blocks until the sweep is done
+    assert "ran 10 stage(s)" in result.stdout and "10 done" in result.stdout
+    workspace = tmp_path / "ray"
+    states = _states(workspace)
+    assert _all_done(states) and {row["backend"] for row in states.values()} == {"ray"}
+    assert _same_as(workspace, local_reference) and _recorded_once(workspace)
+    deadline = time.time() + 30
+    while _marked_pids(tag, tmp_path / "none") and time.time() < deadline:
+        time.sleep(0.5)
+    assert not _marked_pids(tag, tmp_path / "none"), "the Ray started for the sweep left processes behind"
+
+
 def test_a_node_that_cannot_see_the_workspace_fails_the_launch(ray_cluster, tmp_path):
-    if os.geteuid() != 0 or not shutil.which("unshare"):
-        pytest.skip("hiding the workspace from one node needs root and unshare (a private mount namespace)")
+    can_hide = os.geteuid() == 0 and shutil.which("unshare") and subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c", f'mount -t tmpfs tmpfs "{tmp_path}"'],
+        capture_output=True, timeout=30).returncode == 0
+    if not can_hide:
+        pytest.skip("hiding the workspace from one node needs root, unshare and mount (a private mount namespace)")
     # a third node whose own mount namespace has an empty tmpfs over this test's folder
     prefix = ("unshare", "--mount", "--propagation", "private", "sh", "-c",
               f'mount -t tmpfs tmpfs "{tmp_path}" && exec "$@"', "sh")

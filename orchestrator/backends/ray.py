@@ -123,8 +123,6 @@ def driver_status(workspace: Path) -> Optional[tuple[dict, str]]:
 
 def stop_driver(workspace: Path, timeout: float = 60) -> Optional[str]:
     """Stop the workspace's driver job (its stage tasks die with it); return its id, or None."""
-    from ray.job_submission import JobStatus
-
     record = read_driver_record(workspace)
     if not record or not record.get("submission_id"):
         return None
@@ -136,13 +134,18 @@ def stop_driver(workspace: Path, timeout: float = 60) -> Optional[str]:
     deadline = time.monotonic() + timeout
     while not client.get_job_status(job).is_terminal() and time.monotonic() < deadline:
         time.sleep(0.5)
+    status = client.get_job_status(job)
+    if not status.is_terminal():
+        raise UserError(f"the Ray driver job {job} did not stop within {timeout:g} s (status {status}); "
+                        f"try `ray job stop --address {record['address']} {job}`")
     write_driver_record(workspace, state="stopped")
-    return job if client.get_job_status(job) in (JobStatus.STOPPED, JobStatus.FAILED, JobStatus.SUCCEEDED) else None
+    return job
 
 
 def _one_line(error: BaseException) -> str:
-    lines = [line for line in str(error).strip().splitlines() if line.strip()]
-    return (lines[-1] if lines else type(error).__name__)[:300]
+    """The first line of an error's message (Ray puts the what there, advice after)."""
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    return (lines[0] if lines else type(error).__name__)[:300]
 
 
 # ---- checks -------------------------------------------------------------------------------
@@ -255,7 +258,9 @@ class RayBackend(Backend):
         if self.settings.get("address") and self.settings.get("attached"):
             ray.init(address="auto", logging_level="ERROR", log_to_driver=False)
             return True
-        ray.init(num_cpus=self.settings.get("num_cpus") or len(os.sched_getaffinity(0)), include_dashboard=False,
+        # "local": a new Ray of our own, even where `ray start` left a cluster on this machine
+        ray.init(address="local", num_cpus=self.settings.get("num_cpus") or len(os.sched_getaffinity(0)),
+                 include_dashboard=False,
                  runtime_env=self._runtime_env() or None, logging_level="ERROR", log_to_driver=False)
         return True
 
