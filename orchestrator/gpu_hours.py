@@ -90,7 +90,7 @@ def estimate(spec: SweepSpec, plan: Plan, device: str = DEFAULT_DEVICE, table: O
         if images is None:
             return Estimate(device, None, None, f"the training-set size of {dataset} is not known before reading it")
         if task == "labels_10pct":
-            images = max(1, round(spec.label_subset.fraction * images))
+            images = spec.labelled_subset_size() or max(1, round(spec.label_subset.fraction * images))
         samples += stage.epochs * images * VIEWS.get(task, 1)
     hours = samples / rate / 3600
     naive = hours * plan.naive_epochs / plan.total_epochs if plan.total_epochs else 0.0

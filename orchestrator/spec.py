@@ -487,12 +487,12 @@ class SweepSpec(_Strict):
             raise _KeyedError(("transfer",), "transfer evaluates the networks of IMP chains: it needs one_shot: false")
         if self.pruning.layers is not None and self.pruning.one_shot:
             raise _KeyedError(("pruning", "layers"), "the layer-wise option needs iterative pruning (one_shot: false)")
-        if self.label_subset.kind == "classes" and "labels_10pct" in self.tasks:
+        if "labels_10pct" in self.tasks and self.labelled_subset_size() is None:
             for i, point in enumerate(self.rewind_points):
                 if point.unit == "ep" and point.amount:
-                    raise _KeyedError(("rewind", i), "with label_subset.kind 'classes' the subset's size is not known "
-                                                     "before the data is read: give labels_10pct rewinding points in "
-                                                     "iterations ('<n>it')")
+                    raise _KeyedError(("rewind", i), f"the size of label_subset (kind 'classes') of {self.dataset.name} "
+                                                     "is only known once its data is read: give labels_10pct rewinding "
+                                                     "points in iterations ('<n>it')")
         return self
 
     @model_validator(mode="after")
@@ -542,10 +542,23 @@ class SweepSpec(_Strict):
         """Optimizer steps per epoch of a task's recipe on this dataset."""
         train_size = self.dataset.facts["train_size"]
         if task == "labels_10pct":  # trains on the labelled subset only
-            subset = self.label_subset
-            # the 'classes' size is unknown before reading the data: the expected size stands in
-            train_size = max(1, round(subset.fraction * train_size))
+            # where its size is unknown (validation then allows rewinding in steps only) the expected one stands in
+            train_size = self.labelled_subset_size() or max(1, round(self.label_subset.fraction * train_size))
         return catalog.iterations_per_epoch(train_size, self.recipes[task].batch_size)
+
+    def labelled_subset_size(self) -> Optional[int]:
+        """Training images of the labelled subset (``label_subset``), None where unknown before reading the data.
+
+        Exact from the folder's labels where the dataset takes a ``subset`` of its own (the
+        same choice, :func:`workers.folders.subset_positions`); else ``images_per_class``
+        holds ``round(fraction * N)`` images by construction and ``classes`` is unknown.
+        """
+        subset = self.label_subset
+        if self.dataset.subset is None and "subset" in catalog.DATASET_OPTIONS.get(self.dataset.name, ()):
+            return catalog.dataset_facts({**self.dataset.model_dump(), "subset": subset.model_dump()})["train_size"]
+        if subset.kind == "images_per_class":
+            return max(1, round(subset.fraction * self.dataset.facts["train_size"]))
+        return None
 
     def level_for(self, fraction: float) -> int:
         """The number of IMP rounds whose kept fraction is nearest (in log) to ``fraction``."""

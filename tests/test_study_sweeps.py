@@ -149,3 +149,26 @@ def test_new_sections_leave_an_existing_sweeps_settings_fingerprint_alone(sweep_
     assert settings_fingerprint(spec) == canonical_json(before)
     layered = validate_spec({**copy.deepcopy(sweep_dict), "pruning": {"fractions": [0.8], "layers": 2}}, "t.yaml")
     assert '"layers":2' in settings_fingerprint(layered)
+
+
+@pytest.mark.parametrize("kind", ["images_per_class", "classes"])
+def test_labelled_subset_size_on_a_folder_is_the_workers_exact_one(kind, tmp_path):
+    from test_paper_sweeps import _write_cifar
+    from workers.data import load_split
+    from workers.label_subset import subset_indices
+
+    root = tmp_path / "cifar"
+    _write_cifar(root, per_batch=50)
+    sweep = {**copy.deepcopy(STUDY), "dataset": {"name": "cifar10", "root": str(root)}, "rewind": ["1ep"],
+             "mask_source": ["labels_10pct"], "label_subset": {"kind": kind, "fraction": 0.2, "seed": 1}}
+    sweep.pop("transfer")
+    sweep["recipes"]["labels_10pct"]["batch_size"] = 4
+    spec = validate_spec(sweep, "study.yaml")
+    labels = load_split(sweep["dataset"]).train_labels
+    size = len(subset_indices(labels, kind, 0.2, 1))
+    assert spec.labelled_subset_size() == size
+    imp = next(s for s in _stages(plan_sweep(spec), "imp"))
+    assert imp.config["rewind_iteration"] == -(-size // 4)  # one epoch of the subset at batch 4
+    on_digits = {**sweep, "dataset": {"name": "digits"}, "label_subset": {"kind": "classes"}}
+    with pytest.raises(SpecError, match=r"rewind\[0\]: .*'<n>it'"):
+        validate_spec(on_digits, "study.yaml")
