@@ -9,21 +9,38 @@ A recipe is a dict::
 
 The learning rate is set before every step from the number of steps taken
 (:mod:`workers.schedule`), and the data order of epoch ``e`` is a permutation drawn from
-``torch.Generator().manual_seed(seed * 1_000_003 + e)``; so a checkpoint only has to
-hold the model, the optimizer state and the counters.
+``torch.Generator().manual_seed(seed * 1_000_003 + e)``; the augmentation of the image at
+position ``p`` of that order is a function of ``(seed, e, p)`` too (CIFAR flips and crops
+drawn from the same generator right after the permutation; ImageFolder views from a
+generator per image); so a checkpoint only has to hold the model, the optimizer state and
+the counters.
+
+Where the batches come from (:func:`epoch_batches`): tensors held on the training device
+(digits, CIFAR-10) are indexed and augmented there, with no per-step host work; image
+folders (:class:`workers.image_folder.LazyImages`) go through a DataLoader with worker
+processes and pinned memory.
+
+On a GPU the forward pass and loss run under bf16 autocast, the model is channels-last
+and cuDNN picks its fastest kernels (so GPU runs are not bit-reproducible; CPU runs are).
+Environment switches: ``PRUNESWEEP_COMPILE=1`` trains a ``torch.compile``-d model;
+``PRUNESWEEP_BF16=0`` keeps fp32 on the GPU; ``PRUNESWEEP_DETERMINISTIC=1`` asks cuDNN for
+deterministic kernels; ``PRUNESWEEP_LOADER_WORKERS=N`` sets the DataLoader's processes.
 """
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 import torch
 from torch import nn
 
 from workers.artifacts import atomic_save_with
+from workers.augment import draw_flip_crop, flip_crop
 from workers.data import DataSplit
+from workers.image_folder import LazyImages, train_loader
 from torch.optim import SGD, Adam
 from workers.preemption import saving_with, update_guard
 from workers.pruning import MaskEnforcer, apply_mask
@@ -67,6 +84,40 @@ def make_optimizer(model: nn.Module, recipe: Mapping[str, Any]) -> SGD | Adam:
         return SGD(model.parameters(), lr=recipe["lr"], momentum=recipe["momentum"],
                    weight_decay=recipe["weight_decay"], nesterov=recipe["nesterov"], foreach=True)
     return Adam(model.parameters(), lr=recipe["lr"], weight_decay=recipe["weight_decay"], foreach=True)
+
+
+def _flag(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    return default if value is None else value.strip().lower() not in ("0", "false", "no", "")
+
+
+def epoch_batches(data: DataSplit, seed: int, epoch: int, batch_size: int, first_step: int,
+                  device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The training batches ``(images, labels)`` of ``epoch`` from step ``first_step`` on.
+
+    The order is the permutation of ``torch.Generator().manual_seed(seed * 1_000_003 +
+    epoch)``; the same batches come out whatever ``first_step`` is (a mid-epoch resume).
+    """
+    images, labels = data.train_images, data.train_labels
+    n_train = images.shape[0]
+    generator = torch.Generator().manual_seed(int(seed) * DATA_ORDER_STRIDE + epoch)
+    order = torch.randperm(n_train, generator=generator)
+    if isinstance(images, LazyImages):
+        yield from train_loader(images, labels, order, batch_size, first_step, seed, epoch, device)
+        return
+    params = None
+    if data.augment == "flip_crop":  # drawn after the order: the order is the same as without
+        params = draw_flip_crop(n_train, generator).to(device)
+    elif data.augment is not None:
+        raise ValueError(f"unknown augmentation {data.augment!r}")
+    order = order.to(device)
+    for start in range(first_step * batch_size, n_train, batch_size):
+        batch = order[start:start + batch_size]
+        inputs = images[batch]
+        if params is not None:
+            # pads with 0, the mean colour of the normalised images
+            inputs = flip_crop(inputs, params[start:start + batch_size])
+        yield inputs, labels[batch]
 
 
 def rewind_file(iteration: int) -> str:
@@ -125,12 +176,14 @@ def train(model: nn.Module, task: Task, data: DataSplit, recipe: Mapping[str, An
     spec = validate_recipe(recipe)
     device = pick_device()
     if device.type == "cuda":
-        torch.backends.cudnn.deterministic = True
-        torch.backends.cudnn.benchmark = False
+        deterministic = _flag("PRUNESWEEP_DETERMINISTIC", False)
+        torch.backends.cudnn.deterministic = deterministic
+        torch.backends.cudnn.benchmark = not deterministic
     model.to(device=device, memory_format=torch.channels_last)  # ~20% faster convs on CPU
     data = data.to(device)
-    images, labels = data.train_images, data.train_labels
-    n_train, batch_size, epochs = images.shape[0], spec["batch_size"], spec["epochs"]
+    n_train, batch_size, epochs = data.train_images.shape[0], spec["batch_size"], spec["epochs"]
+    bf16 = device.type == "cuda" and _flag("PRUNESWEEP_BF16", True)
+    forward = torch.compile(model) if _flag("PRUNESWEEP_COMPILE", False) else model
     steps_per_epoch = iterations_per_epoch(n_train, batch_size)
     full_length = epochs * steps_per_epoch
     limit = full_length if stop_at_iteration is None else int(stop_at_iteration)
@@ -151,6 +204,8 @@ def train(model: nn.Module, task: Task, data: DataSplit, recipe: Mapping[str, An
         enforcer = MaskEnforcer(model, mask)
     fingerprint = {"recipe": spec, "seed": int(seed), "task": task.name, "train_size": n_train,
                    "masked": mask is not None}
+    if data.augment is not None or isinstance(data.train_images, LazyImages):
+        fingerprint["augment"] = data.augment or "random_resized_crop_flip"
 
     start_epoch, iteration = 0, 0
     if checkpoint_path is not None and Path(checkpoint_path).exists():
@@ -189,22 +244,20 @@ def train(model: nn.Module, task: Task, data: DataSplit, recipe: Mapping[str, An
         for epoch in range(start_epoch, epochs):
             if iteration >= limit:
                 break
-            generator = torch.Generator().manual_seed(int(seed) * DATA_ORDER_STRIDE + epoch)
-            order = torch.randperm(n_train, generator=generator).to(device)
             loss_sum = torch.zeros((), device=device)
             correct = torch.zeros((), dtype=torch.int64, device=device)
             samples = 0
             already = iteration - epoch * steps_per_epoch  # steps of this epoch done before a resume
-            for start in range(already * batch_size, n_train, batch_size):
+            for batch_images, batch_labels in epoch_batches(data, seed, epoch, batch_size, already, device):
                 if iteration >= limit:
                     break
-                batch = order[start:start + batch_size]
-                inputs, targets = task.make_batch(images[batch], labels[batch])
+                inputs, targets = task.make_batch(batch_images, batch_labels)
                 lr = learning_rate_at(spec["lr"], spec["schedule"], iteration, steps_per_epoch, epochs)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
-                outputs = model(inputs)
-                loss = task.loss(outputs, targets)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                    outputs = forward(inputs)
+                    loss = task.loss(outputs, targets)
                 optimizer.zero_grad()
                 loss.backward()
                 if enforcer is not None:
