@@ -2,13 +2,12 @@
 and `plan` prints their GPU-hours or says that none was measured."""
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
 
+from data_folders import write_cifar, write_image_folder
 from orchestrator import gpu_hours
 from orchestrator.cli import main
 from orchestrator.planner import plan_sweep
@@ -93,28 +92,6 @@ def test_gpu_hours_follow_the_measured_table():
         assert entry["samples_per_s"] > 0 and entry["measured"]
 
 
-def _write_imagefolder(root: Path, classes: int = 3, per_class: int = 2) -> None:
-    from PIL import Image
-
-    for split in ("train", "val"):
-        for c in range(classes):
-            folder = root / split / f"class{c}"
-            folder.mkdir(parents=True, exist_ok=True)
-            for i in range(per_class):
-                Image.fromarray(np.full((8, 8, 3), 40 * c + i, dtype=np.uint8)).save(folder / f"{i}.png")
-
-
-def _write_cifar(root: Path, per_batch: int = 4) -> None:
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        batch = {b"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
-                 b"labels": [i % 10 for i in range(per_batch)]}
-        (folder / name).write_bytes(pickle.dumps(batch))
-    (folder / "batches.meta").write_bytes(pickle.dumps({b"label_names": [f"c{i}".encode() for i in range(10)]}))
-
-
 @pytest.mark.parametrize("path", SWEEPS, ids=lambda p: p.stem)
 def test_each_sweep_validates_as_shipped_on_data_in_the_real_layout(path, tmp_path):
     raw = _raw(path)
@@ -130,7 +107,7 @@ def test_each_sweep_validates_as_shipped_on_data_in_the_real_layout(path, tmp_pa
         if dataset and "root" in dataset:
             root = tmp_path / dataset["name"]
             if not root.exists():
-                (_write_cifar if dataset["name"] == "cifar10" else _write_imagefolder)(root)
+                (write_cifar if dataset["name"] == "cifar10" else write_image_folder)(root)
             overrides.append(f"{key}.root={root}")
     spec = load_spec(path, overrides)
     plan = plan_sweep(spec)

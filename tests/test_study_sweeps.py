@@ -153,12 +153,11 @@ def test_new_sections_leave_an_existing_sweeps_settings_fingerprint_alone(sweep_
 
 @pytest.mark.parametrize("kind", ["images_per_class", "classes"])
 def test_labelled_subset_size_on_a_folder_is_the_workers_exact_one(kind, tmp_path):
-    from test_paper_sweeps import _write_cifar
+    from data_folders import write_cifar
     from workers.data import load_split
     from workers.label_subset import subset_indices
 
-    root = tmp_path / "cifar"
-    _write_cifar(root, per_batch=50)
+    root = write_cifar(tmp_path / "cifar", per_batch=50)
     sweep = {**copy.deepcopy(STUDY), "dataset": {"name": "cifar10", "root": str(root)}, "rewind": ["1ep"],
              "mask_source": ["labels_10pct"], "label_subset": {"kind": kind, "fraction": 0.2, "seed": 1}}
     sweep.pop("transfer")
