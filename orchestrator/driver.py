@@ -195,7 +195,7 @@ def resume(workspace: Path, backend_name: str = "local", workers: Optional[int] 
 def cancel(workspace: Path) -> list[str]:
     """Cancel the scheduler jobs of every queued or running stage, and the Ray driver job; they
     become planned again."""
-    from .backends.ray import stop_driver
+    from .backends.ray_jobs import stop_driver
     from .backends.slurm import cancel as scancel
 
     ledger = Ledger(workspace)

@@ -66,7 +66,10 @@ def reconcile(workspace: Path, ledger: Ledger, lock_held_by_us: bool = False) ->
                     local_driver_alive = not lock_held_by_us and WorkspaceLock(workspace).holder() is not None
                 gone = not local_driver_alive
             if gone:
-                ledger.mark_planned(key, "Interrupted", f"its process (pid {row['pid']} on {row['host']}) is gone; it will be rerun")
+                where = f"pid {row['pid']} on {row['host']}"
+                ledger.mark_planned(key, "Interrupted", (
+                    f"its driver is gone (no prunesweep holds the workspace lock; it ran as {where}); it will be rerun"
+                    if row["backend"] == "ray" else f"its process ({where}) is gone; it will be rerun"))
     return done
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from workers import catalog
 
-from .backends.ray import DRIVER_RECORD, driver_status
+from .backends.ray_jobs import DRIVER_RECORD, driver_status
 from .ledger import STATES, Ledger
 from .reconcile import ingest_results, reconcile
 

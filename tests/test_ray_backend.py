@@ -17,7 +17,7 @@ import yaml
 
 import results
 from conftest import ROOT, TINY
-from orchestrator.backends.ray import DRIVER_RECORD
+from orchestrator.backends.ray_jobs import DRIVER_RECORD
 from orchestrator.ledger import Ledger
 from orchestrator.workspace import stage_dir
 from workers.artifacts import CHECKPOINT_FILE, DONE_FILE, LOG_FILE

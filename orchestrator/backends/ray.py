@@ -36,11 +36,10 @@ from workers.artifacts import atomic_write_json
 
 from ..errors import UserError
 from .base import DEFAULT_RUNNER, Backend, Events, Task
+from .ray_jobs import job_client, one_line, read_driver_record, write_driver_record
 
 #: lines of a traceback kept with a failure.
 TRACEBACK_LINES = 12
-#: the driver job's record, relative to the workspace.
-DRIVER_RECORD = Path("ray") / "driver.json"
 #: seconds a node has to answer the workspace probe.
 PROBE_TIMEOUT_S = 60
 #: Ray errors that mean the worker process (or its node) died, as opposed to the stage raising.
@@ -83,71 +82,6 @@ class _Reporter:
         return pending
 
 
-# ---- the driver record ------------------------------------------------------------------
-
-def read_driver_record(workspace: Path) -> Optional[dict]:
-    """The last driver job submitted for ``workspace`` (address, submission id, state), or None."""
-    try:
-        return json.loads((Path(workspace) / DRIVER_RECORD).read_text())
-    except (FileNotFoundError, ValueError):
-        return None
-
-
-def write_driver_record(workspace: Path, **fields: Any) -> dict:
-    """Update the driver record atomically; return it."""
-    record = {**(read_driver_record(workspace) or {}), **fields}
-    atomic_write_json(Path(workspace) / DRIVER_RECORD, record)
-    return record
-
-
-def _job_client(address: str):
-    from ray.job_submission import JobSubmissionClient
-
-    try:
-        return JobSubmissionClient(address)
-    except Exception as error:  # noqa: BLE001 - Ray raises ConnectionError, RuntimeError, ValueError...
-        raise UserError(f"ray.address: cannot reach the Ray cluster at {address}: {_one_line(error)}") from None
-
-
-def driver_status(workspace: Path) -> Optional[tuple[dict, str]]:
-    """(driver record, its Ray job status or why it is unknown), or None without a driver job."""
-    record = read_driver_record(workspace)
-    if not record or not record.get("submission_id"):
-        return None
-    try:
-        status = str(_job_client(record["address"]).get_job_status(record["submission_id"]))
-    except Exception as error:  # noqa: BLE001 - a status line must never break `status`
-        status = f"UNKNOWN ({_one_line(error)})"
-    return record, status
-
-
-def stop_driver(workspace: Path, timeout: float = 60) -> Optional[str]:
-    """Stop the workspace's driver job (its stage tasks die with it); return its id, or None."""
-    record = read_driver_record(workspace)
-    if not record or not record.get("submission_id"):
-        return None
-    client = _job_client(record["address"])
-    job = record["submission_id"]
-    if client.get_job_status(job).is_terminal():
-        return None
-    client.stop_job(job)
-    deadline = time.monotonic() + timeout
-    while not client.get_job_status(job).is_terminal() and time.monotonic() < deadline:
-        time.sleep(0.5)
-    status = client.get_job_status(job)
-    if not status.is_terminal():
-        raise UserError(f"the Ray driver job {job} did not stop within {timeout:g} s (status {status}); "
-                        f"try `ray job stop --address {record['address']} {job}`")
-    write_driver_record(workspace, state="stopped")
-    return job
-
-
-def _one_line(error: BaseException) -> str:
-    """The first line of an error's message (Ray puts the what there, advice after)."""
-    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
-    return (lines[0] if lines else type(error).__name__)[:300]
-
-
 # ---- checks -------------------------------------------------------------------------------
 
 def probe_workspace(workspace: Path, timeout: float = PROBE_TIMEOUT_S) -> None:
@@ -175,7 +109,7 @@ def probe_workspace(workspace: Path, timeout: float = PROBE_TIMEOUT_S) -> None:
             try:
                 host, content = ray.get(ref)
             except Exception as error:  # noqa: BLE001 - any failure of the probe is the answer
-                host, content = "?", f"the probe failed: {_one_line(error)}"
+                host, content = "?", f"the probe failed: {one_line(error)}"
             if content != expected:
                 problems.append(f"node {nodes[refs[ref]]} ({host}): {content if content.startswith('cannot') else 'reads another file'}")
         for ref in pending:
@@ -217,13 +151,13 @@ class RayBackend(Backend):
 
     def _submit_driver(self) -> None:
         address = self.settings["address"]
-        client = _job_client(address)
+        client = job_client(address)
         entrypoint = (f"{shlex.quote(sys.executable)} -m orchestrator.ray_job {shlex.quote(str(self.workspace))}")
         try:
             job = client.submit_job(entrypoint=entrypoint, runtime_env=self._runtime_env() or None,
                                     metadata={"prunesweep_workspace": str(self.workspace)})
         except Exception as error:  # noqa: BLE001
-            raise UserError(f"ray.address: {address} refused the driver job: {_one_line(error)}") from None
+            raise UserError(f"ray.address: {address} refused the driver job: {one_line(error)}") from None
         write_driver_record(self.workspace, address=address, submission_id=job, state="submitted",
                             submitted_at=time.time(), entrypoint=entrypoint, message=None, host=None, pid=None)
         self._wait_attached(client, job)
@@ -369,5 +303,5 @@ class RayBackend(Backend):
             retries = self.settings.get("max_retries", 3)
             kind = type(error).__name__
             reason = "the worker process died" if kind in _DEATHS else "Ray could not run the task"
-            return kind, f"{reason}; Ray retried it {retries} time(s) (max_retries): {_one_line(error)}"
+            return kind, f"{reason}; Ray retried it {retries} time(s) (max_retries): {one_line(error)}"
 
