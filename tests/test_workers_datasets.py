@@ -210,3 +210,20 @@ def test_the_sweep_file_checks_the_data_folder_at_plan_time(write_sweep, sweep_d
         sweep["dataset"] = dataset
         with pytest.raises(SpecError, match=rf": {key}: "):
             load_spec(write_sweep(sweep))
+
+
+@pytest.mark.parametrize("kind", ["cifar", "folder"])
+def test_a_dense_stage_trains_on_a_data_folder(kind, cifar_root, folder_root, tmp_path):
+    from test_workers_support import run
+
+    dataset = ({"name": "cifar10", "root": str(cifar_root)} if kind == "cifar"
+               else {"name": "image_folder", "root": str(folder_root), "image_size": 16})
+    config = {"dataset": dataset, "arch": {"name": "small_cnn", "width": 4}, "task": "rotnet", "seed": 0,
+              "recipe": {"epochs": 2, "batch_size": 8, "optimizer": "sgd", "lr": 0.05, "weight_decay": 1e-4},
+              "capture_iterations": [1]}
+    run(tmp_path, "dense", "dense", config)
+    stage = tmp_path / "dense"
+    metrics = __import__("json").loads((stage / "metrics.json").read_text())
+    steps = -(-(60 if kind == "cifar" else 12) // 8)
+    assert metrics["iterations"] == 2 * steps and 0 <= metrics["task_accuracy"] <= 1
+    assert (stage / "DONE.json").exists() and (stage / "final.pt").exists() and (stage / "rewind_1.pt").exists()
