@@ -4,8 +4,9 @@
 when the images do not fit in memory (ImageNet):
 
 - ``images[a:b]`` (a slice) decodes those images with the evaluation transform (resize,
-  central crop, normalise) and returns a float tensor on the images' device, so the
-  evaluation and feature-extraction loops, which slice, work unchanged;
+  central crop, normalise; in :func:`loader_workers` threads) and returns a float tensor
+  on the images' device, so the evaluation and feature-extraction loops, which slice,
+  work unchanged;
 - ``images[index_tensor]`` returns a *lazy* view of those images (a labelled subset
   stays on disk);
 - :func:`train_loader` yields the training batches of one epoch through a
@@ -16,6 +17,7 @@ when the images do not fit in memory (ImageNet):
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -78,7 +80,8 @@ class LazyImages:
             positions = range(*index.indices(len(self.files)))
             if not positions:
                 return torch.empty(0, *self.shape[1:], device=self.device)
-            return torch.stack([self.eval_view(p) for p in positions]).to(self.device)
+            with ThreadPoolExecutor(max(1, loader_workers())) as pool:  # PIL decodes without the GIL
+                return torch.stack(list(pool.map(self.eval_view, positions))).to(self.device)
         positions = torch.as_tensor(index).flatten().tolist()
         return LazyImages(self.root, [self.files[p] for p in positions], self.size, self.channels, self.device)
 
