@@ -8,7 +8,9 @@ from the handler always sees the model, the optimizer and the step count agree.
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
+import threading
 from typing import Callable, Iterator, Optional
 
 #: signals held back while a step updates the weights (SIGUSR2: SLURM's warning signal).
@@ -30,12 +32,30 @@ def saving_with(saver: Callable[[], None]) -> Iterator[None]:
 
 @contextlib.contextmanager
 def update_guard() -> Iterator[None]:
-    """Hold back :data:`DEFERRED_SIGNALS` inside the block; a pending one is handled on exit."""
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, DEFERRED_SIGNALS)
+    """Hold back :data:`DEFERRED_SIGNALS` inside the block; one that arrived is handled on exit.
+
+    Python runs signal handlers in the main thread whichever thread the kernel picked (torch
+    keeps a pool of them), so masking the signal in one thread is not enough: for the block,
+    the Python-level handlers are swapped for one that only notes the signal. Outside the
+    main thread (where no handler can run) the block runs unguarded.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    arrived: list[int] = []
+    previous = {signum: signal.signal(signum, lambda number, frame: arrived.append(number))
+                for signum in DEFERRED_SIGNALS}
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        for signum in arrived:
+            handler = previous[signum]
+            if callable(handler):
+                handler(signum, None)
+            elif handler == signal.SIG_DFL:
+                os.kill(os.getpid(), signum)
 
 
 def save_progress() -> bool:
