@@ -78,7 +78,7 @@ class Plan:
 def settings_fingerprint(spec: SweepSpec) -> str:
     """A digest of everything but the grid axes: a sweep name stands for one of these."""
     settings = {
-        "dataset": spec.dataset.model_dump(),
+        "dataset": spec.dataset.model_dump(exclude={"root"}),
         "arch": spec.arch.model_dump(),
         "recipes": {name: recipe.model_dump() for name, recipe in spec.recipes.items()},
         "pruning": spec.pruning.model_dump(exclude={"fractions"}),
@@ -88,7 +88,7 @@ def settings_fingerprint(spec: SweepSpec) -> str:
     if spec.label_subset != type(spec.label_subset)():
         settings["label_subset"] = spec.label_subset.model_dump()
     if spec.transfer is not None:
-        settings["transfer"] = spec.transfer.model_dump(exclude={"mask_source"})
+        settings["transfer"] = spec.transfer.model_dump(exclude={"mask_source": True, "dataset": {"root"}})
     return canonical_json(settings)
 
 
@@ -107,7 +107,9 @@ class _Planner:
         self.spec = spec
         self.captured = captured
         self.plan = Plan(sweep=spec.name)
-        self.dataset_id = spec.dataset.model_dump(exclude_defaults=True)
+        # where the data lives is not what it is: moving a dataset (another mount, another
+        # cluster) keeps every stage's key; a workspace holds one copy of each dataset name
+        self.dataset_id = spec.dataset.model_dump(exclude_defaults=True, exclude={"root"})
         self.arch_id = spec.arch.model_dump(exclude_defaults=True)
         self.base_config = {"dataset": spec.dataset.model_dump(), "arch": spec.arch.model_dump()}
         pruning = spec.pruning
@@ -275,7 +277,7 @@ class _Planner:
         """Linear and fine-tuning transfer of the pretext-trained network at each fraction's level."""
         spec, transfer = self.spec, self.spec.transfer
         target = transfer.dataset.model_dump()
-        target_id = transfer.dataset.model_dump(exclude_defaults=True)
+        target_id = transfer.dataset.model_dump(exclude_defaults=True, exclude={"root"})
         common = {**self.base_config, "task": task, "seed": seed, "target": target, **self.task_config(task)}
         if self.layers_id:
             common["pruned_layers"] = spec.pruning.layers

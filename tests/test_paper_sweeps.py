@@ -114,3 +114,16 @@ def test_each_sweep_validates_as_shipped_on_data_in_the_real_layout(path, tmp_pa
     assert plan.trainings > 0
     assert gpu_hours.estimate(spec, plan).describe() == (
         f"GPU-hours: unknown (no measured throughput for {spec.arch.name} on {spec.dataset.name} on H100)")
+
+
+def test_moving_the_data_keeps_every_stage_key(tmp_path):
+    """Where a dataset lives is not part of a stage's identity (nor of the sweep's settings)."""
+    from orchestrator.planner import settings_fingerprint
+
+    plans = []
+    for mount in ("scratch", "datasets"):
+        root = write_cifar(tmp_path / mount / "cifar10")
+        spec = load_spec(PAPER / "cifar10_resnet18.yaml", [f"dataset.root={root}", "seeds=[0]"])
+        plans.append((spec.dataset.root, settings_fingerprint(spec), set(plan_sweep(spec).stages)))
+    (root_a, settings_a, keys_a), (root_b, settings_b, keys_b) = plans
+    assert root_a != root_b and settings_a == settings_b and keys_a == keys_b
