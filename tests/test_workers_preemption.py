@@ -12,7 +12,7 @@ from test_workers_training import RECIPE, fresh_model, states_equal
 from workers import training
 from workers.data import load_split
 from workers.preemption import save_progress, update_guard
-from workers.tasks import get_task
+from workers.tasks import EXEMPLAR_DIM, get_task
 
 
 class Preempted(Exception):
@@ -42,12 +42,17 @@ def test_the_update_guard_holds_the_signal_until_its_end(usr2_saves_and_stops):
     assert seen_inside == [] and usr2_saves_and_stops == [False]  # nothing was training
 
 
-@pytest.mark.parametrize("signal_at_step", [7, 11])  # inside epoch 1; right after its last step
+@pytest.mark.parametrize("task_name,signal_at_step", [
+    ("labels", 7),  # inside epoch 1
+    ("labels", 11),  # right after its last step
+    ("exemplar", 7),  # random views: the resumed run must draw the same ones
+])
 def test_a_signal_during_an_optimizer_step_saves_a_resumable_mid_epoch_checkpoint(
-        tmp_path, monkeypatch, usr2_saves_and_stops, signal_at_step):
-    data, task = load_split(DIGITS), get_task("labels")
+        tmp_path, monkeypatch, usr2_saves_and_stops, task_name, signal_at_step):
+    data, task = load_split(DIGITS), get_task(task_name)
+    outputs = EXEMPLAR_DIM if task_name == "exemplar" else 10
     recipe = {**RECIPE, "optimizer": "adam", "lr": 0.01}
-    reference = fresh_model()
+    reference = fresh_model(outputs=outputs)
     training.train(reference, task, data, recipe, seed=5)
 
     make_optimizer = training.make_optimizer
@@ -70,13 +75,13 @@ def test_a_signal_during_an_optimizer_step_saves_a_resumable_mid_epoch_checkpoin
     checkpoint = tmp_path / "checkpoint.pt"
     monkeypatch.setattr(training, "make_optimizer", signalling_optimizer)
     with pytest.raises(Preempted):
-        training.train(fresh_model(), task, data, recipe, seed=5, checkpoint_path=checkpoint)
+        training.train(fresh_model(outputs=outputs), task, data, recipe, seed=5, checkpoint_path=checkpoint)
     monkeypatch.setattr(training, "make_optimizer", make_optimizer)
     saved = torch.load(checkpoint, weights_only=True)
     assert usr2_saves_and_stops == [True]
     assert saved["iteration"] == signal_at_step and saved["epoch"] == 0  # 11 steps per epoch
 
-    resumed = fresh_model(seed=99)  # everything must come from the checkpoint
+    resumed = fresh_model(seed=99, outputs=outputs)  # everything must come from the checkpoint
     result = training.train(resumed, task, data, recipe, seed=5, checkpoint_path=checkpoint)
     assert result.iterations == 33 and result.epochs == 3
     assert states_equal(resumed.state_dict(), reference.state_dict())

@@ -99,7 +99,6 @@ def _train_and_measure(ctx: StageContext, model: nn.Module, spec: DatasetSpec, t
     """Train on the stage's recipe and data order seed; save ``final.pt``; return metrics, accuracy."""
     seed = int(ctx.require("seed"))
     data = training_data(ctx, task)
-    torch.manual_seed(derive_seed(seed, "augment"))  # the exemplar views; no other task draws
     started = time.perf_counter()
     result = train(model, task, data, ctx.require("recipe"), seed, mask=mask,
                    checkpoint_path=ctx.checkpoint, **train_options)

@@ -62,6 +62,9 @@ class Task:
     prepare: Callable[[DataSplit, Mapping[str, Any]], DataSplit] = _keep_split
     #: whether the head predicts the dataset's classes (a winning ticket then keeps it).
     label_head: bool = False
+    #: whether ``make_batch`` draws random numbers (from torch's global generators); training
+    #: then seeds them from the stage's seed and the step, so a resumed run repeats the draws.
+    random_batches: bool = False
 
 
 def _labels_batch(images: torch.Tensor, labels: torch.Tensor) -> Batch:
@@ -144,7 +147,7 @@ def exemplar_augment(images: torch.Tensor, max_degrees: float = 20.0, max_shift:
     then :func:`workers.augment.color_jitter`. Flip, rotation and crop are one resampling
     rather than :mod:`workers.augment`'s crop then rotation: two interpolations blur 8x8
     digits so much that the two views of an image stop being nearest neighbours. The
-    draws come from the global generator, which the stage seeds before training.
+    draws come from the global generator, which training seeds at every step (``random_batches``).
     """
     n, device, dtype = images.shape[0], images.device, images.dtype
 
@@ -196,7 +199,7 @@ TASKS: dict[str, Task] = {
     "labels": Task("labels", lambda spec: spec.num_classes, _labels_batch, label_head=True),
     "rotnet": Task("rotnet", lambda spec: ROTATIONS, _rotnet_batch),
     "exemplar": Task("exemplar", lambda spec: EXEMPLAR_DIM, _exemplar_batch, loss=_exemplar_loss,
-                     score=_exemplar_score),
+                     score=_exemplar_score, random_batches=True),
     "labels_10pct": Task("labels_10pct", lambda spec: spec.num_classes, _labels_batch,
                          prepare=_only_subset, label_head=True),
     "s4l": Task("s4l", lambda spec: ROTATIONS + spec.num_classes, _s4l_batch, loss=_s4l_loss,

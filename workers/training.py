@@ -44,6 +44,7 @@ from workers.image_folder import LazyImages, train_loader
 from torch.optim import SGD, Adam
 from workers.preemption import saving_with, update_guard
 from workers.pruning import MaskEnforcer, apply_mask
+from workers.seeds import derive_seed
 from workers.schedule import iterations_per_epoch, learning_rate_at, validate_schedule
 from workers.tasks import Task
 
@@ -251,6 +252,8 @@ def train(model: nn.Module, task: Task, data: DataSplit, recipe: Mapping[str, An
             for batch_images, batch_labels in epoch_batches(data, seed, epoch, batch_size, already, device):
                 if iteration >= limit:
                     break
+                if task.random_batches:  # the draws depend on the step only: a resume repeats them
+                    torch.manual_seed(derive_seed(seed, "batch", iteration))
                 inputs, targets = task.make_batch(batch_images, batch_labels)
                 lr = learning_rate_at(spec["lr"], spec["schedule"], iteration, steps_per_epoch, epochs)
                 for group in optimizer.param_groups:
