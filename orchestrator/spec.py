@@ -345,6 +345,9 @@ class RayStageResources(_Strict):
     random_mask: RayResources = None  # type: ignore[assignment]  # None: use default
     eval: RayResources = None  # type: ignore[assignment]  # None: use default
     rewind: RayResources = None  # type: ignore[assignment]  # None: use default
+    features: RayResources = None  # type: ignore[assignment]  # None: use default
+    linear_eval: RayResources = None  # type: ignore[assignment]  # None: use default
+    finetune: RayResources = None  # type: ignore[assignment]  # None: use default
 
 
 class RayRuntimeEnv(_Strict):

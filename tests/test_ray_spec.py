@@ -86,3 +86,10 @@ def test_an_unreachable_address_exits_2_without_a_hang(tmp_path, sweep_dict):
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     assert "cannot reach the Ray cluster" in result.stderr and f"127.0.0.1:{port}" in result.stderr
     assert not (tmp_path / "ws" / "ray").exists()  # nothing submitted, no driver record
+
+
+def test_every_stage_kind_can_have_its_own_ray_resources():
+    from orchestrator.spec import RayStageResources
+    from workers import catalog
+
+    assert set(RayStageResources.model_fields) == {"default", *catalog.STAGE_KINDS}
