@@ -201,15 +201,17 @@ def _single_chain_sweep(tmp_path, backend, epochs, name=None, **slurm):
 
 
 def test_a_stage_longer_than_its_time_limit_finishes_through_requeues(slurm_cluster, tmp_path):
-    # ~15 s of training; SLURM sends USR2 some 10 s into each 1-minute allocation (its timer ticks
-    # coarsely), so the dense stage needs at least two allocations
-    cli("launch", _single_chain_sweep(tmp_path, "local", 60), "--no-progress")
+    # ~60 s of training on an idle core, more than a 1-minute allocation can hold: SLURM sends
+    # USR2 10-40 s into each allocation (50 s before the limit; its timer ticks coarsely), so the
+    # dense stage needs several allocations
+    epochs = 300
+    cli("launch", _single_chain_sweep(tmp_path, "local", epochs), "--no-progress")
     limits = dict(time_min={"dense": 1}, signal_delay_s=50)
-    cli("launch", _single_chain_sweep(tmp_path, "slurm", 60, max_requeues=8, **limits), env=slurm_cluster.env)
-    cli("launch", _single_chain_sweep(tmp_path, "slurm", 60, name="no-requeue", max_requeues=0, **limits),
+    cli("launch", _single_chain_sweep(tmp_path, "slurm", epochs, max_requeues=12, **limits), env=slurm_cluster.env)
+    cli("launch", _single_chain_sweep(tmp_path, "slurm", epochs, name="no-requeue", max_requeues=0, **limits),
         env=slurm_cluster.env)
     workspace = tmp_path / "slurm"
-    _wait(workspace, slurm_cluster.env, lambda s: all(r["state"] == "done" for r in s.values()), timeout=600)
+    _wait(workspace, slurm_cluster.env, lambda s: all(r["state"] == "done" for r in s.values()), timeout=900)
     dense = next(k for k in _states(workspace) if k.startswith("dense-"))
     states = _wait(tmp_path / "no-requeue", slurm_cluster.env, lambda s: s[dense]["state"] == "failed")
     assert states[dense]["error_class"] == "Timeout" and "max_requeues" in states[dense]["error_message"]

@@ -7,10 +7,11 @@ on a stage folder.
 """
 from __future__ import annotations
 
+import heapq
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Protocol
+from typing import Iterable, Optional, Protocol
 
 #: the worker entry point every backend calls on a stage folder.
 DEFAULT_RUNNER = "workers.entry:run_stage"
@@ -60,3 +61,56 @@ class Backend(ABC):
     @abstractmethod
     def run(self, tasks: list[Task], events: Events) -> None:
         """Run (or submit) ``tasks``, reporting through ``events``."""
+
+
+class DependencyQueue:
+    """The tasks of one run in dependency order: ready ones by priority, failures blocking their dependents.
+
+    For backends that schedule stages themselves (local, Ray): :meth:`pop` the next ready
+    task, then report it :meth:`done` (its dependents may become ready) or :meth:`failed`
+    (returns the dependents, transitively, that can no longer run).
+    """
+
+    def __init__(self, tasks: Iterable[Task]):
+        self.tasks = {task.key: task for task in tasks}
+        self._waiting = {key: {k for k in task.waits_for if k in self.tasks} for key, task in self.tasks.items()}
+        self._dependents: dict[str, list[str]] = {key: [] for key in self.tasks}
+        for key, needs in self._waiting.items():
+            for need in needs:
+                self._dependents[need].append(key)
+        self._ready = [(-self.tasks[key].priority, key) for key, needs in self._waiting.items() if not needs]
+        heapq.heapify(self._ready)
+        #: keys neither finished, failed nor blocked yet.
+        self.unresolved = set(self.tasks)
+
+    def has_ready(self) -> bool:
+        """Whether a task can start now."""
+        return any(key in self.unresolved for _, key in self._ready)
+
+    def pop(self) -> Optional[Task]:
+        """The ready task of highest priority (it stays unresolved until reported), or None."""
+        while self._ready:
+            _, key = heapq.heappop(self._ready)
+            if key in self.unresolved:
+                return self.tasks[key]
+        return None
+
+    def done(self, key: str) -> None:
+        """``key`` finished well: release the tasks that only waited for it."""
+        self.unresolved.discard(key)
+        for child in self._dependents[key]:
+            self._waiting[child].discard(key)
+            if not self._waiting[child] and child in self.unresolved:
+                heapq.heappush(self._ready, (-self.tasks[child].priority, child))
+
+    def failed(self, key: str) -> list[str]:
+        """``key`` failed: resolve and return every task that depends on it, transitively."""
+        self.unresolved.discard(key)
+        blocked, stack = [], list(self._dependents[key])
+        while stack:
+            child = stack.pop()
+            if child in self.unresolved:
+                self.unresolved.discard(child)
+                blocked.append(child)
+                stack.extend(self._dependents[child])
+        return blocked

@@ -8,7 +8,6 @@ they had checkpointed are kept.
 """
 from __future__ import annotations
 
-import heapq
 import importlib
 import multiprocessing
 import os
@@ -19,7 +18,7 @@ from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Optional
 
-from .base import DEFAULT_RUNNER, Backend, Events, Task
+from .base import DEFAULT_RUNNER, Backend, DependencyQueue, Events, Task
 
 #: lines of a traceback sent back with a failure.
 TRACEBACK_LINES = 12
@@ -76,48 +75,27 @@ class LocalBackend(Backend):
         """Run every task, blocking until all have finished, failed or been blocked."""
         if not tasks:
             return
-        by_key = {task.key: task for task in tasks}
-        waiting = {task.key: {k for k in task.waits_for if k in by_key} for task in tasks}
-        dependents: dict[str, list[str]] = {key: [] for key in by_key}
-        for key, needs in waiting.items():
-            for need in needs:
-                dependents[need].append(key)
-        ready = [(-by_key[key].priority, key) for key, needs in waiting.items() if not needs]
-        heapq.heapify(ready)
-        unresolved = set(by_key)
+        queue = DependencyQueue(tasks)
         context = multiprocessing.get_context("spawn")
         pool: list[_Worker] = []
         host = socket.gethostname()
 
-        def block_dependents(key: str) -> None:
-            stack = list(dependents[key])
-            while stack:
-                child = stack.pop()
-                if child in unresolved:
-                    unresolved.discard(child)
-                    events.blocked(child, key)
-                    stack.extend(dependents[child])
-
-        def release(key: str) -> None:
-            for child in dependents[key]:
-                waiting[child].discard(key)
-                if not waiting[child] and child in unresolved:
-                    heapq.heappush(ready, (-by_key[child].priority, child))
+        def fail(key: str) -> None:
+            for child in queue.failed(key):
+                events.blocked(child, key)
 
         try:
-            while unresolved:
+            while queue.unresolved:
                 idle = [worker for worker in pool if worker.key is None]
-                while ready and (idle or len(pool) < self.workers):
-                    _, key = heapq.heappop(ready)
-                    if key not in unresolved:
-                        continue
+                while queue.has_ready() and (idle or len(pool) < self.workers):
+                    task = queue.pop()
                     worker = idle.pop() if idle else None
                     if worker is None:
                         worker = _Worker(context, self.runner, self.threads)
                         pool.append(worker)
-                    worker.key = key
-                    worker.connection.send(str(by_key[key].folder))
-                    events.started(key, host, worker.process.pid)
+                    worker.key = task.key
+                    worker.connection.send(str(task.folder))
+                    events.started(task.key, host, worker.process.pid)
                 busy = [worker for worker in pool if worker.key is not None]
                 if not busy:
                     break  # nothing can run: everything left is blocked
@@ -127,19 +105,17 @@ class LocalBackend(Backend):
                     if worker.connection in signalled or worker.connection.poll():
                         status, error_class, message = worker.connection.recv()
                         worker.key = None
-                        unresolved.discard(key)
                         if status == "ok" and events.finished(key):
-                            release(key)
+                            queue.done(key)
                         else:
                             if status == "error":
                                 events.failed(key, error_class, message)
-                            block_dependents(key)
+                            fail(key)
                     elif worker.process.sentinel in signalled:
                         worker.process.join()
                         pool.remove(worker)
-                        unresolved.discard(key)
                         events.failed(key, "WorkerDied", f"the worker process exited with code {worker.process.exitcode}")
-                        block_dependents(key)
+                        fail(key)
         except KeyboardInterrupt:
             for worker in pool:
                 worker.stop()

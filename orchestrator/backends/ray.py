@@ -20,7 +20,6 @@ dependencies, which tasks express directly; Tune's trials are independent.
 """
 from __future__ import annotations
 
-import heapq
 import importlib
 import json
 import os
@@ -35,7 +34,7 @@ from typing import Any, Mapping, Optional
 from workers.artifacts import atomic_write_json
 
 from ..errors import UserError
-from .base import DEFAULT_RUNNER, Backend, Events, Task
+from .base import DEFAULT_RUNNER, Backend, DependencyQueue, Events, Task
 from .ray_jobs import job_client, one_line, read_driver_record, write_driver_record
 
 #: lines of a traceback kept with a failure.
@@ -223,15 +222,7 @@ class RayBackend(Backend):
         import ray
 
         job_id = self.settings.get("submission_id") or ray.get_runtime_context().get_job_id()
-        by_key = {task.key: task for task in tasks}
-        waiting = {task.key: {k for k in task.waits_for if k in by_key} for task in tasks}
-        dependents: dict[str, list[str]] = {key: [] for key in by_key}
-        for key, needs in waiting.items():
-            for need in needs:
-                dependents[need].append(key)
-        ready = [(-by_key[key].priority, key) for key, needs in waiting.items() if not needs]
-        heapq.heapify(ready)
-        unresolved = set(by_key)
+        queue = DependencyQueue(tasks)
         reporter = ray.remote(_Reporter).options(num_cpus=0).remote()
         remote = ray.remote(_stage_task)
         in_flight: dict[Any, str] = {}
@@ -242,43 +233,33 @@ class RayBackend(Backend):
                 running.add(key)
                 events.started(key, host, pid, job_id)
 
-        def block_dependents(key: str) -> None:
-            stack = list(dependents[key])
-            while stack:
-                child = stack.pop()
-                if child in unresolved:
-                    unresolved.discard(child)
-                    events.blocked(child, key)
-                    stack.extend(dependents[child])
+        def fail(key: str) -> None:
+            for child in queue.failed(key):
+                events.blocked(child, key)
 
         try:
-            while unresolved:
-                while ready:  # Ray queues what the cluster cannot place yet, in submission order
-                    _, key = heapq.heappop(ready)
-                    if key in unresolved:
-                        options = self._options(by_key[key].kind)
-                        threads = max(1, int(options["num_cpus"]))
-                        ref = remote.options(name=f"stage-{key}", **options).remote(
-                            self.runner, str(by_key[key].folder), key, threads, reporter)
-                        in_flight[ref] = key
+            while queue.unresolved:
+                while queue.has_ready():  # Ray queues what the cluster cannot place yet, in submission order
+                    task = queue.pop()
+                    options = self._options(task.kind)
+                    threads = max(1, int(options["num_cpus"]))
+                    ref = remote.options(name=f"stage-{task.key}", **options).remote(
+                        self.runner, str(task.folder), task.key, threads, reporter)
+                    in_flight[ref] = task.key
                 if not in_flight:
                     break  # everything left is blocked
                 finished, _ = ray.wait(list(in_flight), num_returns=1, timeout=1.0)
                 report_starts()
                 for ref in finished:
                     key = in_flight.pop(ref)
-                    unresolved.discard(key)
                     running.discard(key)
                     error = self._outcome(ref)
                     if error is None and events.finished(key):
-                        for child in dependents[key]:
-                            waiting[child].discard(key)
-                            if not waiting[child] and child in unresolved:
-                                heapq.heappush(ready, (-by_key[child].priority, child))
+                        queue.done(key)
                         continue
                     if error is not None:
                         events.failed(key, *error)
-                    block_dependents(key)
+                    fail(key)
         except KeyboardInterrupt:
             for ref in in_flight:
                 ray.cancel(ref, force=True)
