@@ -28,6 +28,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -67,6 +68,10 @@ class StageJob:
 
     def __call__(self, folder: str) -> None:
         getattr(self._runner_module(), self.runner.split(":")[1])(Path(folder))
+        # The stage is done. A warning signal now (SLURM's timer is coarse) would requeue a
+        # finished job, or, once Python has reset its handlers on exit, kill it by USR2 and
+        # fail the jobs that wait on it with afterok.
+        signal.signal(signal.SIGUSR2, signal.SIG_IGN)
 
     def checkpoint(self, folder: str):
         """Save the stage's progress, then requeue the same stage: it resumes from that checkpoint."""
