@@ -40,6 +40,17 @@ TINY = {
 }
 
 
+def ledger_states(workspace) -> dict:
+    """key -> the ledger row of every stage of a workspace."""
+    from orchestrator.ledger import Ledger
+
+    ledger = Ledger(workspace)
+    try:
+        return {row["key"]: row for row in ledger.stages()}
+    finally:
+        ledger.close()
+
+
 def results_row(**overrides) -> dict:
     """One valid results-table row; its stage key is derived from the cell's settings."""
     row = dict(

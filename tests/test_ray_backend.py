@@ -16,9 +16,8 @@ import pytest
 import yaml
 
 import results
-from conftest import ROOT, TINY
+from conftest import ROOT, TINY, ledger_states as _states
 from orchestrator.backends.ray_jobs import DRIVER_RECORD
-from orchestrator.ledger import Ledger
 from orchestrator.workspace import stage_dir
 from workers.artifacts import CHECKPOINT_FILE, DONE_FILE, LOG_FILE
 
@@ -39,14 +38,6 @@ def cli(*args, env=None, check=True):
     if check:
         assert result.returncode == 0, result.stdout + result.stderr
     return result
-
-
-def _states(workspace):
-    ledger = Ledger(workspace)
-    try:
-        return {row["key"]: row for row in ledger.stages()}
-    finally:
-        ledger.close()
 
 
 def _wait(workspace, env, until, timeout=300, poll=0.5, status_every=15.0):

@@ -12,8 +12,7 @@ import pytest
 import yaml
 
 import results
-from conftest import ROOT, TINY
-from orchestrator.ledger import Ledger
+from conftest import ROOT, TINY, ledger_states as _states
 from orchestrator.planner import plan_sweep
 from orchestrator.spec import load_spec
 
@@ -33,14 +32,6 @@ def cli(*args, env=None, check=True):
     if check:
         assert result.returncode == 0, result.stdout + result.stderr
     return result
-
-
-def _states(workspace):
-    ledger = Ledger(workspace)
-    try:
-        return {row["key"]: row for row in ledger.stages()}
-    finally:
-        ledger.close()
 
 
 def _wait(workspace, env, until, timeout=420):
