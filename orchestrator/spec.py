@@ -490,6 +490,10 @@ class SweepSpec(_Strict):
             raise _KeyedError(("transfer",), "transfer evaluates the networks of IMP chains: it needs one_shot: false")
         if self.pruning.layers is not None and self.pruning.one_shot:
             raise _KeyedError(("pruning", "layers"), "the layer-wise option needs iterative pruning (one_shot: false)")
+        convolutions = catalog.CONVOLUTIONS[self.arch.name]
+        if self.pruning.layers is not None and self.pruning.layers > convolutions:
+            raise _KeyedError(("pruning", "layers"), f"{self.arch.name} has {convolutions} convolutions: "
+                                                     f"layers must be in 1..{convolutions}, got {self.pruning.layers}")
         if "labels_10pct" in self.tasks and self.labelled_subset_size() is None:
             for i, point in enumerate(self.rewind_points):
                 if point.unit == "ep" and point.amount:

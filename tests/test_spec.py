@@ -71,6 +71,12 @@ def test_wrong_types_and_values(write_sweep, sweep_dict, dotted, value, key_path
     assert _error(write_sweep, _set(sweep_dict, dotted, value)).key_path == key_path
 
 
+def test_layer_wise_pruning_beyond_the_network_is_refused_at_plan(write_sweep, sweep_dict):
+    error = _error(write_sweep, _set(sweep_dict, "pruning.layers", 5))  # small_cnn has 4 convolutions
+    assert error.key_path == "pruning.layers" and "1..4" in error.problem
+    assert load_spec(write_sweep(_set(sweep_dict, "pruning.layers", 4))).pruning.layers == 4
+
+
 @pytest.mark.parametrize("fractions,key_path", [
     ([0.5, 0], "pruning.fractions[1]"),
     ([1.5], "pruning.fractions[0]"),

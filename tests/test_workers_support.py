@@ -16,6 +16,7 @@ from workers.artifacts import atomic_write_json  # noqa: E402
 from workers.data import DATASETS, load_split, train_size  # noqa: E402
 from workers.entry import run_stage  # noqa: E402
 from workers.models import build_model, redraw_head  # noqa: E402
+from workers.pruning import first_conv_names  # noqa: E402
 from workers.seeds import derive_seed  # noqa: E402
 from workers.tasks import evaluate_accuracy, get_task, rotate_batch  # noqa: E402
 
@@ -126,6 +127,11 @@ def test_catalog_matches_the_registries_and_needs_no_torch():
         signature = inspect.signature(models.ARCHITECTURES[name])
         assert {k: signature.parameters[k].default for k in options} == options
     assert set(catalog.TASKS) == set(tasks.TASKS)
+    small = models.build_model({"name": "small_cnn", "width": 4}, 10, 1, seed=0)
+    assert len(first_conv_names(small, catalog.CONVOLUTIONS["small_cnn"])) == catalog.CONVOLUTIONS["small_cnn"]
+    with pytest.raises(ValueError, match="1..4"):
+        first_conv_names(small, catalog.CONVOLUTIONS["small_cnn"] + 1)
+    assert set(catalog.CONVOLUTIONS) == set(catalog.ARCHITECTURES)  # the paper networks: tests/test_transfer.py
     assert set(catalog.STAGE_KINDS) == set(stages.STAGE_KINDS)
     assert set(catalog.MASK_RULE_KINDS) == set(mask_rules.MASK_RULE_KINDS)
     assert catalog.iterations_per_epoch(1347, 64) == 22

@@ -9,6 +9,7 @@
 - ``SUBSET_KINDS``: the dataset ``subset.kind`` values (``images_per_class``, ``classes``);
 - ``ARCHITECTURES``: name -> its keyword options and their defaults (``small_cnn``;
   ``resnet18`` and ``vgg19``, the CIFAR variants; ``resnet50`` and ``alexnet``, torchvision's);
+- ``CONVOLUTIONS``: name -> its number of convolutions (what a layer-wise rule may prune);
 - ``TASKS``: the training tasks;
 - ``STAGE_KINDS`` and ``MASK_RULE_KINDS``: what a stage.json may ask for;
 - :func:`iterations_per_epoch`: optimizer steps per epoch (the last batch may be smaller).
@@ -35,10 +36,12 @@ DATASET_OPTIONS: dict[str, tuple[str, ...]] = {
 }
 ARCHITECTURES: dict[str, dict[str, object]] = {"small_cnn": {"width": 16}, "resnet18": {}, "vgg19": {},
                                                "resnet50": {}, "alexnet": {}}
+#: convolutions of each architecture (whatever its options), the bound of ``pruning.layers``.
+CONVOLUTIONS: dict[str, int] = {"small_cnn": 4, "resnet18": 20, "vgg19": 16, "resnet50": 53, "alexnet": 5}
 TASKS: tuple[str, ...] = ("labels", "rotnet", "exemplar", "s4l", "labels_10pct")
 STAGE_KINDS: tuple[str, ...] = ("dense", "rewind", "imp", "random_mask", "eval", "features", "linear_eval",
                                  "finetune")
 MASK_RULE_KINDS: tuple[str, ...] = ("full", "prune_round", "one_shot", "given", "random", "adjusted_random")
 
-__all__ = ["DATASETS", "DATASET_OPTIONS", "SUBSET_KINDS", "DataFolderError", "dataset_facts", "ARCHITECTURES", "TASKS", "STAGE_KINDS", "MASK_RULE_KINDS",
+__all__ = ["DATASETS", "DATASET_OPTIONS", "SUBSET_KINDS", "DataFolderError", "dataset_facts", "ARCHITECTURES", "CONVOLUTIONS", "TASKS", "STAGE_KINDS", "MASK_RULE_KINDS",
            "iterations_per_epoch"]
