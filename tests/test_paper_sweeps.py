@@ -29,6 +29,9 @@ def _on_digits(path):
     overrides = ["dataset={name: digits}", "arch={name: small_cnn}"]
     if "transfer" in raw:
         overrides.append("transfer.dataset={name: digits}")
+    small_convs = catalog.CONVOLUTIONS["small_cnn"]
+    if raw.get("pruning", {}).get("layers", 0) > small_convs:  # AlexNet's conv1-5 on a 4-conv network
+        overrides.append(f"pruning.layers={small_convs}")
     if raw.get("label_subset", {}).get("kind") == "classes":
         overrides.append("rewind=[5it]")  # digits cannot count a classes subset before loading: steps only
     return load_spec(path, overrides)
