@@ -55,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
                                              "artifacts on disk first.")
     status.add_argument("workspace")
     status.add_argument("--all-missing", action="store_true", help="list every missing cell, not only the first 20")
+    status.add_argument("--verify", action="store_true",
+                        help="checksum every artifact again (by default an artifact whose size, mtime and inode "
+                             "are unchanged since it last verified is trusted)")
 
     resume = commands.add_parser("resume", help="rerun failed, blocked and missing stages of a workspace",
                                  description="Rerun every failed, blocked, interrupted or missing stage of every "
@@ -201,7 +204,7 @@ def _cmd_status(args) -> int:
     from .status import print_status
     from .workspace import require_workspace
 
-    print_status(require_workspace(Path(args.workspace)), all_missing=args.all_missing)
+    print_status(require_workspace(Path(args.workspace)), all_missing=args.all_missing, rehash=args.verify)
     return 0
 
 

@@ -48,6 +48,10 @@ CREATE TABLE IF NOT EXISTS sweeps (
     spec TEXT NOT NULL,
     launched_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS verified (
+    key TEXT PRIMARY KEY,
+    stamps TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS cells (
     sweep TEXT NOT NULL,
     mask_source TEXT NOT NULL,
@@ -145,6 +149,20 @@ class Ledger:
     def sweeps(self) -> list[sqlite3.Row]:
         """The sweeps launched in this workspace."""
         return self.connection.execute("SELECT * FROM sweeps ORDER BY launched_at").fetchall()
+
+    # ---- verification stamps (orchestrator.verified) ---------------------------------
+    def verified_stamps(self, key: str) -> Optional[dict[str, list[int]]]:
+        """The file stamps recorded when stage ``key``'s artifacts last hashed right, if any."""
+        row = self.connection.execute("SELECT stamps FROM verified WHERE key = ?", (key,)).fetchone()
+        return json.loads(row["stamps"]) if row else None
+
+    def set_verified_stamps(self, key: str, stamps: Optional[dict[str, list[int]]]) -> None:
+        """Record (or with ``None`` forget) the stamps of stage ``key``'s verified artifacts."""
+        if stamps is None:
+            self.connection.execute("DELETE FROM verified WHERE key = ?", (key,))
+        else:
+            self.connection.execute("INSERT OR REPLACE INTO verified (key, stamps) VALUES (?, ?)",
+                                    (key, json.dumps(stamps, sort_keys=True)))
 
     # ---- state changes ---------------------------------------------------------------
     def mark_running(self, key: str, host: str, pid: Optional[int], backend: str, job_id: Optional[str] = None) -> None:

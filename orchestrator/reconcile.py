@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Iterable, Optional
 
 import results
-from workers.artifacts import DONE_FILE, LOG_FILE, invalidate, verify_done
+from workers.artifacts import DONE_FILE, LOG_FILE, invalidate
 
 from .cell_extras import cell_extras
 from .ledger import Ledger
+from .verified import verify_stage
 from .workspace import WorkspaceLock, stage_dir
 
 LOG_TAIL_LINES = 12
@@ -33,8 +34,12 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
-def reconcile(workspace: Path, ledger: Ledger, lock_held_by_us: bool = False) -> set[str]:
-    """Correct every stage's state from disk; return the keys verified done."""
+def reconcile(workspace: Path, ledger: Ledger, lock_held_by_us: bool = False, rehash: bool = False) -> set[str]:
+    """Correct every stage's state from disk; return the keys verified done.
+
+    Artifacts whose stamps are unchanged since they last hashed right are trusted
+    (:mod:`orchestrator.verified`); ``rehash`` checksums every one of them again.
+    """
     workspace = Path(workspace)
     host = socket.gethostname()
     local_driver_alive: Optional[bool] = None
@@ -44,7 +49,7 @@ def reconcile(workspace: Path, ledger: Ledger, lock_held_by_us: bool = False) ->
     scheduler = _scheduler_states(rows, None if lock_held_by_us else workspace / "slurm" / "job_states.json")
     for row in rows:
         key, state = row["key"], row["state"]
-        ok, reason = verify_done(stage_dir(workspace, key))
+        ok, reason = verify_stage(workspace, ledger, key, rehash)
         if ok:
             done.add(key)
             if state != "done":

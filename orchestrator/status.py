@@ -14,11 +14,12 @@ from .reconcile import ingest_results, reconcile
 MISSING_SHOWN = 20
 
 
-def print_status(workspace: Path, all_missing: bool = False) -> None:
-    """Print counts per kind and state, failed stages with reasons, and missing cells."""
+def print_status(workspace: Path, all_missing: bool = False, rehash: bool = False) -> None:
+    """Print counts per kind and state, failed stages with reasons, and missing cells
+    (``rehash``: checksum every artifact again, trusting no recorded stamp)."""
     ledger = Ledger(workspace)
     try:
-        done = reconcile(workspace, ledger)
+        done = reconcile(workspace, ledger, rehash=rehash)
         ingest_results(workspace, ledger, done)
         stages = ledger.stages()
         sweeps = ledger.sweeps()

@@ -1,6 +1,7 @@
 """The ledger follows the artifacts on disk (unit level; the end-to-end tests run real stages)."""
 from __future__ import annotations
 
+import os
 import socket
 
 from orchestrator.ledger import Ledger
@@ -70,3 +71,71 @@ def test_done_in_ledger_but_artifacts_gone(tmp_path):
     ledger.mark_done(keys[0])
     reconcile(tmp_path, ledger)
     assert ledger.stages([keys[0]])[0]["state"] == "planned"
+
+
+def _settle(folder, seconds=60):
+    """Date every file of a stage folder back, as if written a minute ago."""
+    for path in folder.iterdir():
+        info = path.stat()
+        os.utime(path, ns=(info.st_atime_ns, info.st_mtime_ns - seconds * 10**9))
+
+
+def _flip_byte_in_place(path):
+    """Damage a file keeping its size, inode and modification time (what bit rot does)."""
+    info = path.stat()
+    with open(path, "r+b") as handle:
+        handle.seek(10)
+        byte = handle.read(1)
+        handle.seek(10)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+    os.utime(path, ns=(info.st_atime_ns, info.st_mtime_ns))
+
+
+def test_unchanged_artifacts_are_trusted_by_their_stamps_and_rehashed_on_request(tmp_path):
+    ledger, keys = _workspace(tmp_path)
+    _finish(tmp_path, keys[0])
+    folder = stage_dir(tmp_path, keys[0])
+    _settle(folder)
+    assert reconcile(tmp_path, ledger) == {keys[0]}
+    assert set(ledger.verified_stamps(keys[0])) == {"DONE.json", "final.pt"}
+    _flip_byte_in_place(folder / "final.pt")
+    # same size, mtime and inode: the recorded stamp is trusted, nothing is read
+    assert reconcile(tmp_path, ledger) == {keys[0]}
+    assert reconcile(tmp_path, ledger, rehash=True) == set()
+    assert ledger.stages([keys[0]])[0]["error_class"] == "CorruptArtifact"
+    assert ledger.verified_stamps(keys[0]) is None and not (folder / "final.pt").exists()
+
+
+def test_an_artifact_rewritten_after_its_stamp_was_taken_is_hashed_again(tmp_path):
+    ledger, keys = _workspace(tmp_path)
+    _finish(tmp_path, keys[0])
+    folder = stage_dir(tmp_path, keys[0])
+    _settle(folder)
+    assert reconcile(tmp_path, ledger) == {keys[0]}
+    path = folder / "final.pt"
+    data = bytearray(path.read_bytes())
+    data[10] ^= 0xFF
+    path.write_bytes(bytes(data))  # same size, new modification time
+    assert reconcile(tmp_path, ledger) == set()
+    assert ledger.stages([keys[0]])[0]["error_class"] == "CorruptArtifact"
+
+
+def test_freshly_written_artifacts_get_no_stamp(tmp_path):
+    ledger, keys = _workspace(tmp_path)
+    _finish(tmp_path, keys[0])  # modified just now: within the file system's timestamp granularity
+    assert reconcile(tmp_path, ledger) == {keys[0]}
+    assert ledger.verified_stamps(keys[0]) is None
+
+
+def test_a_status_with_verify_finds_damage_its_stamps_hide(tmp_path, capsys):
+    from orchestrator.cli import main
+
+    ledger, keys = _workspace(tmp_path)
+    _finish(tmp_path, keys[0])
+    _settle(stage_dir(tmp_path, keys[0]))
+    assert main(["status", str(tmp_path)]) == 0
+    _flip_byte_in_place(stage_dir(tmp_path, keys[0]) / "final.pt")
+    main(["status", str(tmp_path)])
+    assert "CorruptArtifact" not in capsys.readouterr().out
+    main(["status", str(tmp_path), "--verify"])
+    assert "CorruptArtifact" in capsys.readouterr().out
