@@ -91,12 +91,18 @@ def _flip_byte_in_place(path):
     os.utime(path, ns=(info.st_atime_ns, info.st_mtime_ns))
 
 
-def test_unchanged_artifacts_are_trusted_by_their_stamps_and_rehashed_on_request(tmp_path):
+def _done_and_stamped(tmp_path):
+    """A workspace whose first stage is done, a minute old, and verified once (stamps kept)."""
     ledger, keys = _workspace(tmp_path)
     _finish(tmp_path, keys[0])
     folder = stage_dir(tmp_path, keys[0])
     _settle(folder)
     assert reconcile(tmp_path, ledger) == {keys[0]}
+    return ledger, keys, folder
+
+
+def test_unchanged_artifacts_are_trusted_by_their_stamps_and_rehashed_on_request(tmp_path):
+    ledger, keys, folder = _done_and_stamped(tmp_path)
     assert set(ledger.verified_stamps(keys[0])) == {"DONE.json", "final.pt"}
     _flip_byte_in_place(folder / "final.pt")
     # same size, mtime and inode: the recorded stamp is trusted, nothing is read
@@ -107,11 +113,7 @@ def test_unchanged_artifacts_are_trusted_by_their_stamps_and_rehashed_on_request
 
 
 def test_an_artifact_rewritten_after_its_stamp_was_taken_is_hashed_again(tmp_path):
-    ledger, keys = _workspace(tmp_path)
-    _finish(tmp_path, keys[0])
-    folder = stage_dir(tmp_path, keys[0])
-    _settle(folder)
-    assert reconcile(tmp_path, ledger) == {keys[0]}
+    ledger, keys, folder = _done_and_stamped(tmp_path)
     path = folder / "final.pt"
     data = bytearray(path.read_bytes())
     data[10] ^= 0xFF
