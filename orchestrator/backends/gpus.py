@@ -1,0 +1,41 @@
+"""Which GPUs this machine shows, and which one each local worker slot gets.
+
+Found without importing torch (the driver never initialises CUDA): the ids listed by
+``CUDA_VISIBLE_DEVICES`` when it is set (a scheduler's allocation), else the GPUs that
+``nvidia-smi -L`` lists, else none. Each local worker process is pinned to one GPU by
+setting ``CUDA_VISIBLE_DEVICES`` to that id before it starts; ``stages_per_gpu`` slots
+share each GPU (small stages that use a fraction of one).
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from typing import Optional
+
+_NVIDIA_SMI_GPU = re.compile(r"^GPU (\d+):", re.MULTILINE)
+
+
+def visible_gpus(environ: Optional[dict] = None) -> list[str]:
+    """The ids of the GPUs a process started from here may use (empty: none)."""
+    environ = os.environ if environ is None else environ
+    listed = environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is not None:
+        return [gpu.strip() for gpu in listed.split(",") if gpu.strip() and gpu.strip() != "-1"]
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return []
+    try:
+        answer = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return _NVIDIA_SMI_GPU.findall(answer.stdout) if answer.returncode == 0 else []
+
+
+def slot_gpu(slot: int, gpus: list[str], stages_per_gpu: int) -> Optional[str]:
+    """The GPU id of worker ``slot`` (0-based), round robin over ``gpus``, at most
+    ``stages_per_gpu`` slots on each; ``None`` when there is no GPU or all have their share."""
+    if not gpus or slot >= len(gpus) * stages_per_gpu:
+        return None
+    return gpus[slot % len(gpus)]
