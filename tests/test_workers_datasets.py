@@ -227,3 +227,18 @@ def test_a_dense_stage_trains_on_a_data_folder(kind, cifar_root, folder_root, tm
     steps = -(-(60 if kind == "cifar" else 12) // 8)
     assert metrics["iterations"] == 2 * steps and 0 <= metrics["task_accuracy"] <= 1
     assert (stage / "DONE.json").exists() and (stage / "final.pt").exists() and (stage / "rewind_1.pt").exists()
+
+
+@pytest.mark.parametrize("loader_processes", ["0", "2"])
+def test_evaluation_batches_of_a_folder_are_its_central_crops_in_order(folder_root, monkeypatch, loader_processes):
+    from workers.image_folder import eval_batches
+
+    monkeypatch.setenv("PRUNESWEEP_LOADER_WORKERS", loader_processes)
+    split = data.load_split({"name": "imagenet", "root": str(folder_root), "image_size": 12})
+    images = split.train_images
+    batches = list(eval_batches(images, 5))
+    assert [batch.shape[0] for batch in batches] == [5, 5, 2]
+    expected = torch.stack([images.eval_view(p) for p in range(len(images))])
+    assert torch.equal(torch.cat(batches), expected)
+    tensor = expected.clone()
+    assert [b.data_ptr() for b in eval_batches(tensor, 5)] == [tensor[s:s + 5].data_ptr() for s in (0, 5, 10)]

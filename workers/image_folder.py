@@ -7,6 +7,10 @@ when the images do not fit in memory (ImageNet):
   central crop, normalise; in :func:`loader_workers` threads) and returns a float tensor
   on the images' device, so the evaluation and feature-extraction loops, which slice,
   work unchanged;
+- :func:`eval_batches` yields consecutive evaluation batches (for the accuracy and the
+  feature extraction): slices of a tensor, or for lazy images their central crops
+  decoded by a ``DataLoader`` with worker processes and pinned memory, so decoding
+  overlaps the forward passes;
 - ``images[index_tensor]`` returns a *lazy* view of those images (a labelled subset
   stays on disk);
 - :func:`train_loader` yields the training batches of one epoch through a
@@ -98,6 +102,37 @@ class _TrainViews(torch.utils.data.Dataset):
     def __getitem__(self, item: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         position, view_seed = item
         return self.images.train_view(position, view_seed), self.labels[position]
+
+
+class _EvalViews(torch.utils.data.Dataset):
+    """Item ``p`` is the evaluation view of the image at position ``p``."""
+
+    def __init__(self, images: LazyImages):
+        self.images = images.to("cpu")
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, position: int) -> torch.Tensor:
+        return self.images.eval_view(position)
+
+
+def eval_batches(images: "torch.Tensor | LazyImages", batch_size: int) -> Iterator[torch.Tensor]:
+    """The images in order, ``batch_size`` at a time, on the images' device.
+
+    A tensor is sliced; :class:`LazyImages` are decoded (central crops) by a DataLoader
+    with :func:`loader_workers` processes and pinned memory on CUDA.
+    """
+    if not isinstance(images, LazyImages):
+        for start in range(0, images.shape[0], batch_size):
+            yield images[start:start + batch_size]
+        return
+    workers = loader_workers()
+    loader = torch.utils.data.DataLoader(
+        _EvalViews(images), batch_size=batch_size, shuffle=False, num_workers=workers,
+        pin_memory=images.device.type == "cuda", prefetch_factor=4 if workers else None)
+    for batch in loader:
+        yield batch.to(images.device, non_blocking=True)
 
 
 def loader_workers() -> int:

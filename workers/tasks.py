@@ -28,6 +28,7 @@ import torch.nn.functional as F
 
 from workers.augment import color_jitter
 from workers.data import DataSplit, DatasetSpec
+from workers.image_folder import eval_batches
 from workers.label_subset import subset_indices
 
 ROTATIONS = 4
@@ -225,9 +226,8 @@ def evaluate_accuracy(model: torch.nn.Module, task: Task, images: torch.Tensor,
     correct = torch.zeros((), dtype=torch.int64, device=images.device)
     seen = 0
     try:
-        for start in range(0, images.shape[0], batch_size):
-            inputs, targets = task.make_batch(images[start:start + batch_size],
-                                              labels[start:start + batch_size])
+        for start, batch in zip(range(0, images.shape[0], batch_size), eval_batches(images, batch_size)):
+            inputs, targets = task.make_batch(batch, labels[start:start + batch_size])
             hits, n = task.score(model(inputs), targets)
             correct += hits
             seen += n

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from workers.data import DataSplit, dataset_spec, load_split
+from workers.image_folder import eval_batches
 from workers.mask_rules import FINAL_FILE, MASK_FILE, load_tensors, previous_mask, pruned_names, save_mask
 from workers.models import build_model, redraw_head
 from workers.pruning import check_mask, count, prune_one_shot
@@ -71,8 +72,8 @@ def pooled_features(model: nn.Module, images: torch.Tensor, batch_size: int = 10
     hook = model.head.register_forward_hook(lambda module, inputs, output: captured.append(inputs[0].float()))
     model.eval()
     try:
-        for start in range(0, images.shape[0], batch_size):
-            model(images[start:start + batch_size])
+        for batch in eval_batches(images, batch_size):
+            model(batch)
     finally:
         hook.remove()
     return torch.cat(captured).flatten(1)
