@@ -242,3 +242,19 @@ def test_evaluation_batches_of_a_folder_are_its_central_crops_in_order(folder_ro
     assert torch.equal(torch.cat(batches), expected)
     tensor = expected.clone()
     assert [b.data_ptr() for b in eval_batches(tensor, 5)] == [tensor[s:s + 5].data_ptr() for s in (0, 5, 10)]
+
+
+def test_a_folder_sweep_runs_through_the_local_backend_with_loader_processes(folder_root, write_sweep, sweep_dict,
+                                                                             monkeypatch, tmp_path):
+    """The local backend's workers start the DataLoader's processes (daemonic ones could not)."""
+    from orchestrator.cli import main
+
+    monkeypatch.setenv("PRUNESWEEP_LOADER_WORKERS", "1")
+    sweep = copy.deepcopy(sweep_dict)
+    sweep.update(dataset={"name": "imagenet", "root": str(folder_root), "image_size": 12},
+                 arch={"name": "small_cnn", "width": 4}, mask_source=["labels"], init=["winning_ticket"],
+                 seeds=[0], rewind=[0], workspace=str(tmp_path / "ws"))
+    sweep["pruning"] = {**sweep["pruning"], "fractions": [0.8]}
+    sweep["recipes"] = {"labels": {"epochs": 1, "batch_size": 8, "optimizer": "adam", "lr": 0.01}}
+    assert main(["launch", str(write_sweep(sweep)), "--no-progress", "--workers", "1"]) == 0
+    assert len(list((tmp_path / "ws" / "stages").glob("*/DONE.json"))) == 2

@@ -32,7 +32,10 @@ def _worker_main(runner: str, threads: int, connection) -> None:
     module_name, function_name = runner.split(":")
     run_stage = getattr(importlib.import_module(module_name), function_name)
     while True:
-        folder = connection.recv()
+        try:
+            folder = connection.recv()
+        except EOFError:  # the driver is gone (killed): nothing more will come
+            return
         if folder is None:
             return
         try:
@@ -47,7 +50,8 @@ def _worker_main(runner: str, threads: int, connection) -> None:
 class _Worker:
     def __init__(self, context, runner: str, threads: int):
         self.connection, child = context.Pipe()
-        self.process = context.Process(target=_worker_main, args=(runner, threads, child), daemon=True)
+        # not daemonic: a stage's DataLoader starts processes of its own, which daemons may not
+        self.process = context.Process(target=_worker_main, args=(runner, threads, child), daemon=False)
         self.process.start()
         child.close()
         self.key: Optional[str] = None
