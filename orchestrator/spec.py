@@ -213,6 +213,8 @@ class LocalBackend(_Strict):
     """Settings of the local backend."""
 
     workers: Optional[int] = Field(None, gt=0)
+    #: with GPUs, the default number of workers on each one (each worker runs one stage at a time).
+    stages_per_gpu: int = Field(1, gt=0)
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")

@@ -4,8 +4,15 @@ tests/test_local_end_to_end.py through CUDA_VISIBLE_DEVICES)."""
 from __future__ import annotations
 
 import os
+import time
+from pathlib import Path
 
-from orchestrator.backends.gpus import slot_gpu, visible_gpus
+import pytest
+
+from orchestrator.backends import Task, get_backend
+from orchestrator.backends.gpus import least_used_gpu, visible_gpus
+from orchestrator.errors import SpecError
+from orchestrator.spec import load_spec
 
 
 def test_an_allocation_s_visible_devices_win():
@@ -28,8 +35,55 @@ def test_without_nvidia_smi_there_is_no_gpu(tmp_path, monkeypatch):
     assert visible_gpus({}) == []
 
 
-def test_slots_go_round_robin_and_each_gpu_takes_its_share():
+def test_workers_spread_evenly_over_the_gpus():
     gpus = ["0", "1"]
-    assert [slot_gpu(slot, gpus, 2) for slot in range(5)] == ["0", "1", "0", "1", None]
-    assert [slot_gpu(slot, gpus, 1) for slot in range(3)] == ["0", "1", None]
-    assert slot_gpu(0, [], 4) is None
+    assert least_used_gpu(gpus, []) == "0"
+    assert least_used_gpu(gpus, ["0"]) == "1"
+    assert least_used_gpu(gpus, ["0", "1", "1"]) == "0"
+    assert least_used_gpu([], [None]) is None
+
+
+def record_visible_gpu(folder):
+    """A stage runner for the test below: notes the GPU its worker process was given."""
+    time.sleep(0.5)  # long enough for the four stages to hold four workers at once
+    (Path(folder) / "gpu.txt").write_text(f"{os.environ.get('CUDA_VISIBLE_DEVICES')} {os.getpid()}")
+
+
+class _Recorder:
+    def __init__(self):
+        self.finished_keys = []
+
+    def started(self, key, host, pid, job_id=None):
+        pass
+
+    def finished(self, key):
+        self.finished_keys.append(key)
+        return True
+
+    def failed(self, key, error_class, message):
+        raise AssertionError(f"{key} failed: {message}")
+
+    blocked = interrupted = failed
+
+
+def test_each_local_worker_sees_one_gpu_and_stages_per_gpu_workers_share_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")  # what an allocation of two GPUs shows
+    backend = get_backend("local", settings={"stages_per_gpu": 2}, runner="test_local_gpus:record_visible_gpu")
+    assert backend.gpus == ["0", "1"] and backend.workers == 4
+    tasks = [Task(f"s{i}", tmp_path / f"s{i}", (), 0.0) for i in range(4)]
+    for task in tasks:
+        task.folder.mkdir()
+    events = _Recorder()
+    backend.run(tasks, events)
+    seen = [(tmp_path / f"s{i}" / "gpu.txt").read_text().split() for i in range(4)]
+    assert sorted(gpu for gpu, _ in seen) == ["0", "0", "1", "1"]
+    assert len({pid for _, pid in seen}) == 4 and len(events.finished_keys) == 4
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert get_backend("local").workers == len(os.sched_getaffinity(0))  # no GPU: one worker per core
+
+
+def test_stages_per_gpu_is_validated(write_sweep, sweep_dict):
+    sweep = {**sweep_dict, "local": {"stages_per_gpu": 0}}
+    with pytest.raises(SpecError) as info:
+        load_spec(write_sweep(sweep))
+    assert info.value.key_path == "local.stages_per_gpu"

@@ -1,10 +1,11 @@
-"""Which GPUs this machine shows, and which one each local worker slot gets.
+"""Which GPUs this machine shows, and which one each local worker gets.
 
 Found without importing torch (the driver never initialises CUDA): the ids listed by
 ``CUDA_VISIBLE_DEVICES`` when it is set (a scheduler's allocation), else the GPUs that
 ``nvidia-smi -L`` lists, else none. Each local worker process is pinned to one GPU by
-setting ``CUDA_VISIBLE_DEVICES`` to that id before it starts; ``stages_per_gpu`` slots
-share each GPU (small stages that use a fraction of one).
+setting ``CUDA_VISIBLE_DEVICES`` to that id before it starts; the workers spread evenly
+over the GPUs (``local.stages_per_gpu`` on each by default: small stages that use a
+fraction of a GPU share it).
 """
 from __future__ import annotations
 
@@ -33,9 +34,9 @@ def visible_gpus(environ: Optional[dict] = None) -> list[str]:
     return _NVIDIA_SMI_GPU.findall(answer.stdout) if answer.returncode == 0 else []
 
 
-def slot_gpu(slot: int, gpus: list[str], stages_per_gpu: int) -> Optional[str]:
-    """The GPU id of worker ``slot`` (0-based), round robin over ``gpus``, at most
-    ``stages_per_gpu`` slots on each; ``None`` when there is no GPU or all have their share."""
-    if not gpus or slot >= len(gpus) * stages_per_gpu:
+def least_used_gpu(gpus: list[str], in_use: list[Optional[str]]) -> Optional[str]:
+    """The GPU of ``gpus`` that the fewest running workers (``in_use``: their GPUs) hold,
+    the first listed on a tie; ``None`` when there is no GPU."""
+    if not gpus:
         return None
-    return gpus[slot % len(gpus)]
+    return min(gpus, key=lambda gpu: (in_use.count(gpu), gpus.index(gpu)))

@@ -19,15 +19,18 @@ from pathlib import Path
 from typing import Optional
 
 from .base import DEFAULT_RUNNER, Backend, DependencyQueue, Events, Task
+from .gpus import least_used_gpu, visible_gpus
 
 #: lines of a traceback sent back with a failure.
 TRACEBACK_LINES = 12
 
 
-def _worker_main(runner: str, threads: int, connection) -> None:
+def _worker_main(runner: str, threads: int, gpu: Optional[str], connection) -> None:
     """Body of one worker process: run the stage folders it is sent until told to stop."""
     for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[variable] = str(threads)
+    if gpu is not None:  # before anything initialises CUDA: the worker sees this GPU only
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver decides what Ctrl-C does
     module_name, function_name = runner.split(":")
     run_stage = getattr(importlib.import_module(module_name), function_name)
@@ -48,10 +51,11 @@ def _worker_main(runner: str, threads: int, connection) -> None:
 
 
 class _Worker:
-    def __init__(self, context, runner: str, threads: int):
+    def __init__(self, context, runner: str, threads: int, gpu: Optional[str]):
+        self.gpu = gpu
         self.connection, child = context.Pipe()
         # not daemonic: a stage's DataLoader starts processes of its own, which daemons may not
-        self.process = context.Process(target=_worker_main, args=(runner, threads, child), daemon=False)
+        self.process = context.Process(target=_worker_main, args=(runner, threads, gpu, child), daemon=False)
         self.process.start()
         child.close()
         self.key: Optional[str] = None
@@ -66,12 +70,20 @@ class _Worker:
 
 
 class LocalBackend(Backend):
-    """Runs tasks in ``workers`` processes on this machine, in dependency order."""
+    """Runs tasks in ``workers`` processes on this machine, in dependency order.
+
+    With GPUs (:func:`~orchestrator.backends.gpus.visible_gpus`) each worker sees one of
+    them, spread evenly; ``workers`` then defaults to ``stages_per_gpu`` per GPU, else to
+    one per core.
+    """
 
     name = "local"
 
-    def __init__(self, workers: Optional[int] = None, threads: int = 1, runner: str = DEFAULT_RUNNER):
-        self.workers = workers or len(os.sched_getaffinity(0))
+    def __init__(self, workers: Optional[int] = None, threads: int = 1, runner: str = DEFAULT_RUNNER,
+                 stages_per_gpu: int = 1, gpus: Optional[list[str]] = None):
+        self.gpus = visible_gpus() if gpus is None else list(gpus)
+        default = len(self.gpus) * stages_per_gpu if self.gpus else len(os.sched_getaffinity(0))
+        self.workers = workers or default
         self.threads = threads
         self.runner = runner
 
@@ -95,7 +107,8 @@ class LocalBackend(Backend):
                     task = queue.pop()
                     worker = idle.pop() if idle else None
                     if worker is None:
-                        worker = _Worker(context, self.runner, self.threads)
+                        gpu = least_used_gpu(self.gpus, [w.gpu for w in pool])
+                        worker = _Worker(context, self.runner, self.threads, gpu)
                         pool.append(worker)
                     worker.key = task.key
                     worker.connection.send(str(task.folder))
