@@ -1,10 +1,12 @@
 """The driver a detached Ray launch submits as a Ray job: ``python -m orchestrator.ray_job WORKSPACE``.
 
-It runs on the cluster: connects to Ray, checks that every node sees the workspace and
-says so in ``WORKSPACE/ray/driver.json`` (``launch`` waits for that, still holding the
-workspace lock), then takes the lock once ``launch`` lets go of it and runs
+It runs on the cluster: connects to Ray, checks that every node sees the workspace and that
+the cluster can hold every stage kind's resources (ranks included), says so in
+``WORKSPACE/ray/driver.json`` (``launch`` waits for that, still holding the workspace
+lock), then takes the lock once ``launch`` lets go of it and runs
 ``prunesweep resume WORKSPACE --backend ray`` attached to the cluster. Exit codes are the
-command's: 0 all done, 1 some failed or blocked, 2 bad setup (the workspace is not seen).
+command's: 0 all done, 1 some failed or blocked, 2 bad setup (the workspace is not seen,
+or a stage kind cannot be placed).
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import time
 from pathlib import Path
 
 from .backends.ray import RayBackend, probe_workspace
+from .backends.ray_ranks import check_cluster_fits
 from .backends.ray_jobs import read_driver_record, write_driver_record
 from .errors import UserError, WorkspaceBusy
 
@@ -41,6 +44,7 @@ def main(argv: list[str]) -> int:
         settings = dict(json.loads(sweeps[-1]["spec"]).get("ray") or {}, attached=True, submission_id=job)
         RayBackend(settings, workspace).connect()
         probe_workspace(workspace)
+        check_cluster_fits(settings)
     except UserError as error:
         if workspace.is_dir():
             write_driver_record(workspace, state="failed", message=str(error))

@@ -312,6 +312,8 @@ class RayResources(_Strict):
     num_cpus: float = Field(1, ge=0)
     num_gpus: float = Field(0, ge=0)
     custom: dict[str, float] = Field(default_factory=dict)
+    #: processes of one stage (a placement group of this many bundles); the amounts above are per rank.
+    ranks: int = Field(1, ge=1)
 
     @field_validator("num_cpus", "num_gpus")
     @classmethod
@@ -332,6 +334,14 @@ class RayResources(_Strict):
             except ValueError as err:
                 raise _KeyedError((name,), str(err)) from None
         return custom
+
+    @model_validator(mode="after")
+    def _one_gpu_per_rank(self) -> "RayResources":
+        # each rank trains on cuda:LOCAL_RANK, so a rank needs exactly one GPU of its own (or none)
+        if self.ranks > 1 and self.num_gpus not in (0, 1):
+            raise _KeyedError(("num_gpus",), f"with ranks > 1 each rank needs num_gpus 0 or 1 (one GPU of its own), "
+                                             f"got {self.num_gpus:g}")
+        return self
 
 
 class RayStageResources(_Strict):
@@ -374,6 +384,8 @@ class RaySettings(_Strict):
     num_cpus: Optional[int] = Field(None, gt=0)
     #: seconds the driver job may take to start and see the workspace before launch gives up.
     attach_timeout_s: float = Field(300, gt=0)
+    #: how the bundles (ranks) of a stage with ranks > 1 are placed on nodes (Ray's placement strategies).
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
 
     @field_validator("address")
     @classmethod

@@ -36,6 +36,10 @@ def test_a_full_ray_section_loads(tmp_path, sweep_dict):
     assert spec.backend == "ray" and spec.ray.max_retries == 5
     assert spec.ray.resources.eval.num_gpus == 0.25 and spec.ray.resources.imp is None
     assert spec.ray.resources.dense.custom == {"big_memory": 1}
+    assert spec.ray.resources.eval.ranks == 1 and spec.ray.placement_strategy == "PACK"
+    ranked = load_spec(_write(tmp_path, sweep_dict, {"placement_strategy": "SPREAD",
+                                                     "resources": {"dense": {"num_gpus": 1, "ranks": 4}}}))
+    assert ranked.ray.resources.dense.ranks == 4 and ranked.ray.placement_strategy == "SPREAD"
 
 
 @pytest.mark.parametrize("address", [None, "auto", "ray://head:10001", "http://127.0.0.1:8265", "https://ray.lab:443"])
@@ -55,6 +59,9 @@ def test_addresses_allowed(tmp_path, sweep_dict, address):
     ({"max_retries": -1}, "ray.max_retries", "greater than or equal to 0"),
     ({"runtime_env": {"conda": "x"}}, "ray.runtime_env.conda", "working_dir, pip, env_vars"),
     ({"adress": "auto"}, "ray.adress", "address"),
+    ({"resources": {"eval": {"ranks": 0}}}, "ray.resources.eval.ranks", "greater than or equal to 1"),
+    ({"resources": {"eval": {"ranks": 2, "num_gpus": 0.5}}}, "ray.resources.eval.num_gpus", "num_gpus 0 or 1"),
+    ({"placement_strategy": "TIGHT"}, "ray.placement_strategy", "STRICT_PACK"),
 ])
 def test_bad_ray_values_name_the_key_and_what_is_allowed(tmp_path, sweep_dict, ray, key_path, needle):
     path = _write(tmp_path, sweep_dict, ray)

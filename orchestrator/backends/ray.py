@@ -36,6 +36,7 @@ from workers.artifacts import atomic_write_json
 from ..errors import UserError
 from .base import DEFAULT_RUNNER, Backend, DependencyQueue, Events, Task
 from .ray_jobs import job_client, one_line, read_driver_record, write_driver_record
+from .ray_ranks import StageRankError, check_cluster_fits, log_line, run_ranks
 
 #: lines of a traceback kept with a failure.
 TRACEBACK_LINES = 12
@@ -55,8 +56,13 @@ def _stage_task(runner: str, folder: str, key: str, threads: int, reporter) -> N
         os.environ[variable] = str(threads)
     # wait for the reporter so that "started" always reaches the driver before "finished"
     ray.get(reporter.started.remote(key, socket.gethostname(), os.getpid()))
+    # where it ran and on which GPUs (Ray sets CUDA_VISIBLE_DEVICES; fractions share one)
+    log_line(folder, f"ray: task on {socket.gethostname()} pid {os.getpid()} started at {time.time():.3f}, "
+                     f"GPU ids {[str(gpu) for gpu in ray.get_gpu_ids()]}, "
+                     f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '')}")
     module_name, function_name = runner.split(":")
     getattr(importlib.import_module(module_name), function_name)(Path(folder))
+    log_line(folder, f"ray: task pid {os.getpid()} returned at {time.time():.3f}")
 
 
 def _read_token(path: str) -> tuple[str, str]:
@@ -206,6 +212,24 @@ class RayBackend(Backend):
             options["resources"] = dict(chosen["custom"])
         return options
 
+    def _chosen(self, kind: str) -> dict:
+        resources = self.settings.get("resources") or {}
+        return dict(resources.get(kind) or resources.get("default") or {})
+
+    def _submit(self, task: Task, reporter, remote, coordinator):
+        """One stage: a task with its kind's resources, or, with ranks > 1, a coordinator task
+        that runs the ranks in a placement group (it holds no resources itself)."""
+        chosen = self._chosen(task.kind)
+        ranks = int(chosen.get("ranks", 1))
+        if ranks > 1:
+            return coordinator.options(name=f"stage-{task.key}", num_cpus=0, max_retries=0).remote(
+                self.runner, str(task.folder), task.key, chosen, ranks,
+                self.settings.get("placement_strategy", "PACK"), self.settings.get("max_retries", 3), reporter)
+        options = self._options(task.kind)
+        threads = max(1, int(options["num_cpus"]))
+        return remote.options(name=f"stage-{task.key}", **options).remote(
+            self.runner, str(task.folder), task.key, threads, reporter)
+
     def _run_attached(self, tasks: list[Task], events: Events) -> None:
         import ray
 
@@ -213,6 +237,7 @@ class RayBackend(Backend):
         try:
             if not self.settings.get("attached"):
                 probe_workspace(self.workspace)
+                check_cluster_fits(self.settings)
             self._schedule(tasks, events)
         finally:
             if started_ray:
@@ -225,6 +250,7 @@ class RayBackend(Backend):
         queue = DependencyQueue(tasks)
         reporter = ray.remote(_Reporter).options(num_cpus=0).remote()
         remote = ray.remote(_stage_task)
+        coordinator = ray.remote(run_ranks)
         in_flight: dict[Any, str] = {}
         running: set[str] = set()
 
@@ -241,11 +267,7 @@ class RayBackend(Backend):
             while queue.unresolved:
                 while queue.has_ready():  # Ray queues what the cluster cannot place yet, in submission order
                     task = queue.pop()
-                    options = self._options(task.kind)
-                    threads = max(1, int(options["num_cpus"]))
-                    ref = remote.options(name=f"stage-{task.key}", **options).remote(
-                        self.runner, str(task.folder), task.key, threads, reporter)
-                    in_flight[ref] = task.key
+                    in_flight[self._submit(task, reporter, remote, coordinator)] = task.key
                 if not in_flight:
                     break  # everything left is blocked
                 finished, _ = ray.wait(list(in_flight), num_returns=1, timeout=1.0)
@@ -278,6 +300,8 @@ class RayBackend(Backend):
             return None
         except ray.exceptions.RayTaskError as error:  # the stage raised: its own class and traceback
             cause = error.cause if getattr(error, "cause", None) is not None else error
+            if isinstance(cause, StageRankError):  # a rank of a distributed stage: its own class and reason
+                return cause.kind, cause.message
             lines = str(error).rstrip().splitlines()
             return type(cause).__name__, "\n".join(lines[-TRACEBACK_LINES:])
         except Exception as error:  # noqa: BLE001 - the worker or its node died, retries used up

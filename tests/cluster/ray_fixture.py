@@ -3,7 +3,9 @@
 Load it from tests/conftest.py with ``pytest_plugins = [..., "cluster.ray_fixture"]``; it
 registers the ``ray`` marker. The fixture starts a head node (``ray start --head``) on
 127.0.0.1 with its own short temp dir (Ray's socket paths have a length limit) and free
-ports, plus a second worker node, and stops them at the end of the session by the PIDs of
+ports, plus a second worker node that declares one GPU it does not have (``--num-gpus=1``:
+Ray then hands out that GPU, and fractions of it, and sets ``CUDA_VISIBLE_DEVICES`` for
+the tasks; torch finds no CUDA and trains on CPU), and stops them at the end of the session by the PIDs of
 the processes they started (never a global ``ray stop``, which would end every Ray
 process of this user).
 
@@ -168,13 +170,13 @@ class RayCluster:
     def start_head(self, num_cpus: int = 2) -> None:
         """``ray start --head`` on loopback with this cluster's temp dir, ports and token."""
         started = time.monotonic()
-        self._ray("--head", f"--port={self.gcs_port}", f"--num-cpus={num_cpus}", "--include-dashboard=true",
-                  "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}",
+        self._ray("--head", f"--port={self.gcs_port}", f"--num-cpus={num_cpus}", "--num-gpus=0",
+                  "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}",
                   f"--ray-client-server-port={free_port()}", f"--temp-dir={self.root / 't'}")
         self.nodes = 1
         self.timings["head"] = time.monotonic() - started
 
-    def add_node(self, num_cpus: int = 1, prefix: tuple = (), tag: str | None = None) -> None:
+    def add_node(self, num_cpus: int = 1, prefix: tuple = (), tag: str | None = None, num_gpus: int = 0) -> None:
         """A worker node joining the head (``prefix`` wraps the command, e.g. ``unshare``).
 
         With a ``tag`` its processes carry their own marker, so :meth:`remove_node` can
@@ -182,7 +184,8 @@ class RayCluster:
         """
         started = time.monotonic()
         env = dict(self.env, **{MARKER: tag}) if tag else self.env
-        self._ray(f"--address={self.address}", f"--num-cpus={num_cpus}", env=env, prefix=prefix)
+        self._ray(f"--address={self.address}", f"--num-cpus={num_cpus}", f"--num-gpus={num_gpus}", env=env,
+                  prefix=prefix)
         self.nodes += 1
         self.wait_for_nodes(self.nodes)
         self.timings[f"node {self.nodes}"] = time.monotonic() - started
@@ -223,13 +226,13 @@ class RayCluster:
             raise RuntimeError(f"Ray processes survived SIGKILL: {left}")
 
 
-def start_cluster(nodes: int = 2) -> RayCluster:
-    """A fresh cluster: a 2-CPU head and ``nodes - 1`` one-CPU worker nodes."""
+def start_cluster(nodes: int = 2, gpus: int = 1) -> RayCluster:
+    """A fresh cluster: a 2-CPU head and ``nodes - 1`` one-CPU worker nodes declaring ``gpus`` GPUs each."""
     cluster = RayCluster(Path(tempfile.mkdtemp(prefix="rs", dir="/tmp")))
     try:
         cluster.start_head()
         for _ in range(nodes - 1):
-            cluster.add_node()
+            cluster.add_node(num_gpus=gpus)
     except BaseException:
         cluster.stop()
         raise
