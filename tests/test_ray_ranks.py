@@ -124,7 +124,7 @@ def test_a_rank_that_dies_fails_its_stage_and_resume_finishes_it(ray_cluster, tm
     rank0, _ = _kill_rank_one(workspace, key)
     states = _wait(workspace, ray_cluster.env, lambda s: s[key]["state"] == "failed")
     assert states[key]["error_class"] == "ActorDiedError", states[key]["error_message"]
-    assert "rank 1 of 2 died" in states[key]["error_message"]
+    assert "ray: rank 1 of 2 died" in states[key]["error_message"]  # the log's tail
     assert _gone(rank0), "rank 0 kept running after rank 1 died"
     assert "ActorDiedError" in cli("status", workspace, env=ray_cluster.env).stdout
     cli("resume", workspace, "--backend", "ray", env=ray_cluster.env)

@@ -189,7 +189,8 @@ def _failure(rank: int, ref, ranks: int) -> Optional[Exception]:
     except ray.exceptions.RayTaskError as error:  # the rank raised: the stage fails with its error
         cause = error.cause if getattr(error, "cause", None) is not None else error
         lines = str(error).rstrip().splitlines()
-        return StageRankError(type(cause).__name__, f"rank {rank} of {ranks}: " + "\n".join(lines[-TRACEBACK_LINES:]))
+        return StageRankError(type(cause).__name__, f"rank {rank} of {ranks} raised {type(cause).__name__}: "
+                              f"{one_line(cause)}\n" + "\n".join(lines[-TRACEBACK_LINES:]))
     except ray.exceptions.RayError as error:
         return _Died(type(error).__name__, f"rank {rank} of {ranks} died: {one_line(error)}")
 
@@ -244,5 +245,9 @@ def run_ranks(runner: str, folder: str, key: str, resources: Mapping[str, Any], 
             return
         except _Died as died:
             kind, message = died.args
+            log_line(folder, f"ray: {message} ({kind})")
             if attempt == retries:
                 raise StageRankError(kind, f"{message}; the stage was rerun {retries} time(s) (max_retries)") from None
+        except StageRankError as error:  # the ledger keeps the log's tail: say there why the stage ended
+            log_line(folder, f"ray: the stage failed: {error.message.splitlines()[0]}")
+            raise
