@@ -14,6 +14,8 @@ A stage folder holds:
 
 Every write goes through :func:`atomic_write_bytes` (temp file in the same folder,
 fsync, rename), so a crash leaves either the old file or the new one, never half of one.
+In a distributed stage only rank 0 writes (:func:`workers.distributed.is_writer`): the
+other ranks compute the same files and skip every write.
 """
 from __future__ import annotations
 
@@ -23,6 +25,8 @@ import os
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Mapping
+
+from workers.distributed import is_writer
 
 STAGE_FILE = "stage.json"
 DONE_FILE = "DONE.json"
@@ -56,6 +60,8 @@ def atomic_save_with(path: Path, save: Callable[[Any], None]) -> None:
 
 
 def _atomic_write(path: Path, write: Callable[[Any], Any]) -> None:
+    if not is_writer():  # a rank other than 0 of a distributed stage: rank 0 writes the same
+        return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

@@ -5,6 +5,7 @@ A backend about to lose the machine (preemption, time limit) calls :func:`save_p
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
@@ -58,31 +59,52 @@ def run_stage(stage_dir: Path | str) -> dict:
     artifact changed or missing) is invalidated and recomputed. Dependencies are verified
     before use and raise :class:`~workers.artifacts.CorruptArtifact` naming the folder.
     Log lines and any traceback are appended to ``log.txt``; exceptions are re-raised.
+
+    Started as one rank of a distributed stage (:mod:`workers.distributed`: torch's
+    ``WORLD_SIZE``/``RANK``... variables), every rank runs the stage on its shard of the
+    batches; rank 0 decides whether it is done, logs and writes every file, and the
+    others return its manifest.
     """
+    from workers import distributed
+
+    with distributed.process_group():
+        return _run_stage(Path(stage_dir).absolute())
+
+
+def _run_stage(stage_dir: Path) -> dict:
+    from workers import distributed
     from workers.stages import STAGE_KINDS, StageContext  # torch is imported only to run
 
-    stage_dir = Path(stage_dir).absolute()
     stage = read_stage(stage_dir)
-    done, reason = verify_done(stage_dir)
+    done, reason = distributed.broadcast_from_writer(verify_done(stage_dir))
     if done:
         return json.loads((stage_dir / DONE_FILE).read_text())
     kind, key = stage.get("kind"), stage.get("key", stage_dir.name)
-    with stage_log(stage_dir):
+    writer = distributed.is_writer()
+    with stage_log(stage_dir) if writer else contextlib.nullcontext():
         try:
-            if reason != "not run":
+            if reason != "not run" and writer:
                 log.warning("stage %s was damaged (%s): recomputing it", key, reason)
                 invalidate(stage_dir)
             if kind not in STAGE_KINDS:
                 raise ValueError(f"stage {key}: unknown kind {kind!r}; known: {sorted(STAGE_KINDS)}")
-            log.info("stage %s (%s) starting", key, kind)
+            ranks = distributed.current()
+            log.info("stage %s (%s) starting%s", key, kind,
+                     f" on {ranks.world_size} ranks" if ranks and writer else "")
             started = time.perf_counter()
+            distributed.barrier()  # every rank past the invalidation before any reads
             deps = resolve_deps(stage_dir, stage.get("deps") or {})
             context = StageContext(stage_dir=stage_dir, key=key, config=stage.get("config") or {},
                                    deps=deps)
             outcome = STAGE_KINDS[kind](context)
-            atomic_write_json(stage_dir / METRICS_FILE, outcome.metrics)
-            manifest = write_done(stage_dir, [*outcome.files, METRICS_FILE], outcome.metrics)
-            (stage_dir / CHECKPOINT_FILE).unlink(missing_ok=True)
+            distributed.barrier()  # rank 0's artifacts are all written
+            if writer:
+                atomic_write_json(stage_dir / METRICS_FILE, outcome.metrics)
+                manifest = write_done(stage_dir, [*outcome.files, METRICS_FILE], outcome.metrics)
+                (stage_dir / CHECKPOINT_FILE).unlink(missing_ok=True)
+            distributed.barrier()
+            if not writer:
+                return json.loads((stage_dir / DONE_FILE).read_text())
             log.info("stage %s (%s) done in %.2f s", key, kind, time.perf_counter() - started)
             return manifest
         except (SystemExit, KeyboardInterrupt) as stop:  # preempted, timed out or stopped: not a failure

@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 
@@ -150,16 +150,18 @@ def epoch_view_seed(seed: int, epoch: int) -> int:
 
 
 def train_loader(images: LazyImages, labels: torch.Tensor, order: torch.Tensor, batch_size: int,
-                 first_step: int, seed: int, epoch: int, device: torch.device) \
+                 first_step: int, seed: int, epoch: int, device: torch.device,
+                 shard: Callable[[list], list] = lambda batch: batch) \
         -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """The batches ``first_step, first_step + 1, ...`` of an epoch whose image order is ``order``.
+    """The batches ``first_step, first_step + 1, ...`` of an epoch whose image order is ``order``
+    (each cut down by ``shard``: a distributed rank's share).
 
     Decoding and augmentation run in :func:`loader_workers` processes; batches come in
     pinned memory and are copied to ``device`` without blocking.
     """
     base = epoch_view_seed(seed, epoch) * _VIEW_STRIDE
     order = order.cpu().tolist()
-    batches = [[(order[p], base + p) for p in range(start, min(start + batch_size, len(order)))]
+    batches = [shard([(order[p], base + p) for p in range(start, min(start + batch_size, len(order)))])
                for start in range(first_step * batch_size, len(order), batch_size)]
     workers = loader_workers()
     loader = torch.utils.data.DataLoader(

@@ -38,6 +38,7 @@ import torch
 from torch import nn
 
 from workers.artifacts import atomic_save_with
+from workers import distributed
 from workers.augment import draw_flip_crop, flip_crop
 from workers.data import DataSplit
 from workers.image_folder import LazyImages, train_loader
@@ -57,8 +58,11 @@ DATA_ORDER_STRIDE = 1_000_003
 
 
 def pick_device() -> torch.device:
-    """The first CUDA device when one is visible, else the CPU."""
-    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    """The first CUDA device when one is visible (a distributed rank's own GPU), else the CPU."""
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    ranks = distributed.current()
+    return torch.device("cuda", ranks.local_rank % torch.cuda.device_count()) if ranks else torch.device("cuda")
 
 
 def validate_recipe(recipe: Mapping[str, Any]) -> dict:
@@ -98,13 +102,16 @@ def epoch_batches(data: DataSplit, seed: int, epoch: int, batch_size: int, first
 
     The order is the permutation of ``torch.Generator().manual_seed(seed * 1_000_003 +
     epoch)``; the same batches come out whatever ``first_step`` is (a mid-epoch resume).
+    In a distributed stage each rank gets its shard of every batch
+    (:func:`workers.distributed.shard`): the shards of all ranks make the whole batch.
     """
     images, labels = data.train_images, data.train_labels
     n_train = images.shape[0]
     generator = torch.Generator().manual_seed(int(seed) * DATA_ORDER_STRIDE + epoch)
     order = torch.randperm(n_train, generator=generator)
     if isinstance(images, LazyImages):
-        yield from train_loader(images, labels, order, batch_size, first_step, seed, epoch, device)
+        yield from train_loader(images, labels, order, batch_size, first_step, seed, epoch, device,
+                                shard=distributed.shard)
         return
     params = None
     if data.augment == "flip_crop":  # drawn after the order: the order is the same as without
@@ -113,11 +120,11 @@ def epoch_batches(data: DataSplit, seed: int, epoch: int, batch_size: int, first
         raise ValueError(f"unknown augmentation {data.augment!r}")
     order = order.to(device)
     for start in range(first_step * batch_size, n_train, batch_size):
-        batch = order[start:start + batch_size]
+        batch = distributed.shard(order[start:start + batch_size])
         inputs = images[batch]
         if params is not None:
             # pads with 0, the mean colour of the normalised images
-            inputs = flip_crop(inputs, params[start:start + batch_size])
+            inputs = flip_crop(inputs, distributed.shard(params[start:start + batch_size]))
         yield inputs, labels[batch]
 
 
@@ -184,8 +191,10 @@ def train(model: nn.Module, task: Task, data: DataSplit, recipe: Mapping[str, An
     data = data.to(device)
     n_train, batch_size, epochs = data.train_images.shape[0], spec["batch_size"], spec["epochs"]
     bf16 = device.type == "cuda" and _flag("PRUNESWEEP_BF16", True)
-    forward = torch.compile(model) if _flag("PRUNESWEEP_COMPILE", False) else model
     steps_per_epoch = iterations_per_epoch(n_train, batch_size)
+    ranks = distributed.current()
+    if ranks is not None:
+        _check_shards(n_train, batch_size, ranks.world_size)
     full_length = epochs * steps_per_epoch
     limit = full_length if stop_at_iteration is None else int(stop_at_iteration)
     if not 0 <= limit <= full_length:
@@ -222,6 +231,16 @@ def train(model: nn.Module, task: Task, data: DataSplit, recipe: Mapping[str, An
             start_epoch, iteration = int(state["epoch"]), int(state["iteration"])
             log.info("resumed from %s at epoch %d (iteration %d)", Path(checkpoint_path).name,
                      start_epoch, iteration)
+
+    if ranks is not None:
+        if mask is not None:
+            distributed.check_identical(mask)
+        from torch.nn.parallel import DistributedDataParallel  # rank 0's weights reach every rank here
+
+        wrapped = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+    else:
+        wrapped = model
+    forward = torch.compile(wrapped) if _flag("PRUNESWEEP_COMPILE", False) else wrapped
 
     def capture(step: int) -> None:
         if step in captures:
@@ -262,7 +281,11 @@ def train(model: nn.Module, task: Task, data: DataSplit, recipe: Mapping[str, An
                     outputs = forward(inputs)
                     loss = task.loss(outputs, targets)
                 optimizer.zero_grad()
-                loss.backward()
+                if ranks is not None:  # DDP averages over ranks: weight each by its share of the batch
+                    in_batch = min(batch_size, n_train - (iteration - epoch * steps_per_epoch) * batch_size)
+                    (loss * (batch_images.shape[0] * ranks.world_size / in_batch)).backward()
+                else:
+                    loss.backward()
                 if enforcer is not None:
                     enforcer.zero_pruned_grads()
                 with update_guard():  # a save requested now waits for weights and counter to agree
@@ -289,6 +312,15 @@ def train(model: nn.Module, task: Task, data: DataSplit, recipe: Mapping[str, An
                                  epochs_done, iteration)
     return TrainResult(epochs=epochs_done, iterations=iteration, last_loss=last_loss,
                        last_accuracy=last_accuracy)
+
+
+def _check_shards(n_train: int, batch_size: int, world_size: int) -> None:
+    """Refuse a batch that some rank would get no image of (it could not take part in a step)."""
+    last = n_train % batch_size or batch_size
+    if min(batch_size, last) < world_size:
+        raise ValueError(f"recipe.batch_size {batch_size} on {n_train} training images leaves a batch of "
+                         f"{min(batch_size, last)} images, fewer than the {world_size} ranks: every rank needs "
+                         "at least one image of every batch; choose another batch_size or fewer ranks")
 
 
 def _save_checkpoint(path: Path, fingerprint: dict, model: nn.Module,
