@@ -13,7 +13,9 @@ def get_backend(name: str, workers=None, runner: str = DEFAULT_RUNNER, settings=
     if name == "local":
         from .local import LocalBackend
 
-        return LocalBackend(workers=workers, runner=runner, stages_per_gpu=(settings or {}).get("stages_per_gpu", 1))
+        settings = settings or {}
+        return LocalBackend(workers=workers, runner=runner, stages_per_gpu=settings.get("stages_per_gpu", 1),
+                            ranks=settings.get("ranks"))
     if name == "slurm":
         from .slurm import SlurmBackend
 

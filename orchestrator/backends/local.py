@@ -20,6 +20,7 @@ from typing import Optional
 
 from .base import DEFAULT_RUNNER, Backend, DependencyQueue, Events, Task
 from .gpus import least_used_gpu, visible_gpus
+from .local_ranks import RankGroup
 
 #: lines of a traceback sent back with a failure.
 TRACEBACK_LINES = 12
@@ -74,18 +75,28 @@ class LocalBackend(Backend):
 
     With GPUs (:func:`~orchestrator.backends.gpus.visible_gpus`) each worker sees one of
     them, spread evenly; ``workers`` then defaults to ``stages_per_gpu`` per GPU, else to
-    one per core.
+    one per core. A stage of a kind in ``ranks`` runs as that many rank processes
+    (:class:`~orchestrator.backends.local_ranks.RankGroup`), holding as many worker slots.
     """
 
     name = "local"
 
     def __init__(self, workers: Optional[int] = None, threads: int = 1, runner: str = DEFAULT_RUNNER,
-                 stages_per_gpu: int = 1, gpus: Optional[list[str]] = None):
+                 stages_per_gpu: int = 1, gpus: Optional[list[str]] = None,
+                 ranks: Optional[dict[str, int]] = None):
         self.gpus = visible_gpus() if gpus is None else list(gpus)
+        self.ranks = dict(ranks or {})
         default = len(self.gpus) * stages_per_gpu if self.gpus else len(os.sched_getaffinity(0))
         self.workers = workers or default
         self.threads = threads
         self.runner = runner
+
+    def _group_gpus(self, size: int, pool: list[_Worker], groups: dict[str, RankGroup]) -> list[str]:
+        """The GPUs a distributed stage of ``size`` ranks gets: the least used ones, one per
+        rank while there are enough (ranks share them beyond that)."""
+        in_use = [w.gpu for w in pool if w.key is not None] + [gpu for g in groups.values() for gpu in g.gpus]
+        ranked = sorted(self.gpus, key=lambda gpu: (in_use.count(gpu), self.gpus.index(gpu)))
+        return ranked[:size]
 
     def run(self, tasks: list[Task], events: Events) -> None:
         """Run every task, blocking until all have finished, failed or been blocked."""
@@ -100,11 +111,25 @@ class LocalBackend(Backend):
             for child in queue.failed(key):
                 events.blocked(child, key)
 
+        groups: dict[str, RankGroup] = {}  # distributed stages running, by key
+        held: Optional[Task] = None  # a popped task waiting for enough free slots
+
         try:
             while queue.unresolved:
-                idle = [worker for worker in pool if worker.key is None]
-                while queue.has_ready() and (idle or len(pool) < self.workers):
-                    task = queue.pop()
+                while held is not None or queue.has_ready():
+                    task = held or queue.pop()
+                    size = self.ranks.get(task.kind, 1)
+                    running = sum(w.key is not None for w in pool) + sum(g.size for g in groups.values())
+                    if running and running + size > self.workers:  # a stage too big for the pool runs alone
+                        held = task
+                        break
+                    held = None
+                    if size > 1:
+                        groups[task.key] = RankGroup(self.runner, task.folder, size, self.threads,
+                                                     self._group_gpus(size, pool, groups))
+                        events.started(task.key, host, groups[task.key].pid)
+                        continue
+                    idle = [worker for worker in pool if worker.key is None]
                     worker = idle.pop() if idle else None
                     if worker is None:
                         gpu = least_used_gpu(self.gpus, [w.gpu for w in pool])
@@ -114,9 +139,22 @@ class LocalBackend(Backend):
                     worker.connection.send(str(task.folder))
                     events.started(task.key, host, worker.process.pid)
                 busy = [worker for worker in pool if worker.key is not None]
-                if not busy:
+                if not busy and not groups:
                     break  # nothing can run: everything left is blocked
-                signalled = wait([w.connection for w in busy] + [w.process.sentinel for w in busy])
+                signalled = wait([w.connection for w in busy] + [w.process.sentinel for w in busy]
+                                 + [fd for group in groups.values() for fd in group.pidfds])
+                for key, group in list(groups.items()):
+                    outcome = group.outcome()
+                    if outcome is None:
+                        continue
+                    del groups[key]
+                    ok, error_class, message = outcome
+                    if ok and events.finished(key):
+                        queue.done(key)
+                    else:
+                        if not ok:
+                            events.failed(key, error_class, message)
+                        fail(key)
                 for worker in busy:
                     key = worker.key
                     if worker.connection in signalled or worker.connection.poll():
@@ -134,6 +172,10 @@ class LocalBackend(Backend):
                         events.failed(key, "WorkerDied", f"the worker process exited with code {worker.process.exitcode}")
                         fail(key)
         except KeyboardInterrupt:
+            for key, group in groups.items():
+                group.stop()
+                events.interrupted(key)
+            groups.clear()
             for worker in pool:
                 worker.stop()
                 if worker.key is not None:
@@ -141,6 +183,8 @@ class LocalBackend(Backend):
             pool.clear()
             raise
         finally:
+            for group in groups.values():
+                group.stop()
             for worker in pool:
                 try:
                     worker.connection.send(None)
