@@ -81,9 +81,11 @@ def test_an_eval_stage_as_two_ranks_in_a_placement_group(ray_cluster, tmp_path):
     assert len(states) == 3 and all(row["attempts"] == 1 for row in states.values())
     for key in _evals(workspace):
         ranks = _RANK.findall(_log(workspace, key))
+        addr = ranks[0][4]
         assert sorted(rank for rank, *_ in ranks) == ["0", "1"] and {world for _, world, *_ in ranks} == {"2"}
-        assert len({(addr, port) for *_, addr, port, _visible in ranks}) == 1  # one rendezvous for both
+        assert {(addr, port) for *_, addr, port, _visible in ranks} == {(addr, ranks[0][5])}  # one rendezvous
         assert states[key]["pid"] == int(next(pid for rank, _, _, pid, *_ in ranks if rank == "0"))
+        assert "starting on 2 ranks" in _log(workspace, key)  # the worker joined one process group of two
     frame = results.load(workspace)
     assert len(frame) == 2 and frame["top1"].between(0, 1).all()
 

@@ -121,13 +121,12 @@ def _free_port() -> int:
 class _Rank:
     """One rank of a distributed stage: an actor holding its bundle's resources."""
 
-    def where(self, with_port: bool) -> tuple[str, str, list[str], Optional[int]]:
-        """(node id, node IP, this actor's GPU ids, a free port on this node when asked)."""
+    def where(self, with_port: bool) -> tuple[str, list[str], Optional[int]]:
+        """(node id, this actor's GPU ids, a free port on this node when asked)."""
         import ray
 
-        context = ray.get_runtime_context()
         gpus = [str(gpu) for gpu in ray.get_gpu_ids()]
-        return context.get_node_id(), ray.util.get_node_ip_address(), gpus, _free_port() if with_port else None
+        return ray.get_runtime_context().get_node_id(), gpus, _free_port() if with_port else None
 
     def run(self, runner: str, folder: str, key: str, env: dict, threads: int, reporter) -> None:
         """Set the rank's environment, say where it runs, then call the runner on the folder."""
@@ -149,19 +148,19 @@ class _Died(Exception):
     """A rank's process or node died during one attempt."""
 
 
-def _rank_envs(places: list[tuple], world: int) -> list[dict]:
-    """The torch environment of every rank from where each one landed (rank 0 gives address and port)."""
+def _rank_envs(places: list[tuple], world: int, master_addr: str) -> list[dict]:
+    """The torch environment of every rank from where each one landed (rank 0's node and port)."""
     by_node: dict[str, list[int]] = {}
     for rank, (node, *_rest) in enumerate(places):
         by_node.setdefault(node, []).append(rank)
-    _, master_addr, _, master_port = places[0]
+    master_port = places[0][2]
     envs = []
-    for rank, (node, _ip, gpus, _port) in enumerate(places):
+    for rank, (node, gpus, _port) in enumerate(places):
         local = by_node[node]
         env = {"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(local.index(rank)),
                "LOCAL_WORLD_SIZE": str(len(local)), "MASTER_ADDR": master_addr, "MASTER_PORT": str(master_port)}
         if gpus:  # every rank of a node sees the node's ranks' GPUs, its own at position LOCAL_RANK
-            env["CUDA_VISIBLE_DEVICES"] = ",".join(places[r][2][0] for r in local)
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(places[r][1][0] for r in local)
         envs.append(env)
     return envs
 
@@ -217,9 +216,11 @@ def _attempt(runner: str, folder: str, key: str, resources: Mapping[str, Any], r
             places = ray.get([actor.where.remote(index == 0) for index, actor in enumerate(actors)])
         except ray.exceptions.RayError as error:
             raise _Died(type(error).__name__, f"a rank died before it started: {one_line(error)}") from None
+        # rank 0's node as Ray addresses it (the address its raylet was started with)
+        master_addr = {node["NodeID"]: node["NodeManagerAddress"] for node in ray.nodes()}[places[0][0]]
         threads = max(1, int(resources.get("num_cpus", 1)))
         pending = {actor.run.remote(runner, folder, key, env, threads, reporter): rank
-                   for rank, (actor, env) in enumerate(zip(actors, _rank_envs(places, ranks)))}
+                   for rank, (actor, env) in enumerate(zip(actors, _rank_envs(places, ranks, master_addr)))}
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
             failure = _failure(pending.pop(done[0]), done[0], ranks)
