@@ -6,8 +6,12 @@ import json
 import os
 import time
 
+import pytest
+
 from conftest import TINY, ledger_states
 from orchestrator.cli import main
+from orchestrator.errors import SpecError
+from orchestrator.spec import load_spec
 
 
 def _sweep(write_sweep, **local):
@@ -63,3 +67,14 @@ def test_a_failing_rank_fails_its_stage_stops_the_others_and_resume_finishes(wri
     assert "rank 1 of 2" in dense["error_message"] and "rank 1 cannot go on" in dense["error_message"]
     assert main(["resume", str(workspace), "--no-progress"]) == 0
     assert {row["state"] for row in ledger_states(workspace).values()} == {"done"}
+
+
+@pytest.mark.parametrize("ranks,key_path,needle", [
+    ({"training": 2}, "local.ranks.training", "allowed: dense"),
+    ({"eval": 0}, "local.ranks.eval", "at least 1 rank"),
+])
+def test_bad_local_ranks_name_the_key(write_sweep, sweep_dict, ranks, key_path, needle):
+    sweep_dict["local"] = {"ranks": ranks}
+    with pytest.raises(SpecError) as info:
+        load_spec(write_sweep(sweep_dict))
+    assert info.value.key_path == key_path and needle in info.value.problem, str(info.value)
