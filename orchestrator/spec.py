@@ -237,6 +237,13 @@ _MANAGED_SBATCH = frozenset({"array", "dependency", "output", "error", "signal",
                              "gpus-per-node"})
 
 
+class SlurmRanks(_Strict):
+    """How many processes (ranks) one distributed stage runs as: ``nodes`` x ``tasks_per_node``."""
+
+    nodes: int = Field(1, ge=1)
+    tasks_per_node: int = Field(1, ge=1)
+
+
 class SlurmSettings(_Strict):
     """Settings of the SLURM backend (``backend: slurm``)."""
 
@@ -265,6 +272,10 @@ class SlurmSettings(_Strict):
     submit_interval_s: float = Field(0.1, ge=0)
     #: seconds an sbatch may take before the launch gives up (a full queue makes it wait forever).
     submit_timeout_s: int = Field(120, gt=0)
+    #: distributed stages: per stage kind, the nodes and tasks per node of its job (one rank per task).
+    ranks: dict[str, SlurmRanks] = Field(default_factory=dict)
+    #: GPU sharing: per stage kind, how many stages of one array wave run together in one job.
+    stages_per_job: dict[str, int] = Field(default_factory=dict)
 
     @field_validator("partition", "account", "qos", "constraint")
     @classmethod
@@ -304,6 +315,25 @@ class SlurmSettings(_Strict):
             if minutes <= 0:
                 raise _KeyedError((kind,), f"a time limit must be a positive number of minutes, got {minutes}")
         return times
+
+    @field_validator("ranks", "stages_per_job")
+    @classmethod
+    def _known_kinds(cls, per_kind: dict) -> dict:
+        for kind, value in per_kind.items():
+            if kind not in catalog.STAGE_KINDS:
+                raise _KeyedError((kind,), f"unknown stage kind; allowed: {', '.join(catalog.STAGE_KINDS)}")
+            if isinstance(value, int) and value < 1:
+                raise _KeyedError((kind,), f"must be a whole number >= 1 (stages run together in one job), got {value}")
+        return per_kind
+
+    @model_validator(mode="after")
+    def _ranks_or_packs(self) -> "SlurmSettings":
+        # a pack runs its stages as single processes; a distributed stage needs the whole job's tasks
+        for kind, ranks in self.ranks.items():
+            if ranks.nodes * ranks.tasks_per_node > 1 and self.stages_per_job.get(kind, 1) > 1:
+                raise _KeyedError(("stages_per_job", kind), f"stages of kind {kind} are distributed (slurm.ranks."
+                                  f"{kind}); allowed: stages_per_job 1 for it, or ranks of 1 task")
+        return self
 
 
 _RAY_ADDRESS = re.compile(r"^(auto|ray://[^\s/:]+:\d+|https?://[^\s/:]+(:\d+)?/?)$")
@@ -735,11 +765,25 @@ def _allowed_keys(loc: list) -> list[str]:
         if model is SweepSpec and part == "recipes":
             inside_recipes = True
             continue
+        if isinstance(model, _MappingOf):  # the part is a key of a dict of sections
+            model = model.value
+            continue
         annotation = getattr(model.model_fields.get(part), "annotation", None)
         optional = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
         if len(optional) == 1:  # Optional[Section]
             annotation = optional[0]
+        if typing.get_origin(annotation) is dict:  # dict[str, Section]
+            value = typing.get_args(annotation)[1]
+            if isinstance(value, type) and issubclass(value, BaseModel):
+                model = _MappingOf(value)
+                continue
         if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
             break
         model = annotation
     return list(model.model_fields)
+
+
+class _MappingOf(typing.NamedTuple):
+    """While walking a key path: inside a ``dict[str, value]`` whose values are sections."""
+
+    value: type

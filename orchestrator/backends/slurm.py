@@ -14,6 +14,14 @@ source while jobs are queued changes nothing they run.
 Every ``sbatch`` runs under a time limit (a full queue makes sbatch wait forever) and
 submissions are spaced by ``submit_interval_s``.
 
+A kind listed in ``ranks`` runs as a distributed stage: its job has ``nodes`` x
+``tasks_per_node`` tasks, one rank each, started by ``srun --kill-on-bad-exit`` (a rank
+that fails ends the others); :class:`StageJob` gives each the torch environment
+(``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``LOCAL_WORLD_SIZE``, ``MASTER_ADDR``,
+``MASTER_PORT``). Only rank 0 checkpoints and requeues (submitit's rule). A kind listed in
+``stages_per_job`` shares the job's GPU(s): that many stages of one array wave run
+together in one array task (:mod:`.slurm_pack`).
+
 Where a job stands comes from ``squeue``/``scontrol`` first and ``sacct`` only where
 accounting answers (see :func:`job_states`); answers are cached for a few seconds so a
 status loop in many shells does not hammer the controller.
@@ -37,6 +45,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional
 
 from .base import DEFAULT_RUNNER, Backend, Events, Task
+from .slurm_pack import PackJob
 
 #: SLURM states of a job that has not ended.
 ALIVE = {"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "COMPLETING",
@@ -67,6 +76,7 @@ class StageJob:
         return importlib.import_module(self.runner.split(":")[0])
 
     def __call__(self, folder: str) -> None:
+        distributed_environment(os.environ)
         getattr(self._runner_module(), self.runner.split(":")[1])(Path(folder))
         # The stage is done. A warning signal now (SLURM's timer is coarse) would requeue a
         # finished job, or, once Python has reset its handlers on exit, kill it by USR2 and
@@ -81,6 +91,25 @@ class StageJob:
         if save_progress is not None:
             save_progress()
         return submitit.helpers.DelayedSubmission(self, folder)
+
+
+#: MASTER_PORT is this plus the job id modulo :data:`PORT_SPAN`: the same port after a requeue,
+#: different ones for jobs submitted close together.
+PORT_BASE, PORT_SPAN = 40000, 20000
+
+
+def distributed_environment(environ) -> None:
+    """Set the torch rank variables in ``environ`` from SLURM's, when the job has more than one task."""
+    tasks = int(environ.get("SLURM_NTASKS", "1") or 1)
+    if tasks <= 1:
+        return
+    import submitit
+
+    job = submitit.JobEnvironment()
+    nodes = max(1, job.num_nodes)
+    environ.update(RANK=str(job.global_rank), WORLD_SIZE=str(tasks), LOCAL_RANK=str(job.local_rank),
+                   LOCAL_WORLD_SIZE=str(tasks // nodes), MASTER_ADDR=job.hostnames[0],
+                   MASTER_PORT=str(PORT_BASE + int(environ["SLURM_JOB_ID"]) % PORT_SPAN))
 
 
 def snapshot_code(runner: str, into: Path) -> Path:
@@ -156,6 +185,7 @@ class SlurmBackend(Backend):
         import submitit
 
         settings = self.settings
+        ranks = settings.get("ranks", {}).get(kind) or {}
         executor = submitit.SlurmExecutor(folder=self.log_folder / "%j", max_num_timeout=settings.get("max_requeues", 3))
         parameters = {
             "job_name": f"prunesweep-{kind}",
@@ -173,6 +203,9 @@ class SlurmBackend(Backend):
         for name in ("partition", "account", "qos", "constraint", "gpus_per_node"):
             if settings.get(name) is not None:
                 parameters[name] = settings[name]
+        if ranks.get("nodes", 1) * ranks.get("tasks_per_node", 1) > 1:
+            parameters.update(nodes=ranks.get("nodes", 1), ntasks_per_node=ranks.get("tasks_per_node", 1),
+                              srun_args=["--kill-on-bad-exit=1"])
         if settings.get("mem_gb") is not None:
             parameters["mem"] = f"{settings['mem_gb']}GB"
         if dependency:
@@ -205,7 +238,8 @@ class SlurmBackend(Backend):
         self.preflight()
         limit = max_array_size(self.settings.get("max_array_size"))
         array_of: dict[str, str] = {}  # task key -> the array job id that runs it
-        job = StageJob(self.runner, str(snapshot_code(self.runner, self.log_folder / "code")))
+        code = str(snapshot_code(self.runner, self.log_folder / "code"))
+        job = StageJob(self.runner, code)
         interval = float(self.settings.get("submit_interval_s", 0.1))
         last_submission = 0.0
         with _sbatch_time_limit(int(self.settings.get("submit_timeout_s", 120))):
@@ -214,22 +248,36 @@ class SlurmBackend(Backend):
                 for task in wave:
                     by_kind[task.kind].append(task)
                 for kind, members in by_kind.items():
-                    for start in range(0, len(members), limit):
-                        chunk = members[start:start + limit]
-                        needed = sorted({array_of[k] for task in chunk for k in task.waits_for if k in array_of}
-                                        | {job_id.split("_")[0] for task in chunk for job_id in task.after_jobs})
+                    per_job = int(self.settings.get("stages_per_job", {}).get(kind, 1))
+                    packs = [members[i:i + per_job] for i in range(0, len(members), per_job)]
+                    runs = job if per_job == 1 else PackJob(self.runner, code, max(1, self._cpus() // per_job))
+                    for start in range(0, len(packs), limit):
+                        chunk = packs[start:start + limit]
+                        needed = sorted({array_of[k] for pack in chunk for task in pack for k in task.waits_for
+                                         if k in array_of}
+                                        | {job_id.split("_")[0] for pack in chunk for task in pack
+                                           for job_id in task.after_jobs})
                         dependency = "afterok:" + ":".join(needed) if needed else None
                         executor = self._executor(kind, dependency)
                         time.sleep(max(0.0, last_submission + interval - time.monotonic()))
                         last_submission = time.monotonic()
                         try:
                             with executor.batch():
-                                jobs = [executor.submit(job, str(task.folder)) for task in chunk]
+                                jobs = [executor.submit(runs, *self._arguments(pack, per_job)) for pack in chunk]
                         except Exception as error:
                             raise _submission_error(error, len(array_of), len(tasks)) from None
-                        for task, submitted in zip(chunk, jobs):
-                            array_of[task.key] = submitted.job_id.split("_")[0]
-                            events.started(task.key, host=None, pid=None, job_id=submitted.job_id)
+                        for pack, submitted in zip(chunk, jobs):
+                            for task in pack:  # a pack's stages share its job id, each keeps its own row
+                                array_of[task.key] = submitted.job_id.split("_")[0]
+                                events.started(task.key, host=None, pid=None, job_id=submitted.job_id)
+
+    def _cpus(self) -> int:
+        return int(self.settings.get("cpus_per_task", 1))
+
+    @staticmethod
+    def _arguments(pack: list[Task], per_job: int) -> tuple:
+        folders = [str(task.folder) for task in pack]
+        return (folders,) if per_job > 1 else (folders[0],)
 
 
 #: the exit status of coreutils' ``timeout`` when it had to stop the command.
@@ -337,11 +385,16 @@ def explain_failed_job(log_folder: Path, job_id: str) -> tuple[str, str]:
     submitit ends a job FAILED both when the stage raised and when it stopped requeueing
     itself (the time-out or preemption limit was reached): the log tells them apart.
     """
-    log = Path(log_folder) / job_id / f"{job_id}_0_log.err"
-    try:
-        text = log.read_text(errors="replace")[-20000:]
-    except OSError:
+    logs = sorted((Path(log_folder) / job_id).glob(f"{job_id}_*_log.err"))  # one per rank
+    texts = []
+    for log in logs:
+        try:
+            texts.append(log.read_text(errors="replace")[-20000:])
+        except OSError:
+            pass
+    if not texts:
         return "Failed", ""
+    text = "\n".join(texts)
     if "timed-out too many times" in text:
         return "Timeout", "time limit reached more often than slurm.max_requeues allows"
     if "timed-out and not checkpointable" in text:
