@@ -110,4 +110,4 @@ def test_a_stage_of_two_ranks_runs_as_one_job_of_two_tasks(slurm_cluster, tmp_pa
     log = (workspace / "stages" / imp / "log.txt").read_text()
     assert "starting on 2 ranks" in log and "mask identical on 2 ranks" in log and log.count(" done in ") == 1
     job = states[imp]["job_id"].split("_")[0]
-    assert len(list((workspace / "slurm" / job).glob("*_log.*"))) == 2  # one log per task
+    assert len(list((workspace / "slurm" / job).glob("*_log.err"))) == 2  # one log per task
