@@ -167,6 +167,12 @@ def test_missing_file(tmp_path):
     ("slurm.extra_sbatch", {"dependency": "afterok:1"}, "slurm.extra_sbatch.dependency", "sets --dependency"),
     ("slurm.extra_sbatch", {"partition": "gpu"}, "slurm.extra_sbatch.partition", "own keys"),
     ("slurm.submit_timeout_s", 0, "slurm.submit_timeout_s", "greater than 0"),
+    ("slurm.ranks", {"evl": {"nodes": 1}}, "slurm.ranks.evl", "allowed: dense"),
+    ("slurm.ranks", {"eval": {"nodes": 0}}, "slurm.ranks.eval.nodes", "greater than or equal to 1"),
+    ("slurm.ranks", {"eval": {"tasks": 2}}, "slurm.ranks.eval.tasks", "allowed here: nodes, tasks_per_node"),
+    ("slurm.stages_per_job", {"eval": 0}, "slurm.stages_per_job.eval", ">= 1"),
+    ("slurm", {"ranks": {"eval": {"tasks_per_node": 2}}, "stages_per_job": {"eval": 2}},
+     "slurm.stages_per_job.eval", "distributed"),
 ])
 def test_bad_slurm_settings(write_sweep, sweep_dict, dotted, value, key_path, needle):
     error = _error(write_sweep, _set(sweep_dict, dotted, value))
