@@ -57,8 +57,9 @@ class _LedgerEvents:
         if not ok:
             self.failed(key, "CorruptArtifact", f"the stage ended but its artifacts do not verify: {reason}")
             return False
-        self.ledger.mark_done(key)
+        # results row first: whoever sees the stage done in the ledger also finds its row
         ingest_results(self.workspace, self.ledger, {key})
+        self.ledger.mark_done(key)
         self.bar.update(1)
         return True
 

@@ -201,8 +201,8 @@ def test_killing_the_driver_loses_no_finished_stage_and_resume_continues_on_ray(
     workspace = tmp_path / "ray"
     cli("launch", path, env=ray_cluster.env)
     driver = _driver(workspace)
-    _wait(workspace, ray_cluster.env, lambda s: sum(r["state"] == "done" for r in s.values()) >= 3
-          and any(r["state"] == "running" for r in s.values()), poll=0.1)
+    at_kill = _wait(workspace, ray_cluster.env, lambda s: sum(r["state"] == "done" for r in s.values()) >= 3
+                    and any(r["state"] == "running" for r in s.values()), poll=0.1)
     os.kill(driver["pid"], signal.SIGKILL)
     assert _wait_job_ended(ray_cluster, driver["submission_id"]) == "FAILED"
     before = _done_times(workspace)
@@ -210,7 +210,12 @@ def test_killing_the_driver_loses_no_finished_stage_and_resume_continues_on_ray(
     cli("status", workspace, env=ray_cluster.env)  # reconciles: no stage of the dead driver is running
     states = _states(workspace)
     assert not [row for row in states.values() if row["state"] == "running"]
-    assert {row["state"] for row in states.values() if row["error_class"] == "Interrupted"} == {"planned"}
+    # a stage running at the kill either finished its artifacts before Ray stopped its worker
+    # (done) or is marked to be rerun; nothing else
+    for key in [key for key, row in at_kill.items() if row["state"] == "running"]:
+        assert states[key]["state"] == "done" or (states[key]["state"], states[key]["error_class"]) == \
+            ("planned", "Interrupted"), states[key]
+    assert {row["state"] for row in states.values() if row["error_class"] == "Interrupted"} <= {"planned"}
 
     assert "submitted" in cli("resume", workspace, "--backend", "ray", env=ray_cluster.env).stdout
     assert _driver(workspace)["submission_id"] != driver["submission_id"]
