@@ -40,7 +40,9 @@ def _log(workspace, key) -> str:
 
 
 def test_two_eval_stages_share_the_one_gpu_at_the_same_time(ray_cluster, tmp_path):
-    path = _sweep(tmp_path, "ray", sweep=TWO_EVALS, address=ray_cluster.dashboard,
+    # evals of 6 epochs (~10 s each) leave room for a loaded machine to start the second late
+    sweep = {**TWO_EVALS, "recipes": {**TWO_EVALS["recipes"], "eval": {**TWO_EVALS["recipes"]["eval"], "epochs": 6}}}
+    path = _sweep(tmp_path, "ray", sweep=sweep, address=ray_cluster.dashboard,
                   resources={"eval": {"num_cpus": 0.5, "num_gpus": 0.5}})
     workspace = tmp_path / "ray"
     cli("launch", path, env=ray_cluster.env)

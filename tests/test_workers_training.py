@@ -143,3 +143,18 @@ def test_zero_epochs_leave_the_model_as_it_was(tmp_path):
     assert result.iterations == 0 and math.isclose(result.epochs, 0)
     assert states_equal(model.state_dict(), before)
     assert states_equal(torch.load(tmp_path / rewind_file(0), weights_only=True), before)
+
+
+def test_training_seconds_add_up_over_a_resume(tmp_path):
+    """A resumed training reports the seconds its checkpoint had cost plus its own."""
+    data, task = load_split(DIGITS), get_task("labels")
+    checkpoint = tmp_path / "checkpoint.pt"
+    first = train(fresh_model(), task, data, RECIPE, seed=0, checkpoint_path=checkpoint,
+                  stop_at_iteration=iterations_per_epoch(data.train_images.shape[0], RECIPE["batch_size"]))
+    state = torch.load(checkpoint, weights_only=True)
+    assert first.epochs == 1 and 0 < state["seconds"] <= first.seconds
+    state["seconds"] = 1000.0  # as if the first attempt had run for a long time
+    torch.save(state, checkpoint)
+    resumed = train(fresh_model(), task, data, RECIPE, seed=0, checkpoint_path=checkpoint)
+    assert resumed.epochs == 3 and 1000.0 < resumed.seconds < 1060.0
+    assert torch.load(checkpoint, weights_only=True)["seconds"] == pytest.approx(resumed.seconds, abs=1.0)

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
@@ -152,6 +153,9 @@ class TrainResult:
     iterations: int
     last_loss: float | None
     last_accuracy: float | None
+    #: seconds spent training, summed over every run that led here (a resumed run adds the
+    #: time its checkpoint had already cost, not the time lost after that checkpoint)
+    seconds: float = 0.0
 
 
 def total_iterations(recipe: Mapping[str, Any], train_size: int) -> int:
@@ -218,6 +222,7 @@ def train(model: nn.Module, task: Task, data: DataSplit, recipe: Mapping[str, An
         fingerprint["augment"] = data.augment or "random_resized_crop_flip"
 
     start_epoch, iteration = 0, 0
+    clock, seconds_before = time.perf_counter(), 0.0
     if checkpoint_path is not None and Path(checkpoint_path).exists():
         state = _read_checkpoint(Path(checkpoint_path), fingerprint, device)
         lost = [k for k in captures if state is not None and k < state["iteration"]
@@ -229,6 +234,7 @@ def train(model: nn.Module, task: Task, data: DataSplit, recipe: Mapping[str, An
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             start_epoch, iteration = int(state["epoch"]), int(state["iteration"])
+            seconds_before = float(state.get("seconds", 0.0))
             log.info("resumed from %s at epoch %d (iteration %d)", Path(checkpoint_path).name,
                      start_epoch, iteration)
 
@@ -241,6 +247,9 @@ def train(model: nn.Module, task: Task, data: DataSplit, recipe: Mapping[str, An
     else:
         wrapped = model
     forward = torch.compile(wrapped) if _flag("PRUNESWEEP_COMPILE", False) else wrapped
+
+    def seconds() -> float:
+        return seconds_before + time.perf_counter() - clock
 
     def capture(step: int) -> None:
         if step in captures:
@@ -257,7 +266,8 @@ def train(model: nn.Module, task: Task, data: DataSplit, recipe: Mapping[str, An
 
     def save_mid_epoch() -> None:
         if checkpoint_path is not None:
-            _save_checkpoint(Path(checkpoint_path), fingerprint, model, optimizer, epochs_done, iteration)
+            _save_checkpoint(Path(checkpoint_path), fingerprint, model, optimizer, epochs_done, iteration,
+                             seconds())
             log.info("saved progress at iteration %d (inside epoch %d) on request", iteration, epochs_done + 1)
 
     with saving_with(save_mid_epoch):
@@ -309,9 +319,9 @@ def train(model: nn.Module, task: Task, data: DataSplit, recipe: Mapping[str, An
                          epochs_done, epochs, last_loss, task.name, last_accuracy, iteration, lr)
             if checkpoint_path is not None:
                 _save_checkpoint(Path(checkpoint_path), fingerprint, model, optimizer,
-                                 epochs_done, iteration)
+                                 epochs_done, iteration, seconds())
     return TrainResult(epochs=epochs_done, iterations=iteration, last_loss=last_loss,
-                       last_accuracy=last_accuracy)
+                       last_accuracy=last_accuracy, seconds=seconds())
 
 
 def _check_shards(n_train: int, batch_size: int, world_size: int) -> None:
@@ -324,11 +334,11 @@ def _check_shards(n_train: int, batch_size: int, world_size: int) -> None:
 
 
 def _save_checkpoint(path: Path, fingerprint: dict, model: nn.Module,
-                     optimizer: SGD | Adam, epochs_done: int, iteration: int) -> None:
+                     optimizer: SGD | Adam, epochs_done: int, iteration: int, seconds: float) -> None:
     state = {"fingerprint": fingerprint, "model": model.state_dict(),
              "optimizer": optimizer.state_dict(),
              "schedule": {"iteration": iteration},  # the lr is a function of the step count
-             "epoch": epochs_done, "iteration": iteration}
+             "epoch": epochs_done, "iteration": iteration, "seconds": seconds}
     atomic_save_with(path, lambda handle: torch.save(state, handle))
 
 
