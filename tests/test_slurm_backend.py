@@ -130,8 +130,9 @@ def _wait_for_checkpoint(workspace, key, epochs=2, timeout=300):
 
 
 def test_requeue_mid_training_resumes_from_the_checkpoint(slurm_cluster, tmp_path):
-    # a dense run long enough (~10 s) for the requeue to land mid-training
-    recipes = {"labels": dict(TINY["recipes"]["labels"], epochs=30, batch_size=32)}
+    # a dense run long enough (~20 s idle) for the requeue to land well before its end: submitit
+    # ignores the requeue's SIGTERM, so a run within KillWait (srun waits 7 s here) of its end just finishes
+    recipes = {"labels": dict(TINY["recipes"]["labels"], epochs=100, batch_size=32)}
     sweep = dict(TINY, workspace=str(tmp_path / "slurm"), backend="slurm", recipes=recipes, mask_source=["labels"],
                  init=["winning_ticket"], pruning={"fractions": [0.8]}, arch={"name": "small_cnn", "width": 16})
     path = tmp_path / "slurm.yaml"
