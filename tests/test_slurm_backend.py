@@ -206,7 +206,10 @@ def test_a_stage_longer_than_its_time_limit_finishes_through_requeues(slurm_clus
     _wait(workspace, slurm_cluster.env, lambda s: all(r["state"] == "done" for r in s.values()), timeout=900)
     dense = next(k for k in _states(workspace) if k.startswith("dense-"))
     states = _wait(tmp_path / "no-requeue", slurm_cluster.env, lambda s: s[dense]["state"] == "failed")
-    assert states[dense]["error_class"] == "Timeout" and "max_requeues" in states[dense]["error_message"]
+    # submitit fails the job at a USR2 past max_requeues; a USR2 that comes too late (SLURM's
+    # timer is coarse, a loaded machine slow) leaves SLURM to end it TIMEOUT: a Timeout either way
+    message = states[dense]["error_message"]
+    assert states[dense]["error_class"] == "Timeout" and ("max_requeues" in message or "ended TIMEOUT" in message)
     dense = next(k for k in _states(workspace) if k.startswith("dense-"))
     log = (workspace / "stages" / dense / "log.txt").read_text()
     assert "saved progress at iteration" in log and "stopped (SystemExit)" in log
