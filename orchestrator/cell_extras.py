@@ -9,8 +9,9 @@ plain random mask, the full network re-initialised) gets none.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping, Optional
+from typing import Optional
 
 from workers.artifacts import DONE_FILE
 

@@ -29,8 +29,9 @@ when the eval recipe equals the labels recipe, so it maps to that ``imp`` stage.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Optional
 
 from results.query import NO_REWIND  # the rewind label of cells that need no rewinding point
 

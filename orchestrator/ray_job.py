@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 
 from .backends.ray import RayBackend, probe_workspace
-from .backends.ray_ranks import check_cluster_fits
 from .backends.ray_jobs import read_driver_record, write_driver_record
+from .backends.ray_ranks import check_cluster_fits
 from .errors import UserError, WorkspaceBusy
 
 #: how long to wait for the launch that submitted this job to release the workspace lock.

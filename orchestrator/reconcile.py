@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import os
 import socket
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Optional
 
 import results
 from workers.artifacts import DONE_FILE, LOG_FILE, invalidate

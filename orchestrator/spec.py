@@ -13,8 +13,16 @@ from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
 import yaml
-from pydantic import (BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator,
-                      model_serializer, model_validator)
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from workers import catalog
 
@@ -48,7 +56,7 @@ class Recipe(_Strict):
     schedule: Schedule = Field(default_factory=Schedule)
 
     @model_validator(mode="after")
-    def _schedule_fits(self) -> "Recipe":
+    def _schedule_fits(self) -> Recipe:
         for i, milestone in enumerate(self.schedule.milestones):
             if not 0 < milestone < self.epochs:
                 raise _KeyedError(("schedule", "milestones", i), f"must be an epoch in 1..{self.epochs - 1}, got {milestone}")
@@ -93,7 +101,7 @@ class Dataset(_Strict):
         return None if root is None else str(Path(root).expanduser().absolute())
 
     @model_validator(mode="after")
-    def _folder_is_there(self) -> "Dataset":
+    def _folder_is_there(self) -> Dataset:
         allowed = catalog.DATASET_OPTIONS[self.name]
         for key in ("root", "image_size", "subset"):
             if getattr(self, key) is not None and key not in allowed:
@@ -133,7 +141,7 @@ class Arch(_Strict):
         return name
 
     @model_validator(mode="after")
-    def _options_of_the_network(self) -> "Arch":
+    def _options_of_the_network(self) -> Arch:
         allowed = catalog.ARCHITECTURES[self.name]
         for key in self.model_fields_set - {"name"} - set(allowed):
             raise _KeyedError((key,), f"{self.name} takes no {key}; allowed here: {', '.join(('name', *allowed))}")
@@ -203,7 +211,7 @@ class Transfer(_Strict):
     mask_source: Optional[list[str]] = Field(None, min_length=1)
 
     @model_validator(mode="after")
-    def _something(self) -> "Transfer":
+    def _something(self) -> Transfer:
         if self.linear is None and self.finetune is None:
             raise ValueError("a transfer section needs linear: and/or finetune:")
         return self
@@ -327,7 +335,7 @@ class SlurmSettings(_Strict):
         return per_kind
 
     @model_validator(mode="after")
-    def _ranks_or_packs(self) -> "SlurmSettings":
+    def _ranks_or_packs(self) -> SlurmSettings:
         # a pack runs its stages as single processes; a distributed stage needs the whole job's tasks
         for kind, ranks in self.ranks.items():
             if ranks.nodes * ranks.tasks_per_node > 1 and self.stages_per_job.get(kind, 1) > 1:
@@ -378,7 +386,7 @@ class RayResources(_Strict):
         return custom
 
     @model_validator(mode="after")
-    def _one_gpu_per_rank(self) -> "RayResources":
+    def _one_gpu_per_rank(self) -> RayResources:
         # each rank trains on cuda:LOCAL_RANK, so a rank needs exactly one GPU of its own (or none)
         if self.ranks > 1 and self.num_gpus not in (0, 1):
             raise _KeyedError(("num_gpus",), f"with ranks > 1 each rank needs num_gpus 0 or 1 (one GPU of its own), "
@@ -535,7 +543,7 @@ class SweepSpec(_Strict):
         return seeds
 
     @model_validator(mode="after")
-    def _transfer_sources(self) -> "SweepSpec":
+    def _transfer_sources(self) -> SweepSpec:
         if self.transfer is not None:
             for i, source in enumerate(self.transfer_sources):
                 if source not in self.mask_source or MASK_SOURCES[source].is_random:
@@ -559,7 +567,7 @@ class SweepSpec(_Strict):
         return self
 
     @model_validator(mode="after")
-    def _consistent(self) -> "SweepSpec":
+    def _consistent(self) -> SweepSpec:
         for source in self.mask_source:
             task = MASK_SOURCES[source].task
             if task is not None and task not in self.recipes:

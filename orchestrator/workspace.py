@@ -89,7 +89,7 @@ class WorkspaceLock:
         self.path = Path(workspace) / LOCK_FILE
         self.handle = None
 
-    def acquire(self) -> "WorkspaceLock":
+    def acquire(self) -> WorkspaceLock:
         """Take the lock or raise WorkspaceBusy naming its holder."""
         handle = open(self.path, "a+")
         try:
@@ -131,7 +131,7 @@ class WorkspaceLock:
             self.handle.close()
             self.handle = None
 
-    def __enter__(self) -> "WorkspaceLock":
+    def __enter__(self) -> WorkspaceLock:
         return self.acquire()
 
     def __exit__(self, *exc) -> None:

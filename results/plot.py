@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from workers.artifacts import atomic_save_with
+
 from .query import _ordered_settings, percent_label, setting_labels, summarize
 
 #: At most this many distinct fractions get their own labelled tick on the x axis.

@@ -7,7 +7,7 @@ human-facing strings (pivot cells, row labels) are in percent.
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 import pandas as pd

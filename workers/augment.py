@@ -90,7 +90,7 @@ def random_resized_crop_box(width: int, height: int, generator: torch.Generator,
     return (height - h) // 2, (width - w) // 2, h, w
 
 
-def random_resized_crop_flip(image: "Image.Image", size: int, generator: torch.Generator) -> "Image.Image":
+def random_resized_crop_flip(image: Image.Image, size: int, generator: torch.Generator) -> Image.Image:
     """ImageNet training view: a random-resized crop to ``size x size``, flipped with probability 1/2."""
     from torchvision.transforms import InterpolationMode
     from torchvision.transforms import functional as TF
@@ -101,7 +101,7 @@ def random_resized_crop_flip(image: "Image.Image", size: int, generator: torch.G
     return TF.hflip(view) if bool(torch.randint(0, 2, (1,), generator=generator)) else view
 
 
-def center_crop(image: "Image.Image", size: int) -> "Image.Image":
+def center_crop(image: Image.Image, size: int) -> Image.Image:
     """Evaluation view: shorter side resized to ``size * 256 / 224``, then the central ``size x size``."""
     from torchvision.transforms import InterpolationMode
     from torchvision.transforms import functional as TF

@@ -30,8 +30,9 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from workers import folders
 
@@ -48,13 +49,13 @@ class DataSplit:
     Derive a split with ``dataclasses.replace`` so ``augment`` is kept.
     """
 
-    train_images: "torch.Tensor"
-    train_labels: "torch.Tensor"
-    test_images: "torch.Tensor"
-    test_labels: "torch.Tensor"
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    test_images: torch.Tensor
+    test_labels: torch.Tensor
     augment: str | None = None
 
-    def to(self, device: "torch.device | str") -> "DataSplit":
+    def to(self, device: torch.device | str) -> DataSplit:
         """Return the same split with every tensor on ``device``."""
         return replace(self, **{name: getattr(self, name).to(device) for name in (
             "train_images", "train_labels", "test_images", "test_labels")})
@@ -245,13 +246,13 @@ def _load_cpu(frozen_cfg: str) -> DataSplit:
     return replace(split, train_images=split.train_images[keep], train_labels=split.train_labels[keep])
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _cached_split(frozen_cfg: str, device: str) -> DataSplit:
     split = _load_cpu(frozen_cfg)
     return split if device == "cpu" else split.to(device)
 
 
-def load_split(dataset_cfg: Mapping[str, Any], device: "torch.device | str" = "cpu") -> DataSplit:
+def load_split(dataset_cfg: Mapping[str, Any], device: torch.device | str = "cpu") -> DataSplit:
     """Return the dataset's train/test split on ``device`` (cached per process).
 
     The tensors are shared between callers: treat them as read-only. Image folders stay on

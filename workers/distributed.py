@@ -18,8 +18,9 @@ import datetime
 import hashlib
 import logging
 import os
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Iterator, Mapping, Optional
+from typing import Optional
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +120,7 @@ def broadcast_from_writer(value):
     return holder[0]
 
 
-def check_identical(tensors: Mapping[str, "object"], what: str = "mask") -> None:
+def check_identical(tensors: Mapping[str, object], what: str = "mask") -> None:
     """Raise ``RuntimeError`` naming the first entry that differs between ranks."""
     if _current is None:
         return

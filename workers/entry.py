@@ -10,13 +10,22 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
-from workers.artifacts import (CHECKPOINT_FILE, DONE_FILE, LOG_FILE, METRICS_FILE,
-                               atomic_write_json, invalidate, read_done, read_stage, verify_done,
-                               write_done)
+from workers.artifacts import (
+    CHECKPOINT_FILE,
+    DONE_FILE,
+    LOG_FILE,
+    METRICS_FILE,
+    atomic_write_json,
+    invalidate,
+    read_done,
+    read_stage,
+    verify_done,
+    write_done,
+)
 from workers.preemption import save_progress  # noqa: F401  (backends call it before a preemption)
 
 log = logging.getLogger("workers")

@@ -21,9 +21,9 @@ when the images do not fit in memory (ImageNet):
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
 
 import torch
 
@@ -59,7 +59,7 @@ class LazyImages:
     def __len__(self) -> int:
         return len(self.files)
 
-    def to(self, device: torch.device | str) -> "LazyImages":
+    def to(self, device: torch.device | str) -> LazyImages:
         """The same images, decoded onto ``device`` from now on."""
         return LazyImages(self.root, self.files, self.size, self.channels, device)
 
@@ -117,7 +117,7 @@ class _EvalViews(torch.utils.data.Dataset):
         return self.images.eval_view(position)
 
 
-def eval_batches(images: "torch.Tensor | LazyImages", batch_size: int) -> Iterator[torch.Tensor]:
+def eval_batches(images: torch.Tensor | LazyImages, batch_size: int) -> Iterator[torch.Tensor]:
     """The images in order, ``batch_size`` at a time, on the images' device.
 
     A tensor is sliced; :class:`LazyImages` are decoded (central crops) by a DataLoader

@@ -22,16 +22,26 @@ all kept and the counts (``keep``, ``fraction``) are over the pruned layers only
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from torch import nn
 
 from workers.artifacts import DONE_FILE
-from workers.pruning import (Mask, adjusted_random_mask, check_mask, count, first_conv_names,
-                             full_mask, kept_after_rounds, prune_global_round, prune_one_shot,
-                             random_mask)
+from workers.pruning import (
+    Mask,
+    adjusted_random_mask,
+    check_mask,
+    count,
+    first_conv_names,
+    full_mask,
+    kept_after_rounds,
+    prune_global_round,
+    prune_one_shot,
+    random_mask,
+)
 from workers.seeds import derive_seed
 from workers.training import save_state_dict
 

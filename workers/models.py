@@ -16,7 +16,8 @@ disturbs the global random state and the same seed always gives the same weights
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 import torch
 import torchvision

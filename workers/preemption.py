@@ -11,7 +11,8 @@ import contextlib
 import os
 import signal
 import threading
-from typing import Callable, Iterator, Optional
+from collections.abc import Callable, Iterator
+from typing import Optional
 
 #: signals held back while a step updates the weights (SIGUSR2: SLURM's warning signal).
 DEFERRED_SIGNALS = frozenset({signal.SIGUSR2})

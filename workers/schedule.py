@@ -7,7 +7,7 @@ schedule has no state to checkpoint besides that count, and a replay that stops 
 from __future__ import annotations
 
 import math
-from typing import Mapping
+from collections.abc import Mapping
 
 SCHEDULE_KINDS = ("constant", "step", "cosine")
 

@@ -20,14 +20,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from workers.augment import color_jitter
-from workers.data import DataSplit, DatasetSpec
+from workers.data import DatasetSpec, DataSplit
 from workers.image_folder import eval_batches
 from workers.label_subset import subset_indices
 

@@ -31,23 +31,24 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any
 
 import torch
 from torch import nn
+from torch.optim import SGD, Adam
 
-from workers.artifacts import atomic_save_with
 from workers import distributed
+from workers.artifacts import atomic_save_with
 from workers.augment import draw_flip_crop, flip_crop
 from workers.data import DataSplit
 from workers.image_folder import LazyImages, train_loader
-from torch.optim import SGD, Adam
 from workers.preemption import saving_with, update_guard
 from workers.pruning import MaskEnforcer, apply_mask
-from workers.seeds import derive_seed
 from workers.schedule import iterations_per_epoch, learning_rate_at, validate_schedule
+from workers.seeds import derive_seed
 from workers.tasks import Task
 
 log = logging.getLogger(__name__)

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import heapq
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Optional, Protocol
+from typing import Optional, Protocol
 
 #: the worker entry point every backend calls on a stage folder.
 DEFAULT_RUNNER = "workers.entry:run_stage"

@@ -28,8 +28,9 @@ import shlex
 import socket
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Optional
 
 from workers.artifacts import atomic_write_json
 

@@ -15,8 +15,9 @@ import importlib
 import math
 import os
 import socket
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Optional
 
 from workers.artifacts import LOG_FILE
 

@@ -41,8 +41,9 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Optional
+from typing import Any, Optional
 
 from .base import DEFAULT_RUNNER, Backend, Events, Task
 from .slurm_pack import PackJob
