@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 from orchestrator.ledger import Ledger  # noqa: E402
 from orchestrator.reconcile import reconcile  # noqa: E402
-from orchestrator.stages import Stage  # noqa: E402
+from orchestrator.stage_identity import Stage  # noqa: E402
 from orchestrator.workspace import materialise, stage_dir  # noqa: E402
 from workers.artifacts import write_done  # noqa: E402
 

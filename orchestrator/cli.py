@@ -209,7 +209,7 @@ def _cmd_status(args) -> int:
 
 
 def _cmd_results(args) -> int:
-    from .results_view import show_results
+    from .results_command import show_results
     from .workspace import require_workspace
 
     return show_results(require_workspace(Path(args.workspace)), args)

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
-from .stages import Cell, Stage
+from .stage_identity import Cell, Stage
 
 LEDGER_FILE = "ledger.sqlite"
 STATES = ("planned", "running", "done", "failed", "blocked")
@@ -151,7 +151,7 @@ class Ledger:
         """The sweeps launched in this workspace."""
         return self.connection.execute("SELECT * FROM sweeps ORDER BY launched_at").fetchall()
 
-    # ---- verification stamps (orchestrator.verified) ---------------------------------
+    # ---- verification stamps (orchestrator.artifact_stamps) ---------------------------------
     def verified_stamps(self, key: str) -> Optional[dict[str, list[int]]]:
         """The file stamps recorded when stage ``key``'s artifacts last hashed right, if any."""
         row = self.connection.execute("SELECT stamps FROM verified WHERE key = ?", (key,)).fetchone()

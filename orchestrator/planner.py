@@ -39,7 +39,7 @@ from .sources import MASK_SOURCES
 
 SUBSET_TASKS = ("labels_10pct", "s4l")  # the tasks that train on the labelled subset
 from .spec import RewindPoint, SweepSpec
-from .stages import Cell, Stage, canonical_json
+from .stage_identity import Cell, Stage, canonical_json
 
 DEFAULT_RATE = 0.2
 DEFAULT_SCOPE = "global"

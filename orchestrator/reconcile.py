@@ -17,9 +17,9 @@ from typing import Optional
 import results
 from workers.artifacts import DONE_FILE, LOG_FILE, invalidate
 
+from .artifact_stamps import verify_stage
 from .cell_extras import cell_extras
 from .ledger import Ledger
-from .verified import verify_stage
 from .workspace import WorkspaceLock, stage_dir
 
 LOG_TAIL_LINES = 12
@@ -39,7 +39,7 @@ def reconcile(workspace: Path, ledger: Ledger, lock_held_by_us: bool = False, re
     """Correct every stage's state from disk; return the keys verified done.
 
     Artifacts whose stamps are unchanged since they last hashed right are trusted
-    (:mod:`orchestrator.verified`); ``rehash`` checksums every one of them again.
+    (:mod:`orchestrator.artifact_stamps`); ``rehash`` checksums every one of them again.
     """
     workspace = Path(workspace)
     host = socket.gethostname()

@@ -23,7 +23,7 @@ from workers.artifacts import STAGE_FILE, atomic_write_json, read_stage
 
 from .errors import UserError, WorkspaceBusy
 from .ledger import LEDGER_FILE
-from .stages import Stage
+from .stage_identity import Stage
 
 STAGES_DIR = "stages"
 LOCK_FILE = ".lock"

@@ -13,7 +13,7 @@ from test_workers_support import COMMON, PRUNE_ROUND, load, run
 from workers.data import dataset_spec, load_split
 from workers.label_subset import subset_indices, subset_size
 from workers.models import build_model
-from workers.stages import StageContext, ticket_model
+from workers.stage_kinds import StageContext, ticket_model
 from workers.pruning import adjusted_random_mask, count, first_conv_names, is_subset, kept_after_rounds
 from workers.tasks import (ROTATIONS, UNLABELLED, evaluate_accuracy, exemplar_augment, get_task)
 

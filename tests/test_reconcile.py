@@ -6,7 +6,7 @@ import socket
 
 from orchestrator.ledger import Ledger
 from orchestrator.reconcile import reconcile
-from orchestrator.stages import Stage
+from orchestrator.stage_identity import Stage
 from orchestrator.workspace import materialise, stage_dir
 from workers.artifacts import write_done
 

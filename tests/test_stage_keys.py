@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from orchestrator.planner import plan_sweep
 from orchestrator.spec import validate_spec
-from orchestrator.stages import stage_key
+from orchestrator.stage_identity import stage_key
 
 PINNED_KEYS = {
     "dense labels seed=0": "dense-77b5767897dc",

@@ -140,7 +140,7 @@ def test_a_results_table_of_the_first_schema_is_read_and_migrated(tmp_path):
 
 def test_new_sections_leave_an_existing_sweeps_settings_fingerprint_alone(sweep_dict):
     from orchestrator.planner import settings_fingerprint
-    from orchestrator.stages import canonical_json
+    from orchestrator.stage_identity import canonical_json
 
     spec = validate_spec(copy.deepcopy(sweep_dict), "t.yaml")
     before = {"dataset": spec.dataset.model_dump(), "arch": spec.arch.model_dump(),

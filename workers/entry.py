@@ -82,7 +82,7 @@ def run_stage(stage_dir: Path | str) -> dict:
 
 def _run_stage(stage_dir: Path) -> dict:
     from workers import distributed
-    from workers.stages import STAGE_KINDS, StageContext  # torch is imported only to run
+    from workers.stage_kinds import STAGE_KINDS, StageContext  # torch is imported only to run
 
     stage = read_stage(stage_dir)
     done, reason = distributed.broadcast_from_writer(verify_done(stage_dir))

@@ -81,7 +81,7 @@ def pooled_features(model: nn.Module, images: torch.Tensor, batch_size: int = 10
 
 def run_features(ctx) -> Any:
     """Extract and cache the pooled features of the target's train and test images."""
-    from workers.stages import StageOutcome
+    from workers.stage_kinds import StageOutcome
 
     seed = int(ctx.require("seed"))
     model = _source_model(ctx, seed)
@@ -115,7 +115,7 @@ def mean_average_precision(scores: torch.Tensor, labels: torch.Tensor) -> float:
 
 def run_linear_eval(ctx) -> Any:
     """Train a linear classifier on the cached features; report top-1 or mAP on the test features."""
-    from workers.stages import StageOutcome
+    from workers.stage_kinds import StageOutcome
 
     seed = int(ctx.require("seed"))
     metric = ctx.config.get("metric", "top1")
@@ -158,7 +158,7 @@ def _finetune_model(ctx, seed: int, num_classes: int) -> nn.Module:
 
 def run_finetune(ctx) -> Any:
     """Fine-tune the pruned network (``mode: pruned``) or prune during fine-tuning (``prune_during``)."""
-    from workers.stages import StageOutcome
+    from workers.stage_kinds import StageOutcome
 
     seed = int(ctx.require("seed"))
     mode = ctx.config.get("mode", "pruned")
