@@ -86,13 +86,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_arguments(argv: Optional[list[str]] = None) -> argparse.Namespace:
+    """Parse the command line; ``key.path=value`` overrides may stand anywhere after the sweep file.
+
+    argparse stops collecting a ``nargs="*"`` positional at the first option, so the overrides that
+    follow an option come back as unknown arguments; they are appended in their order (a later
+    override of the same key wins, as in the file). Anything else unknown is an error, as usual.
+    """
+    parser = build_parser()
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        takes_overrides = hasattr(args, "overrides")
+        stray = [arg for arg in extras if not takes_overrides or arg.startswith("-") or "=" not in arg]
+        if stray:
+            parser.error(f"unrecognized arguments: {' '.join(stray)}")
+        args.overrides = [*args.overrides, *extras]
+    return args
+
+
 def _stop_like_ctrl_c(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
 def main(argv: Optional[list[str]] = None) -> int:
     """Entry point of the console script; returns the exit code."""
-    args = build_parser().parse_args(argv)
+    args = parse_arguments(argv)
     signal.signal(signal.SIGTERM, _stop_like_ctrl_c)  # `kill` stops the workers too, as Ctrl-C does
     try:
         return COMMANDS[args.command](args)

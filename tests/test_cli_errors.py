@@ -78,3 +78,28 @@ def test_every_command_has_help():
     for command in ("plan", "launch", "status", "resume", "results"):
         result = run_cli(command, "--help")
         assert result.returncode == 0 and "usage: prunesweep " + command in result.stdout
+
+
+def test_overrides_may_follow_options():
+    """`launch S.yaml --backend ray seeds=[0]` keeps the override (argparse alone calls it unrecognized)."""
+    from orchestrator.cli import parse_arguments
+
+    args = parse_arguments(["launch", "s.yaml", "pruning.rate=0.5", "--backend", "ray", "seeds=[0]",
+                            "--workers", "2", "seeds=[1]"])
+    assert args.backend == "ray" and args.workers == 2
+    assert args.overrides == ["pruning.rate=0.5", "seeds=[0]", "seeds=[1]"]  # in order: the last one wins
+
+
+def test_an_override_after_an_option_reaches_the_plan(tmp_path):
+    result = run_cli("plan", ROOT / "sweeps" / "digits.yaml", "--gpu", "H100", "seeds=[0]")
+    assert result.returncode == 0, result.stderr
+    assert "x 1 seeds" in result.stdout
+
+
+@pytest.mark.parametrize("args", [["plan", "s.yaml", "--gpu", "H100", "--bogus"],
+                                  ["status", "ws", "seeds=[0]"],
+                                  ["plan", "s.yaml", "--graph", "notanoverride"]])
+def test_unknown_arguments_are_still_refused(args):
+    result = run_cli(*args)
+    assert result.returncode == 2 and "unrecognized arguments" in result.stderr
+    assert "Traceback" not in result.stderr
