@@ -165,6 +165,97 @@ def total_iterations(recipe: Mapping[str, Any], train_size: int) -> int:
     return spec["epochs"] * iterations_per_epoch(train_size, spec["batch_size"])
 
 
+class RewindCaptures:
+    """The rewinding points of a training: the weights after exactly ``k`` steps, saved once as ``rewind_<k>.pt``."""
+
+    def __init__(self, iterations: Iterable[int], folder: Path | None, model: nn.Module):
+        self.iterations = sorted({int(k) for k in iterations})
+        if self.iterations and folder is None:
+            raise ValueError("capture_iterations needs a capture_dir")
+        self.folder = Path(folder) if folder is not None else None
+        self.model = model
+
+    def check_within(self, limit: int, epochs: int, steps_per_epoch: int) -> None:
+        """Refuse points the training will not reach."""
+        beyond = [k for k in self.iterations if not 0 <= k <= limit]
+        if beyond:
+            raise ValueError(f"capture_iterations {beyond} outside [0, {limit}] "
+                             f"({epochs} epochs x {steps_per_epoch} steps)")
+
+    def missing_before(self, iteration: int) -> list[int]:
+        """Points before ``iteration`` whose file is missing (a checkpoint past them cannot be used)."""
+        return [k for k in self.iterations if k < iteration and not self._path(k).exists()]
+
+    def at(self, step: int) -> None:
+        """Save the weights if ``step`` is a rewinding point not saved yet."""
+        if step in self.iterations and not self._path(step).exists():
+            save_state_dict(self._path(step), cpu_state_dict(self.model))
+            log.info("captured weights after %d iterations in %s", step, rewind_file(step))
+
+    def _path(self, step: int) -> Path:
+        assert self.folder is not None
+        return self.folder / rewind_file(step)
+
+
+@dataclass
+class _Progress:
+    """Where a training stands: epochs completed, optimizer steps taken, seconds spent (over every attempt)."""
+
+    epochs_done: int = 0
+    iteration: int = 0
+    seconds_before: float = 0.0
+    clock: float = 0.0
+
+    def seconds(self) -> float:
+        return self.seconds_before + time.perf_counter() - self.clock
+
+
+def _prepare_device(model: nn.Module, data: DataSplit) -> tuple[torch.device, DataSplit, bool]:
+    """Move model and data to the training device; returns the device, the data there and whether bf16 is on."""
+    device = pick_device()
+    if device.type == "cuda":
+        deterministic = _flag("PRUNESWEEP_DETERMINISTIC", False)
+        torch.backends.cudnn.deterministic = deterministic
+        torch.backends.cudnn.benchmark = not deterministic
+    model.to(device=device, memory_format=torch.channels_last)  # ~20% faster convs on CPU
+    return device, data.to(device), device.type == "cuda" and _flag("PRUNESWEEP_BF16", True)
+
+
+def _resume(checkpoint_path: Path | None, fingerprint: dict, model: nn.Module, optimizer: SGD | Adam,
+            captures: RewindCaptures, device: torch.device) -> _Progress:
+    """The progress of a usable checkpoint (model and optimizer loaded from it), else a fresh start."""
+    progress = _Progress()
+    if checkpoint_path is None or not Path(checkpoint_path).exists():
+        return progress
+    state = _read_checkpoint(Path(checkpoint_path), fingerprint, device)
+    if state is None:
+        return progress
+    lost = captures.missing_before(int(state["iteration"]))
+    if lost:
+        log.warning("ignoring %s: the captures %s it has passed are missing", Path(checkpoint_path).name, lost)
+        return progress
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    progress.epochs_done, progress.iteration = int(state["epoch"]), int(state["iteration"])
+    progress.seconds_before = float(state.get("seconds", 0.0))
+    log.info("resumed from %s at epoch %d (iteration %d)", Path(checkpoint_path).name, progress.epochs_done,
+             progress.iteration)
+    return progress
+
+
+def _forward_module(model: nn.Module, device: torch.device, ranks: distributed.Ranks | None,
+                    mask: Mapping[str, torch.Tensor] | None) -> nn.Module:
+    """What the forward pass calls: the model, wrapped in DDP for a distributed stage, compiled on request."""
+    wrapped = model
+    if ranks is not None:
+        if mask is not None:
+            distributed.check_identical(mask)
+        from torch.nn.parallel import DistributedDataParallel  # rank 0's weights reach every rank here
+
+        wrapped = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+    return torch.compile(wrapped) if _flag("PRUNESWEEP_COMPILE", False) else wrapped
+
+
 def train(model: nn.Module, task: Task, data: DataSplit, recipe: Mapping[str, Any], seed: int, *,
           mask: Mapping[str, torch.Tensor] | None = None,
           checkpoint_path: Path | None = None,
@@ -187,142 +278,131 @@ def train(model: nn.Module, task: Task, data: DataSplit, recipe: Mapping[str, An
     Model and data go to CUDA when it is visible, else stay on the CPU.
     """
     spec = validate_recipe(recipe)
-    device = pick_device()
-    if device.type == "cuda":
-        deterministic = _flag("PRUNESWEEP_DETERMINISTIC", False)
-        torch.backends.cudnn.deterministic = deterministic
-        torch.backends.cudnn.benchmark = not deterministic
-    model.to(device=device, memory_format=torch.channels_last)  # ~20% faster convs on CPU
-    data = data.to(device)
-    n_train, batch_size, epochs = data.train_images.shape[0], spec["batch_size"], spec["epochs"]
-    bf16 = device.type == "cuda" and _flag("PRUNESWEEP_BF16", True)
-    steps_per_epoch = iterations_per_epoch(n_train, batch_size)
-    ranks = distributed.current()
-    if ranks is not None:
-        _check_shards(n_train, batch_size, ranks.world_size)
-    full_length = epochs * steps_per_epoch
-    limit = full_length if stop_at_iteration is None else int(stop_at_iteration)
-    if not 0 <= limit <= full_length:
-        raise ValueError(f"stop_at_iteration {stop_at_iteration} outside [0, {full_length}]")
-    captures = sorted({int(k) for k in capture_iterations})
-    if captures and capture_dir is None:
-        raise ValueError("capture_iterations needs a capture_dir")
-    beyond = [k for k in captures if not 0 <= k <= limit]
-    if beyond:
-        raise ValueError(f"capture_iterations {beyond} outside [0, {limit}] "
-                         f"({epochs} epochs x {steps_per_epoch} steps)")
+    device, data, bf16 = _prepare_device(model, data)
+    loop = _Loop(model, task, data, spec, seed, device, bf16, mask, stop_at_iteration,
+                 RewindCaptures(capture_iterations, capture_dir, model))
+    clock = time.perf_counter()
+    progress = _resume(checkpoint_path, loop.fingerprint, model, loop.optimizer, loop.captures, device)
+    progress.clock = clock
 
-    optimizer = make_optimizer(model, spec)
-    enforcer = None
-    if mask is not None:
-        apply_mask(model, mask)
-        enforcer = MaskEnforcer(model, mask)
-    fingerprint = {"recipe": spec, "seed": int(seed), "task": task.name, "train_size": n_train,
-                   "masked": mask is not None}
-    if data.augment is not None or isinstance(data.train_images, LazyImages):
-        fingerprint["augment"] = data.augment or "random_resized_crop_flip"
-
-    start_epoch, iteration = 0, 0
-    clock, seconds_before = time.perf_counter(), 0.0
-    if checkpoint_path is not None and Path(checkpoint_path).exists():
-        state = _read_checkpoint(Path(checkpoint_path), fingerprint, device)
-        lost = [k for k in captures if state is not None and k < state["iteration"]
-                and not (Path(capture_dir) / rewind_file(k)).exists()]
-        if lost:
-            log.warning("ignoring %s: the captures %s it has passed are missing",
-                        Path(checkpoint_path).name, lost)
-        elif state is not None:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            start_epoch, iteration = int(state["epoch"]), int(state["iteration"])
-            seconds_before = float(state.get("seconds", 0.0))
-            log.info("resumed from %s at epoch %d (iteration %d)", Path(checkpoint_path).name,
-                     start_epoch, iteration)
-
-    if ranks is not None:
-        if mask is not None:
-            distributed.check_identical(mask)
-        from torch.nn.parallel import DistributedDataParallel  # rank 0's weights reach every rank here
-
-        wrapped = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
-    else:
-        wrapped = model
-    forward = torch.compile(wrapped) if _flag("PRUNESWEEP_COMPILE", False) else wrapped
-
-    def seconds() -> float:
-        return seconds_before + time.perf_counter() - clock
-
-    def capture(step: int) -> None:
-        if step in captures:
-            path = Path(capture_dir) / rewind_file(step)
-            if not path.exists():
-                save_state_dict(path, cpu_state_dict(model))
-                log.info("captured weights after %d iterations in %s", step, path.name)
-
-    model.train()
-    if iteration == 0:
-        capture(0)
-    last_loss = last_accuracy = None
-    epochs_done = start_epoch
-
-    def save_mid_epoch() -> None:
+    def save(progress: _Progress) -> None:
         if checkpoint_path is not None:
-            _save_checkpoint(Path(checkpoint_path), fingerprint, model, optimizer, epochs_done, iteration,
-                             seconds())
-            log.info("saved progress at iteration %d (inside epoch %d) on request", iteration, epochs_done + 1)
+            _save_checkpoint(Path(checkpoint_path), loop.fingerprint, model, loop.optimizer, progress.epochs_done,
+                             progress.iteration, progress.seconds())
 
-    with saving_with(save_mid_epoch):
-        for epoch in range(start_epoch, epochs):
-            if iteration >= limit:
-                break
-            loss_sum = torch.zeros((), device=device)
-            correct = torch.zeros((), dtype=torch.int64, device=device)
-            samples = 0
-            already = iteration - epoch * steps_per_epoch  # steps of this epoch done before a resume
-            for batch_images, batch_labels in epoch_batches(data, seed, epoch, batch_size, already, device):
-                if iteration >= limit:
+    return loop.run(progress, save)
+
+
+class _Loop:
+    """The training loop of one run; checkpointing, captures, DDP and compile come in as hooks."""
+
+    def __init__(self, model: nn.Module, task: Task, data: DataSplit, spec: dict, seed: int,
+                 device: torch.device, bf16: bool, mask: Mapping[str, torch.Tensor] | None,
+                 stop_at_iteration: int | None, captures: RewindCaptures):
+        self.model, self.task, self.data, self.spec, self.seed = model, task, data, spec, int(seed)
+        self.device, self.bf16, self.captures = device, bf16, captures
+        self.n_train, self.batch_size, self.epochs = data.train_images.shape[0], spec["batch_size"], spec["epochs"]
+        self.steps_per_epoch = iterations_per_epoch(self.n_train, self.batch_size)
+        self.ranks = distributed.current()
+        if self.ranks is not None:
+            _check_shards(self.n_train, self.batch_size, self.ranks.world_size)
+        full_length = self.epochs * self.steps_per_epoch
+        self.limit = full_length if stop_at_iteration is None else int(stop_at_iteration)
+        if not 0 <= self.limit <= full_length:
+            raise ValueError(f"stop_at_iteration {stop_at_iteration} outside [0, {full_length}]")
+        captures.check_within(self.limit, self.epochs, self.steps_per_epoch)
+        self.optimizer = make_optimizer(model, spec)
+        self.enforcer = None
+        if mask is not None:
+            apply_mask(model, mask)
+            self.enforcer = MaskEnforcer(model, mask)
+        self.mask = mask
+        self.fingerprint: dict[str, Any] = {"recipe": spec, "seed": self.seed, "task": task.name,
+                                            "train_size": self.n_train, "masked": mask is not None}
+        if data.augment is not None or isinstance(data.train_images, LazyImages):
+            self.fingerprint["augment"] = data.augment or "random_resized_crop_flip"
+
+    def run(self, progress: _Progress, save) -> TrainResult:
+        """Train from ``progress`` to the end (or ``stop_at_iteration``), calling ``save`` after each epoch."""
+        forward = _forward_module(self.model, self.device, self.ranks, self.mask)
+        self.model.train()
+        if progress.iteration == 0:
+            self.captures.at(0)
+        last: tuple[float | None, float | None] = (None, None)
+
+        def save_mid_epoch() -> None:
+            save(progress)
+            log.info("saved progress at iteration %d (inside epoch %d) on request", progress.iteration,
+                     progress.epochs_done + 1)
+
+        with saving_with(save_mid_epoch):
+            for epoch in range(progress.epochs_done, self.epochs):
+                if progress.iteration >= self.limit:
                     break
-                if task.random_batches:  # the draws depend on the step only: a resume repeats them
-                    torch.manual_seed(derive_seed(seed, "batch", iteration))
-                inputs, targets = task.make_batch(batch_images, batch_labels)
-                lr = learning_rate_at(spec["lr"], spec["schedule"], iteration, steps_per_epoch, epochs)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                    outputs = forward(inputs)
-                    loss = task.loss(outputs, targets)
-                optimizer.zero_grad()
-                if ranks is not None:  # DDP averages over ranks: weight each by its share of the batch
-                    in_batch = min(batch_size, n_train - (iteration - epoch * steps_per_epoch) * batch_size)
-                    (loss * (batch_images.shape[0] * ranks.world_size / in_batch)).backward()
-                else:
-                    loss.backward()
-                if enforcer is not None:
-                    enforcer.zero_pruned_grads()
-                with update_guard():  # a save requested now waits for weights and counter to agree
-                    optimizer.step()
-                    if enforcer is not None:
-                        enforcer.reapply()
-                    iteration += 1
-                with torch.no_grad():
-                    loss_sum += loss.detach() * targets.shape[0]
-                    correct += (outputs.argmax(dim=1) == targets).sum()
-                samples += targets.shape[0]
-                capture(iteration)
-            if samples:
-                last_loss, last_accuracy = loss_sum.item() / samples, correct.item() / samples
-            if iteration < (epoch + 1) * steps_per_epoch:  # stopped inside this epoch
-                log.info("stopped at iteration %d inside epoch %d", iteration, epoch + 1)
+                loss, accuracy, lr = self._epoch(forward, epoch, progress)
+                if loss is not None:
+                    last = (loss, accuracy)
+                if progress.iteration < (epoch + 1) * self.steps_per_epoch:  # stopped inside this epoch
+                    log.info("stopped at iteration %d inside epoch %d", progress.iteration, epoch + 1)
+                    break
+                progress.epochs_done = epoch + 1
+                if loss is not None:  # none when a save on request landed right after the epoch's last step
+                    log.info("epoch %d/%d: loss %.4f, %s accuracy %.4f (train, iteration %d, lr %.3g)",
+                             progress.epochs_done, self.epochs, loss, self.task.name, accuracy, progress.iteration,
+                             lr)
+                save(progress)
+        return TrainResult(epochs=progress.epochs_done, iterations=progress.iteration, last_loss=last[0],
+                           last_accuracy=last[1], seconds=progress.seconds())
+
+    def _epoch(self, forward: nn.Module, epoch: int, progress: _Progress
+               ) -> tuple[float | None, float | None, float]:
+        """Train the rest of ``epoch``; returns its mean loss and accuracy (None if no step ran) and the last lr."""
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), dtype=torch.int64, device=self.device)
+        samples, lr = 0, float("nan")
+        already = progress.iteration - epoch * self.steps_per_epoch  # steps of this epoch done before a resume
+        for batch_images, batch_labels in epoch_batches(self.data, self.seed, epoch, self.batch_size, already,
+                                                        self.device):
+            if progress.iteration >= self.limit:
                 break
-            epochs_done = epoch + 1
-            if samples:  # none when a save on request landed right after the epoch's last step
-                log.info("epoch %d/%d: loss %.4f, %s accuracy %.4f (train, iteration %d, lr %.3g)",
-                         epochs_done, epochs, last_loss, task.name, last_accuracy, iteration, lr)
-            if checkpoint_path is not None:
-                _save_checkpoint(Path(checkpoint_path), fingerprint, model, optimizer,
-                                 epochs_done, iteration, seconds())
-    return TrainResult(epochs=epochs_done, iterations=iteration, last_loss=last_loss,
-                       last_accuracy=last_accuracy, seconds=seconds())
+            lr = learning_rate_at(self.spec["lr"], self.spec["schedule"], progress.iteration, self.steps_per_epoch,
+                                  self.epochs)
+            loss, outputs, targets = self._step(forward, batch_images, batch_labels, epoch, lr, progress)
+            with torch.no_grad():
+                loss_sum += loss.detach() * targets.shape[0]
+                correct += (outputs.argmax(dim=1) == targets).sum()
+            samples += targets.shape[0]
+            self.captures.at(progress.iteration)
+        if not samples:
+            return None, None, lr
+        return loss_sum.item() / samples, correct.item() / samples, lr
+
+    def _step(self, forward: nn.Module, batch_images: torch.Tensor, batch_labels: torch.Tensor, epoch: int,
+              lr: float, progress: _Progress) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One optimizer step; returns the loss, the outputs and the targets."""
+        if self.task.random_batches:  # the draws depend on the step only: a resume repeats them
+            torch.manual_seed(derive_seed(self.seed, "batch", progress.iteration))
+        inputs, targets = self.task.make_batch(batch_images, batch_labels)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            outputs = forward(inputs)
+            loss = self.task.loss(outputs, targets)
+        self.optimizer.zero_grad()
+        if self.ranks is not None:  # DDP averages over ranks: weight each by its share of the batch
+            in_batch = min(self.batch_size,
+                           self.n_train - (progress.iteration - epoch * self.steps_per_epoch) * self.batch_size)
+            (loss * (batch_images.shape[0] * self.ranks.world_size / in_batch)).backward()
+        else:
+            loss.backward()
+        if self.enforcer is not None:
+            self.enforcer.zero_pruned_grads()
+        with update_guard():  # a save requested now waits for weights and counter to agree
+            self.optimizer.step()
+            if self.enforcer is not None:
+                self.enforcer.reapply()
+            progress.iteration += 1
+        return loss, outputs, targets
 
 
 def _check_shards(n_train: int, batch_size: int, world_size: int) -> None:
