@@ -55,7 +55,7 @@ def verify_stage(workspace: Path, ledger: Ledger, key: str, rehash: bool = False
     """
     folder = stage_dir(workspace, key)
     kept = ledger.verified_stamps(key)
-    if kept and not rehash and sorted(kept) == (_listed_files(folder) or []):
+    if kept and not rehash and sorted(kept) == ((_listed_files(folder) or [])):
         if all(file_stamp(folder / name) == tuple(stamp) for name, stamp in kept.items()):
             return True, ""
     hashed_at = time.time()
@@ -64,7 +64,7 @@ def verify_stage(workspace: Path, ledger: Ledger, key: str, rehash: bool = False
     if ok:
         current = {name: file_stamp(folder / name) for name in _listed_files(folder) or []}
         if all(stamp is not None and hashed_at - stamp[1] / 1e9 >= SETTLED_S for stamp in current.values()):
-            stamps = {name: list(stamp) for name, stamp in current.items()}
+            stamps = {name: list(stamp) for name, stamp in current.items() if stamp is not None}
     if stamps != kept:
         ledger.set_verified_stamps(key, stamps)
     return ok, reason

@@ -31,7 +31,8 @@ def _add_run_arguments(parser: argparse.ArgumentParser, default_backend: Optiona
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
-    parser = argparse.ArgumentParser(prog="prunesweep", description="Sweep orchestrator for neural-network pruning studies.")
+    parser = argparse.ArgumentParser(prog="prunesweep",
+                                     description="Sweep orchestrator for neural-network pruning studies.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     plan = commands.add_parser("plan", help="validate a sweep and print its DAG of stages",
@@ -141,7 +142,7 @@ def _cmd_plan(args) -> int:
           f"{len(spec.rewind)} rewind points x {len(spec.pruning.fractions)} fractions x {len(spec.seeds)} seeds; "
           "random masks are always re-initialised)")
     transfer_cells = sum(cell.init not in ("winning_ticket", "reinit") for cell in plan.cells)
-    if transfer_cells:
+    if transfer_cells and spec.transfer is not None:
         print(f"      ({transfer_cells} of them transfer {', '.join(spec.transfer_sources)} to "
               f"{spec.transfer.dataset.name}: linear / finetune / finetune_prune_during)")
     counts = plan.counts_by_kind()
@@ -242,8 +243,8 @@ def _cmd_cancel(args) -> int:
     return 0
 
 
-COMMANDS = {"plan": _cmd_plan, "cancel": _cmd_cancel, "launch": _cmd_launch, "status": _cmd_status, "resume": _cmd_resume,
-            "results": _cmd_results}
+COMMANDS = {"plan": _cmd_plan, "cancel": _cmd_cancel, "launch": _cmd_launch, "status": _cmd_status,
+            "resume": _cmd_resume, "results": _cmd_results}
 
 
 if __name__ == "__main__":

@@ -80,6 +80,7 @@ def estimate(spec: SweepSpec, plan: Plan, device: str = DEFAULT_DEVICE, table: O
         if stage.kind == "finetune":
             target = config["target"]["name"]
             target_rate = measured_rate(arch, target, device, table)
+            assert spec.transfer is not None  # a finetune stage comes from the transfer section
             images = _train_images(spec.transfer.dataset)
             if target_rate is None or images is None:
                 return Estimate(device, None, None, f"no measured throughput for {arch} on {target} on {device}")

@@ -17,7 +17,7 @@ import socket
 import sys
 import time
 from pathlib import Path
-from typing import Optional
+from typing import IO, Optional
 
 from workers.artifacts import STAGE_FILE, atomic_write_json, read_stage
 
@@ -87,7 +87,7 @@ class WorkspaceLock:
 
     def __init__(self, workspace: Path):
         self.path = Path(workspace) / LOCK_FILE
-        self.handle = None
+        self.handle: Optional[IO[str]] = None
 
     def acquire(self) -> WorkspaceLock:
         """Take the lock or raise WorkspaceBusy naming its holder."""

@@ -119,7 +119,7 @@ def test_catalog_matches_the_registries_and_needs_no_torch():
     import inspect
     import subprocess
 
-    from workers import catalog, mask_rules, models, stages, tasks
+    from workers import catalog, mask_rules, models, stage_kinds, tasks
     assert catalog.DATASETS["digits"] == {"num_classes": 10, "in_channels": 1,
                                           "train_size": 1347, "test_size": 450}
     assert set(catalog.ARCHITECTURES) == set(models.ARCHITECTURES)
@@ -132,7 +132,7 @@ def test_catalog_matches_the_registries_and_needs_no_torch():
     with pytest.raises(ValueError, match="1..4"):
         first_conv_names(small, catalog.CONVOLUTIONS["small_cnn"] + 1)
     assert set(catalog.CONVOLUTIONS) == set(catalog.ARCHITECTURES)  # the paper networks: tests/test_transfer.py
-    assert set(catalog.STAGE_KINDS) == set(stages.STAGE_KINDS)
+    assert set(catalog.STAGE_KINDS) == set(stage_kinds.STAGE_KINDS)
     assert set(catalog.MASK_RULE_KINDS) == set(mask_rules.MASK_RULE_KINDS)
     assert catalog.iterations_per_epoch(1347, 64) == 22
     probe = ("import sys, workers.catalog, workers.data, workers.entry; "

@@ -195,10 +195,10 @@ def _labels_of(name: str, dataset_cfg: Mapping[str, Any]) -> tuple[list[int], in
     """``(train labels, number of classes, channels, test size)`` without loading images."""
     root = str(dataset_cfg["root"])
     if name == "cifar10":
-        facts = folders.cifar_facts(root)
-        return list(facts.train_labels), folders.CIFAR_CLASSES, 3, len(facts.test_labels)
-    facts = folders.image_folder_facts(root)
-    return facts.labels("train"), len(facts.classes), 3, len(facts.samples["val"])
+        cifar = folders.cifar_facts(root)
+        return list(cifar.train_labels), folders.CIFAR_CLASSES, 3, len(cifar.test_labels)
+    folder = folders.image_folder_facts(root)
+    return folder.labels("train"), len(folder.classes), 3, len(folder.samples["val"])
 
 
 def dataset_spec(dataset_cfg: Mapping[str, Any]) -> DatasetSpec:

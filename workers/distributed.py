@@ -20,7 +20,7 @@ import logging
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ def broadcast_from_writer(value):
     return holder[0]
 
 
-def check_identical(tensors: Mapping[str, object], what: str = "mask") -> None:
+def check_identical(tensors: Mapping[str, Any], what: str = "mask") -> None:
     """Raise ``RuntimeError`` naming the first entry that differs between ranks."""
     if _current is None:
         return

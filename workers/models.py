@@ -104,6 +104,8 @@ def resnet50(num_outputs: int, in_channels: int) -> nn.Module:
 class AlexNet(torchvision.models.AlexNet):
     """torchvision's AlexNet; the last linear layer of ``classifier`` is ``head``."""
 
+    classifier: nn.Sequential
+
     def __init__(self, num_outputs: int, in_channels: int):
         super().__init__(num_classes=num_outputs)
         self.features[0] = _stem_channels(self.features[0], in_channels, kaiming=False)

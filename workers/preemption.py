@@ -51,12 +51,12 @@ def update_guard() -> Iterator[None]:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-        for signum in arrived:
-            handler = previous[signum]
+        for number in arrived:
+            handler = previous[signal.Signals(number)]
             if callable(handler):
-                handler(signum, None)
+                handler(number, None)
             elif handler == signal.SIG_DFL:
-                os.kill(os.getpid(), signum)
+                os.kill(os.getpid(), number)
 
 
 def save_progress() -> bool:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from typing import Any
 
 SCHEDULE_KINDS = ("constant", "step", "cosine")
 
@@ -21,7 +22,7 @@ def iterations_per_epoch(train_size: int, batch_size: int) -> int:
 
 def validate_schedule(schedule: Mapping | None) -> dict:
     """Return the schedule with its defaults filled in; raise ``ValueError`` if malformed."""
-    spec = {"kind": "constant", "milestones": [], "gamma": 0.1, "warmup_epochs": 0}
+    spec: dict[str, Any] = {"kind": "constant", "milestones": [], "gamma": 0.1, "warmup_epochs": 0}
     spec.update(dict(schedule or {}))
     if spec["kind"] not in SCHEDULE_KINDS:
         raise ValueError(f"schedule.kind must be one of {SCHEDULE_KINDS}, got {spec['kind']!r}")
