@@ -51,13 +51,34 @@ def cifar_folder(root: str | os.PathLike) -> Path:
     return folder
 
 
+#: the only globals a CIFAR-10 batch may name: how numpy pickles an array, a dtype and a scalar
+#: (under numpy 1's and numpy 2's module names), and the codec Python 3 uses for bytes in protocol 2.
+_CIFAR_GLOBALS = frozenset({
+    ("numpy", "ndarray"), ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),  # protocol 5
+    ("_codecs", "encode"),
+})
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Unpickles data only: dicts, lists, bytes, numbers and numpy arrays; any other global is refused."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in _CIFAR_GLOBALS:
+            raise pickle.UnpicklingError(f"refused to load {module}.{name}: a CIFAR-10 batch holds only "
+                                         "numpy arrays, lists, dicts, bytes and numbers")
+        return super().find_class(module, name)
+
+
 def read_cifar_batch(path: Path) -> tuple[bytes, list[int]]:
     """``(pixels, labels)`` of one pickled CIFAR-10 batch: N*3072 bytes (CHW order) and N labels."""
     if not path.is_file():
         raise DataFolderError(f"{path}: missing; expected a pickled CIFAR-10 batch")
     try:
         with open(path, "rb") as handle:
-            batch = pickle.load(handle, encoding="bytes")
+            batch = _CifarUnpickler(handle, encoding="bytes").load()
     except Exception as error:  # any unpickling failure means the file is not a batch
         raise DataFolderError(f"{path}: not a pickled CIFAR-10 batch ({type(error).__name__}: {error})") from None
     if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
