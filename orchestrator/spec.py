@@ -12,7 +12,6 @@ import typing
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -27,6 +26,7 @@ from pydantic import (
 from workers import catalog
 
 from .errors import SpecError
+from .yaml_input import YamlInputError, load_yaml
 from .sources import INITS, MASK_SOURCES
 
 
@@ -661,20 +661,17 @@ def load_spec(path: Union[str, Path], overrides: Optional[list[str]] = None) -> 
     path = Path(path)
     source = str(path)
     try:
-        text = path.read_text()
+        data = path.read_bytes()
     except FileNotFoundError:
         raise SpecError(source, "", "no such sweep file") from None
     except OSError as err:
         raise SpecError(source, "", f"cannot read the file ({err.strerror})") from None
+    if not data.strip():
+        raise SpecError(source, "", "the file is empty; a sweep file is a mapping of keys (see sweeps/digits.yaml)")
     try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(err, "problem", None) or str(err)
-        raise SpecError(source, "", f"YAML syntax error: {where}{problem}") from None
-    if raw is None:
-        raw = {}
+        raw = load_yaml(data)
+    except YamlInputError as err:
+        raise SpecError(source, "", str(err)) from None
     if not isinstance(raw, dict):
         raise SpecError(source, "", f"the top level must be a mapping of keys, got {type(raw).__name__}")
     raw.setdefault("name", path.stem)
@@ -694,9 +691,9 @@ def apply_override(raw: dict, override: str, source: str) -> str:
     if not all(keys):
         raise SpecError(source, key_path, f"override {override!r}: empty key in the key path")
     try:
-        value = yaml.safe_load(text) if text.strip() else None
-    except yaml.YAMLError:
-        raise SpecError(source, key_path, f"override {override!r}: the value is not valid YAML") from None
+        value = load_yaml(text) if text.strip() else None
+    except YamlInputError as err:
+        raise SpecError(source, key_path, f"override {override!r}: the value is not valid YAML ({err})") from None
     node = raw
     for depth, key in enumerate(keys[:-1]):
         child = node.setdefault(key, {})

@@ -103,3 +103,39 @@ def test_unknown_arguments_are_still_refused(args):
     result = run_cli(*args)
     assert result.returncode == 2 and "unrecognized arguments" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("content,needle", [
+    (b"name: a\nseeds: [0]\nseeds: [1]\n", "line 3, column 1: duplicate key 'seeds' (first at line 2, column 1)"),
+    (b"name: a\nrecipes:\n  labels: {lr: 0.1, lr: 0.2}\n", "duplicate key 'lr'"),
+    (b"\xff\xfename: a\n", "not UTF-8 text (byte 0 is 0xff)"),
+    (b"", "the file is empty"),
+    (b"  \n\n", "the file is empty"),
+    (b"- 1\n- 2\n", "the top level must be a mapping"),
+    (b"a: " + b"[" * 100 + b"]" * 100 + b"\n", "nested deeper than 32 levels"),
+    (b"a: " + b"[" * 20000 + b"]" * 20000 + b"\n", "nested deeper than 32 levels"),
+    (b"a: &a [1,2,3,4,5,6,7,8,9,10]\n" + b"".join(
+        b"%c: &%c [" % (ord("b") + i, ord("b") + i) + b",".join([b"*%c" % (ord("a") + i)] * 10) + b"]\n"
+        for i in range(5)), "more than 100000 values"),
+    (b"a: [1\n", "YAML syntax error: line 2, column 1"),
+])
+def test_unacceptable_yaml_exits_2_naming_the_file(tmp_path, content, needle):
+    path = tmp_path / "bad.yaml"
+    path.write_bytes(content)
+    result = run_cli("plan", path)
+    _assert_clean_error(result, str(path), needle)
+
+
+@pytest.mark.parametrize("override,needle", [
+    ("seeds=" + "[" * 40 + "]" * 40, "nested deeper than 32 levels"),
+    ("recipes.labels={lr: 1, lr: 2}", "duplicate key 'lr'"),
+])
+def test_unacceptable_override_values_exit_2(override, needle):
+    result = run_cli("plan", ROOT / "sweeps" / "digits.yaml", override)
+    _assert_clean_error(result, "sweeps/digits.yaml", override.split("=")[0], needle)
+
+
+def test_yaml_merge_keys_are_not_duplicates(tmp_path):
+    from orchestrator.yaml_input import load_yaml
+
+    assert load_yaml("base: &b {x: 1}\nuse: {<<: *b, y: 2}\n") == {"base": {"x": 1}, "use": {"x": 1, "y": 2}}
