@@ -30,8 +30,19 @@ from .yaml_input import YamlInputError, load_yaml
 from .sources import INITS, MASK_SOURCES
 
 
+#: bounds on what a sweep may ask for: each is far above any real study and keeps a typo
+#: (an extra zero or two) from allocating what the machine does not have.
+MAX_EPOCHS = 100_000
+MAX_BATCH_SIZE = 1_000_000
+MAX_WIDTH = 4096
+MAX_IMAGE_SIZE = 4096
+#: seeds seed numpy (below 2**32) and are stored in SQLite (64-bit).
+MAX_SEED = 2**32 - 1
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: a boolean or a numeric string is not a number; no NaN or infinity anywhere
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 class Schedule(_Strict):
@@ -40,19 +51,19 @@ class Schedule(_Strict):
     kind: Literal["constant", "step", "cosine"] = "constant"
     milestones: list[int] = Field(default_factory=list)
     gamma: float = Field(0.1, gt=0, le=1)
-    warmup_epochs: int = Field(0, ge=0)
+    warmup_epochs: int = Field(0, ge=0, le=MAX_EPOCHS)
 
 
 class Recipe(_Strict):
     """How one task is trained."""
 
-    epochs: int = Field(gt=0)
-    batch_size: int = Field(gt=0)
+    epochs: int = Field(gt=0, le=MAX_EPOCHS)
+    batch_size: int = Field(gt=0, le=MAX_BATCH_SIZE)
     optimizer: Literal["sgd", "adam"] = "sgd"
     lr: float = Field(gt=0)
     momentum: float = Field(0.9, ge=0, lt=1)
     nesterov: bool = False
-    weight_decay: float = Field(0.0, ge=0)
+    weight_decay: float = Field(0.0, ge=0, le=1)
     schedule: Schedule = Field(default_factory=Schedule)
 
     @model_validator(mode="after")
@@ -71,7 +82,7 @@ class DatasetSubset(_Strict):
 
     kind: Literal["images_per_class", "classes"] = "images_per_class"
     fraction: float = Field(0.1, gt=0, le=1)
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=MAX_SEED)
 
 
 class Dataset(_Strict):
@@ -85,7 +96,7 @@ class Dataset(_Strict):
 
     name: str
     root: Optional[str] = None
-    image_size: Optional[int] = Field(None, gt=0)
+    image_size: Optional[int] = Field(None, gt=0, le=MAX_IMAGE_SIZE)
     subset: Optional[DatasetSubset] = None
 
     @field_validator("name")
@@ -131,7 +142,7 @@ class Arch(_Strict):
     (the CIFAR variants), ``resnet50``, ``alexnet`` (torchvision's definitions)."""
 
     name: str
-    width: int = Field(16, gt=0)
+    width: int = Field(16, gt=0, le=MAX_WIDTH)
 
     @field_validator("name")
     @classmethod
@@ -180,7 +191,7 @@ class LabelSubset(_Strict):
 
     kind: Literal["images_per_class", "classes"] = "images_per_class"
     fraction: float = Field(0.1, gt=0, lt=1)
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=MAX_SEED)
 
 
 class LinearTransfer(_Strict):
@@ -536,8 +547,8 @@ class SweepSpec(_Strict):
     @classmethod
     def _seeds(cls, seeds: list[int]) -> list[int]:
         for i, seed in enumerate(seeds):
-            if seed < 0:
-                raise _KeyedError((i,), f"a seed must be >= 0, got {seed}")
+            if not 0 <= seed <= MAX_SEED:
+                raise _KeyedError((i,), f"a seed must be in 0..{MAX_SEED} (it seeds numpy), got {seed}")
         if len(set(seeds)) != len(seeds):
             raise ValueError("seeds must not repeat")
         return seeds

@@ -139,3 +139,27 @@ def test_yaml_merge_keys_are_not_duplicates(tmp_path):
     from orchestrator.yaml_input import load_yaml
 
     assert load_yaml("base: &b {x: 1}\nuse: {<<: *b, y: 2}\n") == {"base": {"x": 1}, "use": {"x": 1, "y": 2}}
+
+
+@pytest.mark.parametrize("override,key_path,needle", [
+    ("pruning.rate=true", "pruning.rate", "valid number, got True"),
+    ("recipes.labels.epochs=true", "recipes.labels.epochs", "valid integer, got True"),
+    ("seeds=['1']", "seeds[0]", "valid integer, got '1'"),
+    ("recipes.labels.lr='0.1'", "recipes.labels.lr", "valid number"),
+    ("recipes.labels.lr=.nan", "recipes.labels.lr", "finite number"),
+    ("recipes.labels.momentum=.inf", "recipes.labels.momentum", "finite number"),
+    ("pruning.fractions=[.nan]", "pruning.fractions[0]", "finite number"),
+    ("seeds=[5000000000]", "seeds[0]", "0..4294967295"),
+    ("seeds=[-1]", "seeds[0]", "0..4294967295"),
+    ("arch.width=100000", "arch.width", "less than or equal to 4096"),
+    ("recipes.labels.epochs=10000000", "recipes.labels.epochs", "less than or equal to 100000"),
+    ("recipes.labels.batch_size=0", "recipes.labels.batch_size", "greater than 0"),
+    ("recipes.labels.epochs=2.5", "recipes.labels.epochs", "valid integer"),
+])
+def test_numbers_are_finite_bounded_and_not_booleans_or_strings(override, key_path, needle):
+    result = run_cli("plan", ROOT / "sweeps" / "digits.yaml", override)
+    _assert_clean_error(result, "sweeps/digits.yaml", f"{key_path}: ", needle)
+
+
+def test_integers_are_accepted_where_a_float_is_asked():
+    assert run_cli("plan", ROOT / "sweeps" / "digits.yaml", "recipes.labels.lr=1", "pruning.fractions=[1]").returncode == 0
