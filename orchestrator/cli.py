@@ -11,12 +11,26 @@ from typing import Optional
 from .errors import UserError, WorkspaceBusy
 
 DEMO_HINT = "prunesweep results WORKSPACE --pivot"
+#: as orchestrator.spec.DEFAULT_MAX_STAGES (not imported: --help must not load pydantic models)
+DEFAULT_MAX_STAGES = 100_000
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
 
 
 def _add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("sweep", help="the sweep file (YAML)")
     parser.add_argument("overrides", nargs="*", metavar="key.path=value",
                         help="override a setting, e.g. seeds=[0,1,2] pruning.rate=0.5 (values are YAML)")
+    parser.add_argument("--max-stages", type=_positive_int, default=DEFAULT_MAX_STAGES, metavar="N",
+                        help=f"refuse a sweep that would plan more than N stages (default {DEFAULT_MAX_STAGES:,})")
 
 
 def _add_run_arguments(parser: argparse.ArgumentParser, default_backend: Optional[str]) -> None:
@@ -135,7 +149,7 @@ def _cmd_plan(args) -> int:
     from .spec import load_spec
     from .workspace import existing_captures
 
-    spec = load_spec(args.sweep, args.overrides)
+    spec = load_spec(args.sweep, args.overrides, max_stages=args.max_stages)
     plan = plan_sweep(spec, existing_captures(Path(spec.workspace)))
     print(f"sweep {spec.name}: {spec.dataset.name} / {spec.arch.name}, workspace {spec.workspace}")
     print(f"grid: {len(plan.cells)} cells ({len(spec.mask_source)} mask sources x {len(spec.init)} inits x "
@@ -170,7 +184,7 @@ def _cmd_launch(args) -> int:
     from . import driver
     from .spec import load_spec
 
-    spec = load_spec(args.sweep, args.overrides)
+    spec = load_spec(args.sweep, args.overrides, max_stages=args.max_stages)
     started = time.time()
     try:
         plan, summary = driver.launch(spec, args.sweep, args.backend, args.workers, progress=not args.no_progress)

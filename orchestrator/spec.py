@@ -18,6 +18,7 @@ from pydantic import (
     Field,
     StrictBool,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_serializer,
     model_validator,
@@ -26,9 +27,8 @@ from pydantic import (
 from workers import catalog
 
 from .errors import SpecError
-from .yaml_input import YamlInputError, load_yaml
 from .sources import INITS, MASK_SOURCES
-
+from .yaml_input import YamlInputError, load_yaml
 
 #: bounds on what a sweep may ask for: each is far above any real study and keeps a typo
 #: (an extra zero or two) from allocating what the machine does not have.
@@ -38,6 +38,8 @@ MAX_WIDTH = 4096
 MAX_IMAGE_SIZE = 4096
 #: seeds seed numpy (below 2**32) and are stored in SQLite (64-bit).
 MAX_SEED = 2**32 - 1
+#: the most stages ``plan``/``launch`` build unless ``--max-stages`` says otherwise.
+DEFAULT_MAX_STAGES = 100_000
 
 
 class _Strict(BaseModel):
@@ -578,6 +580,28 @@ class SweepSpec(_Strict):
         return self
 
     @model_validator(mode="after")
+    def _bounded(self, info: ValidationInfo) -> SweepSpec:
+        limit = (info.context or {}).get("max_stages")
+        if limit is not None:
+            bound, culprit = self.stage_bound()
+            if bound > limit:
+                raise _KeyedError((culprit,), f"this sweep would plan up to {bound:,} stages, above the limit of "
+                                              f"{limit:,}; check {culprit}, or raise the limit with --max-stages")
+        return self
+
+    def stage_bound(self) -> tuple[int, str]:
+        """An upper bound on the stages this sweep plans, computed without planning, and the key that drives it."""
+        chains = len(self.tasks) * len(self.seeds) * len(self.rewind)
+        rounds = 1 if self.pruning.one_shot else max(self.level_for(f) for f in self.pruning.fractions)
+        cells = len(self.mask_source) * len(self.init) * len(self.rewind) * len(self.pruning.fractions) * len(self.seeds)
+        transfer = 4 * cells if self.transfer is not None else 0  # features, linear, finetune, prune-during
+        chain_stages = chains * (rounds + 2)  # the dense run, a rewind replay and the IMP levels
+        axes = {"seeds": len(self.seeds), "rewind": len(self.rewind), "pruning.fractions": len(self.pruning.fractions),
+                "mask_source": len(self.mask_source), "init": len(self.init)}
+        culprit = "pruning.rate" if rounds > 100 else max(axes, key=lambda axis: axes[axis])
+        return chain_stages + cells + transfer, culprit
+
+    @model_validator(mode="after")
     def _consistent(self) -> SweepSpec:
         for source in self.mask_source:
             task = MASK_SOURCES[source].task
@@ -667,8 +691,12 @@ class _KeyedError(ValueError):
 
 # ---- loading -------------------------------------------------------------------------
 
-def load_spec(path: Union[str, Path], overrides: Optional[list[str]] = None) -> SweepSpec:
-    """Read, override and validate a sweep file; raise SpecError on any problem."""
+def load_spec(path: Union[str, Path], overrides: Optional[list[str]] = None,
+              max_stages: Optional[int] = DEFAULT_MAX_STAGES) -> SweepSpec:
+    """Read, override and validate a sweep file; raise SpecError on any problem.
+
+    A sweep that would plan more than ``max_stages`` stages is refused before anything is built.
+    """
     path = Path(path)
     source = str(path)
     try:
@@ -690,7 +718,7 @@ def load_spec(path: Union[str, Path], overrides: Optional[list[str]] = None) -> 
     for override in overrides or []:
         key_path = apply_override(raw, override, source)
         overridden[key_path] = override
-    return validate_spec(raw, source, overridden)
+    return validate_spec(raw, source, overridden, max_stages=max_stages)
 
 
 def apply_override(raw: dict, override: str, source: str) -> str:
@@ -700,26 +728,27 @@ def apply_override(raw: dict, override: str, source: str) -> str:
     key_path, _, text = override.partition("=")
     keys = key_path.strip().split(".")
     if not all(keys):
-        raise SpecError(source, key_path, f"override {override!r}: empty key in the key path")
+        raise SpecError(source, key_path, f"override {_shown(override)}: empty key in the key path")
     try:
         value = load_yaml(text) if text.strip() else None
     except YamlInputError as err:
-        raise SpecError(source, key_path, f"override {override!r}: the value is not valid YAML ({err})") from None
+        raise SpecError(source, key_path, f"override {_shown(override)}: the value is not valid YAML ({err})") from None
     node = raw
     for depth, key in enumerate(keys[:-1]):
         child = node.setdefault(key, {})
         if not isinstance(child, dict):
             prefix = ".".join(keys[: depth + 1])
-            raise SpecError(source, prefix, f"override {override!r}: {prefix} is not a section, it holds {child!r}")
+            raise SpecError(source, prefix, f"override {_shown(override)}: {prefix} is not a section, it holds {child!r}")
         node = child
     node[keys[-1]] = value
     return ".".join(keys)
 
 
-def validate_spec(raw: dict, source: str, overridden: Optional[dict] = None) -> SweepSpec:
+def validate_spec(raw: dict, source: str, overridden: Optional[dict] = None,
+                  max_stages: Optional[int] = None) -> SweepSpec:
     """Validate a raw mapping; turn the first pydantic error into a SpecError."""
     try:
-        return SweepSpec.model_validate(raw)
+        return SweepSpec.model_validate(raw, context={"max_stages": max_stages})
     except ValidationError as err:
         first = err.errors()[0]
         key_path, problem = _describe(first)
@@ -728,8 +757,13 @@ def validate_spec(raw: dict, source: str, overridden: Optional[dict] = None) -> 
             problem += f" (and {extra} more problem{'s' if extra > 1 else ''})"
         for override_key, override in (overridden or {}).items():
             if _within(key_path, override_key) or _within(override_key, key_path):
-                problem += f" (from the command-line override {override!r})"
+                problem += f" (from the command-line override {_shown(override)})"
         raise SpecError(source, key_path, problem) from None
+
+
+def _shown(override: str, limit: int = 80) -> str:
+    """An override as an error message quotes it: cut to ``limit`` characters, so one line stays readable."""
+    return repr(override if len(override) <= limit else override[:limit] + "...")
 
 
 def _within(path: str, prefix: str) -> bool:

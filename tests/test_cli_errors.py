@@ -163,3 +163,22 @@ def test_numbers_are_finite_bounded_and_not_booleans_or_strings(override, key_pa
 
 def test_integers_are_accepted_where_a_float_is_asked():
     assert run_cli("plan", ROOT / "sweeps" / "digits.yaml", "recipes.labels.lr=1", "pruning.fractions=[1]").returncode == 0
+
+
+@pytest.mark.parametrize("overrides,key_path", [
+    (["pruning.rate=1.0e-9"], "pruning.rate"),
+    (["seeds=" + str(list(range(20000)))], "seeds"),
+])
+def test_a_sweep_too_large_to_plan_is_refused_before_planning(tmp_path, overrides, key_path):
+    result = run_cli("plan", ROOT / "sweeps" / "digits.yaml", *overrides)
+    _assert_clean_error(result, f"{key_path}: this sweep would plan up to", "above the limit of 100,000", "--max-stages")
+
+
+def test_max_stages_sets_the_limit():
+    refused = run_cli("plan", ROOT / "sweeps" / "digits.yaml", "--max-stages", "100")
+    _assert_clean_error(refused, "above the limit of 100;")
+    accepted = run_cli("plan", ROOT / "sweeps" / "digits.yaml", "--max-stages", "300")
+    assert accepted.returncode == 0 and "stages: dense 6, imp 123" in accepted.stdout
+    from orchestrator import cli, spec
+
+    assert cli.DEFAULT_MAX_STAGES == spec.DEFAULT_MAX_STAGES
