@@ -7,6 +7,7 @@ file, the key path and what is allowed; nothing is written before validation pas
 from __future__ import annotations
 
 import math
+import os
 import re
 import typing
 from pathlib import Path
@@ -40,6 +41,27 @@ MAX_IMAGE_SIZE = 4096
 MAX_SEED = 2**32 - 1
 #: the most stages ``plan``/``launch`` build unless ``--max-stages`` says otherwise.
 DEFAULT_MAX_STAGES = 100_000
+
+
+#: what Linux allows: a path of 4096 bytes, a name (one component) of 255.
+MAX_PATH_BYTES, MAX_NAME_BYTES = 4096, 255
+
+
+def checked_path(text: str) -> str:
+    """``text`` with ``~`` expanded; ValueError for control characters (NUL too) or names too long."""
+    if _CONTROL_CHARACTER.search(text):
+        raise ValueError(f"a path may not hold control characters (such as NUL or a newline), got {text!r}")
+    path = os.path.expanduser(text)
+    if len(os.fsencode(path)) > MAX_PATH_BYTES:
+        raise ValueError(f"the path is longer than {MAX_PATH_BYTES} bytes")
+    for name in Path(path).parts:
+        if len(os.fsencode(name)) > MAX_NAME_BYTES:
+            raise ValueError(f"the name {name[:40]!r}... is longer than {MAX_NAME_BYTES} bytes, "
+                             "the most a file system allows")
+    return path
+
+
+_CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class _Strict(BaseModel):
@@ -111,7 +133,7 @@ class Dataset(_Strict):
     @field_validator("root")
     @classmethod
     def _absolute(cls, root: Optional[str]) -> Optional[str]:
-        return None if root is None else str(Path(root).expanduser().absolute())
+        return None if root is None else str(Path(checked_path(root)).absolute())
 
     @model_validator(mode="after")
     def _folder_is_there(self) -> Dataset:
@@ -510,6 +532,11 @@ class SweepSpec(_Strict):
     local: LocalBackend = Field(default_factory=LocalBackend)
     slurm: SlurmSettings = Field(default_factory=SlurmSettings)
     ray: RaySettings = Field(default_factory=RaySettings)
+
+    @field_validator("workspace")
+    @classmethod
+    def _workspace_path(cls, workspace: str) -> str:
+        return checked_path(workspace)
 
     @field_validator("recipes")
     @classmethod

@@ -34,6 +34,31 @@ def stage_dir(workspace: Path, key: str) -> Path:
     return Path(workspace) / STAGES_DIR / key
 
 
+#: file systems that hold no files of ours: a workspace there could never keep a result.
+PSEUDO_FILE_SYSTEMS = frozenset({"proc", "sysfs", "devtmpfs", "devpts", "cgroup", "cgroup2", "debugfs", "tracefs",
+                                 "securityfs", "pstore", "bpf", "configfs", "fusectl", "mqueue", "efivarfs",
+                                 "binfmt_misc", "autofs", "rpc_pipefs", "nsfs"})
+
+
+def file_system_type(path: Path, mountinfo: str = "/proc/self/mountinfo") -> Optional[str]:
+    """The type of the file system holding the existing path ``path`` (Linux), else None."""
+    try:
+        lines = Path(mountinfo).read_text().splitlines()
+    except OSError:
+        return None
+    best, kind = "", None
+    resolved = str(Path(path).resolve())
+    for line in lines:
+        fields = line.split()
+        if "-" not in fields:
+            continue
+        mount_point = fields[4].replace("\\040", " ")
+        inside = resolved == mount_point or resolved.startswith(mount_point.rstrip("/") + "/")
+        if inside and len(mount_point) >= len(best):
+            best, kind = mount_point, fields[fields.index("-") + 1]
+    return kind
+
+
 def check_creatable(workspace: Path, source: str) -> None:
     """Raise UserError (exit 2) unless ``workspace`` exists as a writable folder or can be made."""
     workspace = Path(workspace).absolute()
@@ -42,12 +67,17 @@ def check_creatable(workspace: Path, source: str) -> None:
             raise UserError(f"{source}: workspace: {workspace} exists and is not a folder")
         if not os.access(workspace, os.W_OK | os.X_OK):
             raise UserError(f"{source}: workspace: {workspace} is not writable")
-        return
-    parent = workspace.parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-        raise UserError(f"{source}: workspace: cannot create {workspace}: {parent} is not a writable folder")
+        existing = workspace
+    else:
+        existing = workspace.parent
+        while not existing.exists():
+            existing = existing.parent
+        if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+            raise UserError(f"{source}: workspace: cannot create {workspace}: {existing} is not a writable folder")
+    kind = file_system_type(existing)
+    if kind in PSEUDO_FILE_SYSTEMS:
+        raise UserError(f"{source}: workspace: {workspace} is on a {kind} pseudo file system, which keeps no files; "
+                        "choose a folder on a disk")
 
 
 def require_workspace(workspace: Path) -> Path:

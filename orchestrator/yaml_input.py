@@ -76,7 +76,7 @@ def load_yaml(data: bytes | str) -> Any:
         raise YamlInputError(f"nested deeper than {MAX_DEPTH} levels") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
-        problem = getattr(error, "problem", None) or str(error)
+        problem = " ".join(str(getattr(error, "problem", None) or error).split())  # one line
         where = f"{_where(mark)}: " if mark is not None else ""
         raise YamlInputError(f"YAML syntax error: {where}{problem}") from None
     _check_shape(value)

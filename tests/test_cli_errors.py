@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 import subprocess
 import sys
 
@@ -182,3 +183,48 @@ def test_max_stages_sets_the_limit():
     from orchestrator import cli, spec
 
     assert cli.DEFAULT_MAX_STAGES == spec.DEFAULT_MAX_STAGES
+
+
+@pytest.mark.parametrize("workspace,needle", [
+    ("/proc/prunesweep-ws", "proc pseudo file system"),
+    ("/sys/prunesweep-ws", "sysfs pseudo file system"),
+    ("a" * 300, "longer than 255 bytes"),
+    ("/tmp/" + "b" * 5000, "longer than 4096 bytes"),
+])
+def test_a_workspace_that_can_hold_nothing_is_refused(tmp_path, workspace, needle):
+    result = run_cli("launch", ROOT / "sweeps" / "digits.yaml", f"workspace={workspace}", cwd=tmp_path)
+    _assert_clean_error(result, "workspace: ", needle)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_workspace_with_a_control_character_is_refused(tmp_path, sweep_dict):
+    sweep_dict["workspace"] = str(tmp_path / "ws\x00x")
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(sweep_dict))
+    _assert_clean_error(run_cli("launch", path), "workspace: a path may not hold control characters")
+
+
+def test_a_workspace_that_is_a_file_is_refused(tmp_path):
+    target = tmp_path / "file"
+    target.write_text("x")
+    _assert_clean_error(run_cli("launch", ROOT / "sweeps" / "digits.yaml", f"workspace={target}"),
+                        "exists and is not a folder")
+
+
+def test_tilde_is_expanded_in_the_workspace(tmp_path, sweep_dict):
+    from orchestrator.spec import validate_spec
+
+    sweep_dict["workspace"] = "~/somewhere"
+    assert validate_spec(sweep_dict, "s.yaml").workspace == os.path.expanduser("~/somewhere")
+
+
+def test_file_system_type_reads_mountinfo(tmp_path):
+    from orchestrator.workspace import file_system_type
+
+    mountinfo = tmp_path / "mountinfo"
+    mountinfo.write_text("22 1 0:21 / / rw - ext4 /dev/sda1 rw\n"
+                         "23 22 0:22 / /proc rw,nosuid - proc proc rw\n"
+                         "24 22 0:23 / /data\\040set rw - xfs /dev/sdb rw\n")
+    assert file_system_type(Path("/proc/1"), str(mountinfo)) == "proc"
+    assert file_system_type(Path("/processes"), str(mountinfo)) == "ext4"
+    assert file_system_type(Path("/data set/x"), str(mountinfo)) == "xfs"
