@@ -39,6 +39,8 @@ MAX_WIDTH = 4096
 MAX_IMAGE_SIZE = 4096
 #: seeds seed numpy (below 2**32) and are stored in SQLite (64-bit).
 MAX_SEED = 2**32 - 1
+#: the smallest pruning rate (fraction of the remaining weights pruned per IMP round).
+MIN_RATE = 1e-6
 #: the most stages ``plan``/``launch`` build unless ``--max-stages`` says otherwise.
 DEFAULT_MAX_STAGES = 100_000
 
@@ -192,7 +194,8 @@ class Pruning(_Strict):
     """Which fractions of the prunable weights to report and how to get there."""
 
     fractions: list[float] = Field(min_length=1)
-    rate: float = Field(0.2, gt=0, lt=1)
+    #: at least MIN_RATE: below it 1 - rate rounds to 1 and no number of rounds reaches a fraction
+    rate: float = Field(0.2, ge=MIN_RATE, lt=1)
     scope: Literal["global"] = "global"
     one_shot: bool = False
     #: prune only the first n convolutions (the layer-wise experiment); None: every prunable weight.
@@ -695,7 +698,7 @@ class SweepSpec(_Strict):
 
     def level_for(self, fraction: float) -> int:
         """The number of IMP rounds whose kept fraction is nearest (in log) to ``fraction``."""
-        return max(0, round(math.log(fraction) / math.log(1 - self.pruning.rate)))
+        return max(0, round(math.log(fraction) / math.log1p(-self.pruning.rate)))
 
 
 def _members(values: list[str], allowed, what: str) -> list[str]:
