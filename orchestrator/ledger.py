@@ -146,9 +146,13 @@ class Ledger:
             self.writes_persist = connection is None or _is_file_backed(connection)
             if connection is None:
                 connection = open_for_writing(path, MIGRATIONS)
-                from results.table import upgrade  # pandas, only when a writer opens the workspace
+                try:
+                    from results.table import upgrade  # pandas, only when a writer opens the workspace
 
-                upgrade(self.workspace)  # a writer upgrades the workspace's two stores together
+                    upgrade(self.workspace)  # a writer upgrades the workspace's two stores together
+                except BaseException:
+                    connection.close()
+                    raise
         except StoreVersionError as error:
             raise UserError(str(error)) from None
         self.connection = connection
