@@ -8,6 +8,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+from contextlib import closing
 from pathlib import Path
 
 import pandas as pd
@@ -35,7 +36,8 @@ def old(tmp_path):
 
 
 def _version(path: Path) -> int:
-    with sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True) as conn:
+    """The store's schema version (``mode=rw`` creates nothing and, closed, leaves no -wal/-shm)."""
+    with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=rw", uri=True)) as conn:
         return schema_version(conn)
 
 
@@ -49,7 +51,7 @@ def _done_times(workspace: Path) -> dict[str, int]:
 
 def _old_rows(workspace: Path) -> dict[str, tuple]:
     """stage_key -> (init, top1) straight from a results table of any version."""
-    with sqlite3.connect(f"{(workspace / DB_FILE).resolve().as_uri()}?mode=ro", uri=True) as conn:
+    with closing(sqlite3.connect(f"{(workspace / DB_FILE).resolve().as_uri()}?mode=rw", uri=True)) as conn:
         return {key: (init, top1) for key, init, top1 in conn.execute("SELECT stage_key, init, top1 FROM results")}
 
 
@@ -132,7 +134,7 @@ def test_relaunching_the_old_sweep_reruns_nothing_and_records_no_cell_twice(old,
 
 @pytest.mark.parametrize("store", [LEDGER_FILE, DB_FILE])
 def test_a_store_of_a_newer_prunesweep_is_refused_naming_the_file(old, capsys, store):
-    with sqlite3.connect(old / store) as conn:
+    with closing(sqlite3.connect(old / store)) as conn:
         conn.execute("PRAGMA user_version = 99")
     for command in (["status", str(old)], ["results", str(old)], ["resume", str(old), "--dry-run"]):
         assert main(command) == 2
@@ -148,11 +150,11 @@ def test_a_failing_migration_leaves_the_store_as_it_was(tmp_path):
     steps = [sql("CREATE TABLE t (a TEXT)"), sql("INSERT INTO t VALUES ('x')", "ALTER TABLE missing ADD COLUMN b")]
     with pytest.raises(sqlite3.OperationalError):
         open_for_writing(path, steps)
-    with sqlite3.connect(path) as conn:
+    with closing(sqlite3.connect(path)) as conn:
         assert schema_version(conn) == 0
         assert conn.execute("SELECT name FROM sqlite_master").fetchall() == []  # the first step was rolled back too
     open_for_writing(path, steps[:1]).close()
-    with sqlite3.connect(path) as conn:
+    with closing(sqlite3.connect(path)) as conn:
         assert schema_version(conn) == 1
 
 
