@@ -155,7 +155,7 @@ def _cmd_plan(args) -> int:
     print(f"grid: {len(plan.cells)} cells ({len(spec.mask_source)} mask sources x {len(spec.init)} inits x "
           f"{len(spec.rewind)} rewind points x {len(spec.pruning.fractions)} fractions x {len(spec.seeds)} seeds; "
           "random masks are always re-initialised)")
-    transfer_cells = sum(cell.init not in ("winning_ticket", "reinit") for cell in plan.cells)
+    transfer_cells = sum(cell.transfer is not None for cell in plan.cells)
     if transfer_cells and spec.transfer is not None:
         print(f"      ({transfer_cells} of them transfer {', '.join(spec.transfer_sources)} to "
               f"{spec.transfer.dataset.name}: linear / finetune / finetune_prune_during)")

@@ -3,6 +3,12 @@
 States: ``planned``, ``running``, ``done``, ``failed``, ``blocked``. The ledger is a
 cache of what the artifacts say: :mod:`orchestrator.reconcile` corrects it from disk
 (a checksummed artifact is done whatever the ledger says).
+
+The ledger carries a schema version (:mod:`results.versioned_sqlite`): a writer's
+:class:`Ledger` brings an older file to the current version in place (:data:`MIGRATIONS`,
+one transaction), and the workspace's results table with it; a reader's (``reading=True``:
+``status``, ``results``) never changes an
+older file: it works on an upgraded in-memory copy, so whatever it corrects is forgotten.
 """
 from __future__ import annotations
 
@@ -14,13 +20,24 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
+from results.versioned_sqlite import (
+    Migration,
+    StoreVersionError,
+    open_for_reading,
+    open_for_writing,
+    schema_version,
+    sql,
+)
+
+from .errors import UserError
 from .stage_identity import Cell, Stage
 
 LEDGER_FILE = "ledger.sqlite"
 STATES = ("planned", "running", "done", "failed", "blocked")
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS stages (
+#: The ledger of the unversioned code (version 0); version 1 adopts it as it is.
+_FIRST_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS stages (
     key TEXT PRIMARY KEY,
     kind TEXT NOT NULL,
     label TEXT NOT NULL,
@@ -35,25 +52,25 @@ CREATE TABLE IF NOT EXISTS stages (
     pid INTEGER,
     backend TEXT,
     job_id TEXT
-);
-CREATE TABLE IF NOT EXISTS deps (
+)""",
+    """CREATE TABLE IF NOT EXISTS deps (
     key TEXT NOT NULL,
     role TEXT NOT NULL,
     dep_key TEXT NOT NULL,
     PRIMARY KEY (key, role)
-);
-CREATE TABLE IF NOT EXISTS sweeps (
+)""",
+    """CREATE TABLE IF NOT EXISTS sweeps (
     name TEXT PRIMARY KEY,
     source TEXT NOT NULL,
     settings TEXT NOT NULL,
     spec TEXT NOT NULL,
     launched_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS verified (
+)""",
+    """CREATE TABLE IF NOT EXISTS verified (
     key TEXT PRIMARY KEY,
     stamps TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS cells (
+)""",
+    """CREATE TABLE IF NOT EXISTS cells (
     sweep TEXT NOT NULL,
     mask_source TEXT NOT NULL,
     init TEXT NOT NULL,
@@ -64,23 +81,88 @@ CREATE TABLE IF NOT EXISTS cells (
     seed INTEGER NOT NULL,
     stage_key TEXT NOT NULL,
     PRIMARY KEY (sweep, mask_source, init, rewind, nominal_fraction, seed)
-);
-"""
+)""",
+)
+
+#: Transfer evaluations get a ``transfer`` column (part of the cell's identity: '' on the
+#: pruning grid, since NULLs never collide in a primary key) and the init ``pretrained``.
+#: SQLite cannot change a primary key in place, so the table is rebuilt.
+_TRANSFER_COLUMN = (
+    """CREATE TABLE cells_v2 (
+    sweep TEXT NOT NULL,
+    mask_source TEXT NOT NULL,
+    init TEXT NOT NULL,
+    transfer TEXT NOT NULL DEFAULT '',
+    rewind TEXT NOT NULL,
+    rewind_iteration INTEGER,
+    nominal_fraction REAL NOT NULL,
+    level INTEGER,
+    seed INTEGER NOT NULL,
+    stage_key TEXT NOT NULL,
+    PRIMARY KEY (sweep, mask_source, init, transfer, rewind, nominal_fraction, seed)
+)""",
+    """INSERT INTO cells_v2 (sweep, mask_source, init, transfer, rewind, rewind_iteration, nominal_fraction,
+                          level, seed, stage_key)
+    SELECT sweep, mask_source,
+           CASE WHEN init IN ('linear', 'finetune', 'finetune_prune_during') THEN 'pretrained' ELSE init END,
+           CASE WHEN init IN ('linear', 'finetune', 'finetune_prune_during') THEN init ELSE '' END,
+           rewind, rewind_iteration, nominal_fraction, level, seed, stage_key
+    FROM cells ORDER BY rowid""",
+    "DROP TABLE cells",
+    "ALTER TABLE cells_v2 RENAME TO cells",
+)
+
+#: ``MIGRATIONS[i]`` takes a ledger from version i to i + 1. Append only.
+MIGRATIONS: tuple[Migration, ...] = (
+    sql(*_FIRST_SCHEMA),
+    sql(*_TRANSFER_COLUMN),
+)
+
+_CELL_COLUMNS = ("sweep", "mask_source", "init", "transfer", "rewind", "rewind_iteration", "nominal_fraction",
+                 "level", "seed", "stage_key")
+#: cells as callers see them: ``transfer`` is None on the pruning grid.
+_SELECT_CELLS = ("SELECT sweep, mask_source, init, NULLIF(transfer, '') AS transfer, rewind, rewind_iteration, "
+                 "nominal_fraction, level, seed, stage_key FROM cells")
+_INSERT_CELL = (f"INSERT OR REPLACE INTO cells ({', '.join(_CELL_COLUMNS)}) "
+                f"VALUES ({', '.join('?' for _ in _CELL_COLUMNS)})")
 
 
 class Ledger:
-    """A connection to ``WORKSPACE/ledger.sqlite``."""
+    """A connection to ``WORKSPACE/ledger.sqlite``.
 
-    def __init__(self, workspace: Path, create: bool = True):
+    ``reading=True`` (reading commands): an existing ledger of an older version is read
+    through an upgraded in-memory copy and never written (:attr:`writes_persist` is then
+    False); a current one is opened in place as for a writer.
+    """
+
+    def __init__(self, workspace: Path, create: bool = True, reading: bool = False):
         self.workspace = Path(workspace)
         path = self.workspace / LEDGER_FILE
         if not create and not path.exists():
             raise FileNotFoundError(path)
-        self.connection = sqlite3.connect(path, timeout=60, isolation_level=None)
+        try:
+            connection = open_for_reading(path, MIGRATIONS) if reading else None
+            #: whether what this ledger records reaches the file (False for a reader's copy).
+            self.writes_persist = connection is None or _is_file_backed(connection)
+            if connection is None:
+                connection = open_for_writing(path, MIGRATIONS)
+                try:
+                    from results.table import upgrade  # pandas, only when a writer opens the workspace
+
+                    upgrade(self.workspace)  # a writer upgrades the workspace's two stores together
+                except BaseException:
+                    connection.close()
+                    raise
+        except StoreVersionError as error:
+            raise UserError(str(error)) from None
+        self.connection = connection
         self.connection.row_factory = sqlite3.Row
-        self.connection.execute("PRAGMA journal_mode=WAL")
         self.connection.execute("PRAGMA busy_timeout=60000")
-        self.connection.executescript(_SCHEMA)
+
+    @property
+    def version(self) -> int:
+        """The schema version of the ledger this connection reads."""
+        return schema_version(self.connection)
 
     def close(self) -> None:
         """Close the connection."""
@@ -103,12 +185,14 @@ class Ledger:
         row = self.connection.execute("SELECT settings FROM sweeps WHERE name = ?", (name,)).fetchone()
         return row["settings"] if row else None
 
-    def register(self, sweep: str, source: str, settings: str, spec: dict, stages: Iterable[Stage], cells: Iterable[Cell]) -> None:
+    def register(self, sweep: str, source: str, settings: str, spec: dict, stages: Iterable[Stage],
+                 cells: Iterable[Cell]) -> None:
         """Record a sweep, its stages (new ones as planned) and its cells."""
         with self.transaction() as db:
             db.execute(
                 "INSERT INTO sweeps (name, source, settings, spec, launched_at) VALUES (?, ?, ?, ?, ?) "
-                "ON CONFLICT(name) DO UPDATE SET source = excluded.source, spec = excluded.spec, launched_at = excluded.launched_at",
+                "ON CONFLICT(name) DO UPDATE SET source = excluded.source, spec = excluded.spec, "
+                "launched_at = excluded.launched_at",
                 (sweep, source, settings, json.dumps(spec), time.time()),
             )
             for stage in stages:
@@ -121,9 +205,9 @@ class Ledger:
                     [(stage.key, role, dep) for role, dep in stage.deps.items()],
                 )
             db.executemany(
-                "INSERT OR REPLACE INTO cells VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [(sweep, c.mask_source, c.init, c.rewind, c.rewind_iteration, c.nominal_fraction, c.level, c.seed, c.stage_key)
-                 for c in cells],
+                _INSERT_CELL,
+                [(sweep, c.mask_source, c.init, c.transfer or "", c.rewind, c.rewind_iteration, c.nominal_fraction,
+                  c.level, c.seed, c.stage_key) for c in cells],
             )
 
     def stages(self, keys: Optional[Iterable[str]] = None) -> list[sqlite3.Row]:
@@ -142,10 +226,10 @@ class Ledger:
         return graph
 
     def cells(self, sweep: Optional[str] = None) -> list[sqlite3.Row]:
-        """Grid cells of one sweep or of all."""
+        """Grid cells of one sweep or of all (``transfer`` is None on the pruning grid)."""
         if sweep is None:
-            return self.connection.execute("SELECT * FROM cells ORDER BY rowid").fetchall()
-        return self.connection.execute("SELECT * FROM cells WHERE sweep = ? ORDER BY rowid", (sweep,)).fetchall()
+            return self.connection.execute(f"{_SELECT_CELLS} ORDER BY rowid").fetchall()
+        return self.connection.execute(f"{_SELECT_CELLS} WHERE sweep = ? ORDER BY rowid", (sweep,)).fetchall()
 
     def sweeps(self) -> list[sqlite3.Row]:
         """The sweeps launched in this workspace."""
@@ -177,7 +261,8 @@ class Ledger:
     def mark_done(self, key: str) -> None:
         """A stage's checksummed artifacts exist."""
         self.connection.execute(
-            "UPDATE stages SET state = 'done', ended_at = COALESCE(ended_at, ?), error_class = NULL, error_message = NULL "
+            "UPDATE stages SET state = 'done', ended_at = COALESCE(ended_at, ?), error_class = NULL, "
+            "error_message = NULL "
             "WHERE key = ?",
             (time.time(), key),
         )
@@ -202,3 +287,8 @@ class Ledger:
             "UPDATE stages SET state = 'planned', error_class = ?, error_message = ?, pid = NULL WHERE key = ?",
             (error_class, message, key),
         )
+
+
+def _is_file_backed(connection: sqlite3.Connection) -> bool:
+    """Whether ``connection`` reads the ledger file itself (not an in-memory copy)."""
+    return any(row[2] for row in connection.execute("PRAGMA database_list") if row[1] == "main")

@@ -314,7 +314,8 @@ class _Planner:
                         label=f"finetune prune_during {where}", epochs=2 * recipe.epochs)))
             for evaluation, stage in planned:
                 key = self.plan.add(stage)
-                self.plan.cells.append(Cell(source, evaluation, point.text, k, fraction, level, seed, key))
+                self.plan.cells.append(Cell(source, "pretrained", point.text, k, fraction, level, seed, key,
+                                            transfer=evaluation))
                 self.plan.naive_trainings += 2 + level
                 self.plan.naive_epochs += spec.recipes[task].epochs * (1 + level) + stage.epochs
 

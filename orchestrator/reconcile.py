@@ -18,7 +18,7 @@ import results
 from workers.artifacts import DONE_FILE, LOG_FILE, invalidate
 
 from .artifact_stamps import verify_stage
-from .cell_extras import cell_extras
+from .errors import UserError
 from .ledger import Ledger
 from .workspace import WorkspaceLock, stage_dir
 
@@ -120,36 +120,42 @@ def log_tail(workspace: Path, key: str, lines: int = LOG_TAIL_LINES) -> str:
         return ""
 
 
-def _describe_arch(arch: dict) -> str:
-    params = ",".join(f"{name}={value}" for name, value in sorted(arch.items()) if name != "name")
-    return f"{arch['name']}({params})" if params else arch["name"]
-
-
 def ingest_results(workspace: Path, ledger: Ledger, done: Iterable[str]) -> int:
-    """Record a results row for each cell whose stage is in ``done`` and not yet recorded."""
+    """Record a results row for each cell whose stage is in ``done`` and not yet recorded.
+
+    The row is built by :func:`results.build_row` from the cell, its sweep's settings, its
+    stage's manifest metrics and those of the dense run behind it. A reader's copy of an
+    older ledger (``ledger.writes_persist`` False) records nothing, since reading never writes.
+    """
     workspace = Path(workspace)
     done = set(done)
-    recorded = results.recorded_cells(workspace)
+    try:
+        recorded = results.recorded_cells(workspace)
+    except results.StoreVersionError as error:
+        raise UserError(str(error)) from None
+    if not ledger.writes_persist:
+        return 0
     specs = {row["name"]: json.loads(row["spec"]) for row in ledger.sweeps()}
     manifests: dict[str, dict] = {}
+
+    def metrics_of(key: str) -> dict:
+        if key not in manifests:
+            manifests[key] = json.loads((stage_dir(workspace, key) / DONE_FILE).read_text())["metrics"]
+        return manifests[key]
+
     rows = []
-    deps = ledger.deps()  # natural sparsity: the dense run behind each cell
+    deps = ledger.deps()
     for cell in ledger.cells():
         key = cell["stage_key"]
-        identity = (cell["sweep"], cell["mask_source"], cell["init"], cell["rewind"], cell["nominal_fraction"], cell["seed"], key)
+        identity = (cell["sweep"], cell["mask_source"], cell["init"], cell["rewind"], cell["nominal_fraction"],
+                    cell["seed"], key)
         if key not in done or identity in recorded:
             continue
-        if key not in manifests:
-            manifests[key] = json.loads((stage_dir(workspace, key) / DONE_FILE).read_text())
-        metrics = manifests[key]["metrics"]
-        spec = specs[cell["sweep"]]
-        rows.append({
-            "sweep": cell["sweep"], "stage_key": key, "dataset": spec["dataset"]["name"],
-            "arch": _describe_arch(spec["arch"]), "mask_source": cell["mask_source"], "init": cell["init"],
-            "rewind": cell["rewind"], "rewind_iteration": cell["rewind_iteration"], "level": cell["level"],
-            "nominal_fraction": cell["nominal_fraction"], "measured_fraction": metrics["fraction_remaining"],
-            "seed": cell["seed"], "top1": metrics.get("top1", metrics.get("test_top1")),
-            "epochs": metrics["epochs"], "wall_time_s": metrics["wall_time_s"],
-            **cell_extras(workspace, deps, key, metrics),
-        })
+        dense = results.dense_ancestor(key, deps)
+        try:
+            dense_metrics = metrics_of(dense) if dense is not None else None
+        except (OSError, ValueError, KeyError):
+            dense_metrics = None  # the dense run is being recomputed: natural_sparsity stays empty
+        rows.append(results.build_row({name: cell[name] for name in cell.keys()}, specs[cell["sweep"]],
+                                      metrics_of(key), dense_metrics))
     return results.record(workspace, rows) if rows else 0

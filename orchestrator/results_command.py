@@ -14,7 +14,7 @@ from .reconcile import ingest_results, reconcile
 
 def show_results(workspace: Path, args) -> int:
     """Print the summary (or pivot) and write the plot/exports the arguments ask for."""
-    ledger = Ledger(workspace)
+    ledger = Ledger(workspace, reading=True)
     try:
         ingest_results(workspace, ledger, reconcile(workspace, ledger))
     finally:

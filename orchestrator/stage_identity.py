@@ -66,7 +66,12 @@ class Stage:
 
 @dataclass(frozen=True)
 class Cell:
-    """One cell of the grid: a mask source x init x rewind point x fraction x seed."""
+    """One cell of the grid: a mask source x init x rewind point x fraction x seed.
+
+    A transfer evaluation's cell has the init ``pretrained`` (it starts from the trained
+    network of the IMP level itself, neither rewound nor re-initialised) and says how it
+    evaluates it in ``transfer``: ``linear``, ``finetune`` or ``finetune_prune_during``.
+    """
 
     mask_source: str
     init: str
@@ -77,3 +82,5 @@ class Cell:
     seed: int
     #: the stage whose metrics hold this cell's top-1.
     stage_key: str
+    #: how a transfer evaluation evaluates the network; None on the pruning grid.
+    transfer: Optional[str] = None

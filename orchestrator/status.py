@@ -17,7 +17,7 @@ MISSING_SHOWN = 20
 def print_status(workspace: Path, all_missing: bool = False, rehash: bool = False) -> None:
     """Print counts per kind and state, failed stages with reasons, and missing cells
     (``rehash``: checksum every artifact again, trusting no recorded stamp)."""
-    ledger = Ledger(workspace)
+    ledger = Ledger(workspace, reading=True)
     try:
         done = reconcile(workspace, ledger, rehash=rehash)
         ingest_results(workspace, ledger, done)

@@ -9,19 +9,26 @@ Typical use::
     results.pivot(df)                                      # fraction x "mask_source / init"
     results.plot_top1_vs_fraction(df, "top1.png")
 
-The table lives in ``WORKSPACE/results.sqlite`` (see :mod:`results.table`). This
-package never imports torch, and matplotlib only when a plot is drawn.
+The table lives in ``WORKSPACE/results.sqlite`` (see :mod:`results.table`); a row is
+defined in :mod:`results.row` and the table's schema history in :mod:`results.migrations`.
+This package never imports torch (nor ``workers`` or the orchestrator), and matplotlib
+only when a plot is drawn.
 """
 from .export import export_csv, export_parquet
 from .plot import plot_top1_vs_fraction
 from .query import SETTING_COLUMNS, filter_rows, pivot, summarize
-from .table import COLUMNS, PRIMARY_KEY, db_path, load, record, recorded_cells
+from .row import build_row, dense_ancestor
+from .table import COLUMNS, PRIMARY_KEY, db_path, load, record, recorded_cells, upgrade
+from .versioned_sqlite import StoreVersionError
 
 __all__ = [
     "COLUMNS",
     "PRIMARY_KEY",
     "SETTING_COLUMNS",
+    "StoreVersionError",
+    "build_row",
     "db_path",
+    "dense_ancestor",
     "export_csv",
     "export_parquet",
     "filter_rows",
@@ -31,4 +38,5 @@ __all__ = [
     "record",
     "recorded_cells",
     "summarize",
+    "upgrade",
 ]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from workers.artifacts import atomic_save_with
+from .atomic_files import atomic_save_with
 
 
 def export_csv(df: pd.DataFrame, path: str | os.PathLike) -> Path:

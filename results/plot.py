@@ -12,8 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from workers.artifacts import atomic_save_with
-
+from .atomic_files import atomic_save_with
 from .query import _ordered_settings, percent_label, setting_labels, summarize
 
 #: At most this many distinct fractions get their own labelled tick on the x axis.
@@ -71,7 +70,7 @@ def plot_top1_vs_fraction(df: pd.DataFrame, out_path: str | os.PathLike, title: 
     low, high = float(xs.min()), float(xs.max())
     ax.set_xlim(high * 1.15, low / 1.15)  # reversed: 100% on the left
     if len(xs) <= MAX_FRACTION_TICKS:
-        ax.xaxis.set_major_locator(FixedLocator(xs))
+        ax.xaxis.set_major_locator(FixedLocator(xs.tolist()))
         ax.xaxis.set_minor_formatter(NullFormatter())
         ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _pos: percent_label(value / 100.0)))
     else:

@@ -12,12 +12,13 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 
-#: A setting is everything but the seed: summarize() groups by these columns.
 #: the ``rewind`` value of cells whose init depends on no rewinding point (random masks).
 NO_REWIND = "-"
 
+#: A setting is everything but the seed: summarize() groups by these columns
+#: (``transfer`` keeps linear and fine-tuning evaluations apart; NULL on the pruning grid).
 SETTING_COLUMNS: tuple[str, ...] = (
-    "sweep", "dataset", "arch", "mask_source", "init", "rewind", "level", "nominal_fraction",
+    "sweep", "dataset", "arch", "mask_source", "init", "transfer", "rewind", "level", "nominal_fraction",
 )
 #: Columns of summarize()'s result after the setting columns.
 SUMMARY_STATS: tuple[str, ...] = ("top1_mean", "top1_se", "n", "measured_fraction")
@@ -137,7 +138,9 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
 def setting_labels(summary: pd.DataFrame) -> pd.Series:
     """A readable label per summary row naming its curve: ``"mask_source / init"`` plus what varies.
 
-    The label always holds ``mask_source / init``. When the frame holds more than one
+    The label always holds ``mask_source / init``, or ``mask_source / transfer`` for a
+    transfer evaluation (``"rotnet / linear"``: its init is always the pretrained network).
+    When the frame holds more than one
     value of ``sweep``, ``dataset`` or ``arch``, those lead the label; when it holds more
     than one ``rewind`` point, ``"rewind <value>"`` follows; when it mixes one-shot
     (``level`` missing) and IMP rows, ``"one-shot"`` / ``"IMP"`` follows. So curves from
@@ -153,7 +156,8 @@ def setting_labels(summary: pd.DataFrame) -> pd.Series:
     with_kind = summary["level"].isna().any() and summary["level"].notna().any()
 
     def label(row: pd.Series) -> str:
-        parts = [str(row[c]) for c in lead] + [str(row["mask_source"]), str(row["init"])]
+        how = row["init"] if pd.isna(row["transfer"]) else row["transfer"]
+        parts = [str(row[c]) for c in lead] + [str(row["mask_source"]), str(how)]
         if with_rewind and row["rewind"] != NO_REWIND:
             parts.append(f"rewind {row['rewind']}")
         if with_kind:
@@ -189,7 +193,7 @@ def _row_labels(shown: list[float], nominal: list[float]) -> list[str]:
         labels = [percent_label(f, _default_decimals(f) + extra) for f in shown]
         if len(set(labels)) == len(labels):
             return labels
-    return [f"{percent_label(s)} (nominal {percent_label(n)})" for s, n in zip(shown, nominal)]
+    return [f"{percent_label(s)} (nominal {percent_label(n)})" for s, n in zip(shown, nominal, strict=True)]
 
 
 # --------------------------------------------------------------------------- pivot
@@ -232,7 +236,8 @@ def pivot(df: pd.DataFrame, numeric: bool = False) -> pd.DataFrame:
     cell_sizes = summary.groupby(["row_key", "setting"]).size()
     clashes = cell_sizes[cell_sizes > 1]
     if not clashes.empty:
-        (fraction, setting), count = next(iter(clashes.items()))
+        fraction, setting = clashes.index[0]
+        count = int(clashes.iloc[0])
         varying = [c for c in SETTING_COLUMNS if summary[c].nunique(dropna=False) > 1]
         raise ValueError(
             f"pivot: {count} different settings fall in the cell ({percent_label(fraction)} nominal, "
@@ -244,8 +249,8 @@ def pivot(df: pd.DataFrame, numeric: bool = False) -> pd.DataFrame:
     row_keys = df["nominal_fraction"].round(10)
     measured = df["measured_fraction"].groupby(row_keys).mean()
     nominal = sorted(summary["row_key"].unique(), reverse=True)
-    shown = [float(measured.get(f)) if pd.notna(measured.get(f, np.nan)) else float(f) for f in nominal]
-    labels = dict(zip(nominal, _row_labels(shown, nominal)))
+    shown = [float(measured.get(f, np.nan)) if pd.notna(measured.get(f, np.nan)) else float(f) for f in nominal]
+    labels = dict(zip(nominal, _row_labels(shown, nominal), strict=True))
     summary["row"] = summary["row_key"].map(labels)
 
     index = pd.Index([labels[f] for f in nominal], name="fraction remaining")
@@ -262,10 +267,12 @@ def pivot(df: pd.DataFrame, numeric: bool = False) -> pd.DataFrame:
         return out
 
     cells = pd.DataFrame("", index=index, columns=settings, dtype=object)
-    for row in index:
-        for column in settings:
-            if pd.notna(n.at[row, column]):
-                cells.at[row, column] = format_cell(mean.at[row, column], se.at[row, column], n.at[row, column])
+    means, ses = mean.to_numpy(dtype=float), se.to_numpy(dtype=float)
+    counts = n.to_numpy(dtype=float, na_value=np.nan)
+    for i, row in enumerate(index):
+        for j, column in enumerate(settings):
+            if not np.isnan(counts[i, j]):
+                cells.at[row, column] = format_cell(means[i, j], ses[i, j], int(counts[i, j]))
     return cells
 
 
@@ -276,9 +283,9 @@ def format_cell(mean: float, se: float, n: int) -> str:
 
 
 def _ordered_settings(summary: pd.DataFrame) -> list[str]:
-    """Curve labels in the order of their sorted setting (sweep, dataset, arch, mask, init, rewind)."""
+    """Curve labels in the order of their sorted setting (sweep, dataset, arch, mask, init, transfer, rewind)."""
     order = summary.sort_values(
-        ["sweep", "dataset", "arch", "mask_source", "init", "rewind", "level"],
+        ["sweep", "dataset", "arch", "mask_source", "init", "transfer", "rewind", "level"],
         na_position="first",
         kind="stable",
     )["setting"]

@@ -86,8 +86,9 @@ def test_transfer_adds_its_own_stages_and_renames_nothing():
     changed = _plan(other_recipe)
     assert {s.key for s in _stages(changed, "features")} == {s.key for s in _stages(plan, "features")}
     assert not {s.key for s in _stages(changed, "linear_eval")} & {s.key for s in _stages(plan, "linear_eval")}
-    inits = {c.init for c in plan.cells if c.mask_source == "rotnet"}
-    assert inits == {"winning_ticket", "reinit", "linear", "finetune", "finetune_prune_during"}
+    inits = {(c.init, c.transfer) for c in plan.cells if c.mask_source == "rotnet"}
+    assert inits == {("winning_ticket", None), ("reinit", None), ("pretrained", "linear"), ("pretrained", "finetune"),
+                     ("pretrained", "finetune_prune_during")}
 
 
 @pytest.mark.parametrize("change, where, what", [
@@ -118,14 +119,14 @@ def test_the_study_runs_end_to_end_with_natural_sparsity_and_transfer_rows(write
     assert len(df) == len(_plan(sweep).cells) == 5 * 2 + 2 + 3  # 5 IMP sources x 2 inits, 2 random baselines, 3 rotnet transfers
     trained = df[~df["mask_source"].isin(["random"])]
     assert trained["natural_sparsity"].notna().all() and df[df["mask_source"] == "random"]["natural_sparsity"].isna().all()
-    linear = df[df["init"] == "linear"]
+    linear = df[df["transfer"] == "linear"]
     assert set(linear["metric"]) == {"map"} and set(linear["eval_dataset"]) == {"digits"}
     assert (df["measured_fraction"] - df["nominal_fraction"]).abs().max() < 0.01  # over the 3 pruned layers
     assert df["top1"].between(0, 1).all()
 
 
 def test_a_results_table_of_the_first_schema_is_read_and_migrated(tmp_path):
-    first = [c for c in results.COLUMNS if c not in ("natural_sparsity", "metric", "eval_dataset")]
+    first = [c for c in results.COLUMNS if c not in ("natural_sparsity", "metric", "eval_dataset", "transfer")]
     with sqlite3.connect(tmp_path / "results.sqlite") as conn:
         conn.execute(f"CREATE TABLE results ({', '.join(first)}, PRIMARY KEY (sweep, mask_source, init, rewind, "
                      "nominal_fraction, seed, stage_key))")

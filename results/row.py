@@ -1,0 +1,114 @@
+"""The results row: its columns and types, and how it is built from a finished grid cell.
+
+This is the one definition of a row of ``WORKSPACE/results.sqlite``. Adding a column is
+one :class:`Column` appended to :data:`ROW` (and the ``build_row`` line that fills it)
+plus one migration appended to :data:`results.migrations.MIGRATIONS`; see
+``docs/extending/results-column.md``.
+
+A row is built from three things the orchestrator reads: the cell (from the ledger), the
+sweep's settings, the metrics of the stage that evaluated the cell (its ``DONE.json``)
+and, for ``natural_sparsity``, the metrics of the dense run its mask comes from.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Optional
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of the results table."""
+
+    name: str
+    #: SQLite type: TEXT, INTEGER or REAL.
+    sqltype: str
+    #: a row may leave it out (None); every column added after the first schema is optional.
+    optional: bool = False
+
+
+#: The columns in table order (a migration appends a column at the end, so a new one goes last).
+ROW: tuple[Column, ...] = (
+    Column("sweep", "TEXT"),
+    Column("stage_key", "TEXT"),
+    Column("dataset", "TEXT"),
+    Column("arch", "TEXT"),
+    Column("mask_source", "TEXT"),
+    Column("init", "TEXT"),  # winning_ticket, reinit; pretrained for a transfer evaluation
+    Column("rewind", "TEXT"),  # as written in the sweep: "0", "1ep", "500it"
+    Column("rewind_iteration", "INTEGER"),
+    Column("level", "INTEGER"),  # IMP round; NULL for one-shot pruning
+    Column("nominal_fraction", "REAL"),
+    Column("measured_fraction", "REAL"),
+    Column("seed", "INTEGER"),
+    Column("top1", "REAL"),
+    Column("epochs", "INTEGER"),
+    Column("wall_time_s", "REAL"),
+    Column("recorded_at", "TEXT"),  # ISO 8601 time; filled in by record() when absent
+    Column("natural_sparsity", "REAL", optional=True),  # fraction of prunable weights exactly zero after the dense run
+    Column("metric", "TEXT", optional=True),  # what top1 holds: "top1" (default when NULL) or "map"
+    Column("eval_dataset", "TEXT", optional=True),  # the dataset a transfer evaluation ran on; NULL: the sweep's
+    Column("transfer", "TEXT", optional=True),  # linear, finetune, finetune_prune_during; NULL: the pruning grid
+)
+
+COLUMNS: tuple[str, ...] = tuple(column.name for column in ROW)
+COLUMN_TYPES: dict[str, str] = {column.name: column.sqltype for column in ROW}
+#: Columns a row may leave out (None).
+OPTIONAL: tuple[str, ...] = tuple(column.name for column in ROW if column.optional)
+#: A row is identified by these columns; recording the same key again is a no-op.
+PRIMARY_KEY: tuple[str, ...] = (
+    "sweep", "mask_source", "init", "rewind", "nominal_fraction", "seed", "stage_key",
+)
+#: Columns every row must give (all but ``recorded_at``, which defaults to now, and the optional ones).
+REQUIRED: tuple[str, ...] = tuple(c for c in COLUMNS if c != "recorded_at" and c not in OPTIONAL)
+#: Columns that may not be None/NaN: the primary key plus what a result is about.
+NOT_NULL: tuple[str, ...] = PRIMARY_KEY + ("dataset", "arch", "top1", "recorded_at")
+
+#: dependency roles in the order they lead back to the mask's own dense run.
+_ROLES = ("previous", "model", "features", "mask", "rewind", "dense")
+
+
+def dense_ancestor(key: str, deps: Mapping[str, Mapping[str, str]]) -> Optional[str]:
+    """The key of the dense stage ``key`` descends from (itself if it is one), else None.
+
+    ``deps`` maps every stage key to its ``{role: dependency key}``; ``previous`` is
+    followed before the other roles.
+    """
+    seen = set()
+    current: Optional[str] = key
+    while current is not None and current not in seen:
+        if current.startswith("dense-"):
+            return current
+        seen.add(current)
+        roles = deps.get(current, {})
+        current = next((roles[role] for role in _ROLES if role in roles), None)
+    return None
+
+
+def describe_arch(arch: Mapping[str, Any]) -> str:
+    """``small_cnn(width=16)``: the architecture's name and its non-name settings."""
+    params = ",".join(f"{name}={value}" for name, value in sorted(arch.items()) if name != "name")
+    return f"{arch['name']}({params})" if params else str(arch["name"])
+
+
+def build_row(cell: Mapping[str, Any], spec: Mapping[str, Any], metrics: Mapping[str, Any],
+              dense_metrics: Optional[Mapping[str, Any]]) -> dict[str, Any]:
+    """The results row of a finished cell.
+
+    ``cell``: the ledger's cell (sweep, mask_source, init, transfer, rewind,
+    rewind_iteration, nominal_fraction, level, seed, stage_key); ``spec``: its sweep's
+    settings; ``metrics``: the metrics of the cell's stage; ``dense_metrics``: those of
+    the dense run its mask comes from (None when there is none or it is being recomputed:
+    ``natural_sparsity`` is then empty). ``recorded_at`` is left to :func:`results.record`.
+    """
+    return {
+        "sweep": cell["sweep"], "stage_key": cell["stage_key"], "dataset": spec["dataset"]["name"],
+        "arch": describe_arch(spec["arch"]), "mask_source": cell["mask_source"], "init": cell["init"],
+        "rewind": cell["rewind"], "rewind_iteration": cell["rewind_iteration"], "level": cell["level"],
+        "nominal_fraction": cell["nominal_fraction"], "measured_fraction": metrics["fraction_remaining"],
+        "seed": cell["seed"], "top1": metrics.get("top1", metrics.get("test_top1")),
+        "epochs": metrics["epochs"], "wall_time_s": metrics["wall_time_s"],
+        "natural_sparsity": (dense_metrics or {}).get("zero_fraction"),
+        "metric": metrics.get("metric"), "eval_dataset": metrics.get("eval_dataset"),
+        "transfer": cell["transfer"],
+    }
