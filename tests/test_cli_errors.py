@@ -167,7 +167,7 @@ def test_integers_are_accepted_where_a_float_is_asked():
 
 
 @pytest.mark.parametrize("overrides,key_path", [
-    (["pruning.rate=1.0e-9"], "pruning.rate"),
+    (["pruning.rate=1.0e-5"], "pruning.rate"),
     (["seeds=" + str(list(range(20000)))], "seeds"),
 ])
 def test_a_sweep_too_large_to_plan_is_refused_before_planning(tmp_path, overrides, key_path):
