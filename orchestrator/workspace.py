@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import IO, Optional
 
-from workers.artifacts import STAGE_FILE, atomic_write_json, read_stage
+from workers.artifacts import STAGE_FILE, NotARegularFile, atomic_write_json, open_regular, read_stage
 
 from .errors import UserError, WorkspaceBusy
 from .ledger import LEDGER_FILE
@@ -121,7 +121,10 @@ class WorkspaceLock:
 
     def acquire(self) -> WorkspaceLock:
         """Take the lock or raise WorkspaceBusy naming its holder."""
-        handle = open(self.path, "a+")
+        try:
+            handle = open_regular(self.path, append=False)
+        except NotARegularFile as error:
+            raise UserError(error.strerror) from None
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -147,11 +150,24 @@ class WorkspaceLock:
 
     def holder(self) -> Optional[dict]:
         """Who holds the lock now (host, pid, since), or None when it is free."""
-        try:
-            self.acquire()
-        except WorkspaceBusy as busy:
-            return {"message": str(busy)}
-        self.release()
+        try:  # read-only and without writing: a reading command may not own the workspace
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        except OSError as error:
+            raise UserError(f"{self.path}: cannot read the workspace lock ({error.strerror}); remove it if it "
+                            "is a symbolic link, then run the command again") from None
+        with os.fdopen(fd) as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                try:
+                    holder = json.loads(handle.read() or "{}")
+                except ValueError:
+                    holder = {}
+                return {"message": f"in use by {holder.get('command', 'another prunesweep')} (pid "
+                                   f"{holder.get('pid', '?')} on host {holder.get('host', '?')})", **holder}
+            fcntl.flock(handle, fcntl.LOCK_UN)
         return None
 
     def release(self) -> None:

@@ -20,6 +20,9 @@ def atomic_save_with(path: Path, save: Callable[[Any], Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        mask = os.umask(0o022)
+        os.umask(mask)
+        os.fchmod(fd, 0o666 & ~mask)  # mkstemp makes 0600; exports keep the user's umask
         with os.fdopen(fd, "wb") as handle:
             save(handle)
             handle.flush()

@@ -19,13 +19,16 @@ other ranks compute the same files and skip every write.
 """
 from __future__ import annotations
 
+import errno
+import functools
 import hashlib
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from workers.distributed import is_writer
 
@@ -67,6 +70,7 @@ def _atomic_write(path: Path, write: Callable[[Any], Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~process_umask())  # mkstemp makes 0600; a lab's shared workspace needs the umask
         with os.fdopen(fd, "wb") as handle:
             write(handle)
             handle.flush()
@@ -159,3 +163,43 @@ def invalidate(stage_dir: Path) -> None:
     for name in listed:
         if Path(name).name == name:  # only plain names inside the stage folder
             (stage_dir / name).unlink(missing_ok=True)
+
+
+@functools.lru_cache(maxsize=1)
+def process_umask() -> int:
+    """This process's umask (read from /proc where it can be, else by setting and restoring it)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # only at start-up, before threads: umask is process-wide
+    os.umask(mask)
+    return mask
+
+
+class NotARegularFile(OSError):
+    """A path we write to is a symbolic link or not a regular file: we do not follow or replace it."""
+
+
+def open_regular(path: Path, append: bool = True) -> IO[str]:
+    """Open ``path`` for text writing (created with the umask), never through a symbolic link.
+
+    ``append``: writes go to the end (a log); else the file is opened read-write at its start
+    (a lock file). A symbolic link or anything but a regular file at ``path`` raises
+    :class:`NotARegularFile` naming it: a colleague's link in a shared workspace must not make
+    us write into a file outside it.
+    """
+    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_APPEND if append else 0)
+    try:
+        fd = os.open(path, flags, 0o666)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise NotARegularFile(error.errno, f"{path} is a symbolic link; prunesweep does not follow links it "
+                                               "did not create: remove it and run the command again") from None
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise NotARegularFile(errno.EINVAL, f"{path} is not a regular file; remove it and run the command again")
+    return os.fdopen(fd, "a+" if append else "r+", encoding="utf-8")

@@ -1,0 +1,76 @@
+"""Shared lab file systems: no link is followed, files keep the user's umask, asking who holds a lock writes nothing."""
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+from orchestrator.errors import UserError
+from orchestrator.workspace import LOCK_FILE, WorkspaceLock
+from workers.artifacts import NotARegularFile, atomic_write_json, open_regular
+
+
+def test_a_symlinked_lock_is_refused_and_its_target_untouched(tmp_path):
+    outside = tmp_path / "outside.txt"
+    outside.write_text("precious")
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    (workspace / LOCK_FILE).symlink_to(outside)
+    with pytest.raises(UserError, match="is a symbolic link"):
+        WorkspaceLock(workspace).acquire()
+    with pytest.raises(UserError, match="symbolic link"):
+        WorkspaceLock(workspace).holder()
+    assert outside.read_text() == "precious"
+
+
+def test_open_regular_refuses_links_and_non_regular_files(tmp_path):
+    target = tmp_path / "target"
+    target.write_text("x")
+    (tmp_path / "link").symlink_to(target)
+    with pytest.raises(NotARegularFile, match="symbolic link"):
+        open_regular(tmp_path / "link")
+    (tmp_path / "dir").mkdir()
+    with pytest.raises(OSError):
+        open_regular(tmp_path / "dir")
+    os.mkfifo(tmp_path / "fifo")
+    with pytest.raises(NotARegularFile, match="not a regular file"):
+        open_regular(tmp_path / "fifo", append=False)
+    with open_regular(tmp_path / "log") as handle:
+        handle.write("a\n")
+    with open_regular(tmp_path / "log") as handle:
+        handle.write("b\n")
+    assert (tmp_path / "log").read_text() == "a\nb\n" and target.read_text() == "x"
+
+
+@pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_files_are_created_with_the_umask(tmp_path, umask, mode):
+    probe = (f"import os; os.umask({umask}); from workers.artifacts import atomic_write_json, open_regular; "
+             f"from results.atomic_files import atomic_save_with; "
+             f"atomic_write_json({str(tmp_path / 'a.json')!r}, {{}}); open_regular({str(tmp_path / 'log')!r}).close(); "
+             f"atomic_save_with({str(tmp_path / 'e.csv')!r}, lambda f: f.write(b'x'))")
+    subprocess.run([sys.executable, "-c", probe], check=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    for name in ("a.json", "log", "e.csv"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == mode, name
+
+
+def test_asking_who_holds_the_lock_writes_nothing(tmp_path):
+    with WorkspaceLock(tmp_path):
+        before = (tmp_path / LOCK_FILE).read_bytes(), (tmp_path / LOCK_FILE).stat().st_mtime_ns
+        assert WorkspaceLock(tmp_path).holder()["pid"] == os.getpid()
+    assert WorkspaceLock(tmp_path).holder() is None
+    assert ((tmp_path / LOCK_FILE).read_bytes(), (tmp_path / LOCK_FILE).stat().st_mtime_ns) == before
+
+
+def test_the_lock_of_a_read_only_workspace_can_be_asked(tmp_path):
+    atomic_write_json(tmp_path / "x.json", {})
+    with WorkspaceLock(tmp_path):
+        pass
+    os.chmod(tmp_path, 0o555)
+    try:
+        assert WorkspaceLock(tmp_path).holder() is None
+    finally:
+        os.chmod(tmp_path, 0o755)
