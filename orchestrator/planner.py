@@ -18,7 +18,7 @@ Stage kinds and what each is keyed by:
 - ``finetune``: the pruned pretext-trained network, the target, the recipe, seed (and, for
   pruning during transfer, the dense run whose weights are fine-tuned then pruned).
 
-The s4l and labels_10pct tasks add the labelled subset to their dense identity; a
+The subset tasks (s4l and labels_10pct: declared with ``label_subset``) add the labelled subset to their dense identity; a
 layer-wise sweep (``pruning.layers``) adds ``layers`` to every mask it prunes or draws;
 the adjusted random baseline keys its mask by the dense labels run whose zeros it prunes.
 
@@ -35,9 +35,9 @@ from typing import Optional
 
 from results.query import NO_REWIND  # the rewind label of cells that need no rewinding point
 
-from .sources import MASK_SOURCES
+from workers.mask_sources import subset_tasks
 
-SUBSET_TASKS = ("labels_10pct", "s4l")  # the tasks that train on the labelled subset
+from .sources import MASK_SOURCES
 from .spec import RewindPoint, SweepSpec
 from .stage_identity import Cell, Stage, canonical_json
 
@@ -177,7 +177,7 @@ class _Planner:
 
     def task_id(self, task: str) -> dict:
         """What a task adds to a dense identity: the labelled subset of s4l and labels_10pct."""
-        if task in SUBSET_TASKS:
+        if task in subset_tasks():
             return {"label_subset": self.spec.label_subset.model_dump()}
         return {}
 
@@ -244,7 +244,7 @@ class _Planner:
 
     def random_cells(self, source: str) -> None:
         spec = self.spec
-        adjusted = MASK_SOURCES[source].kind == "adjusted_random"
+        adjusted = getattr(MASK_SOURCES[source], "prunes_dense_zeros", False)
         for seed in spec.seeds:
             for fraction in spec.pruning.fractions:
                 if spec.pruning.one_shot:
@@ -320,8 +320,5 @@ class _Planner:
 
     def build(self) -> Plan:
         for source in self.spec.mask_source:
-            if MASK_SOURCES[source].is_random:
-                self.random_cells(source)
-            else:
-                self.imp_source_cells(source)
+            MASK_SOURCES[source].plan_cells(self)  # the source picks its planning rules
         return self.plan

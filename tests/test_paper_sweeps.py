@@ -2,6 +2,7 @@
 and `plan` prints their GPU-hours or says that none was measured."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from orchestrator.cli import main
 from orchestrator.planner import plan_sweep
 from orchestrator.spec import load_spec
 from workers import catalog
+from workers.stage_registry import parse_config
 
 PAPER = Path(__file__).resolve().parents[1] / "sweeps" / "paper"
 SWEEPS = sorted(PAPER.glob("*.yaml"))
@@ -70,6 +72,8 @@ def test_each_sweep_follows_the_protocol_and_plans(path):
     plan = plan_sweep(spec)
     assert 0 < plan.trainings < plan.naive_trainings
     assert len(plan.cells) >= len(spec.pruning.fractions) * len(spec.seeds)
+    for key, stage in plan.stages.items():  # what the planner writes is what the worker's contract reads
+        parse_config(stage.kind, key, json.loads(json.dumps(stage.config)))
 
 
 def test_plan_prints_unknown_gpu_hours_rather_than_a_made_up_figure(capsys):
