@@ -8,16 +8,16 @@ import json
 
 import pytest
 import torch
-
 from test_workers_support import COMMON, PRUNE_ROUND, load, run
+
 from workers.data import dataset_spec, load_split
 from workers.label_subset import subset_indices, subset_size
 from workers.models import build_model
+from workers.pruning import adjusted_random_mask, count, first_conv_names, is_subset, kept_after_rounds
 from workers.stage_contract import StageContext
 from workers.stage_kinds import ticket_model
 from workers.stage_registry import parse_config
-from workers.pruning import adjusted_random_mask, count, first_conv_names, is_subset, kept_after_rounds
-from workers.tasks import (ROTATIONS, UNLABELLED, evaluate_accuracy, exemplar_augment, get_task)
+from workers.tasks import ROTATIONS, UNLABELLED, evaluate_accuracy, exemplar_augment, get_task
 
 SUBSET = {"label_subset": {"kind": "images_per_class", "fraction": 0.1, "seed": 0}}
 

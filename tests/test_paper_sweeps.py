@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from data_folders import write_cifar, write_image_folder
+
 from orchestrator import gpu_hours
 from orchestrator.cli import main
 from orchestrator.planner import plan_sweep
@@ -68,7 +68,8 @@ def test_each_sweep_follows_the_protocol_and_plans(path):
         assert all(r.optimizer == "sgd" and r.momentum == 0.9 for r in spec.recipes.values())
     if raw["arch"]["name"] == "resnet50" and "labels" in spec.recipes:
         labels = spec.recipes["labels"]
-        assert (labels.epochs, labels.batch_size, labels.lr, labels.schedule.milestones) == (90, 1536, 0.1, [50, 65, 80])
+        assert (labels.epochs, labels.batch_size, labels.lr, labels.schedule.milestones) == \
+            (90, 1536, 0.1, [50, 65, 80])
     plan = plan_sweep(spec)
     assert 0 < plan.trainings < plan.naive_trainings
     assert len(plan.cells) >= len(spec.pruning.fractions) * len(spec.seeds)

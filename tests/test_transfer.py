@@ -7,8 +7,8 @@ import json
 
 import pytest
 import torch
-
 from test_workers_support import COMMON, PRUNE_ROUND, load, run
+
 from workers import catalog
 from workers.models import build_model
 from workers.pruning import count, first_conv_names, prunable_names

@@ -10,8 +10,8 @@ import time
 
 import pytest
 import torch
-
 from test_workers_support import COMMON, PRUNE_ROUND, ROOT, SMALL_ARCH, UNTRAINED, load, make_stage, run
+
 from workers.artifacts import CorruptArtifact, verify_done
 from workers.entry import run_stage
 from workers.models import build_model, redraw_head
@@ -220,7 +220,8 @@ def test_the_stage_contract_fails_loudly_on_unknown_or_missing_keys_of_a_stage_t
 
 def test_a_done_stage_is_not_parsed_again(tmp_path):
     """Done stages of older workspaces stay done whatever their config: only a stage that runs is parsed."""
-    stage = make_stage(tmp_path, "rand", "random_mask", {**UNTRAINED, "mask_rule": {"kind": "random", "keep": {"fraction": 0.5}}})
+    rule = {"kind": "random", "keep": {"fraction": 0.5}}
+    stage = make_stage(tmp_path, "rand", "random_mask", {**UNTRAINED, "mask_rule": rule})
     manifest = run_stage(stage)
     stage_file = stage / "stage.json"
     stage_file.write_text(json.dumps({**json.loads(stage_file.read_text()), "config": {"from": "an older version"}}))

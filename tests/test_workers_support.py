@@ -92,8 +92,7 @@ def test_build_model_is_seeded_and_leaves_the_global_rng_alone():
     assert torch.equal(torch.random.get_rng_state(), before)
     second = build_model({"name": "small_cnn", "width": 16}, 10, 1, seed=7)
     other = build_model({"name": "small_cnn", "width": 16}, 10, 1, seed=8)
-    for (name, a), b, c in zip(first.state_dict().items(), second.state_dict().values(),
-                               other.state_dict().values()):
+    for (name, a), b in zip(first.state_dict().items(), second.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
     assert not torch.equal(first.features[0].weight, other.features[0].weight)
     assert first.head.out_features == 10 and first.head.in_features == 32

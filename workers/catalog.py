@@ -31,9 +31,8 @@ from workers.folders import SUBSET_KINDS, DataFolderError
 from workers.mask_rule_kinds import MASK_RULE_KINDS as _RULES
 from workers.mask_sources import MASK_SOURCES as _SOURCES
 from workers.mask_sources import TASKS as _TASKS
-from workers.stage_registry import STAGE_KINDS as _STAGE_KINDS
 from workers.schedule import iterations_per_epoch
-
+from workers.stage_registry import STAGE_KINDS as _STAGE_KINDS
 
 
 class _Names(Sequence[str]):

@@ -107,7 +107,7 @@ def _run_stage(stage_dir: Path) -> dict:
             deps = resolve_deps(stage_dir, stage.get("deps") or {})
             context = StageContext(stage_dir=stage_dir, key=key, config=config, deps=deps)
             outcome = registered.load()(context)  # torch is imported only to run
-            check_metrics(kind, key, outcome.metrics)
+            check_metrics(registered.name, key, outcome.metrics)
             distributed.barrier()  # rank 0's artifacts are all written
             if writer:
                 atomic_write_json(stage_dir / METRICS_FILE, outcome.metrics)

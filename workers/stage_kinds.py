@@ -21,8 +21,8 @@ import torch
 from torch import nn
 
 from workers.data import DatasetSpec, dataset_spec, load_split
-from workers.mask_sources import task_declaration
 from workers.mask_rules import FINAL_FILE, MASK_FILE, derive_mask, load_tensors, pruned_names, save_mask
+from workers.mask_sources import task_declaration
 from workers.models import build_model, redraw_head
 from workers.pruning import Mask, count, full_mask, prunable_names
 from workers.seeds import derive_seed

@@ -11,11 +11,12 @@
   labelled subset; the head holds the 4 rotation logits then the class logits.
 
 Each task is declared (torch-free) by the mask-source module that trains on it
-(:mod:`workers.mask_sources`), pointing at its implementation here. A task gives its number of outputs for a dataset, turns a batch of images and labels
-into ``(inputs, targets)``, scores the batch with its ``loss`` (cross-entropy unless the
-task says otherwise) and counts correct predictions with ``score`` (used on the test
-split). ``prepare`` adapts the training split to the task (the labelled subset) from the
-stage's ``task_options``.
+(:mod:`workers.mask_sources`), pointing at its implementation here. A task gives its
+number of outputs for a dataset, turns a batch of images and labels into
+``(inputs, targets)``, scores the batch with its ``loss`` (cross-entropy unless the task
+says otherwise) and counts correct predictions with ``score`` (used on the test split).
+``prepare`` adapts the training split to the task (the labelled subset) from the stage's
+``task_options``.
 """
 from __future__ import annotations
 
@@ -229,7 +230,8 @@ def evaluate_accuracy(model: torch.nn.Module, task: Task, images: torch.Tensor,
     correct = torch.zeros((), dtype=torch.int64, device=images.device)
     seen = 0
     try:
-        for start, batch in zip(range(0, images.shape[0], batch_size), eval_batches(images, batch_size)):
+        for start, batch in zip(range(0, images.shape[0], batch_size), eval_batches(images, batch_size),
+                                strict=True):
             inputs, targets = task.make_batch(batch, labels[start:start + batch_size])
             hits, n = task.score(model(inputs), targets)
             correct += hits

@@ -53,4 +53,5 @@ def subset_tasks() -> tuple[str, ...]:
     return tuple(name for name, task in TASKS.items() if task.label_subset)
 
 
-__all__ = ["TASKS", "TaskDeclaration", "register_task", "task_declaration", "subset_tasks", "BUILTIN", "INITS", "MASK_SOURCES", "ImpSource", "MaskSource", "RandomSource", "register_mask_source"]
+__all__ = ["BUILTIN", "INITS", "MASK_SOURCES", "TASKS", "ImpSource", "MaskSource", "RandomSource", "TaskDeclaration",
+           "register_mask_source", "register_task", "subset_tasks", "task_declaration"]
