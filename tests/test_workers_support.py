@@ -130,7 +130,7 @@ def test_catalog_matches_the_registries_and_needs_no_torch():
     from workers.tasks import get_task
     assert list(catalog.TASKS) == list(mask_sources.TASKS) == ["labels", "rotnet", "exemplar", "s4l", "labels_10pct"]
     assert all(get_task(name).name == name for name in catalog.TASKS)  # every declared task has its implementation
-    assert list(catalog.SUBSET_TASKS) == ["s4l", "labels_10pct"]
+    assert list(catalog.SUBSET_TASKS) == ["s4l", "labels_10pct"] and list(catalog.SUBSET_ONLY_TASKS) == ["labels_10pct"]
     assert list(catalog.MASK_SOURCES) == list(mask_sources.MASK_SOURCES)
     small = models.build_model({"name": "small_cnn", "width": 4}, 10, 1, seed=0)
     assert len(first_conv_names(small, catalog.CONVOLUTIONS["small_cnn"])) == catalog.CONVOLUTIONS["small_cnn"]

@@ -10,7 +10,8 @@
 - ``ARCHITECTURES``: name -> its keyword options and their defaults (``small_cnn``;
   ``resnet18`` and ``vgg19``, the CIFAR variants; ``resnet50`` and ``alexnet``, torchvision's);
 - ``CONVOLUTIONS``: name -> its number of convolutions (what a layer-wise rule may prune);
-- ``TASKS``: the training tasks; ``SUBSET_TASKS``: those that read the labelled subset;
+- ``TASKS``: the training tasks; ``SUBSET_TASKS``: those that read the labelled subset,
+  ``SUBSET_ONLY_TASKS``: those that train on it only (an epoch counts its images);
 - ``MASK_SOURCES``: the mask sources;
 - ``STAGE_KINDS`` and ``MASK_RULE_KINDS``: what a stage.json may ask for;
 - :func:`iterations_per_epoch`: optimizer steps per epoch (the last batch may be smaller).
@@ -83,10 +84,11 @@ ARCHITECTURES: dict[str, dict[str, object]] = {"small_cnn": {"width": 16}, "resn
 CONVOLUTIONS: dict[str, int] = {"small_cnn": 4, "resnet18": 20, "vgg19": 16, "resnet50": 53, "alexnet": 5}
 TASKS: Sequence[str] = _Names(_TASKS)
 SUBSET_TASKS: Sequence[str] = _Names(_TASKS, lambda task: task.label_subset)
+SUBSET_ONLY_TASKS: Sequence[str] = _Names(_TASKS, lambda task: task.subset_only)
 MASK_SOURCES: Sequence[str] = _Names(_SOURCES)
 STAGE_KINDS: Sequence[str] = _Names(_STAGE_KINDS)
 MASK_RULE_KINDS: Sequence[str] = _Names(_RULES)
 
 __all__ = ["DATASETS", "DATASET_OPTIONS", "SUBSET_KINDS", "DataFolderError", "dataset_facts", "ARCHITECTURES",
-           "CONVOLUTIONS", "TASKS", "SUBSET_TASKS", "MASK_SOURCES", "STAGE_KINDS", "MASK_RULE_KINDS",
-           "iterations_per_epoch"]
+           "CONVOLUTIONS", "TASKS", "SUBSET_TASKS", "SUBSET_ONLY_TASKS", "MASK_SOURCES", "STAGE_KINDS",
+           "MASK_RULE_KINDS", "iterations_per_epoch"]

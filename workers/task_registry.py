@@ -2,8 +2,9 @@
 
 A :class:`TaskDeclaration` names a task, where its torch implementation lives
 (``"module:attribute"``, imported only when a stage trains) and the facts planning
-needs: whether its head predicts the dataset's classes (``label_head``) and whether its
-training reads the labelled subset (``label_subset``: the subset tasks).
+needs: whether its head predicts the dataset's classes (``label_head``), whether its
+training reads the labelled subset (``label_subset``: the subset tasks) and whether it
+trains on that subset only (``subset_only``).
 
 Tasks are registered by the mask-source modules that train on them: read the registry
 through :mod:`workers.mask_sources` (``TASKS``, ``task_declaration``), which registers
@@ -27,6 +28,8 @@ class TaskDeclaration:
     label_head: bool = False
     #: whether its training reads ``task_options.label_subset`` (a subset task).
     label_subset: bool = False
+    #: whether it trains on the labelled subset only (so an epoch counts the subset's images).
+    subset_only: bool = False
 
     def load(self) -> Any:
         """The torch implementation (imports its module)."""
