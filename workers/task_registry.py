@@ -22,7 +22,8 @@ class TaskDeclaration:
     """One registered task: its name, torch implementation path and planning facts."""
 
     name: str
-    #: ``"module:attribute"`` of its :class:`workers.tasks.Task`.
+    #: ``"module:attribute"`` of its :class:`workers.tasks.Task`, or of a function returning
+    #: it (so a torch-free module can declare a task and build it, importing torch, on use).
     implementation: str
     #: whether the head predicts the dataset's classes (a winning ticket then keeps it).
     label_head: bool = False
@@ -32,9 +33,10 @@ class TaskDeclaration:
     subset_only: bool = False
 
     def load(self) -> Any:
-        """The torch implementation (imports its module)."""
+        """The torch implementation (imports its module; calls the function if it is one)."""
         module, _, attribute = self.implementation.partition(":")
-        return getattr(importlib.import_module(module), attribute)
+        implementation = getattr(importlib.import_module(module), attribute)
+        return implementation() if callable(implementation) else implementation
 
 
 #: every registered task by name, in registration order (the built-ins first).
