@@ -20,7 +20,8 @@ Stage kinds and what each is keyed by:
 
 The subset tasks (s4l and labels_10pct, declared with ``label_subset``) add the labelled
 subset to their dense identity; a layer-wise sweep (``pruning.layers``) adds ``layers`` to
-every mask it prunes or draws; the adjusted random baseline keys its mask by the dense labels run whose zeros it prunes.
+every mask it prunes or draws; the adjusted random baseline keys its mask by the dense
+labels run whose zeros it prunes.
 
 An IMP chain serves every fraction: a cell at level L reads the mask pruned from level
 L-1. A ``labels`` + ``winning_ticket`` cell *is* the labels IMP training at that level
@@ -247,7 +248,7 @@ class _Planner:
 
     def random_cells(self, source: str) -> None:
         spec = self.spec
-        adjusted = getattr(MASK_SOURCES[source], "prunes_dense_zeros", False)
+        adjusted = MASK_SOURCES[source].prunes_dense_zeros
         for seed in spec.seeds:
             for fraction in spec.pruning.fractions:
                 if spec.pruning.one_shot:

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
@@ -34,7 +34,7 @@ class StageConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
-class _Trained(StageConfig):
+class NetworkConfig(StageConfig):
     """A stage that builds the sweep's network on its dataset from ``seed``."""
 
     dataset: dict[str, Any]
@@ -42,7 +42,7 @@ class _Trained(StageConfig):
     seed: int
 
 
-class _OnTask(_Trained):
+class TaskConfig(NetworkConfig):
     """A stage whose network was (or is being) trained on a registered task."""
 
     task: str
@@ -56,21 +56,21 @@ class _OnTask(_Trained):
         return task
 
 
-class DenseConfig(_OnTask):
+class DenseConfig(TaskConfig):
     """``dense``: train from ``seed`` with ``recipe``, capturing W_k at ``capture_iterations``."""
 
     recipe: dict[str, Any]
     capture_iterations: list[int] = []
 
 
-class RewindConfig(_OnTask):
+class RewindConfig(TaskConfig):
     """``rewind``: replay the dense training for exactly ``rewind_iteration`` steps."""
 
     recipe: dict[str, Any]
     rewind_iteration: int
 
 
-class ImpConfig(_OnTask):
+class ImpConfig(TaskConfig):
     """``imp``: one IMP level (``level``), mask from ``mask_rule``, weights rewound to W_k."""
 
     recipe: dict[str, Any]
@@ -80,7 +80,7 @@ class ImpConfig(_OnTask):
     level: int | None = None
 
 
-class RandomMaskConfig(_Trained):
+class RandomMaskConfig(NetworkConfig):
     """``random_mask``: draw ``mask_rule`` (kind ``random`` or ``adjusted_random``)."""
 
     mask_rule: dict[str, Any]
@@ -95,7 +95,7 @@ class RandomMaskConfig(_Trained):
         return rule
 
 
-class EvalConfig(_Trained):
+class EvalConfig(NetworkConfig):
     """``eval``: retrain a masked labels model from a winning ticket or a re-initialisation."""
 
     task: Literal["labels"] = "labels"
@@ -109,7 +109,7 @@ class EvalConfig(_Trained):
     pruned_layers: int | None = None
 
 
-class FeaturesConfig(_OnTask):
+class FeaturesConfig(TaskConfig):
     """``features``: the pooled features of ``target``'s images under the ``model`` dependency."""
 
     target: dict[str, Any]
@@ -125,7 +125,7 @@ class LinearEvalConfig(StageConfig):
     seed: int
 
 
-class FinetuneConfig(_OnTask):
+class FinetuneConfig(TaskConfig):
     """``finetune``: fine-tune the pruned network on ``target`` (or prune during fine-tuning)."""
 
     target: dict[str, Any]
@@ -205,13 +205,16 @@ class FinetuneMetrics(_MaskCounts):
     wall_time_s: float
 
 
+Config = TypeVar("Config", bound=StageConfig, covariant=True)
+
+
 @dataclass(frozen=True)
-class StageContext:
+class StageContext(Generic[Config]):
     """What a stage kind gets: its folder, key, parsed config and dependency folders (verified)."""
 
     stage_dir: Path
     key: str
-    config: Any  # the kind's StageConfig model; Any so each kind reads its own fields
+    config: Config
     deps: Mapping[str, Path] = field(default_factory=dict)
 
     def dep(self, role: str) -> Path:

@@ -26,7 +26,17 @@ from workers.mask_sources import task_declaration
 from workers.models import build_model, redraw_head
 from workers.pruning import Mask, count, full_mask, prunable_names
 from workers.seeds import derive_seed
-from workers.stage_contract import EVAL_INITS, StageContext, StageOutcome
+from workers.stage_contract import (
+    EVAL_INITS,
+    DenseConfig,
+    EvalConfig,
+    ImpConfig,
+    NetworkConfig,
+    RandomMaskConfig,
+    RewindConfig,
+    StageContext,
+    StageOutcome,
+)
 from workers.tasks import Task, evaluate_accuracy, get_task
 from workers.training import cpu_state_dict, pick_device, rewind_file, save_state_dict, train
 
@@ -49,16 +59,17 @@ def zero_fraction(model: nn.Module) -> float:
     return zeros / total if total else 0.0
 
 
-def _dataset_and_task(ctx: StageContext, task_name: str) -> tuple[DatasetSpec, Task]:
+def _dataset_and_task(ctx: StageContext[NetworkConfig], task_name: str) -> tuple[DatasetSpec, Task]:
     return dataset_spec(ctx.config.dataset), get_task(task_name)
 
 
-def _model_for(ctx: StageContext, spec: DatasetSpec, task: Task, seed: int) -> nn.Module:
+def _model_for(ctx: StageContext[NetworkConfig], spec: DatasetSpec, task: Task, seed: int) -> nn.Module:
     return build_model(ctx.config.arch, task.num_outputs(spec), spec.in_channels, seed)
 
 
-def _train_and_measure(ctx: StageContext, model: nn.Module, spec: DatasetSpec, task: Task,
-                       mask: Mask | None, **train_options: Any) -> tuple[dict[str, Any], float]:
+def _train_and_measure(ctx: StageContext[DenseConfig | ImpConfig | EvalConfig], model: nn.Module,
+                       spec: DatasetSpec, task: Task, mask: Mask | None,
+                       **train_options: Any) -> tuple[dict[str, Any], float]:
     """Train on the stage's recipe and data order seed; save ``final.pt``; return metrics, accuracy."""
     seed = ctx.config.seed
     data = training_data(ctx, task)
@@ -73,7 +84,7 @@ def _train_and_measure(ctx: StageContext, model: nn.Module, spec: DatasetSpec, t
             "wall_time_s": round(wall_time, 3)}, accuracy
 
 
-def training_data(ctx: StageContext, task: Task):
+def training_data(ctx: StageContext[NetworkConfig], task: Task):
     """The stage's dataset on the training device, prepared for ``task`` (its labelled subset)."""
     options = getattr(ctx.config, "task_options", None) or {}  # an eval trains on labels, which need none
     return task.prepare(load_split(ctx.config.dataset, pick_device()), options)
@@ -86,7 +97,7 @@ def _task_accuracy_metrics(task: Task, accuracy: float) -> dict[str, Any]:
     return metrics
 
 
-def run_dense(ctx: StageContext) -> StageOutcome:
+def run_dense(ctx: StageContext[DenseConfig]) -> StageOutcome:
     """Train a dense model on ``task`` from ``seed``, capturing ``rewind_<k>.pt`` for each k."""
     spec, task = _dataset_and_task(ctx, ctx.config.task)
     model = _model_for(ctx, spec, task, ctx.config.seed)
@@ -98,7 +109,7 @@ def run_dense(ctx: StageContext) -> StageOutcome:
     return StageOutcome([FINAL_FILE, *(rewind_file(k) for k in captures)], metrics)
 
 
-def run_rewind(ctx: StageContext) -> StageOutcome:
+def run_rewind(ctx: StageContext[RewindConfig]) -> StageOutcome:
     """Replay the dense training of the same config for exactly ``rewind_iteration`` steps."""
     spec, task = _dataset_and_task(ctx, ctx.config.task)
     seed = ctx.config.seed
@@ -118,7 +129,7 @@ def load_rewind_weights(rewind_dir: Path, iteration: int) -> dict[str, torch.Ten
     return load_tensors(path)
 
 
-def run_imp(ctx: StageContext) -> StageOutcome:
+def run_imp(ctx: StageContext[ImpConfig]) -> StageOutcome:
     """One IMP level: mask from ``mask_rule``, weights rewound to W_k * mask, masked training."""
     spec, task = _dataset_and_task(ctx, ctx.config.task)
     seed = ctx.config.seed
@@ -132,7 +143,7 @@ def run_imp(ctx: StageContext) -> StageOutcome:
     return StageOutcome([MASK_FILE, FINAL_FILE], metrics)
 
 
-def run_random_mask(ctx: StageContext) -> StageOutcome:
+def run_random_mask(ctx: StageContext[RandomMaskConfig]) -> StageOutcome:
     """Draw a random mask (``mask_rule`` of kind ``random``) for the architecture."""
     rule = ctx.config.mask_rule  # of kind random or adjusted_random (the contract checks)
     spec, task = _dataset_and_task(ctx, ctx.config.task)
@@ -143,7 +154,7 @@ def run_random_mask(ctx: StageContext) -> StageOutcome:
     return StageOutcome([MASK_FILE], mask_metrics(mask, _layer_names(ctx, model)))
 
 
-def _layer_names(ctx: StageContext, model: nn.Module) -> list[str]:
+def _layer_names(ctx: StageContext[ImpConfig | RandomMaskConfig | EvalConfig], model: nn.Module) -> list[str]:
     """The weights the stage's mask rule prunes (every prunable one unless it is layer-wise)."""
     rule = ctx.config.mask_rule
     layers = getattr(ctx.config, "pruned_layers", None)  # a layer-wise eval says it; imp's rule does
@@ -152,7 +163,7 @@ def _layer_names(ctx: StageContext, model: nn.Module) -> list[str]:
     return pruned_names({"layers": layers}, model)
 
 
-def ticket_model(ctx: StageContext, spec: DatasetSpec, labels: Task) -> nn.Module:
+def ticket_model(ctx: StageContext[EvalConfig], spec: DatasetSpec, labels: Task) -> nn.Module:
     """The labels model an eval stage starts from, before masking (see :func:`run_eval`)."""
     seed = ctx.config.seed
     init = ctx.config.init
@@ -176,7 +187,7 @@ def ticket_model(ctx: StageContext, spec: DatasetSpec, labels: Task) -> nn.Modul
     return model
 
 
-def run_eval(ctx: StageContext) -> StageOutcome:
+def run_eval(ctx: StageContext[EvalConfig]) -> StageOutcome:
     """Train a masked labels model from a winning ticket or a re-initialisation; report top-1.
 
     ``init: winning_ticket`` loads ``rewind_<k>.pt`` of the ``rewind`` dependency: the

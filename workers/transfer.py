@@ -32,14 +32,14 @@ from workers.mask_rules import FINAL_FILE, MASK_FILE, load_tensors, previous_mas
 from workers.models import build_model, redraw_head
 from workers.pruning import check_mask, count, prune_one_shot
 from workers.seeds import derive_seed
-from workers.stage_contract import StageContext, StageOutcome
+from workers.stage_contract import FeaturesConfig, FinetuneConfig, LinearEvalConfig, StageContext, StageOutcome
 from workers.tasks import evaluate_accuracy, get_task
 from workers.training import cpu_state_dict, pick_device, save_state_dict, train
 
 FEATURES_FILE = "features.pt"
 
 
-def _source_model(ctx: StageContext, seed: int) -> nn.Module:
+def _source_model(ctx: StageContext[FeaturesConfig | FinetuneConfig], seed: int) -> nn.Module:
     """The pretext network of the ``model`` dependency with its trained weights."""
     source = dataset_spec(ctx.config.dataset)
     task = get_task(ctx.config.task)
@@ -48,7 +48,7 @@ def _source_model(ctx: StageContext, seed: int) -> nn.Module:
     return model
 
 
-def _target_split(ctx: StageContext) -> tuple[Any, DataSplit]:
+def _target_split(ctx: StageContext[FeaturesConfig | FinetuneConfig]) -> tuple[Any, DataSplit]:
     source = dataset_spec(ctx.config.dataset)
     target = dataset_spec(ctx.config.target)
     if target.in_channels != source.in_channels:
@@ -61,7 +61,7 @@ def _dep_metrics(path: Path) -> dict:
     return json.loads((Path(path) / METRICS_FILE).read_text())
 
 
-def _pruning_metrics(ctx: StageContext, mask: dict, model: nn.Module) -> dict:
+def _pruning_metrics(ctx: StageContext[FeaturesConfig | FinetuneConfig], mask: dict, model: nn.Module) -> dict:
     names = pruned_names({"layers": ctx.config.pruned_layers}, model)
     kept, total = count({n: mask[n] for n in names})
     return {"kept": kept, "total": total, "fraction_remaining": kept / total if total else 1.0}
@@ -81,7 +81,7 @@ def pooled_features(model: nn.Module, images: torch.Tensor, batch_size: int = 10
     return torch.cat(captured).flatten(1)
 
 
-def run_features(ctx: StageContext) -> StageOutcome:
+def run_features(ctx: StageContext[FeaturesConfig]) -> StageOutcome:
     """Extract and cache the pooled features of the target's train and test images."""
     seed = ctx.config.seed
     model = _source_model(ctx, seed)
@@ -113,7 +113,7 @@ def mean_average_precision(scores: torch.Tensor, labels: torch.Tensor) -> float:
     return sum(aps) / len(aps) if aps else 0.0
 
 
-def run_linear_eval(ctx: StageContext) -> StageOutcome:
+def run_linear_eval(ctx: StageContext[LinearEvalConfig]) -> StageOutcome:
     """Train a linear classifier on the cached features; report top-1 or mAP on the test features."""
     seed = ctx.config.seed
     metric = ctx.config.metric
@@ -143,7 +143,7 @@ def run_linear_eval(ctx: StageContext) -> StageOutcome:
     return StageOutcome([], metrics)
 
 
-def _finetune_model(ctx: StageContext, seed: int, num_classes: int) -> nn.Module:
+def _finetune_model(ctx: StageContext[FinetuneConfig], seed: int, num_classes: int) -> nn.Module:
     """The pretext network's body with a fresh head of ``num_classes`` outputs."""
     source = dataset_spec(ctx.config.dataset)
     pretext = _source_model(ctx, seed)
@@ -154,7 +154,7 @@ def _finetune_model(ctx: StageContext, seed: int, num_classes: int) -> nn.Module
     return model
 
 
-def run_finetune(ctx: StageContext) -> StageOutcome:
+def run_finetune(ctx: StageContext[FinetuneConfig]) -> StageOutcome:
     """Fine-tune the pruned network (``mode: pruned``) or prune during fine-tuning (``prune_during``)."""
     seed = ctx.config.seed
     mode = ctx.config.mode

@@ -39,6 +39,11 @@ class MaskSource:
         """True for sources that draw their mask at random instead of by IMP."""
         return self.kind != "imp"
 
+    @property
+    def prunes_dense_zeros(self) -> bool:
+        """Whether the dense ``labels`` run's zeros are pruned before a random draw (``adjusted_random``)."""
+        return self.kind == "adjusted_random"
+
     def plan_cells(self, planner: CellPlanner) -> None:
         """Add this source's stages and cells to a plan."""
         raise NotImplementedError
@@ -63,11 +68,6 @@ class RandomSource(MaskSource):
 
     inits: tuple[str, ...] = ("reinit",)
     kind: Literal["imp", "random", "adjusted_random"] = "random"
-
-    @property
-    def prunes_dense_zeros(self) -> bool:
-        """Whether the dense labels run's zeros are pruned before drawing."""
-        return self.kind == "adjusted_random"
 
     def plan_cells(self, planner: CellPlanner) -> None:
         """One random mask and one re-initialised evaluation per fraction x seed."""
