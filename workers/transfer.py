@@ -17,7 +17,6 @@ functions of the ``features``, ``linear_eval`` and ``finetune`` stage kinds
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,14 @@ from workers.mask_rules import FINAL_FILE, MASK_FILE, load_tensors, previous_mas
 from workers.models import build_model, redraw_head
 from workers.pruning import check_mask, count, prune_one_shot
 from workers.seeds import derive_seed
-from workers.stage_contract import FeaturesConfig, FinetuneConfig, LinearEvalConfig, StageContext, StageOutcome
+from workers.stage_contract import (
+    FeaturesConfig,
+    FeaturesMetrics,
+    FinetuneConfig,
+    LinearEvalConfig,
+    StageContext,
+    StageOutcome,
+)
 from workers.tasks import evaluate_accuracy, get_task
 from workers.training import cpu_state_dict, pick_device, save_state_dict, train
 
@@ -57,8 +63,9 @@ def _target_split(ctx: StageContext[FeaturesConfig | FinetuneConfig]) -> tuple[A
     return target, load_split(ctx.config.target, pick_device())
 
 
-def _dep_metrics(path: Path) -> dict:
-    return json.loads((Path(path) / METRICS_FILE).read_text())
+def _features_metrics(path: Path) -> FeaturesMetrics:
+    """The metrics of a (done) features stage, read with its kind's model."""
+    return FeaturesMetrics.model_validate_json((Path(path) / METRICS_FILE).read_text())
 
 
 def _pruning_metrics(ctx: StageContext[FeaturesConfig | FinetuneConfig], mask: dict, model: nn.Module) -> dict:
@@ -135,9 +142,10 @@ def run_linear_eval(ctx: StageContext[LinearEvalConfig]) -> StageOutcome:
     with torch.no_grad():
         classifier.eval()
         value = top1 if metric == "top1" else mean_average_precision(classifier(test_x), test_y)
-    features_metrics = _dep_metrics(ctx.dep("features"))
+    features_metrics = _features_metrics(ctx.dep("features"))
     metrics = {"top1": value, "metric": metric, "test_top1": top1, "eval_dataset": ctx.config.target["name"],
-               **{k: features_metrics[k] for k in ("kept", "total", "fraction_remaining")},
+               "kept": features_metrics.kept, "total": features_metrics.total,
+               "fraction_remaining": features_metrics.fraction_remaining,
                "epochs": result.epochs, "iterations": result.iterations,
                "wall_time_s": round(result.seconds, 3)}
     return StageOutcome([], metrics)
