@@ -18,9 +18,10 @@ Stage kinds and what each is keyed by:
 - ``finetune``: the pruned pretext-trained network, the target, the recipe, seed (and, for
   pruning during transfer, the dense run whose weights are fine-tuned then pruned).
 
-The s4l and labels_10pct tasks add the labelled subset to their dense identity; a
-layer-wise sweep (``pruning.layers``) adds ``layers`` to every mask it prunes or draws;
-the adjusted random baseline keys its mask by the dense labels run whose zeros it prunes.
+The subset tasks (s4l and labels_10pct, declared with ``label_subset``) add the labelled
+subset to their dense identity; a layer-wise sweep (``pruning.layers``) adds ``layers`` to
+every mask it prunes or draws; the adjusted random baseline keys its mask by the dense
+labels run whose zeros it prunes.
 
 An IMP chain serves every fraction: a cell at level L reads the mask pruned from level
 L-1. A ``labels`` + ``winning_ticket`` cell *is* the labels IMP training at that level
@@ -34,10 +35,9 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from results.query import NO_REWIND  # the rewind label of cells that need no rewinding point
+from workers.mask_sources import subset_tasks
 
 from .sources import MASK_SOURCES
-
-SUBSET_TASKS = ("labels_10pct", "s4l")  # the tasks that train on the labelled subset
 from .spec import RewindPoint, SweepSpec
 from .stage_identity import Cell, Stage, canonical_json
 
@@ -86,7 +86,7 @@ def settings_fingerprint(spec: SweepSpec) -> str:
     }
     if spec.pruning.layers is None:  # settings added later: omitted at their defaults, so old names still match
         del settings["pruning"]["layers"]
-    if spec.label_subset != type(spec.label_subset)():
+    if spec.label_subset != type(spec.label_subset).model_validate({}):
         settings["label_subset"] = spec.label_subset.model_dump()
     if spec.transfer is not None:
         settings["transfer"] = spec.transfer.model_dump(exclude={"mask_source": True, "dataset": {"root"}})
@@ -177,7 +177,7 @@ class _Planner:
 
     def task_id(self, task: str) -> dict:
         """What a task adds to a dense identity: the labelled subset of s4l and labels_10pct."""
-        if task in SUBSET_TASKS:
+        if task in subset_tasks():
             return {"label_subset": self.spec.label_subset.model_dump()}
         return {}
 
@@ -198,6 +198,7 @@ class _Planner:
             config["pruned_layers"] = self.spec.pruning.layers
         deps = dict(mask_deps)
         if init == "winning_ticket":
+            assert rewind_ref is not None, "a winning ticket needs its rewinding point"
             dense_key, provider, k = rewind_ref
             identity["init"] = {"winning_ticket": {"dense": dense_key, "iteration": k}}
             config.update(rewind_iteration=k, source_task=source_task)
@@ -208,6 +209,7 @@ class _Planner:
     def imp_source_cells(self, source: str) -> None:
         spec = self.spec
         task = MASK_SOURCES[source].task
+        assert task is not None, f"mask source {source!r} prunes by IMP, so it trains on a task"
         inits = [init for init in spec.init if init in MASK_SOURCES[source].inits]
         one_shot = spec.pruning.one_shot
         for point in spec.rewind_points:
@@ -223,8 +225,8 @@ class _Planner:
                     level = None if one_shot else spec.level_for(fraction)
                     for init in inits:
                         label = f"eval {source} {init} seed={seed} k={point.text} f={fraction}"
-                        if init == "winning_ticket" and task == "labels" and self.labels_chain_is_eval and level is not None \
-                                and (level > 0 or k == 0):
+                        if init == "winning_ticket" and task == "labels" and self.labels_chain_is_eval \
+                                and level is not None and (level > 0 or k == 0):
                             key = chain[level]  # the IMP training on labels is this evaluation
                         elif one_shot:
                             key = self.evaluation(
@@ -235,16 +237,18 @@ class _Planner:
                             key = self.evaluation(seed, "full", {"kind": "full"}, {}, init,
                                                   (dense_key, providers[k], k), task, label)
                         else:
+                            assert level is not None  # not one-shot
                             key = self.evaluation(
                                 seed, {"prune_round": chain[level - 1], **self.rule_id}, self.prune_rule(),
                                 {"previous": chain[level - 1]}, init, (dense_key, providers[k], k), task, label)
                         self.plan.cells.append(Cell(source, init, point.text, k, fraction, level, seed, key))
                         self.plan.naive_trainings += 2 + (level or 0)
-                        self.plan.naive_epochs += spec.recipes[task].epochs * (1 + (level or 0)) + self.eval_recipe.epochs
+                        self.plan.naive_epochs += (spec.recipes[task].epochs * (1 + (level or 0))
+                                                   + self.eval_recipe.epochs)
 
     def random_cells(self, source: str) -> None:
         spec = self.spec
-        adjusted = MASK_SOURCES[source].kind == "adjusted_random"
+        adjusted = MASK_SOURCES[source].prunes_dense_zeros
         for seed in spec.seeds:
             for fraction in spec.pruning.fractions:
                 if spec.pruning.one_shot:
@@ -264,8 +268,9 @@ class _Planner:
                         dense_key, _ = self.dense("labels", seed)
                         identity["zeros_of"] = deps["previous"] = dense_key
                         rule["kind"] = "adjusted_random"
+                    mask_label = f"random_mask {'adjusted ' if adjusted else ''}seed={seed} f={fraction}"
                     mask = Stage("random_mask", identity, {**self.base_config, "seed": seed, "mask_rule": rule},
-                                 deps=deps, label=f"random_mask {'adjusted ' if adjusted else ''}seed={seed} f={fraction}")
+                                 deps=deps, label=mask_label)
                     mask_key = self.plan.add(mask)
                     key = self.evaluation(seed, {"given": mask_key}, {"kind": "given"}, {"mask": mask_key}, "reinit",
                                           None, None, label)
@@ -277,6 +282,7 @@ class _Planner:
     def transfer_cells(self, source: str, task: str, seed: int, point: RewindPoint, k: int, chain: list[str]) -> None:
         """Linear and fine-tuning transfer of the pretext-trained network at each fraction's level."""
         spec, transfer = self.spec, self.spec.transfer
+        assert transfer is not None, "only a sweep with transfer settings has transfer sources"
         target = transfer.dataset.model_dump()
         target_id = transfer.dataset.model_dump(exclude_defaults=True, exclude={"root"})
         common = {**self.base_config, "task": task, "seed": seed, "target": target, **self.task_config(task)}
@@ -321,8 +327,5 @@ class _Planner:
 
     def build(self) -> Plan:
         for source in self.spec.mask_source:
-            if MASK_SOURCES[source].is_random:
-                self.random_cells(source)
-            else:
-                self.imp_source_cells(source)
+            MASK_SOURCES[source].plan_cells(self)  # the source picks its planning rules
         return self.plan

@@ -8,14 +8,16 @@ import json
 
 import pytest
 import torch
-
 from test_workers_support import COMMON, PRUNE_ROUND, load, run
+
 from workers.data import dataset_spec, load_split
 from workers.label_subset import subset_indices, subset_size
 from workers.models import build_model
-from workers.stage_kinds import StageContext, ticket_model
 from workers.pruning import adjusted_random_mask, count, first_conv_names, is_subset, kept_after_rounds
-from workers.tasks import (ROTATIONS, UNLABELLED, evaluate_accuracy, exemplar_augment, get_task)
+from workers.stage_contract import StageContext
+from workers.stage_kinds import ticket_model
+from workers.stage_registry import parse_config
+from workers.tasks import ROTATIONS, UNLABELLED, evaluate_accuracy, exemplar_augment, get_task
 
 SUBSET = {"label_subset": {"kind": "images_per_class", "fraction": 0.1, "seed": 0}}
 
@@ -129,8 +131,9 @@ def test_winning_tickets_of_new_sources_retrain_on_labels(sources):
         mask = load(sources / f"eval_{task}" / "mask.pt")
         assert is_subset(mask, load(sources / f"imp_{task}" / "mask.pt"))
         # the ticket keeps W_k's head only where it predicts the labels (labels_10pct)
-        ctx = StageContext(sources / f"eval_{task}", "k", {**COMMON, "init": "winning_ticket", "rewind_iteration": 0,
-                                                            "source_task": task}, {"rewind": sources / f"dense_{task}"})
+        config = parse_config("eval", "k", {**COMMON, "init": "winning_ticket", "rewind_iteration": 0,
+                                            "source_task": task, "mask_rule": {"kind": "full"}})
+        ctx = StageContext(sources / f"eval_{task}", "k", config, {"rewind": sources / f"dense_{task}"})
         ticket = ticket_model(ctx, dataset_spec(COMMON["dataset"]), get_task("labels")).state_dict()
         rewound = load(sources / f"dense_{task}" / "rewind_0.pt")
         assert torch.equal(ticket["features.0.weight"], rewound["features.0.weight"])

@@ -2,17 +2,19 @@
 and `plan` prints their GPU-hours or says that none was measured."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 import yaml
-
 from data_folders import write_cifar, write_image_folder
+
 from orchestrator import gpu_hours
 from orchestrator.cli import main
 from orchestrator.planner import plan_sweep
 from orchestrator.spec import load_spec
 from workers import catalog
+from workers.stage_registry import parse_config
 
 PAPER = Path(__file__).resolve().parents[1] / "sweeps" / "paper"
 SWEEPS = sorted(PAPER.glob("*.yaml"))
@@ -66,10 +68,13 @@ def test_each_sweep_follows_the_protocol_and_plans(path):
         assert all(r.optimizer == "sgd" and r.momentum == 0.9 for r in spec.recipes.values())
     if raw["arch"]["name"] == "resnet50" and "labels" in spec.recipes:
         labels = spec.recipes["labels"]
-        assert (labels.epochs, labels.batch_size, labels.lr, labels.schedule.milestones) == (90, 1536, 0.1, [50, 65, 80])
+        assert (labels.epochs, labels.batch_size, labels.lr, labels.schedule.milestones) == \
+            (90, 1536, 0.1, [50, 65, 80])
     plan = plan_sweep(spec)
     assert 0 < plan.trainings < plan.naive_trainings
     assert len(plan.cells) >= len(spec.pruning.fractions) * len(spec.seeds)
+    for key, stage in plan.stages.items():  # what the planner writes is what the worker's contract reads
+        parse_config(stage.kind, key, json.loads(json.dumps(stage.config)))
 
 
 def test_plan_prints_unknown_gpu_hours_rather_than_a_made_up_figure(capsys):

@@ -10,8 +10,8 @@ import time
 
 import pytest
 import torch
+from test_workers_support import COMMON, PRUNE_ROUND, ROOT, SMALL_ARCH, UNTRAINED, load, make_stage, run
 
-from test_workers_support import COMMON, PRUNE_ROUND, ROOT, SMALL_ARCH, load, make_stage, run
 from workers.artifacts import CorruptArtifact, verify_done
 from workers.entry import run_stage
 from workers.models import build_model, redraw_head
@@ -174,12 +174,12 @@ def test_eval_from_labels_keeps_the_whole_ticket_and_reinit_differs(workspace):
 
 def test_random_mask_stage_and_one_shot_eval(workspace):
     rule = {"kind": "random", "keep": {"rate": 0.2, "level": 3}}
-    manifest = run(workspace, "rand", "random_mask", {**COMMON, "mask_rule": rule})
+    manifest = run(workspace, "rand", "random_mask", {**UNTRAINED, "mask_rule": rule})
     total = metrics(workspace / "dense")["total"]
     assert manifest["metrics"] == {"kept": kept_after_rounds(total, 0.2, 3), "total": total,
                                    "fraction_remaining": kept_after_rounds(total, 0.2, 3) / total}
     assert set(manifest["files"]) == {"mask.pt", "metrics.json"}
-    other = run(workspace, "rand_seed1", "random_mask", {**COMMON, "seed": 1, "mask_rule": rule})
+    other = run(workspace, "rand_seed1", "random_mask", {**UNTRAINED, "seed": 1, "mask_rule": rule})
     assert other["metrics"]["kept"] == manifest["metrics"]["kept"]
     assert not torch.equal(load(workspace / "rand" / "mask.pt")["features.10.weight"],
                            load(workspace / "rand_seed1" / "mask.pt")["features.10.weight"])
@@ -196,13 +196,36 @@ def test_bad_config_fails_with_a_clear_error_in_the_log(tmp_path):
                         "recipe": {**COMMON["recipe"], "epochs": 0}})
     run_stage(stage)  # a valid one first
     bad = make_stage(tmp_path, "bad2", "random_mask",
-                     {**COMMON, "mask_rule": {"kind": "one_shot", "fraction": 0.1, "scope": "layer"}})
+                     {**UNTRAINED, "mask_rule": {"kind": "one_shot", "fraction": 0.1, "scope": "layer"}})
     with pytest.raises(ValueError, match="kind 'random'"):
         run_stage(bad)
     assert "Traceback" in (bad / "log.txt").read_text()
     unknown = make_stage(tmp_path, "bad3", "distill", COMMON)
     with pytest.raises(ValueError, match="unknown kind 'distill'"):
         run_stage(unknown)
+
+
+def test_the_stage_contract_fails_loudly_on_unknown_or_missing_keys_of_a_stage_that_runs(tmp_path):
+    typo = make_stage(tmp_path, "typo", "dense", {**COMMON, "task": "labels", "capture_iteration": [0]})
+    with pytest.raises(ValueError, match=r"^stage typo \(dense\): config.capture_iteration: Extra inputs"):
+        run_stage(typo)
+    missing = make_stage(tmp_path, "missing", "imp", {**COMMON, "task": "labels", "mask_rule": PRUNE_ROUND})
+    with pytest.raises(ValueError, match=r"config.rewind_iteration: Field required"):
+        run_stage(missing)
+    wrong = make_stage(tmp_path, "wrong", "dense", {**COMMON, "task": "flip", "seed": "0"})
+    with pytest.raises(ValueError, match=r"config.seed: Input should be a valid integer.*config.task: .*unknown task"):
+        run_stage(wrong)
+    assert not (missing / "DONE.json").exists() and "Field required" in (missing / "log.txt").read_text()
+
+
+def test_a_done_stage_is_not_parsed_again(tmp_path):
+    """Done stages of older workspaces stay done whatever their config: only a stage that runs is parsed."""
+    rule = {"kind": "random", "keep": {"fraction": 0.5}}
+    stage = make_stage(tmp_path, "rand", "random_mask", {**UNTRAINED, "mask_rule": rule})
+    manifest = run_stage(stage)
+    stage_file = stage / "stage.json"
+    stage_file.write_text(json.dumps({**json.loads(stage_file.read_text()), "config": {"from": "an older version"}}))
+    assert run_stage(stage) == manifest
 
 
 def subprocess_env():

@@ -28,6 +28,8 @@ DIGITS = {"name": "digits"}
 SMALL_ARCH = {"name": "small_cnn", "width": 8}
 QUICK_RECIPE = {"epochs": 2, "batch_size": 128, "optimizer": "adam", "lr": 3e-3}
 COMMON = {"dataset": DIGITS, "arch": SMALL_ARCH, "recipe": QUICK_RECIPE, "seed": 0}
+#: the config of a stage that trains nothing (a random mask): no recipe.
+UNTRAINED = {"dataset": DIGITS, "arch": SMALL_ARCH, "seed": 0}
 PRUNE_ROUND = {"kind": "prune_round", "rate": 0.2, "scope": "global"}
 
 
@@ -90,8 +92,7 @@ def test_build_model_is_seeded_and_leaves_the_global_rng_alone():
     assert torch.equal(torch.random.get_rng_state(), before)
     second = build_model({"name": "small_cnn", "width": 16}, 10, 1, seed=7)
     other = build_model({"name": "small_cnn", "width": 16}, 10, 1, seed=8)
-    for (name, a), b, c in zip(first.state_dict().items(), second.state_dict().values(),
-                               other.state_dict().values()):
+    for (name, a), b in zip(first.state_dict().items(), second.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
     assert not torch.equal(first.features[0].weight, other.features[0].weight)
     assert first.head.out_features == 10 and first.head.in_features == 32
@@ -119,22 +120,30 @@ def test_catalog_matches_the_registries_and_needs_no_torch():
     import inspect
     import subprocess
 
-    from workers import catalog, mask_rules, models, stage_kinds, tasks
+    from workers import catalog, mask_rule_kinds, mask_sources, models, stage_registry
     assert catalog.DATASETS["digits"] == {"num_classes": 10, "in_channels": 1,
                                           "train_size": 1347, "test_size": 450}
     assert set(catalog.ARCHITECTURES) == set(models.ARCHITECTURES)
     for name, options in catalog.ARCHITECTURES.items():
         signature = inspect.signature(models.ARCHITECTURES[name])
         assert {k: signature.parameters[k].default for k in options} == options
-    assert set(catalog.TASKS) == set(tasks.TASKS)
+    from workers.tasks import get_task
+    assert list(catalog.TASKS) == list(mask_sources.TASKS) == ["labels", "rotnet", "exemplar", "s4l", "labels_10pct"]
+    assert all(get_task(name).name == name for name in catalog.TASKS)  # every declared task has its implementation
+    assert list(catalog.SUBSET_TASKS) == ["s4l", "labels_10pct"] and list(catalog.SUBSET_ONLY_TASKS) == ["labels_10pct"]
+    assert list(catalog.MASK_SOURCES) == list(mask_sources.MASK_SOURCES)
     small = models.build_model({"name": "small_cnn", "width": 4}, 10, 1, seed=0)
     assert len(first_conv_names(small, catalog.CONVOLUTIONS["small_cnn"])) == catalog.CONVOLUTIONS["small_cnn"]
     with pytest.raises(ValueError, match="1..4"):
         first_conv_names(small, catalog.CONVOLUTIONS["small_cnn"] + 1)
     assert set(catalog.CONVOLUTIONS) == set(catalog.ARCHITECTURES)  # the paper networks: tests/test_transfer.py
-    assert set(catalog.STAGE_KINDS) == set(stage_kinds.STAGE_KINDS)
-    assert set(catalog.MASK_RULE_KINDS) == set(mask_rules.MASK_RULE_KINDS)
+    assert list(catalog.STAGE_KINDS) == ["dense", "rewind", "imp", "random_mask", "eval", "features", "linear_eval",
+                                         "finetune"]
+    assert all(callable(kind.load()) for kind in stage_registry.STAGE_KINDS.values())
+    assert list(catalog.MASK_RULE_KINDS) == list(mask_rule_kinds.MASK_RULE_KINDS)
+    assert all(callable(mask_rule_kinds.mask_rule_function(kind)) for kind in catalog.MASK_RULE_KINDS)
     assert catalog.iterations_per_epoch(1347, 64) == 22
-    probe = ("import sys, workers.catalog, workers.data, workers.entry; "
+    probe = ("import sys, workers.catalog, workers.data, workers.entry, workers.stage_registry, "
+             "orchestrator.planner; "
              "sys.exit(int('torch' in sys.modules or 'sklearn' in sys.modules))")
     assert subprocess.run([sys.executable, "-c", probe], cwd=ROOT).returncode == 0

@@ -10,19 +10,63 @@
 - ``ARCHITECTURES``: name -> its keyword options and their defaults (``small_cnn``;
   ``resnet18`` and ``vgg19``, the CIFAR variants; ``resnet50`` and ``alexnet``, torchvision's);
 - ``CONVOLUTIONS``: name -> its number of convolutions (what a layer-wise rule may prune);
-- ``TASKS``: the training tasks;
+- ``TASKS``: the training tasks; ``SUBSET_TASKS``: those that read the labelled subset,
+  ``SUBSET_ONLY_TASKS``: those that train on it only (an epoch counts its images);
+- ``MASK_SOURCES``: the mask sources;
 - ``STAGE_KINDS`` and ``MASK_RULE_KINDS``: what a stage.json may ask for;
 - :func:`iterations_per_epoch`: optimizer steps per epoch (the last batch may be smaller).
 
-The test suite checks these lists against the real registries.
+The name lists are live views of the registries (:mod:`workers.mask_sources`,
+:mod:`workers.stage_registry`, :mod:`workers.mask_rule_kinds`, all torch-free), so a mask
+source registered at run time is listed too.
 """
 from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, overload
 
 from workers.data import DATASETS as _FIXED
 from workers.data import KINDS as _KINDS
 from workers.data import dataset_facts
 from workers.folders import SUBSET_KINDS, DataFolderError
+from workers.mask_rule_kinds import MASK_RULE_KINDS as _RULES
+from workers.mask_sources import MASK_SOURCES as _SOURCES
+from workers.mask_sources import TASKS as _TASKS
 from workers.schedule import iterations_per_epoch
+from workers.stage_registry import STAGE_KINDS as _STAGE_KINDS
+
+
+class _Names(Sequence[str]):
+    """The names of a registry, read when used (a tuple taken at import would miss later registrations)."""
+
+    def __init__(self, registry: Mapping[str, Any], only: Any = None):
+        self._registry, self._only = registry, only
+
+    def _names(self) -> tuple[str, ...]:
+        return tuple(n for n, v in self._registry.items() if self._only is None or self._only(v))
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[str]: ...
+    def __getitem__(self, index: int | slice) -> str | Sequence[str]:
+        return self._names()[index]
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names())
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names()
+
+    def __eq__(self, other: object) -> bool:
+        return tuple(self) == (tuple(other) if isinstance(other, Sequence) else other)
+
+    def __repr__(self) -> str:
+        return repr(self._names())
+
 
 DATASETS: dict[str, dict[str, int | None]] = {
     name: ({"num_classes": _FIXED[name].num_classes, "in_channels": _FIXED[name].in_channels,
@@ -38,10 +82,13 @@ ARCHITECTURES: dict[str, dict[str, object]] = {"small_cnn": {"width": 16}, "resn
                                                "resnet50": {}, "alexnet": {}}
 #: convolutions of each architecture (whatever its options), the bound of ``pruning.layers``.
 CONVOLUTIONS: dict[str, int] = {"small_cnn": 4, "resnet18": 20, "vgg19": 16, "resnet50": 53, "alexnet": 5}
-TASKS: tuple[str, ...] = ("labels", "rotnet", "exemplar", "s4l", "labels_10pct")
-STAGE_KINDS: tuple[str, ...] = ("dense", "rewind", "imp", "random_mask", "eval", "features", "linear_eval",
-                                 "finetune")
-MASK_RULE_KINDS: tuple[str, ...] = ("full", "prune_round", "one_shot", "given", "random", "adjusted_random")
+TASKS: Sequence[str] = _Names(_TASKS)
+SUBSET_TASKS: Sequence[str] = _Names(_TASKS, lambda task: task.label_subset)
+SUBSET_ONLY_TASKS: Sequence[str] = _Names(_TASKS, lambda task: task.subset_only)
+MASK_SOURCES: Sequence[str] = _Names(_SOURCES)
+STAGE_KINDS: Sequence[str] = _Names(_STAGE_KINDS)
+MASK_RULE_KINDS: Sequence[str] = _Names(_RULES)
 
-__all__ = ["DATASETS", "DATASET_OPTIONS", "SUBSET_KINDS", "DataFolderError", "dataset_facts", "ARCHITECTURES", "CONVOLUTIONS", "TASKS", "STAGE_KINDS", "MASK_RULE_KINDS",
-           "iterations_per_epoch"]
+__all__ = ["DATASETS", "DATASET_OPTIONS", "SUBSET_KINDS", "DataFolderError", "dataset_facts", "ARCHITECTURES",
+           "CONVOLUTIONS", "TASKS", "SUBSET_TASKS", "SUBSET_ONLY_TASKS", "MASK_SOURCES", "STAGE_KINDS",
+           "MASK_RULE_KINDS", "iterations_per_epoch"]

@@ -82,7 +82,8 @@ def run_stage(stage_dir: Path | str) -> dict:
 
 def _run_stage(stage_dir: Path) -> dict:
     from workers import distributed
-    from workers.stage_kinds import STAGE_KINDS, StageContext  # torch is imported only to run
+    from workers.stage_contract import StageContext
+    from workers.stage_registry import check_metrics, parse_config, stage_kind
 
     stage = read_stage(stage_dir)
     done, reason = distributed.broadcast_from_writer(verify_done(stage_dir))
@@ -95,17 +96,18 @@ def _run_stage(stage_dir: Path) -> dict:
             if reason != "not run" and writer:
                 log.warning("stage %s was damaged (%s): recomputing it", key, reason)
                 invalidate(stage_dir)
-            if kind not in STAGE_KINDS:
-                raise ValueError(f"stage {key}: unknown kind {kind!r}; known: {sorted(STAGE_KINDS)}")
+            registered = stage_kind(kind, key)
+            # parsed only now that the stage runs: a done stage of an older version is never re-read
+            config = parse_config(kind, key, stage.get("config") or {})
             ranks = distributed.current()
             log.info("stage %s (%s) starting%s", key, kind,
                      f" on {ranks.world_size} ranks" if ranks and writer else "")
             started = time.perf_counter()
             distributed.barrier()  # every rank past the invalidation before any reads
             deps = resolve_deps(stage_dir, stage.get("deps") or {})
-            context = StageContext(stage_dir=stage_dir, key=key, config=stage.get("config") or {},
-                                   deps=deps)
-            outcome = STAGE_KINDS[kind](context)
+            context = StageContext(stage_dir=stage_dir, key=key, config=config, deps=deps)
+            outcome = registered.load()(context)  # torch is imported only to run
+            check_metrics(registered.name, key, outcome.metrics)
             distributed.barrier()  # rank 0's artifacts are all written
             if writer:
                 atomic_write_json(stage_dir / METRICS_FILE, outcome.metrics)

@@ -218,6 +218,6 @@ def subset_positions(labels: list[int], kind: str, fraction: float, seed: int) -
         return sorted(p for c in chosen for p in members[c])
     quotas = _quotas([len(members[c]) for c in classes], fraction)
     picked: list[int] = []
-    for c, quota in zip(classes, quotas):
+    for c, quota in zip(classes, quotas, strict=True):
         picked += sorted(members[c], key=lambda p: _rank(seed, c, p))[:quota]
     return sorted(picked)

@@ -15,6 +15,7 @@ A rule is a dict with a ``kind``:
 - ``{"kind": "adjusted_random", "keep": {...}}``: as ``random``, but the weights of the
   ``previous`` (dense) stage's ``final.pt`` that are exactly zero are pruned first.
 
+Each kind is registered in :mod:`workers.mask_rule_kinds` (torch-free) with its function here.
 Any rule but ``full`` and ``given`` may carry ``"layers": n``: only the first ``n``
 convolutions are pruned (the layer-wise experiment); the other prunable weights are
 all kept and the counts (``keep``, ``fraction``) are over the pruned layers only.
@@ -30,6 +31,7 @@ import torch
 from torch import nn
 
 from workers.artifacts import DONE_FILE
+from workers.mask_rule_kinds import mask_rule_function
 from workers.pruning import (
     Mask,
     adjusted_random_mask,
@@ -47,7 +49,6 @@ from workers.training import save_state_dict
 
 MASK_FILE = "mask.pt"
 FINAL_FILE = "final.pt"
-MASK_RULE_KINDS = ("full", "prune_round", "one_shot", "given", "random", "adjusted_random")
 SCOPES = ("global",)
 
 
@@ -108,31 +109,48 @@ def derive_mask(rule: Mapping[str, Any], model: nn.Module, deps: Mapping[str, Pa
                 seed: int) -> Mask:
     """The mask ``rule`` gives for ``model`` from the (verified) dependency folders ``deps``."""
     kind = rule.get("kind") if isinstance(rule, Mapping) else None
-    if kind not in MASK_RULE_KINDS:
-        raise ValueError(f"unknown mask rule kind {kind!r}; known: {MASK_RULE_KINDS}")
-    if kind == "full":
-        return full_mask(model)
-    if kind == "given":
-        source = _dependency(deps, "mask", kind)
-        return check_mask(model, load_tensors(source / MASK_FILE))
+    return mask_rule_function(kind)(rule, model, deps, seed)
+
+
+def full_rule(rule: Mapping[str, Any], model: nn.Module, deps: Mapping[str, Path], seed: int) -> Mask:
+    """``full``: every prunable weight kept."""
+    return full_mask(model)
+
+
+def given_rule(rule: Mapping[str, Any], model: nn.Module, deps: Mapping[str, Path], seed: int) -> Mask:
+    """``given``: the ``mask`` dependency's ``mask.pt``."""
+    source = _dependency(deps, "mask", rule["kind"])
+    return check_mask(model, load_tensors(source / MASK_FILE))
+
+
+def prune_round_rule(rule: Mapping[str, Any], model: nn.Module, deps: Mapping[str, Path], seed: int) -> Mask:
+    """``prune_round``: one global magnitude round on the ``previous`` stage, from its mask."""
+    _check_scope(rule)
+    names = pruned_names(rule, model)
+    previous = _dependency(deps, "previous", rule["kind"])
+    weights = load_tensors(previous / FINAL_FILE)
+    start = previous_mask(model, previous)
+    pruned = prune_global_round(weights, {n: start[n] for n in names}, float(rule["rate"]))
+    return check_mask(model, {**start, **pruned})
+
+
+def one_shot_rule(rule: Mapping[str, Any], model: nn.Module, deps: Mapping[str, Path], seed: int) -> Mask:
+    """``one_shot``: the ``round(f*total)`` largest weights of the ``previous`` stage."""
+    _check_scope(rule)
+    names = pruned_names(rule, model)
+    previous = _dependency(deps, "previous", rule["kind"])
+    weights = load_tensors(previous / FINAL_FILE)
+    return check_mask(model, {**full_mask(model), **prune_one_shot(weights, float(rule["fraction"]), names=names)})
+
+
+def random_rule(rule: Mapping[str, Any], model: nn.Module, deps: Mapping[str, Path], seed: int) -> Mask:
+    """``random`` and ``adjusted_random``: a seeded draw of as many weights as ``keep`` says."""
     names = pruned_names(rule, model)
     mask = full_mask(model)
-    if kind == "prune_round":
-        _check_scope(rule)
-        previous = _dependency(deps, "previous", kind)
-        weights = load_tensors(previous / FINAL_FILE)
-        start = previous_mask(model, previous)
-        pruned = prune_global_round(weights, {n: start[n] for n in names}, float(rule["rate"]))
-        return check_mask(model, {**start, **pruned})
-    if kind == "one_shot":
-        _check_scope(rule)
-        previous = _dependency(deps, "previous", kind)
-        weights = load_tensors(previous / FINAL_FILE)
-        return check_mask(model, {**mask, **prune_one_shot(weights, float(rule["fraction"]), names=names)})
     _, total = count({n: mask[n] for n in names})
     keep_count = random_keep_count(rule.get("keep", {}), total)
-    if kind == "adjusted_random":
-        weights = load_tensors(_dependency(deps, "previous", kind) / FINAL_FILE)
+    if rule["kind"] == "adjusted_random":
+        weights = load_tensors(_dependency(deps, "previous", rule["kind"]) / FINAL_FILE)
         drawn = adjusted_random_mask(weights, names, keep_count, derive_seed(seed, "random_mask"))
     else:
         shapes = {n: mask[n].shape for n in names}

@@ -1,7 +1,8 @@
-"""The stage kinds: registry ``kind -> function(StageContext) -> StageOutcome``.
+"""The functions of the training stage kinds (``dense``, ``rewind``, ``imp``, ``random_mask``,
+``eval``): ``function(StageContext) -> StageOutcome``, registered in :mod:`workers.stage_registry`.
 
-Every kind reads its ``config`` (common keys: ``dataset``, ``arch``, ``task``,
-``recipe``, ``seed``) and its verified dependency folders, writes its artifacts
+Every kind reads its parsed ``config`` (:mod:`workers.stage_contract`) and its verified
+dependency folders, writes its artifacts
 atomically into the stage folder and returns their names and its metrics.
 :func:`workers.entry.run_stage` then writes ``metrics.json`` and ``DONE.json``.
 
@@ -12,62 +13,34 @@ and a random mask ``derive_seed(seed, "random_mask")``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from workers import transfer
-from workers.artifacts import CHECKPOINT_FILE
 from workers.data import DatasetSpec, dataset_spec, load_split
 from workers.mask_rules import FINAL_FILE, MASK_FILE, derive_mask, load_tensors, pruned_names, save_mask
+from workers.mask_sources import task_declaration
 from workers.models import build_model, redraw_head
 from workers.pruning import Mask, count, full_mask, prunable_names
 from workers.seeds import derive_seed
+from workers.stage_contract import (
+    EVAL_INITS,
+    DenseConfig,
+    EvalConfig,
+    ImpConfig,
+    NetworkConfig,
+    RandomMaskConfig,
+    RewindConfig,
+    StageContext,
+    StageOutcome,
+)
 from workers.tasks import Task, evaluate_accuracy, get_task
 from workers.training import cpu_state_dict, pick_device, rewind_file, save_state_dict, train
 
 log = logging.getLogger(__name__)
-
-EVAL_INITS = ("winning_ticket", "reinit")
-
-
-@dataclass(frozen=True)
-class StageContext:
-    """What a stage kind gets: its folder, key, config and dependency folders (verified)."""
-
-    stage_dir: Path
-    key: str
-    config: Mapping[str, Any]
-    deps: Mapping[str, Path] = field(default_factory=dict)
-
-    def require(self, name: str) -> Any:
-        """The config value ``name``; ``ValueError`` naming the stage if it is missing."""
-        if name not in self.config:
-            raise ValueError(f"stage {self.key}: config lacks {name!r}")
-        return self.config[name]
-
-    def dep(self, role: str) -> Path:
-        """The folder of dependency ``role``; ``ValueError`` if the stage has none."""
-        if role not in self.deps:
-            raise ValueError(f"stage {self.key}: needs a {role!r} dependency, has {sorted(self.deps)}")
-        return self.deps[role]
-
-    @property
-    def checkpoint(self) -> Path:
-        """Where this stage's training checkpoints."""
-        return self.stage_dir / CHECKPOINT_FILE
-
-
-@dataclass(frozen=True)
-class StageOutcome:
-    """Artifacts a stage wrote (names in its folder) and its metrics."""
-
-    files: list[str]
-    metrics: dict[str, Any]
 
 
 def mask_metrics(mask: Mapping[str, torch.Tensor], names: list[str] | None = None) -> dict[str, Any]:
@@ -86,20 +59,21 @@ def zero_fraction(model: nn.Module) -> float:
     return zeros / total if total else 0.0
 
 
-def _dataset_and_task(ctx: StageContext, task_name: str) -> tuple[DatasetSpec, Task]:
-    return dataset_spec(ctx.require("dataset")), get_task(task_name)
+def _dataset_and_task(ctx: StageContext[NetworkConfig], task_name: str) -> tuple[DatasetSpec, Task]:
+    return dataset_spec(ctx.config.dataset), get_task(task_name)
 
 
-def _model_for(ctx: StageContext, spec: DatasetSpec, task: Task, seed: int) -> nn.Module:
-    return build_model(ctx.require("arch"), task.num_outputs(spec), spec.in_channels, seed)
+def _model_for(ctx: StageContext[NetworkConfig], spec: DatasetSpec, task: Task, seed: int) -> nn.Module:
+    return build_model(ctx.config.arch, task.num_outputs(spec), spec.in_channels, seed)
 
 
-def _train_and_measure(ctx: StageContext, model: nn.Module, spec: DatasetSpec, task: Task,
-                       mask: Mask | None, **train_options: Any) -> tuple[dict[str, Any], float]:
+def _train_and_measure(ctx: StageContext[DenseConfig | ImpConfig | EvalConfig], model: nn.Module,
+                       spec: DatasetSpec, task: Task, mask: Mask | None,
+                       **train_options: Any) -> tuple[dict[str, Any], float]:
     """Train on the stage's recipe and data order seed; save ``final.pt``; return metrics, accuracy."""
-    seed = int(ctx.require("seed"))
+    seed = ctx.config.seed
     data = training_data(ctx, task)
-    result = train(model, task, data, ctx.require("recipe"), seed, mask=mask,
+    result = train(model, task, data, ctx.config.recipe, seed, mask=mask,
                    checkpoint_path=ctx.checkpoint, **train_options)
     wall_time = result.seconds  # over every attempt, up to the checkpoint each resumed from
     accuracy = evaluate_accuracy(model, task, data.test_images, data.test_labels)
@@ -110,9 +84,10 @@ def _train_and_measure(ctx: StageContext, model: nn.Module, spec: DatasetSpec, t
             "wall_time_s": round(wall_time, 3)}, accuracy
 
 
-def training_data(ctx: StageContext, task: Task):
+def training_data(ctx: StageContext[NetworkConfig], task: Task):
     """The stage's dataset on the training device, prepared for ``task`` (its labelled subset)."""
-    return task.prepare(load_split(ctx.require("dataset"), pick_device()), ctx.config.get("task_options") or {})
+    options = getattr(ctx.config, "task_options", None) or {}  # an eval trains on labels, which need none
+    return task.prepare(load_split(ctx.config.dataset, pick_device()), options)
 
 
 def _task_accuracy_metrics(task: Task, accuracy: float) -> dict[str, Any]:
@@ -122,11 +97,11 @@ def _task_accuracy_metrics(task: Task, accuracy: float) -> dict[str, Any]:
     return metrics
 
 
-def run_dense(ctx: StageContext) -> StageOutcome:
+def run_dense(ctx: StageContext[DenseConfig]) -> StageOutcome:
     """Train a dense model on ``task`` from ``seed``, capturing ``rewind_<k>.pt`` for each k."""
-    spec, task = _dataset_and_task(ctx, ctx.require("task"))
-    model = _model_for(ctx, spec, task, int(ctx.require("seed")))
-    captures = sorted({int(k) for k in ctx.config.get("capture_iterations", [])})
+    spec, task = _dataset_and_task(ctx, ctx.config.task)
+    model = _model_for(ctx, spec, task, ctx.config.seed)
+    captures = sorted(set(ctx.config.capture_iterations))
     run, accuracy = _train_and_measure(ctx, model, spec, task, None,
                                        capture_iterations=captures, capture_dir=ctx.stage_dir)
     metrics = {**_task_accuracy_metrics(task, accuracy), **mask_metrics(full_mask(model)),
@@ -134,14 +109,14 @@ def run_dense(ctx: StageContext) -> StageOutcome:
     return StageOutcome([FINAL_FILE, *(rewind_file(k) for k in captures)], metrics)
 
 
-def run_rewind(ctx: StageContext) -> StageOutcome:
+def run_rewind(ctx: StageContext[RewindConfig]) -> StageOutcome:
     """Replay the dense training of the same config for exactly ``rewind_iteration`` steps."""
-    spec, task = _dataset_and_task(ctx, ctx.require("task"))
-    seed = int(ctx.require("seed"))
-    k = int(ctx.require("rewind_iteration"))
+    spec, task = _dataset_and_task(ctx, ctx.config.task)
+    seed = ctx.config.seed
+    k = ctx.config.rewind_iteration
     model = _model_for(ctx, spec, task, seed)
     data = training_data(ctx, task)
-    train(model, task, data, ctx.require("recipe"), seed, checkpoint_path=ctx.checkpoint,
+    train(model, task, data, ctx.config.recipe, seed, checkpoint_path=ctx.checkpoint,
           capture_iterations=[k], capture_dir=ctx.stage_dir, stop_at_iteration=k)
     return StageOutcome([rewind_file(k)], {"iteration": k})
 
@@ -154,13 +129,13 @@ def load_rewind_weights(rewind_dir: Path, iteration: int) -> dict[str, torch.Ten
     return load_tensors(path)
 
 
-def run_imp(ctx: StageContext) -> StageOutcome:
+def run_imp(ctx: StageContext[ImpConfig]) -> StageOutcome:
     """One IMP level: mask from ``mask_rule``, weights rewound to W_k * mask, masked training."""
-    spec, task = _dataset_and_task(ctx, ctx.require("task"))
-    seed = int(ctx.require("seed"))
+    spec, task = _dataset_and_task(ctx, ctx.config.task)
+    seed = ctx.config.seed
     model = _model_for(ctx, spec, task, seed)
-    mask = derive_mask(ctx.require("mask_rule"), model, ctx.deps, seed)
-    model.load_state_dict(load_rewind_weights(ctx.dep("rewind"), int(ctx.require("rewind_iteration"))))
+    mask = derive_mask(ctx.config.mask_rule, model, ctx.deps, seed)
+    model.load_state_dict(load_rewind_weights(ctx.dep("rewind"), ctx.config.rewind_iteration))
     save_mask(ctx.stage_dir / MASK_FILE, mask)
     run, accuracy = _train_and_measure(ctx, model, spec, task, mask)
     metrics = {**_task_accuracy_metrics(task, accuracy), **mask_metrics(mask, _layer_names(ctx, model)),
@@ -168,39 +143,39 @@ def run_imp(ctx: StageContext) -> StageOutcome:
     return StageOutcome([MASK_FILE, FINAL_FILE], metrics)
 
 
-def run_random_mask(ctx: StageContext) -> StageOutcome:
+def run_random_mask(ctx: StageContext[RandomMaskConfig]) -> StageOutcome:
     """Draw a random mask (``mask_rule`` of kind ``random``) for the architecture."""
-    rule = ctx.require("mask_rule")
-    if rule.get("kind") not in ("random", "adjusted_random"):
-        raise ValueError(f"stage {ctx.key}: random_mask needs a mask_rule of kind 'random' or "
-                         f"'adjusted_random', got {rule.get('kind')!r}")
-    spec, task = _dataset_and_task(ctx, ctx.config.get("task", "labels"))
-    seed = int(ctx.require("seed"))
+    rule = ctx.config.mask_rule  # of kind random or adjusted_random (the contract checks)
+    spec, task = _dataset_and_task(ctx, ctx.config.task)
+    seed = ctx.config.seed
     model = _model_for(ctx, spec, task, seed)
     mask = derive_mask(rule, model, ctx.deps, seed)
     save_mask(ctx.stage_dir / MASK_FILE, mask)
     return StageOutcome([MASK_FILE], mask_metrics(mask, _layer_names(ctx, model)))
 
 
-def _layer_names(ctx: StageContext, model: nn.Module) -> list[str]:
+def _layer_names(ctx: StageContext[ImpConfig | RandomMaskConfig | EvalConfig], model: nn.Module) -> list[str]:
     """The weights the stage's mask rule prunes (every prunable one unless it is layer-wise)."""
-    rule = ctx.config.get("mask_rule") or {}
-    layers = ctx.config.get("pruned_layers", rule.get("layers"))
+    rule = ctx.config.mask_rule
+    layers = getattr(ctx.config, "pruned_layers", None)  # a layer-wise eval says it; imp's rule does
+    if layers is None:
+        layers = rule.get("layers")
     return pruned_names({"layers": layers}, model)
 
 
-def ticket_model(ctx: StageContext, spec: DatasetSpec, labels: Task) -> nn.Module:
+def ticket_model(ctx: StageContext[EvalConfig], spec: DatasetSpec, labels: Task) -> nn.Module:
     """The labels model an eval stage starts from, before masking (see :func:`run_eval`)."""
-    seed = int(ctx.require("seed"))
-    init = ctx.require("init")
+    seed = ctx.config.seed
+    init = ctx.config.init
     if init == "reinit":
         return _model_for(ctx, spec, labels, derive_seed(seed, "reinit"))
     if init != "winning_ticket":
         raise ValueError(f"stage {ctx.key}: init must be one of {EVAL_INITS}, got {init!r}")
     model = _model_for(ctx, spec, labels, seed)
-    weights = load_rewind_weights(ctx.dep("rewind"), int(ctx.require("rewind_iteration")))
-    source_task = ctx.config.get("source_task", "labels")
-    if get_task(source_task).label_head:
+    if ctx.config.rewind_iteration is None:
+        raise ValueError(f"stage {ctx.key}: init winning_ticket needs config.rewind_iteration")
+    weights = load_rewind_weights(ctx.dep("rewind"), ctx.config.rewind_iteration)
+    if task_declaration(ctx.config.source_task).label_head:
         model.load_state_dict(weights)
         return model
     body = {name: tensor for name, tensor in weights.items() if not name.startswith("head.")}
@@ -212,7 +187,7 @@ def ticket_model(ctx: StageContext, spec: DatasetSpec, labels: Task) -> nn.Modul
     return model
 
 
-def run_eval(ctx: StageContext) -> StageOutcome:
+def run_eval(ctx: StageContext[EvalConfig]) -> StageOutcome:
     """Train a masked labels model from a winning ticket or a re-initialisation; report top-1.
 
     ``init: winning_ticket`` loads ``rewind_<k>.pt`` of the ``rewind`` dependency: the
@@ -222,20 +197,8 @@ def run_eval(ctx: StageContext) -> StageOutcome:
     """
     spec, labels = _dataset_and_task(ctx, "labels")
     model = ticket_model(ctx, spec, labels)
-    mask = derive_mask(ctx.require("mask_rule"), model, ctx.deps, int(ctx.require("seed")))
+    mask = derive_mask(ctx.config.mask_rule, model, ctx.deps, ctx.config.seed)
     save_mask(ctx.stage_dir / MASK_FILE, mask)
     run, accuracy = _train_and_measure(ctx, model, spec, labels, mask)
     metrics = {"top1": accuracy, "test_top1": accuracy, **mask_metrics(mask, _layer_names(ctx, model)), **run}
     return StageOutcome([MASK_FILE, FINAL_FILE], metrics)
-
-
-STAGE_KINDS: dict[str, Callable[[StageContext], StageOutcome]] = {
-    "features": transfer.run_features,
-    "linear_eval": transfer.run_linear_eval,
-    "finetune": transfer.run_finetune,
-    "dense": run_dense,
-    "rewind": run_rewind,
-    "imp": run_imp,
-    "random_mask": run_random_mask,
-    "eval": run_eval,
-}

@@ -10,11 +10,13 @@
 - ``s4l``: RotNet on every image plus the labels loss on the unrotated images of the
   labelled subset; the head holds the 4 rotation logits then the class logits.
 
-A task gives its number of outputs for a dataset, turns a batch of images and labels
-into ``(inputs, targets)``, scores the batch with its ``loss`` (cross-entropy unless the
-task says otherwise) and counts correct predictions with ``score`` (used on the test
-split). ``prepare`` adapts the training split to the task (the labelled subset) from the
-stage's ``task_options``.
+Each task is declared (torch-free) by the mask-source module that trains on it
+(:mod:`workers.mask_sources`), pointing at its implementation here. A task gives its
+number of outputs for a dataset, turns a batch of images and labels into
+``(inputs, targets)``, scores the batch with its ``loss`` (cross-entropy unless the task
+says otherwise) and counts correct predictions with ``score`` (used on the test split).
+``prepare`` adapts the training split to the task (the labelled subset) from the stage's
+``task_options``.
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ from workers.augment import color_jitter
 from workers.data import DatasetSpec, DataSplit
 from workers.image_folder import eval_batches
 from workers.label_subset import subset_indices
+from workers.mask_sources import task_declaration
 
 ROTATIONS = 4
 EXEMPLAR_DIM = 128
@@ -62,11 +65,14 @@ class Task:
     score: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, int]] = _argmax_score
     #: ``prepare(split, task_options)`` -> the split this task trains on.
     prepare: Callable[[DataSplit, Mapping[str, Any]], DataSplit] = _keep_split
-    #: whether the head predicts the dataset's classes (a winning ticket then keeps it).
-    label_head: bool = False
     #: whether ``make_batch`` draws random numbers (from torch's global generators); training
     #: then seeds them from the stage's seed and the step, so a resumed run repeats the draws.
     random_batches: bool = False
+
+    @property
+    def label_head(self) -> bool:
+        """Whether the head predicts the dataset's classes (declared with the task)."""
+        return task_declaration(self.name).label_head
 
 
 def _labels_batch(images: torch.Tensor, labels: torch.Tensor) -> Batch:
@@ -197,25 +203,22 @@ def _exemplar_score(outputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch
     return (distances.argmin(dim=1) == own).sum(), distances.shape[0]
 
 
-TASKS: dict[str, Task] = {
-    "labels": Task("labels", lambda spec: spec.num_classes, _labels_batch, label_head=True),
-    "rotnet": Task("rotnet", lambda spec: ROTATIONS, _rotnet_batch),
-    "exemplar": Task("exemplar", lambda spec: EXEMPLAR_DIM, _exemplar_batch, loss=_exemplar_loss,
-                     score=_exemplar_score, random_batches=True),
-    "labels_10pct": Task("labels_10pct", lambda spec: spec.num_classes, _labels_batch,
-                         prepare=_only_subset, label_head=True),
-    "s4l": Task("s4l", lambda spec: ROTATIONS + spec.num_classes, _s4l_batch, loss=_s4l_loss,
-                score=_s4l_score, prepare=_hide_labels_outside_subset),
-}
-#: tasks whose training reads ``task_options.label_subset``.
-SUBSET_TASKS = ("labels_10pct", "s4l")
+LABELS = Task("labels", lambda spec: spec.num_classes, _labels_batch)
+ROTNET = Task("rotnet", lambda spec: ROTATIONS, _rotnet_batch)
+EXEMPLAR = Task("exemplar", lambda spec: EXEMPLAR_DIM, _exemplar_batch, loss=_exemplar_loss,
+                score=_exemplar_score, random_batches=True)
+LABELS_10PCT = Task("labels_10pct", lambda spec: spec.num_classes, _labels_batch, prepare=_only_subset)
+S4L = Task("s4l", lambda spec: ROTATIONS + spec.num_classes, _s4l_batch, loss=_s4l_loss, score=_s4l_score,
+           prepare=_hide_labels_outside_subset)
 
 
 def get_task(name: str) -> Task:
-    """Look up a task by name; ``ValueError`` naming the known tasks if unknown."""
-    if name not in TASKS:
-        raise ValueError(f"unknown task {name!r}; known: {sorted(TASKS)}")
-    return TASKS[name]
+    """The implementation of a registered task (:mod:`workers.mask_sources` registers them);
+    ``ValueError`` naming the known tasks if unknown."""
+    task = task_declaration(name).load()
+    if not isinstance(task, Task) or task.name != name:
+        raise ValueError(f"task {name!r}: its implementation is not a Task named {name!r}: {task!r}")
+    return task
 
 
 @torch.no_grad()
@@ -227,7 +230,8 @@ def evaluate_accuracy(model: torch.nn.Module, task: Task, images: torch.Tensor,
     correct = torch.zeros((), dtype=torch.int64, device=images.device)
     seen = 0
     try:
-        for start, batch in zip(range(0, images.shape[0], batch_size), eval_batches(images, batch_size)):
+        for start, batch in zip(range(0, images.shape[0], batch_size), eval_batches(images, batch_size),
+                                strict=True):
             inputs, targets = task.make_batch(batch, labels[start:start + batch_size])
             hits, n = task.score(model(inputs), targets)
             correct += hits

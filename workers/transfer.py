@@ -1,4 +1,6 @@
-"""Transfer evaluations of a pruned pretext-trained network on a target dataset.
+"""Transfer evaluations of a pruned pretext-trained network on a target dataset: the
+functions of the ``features``, ``linear_eval`` and ``finetune`` stage kinds
+(registered in :mod:`workers.stage_registry`).
 
 - ``features``: the network of the ``model`` dependency (its ``final.pt``, pruned weights
   already zero) embeds the target's train and test images; the pooled features (the input
@@ -15,7 +17,6 @@
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -23,44 +24,52 @@ from typing import Any
 import torch
 from torch import nn
 
+from workers.artifacts import METRICS_FILE
 from workers.data import DataSplit, dataset_spec, load_split
 from workers.image_folder import eval_batches
 from workers.mask_rules import FINAL_FILE, MASK_FILE, load_tensors, previous_mask, pruned_names, save_mask
 from workers.models import build_model, redraw_head
 from workers.pruning import check_mask, count, prune_one_shot
 from workers.seeds import derive_seed
+from workers.stage_contract import (
+    FeaturesConfig,
+    FeaturesMetrics,
+    FinetuneConfig,
+    LinearEvalConfig,
+    StageContext,
+    StageOutcome,
+)
 from workers.tasks import evaluate_accuracy, get_task
 from workers.training import cpu_state_dict, pick_device, save_state_dict, train
 
 FEATURES_FILE = "features.pt"
-METRICS_FILE = "metrics.json"
 
 
-def _source_model(ctx, seed: int) -> nn.Module:
+def _source_model(ctx: StageContext[FeaturesConfig | FinetuneConfig], seed: int) -> nn.Module:
     """The pretext network of the ``model`` dependency with its trained weights."""
-    source = dataset_spec(ctx.require("dataset"))
-    task = get_task(ctx.require("task"))
-    model = build_model(ctx.require("arch"), task.num_outputs(source), source.in_channels, seed)
+    source = dataset_spec(ctx.config.dataset)
+    task = get_task(ctx.config.task)
+    model = build_model(ctx.config.arch, task.num_outputs(source), source.in_channels, seed)
     model.load_state_dict(load_tensors(ctx.dep("model") / FINAL_FILE))
     return model
 
 
-def _target_split(ctx) -> tuple[Any, DataSplit]:
-    source = dataset_spec(ctx.require("dataset"))
-    target = dataset_spec(ctx.require("target"))
+def _target_split(ctx: StageContext[FeaturesConfig | FinetuneConfig]) -> tuple[Any, DataSplit]:
+    source = dataset_spec(ctx.config.dataset)
+    target = dataset_spec(ctx.config.target)
     if target.in_channels != source.in_channels:
         raise ValueError(f"stage {ctx.key}: target {target.name} has {target.in_channels} channels, the network "
                          f"was trained on {source.in_channels}")
-    return target, load_split(ctx.require("target"), pick_device())
+    return target, load_split(ctx.config.target, pick_device())
 
 
-def _dep_metrics(path: Path) -> dict:
-    return json.loads((Path(path) / METRICS_FILE).read_text())
+def _features_metrics(path: Path) -> FeaturesMetrics:
+    """The metrics of a (done) features stage, read with its kind's model."""
+    return FeaturesMetrics.model_validate_json((Path(path) / METRICS_FILE).read_text())
 
 
-def _pruning_metrics(ctx, mask: dict, model: nn.Module) -> dict:
-    layers = ctx.config.get("pruned_layers")
-    names = pruned_names({"layers": layers}, model)
+def _pruning_metrics(ctx: StageContext[FeaturesConfig | FinetuneConfig], mask: dict, model: nn.Module) -> dict:
+    names = pruned_names({"layers": ctx.config.pruned_layers}, model)
     kept, total = count({n: mask[n] for n in names})
     return {"kept": kept, "total": total, "fraction_remaining": kept / total if total else 1.0}
 
@@ -79,11 +88,9 @@ def pooled_features(model: nn.Module, images: torch.Tensor, batch_size: int = 10
     return torch.cat(captured).flatten(1)
 
 
-def run_features(ctx) -> Any:
+def run_features(ctx: StageContext[FeaturesConfig]) -> StageOutcome:
     """Extract and cache the pooled features of the target's train and test images."""
-    from workers.stage_kinds import StageOutcome
-
-    seed = int(ctx.require("seed"))
+    seed = ctx.config.seed
     model = _source_model(ctx, seed)
     mask = previous_mask(model, ctx.dep("model"))
     _, data = _target_split(ctx)
@@ -113,66 +120,63 @@ def mean_average_precision(scores: torch.Tensor, labels: torch.Tensor) -> float:
     return sum(aps) / len(aps) if aps else 0.0
 
 
-def run_linear_eval(ctx) -> Any:
+def run_linear_eval(ctx: StageContext[LinearEvalConfig]) -> StageOutcome:
     """Train a linear classifier on the cached features; report top-1 or mAP on the test features."""
-    from workers.stage_kinds import StageOutcome
-
-    seed = int(ctx.require("seed"))
-    metric = ctx.config.get("metric", "top1")
+    seed = ctx.config.seed
+    metric = ctx.config.metric
     cached = load_tensors(ctx.dep("features") / FEATURES_FILE)
     train_x, test_x = cached["train_features"], cached["test_features"]
     mean, std = train_x.mean(dim=0), train_x.std(dim=0).clamp(min=1e-6)
     # the (N, D) features stand in for images: the training loop only indexes and feeds them
     data = DataSplit((train_x - mean) / std, cached["train_labels"], (test_x - mean) / std, cached["test_labels"])
-    num_classes = dataset_spec(ctx.require("target")).num_classes
+    num_classes = dataset_spec(ctx.config.target).num_classes
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(seed, "linear"))
         classifier = nn.Sequential()
         classifier.add_module("head", nn.Linear(train_x.shape[1], num_classes))
     labels = get_task("labels")
-    result = train(classifier, labels, data, ctx.require("recipe"), seed, checkpoint_path=ctx.checkpoint)
+    result = train(classifier, labels, data, ctx.config.recipe, seed, checkpoint_path=ctx.checkpoint)
     device = pick_device()
     test_x, test_y = data.test_images.to(device), data.test_labels.to(device)
     top1 = evaluate_accuracy(classifier, labels, test_x, test_y)
     with torch.no_grad():
         classifier.eval()
         value = top1 if metric == "top1" else mean_average_precision(classifier(test_x), test_y)
-    features_metrics = _dep_metrics(ctx.dep("features"))
-    metrics = {"top1": value, "metric": metric, "test_top1": top1, "eval_dataset": ctx.require("target")["name"],
-               **{k: features_metrics[k] for k in ("kept", "total", "fraction_remaining")},
+    features_metrics = _features_metrics(ctx.dep("features"))
+    metrics = {"top1": value, "metric": metric, "test_top1": top1, "eval_dataset": ctx.config.target["name"],
+               "kept": features_metrics.kept, "total": features_metrics.total,
+               "fraction_remaining": features_metrics.fraction_remaining,
                "epochs": result.epochs, "iterations": result.iterations,
                "wall_time_s": round(result.seconds, 3)}
     return StageOutcome([], metrics)
 
 
-def _finetune_model(ctx, seed: int, num_classes: int) -> nn.Module:
+def _finetune_model(ctx: StageContext[FinetuneConfig], seed: int, num_classes: int) -> nn.Module:
     """The pretext network's body with a fresh head of ``num_classes`` outputs."""
-    source = dataset_spec(ctx.require("dataset"))
+    source = dataset_spec(ctx.config.dataset)
     pretext = _source_model(ctx, seed)
-    model = build_model(ctx.require("arch"), num_classes, source.in_channels, seed)
+    model = build_model(ctx.config.arch, num_classes, source.in_channels, seed)
     body = {name: tensor for name, tensor in pretext.state_dict().items() if not name.startswith("head.")}
     model.load_state_dict(body, strict=False)
     redraw_head(model, derive_seed(seed, "transfer_head"))
     return model
 
 
-def run_finetune(ctx) -> Any:
+def run_finetune(ctx: StageContext[FinetuneConfig]) -> StageOutcome:
     """Fine-tune the pruned network (``mode: pruned``) or prune during fine-tuning (``prune_during``)."""
-    from workers.stage_kinds import StageOutcome
-
-    seed = int(ctx.require("seed"))
-    mode = ctx.config.get("mode", "pruned")
+    seed = ctx.config.seed
+    mode = ctx.config.mode
     target, data = _target_split(ctx)
     model = _finetune_model(ctx, seed, target.num_classes)
     labels = get_task("labels")
-    recipe = ctx.require("recipe")
+    recipe = ctx.config.recipe
     if mode == "pruned":
         mask = previous_mask(model, ctx.dep("model"))
         result = train(model, labels, data, recipe, seed, mask=mask, checkpoint_path=ctx.checkpoint)
         epochs, seconds = result.epochs, result.seconds
     elif mode == "prune_during":
         kept_as = check_mask(model, load_tensors(ctx.dep("mask") / MASK_FILE))
-        names = pruned_names({"layers": ctx.config.get("pruned_layers")}, model)
+        names = pruned_names({"layers": ctx.config.pruned_layers}, model)
         kept, total = count({n: kept_as[n] for n in names})
         dense_phase = ctx.stage_dir / "finetune_dense.pt"
         first = train(model, labels, data, recipe, seed, checkpoint_path=ctx.stage_dir / "checkpoint_dense.pt")

@@ -1,0 +1,87 @@
+"""The registry of stage kinds: kind -> its function (``"module:function"``), config model
+and metrics model (:mod:`workers.stage_contract`). Torch-free: the function's module is
+imported only when a stage of that kind runs.
+"""
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from workers import stage_contract as contract
+
+
+@dataclass(frozen=True)
+class StageKind:
+    """One stage kind: what runs it, what it reads and what it reports."""
+
+    name: str
+    #: ``"module:function"``; the function takes a StageContext and returns a StageOutcome.
+    function: str
+    config: type[contract.StageConfig]
+    metrics: type[contract.StageMetrics]
+
+    def load(self) -> Callable[[contract.StageContext], contract.StageOutcome]:
+        """The kind's function (imports its module, and so torch)."""
+        module, _, name = self.function.partition(":")
+        return getattr(importlib.import_module(module), name)
+
+
+STAGE_KINDS: dict[str, StageKind] = {
+    kind.name: kind
+    for kind in (
+        StageKind("dense", "workers.stage_kinds:run_dense", contract.DenseConfig, contract.TrainedMetrics),
+        StageKind("rewind", "workers.stage_kinds:run_rewind", contract.RewindConfig, contract.RewindMetrics),
+        StageKind("imp", "workers.stage_kinds:run_imp", contract.ImpConfig, contract.TrainedMetrics),
+        StageKind("random_mask", "workers.stage_kinds:run_random_mask", contract.RandomMaskConfig,
+                  contract.RandomMaskMetrics),
+        StageKind("eval", "workers.stage_kinds:run_eval", contract.EvalConfig, contract.EvalMetrics),
+        StageKind("features", "workers.transfer:run_features", contract.FeaturesConfig, contract.FeaturesMetrics),
+        StageKind("linear_eval", "workers.transfer:run_linear_eval", contract.LinearEvalConfig,
+                  contract.LinearEvalMetrics),
+        StageKind("finetune", "workers.transfer:run_finetune", contract.FinetuneConfig, contract.FinetuneMetrics),
+    )
+}
+
+
+class StageContractError(ValueError):
+    """A stage.json config or a kind's metrics that break the kind's contract."""
+
+
+def register_stage_kind(kind: StageKind) -> None:
+    """Register a stage kind (the same one twice is harmless, another under a taken name is not)."""
+    if STAGE_KINDS.get(kind.name, kind) != kind:
+        raise ValueError(f"stage kind {kind.name!r} is already registered as {STAGE_KINDS[kind.name]}")
+    STAGE_KINDS[kind.name] = kind
+
+
+def stage_kind(kind: Any, key: str) -> StageKind:
+    """The registered kind ``kind`` of stage ``key``; ``ValueError`` naming the known kinds."""
+    if kind not in STAGE_KINDS:
+        raise StageContractError(f"stage {key}: unknown kind {kind!r}; known: {sorted(STAGE_KINDS)}")
+    return STAGE_KINDS[kind]
+
+
+def _problems(error: ValidationError, where: str) -> str:
+    return "; ".join(f"{where}.{'.'.join(str(p) for p in item['loc'])}: {item['msg']}" if item["loc"]
+                     else f"{where}: {item['msg']}" for item in error.errors())
+
+
+def parse_config(kind: Any, key: str, config: Mapping[str, Any]) -> Any:
+    """The config of stage ``key`` parsed with its kind's model; :class:`StageContractError`
+    naming the stage, each key path and the problem otherwise."""
+    try:
+        return stage_kind(kind, key).config.model_validate(dict(config))
+    except ValidationError as error:
+        raise StageContractError(f"stage {key} ({kind}): {_problems(error, 'config')}") from None
+
+
+def check_metrics(kind: str, key: str, metrics: Mapping[str, Any]) -> contract.StageMetrics:
+    """``metrics`` checked against the kind's metrics model (a broken kind fails, naming the key)."""
+    try:
+        return stage_kind(kind, key).metrics.model_validate(dict(metrics))
+    except ValidationError as error:
+        raise StageContractError(f"stage {key} ({kind}): {_problems(error, 'metrics')}") from None
