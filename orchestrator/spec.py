@@ -601,12 +601,13 @@ class SweepSpec(_Strict):
         if self.pruning.layers is not None and self.pruning.layers > convolutions:
             raise _KeyedError(("pruning", "layers"), f"{self.arch.name} has {convolutions} convolutions: "
                                                      f"layers must be in 1..{convolutions}, got {self.pruning.layers}")
-        if "labels_10pct" in self.tasks and self.labelled_subset_size() is None:
+        subset_only = [task for task in self.tasks if task in catalog.SUBSET_ONLY_TASKS]
+        if subset_only and self.labelled_subset_size() is None:
             for i, point in enumerate(self.rewind_points):
                 if point.unit == "ep" and point.amount:
                     raise _KeyedError(("rewind", i), f"the size of label_subset (kind 'classes') of {self.dataset.name} "
-                                                     "is only known once its data is read: give labels_10pct rewinding "
-                                                     "points in iterations ('<n>it')")
+                                                     f"is only known once its data is read: give {', '.join(subset_only)} "
+                                                     "rewinding points in iterations ('<n>it')")
         return self
 
     @model_validator(mode="after")
@@ -677,7 +678,7 @@ class SweepSpec(_Strict):
     def iterations_per_epoch(self, task: str) -> int:
         """Optimizer steps per epoch of a task's recipe on this dataset."""
         train_size = self.dataset.facts["train_size"]
-        if task == "labels_10pct":  # trains on the labelled subset only
+        if task in catalog.SUBSET_ONLY_TASKS:  # trains on the labelled subset only
             # where its size is unknown (validation then allows rewinding in steps only) the expected one stands in
             train_size = self.labelled_subset_size() or max(1, round(self.label_subset.fraction * train_size))
         return catalog.iterations_per_epoch(train_size, self.recipes[task].batch_size)
