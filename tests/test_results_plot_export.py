@@ -7,10 +7,9 @@ from functools import partial
 import matplotlib.image
 import pandas as pd
 import pytest
-
-import results
 from conftest import results_row
 
+import results
 
 make_row = partial(results_row, sweep="digits-imp")
 
