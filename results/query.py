@@ -199,15 +199,15 @@ def grouping(df: pd.DataFrame, by: Sequence[str] | None = None) -> list[str]:
     by = [str(column) for column in by]
     allowed = [str(c) for c in df.columns if c not in _SUMMARIZED]
     if not by:
-        raise ValueError(f"group by: no column given; allowed columns: {', '.join(allowed)}")
+        raise ValueError(f"no column given; allowed columns: {', '.join(allowed)}")
     for column in by:
         if column in _SUMMARIZED:
-            raise ValueError(f"group by {column!r}: it is what is summarized; allowed columns: {', '.join(allowed)}")
+            raise ValueError(f"{column!r} is what is summarized, not a grouping; allowed columns: {', '.join(allowed)}")
         if column not in df.columns:
-            raise ValueError(f"group by: unknown column {column!r}; allowed columns: {', '.join(allowed)}")
+            raise ValueError(f"unknown column {column!r}; allowed columns: {', '.join(allowed)}")
     repeated = sorted({column for column in by if by.count(column) > 1})
     if repeated:
-        raise ValueError(f"group by: column {repeated[0]!r} given twice")
+        raise ValueError(f"column {repeated[0]!r} given twice")
     return by
 
 
