@@ -22,7 +22,9 @@ TEST = "paired t-test, two-sided"
 #: Differences that span less than this are equal: float noise (0.9 - 0.7 vs 0.8 - 0.6), not spread.
 _NO_SPREAD = 1e-12
 #: The columns of :func:`compare`'s result after the setting columns.
-COMPARE_STATS: tuple[str, ...] = ("top1_a", "top1_b", "diff", "diff_se", "n", "t", "p", "significant")
+COMPARE_STATS: tuple[str, ...] = (
+    "top1_a", "top1_b", "diff", "diff_se", "n", "t", "p", "significant", "measured_fraction",
+)
 
 
 def parse_compare(text: str) -> tuple[str, str, str]:
@@ -55,8 +57,9 @@ def compare(df: pd.DataFrame, column: str, a: str, b: str, by: Sequence[str] | N
     one seed is paired, sorted as :func:`summarize` sorts: ``top1_a`` / ``top1_b`` (the
     two sides' means over the paired seeds), ``diff`` (mean of ``a - b``), ``diff_se``
     (its standard error: sample standard deviation / sqrt(n)), ``n`` (pairs), ``t`` and
-    ``p`` (the two-sided paired t-test, ``scipy.stats.ttest_rel``) and ``significant``
-    (``p < alpha``). With n < 2 pairs, or differences all equal (within 1e-12), there is
+    ``p`` (the two-sided paired t-test, ``scipy.stats.ttest_rel``), ``significant``
+    (``p < alpha``) and ``measured_fraction`` (mean measured fraction remaining of the
+    paired rows). With n < 2 pairs, or differences all equal (within 1e-12), there is
     no spread to test against: ``diff_se``, ``t`` and ``p`` are NaN and ``significant``
     is False.
     ``result.attrs`` holds ``column``, ``a``, ``b``, ``alpha``, ``test`` and ``unpaired``
@@ -75,14 +78,16 @@ def compare(df: pd.DataFrame, column: str, a: str, b: str, by: Sequence[str] | N
     if "seed" in keys:
         raise ValueError("'seed' is what pairs the two sides; leave it out of the grouping")
     sides = []
-    for value in (a, b):
+    for value, suffix in ((a, "_a"), (b, "_b")):
         side = df[_matches(df[column], value, column)]
         if side.empty:
             present = ", ".join(map(str, pd.unique(df[column].dropna())[:20]))
             raise ValueError(f"{column}={value}: no row has this value; present: {present or 'none'}")
-        sides.append(side.groupby(keys + ["seed"], dropna=False, sort=False)["top1"].mean())
-    paired = pd.concat({"top1_a": sides[0], "top1_b": sides[1]}, axis=1, join="inner").reset_index()
+        means = side.groupby(keys + ["seed"], dropna=False, sort=False)[["top1", "measured_fraction"]].mean()
+        sides.append(means.add_suffix(suffix))
+    paired = pd.concat(sides, axis=1, join="inner").reset_index()
     paired["d"] = paired["top1_a"] - paired["top1_b"]
+    paired["measured"] = paired[["measured_fraction_a", "measured_fraction_b"]].mean(axis=1)
 
     result = _per_setting(paired, keys, stats, alpha)
     if keys:
@@ -111,13 +116,14 @@ def _per_setting(paired: pd.DataFrame, keys: list[str], stats, alpha: float) -> 
     if keys:
         grouped = paired.groupby(keys, dropna=False, sort=False)
         result = grouped.agg(top1_a=("top1_a", "mean"), top1_b=("top1_b", "mean"), diff=("d", "mean"),
-                             sd=("d", "std"), spread=("d", lambda d: d.max() - d.min()), n=("d", "size"))
+                             sd=("d", "std"), spread=("d", lambda d: d.max() - d.min()), n=("d", "size"),
+                             measured_fraction=("measured", "mean"))
         result = result.reset_index()
     else:
         d = paired["d"]
         result = pd.DataFrame({"top1_a": [paired["top1_a"].mean()], "top1_b": [paired["top1_b"].mean()],
                                "diff": [d.mean()], "sd": [d.std()], "spread": [d.max() - d.min()],
-                               "n": [len(d)]})
+                               "n": [len(d)], "measured_fraction": [paired["measured"].mean()]})
     n = result["n"].to_numpy(dtype=float)
     testable = (n >= 2) & (result["spread"].to_numpy(dtype=float) > _NO_SPREAD)
     se = np.where(testable, result["sd"].to_numpy(dtype=float) / np.sqrt(n), np.nan)
@@ -148,9 +154,11 @@ def format_comparison(result: pd.DataFrame) -> str:
     constant = [c for c in keys if result[c].nunique(dropna=False) == 1]
     if constant:
         lines.append("in every row: " + ", ".join(f"{c}={_text(result[c].iloc[0])}" for c in constant))
-    table = pd.DataFrame({c: result[c].map(_text) for c in keys if c not in constant})
-    if "nominal_fraction" in table.columns:
-        table["nominal_fraction"] = result["nominal_fraction"].map(percent_label)
+    table = pd.DataFrame({c: result[c].map(_text) for c in keys if c not in constant and c != "nominal_fraction"})
+    if "nominal_fraction" in keys and "nominal_fraction" not in constant:
+        # as the pivot's rows: the measured fraction (the nominal one when nothing was measured)
+        shown = result["measured_fraction"].fillna(result["nominal_fraction"])
+        table["fraction remaining"] = shown.map(percent_label)
     table[a] = (100 * result["top1_a"]).map("{:.1f}".format)
     table[b] = (100 * result["top1_b"]).map("{:.1f}".format)
     table["diff"] = (100 * result["diff"]).map("{:+.2f}".format)

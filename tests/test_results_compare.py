@@ -55,7 +55,8 @@ def _side(df, **where):
 def test_matches_scipy_paired_t_test(grid):
     result = results.compare(grid, "mask_source", "labels", "rotnet")
     assert len(result) == 4 and result.attrs["unpaired"] == 0
-    assert list(result.columns)[-8:] == ["top1_a", "top1_b", "diff", "diff_se", "n", "t", "p", "significant"]
+    assert list(result.columns)[-9:] == ["top1_a", "top1_b", "diff", "diff_se", "n", "t", "p", "significant",
+                                         "measured_fraction"]
     assert "mask_source" not in result.columns and "seed" not in result.columns
     # sorted as summarize() sorts: by setting, fractions from largest to smallest
     assert result[["init", "nominal_fraction"]].values.tolist() == [
@@ -135,6 +136,7 @@ def test_values_convert_to_the_column_dtype_and_any_column_works(tmp_path):
     result = results.compare(loaded(tmp_path, rows), "nominal_fraction", "80%", "0.512")
     assert result["n"].tolist() == [3]
     assert result["diff"].iloc[0] == pytest.approx(-0.0288 + 0.01 * 0.288)
+    assert result["measured_fraction"].iloc[0] == pytest.approx((0.8 + 0.512) / 2)  # what both sides measured
     assert "nominal_fraction" not in result.columns
 
 
