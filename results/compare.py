@@ -81,7 +81,7 @@ def compare(df: pd.DataFrame, column: str, a: str, b: str, by: Sequence[str] | N
     for value, suffix in ((a, "_a"), (b, "_b")):
         side = df[_matches(df[column], value, column)]
         if side.empty:
-            present = ", ".join(map(str, pd.unique(df[column].dropna())[:20]))
+            present = ", ".join(sorted(map(str, pd.unique(df[column].dropna())))[:20])
             raise ValueError(f"{column}={value}: no row has this value; present: {present or 'none'}")
         means = side.groupby(keys + ["seed"], dropna=False, sort=False)[["top1", "measured_fraction"]].mean()
         sides.append(means.add_suffix(suffix))
