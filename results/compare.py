@@ -81,7 +81,8 @@ def compare(df: pd.DataFrame, column: str, a: str, b: str, by: Sequence[str] | N
     for value, suffix in ((a, "_a"), (b, "_b")):
         side = df[_matches(df[column], value, column)]
         if side.empty:
-            present = ", ".join(sorted(map(str, pd.unique(df[column].dropna())))[:20])
+            values = sorted(df[column].dropna().unique().tolist())
+            present = ", ".join(map(str, values[:20])) + (", ..." if len(values) > 20 else "")
             raise ValueError(f"{column}={value}: no row has this value; present: {present or 'none'}")
         means = side.groupby(keys + ["seed"], dropna=False, sort=False)[["top1", "measured_fraction"]].mean()
         sides.append(means.add_suffix(suffix))
