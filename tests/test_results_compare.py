@@ -282,3 +282,24 @@ def test_a_path_that_is_no_workspace_among_several(two_seeds, tmp_path):
     assert result.returncode == 2 and result.stderr.count("\n") == 1
     assert "nowhere: not a prunesweep workspace" in result.stderr
     assert not (tmp_path / "nowhere").exists()
+
+
+def test_several_old_workspaces_are_read_and_left_byte_identical(tmp_path, capsys):
+    """Two workspaces of the unversioned code (tests/fixtures/workspace_v1): read together through the
+    migrations in memory, as one alone is, and not a byte written to either."""
+    from orchestrator.cli import main
+
+    fixture = ROOT / "tests" / "fixtures" / "workspace_v1"
+    first, second = (shutil.copytree(fixture, tmp_path / name) for name in ("first", "second"))
+
+    def files():
+        return {path: path.read_bytes() for folder in (first, second) for path in sorted(folder.rglob("*"))
+                if path.is_file()}
+
+    before = files()
+    assert main(["results", str(first), str(second), "--compare", f"workspace={first},{second}"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("+0.00") == 7 and "paired t-test" in out  # the grid and transfer cells, each once
+    assert main(["results", str(first), str(second), "--pivot", "--where", "transfer=linear"]) == 0
+    assert f"{second} / rotnet / linear" in capsys.readouterr().out
+    assert files() == before
