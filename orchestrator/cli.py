@@ -86,18 +86,27 @@ def build_parser() -> argparse.ArgumentParser:
                                              "stages, and nothing else; `resume` resubmits them later.")
     cancel.add_argument("workspace")
 
-    res = commands.add_parser("results", help="mean ± standard error over seeds; pivots, plots, exports",
-                              description="Summaries of the workspace's central results table: mean top-1, standard "
-                                          "error and n over seeds, grouped by every setting but the seed.")
-    res.add_argument("workspace")
+    res = commands.add_parser("results", help="mean ± standard error over seeds; queries, comparisons, plots, exports",
+                              description="Summaries of the central results table of one workspace or several: "
+                                          "mean top-1, standard error and n over seeds, grouped by every setting but "
+                                          "the seed (and the workspace). Several workspaces give one table with a "
+                                          "workspace column.")
+    res.add_argument("workspaces", nargs="+", metavar="WORKSPACE")
     res.add_argument("--pivot", action="store_true",
                      help="rows = fraction remaining, columns = mask source / init (the paper's Fig. 3 as a table)")
     res.add_argument("--plot", metavar="PNG", help="draw top-1 vs fraction remaining (log x) with error bars")
     res.add_argument("--csv", metavar="PATH", help="export the (filtered) rows as CSV")
     res.add_argument("--parquet", metavar="PATH", help="export the (filtered) rows as Parquet")
-    res.add_argument("--where", action="append", default=[], metavar="COLUMN=VALUE",
-                     help="keep rows where COLUMN=VALUE (or COLUMN!=VALUE); repeatable")
+    res.add_argument("--where", action="append", default=[], metavar="CONDITION",
+                     help="keep rows where CONDITION holds: COLUMN=VALUE, COLUMN!=VALUE, COLUMN<VALUE (<=, >, >=), "
+                          "'COLUMN in V1,V2', 'COLUMN not in V1,V2'; repeatable, and 'A and B' joins conditions")
     res.add_argument("--sweep", help="only this sweep's rows")
+    res.add_argument("--group-by", action="append", default=[], metavar="COLUMNS",
+                     help="summarize per value of these columns (comma-separated) instead of per setting; "
+                          "what they leave out is pooled")
+    res.add_argument("--compare", metavar="COLUMN=A,B",
+                     help="mean paired difference A - B of top-1 per setting over the seeds both share, its standard "
+                          "error, n and a two-sided paired t-test p-value (* marks p < 0.05)")
     return parser
 
 
@@ -245,7 +254,7 @@ def _cmd_results(args) -> int:
     from .results_command import show_results
     from .workspace import require_workspace
 
-    return show_results(require_workspace(Path(args.workspace)), args)
+    return show_results([require_workspace(Path(workspace)) for workspace in args.workspaces], args)
 
 
 def _cmd_cancel(args) -> int:

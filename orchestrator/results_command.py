@@ -1,43 +1,97 @@
-"""``prunesweep results``: the central table, summarised, pivoted, plotted or exported."""
+"""``prunesweep results``: the central table of one workspace or several, queried, summarised,
+pivoted, compared, plotted or exported."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 
 import results
+from results.compare import compare, format_comparison, parse_compare
+from results.query import grouping
 
 from .errors import UserError
 from .ledger import Ledger
 from .reconcile import ingest_results, reconcile
 
 
-def show_results(workspace: Path, args) -> int:
-    """Print the summary (or pivot) and write the plot/exports the arguments ask for."""
-    ledger = Ledger(workspace, reading=True)
-    try:
-        ingest_results(workspace, ledger, reconcile(workspace, ledger))
-    finally:
-        ledger.close()
-    frame = results.load(workspace)
+def show_results(workspaces: Sequence[Path], args) -> int:
+    """Print the summary, pivot or comparison and write the plot/exports the arguments ask for.
+
+    Each workspace is first brought up to date as a single one is (stages reconciled with
+    their artifacts, finished cells recorded) through a reading ledger, which writes only
+    where a reading ``results`` of that one workspace would. Several workspaces are read
+    as one frame with a ``workspace`` column (:func:`results.load` of the list).
+    """
+    workspaces = list(workspaces)
+    for workspace in workspaces:
+        ledger = Ledger(workspace, reading=True)
+        try:
+            ingest_results(workspace, ledger, reconcile(workspace, ledger))
+        finally:
+            ledger.close()
+    frame = results.load(workspaces[0] if len(workspaces) == 1 else workspaces)
     where = list(args.where) + ([f"sweep={args.sweep}"] if args.sweep else [])
+    by = _group_by(args.group_by)
+    comparison = _compare_argument(args.compare)
     try:
         frame = results.filter_rows(frame, where)
     except ValueError as error:
         raise UserError(f"--where: {error}") from None
+    try:
+        grouping(frame, by)
+    except ValueError as error:
+        raise UserError(f"--group-by: {error}") from None
+    if comparison is not None and comparison[0] not in frame.columns:
+        allowed = ", ".join(map(str, frame.columns))
+        raise UserError(f"--compare: unknown column {comparison[0]!r}; allowed columns: {allowed}")
     if frame.empty:
-        print(f"{workspace}: no results yet" + (" match the filters" if where else ""))
+        names = ", ".join(map(str, workspaces))
+        print(f"{names}: no results yet" + (" match the filters" if where else ""))
         return 0
     with pd.option_context("display.width", 200, "display.max_columns", None, "display.max_rows", None):
         if args.pivot:
-            print(results.pivot(frame).to_string())
-        else:
-            print(results.summarize(frame).to_string(index=False))
+            try:
+                table = results.pivot(frame, by=by)
+            except ValueError as error:  # two settings in one cell: the message names the --where to add
+                raise UserError(str(error)) from None
+            print(table.to_string())
+        elif comparison is None:
+            print(results.summarize(frame, by).to_string(index=False))
+    if comparison is not None:
+        try:
+            outcome = compare(frame, *comparison, by=by)
+        except ValueError as error:
+            raise UserError(f"--compare: {error}") from None
+        if args.pivot:
+            print()
+        print(format_comparison(outcome))
     for path, write in ((args.csv, results.export_csv), (args.parquet, results.export_parquet)):
         if path:
             write(frame, Path(path))
             print(f"wrote {len(frame)} rows to {path}")
     if args.plot:
-        results.plot_top1_vs_fraction(frame, Path(args.plot))
+        results.plot_top1_vs_fraction(frame, Path(args.plot), by=by)
         print(f"wrote {args.plot}")
     return 0
+
+
+def _group_by(values: Sequence[str]) -> list[str] | None:
+    """The columns of every ``--group-by`` (each comma-separated), or None when there is none."""
+    if not values:
+        return None
+    columns = [column.strip() for value in values for column in value.split(",")]
+    if not all(columns):
+        raise UserError(f"--group-by: {','.join(values)!r}: expected column names separated by commas")
+    return columns
+
+
+def _compare_argument(text: str | None) -> tuple[str, str, str] | None:
+    """``--compare COLUMN=A,B`` as (column, a, b); exit 2 when malformed."""
+    if text is None:
+        return None
+    try:
+        return parse_compare(text)
+    except ValueError as error:
+        raise UserError(f"--compare: {error}") from None

@@ -7,19 +7,21 @@ pyplot, no global figure registry, no display needed.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from .atomic_files import atomic_save_with
-from .query import _ordered_settings, percent_label, setting_labels, summarize
+from .query import _ordered_settings, curve_grouping, percent_label, setting_labels, summarize
 
 #: At most this many distinct fractions get their own labelled tick on the x axis.
 MAX_FRACTION_TICKS = 16
 
 
-def plot_top1_vs_fraction(df: pd.DataFrame, out_path: str | os.PathLike, title: str | None = None):
+def plot_top1_vs_fraction(df: pd.DataFrame, out_path: str | os.PathLike, title: str | None = None,
+                          by: Sequence[str] | None = None):
     """Plot mean top-1 vs fraction of weights remaining and save it atomically to ``out_path``.
 
     One line per curve of :func:`results.query.setting_labels` (``mask_source / init``,
@@ -28,8 +30,10 @@ def plot_top1_vs_fraction(df: pd.DataFrame, out_path: str | os.PathLike, title: 
     measured fraction remaining (nominal when not measured) in percent on a log scale,
     100% on the left and decreasing to the right as in the paper; the y axis is top-1
     in percent. The title names the dataset(s) and architecture(s) unless ``title`` is
-    given. The file format follows the suffix of ``out_path`` (PNG when it has none);
-    the file is written to a temp file in the same folder and renamed into place.
+    given. With ``by`` (a custom grouping, see :func:`results.query.summarize`) there is
+    one line per value of the ``by`` columns and whatever they leave out is pooled. The
+    file format follows the suffix of ``out_path`` (PNG when it has none); the file is
+    written to a temp file in the same folder and renamed into place.
 
     Returns the :class:`matplotlib.figure.Figure` (one ``ax.containers`` entry per
     line). Raises :class:`ValueError` on an empty frame.
@@ -40,9 +44,10 @@ def plot_top1_vs_fraction(df: pd.DataFrame, out_path: str | os.PathLike, title: 
     from matplotlib.figure import Figure
     from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
 
-    summary = summarize(df)
+    by = curve_grouping(by)
+    summary = summarize(df, by)
     summary = summary.assign(
-        setting=setting_labels(summary),
+        setting=setting_labels(summary, by),
         x=summary["measured_fraction"].fillna(summary["nominal_fraction"]) * 100.0,
         y=summary["top1_mean"] * 100.0,
         yerr=summary["top1_se"].fillna(0.0) * 100.0,
@@ -51,7 +56,7 @@ def plot_top1_vs_fraction(df: pd.DataFrame, out_path: str | os.PathLike, title: 
     figure = Figure(figsize=(7.0, 4.8), layout="constrained")
     FigureCanvasAgg(figure)
     ax = figure.add_subplot()
-    settings = _ordered_settings(summary)
+    settings = _ordered_settings(summary, by)
     for setting in settings:
         curve = summary[summary["setting"] == setting].sort_values("x", ascending=False)
         ax.errorbar(
@@ -78,7 +83,7 @@ def plot_top1_vs_fraction(df: pd.DataFrame, out_path: str | os.PathLike, title: 
     ax.tick_params(axis="x", labelrotation=45)
     ax.set_xlabel("Fraction of weights remaining (%)")
     ax.set_ylabel("Top-1 accuracy (%)")
-    ax.set_title(title if title is not None else _default_title(summary))
+    ax.set_title(title if title is not None else _default_title(df))
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(loc="best", fontsize="small")
 
@@ -88,8 +93,8 @@ def plot_top1_vs_fraction(df: pd.DataFrame, out_path: str | os.PathLike, title: 
     return figure
 
 
-def _default_title(summary: pd.DataFrame) -> str:
+def _default_title(df: pd.DataFrame) -> str:
     """``"Top-1 vs weights remaining: <dataset(s)> / <arch(s)>"``."""
-    datasets = ", ".join(map(str, dict.fromkeys(summary["dataset"])))
-    archs = ", ".join(map(str, dict.fromkeys(summary["arch"])))
+    datasets = ", ".join(map(str, dict.fromkeys(df["dataset"])))
+    archs = ", ".join(map(str, dict.fromkeys(df["arch"])))
     return f"Top-1 vs weights remaining: {datasets} / {archs}"

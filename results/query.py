@@ -7,7 +7,9 @@ human-facing strings (pivot cells, row labels) are in percent.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -31,49 +33,106 @@ _FLOAT_RTOL = 1e-6
 
 # --------------------------------------------------------------------------- filters
 
+#: ``COLUMN OP VALUE``: the column is everything before the operator (no blanks), so a
+#: text value may itself hold ``=`` (``sweep=a=b``). Longer operators are tried first.
+_CONDITION = re.compile(
+    r"^\s*(?P<column>[^\s=!<>]+)\s*(?P<op>==|!=|<=|>=|=|<|>|\s(?:not\s+)?in\s)(?P<value>.*)$",
+    re.IGNORECASE | re.DOTALL,
+)
+#: ``a and b``: several conditions in one string.
+_AND = re.compile(r"(?:^|\s+)and(?:\s+|$)", re.IGNORECASE)
+_FORMS = "COLUMN=VALUE, COLUMN!=VALUE, COLUMN<VALUE (<=, >, >=), 'COLUMN in V1,V2' or 'COLUMN not in V1,V2'"
 
-def filter_rows(df: pd.DataFrame, where: Iterable[str] | str | None) -> pd.DataFrame:
-    """Keep the rows matching every ``key=value`` / ``key!=value`` filter (filters AND together).
 
-    ``value`` is converted to the column's dtype before comparing: integers for integer
-    columns, floats for float columns (compared with a relative tolerance of 1e-6, and a
-    trailing ``%`` divides by 100, so ``nominal_fraction=51.2%`` works), text as is.
-    ``none``/``null``/``na`` or an empty value match missing values (``level=none``
-    selects one-shot rows; ``level!=none`` IMP rows). ``key!=value`` keeps missing
-    values. An unknown column raises :class:`ValueError` naming the allowed columns; a
-    malformed filter or a value that does not convert raises :class:`ValueError` too.
+@dataclass(frozen=True)
+class Condition:
+    """One parsed filter: ``column``, the operator (``=``, ``!=``, ``<``, ``<=``, ``>``, ``>=``,
+    ``in``, ``not in``) and the value(s) as text (several only for ``in`` / ``not in``)."""
+
+    text: str
+    column: str
+    op: str
+    values: tuple[str, ...]
+
+
+def parse_conditions(where: Iterable[str] | str | None, columns: Iterable[str]) -> list[Condition]:
+    """Parse ``--where`` filters against the frame's ``columns``; each string may join several with ``and``.
+
+    Raises :class:`ValueError` naming the filter for a malformed one, an unknown column
+    (with the allowed columns) or an empty value.
     """
     if where is None:
-        return df
+        return []
     if isinstance(where, str):
         where = [where]
-    keep = pd.Series(True, index=df.index)
-    for condition in where:
-        column, negate, raw = _parse_condition(condition, df.columns)
-        matches = _matches(df[column], raw, column)
-        keep &= ~matches if negate else matches
-    return df[keep]
+    columns = [str(column) for column in columns]
+    parsed = []
+    for text in where:
+        for part in _AND.split(text.strip()) if text.strip() else [text]:
+            parsed.append(_parse_condition(part, columns))
+    return parsed
 
 
-def _parse_condition(condition: str, columns: pd.Index) -> tuple[str, bool, str]:
-    """Split ``key=value`` / ``key!=value`` into (column, negate, value)."""
-    equals = condition.find("=")
-    if equals <= 0 or (equals == 1 and condition[0] == "!"):
-        raise ValueError(f"filter {condition!r}: expected key=value or key!=value")
-    negate = condition[equals - 1] == "!"
-    key = condition[: equals - 1 if negate else equals].strip()
-    raw = condition[equals + 1 :].strip()
-    if key not in columns:
-        raise ValueError(
-            f"filter {condition!r}: unknown column {key!r}; allowed columns: {', '.join(map(str, columns))}"
-        )
-    return key, negate, raw
+def _parse_condition(text: str, columns: list[str]) -> Condition:
+    """One ``COLUMN OP VALUE`` condition."""
+    match = _CONDITION.match(text)
+    if not match:
+        raise ValueError(f"filter {text!r}: expected {_FORMS}")
+    column, raw = match["column"], match["value"].strip()
+    op = " ".join(match["op"].lower().split())
+    op = "=" if op == "==" else op
+    if column not in columns:
+        raise ValueError(f"filter {text!r}: unknown column {column!r}; allowed columns: {', '.join(columns)}")
+    if op in ("in", "not in"):
+        if raw[:1] + raw[-1:] in ("()", "[]", "{}"):
+            raw = raw[1:-1]
+        values = tuple(value.strip() for value in raw.split(","))
+        if not raw.strip() or any(not value for value in values):
+            raise ValueError(f"filter {text!r}: expected a comma-separated list of values after {op!r}")
+        return Condition(text, column, op, values)
+    if op in ("<", "<=", ">", ">=") and raw.lower() in _MISSING_WORDS:
+        raise ValueError(f"filter {text!r}: {op} needs a value to compare with")
+    return Condition(text, column, op, (raw,))
 
 
-def _matches(series: pd.Series, raw: str, column: str) -> pd.Series:
-    """Boolean mask of ``series == raw`` after converting ``raw`` to the series' dtype (NA -> False)."""
+def filter_rows(df: pd.DataFrame, where: Iterable[str] | str | None) -> pd.DataFrame:
+    """Keep the rows matching every filter (all filters, and the parts of one joined by ``and``, AND together).
+
+    A filter is ``key=value``, ``key!=value``, a comparison ``key<value`` (``<=``, ``>``,
+    ``>=``), or a set ``key in v1,v2`` / ``key not in v1,v2``; ``"top1>=0.9 and
+    mask_source in labels,rotnet"`` is two filters. ``value`` is converted to the column's
+    dtype before comparing: integers for integer columns, floats for float columns
+    (equal within a relative tolerance of 1e-6, also at the edge of ``<=``/``>=``/``<``/``>``;
+    a trailing ``%`` divides by 100, so ``nominal_fraction=51.2%`` works), text as is
+    (text comparisons are by character code, so ISO times in ``recorded_at`` order by time).
+    ``none``/``null``/``na`` or an empty value match missing values (``level=none``
+    selects one-shot rows; ``level!=none`` IMP rows). ``!=`` and ``not in`` keep missing
+    values; the comparisons never match them. An unknown column raises :class:`ValueError`
+    naming the allowed columns; a malformed filter or a value that does not convert
+    raises :class:`ValueError` too.
+    """
+    conditions = parse_conditions(where, df.columns)
+    keep = np.ones(len(df), dtype=bool)
+    for condition in conditions:
+        keep &= _condition_mask(df[condition.column], condition)
+    return df[keep] if conditions else df
+
+
+def _condition_mask(series: pd.Series, condition: Condition) -> np.ndarray:
+    """Boolean array of the rows of ``series`` that satisfy ``condition``."""
+    op = condition.op
+    if op in ("=", "!=", "in", "not in"):
+        equal = np.zeros(len(series), dtype=bool)
+        for raw in condition.values:
+            equal |= _matches(series, raw, condition.column)
+        return ~equal if op in ("!=", "not in") else equal
+    return _compares(series, condition.values[0], op, condition.column)
+
+
+def _matches(series: pd.Series, raw: str, column: str) -> np.ndarray:
+    """Boolean array of ``series == raw`` after converting ``raw`` to the series' dtype (NA -> False)."""
     if raw.lower() in _MISSING_WORDS:
-        return series.isna()
+        return series.isna().to_numpy(dtype=bool)
     dtype = series.dtype
     try:
         if pd.api.types.is_bool_dtype(dtype):
@@ -82,35 +141,97 @@ def _matches(series: pd.Series, raw: str, column: str) -> pd.Series:
         elif pd.api.types.is_integer_dtype(dtype):
             number = float(raw)
             if not number.is_integer():
-                return pd.Series(False, index=series.index)
+                return np.zeros(len(series), dtype=bool)
             equal = series == int(number)
         elif pd.api.types.is_float_dtype(dtype):
-            number = float(raw[:-1]) / 100 if raw.endswith("%") else float(raw)
             values = series.to_numpy(dtype=float, na_value=np.nan)
-            equal = pd.Series(np.isclose(values, number, rtol=_FLOAT_RTOL, atol=0.0), index=series.index)
+            return np.isclose(values, _number(raw), rtol=_FLOAT_RTOL, atol=0.0)
         else:
             equal = series.astype(object) == raw
     except (ValueError, KeyError):
         raise ValueError(f"filter on {column!r}: {raw!r} is not a valid {dtype} value") from None
-    return pd.Series(equal, index=series.index).fillna(False).astype(bool)
+    return pd.Series(equal, index=series.index).fillna(False).to_numpy(dtype=bool)
+
+
+def _compares(series: pd.Series, raw: str, op: str, column: str) -> np.ndarray:
+    """Boolean array of ``series OP raw``: numbers for numeric columns, text otherwise; NA never matches."""
+    dtype = series.dtype
+    if pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype):
+        try:
+            number = _number(raw)
+        except ValueError:
+            raise ValueError(f"filter on {column!r}: {raw!r} is not a number") from None
+        values = series.to_numpy(dtype=float, na_value=np.nan)
+        close = np.isclose(values, number, rtol=_FLOAT_RTOL, atol=0.0)
+        with np.errstate(invalid="ignore"):
+            below, above = values < number, values > number
+        return {"<": below & ~close, "<=": below | close, ">": above & ~close, ">=": above | close}[op]
+    text = series.astype(object)
+    present = text.notna().to_numpy(dtype=bool)
+    values = text.where(present, "").astype(str).to_numpy(dtype=object)
+    compared = {"<": values < raw, "<=": values <= raw, ">": values > raw, ">=": values >= raw}[op]
+    return np.asarray(compared, dtype=bool) & present
+
+
+def _number(raw: str) -> float:
+    """``raw`` as a float; a trailing ``%`` divides by 100 (``51.2%`` -> 0.512)."""
+    return float(raw[:-1]) / 100 if raw.endswith("%") else float(raw)
 
 
 # --------------------------------------------------------------------------- summary
 
 
-def summarize(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per setting (every column of :data:`SETTING_COLUMNS`, i.e. all but the seed).
+def setting_columns(df: pd.DataFrame) -> tuple[str, ...]:
+    """The columns that make a setting of ``df``: :data:`SETTING_COLUMNS`, led by ``workspace``
+    when the frame has that column (several workspaces loaded at once are never averaged together)."""
+    return (("workspace",) if "workspace" in df.columns else ()) + SETTING_COLUMNS
 
-    Columns: the setting columns, then ``top1_mean``, ``top1_se`` (standard error: sample
-    standard deviation / sqrt(n); NaN when n == 1 since one seed gives no spread estimate),
-    ``n`` (number of seeds) and ``measured_fraction`` (mean measured fraction remaining).
-    Missing values in setting columns (``level`` of one-shot runs) form their own group.
-    Rows are sorted by setting, fractions from largest to smallest.
+
+def grouping(df: pd.DataFrame, by: Sequence[str] | None = None) -> list[str]:
+    """The columns :func:`summarize` groups by: ``by`` if given (checked), else :func:`setting_columns`.
+
+    Raises :class:`ValueError` for a column the frame lacks (naming the allowed ones), a
+    column given twice, an empty list, or ``top1`` / ``measured_fraction`` (they are what
+    is summarized).
     """
-    missing = [c for c in SETTING_COLUMNS + ("top1", "measured_fraction") if c not in df.columns]
+    if by is None:
+        return list(setting_columns(df))
+    by = [str(column) for column in by]
+    allowed = [str(c) for c in df.columns if c not in _SUMMARIZED]
+    if not by:
+        raise ValueError(f"no column given; allowed columns: {', '.join(allowed)}")
+    for column in by:
+        if column in _SUMMARIZED:
+            raise ValueError(f"{column!r} is what is summarized, not a grouping; allowed columns: {', '.join(allowed)}")
+        if column not in df.columns:
+            raise ValueError(f"unknown column {column!r}; allowed columns: {', '.join(allowed)}")
+    repeated = sorted({column for column in by if by.count(column) > 1})
+    if repeated:
+        raise ValueError(f"column {repeated[0]!r} given twice")
+    return by
+
+
+#: summarize() computes these from the rows; they cannot be grouped by.
+_SUMMARIZED = ("top1", "measured_fraction")
+
+
+def summarize(df: pd.DataFrame, by: Sequence[str] | None = None) -> pd.DataFrame:
+    """One row per setting: per value of every column of :func:`setting_columns` (all but the
+    seed), or of the columns ``by`` when given (``by=["mask_source", "nominal_fraction"]``
+    pools everything else: inits, rewind points, sweeps, workspaces).
+
+    Columns: the grouping columns, then ``top1_mean``, ``top1_se`` (standard error: sample
+    standard deviation / sqrt(n); NaN when n == 1 since one value gives no spread estimate),
+    ``n`` (number of rows: seeds, with the default grouping) and ``measured_fraction``
+    (mean measured fraction remaining). Missing values in grouping columns (``level`` of
+    one-shot runs) form their own group. Rows are sorted by the grouping columns in
+    order, fractions from largest to smallest. A bad ``by`` raises :class:`ValueError`
+    (see :func:`grouping`).
+    """
+    missing = [c for c in SETTING_COLUMNS + _SUMMARIZED if c not in df.columns]
     if missing:
         raise ValueError(f"summarize: frame lacks column(s) {', '.join(missing)}")
-    keys = list(SETTING_COLUMNS)
+    keys = grouping(df, by)
     if df.empty:
         empty = df[keys].iloc[0:0].copy()
         for stat in SUMMARY_STATS:
@@ -135,8 +256,11 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
 # --------------------------------------------------------------------------- labels
 
 
-def setting_labels(summary: pd.DataFrame) -> pd.Series:
+def setting_labels(summary: pd.DataFrame, by: Sequence[str] | None = None) -> pd.Series:
     """A readable label per summary row naming its curve: ``"mask_source / init"`` plus what varies.
+
+    With ``by`` (the columns of a custom grouping) the label is the row's values of those
+    columns but ``nominal_fraction``, joined by ``" / "`` (``"all rows"`` when none is left).
 
     The label always holds ``mask_source / init``, or ``mask_source / transfer`` for a
     transfer evaluation (``"rotnet / linear"``: its init is always the pretrained network).
@@ -144,12 +268,21 @@ def setting_labels(summary: pd.DataFrame) -> pd.Series:
     value of ``sweep``, ``dataset`` or ``arch``, those lead the label; when it holds more
     than one ``rewind`` point, ``"rewind <value>"`` follows; when it mixes one-shot
     (``level`` missing) and IMP rows, ``"one-shot"`` / ``"IMP"`` follows. So curves from
-    different sweeps or rewind points never share a label.
+    different sweeps or rewind points never share a label. Several workspaces lead the
+    label the same way.
     """
-    def varies(column: str) -> bool:
-        return summary[column].nunique(dropna=False) > 1
+    if summary.empty:
+        return pd.Series([], index=summary.index, dtype=object)
+    if by is not None:
+        shown = [c for c in by if c != "nominal_fraction"]
+        if not shown:
+            return pd.Series("all rows", index=summary.index, dtype=object)
+        return summary[shown].astype(object).astype(str).agg(" / ".join, axis=1).astype(object)
 
-    lead = [c for c in ("sweep", "dataset", "arch") if varies(c)]
+    def varies(column: str) -> bool:
+        return column in summary.columns and summary[column].nunique(dropna=False) > 1
+
+    lead = [c for c in ("workspace", "sweep", "dataset", "arch") if varies(c)]
     # cells whose init needs no rewinding point (random masks) carry NO_REWIND and
     # do not make the rewind point "vary"
     with_rewind = summary.loc[summary["rewind"] != NO_REWIND, "rewind"].nunique() > 1
@@ -164,8 +297,6 @@ def setting_labels(summary: pd.DataFrame) -> pd.Series:
             parts.append("one-shot" if pd.isna(row["level"]) else "IMP")
         return " / ".join(parts)
 
-    if summary.empty:
-        return pd.Series([], index=summary.index, dtype=object)
     return summary.apply(label, axis=1).astype(object)
 
 
@@ -199,7 +330,7 @@ def _row_labels(shown: list[float], nominal: list[float]) -> list[str]:
 # --------------------------------------------------------------------------- pivot
 
 
-def pivot(df: pd.DataFrame, numeric: bool = False) -> pd.DataFrame:
+def pivot(df: pd.DataFrame, numeric: bool = False, by: Sequence[str] | None = None) -> pd.DataFrame:
     """Fraction remaining x setting table of top-1, as in the paper's tables.
 
     Rows: one per nominal fraction, largest first, labelled by the mean measured
@@ -220,15 +351,20 @@ def pivot(df: pd.DataFrame, numeric: bool = False) -> pd.DataFrame:
     columns are a two-level index (``"mean" | "se" | "n"``, curve label) holding
     fractions (not percent), so ``pivot(df, numeric=True)["mean"]`` has the same
     layout as the string table.
+
+    With ``by`` (a custom grouping, see :func:`summarize`) the columns are the values of
+    the ``by`` columns (``nominal_fraction`` is always the rows, added when missing) and
+    whatever ``by`` leaves out is pooled.
     """
-    summary = summarize(df)
+    by = curve_grouping(by)
+    summary = summarize(df, by)
     if summary.empty:
         if numeric:
             columns = pd.MultiIndex.from_arrays([[], []], names=["stat", "setting"])
             return pd.DataFrame(index=pd.Index([], name="fraction remaining"), columns=columns)
         return pd.DataFrame(index=pd.Index([], name="fraction remaining"))
     summary = summary.assign(
-        setting=setting_labels(summary),
+        setting=setting_labels(summary, by),
         # Row identity: nominal fractions equal up to float noise share a row.
         row_key=summary["nominal_fraction"].round(10),
     )
@@ -238,7 +374,7 @@ def pivot(df: pd.DataFrame, numeric: bool = False) -> pd.DataFrame:
     if not clashes.empty:
         fraction, setting = clashes.index[0]
         count = int(clashes.iloc[0])
-        varying = [c for c in SETTING_COLUMNS if summary[c].nunique(dropna=False) > 1]
+        varying = [c for c in grouping(df, by) if summary[c].nunique(dropna=False) > 1]
         raise ValueError(
             f"pivot: {count} different settings fall in the cell ({percent_label(fraction)} nominal, "
             f"{setting!r}); narrow the rows with --where filters on one of: {', '.join(varying)}"
@@ -254,7 +390,7 @@ def pivot(df: pd.DataFrame, numeric: bool = False) -> pd.DataFrame:
     summary["row"] = summary["row_key"].map(labels)
 
     index = pd.Index([labels[f] for f in nominal], name="fraction remaining")
-    settings = pd.Index(_ordered_settings(summary), name="setting")
+    settings = pd.Index(_ordered_settings(summary, by), name="setting")
 
     def table(values: str) -> pd.DataFrame:
         wide = summary.pivot(index="row", columns="setting", values=values)
@@ -282,11 +418,22 @@ def format_cell(mean: float, se: float, n: int) -> str:
     return f"{100.0 * float(mean):.1f} ± {se_text} ({int(n)})"
 
 
-def _ordered_settings(summary: pd.DataFrame) -> list[str]:
-    """Curve labels in the order of their sorted setting (sweep, dataset, arch, mask, init, transfer, rewind)."""
-    order = summary.sort_values(
-        ["sweep", "dataset", "arch", "mask_source", "init", "transfer", "rewind", "level"],
-        na_position="first",
-        kind="stable",
-    )["setting"]
+def curve_grouping(by: Sequence[str] | None) -> list[str] | None:
+    """``by`` with ``nominal_fraction`` added last when missing (a curve needs its fractions); None stays None."""
+    if by is None:
+        return None
+    return list(by) + ([] if "nominal_fraction" in by else ["nominal_fraction"])
+
+
+def _ordered_settings(summary: pd.DataFrame, by: Sequence[str] | None = None) -> list[str]:
+    """Curve labels in the order of their sorted setting (workspace, sweep, dataset, arch, mask, init,
+    transfer, rewind; or the ``by`` columns but the fraction)."""
+    if by is None:
+        order_by = [c for c in ("workspace",) if c in summary.columns] + [
+            "sweep", "dataset", "arch", "mask_source", "init", "transfer", "rewind", "level"]
+    else:
+        order_by = [c for c in by if c != "nominal_fraction"]
+    if not order_by:
+        return list(dict.fromkeys(summary["setting"]))
+    order = summary.sort_values(order_by, na_position="first", kind="stable")["setting"]
     return list(dict.fromkeys(order))

@@ -18,7 +18,7 @@ import math
 import numbers
 import os
 import sqlite3
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import closing
 from datetime import datetime, timezone
 from pathlib import Path
@@ -79,15 +79,39 @@ def record(workspace: str | os.PathLike, rows: Iterable[Mapping[str, Any]]) -> i
     return new
 
 
-def load(workspace: str | os.PathLike) -> pd.DataFrame:
+def load(workspace: str | os.PathLike | Sequence[str | os.PathLike]) -> pd.DataFrame:
     """All rows of the workspace's results table as a DataFrame, columns in schema order.
 
     Integer columns are pandas nullable ``Int64`` (``level`` is ``<NA>`` for one-shot
     pruning), real columns ``float64``, text columns pandas' default string dtype. Rows
     come in the order they were recorded. A workspace with no database or no table
     gives an empty frame with the same columns and dtypes; reading never creates files.
+
+    Given a list of workspaces, the result is one frame of all their rows, workspace
+    after workspace, led by a ``workspace`` column (the path as given, as text; it is a
+    column of the loaded frame only, never of the stored table). A workspace named twice
+    (the same folder) is read once. The index runs from 0 either way.
     """
-    rows = _select(workspace, f"SELECT {', '.join(COLUMNS)} FROM {TABLE} ORDER BY rowid")
+    if isinstance(workspace, (str, os.PathLike)):
+        return _frame(_select(workspace, _SELECT_ALL))
+    paths: dict[Path, str] = {}
+    for path in workspace:
+        paths.setdefault(Path(path).resolve(), os.fspath(path))
+    names, rows = [], []
+    for resolved, name in paths.items():
+        found = _select(resolved, _SELECT_ALL)
+        names.extend([name] * len(found))
+        rows.extend(found)
+    frame = _frame(rows)
+    frame.insert(0, "workspace", pd.Series(names, dtype=_TEXT_DTYPE, index=frame.index))
+    return frame
+
+
+_SELECT_ALL = f"SELECT {', '.join(COLUMNS)} FROM {TABLE} ORDER BY rowid"
+
+
+def _frame(rows: list[tuple]) -> pd.DataFrame:
+    """The loaded frame of table rows: columns in schema order with their pandas dtypes."""
     frame = pd.DataFrame.from_records(rows, columns=list(COLUMNS))
     return frame.astype({column.name: _PANDAS_DTYPES[column.sqltype] for column in ROW})
 

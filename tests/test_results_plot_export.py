@@ -7,10 +7,9 @@ from functools import partial
 import matplotlib.image
 import pandas as pd
 import pytest
-
-import results
 from conftest import results_row
 
+import results
 
 make_row = partial(results_row, sweep="digits-imp")
 
@@ -63,6 +62,27 @@ def test_plot_one_line_per_rewind_point(tmp_path):
     assert sorted(t.get_text() for t in ax.get_legend().get_texts()) == [
         "labels / reinit / rewind 0", "labels / reinit / rewind 1ep",
     ]
+
+
+def test_plot_by_pools_into_one_line_per_value(frame, tmp_path):
+    figure = results.plot_top1_vs_fraction(frame, tmp_path / "by.png", by=["mask_source"])
+    ax = figure.axes[0]
+    assert sorted(t.get_text() for t in ax.get_legend().get_texts()) == ["labels", "random", "rotnet"]
+    labels = ax.containers[0].lines[0].get_ydata()  # labels first: both inits and seeds pooled
+    expected = frame[frame["mask_source"] == "labels"].groupby("level")["top1"].mean().to_numpy() * 100
+    assert list(labels) == pytest.approx(list(expected))
+    assert "digits" in ax.get_title()
+
+
+def test_plot_of_several_workspaces_names_them(frame, tmp_path):
+    workspaces = [tmp_path / "a", tmp_path / "b"]
+    for workspace, shift in zip(workspaces, (0.0, 0.05), strict=True):
+        workspace.mkdir()
+        results.record(workspace, [make_row(nominal_fraction=f, measured_fraction=f, top1=0.5 + f / 10 + shift)
+                                   for f in (1.0, 0.5)])
+    figure = results.plot_top1_vs_fraction(results.load(workspaces), tmp_path / "both.png")
+    assert [t.get_text() for t in figure.axes[0].get_legend().get_texts()] == [
+        f"{workspace} / labels / winning_ticket" for workspace in workspaces]
 
 
 def test_plot_refuses_an_empty_frame(tmp_path):

@@ -6,11 +6,10 @@ from functools import partial
 
 import pandas as pd
 import pytest
+from conftest import results_row
 
 import results
-from conftest import results_row
 from results.query import SETTING_COLUMNS, format_cell, percent_label
-
 
 make_row = partial(results_row, sweep="digits-oneshot")
 
@@ -30,8 +29,9 @@ def grid(tmp_path):
             rows.append(make_row(nominal_fraction=fraction, measured_fraction=measured[fraction], seed=seed, top1=top1))
         rows.append(make_row(mask_source="rotnet", init="reinit", nominal_fraction=fraction,
                              measured_fraction=measured[fraction] + 0.0002, top1=tops[0] - 0.1))
-    rows.append(make_row(mask_source="random", init="reinit", nominal_fraction=0.512, measured_fraction=0.512, seed=0, top1=0.4))
-    rows.append(make_row(mask_source="random", init="reinit", nominal_fraction=0.512, measured_fraction=0.512, seed=1, top1=0.5))
+    for seed, top1 in enumerate((0.4, 0.5)):
+        rows.append(make_row(mask_source="random", init="reinit", nominal_fraction=0.512, measured_fraction=0.512,
+                             seed=seed, top1=top1))
     return loaded(tmp_path, rows)
 
 
@@ -89,6 +89,134 @@ def test_filter_value_may_contain_equals(tmp_path):
     df = loaded(tmp_path, [make_row(sweep="a=b"), make_row(sweep="c")])
     assert results.filter_rows(df, ["sweep=a=b"])["sweep"].tolist() == ["a=b"]
     assert results.filter_rows(df, ["sweep!=a=b"])["sweep"].tolist() == ["c"]
+
+
+def test_filter_comparisons(grid):
+    assert len(results.filter_rows(grid, ["top1>=0.9"])) == len(grid[grid["top1"] >= 0.9 - 1e-12])
+    assert sorted(results.filter_rows(grid, ["top1>0.9"])["top1"]) == [0.94, 0.95, 0.96]
+    assert len(results.filter_rows(grid, ["measured_fraction<0.2"])) == 4  # the 10.7% rows
+    assert set(results.filter_rows(grid, ["nominal_fraction<=51.2%"])["nominal_fraction"]) == {0.512, 0.107}
+    assert set(results.filter_rows(grid, ["nominal_fraction<0.512"])["nominal_fraction"]) == {0.107}
+    assert len(results.filter_rows(grid, ["seed>0", "seed<=1"])) == len(grid[grid["seed"] == 1])
+    # text columns compare by character code: ISO times order by time
+    assert len(results.filter_rows(grid, ["recorded_at>=2000-01-01"])) == len(grid)
+    assert results.filter_rows(grid, ["recorded_at<2000-01-01"]).empty
+
+
+def test_comparisons_use_the_float_tolerance_at_the_edge(tmp_path):
+    df = loaded(tmp_path, [make_row(nominal_fraction=0.8 ** 3), make_row(nominal_fraction=0.8 ** 4)])
+    assert len(results.filter_rows(df, ["nominal_fraction>=0.512"])) == 1  # 0.8**3 = 0.5120000000000001
+    assert len(results.filter_rows(df, ["nominal_fraction<=0.512"])) == 2
+    assert len(results.filter_rows(df, ["nominal_fraction>0.512"])) == 0
+    assert len(results.filter_rows(df, ["nominal_fraction<0.512"])) == 1
+
+
+def test_comparisons_never_match_missing_values(tmp_path):
+    df = loaded(tmp_path, [make_row(level=None), make_row(level=2), make_row(level=3)])
+    assert results.filter_rows(df, ["level>=2"])["level"].tolist() == [2, 3]
+    assert results.filter_rows(df, ["level<3"])["level"].tolist() == [2]
+
+
+def test_filter_sets(grid):
+    both = results.filter_rows(grid, ["mask_source in labels,rotnet"])
+    assert set(both["mask_source"]) == {"labels", "rotnet"} and len(both) == 12
+    assert len(results.filter_rows(grid, ["mask_source in (labels, rotnet)"])) == 12
+    assert set(results.filter_rows(grid, ["mask_source not in labels,rotnet"])["mask_source"]) == {"random"}
+    assert set(results.filter_rows(grid, ["seed in 0,2"])["seed"]) == {0, 2}
+    assert set(results.filter_rows(grid, ["nominal_fraction IN 100%,0.107"])["nominal_fraction"]) == {1.0, 0.107}
+
+
+def test_sets_with_missing_values(tmp_path):
+    df = loaded(tmp_path, [make_row(level=None), make_row(level=2), make_row(level=3)])
+    assert len(results.filter_rows(df, ["level in none,2"])) == 2
+    assert results.filter_rows(df, ["level not in 2,3"])["level"].isna().tolist() == [True]  # keeps missing
+
+
+def test_conditions_joined_with_and(grid):
+    one = results.filter_rows(grid, ["top1>=0.9 and mask_source in labels,random"])
+    two = results.filter_rows(results.filter_rows(grid, ["top1>=0.9"]), ["mask_source in labels,random"])
+    assert one.equals(two) and len(one) == 4
+    assert len(results.filter_rows(grid, ["seed=0 AND nominal_fraction<0.2 and init!=reinit"])) == 1
+
+
+@pytest.mark.parametrize("bad,needle", [
+    ("top1>=", "needs a value"), ("top1~0.9", "expected COLUMN=VALUE"), ("mask_source in", "expected"),
+    ("mask_source in labels,,rotnet", "comma-separated"), ("level<none", "needs a value"),
+    ("top1>abc", "not a number"), ("seed in 1,x", "seed"), ("top1>=0.9 and", "expected"), ("and top1>=0.9", "expected"),
+    ("colour<3", "unknown column 'colour'"),
+])
+def test_malformed_conditions_raise(grid, bad, needle):
+    with pytest.raises(ValueError, match=needle):
+        results.filter_rows(grid, [bad])
+
+
+def test_parse_conditions():
+    from results.query import parse_conditions
+
+    conditions = parse_conditions(["top1 >= 0.9 and mask_source not in labels, rotnet", "sweep==a=b"],
+                                  ["top1", "mask_source", "sweep"])
+    assert [(c.column, c.op, c.values) for c in conditions] == [
+        ("top1", ">=", ("0.9",)), ("mask_source", "not in", ("labels", "rotnet")), ("sweep", "=", ("a=b",))]
+
+
+# --------------------------------------------------------------------------- several workspaces
+
+
+def test_load_several_workspaces_into_one_frame(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    results.record(a, [make_row(seed=0, top1=0.5), make_row(seed=1, top1=0.7)])
+    results.record(b, [make_row(seed=0, top1=0.9)])
+    df = results.load([a, str(b), a])  # a named twice is read once
+    assert list(df.columns) == ["workspace", *results.COLUMNS]
+    assert df["workspace"].tolist() == [str(a), str(a), str(b)]
+    assert df["top1"].tolist() == [0.5, 0.7, 0.9] and list(df.index) == [0, 1, 2]
+    assert results.load([a]).drop(columns="workspace").equals(results.load(a))
+    empty = results.load([tmp_path / "nothing"])
+    assert empty.empty and "workspace" in empty.columns
+    # the same setting in two workspaces is never averaged together; labels name the workspace
+    summary = results.summarize(df)
+    assert summary.columns[0] == "workspace"
+    assert summary["n"].tolist() == [2, 1] and summary["top1_mean"].tolist() == pytest.approx([0.6, 0.9])
+    assert list(results.pivot(df).columns) == [f"{a} / labels / winning_ticket", f"{b} / labels / winning_ticket"]
+    assert len(results.filter_rows(df, [f"workspace={b}"])) == 1
+
+
+# --------------------------------------------------------------------------- group by
+
+
+def test_summarize_by_pools_what_it_leaves_out(grid):
+    by_mask = results.summarize(grid, by=["mask_source"])
+    assert list(by_mask.columns) == ["mask_source", "top1_mean", "top1_se", "n", "measured_fraction"]
+    assert by_mask["mask_source"].tolist() == ["labels", "random", "rotnet"]
+    assert by_mask["n"].tolist() == [9, 2, 3]
+    labels = grid[grid["mask_source"] == "labels"]["top1"]
+    assert by_mask["top1_mean"].iloc[0] == pytest.approx(labels.mean())
+    assert by_mask["top1_se"].iloc[0] == pytest.approx(labels.std() / 3)
+    by_fraction = results.summarize(grid, by=["init", "nominal_fraction"])
+    assert by_fraction[["init", "nominal_fraction"]].values.tolist() == [
+        ["reinit", 1.0], ["reinit", 0.512], ["reinit", 0.107],
+        ["winning_ticket", 1.0], ["winning_ticket", 0.512], ["winning_ticket", 0.107]]
+    assert by_fraction["n"].tolist() == [1, 3, 1, 3, 3, 3]
+
+
+@pytest.mark.parametrize("by,needle", [
+    (["colour"], "unknown column 'colour'"), (["top1"], "what is summarized"),
+    (["seed", "seed"], "given twice"), ([], "no column"),
+])
+def test_group_by_errors(grid, by, needle):
+    with pytest.raises(ValueError, match=needle):
+        results.summarize(grid, by=by)
+
+
+def test_pivot_by(grid):
+    table = results.pivot(grid, by=["init"])
+    assert list(table.columns) == ["reinit", "winning_ticket"]
+    assert table.loc["51.2%", "reinit"] == "56.7 ± 12.0 (3)"  # rotnet 0.8 and random 0.4, 0.5 pooled
+    assert list(results.pivot(grid, by=["nominal_fraction"]).columns) == ["all rows"]
+    numbers = results.pivot(grid, numeric=True, by=["mask_source", "init"])
+    assert numbers["n"].loc["51.2%", "labels / winning_ticket"] == 3
 
 
 # --------------------------------------------------------------------------- summary

@@ -138,6 +138,21 @@ def test_load_without_table_is_empty_and_creates_nothing(tmp_path):
     assert not missing.exists()
 
 
+def test_load_of_several_workspaces_reads_only(tmp_path):
+    full, empty = tmp_path / "full", tmp_path / "empty"
+    full.mkdir()
+    empty.mkdir()
+    results.record(full, [make_row(), make_row(stage_key="eval-0002", seed=1)])
+    before = (full / DB_FILE).read_bytes(), (full / DB_FILE).stat().st_mtime_ns
+    df = results.load([empty, full, tmp_path / "missing"])
+    assert list(df.columns) == ["workspace", *COLUMNS] and df["workspace"].tolist() == [str(full)] * 2
+    assert df.drop(columns="workspace").equals(results.load(full))
+    assert str(df["workspace"].dtype) == str(df["sweep"].dtype)  # text, as the other text columns
+    assert list(empty.iterdir()) == [] and not (tmp_path / "missing").exists()
+    assert sorted(p.name for p in full.iterdir()) == [DB_FILE]
+    assert ((full / DB_FILE).read_bytes(), (full / DB_FILE).stat().st_mtime_ns) == before
+
+
 def test_load_of_database_without_table(tmp_path):
     sqlite3.connect(tmp_path / DB_FILE).close()
     df = results.load(tmp_path)

@@ -1,0 +1,179 @@
+"""Paired comparisons of two values of one column: does ``labels`` beat ``rotnet``, seed for seed?
+
+:func:`compare` pairs the rows of the two values that agree on every other setting and on
+the seed, and tests the mean of the paired differences of top-1 with a two-sided paired
+t-test (what ``scipy.stats.ttest_rel`` computes, for every setting at once). Pairing
+removes what a seed shares on both sides (its data order, its initialisation), so a
+difference smaller than either side's spread can still hold. scipy is imported only when
+a comparison is made, and only ``scipy.special`` (Student's t distribution), which loads
+in a fifth of the time ``scipy.stats`` takes.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from .query import _matches, grouping, percent_label
+
+#: A difference is marked significant when its p-value is below this.
+ALPHA = 0.05
+#: What the p-value comes from, as the output names it.
+TEST = "paired t-test, two-sided"
+#: Differences that span less than this are equal: float noise (0.9 - 0.7 vs 0.8 - 0.6), not spread.
+_NO_SPREAD = 1e-12
+#: The columns of :func:`compare`'s result after the setting columns.
+COMPARE_STATS: tuple[str, ...] = (
+    "top1_a", "top1_b", "diff", "diff_se", "n", "t", "p", "significant", "measured_fraction",
+)
+
+
+def parse_compare(text: str) -> tuple[str, str, str]:
+    """``"COLUMN=A,B"`` -> ``(column, a, b)``; :class:`ValueError` unless exactly two distinct values."""
+    column, equals, values = text.partition("=")
+    column = column.strip()
+    if not equals or not column:
+        raise ValueError(f"{text!r}: expected COLUMN=VALUE1,VALUE2 (e.g. mask_source=labels,rotnet)")
+    parts = [value.strip() for value in values.split(",")]
+    if len(parts) != 2 or not all(parts):
+        raise ValueError(f"{text!r}: expected exactly two values after '=', separated by a comma "
+                         f"(got {len([p for p in parts if p])})")
+    if parts[0] == parts[1]:
+        raise ValueError(f"{text!r}: the two values are the same")
+    return column, parts[0], parts[1]
+
+
+def compare(df: pd.DataFrame, column: str, a: str, b: str, by: Sequence[str] | None = None,
+            alpha: float = ALPHA) -> pd.DataFrame:
+    """The paired difference ``a - b`` of top-1 per setting, over the seeds both sides share.
+
+    ``column`` is any column of ``df``; ``a`` and ``b`` are two of its values as text
+    (converted to the column's dtype as ``--where`` filters are: ``nominal_fraction=0.8,51.2%``).
+    A row of ``a`` and one of ``b`` form a pair when they agree on every column of the
+    grouping (:func:`results.query.summarize`'s settings, or ``by``), ``column`` aside,
+    and on ``seed``. Rows of one side that share all of these (only possible with a
+    ``by`` that leaves settings out) are averaged first.
+
+    One result row per setting (the grouping columns without ``column``) where at least
+    one seed is paired, sorted as :func:`summarize` sorts: ``top1_a`` / ``top1_b`` (the
+    two sides' means over the paired seeds), ``diff`` (mean of ``a - b``), ``diff_se``
+    (its standard error: sample standard deviation / sqrt(n)), ``n`` (pairs), ``t`` and
+    ``p`` (the two-sided paired t-test, ``scipy.stats.ttest_rel``), ``significant``
+    (``p < alpha``) and ``measured_fraction`` (mean measured fraction remaining of the
+    paired rows). With n < 2 pairs, or differences all equal (within 1e-12), there is
+    no spread to test against: ``diff_se``, ``t`` and ``p`` are NaN and ``significant``
+    is False.
+    ``result.attrs`` holds ``column``, ``a``, ``b``, ``alpha``, ``test`` and ``unpaired``
+    (settings with rows on both sides but no shared seed, or on one side only: left out).
+
+    Raises :class:`ValueError` for a column the frame lacks, ``column`` = ``seed`` or
+    ``top1``, a value that is not in the data, or a bad ``by``.
+    """
+    if column not in df.columns:
+        raise ValueError(f"unknown column {column!r}; allowed columns: {', '.join(map(str, df.columns))}")
+    if column in ("seed", "top1"):
+        raise ValueError(f"{column!r} cannot be compared: pairs are made by seed and differ in top1")
+    keys = [c for c in grouping(df, by) if c != column]
+    if "seed" in keys:
+        raise ValueError("'seed' is what pairs the two sides; leave it out of the grouping")
+    sides = []
+    for value, suffix in ((a, "_a"), (b, "_b")):
+        side = df[_matches(df[column], value, column)]
+        if side.empty:
+            values = sorted(df[column].dropna().unique().tolist())
+            present = ", ".join(map(str, values[:20])) + (", ..." if len(values) > 20 else "")
+            raise ValueError(f"{column}={value}: no row has this value; present: {present or 'none'}")
+        means = side.groupby(keys + ["seed"], dropna=False, sort=False)[["top1", "measured_fraction"]].mean()
+        sides.append(means.add_suffix(suffix))
+    paired = pd.concat(sides, axis=1, join="inner").reset_index()
+    paired["d"] = paired["top1_a"] - paired["top1_b"]
+    paired["measured"] = paired[["measured_fraction_a", "measured_fraction_b"]].mean(axis=1)
+
+    result = _per_setting(paired, keys, alpha)
+    if keys:
+        result = result.sort_values(keys, ascending=[c != "nominal_fraction" for c in keys],
+                                    na_position="first", kind="stable").reset_index(drop=True)
+        settings = pd.concat([side.reset_index()[keys] for side in sides]).drop_duplicates()
+        unpaired = len(settings) - len(result)
+    else:
+        unpaired = 1 - len(result)
+    result.attrs.update(column=column, a=a, b=b, alpha=alpha, test=TEST, unpaired=unpaired)
+    return result
+
+
+def _per_setting(paired: pd.DataFrame, keys: list[str], alpha: float) -> pd.DataFrame:
+    """One row of statistics per setting of ``paired`` (columns ``keys``, ``top1_a``, ``top1_b``, ``d``).
+
+    The t statistic is mean(d) / (sd(d) / sqrt(n)) and p = 2 * P(T_{n-1} < -|t|), which
+    is what ``scipy.stats.ttest_rel`` computes pair by pair; done for all settings at once.
+    """
+    from scipy.special import stdtr  # the CDF of Student's t, as scipy.stats.t uses
+    columns = [*keys, *COMPARE_STATS]
+    if paired.empty:
+        empty = paired[keys].iloc[0:0].copy()
+        for stat in COMPARE_STATS:
+            empty[stat] = pd.Series(dtype="Int64" if stat == "n" else bool if stat == "significant" else "float64")
+        return empty[columns].reset_index(drop=True)
+    if keys:
+        grouped = paired.groupby(keys, dropna=False, sort=False)
+        result = grouped.agg(top1_a=("top1_a", "mean"), top1_b=("top1_b", "mean"), diff=("d", "mean"),
+                             sd=("d", "std"), high=("d", "max"), low=("d", "min"), n=("d", "size"),
+                             measured_fraction=("measured", "mean"))
+        result = result.reset_index()
+    else:
+        d = paired["d"]
+        result = pd.DataFrame({"top1_a": [paired["top1_a"].mean()], "top1_b": [paired["top1_b"].mean()],
+                               "diff": [d.mean()], "sd": [d.std()], "high": [d.max()], "low": [d.min()],
+                               "n": [len(d)], "measured_fraction": [paired["measured"].mean()]})
+    n = result["n"].to_numpy(dtype=float)
+    spread = result["high"].to_numpy(dtype=float) - result["low"].to_numpy(dtype=float)
+    testable = (n >= 2) & (spread > _NO_SPREAD)
+    se = np.where(testable, result["sd"].to_numpy(dtype=float) / np.sqrt(n), np.nan)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = np.where(testable, result["diff"].to_numpy(dtype=float) / se, np.nan)
+        p = np.where(testable, 2.0 * stdtr(np.maximum(n - 1, 1), -np.abs(t)), np.nan)
+    result = result.assign(diff_se=se, t=t, p=p, significant=testable & (p < alpha))
+    result["n"] = result["n"].astype("Int64")
+    return result[columns]
+
+
+def format_comparison(result: pd.DataFrame) -> str:
+    """The comparison as text: a header naming the test and threshold, the settings common to
+    every row once, then one line per setting with top-1 and the difference in percentage points."""
+    column, a, b = result.attrs["column"], result.attrs["a"], result.attrs["b"]
+    alpha = result.attrs.get("alpha", ALPHA)
+    lines = [
+        f"top-1 of {column}={a} minus {column}={b}, in percentage points, paired by seed over the seeds both share",
+        f"{result.attrs.get('test', TEST)}; * marks p < {alpha:g}; fewer than 2 pairs (or no spread) give no p-value",
+    ]
+    unpaired = result.attrs.get("unpaired", 0)
+    if unpaired:
+        lines.append(f"{unpaired} setting(s) with no seed on both sides are left out")
+    if result.empty:
+        lines.append("no setting has a seed on both sides")
+        return "\n".join(lines)
+    keys = [c for c in result.columns if c not in COMPARE_STATS]
+    constant = [c for c in keys if result[c].nunique(dropna=False) == 1]
+    if constant:
+        lines.append("in every row: " + ", ".join(f"{c}={_text(result[c].iloc[0])}" for c in constant))
+    table = pd.DataFrame({c: result[c].map(_text) for c in keys if c not in constant and c != "nominal_fraction"})
+    if "nominal_fraction" in keys and "nominal_fraction" not in constant:
+        # as the pivot's rows: the measured fraction (the nominal one when nothing was measured)
+        shown = result["measured_fraction"].fillna(result["nominal_fraction"])
+        table["fraction remaining"] = shown.map(percent_label)
+    table[a] = (100 * result["top1_a"]).map("{:.1f}".format)
+    table[b] = (100 * result["top1_b"]).map("{:.1f}".format)
+    table["diff"] = (100 * result["diff"]).map("{:+.2f}".format)
+    table["se"] = (100 * result["diff_se"]).map(lambda v: "—" if pd.isna(v) else f"{v:.2f}")
+    table["n"] = result["n"].astype(int)
+    table["p"] = result["p"].map(lambda v: "—" if pd.isna(v) else f"{v:.3g}")
+    table[""] = result["significant"].map({True: "*", False: ""})
+    with pd.option_context("display.width", 250, "display.max_columns", None, "display.max_rows", None):
+        lines.append(table.to_string(index=False))
+    return "\n".join(lines)
+
+
+def _text(value) -> str:
+    """A setting value as shown: ``-`` for a missing one."""
+    return "-" if pd.isna(value) else str(value)
