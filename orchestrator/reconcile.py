@@ -41,23 +41,6 @@ class _Checks:
         return log_tail(self.workspace, key)
 
 
-class _Checks:
-    """What a backend may ask while judging its running stages (see :class:`~.backends.base.Checks`)."""
-
-    def __init__(self, workspace: Path, lock_held_by_us: bool):
-        self.workspace = workspace
-        self.fresh = lock_held_by_us
-        self._driver_alive: Optional[bool] = None
-
-    def driver_alive(self) -> bool:
-        if self._driver_alive is None:
-            self._driver_alive = not self.fresh and WorkspaceLock(self.workspace).holder() is not None
-        return self._driver_alive
-
-    def log_tail(self, key: str) -> str:
-        return log_tail(self.workspace, key)
-
-
 def reconcile(workspace: Path, ledger: Ledger, lock_held_by_us: bool = False, rehash: bool = False) -> set[str]:
     """Correct every stage's state from disk; return the keys verified done.
 

@@ -33,8 +33,8 @@ def print_status(workspace: Path, all_missing: bool = False, rehash: bool = Fals
         print()
         print(f"{'kind':<12}" + "".join(f"{state:>9}" for state in STATES) + f"{'total':>9}")
         for kind in kinds:
-            row = [counts[(kind, state)] for state in STATES]
-            print(f"{kind:<12}" + "".join(f"{n:>9}" for n in row) + f"{sum(row):>9}")
+            per_state = [counts[(kind, state)] for state in STATES]
+            print(f"{kind:<12}" + "".join(f"{n:>9}" for n in per_state) + f"{sum(per_state):>9}")
         totals = [sum(counts[(kind, state)] for kind in kinds) for state in STATES]
         print(f"{'all':<12}" + "".join(f"{n:>9}" for n in totals) + f"{sum(totals):>9}")
 

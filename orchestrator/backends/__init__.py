@@ -47,9 +47,9 @@ def get_backend(name: str, workers: Optional[int] = None, runner: str = DEFAULT_
     return backend_class(name).create(dict(settings or {}), workspace, runner=runner, workers=workers)
 
 
-def by_backend(rows: Iterable[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:
+def by_backend(rows: Iterable[Any]) -> dict[str, list[Any]]:
     """Ledger rows grouped by the registered backend that ran them (rows of no known backend left out)."""
-    grouped: dict[str, list[Mapping[str, Any]]] = {}
+    grouped: dict[str, list[Any]] = {}
     for row in rows:
         if row["backend"] in BACKENDS:
             grouped.setdefault(row["backend"], []).append(row)

@@ -36,7 +36,7 @@ class Task:
 class Events(Protocol):
     """What a backend reports back while it runs."""
 
-    def started(self, key: str, host: str, pid: Optional[int], job_id: Optional[str] = None) -> None:
+    def started(self, key: str, host: Optional[str], pid: Optional[int], job_id: Optional[str] = None) -> None:
         """A task began."""
 
     def finished(self, key: str) -> bool:

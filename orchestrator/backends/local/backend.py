@@ -134,6 +134,8 @@ class LocalBackend(Backend):
             while queue.unresolved:
                 while held is not None or queue.has_ready():
                     task = held or queue.pop()
+                    if task is None:
+                        break
                     size = self.ranks.get(task.kind, 1)
                     running = sum(w.key is not None for w in pool) + sum(g.size for g in groups.values())
                     if running and running + size > self.workers:  # a stage too big for the pool runs alone
@@ -172,6 +174,8 @@ class LocalBackend(Backend):
                             events.failed(key, error_class, message)
                         fail(key)
                 for worker in busy:
+                    if worker.key is None:
+                        continue
                     key = worker.key
                     if worker.connection in signalled or worker.connection.poll():
                         status, error_class, message = worker.connection.recv()

@@ -302,6 +302,8 @@ class RayBackend(Backend):
             while queue.unresolved:
                 while queue.has_ready():  # Ray queues what the cluster cannot place yet, in submission order
                     task = queue.pop()
+                    if task is None:
+                        break
                     in_flight[self._submit(task, reporter, remote, coordinator)] = task.key
                 if not in_flight:
                     break  # everything left is blocked

@@ -56,7 +56,8 @@ def main(argv: list[str]) -> int:
     while True:
         try:
             _, summary = driver.resume(workspace, "ray", progress=False, backend_settings=settings)
-            break
+            if summary is not None:  # always, without dry_run
+                break
         except WorkspaceBusy:
             if time.monotonic() > deadline:
                 raise

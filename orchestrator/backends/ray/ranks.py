@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Optional
 
@@ -57,7 +57,7 @@ def _fits(bundle: Mapping[str, float], node: Mapping[str, float]) -> int:
     return min(counts) if counts else 1 << 30
 
 
-def placeable(bundle: Mapping[str, float], ranks: int, strategy: str, nodes: list[Mapping[str, float]]) -> int:
+def placeable(bundle: Mapping[str, float], ranks: int, strategy: str, nodes: Sequence[Mapping[str, float]]) -> int:
     """How many of ``ranks`` bundles the nodes' totals can hold under ``strategy`` (== ranks: all)."""
     per_node = [_fits(bundle, node) for node in nodes]
     if strategy == "STRICT_PACK":

@@ -66,7 +66,8 @@ class RayStageResources(_Strict):
     unknown key below them lists the resource keys in the error message.)
     """
 
-    default: RayResources = Field(default_factory=RayResources)
+    # (mypy, without pydantic's plugin, misreads a model class with an after-validator as a factory)
+    default: RayResources = Field(default_factory=RayResources)  # type: ignore[arg-type]
     dense: RayResources = None  # type: ignore[assignment]  # None: use default
     imp: RayResources = None  # type: ignore[assignment]  # None: use default
     random_mask: RayResources = None  # type: ignore[assignment]  # None: use default

@@ -278,6 +278,11 @@ class SlurmBackend(Backend):
     def _cpus(self) -> int:
         return int(self.settings.get("cpus_per_task", 1))
 
+    @staticmethod
+    def _arguments(pack: list[Task], per_job: int) -> tuple:
+        folders = [str(task.folder) for task in pack]
+        return (folders,) if per_job > 1 else (folders[0],)
+
     @classmethod
     def create(cls, settings: Mapping[str, Any], workspace: Optional[Path], runner: str = DEFAULT_RUNNER,
                workers: Optional[int] = None) -> SlurmBackend:
@@ -321,11 +326,6 @@ class SlurmBackend(Backend):
 def log_folder(workspace: Path) -> Path:
     """Where the SLURM backend keeps submitit's files, job state cache and code snapshots."""
     return Path(workspace) / "slurm"
-
-    @staticmethod
-    def _arguments(pack: list[Task], per_job: int) -> tuple:
-        folders = [str(task.folder) for task in pack]
-        return (folders,) if per_job > 1 else (folders[0],)
 
 
 #: the exit status of coreutils' ``timeout`` when it had to stop the command.

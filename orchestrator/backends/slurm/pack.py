@@ -133,7 +133,7 @@ def child_main(runner: str, code_dir: str, folder: str) -> int:
         sys.path.insert(0, code_dir)
     module_name, function_name = split_runner(runner)
     module = importlib.import_module(module_name)
-    stopping = []
+    stopping: list[int] = []
 
     def on_warning(signum, frame):
         if stopping:  # the pack forwards the signal SLURM may have sent already
