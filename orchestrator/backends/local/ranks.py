@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Optional
 
-from ..processes import free_port, thread_env
+from ..processes import free_port, rank_env, thread_env
 
 #: lines of a failed rank's stderr reported with the failure.
 STDERR_LINES = 12
@@ -44,8 +44,7 @@ class RankGroup:
         self.processes: list[subprocess.Popen] = []
         self.stderr = [tempfile.TemporaryFile() for _ in range(size)]
         for rank in range(size):
-            env = dict(os.environ, RANK=str(rank), WORLD_SIZE=str(size), LOCAL_RANK=str(rank),
-                       LOCAL_WORLD_SIZE=str(size), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
+            env = dict(os.environ, **rank_env(rank, size, rank, size, "127.0.0.1", port),
                        **thread_env(threads),
                        # what the driver imports, as multiprocessing's spawned workers get it
                        PYTHONPATH=os.pathsep.join(entry for entry in sys.path if entry))

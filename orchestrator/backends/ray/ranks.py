@@ -21,7 +21,7 @@ from typing import Any, Optional
 from workers.artifacts import LOG_FILE
 
 from ...errors import UserError
-from ..processes import free_port, resolve_runner, thread_env
+from ..processes import free_port, rank_env, resolve_runner, thread_env
 from .job_client import one_line
 
 #: seconds between two checks that a placement group still waiting could be placed at all.
@@ -149,8 +149,7 @@ def _rank_envs(places: list[tuple], world: int, master_addr: str) -> list[dict]:
     envs = []
     for rank, (node, gpus, _port) in enumerate(places):
         local = by_node[node]
-        env = {"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(local.index(rank)),
-               "LOCAL_WORLD_SIZE": str(len(local)), "MASTER_ADDR": master_addr, "MASTER_PORT": str(master_port)}
+        env = rank_env(rank, world, local.index(rank), len(local), master_addr, master_port)
         if gpus:  # every rank of a node sees the node's ranks' GPUs, its own at position LOCAL_RANK
             env["CUDA_VISIBLE_DEVICES"] = ",".join(places[r][1][0] for r in local)
         envs.append(env)

@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..base import DEFAULT_RUNNER, Backend, Checks, Events, Task, Verdict
-from ..processes import split_runner, thread_env
+from ..processes import rank_env, split_runner, thread_env
 from .pack import PackJob
 from .scheduler_output import (
     ALIVE,
@@ -111,9 +111,8 @@ def distributed_environment(environ) -> None:
 
     job = submitit.JobEnvironment()
     nodes = max(1, job.num_nodes)
-    environ.update(RANK=str(job.global_rank), WORLD_SIZE=str(tasks), LOCAL_RANK=str(job.local_rank),
-                   LOCAL_WORLD_SIZE=str(tasks // nodes), MASTER_ADDR=job.hostnames[0],
-                   MASTER_PORT=str(PORT_BASE + int(environ["SLURM_JOB_ID"]) % PORT_SPAN))
+    environ.update(rank_env(job.global_rank, tasks, job.local_rank, tasks // nodes, job.hostnames[0],
+                            PORT_BASE + int(environ["SLURM_JOB_ID"]) % PORT_SPAN))
 
 
 def snapshot_code(runner: str, into: Path) -> Path:
