@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from workers.artifacts import verify_done
 
-from .backends import Task, backend_class, by_backend, get_backend
+from .backends import BACKENDS, Task, backend_class, by_backend, get_backend
 from .errors import UserError
 from .ledger import Ledger
 from .planner import Plan, plan_sweep, settings_fingerprint
@@ -195,8 +195,6 @@ def resume(workspace: Path, backend_name: str = "local", workers: Optional[int] 
 def cancel(workspace: Path) -> list[str]:
     """Ask every backend to stop what it runs for the workspace (scheduler jobs, driver jobs);
     the stages it stopped become planned again. Returns the job ids stopped."""
-    from .backends import BACKENDS
-
     ledger = Ledger(workspace)
     try:
         running = by_backend(row for row in ledger.stages() if row["state"] == "running")
