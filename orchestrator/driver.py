@@ -4,6 +4,7 @@ The driver owns the ledger and the results table while a backend runs the stages
 """
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from collections.abc import Iterable
@@ -197,10 +198,12 @@ def cancel(workspace: Path) -> list[str]:
     the stages it stopped become planned again. Returns the job ids stopped."""
     ledger = Ledger(workspace)
     try:
-        running = by_backend(row for row in ledger.stages() if row["state"] == "running")
+        def running(name: str) -> list:
+            return [row for row in ledger.stages() if row["state"] == "running" and row["backend"] == name]
+
         stopped: list[str] = []
         for name in BACKENDS:
-            jobs, stages = backend_class(name).cancel(workspace, running.get(name, []))
+            jobs, stages = backend_class(name).cancel(workspace, functools.partial(running, name))
             for key, message in stages.items():
                 ledger.mark_planned(key, "Cancelled", message)
             stopped += jobs

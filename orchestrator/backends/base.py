@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import heapq
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Protocol
@@ -124,11 +124,12 @@ class Backend(ABC):
         return None
 
     @classmethod
-    def cancel(cls, workspace: Path, rows: list[Mapping[str, Any]]) -> tuple[list[str], dict[str, str]]:
-        """Stop whatever of this backend still runs for the workspace (``rows``: its running stages).
+    def cancel(cls, workspace: Path, running: Callable[[], list[Any]]) -> tuple[list[str], dict[str, str]]:
+        """Stop whatever of this backend still runs for the workspace.
 
-        Returns the job ids stopped and, per stage key stopped, a message for the ledger (the
-        stage becomes planned again).
+        ``running()`` reads the ledger's rows of this backend's running stages at the time it is
+        called (a driver being stopped may start stages until it is gone). Returns the job ids
+        stopped and, per stage key stopped, a message for the ledger (the stage becomes planned again).
         """
         return [], {}
 

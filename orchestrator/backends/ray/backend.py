@@ -156,12 +156,12 @@ class RayBackend(Backend):
     # stages of a Ray run live while their driver does: Backend.judge_running's default
 
     @classmethod
-    def cancel(cls, workspace: Path, rows) -> tuple[list[str], dict[str, str]]:
+    def cancel(cls, workspace: Path, running) -> tuple[list[str], dict[str, str]]:
         """Stop the workspace's driver job; its stage tasks die with it."""
         job = stop_driver(workspace)
         if not job:
             return [], {}
-        return [job], {row["key"]: f"Ray job {job} stopped by `prunesweep cancel`" for row in rows}
+        return [job], {row["key"]: f"Ray job {job} stopped by `prunesweep cancel`" for row in running()}
 
     @classmethod
     def status_lines(cls, workspace: Path) -> list[str]:

@@ -305,9 +305,9 @@ class SlurmBackend(Backend):
         cancel([row["job_id"] for row in rows if row["job_id"]])
 
     @classmethod
-    def cancel(cls, workspace: Path, rows) -> tuple[list[str], dict[str, str]]:
+    def cancel(cls, workspace: Path, running) -> tuple[list[str], dict[str, str]]:
         """``scancel`` the jobs of every queued or running stage."""
-        rows = [row for row in rows if row["job_id"]]
+        rows = [row for row in running() if row["job_id"]]
         cancel([row["job_id"] for row in rows])
         return ([row["job_id"] for row in rows],
                 {row["key"]: f"job {row['job_id']} cancelled by `prunesweep cancel`" for row in rows})
