@@ -25,8 +25,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from orchestrator.backends.base import Task  # noqa: E402
-from orchestrator.backends.local import LocalBackend  # noqa: E402
-from orchestrator.backends.ray import RayBackend, probe_workspace  # noqa: E402
+from orchestrator.backends.local.backend import LocalBackend  # noqa: E402
+from orchestrator.backends.ray.backend import RayBackend, probe_workspace  # noqa: E402
 
 RUNNER = "bench.ray_overhead:sleep_stage"
 SLEEP_ENV = "PRUNESWEEP_BENCH_SLEEP"

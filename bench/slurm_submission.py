@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from orchestrator.backends.base import Task  # noqa: E402
-from orchestrator.backends.slurm import SlurmBackend  # noqa: E402
+from orchestrator.backends.slurm.backend import SlurmBackend  # noqa: E402
 
 
 def sleep_stage(folder: Path) -> None:

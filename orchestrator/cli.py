@@ -81,9 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_arguments(resume, "local")
     resume.add_argument("--dry-run", action="store_true", help="list what would run, run nothing")
 
-    cancel = commands.add_parser("cancel", help="cancel every queued or running SLURM job of a workspace",
-                                 description="Cancel the scheduler jobs of this workspace's queued and running "
-                                             "stages, and nothing else; `resume` resubmits them later.")
+    cancel = commands.add_parser("cancel", help="stop what schedulers still run for a workspace (SLURM jobs, the Ray "
+                                                "driver job)",
+                                 description="Stop every queued or running stage a scheduler holds for this workspace "
+                                             "(SLURM: its jobs; Ray: the driver job, whose stage tasks end with it), "
+                                             "and nothing else; those stages become planned and `resume` reruns "
+                                             "them. A local run is stopped with Ctrl-C in its terminal.")
     cancel.add_argument("workspace")
 
     res = commands.add_parser("results", help="mean ± standard error over seeds; queries, comparisons, plots, exports",

@@ -4,6 +4,7 @@ The driver owns the ledger and the results table while a backend runs the stages
 """
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from collections.abc import Iterable
@@ -15,7 +16,7 @@ from tqdm import tqdm
 
 from workers.artifacts import verify_done
 
-from .backends import Task, get_backend
+from .backends import BACKENDS, Task, backend_class, by_backend, get_backend
 from .errors import UserError
 from .ledger import Ledger
 from .planner import Plan, plan_sweep, settings_fingerprint
@@ -112,12 +113,12 @@ def run_pending(workspace: Path, ledger: Ledger, keys: Iterable[str], backend_na
     tasks = []
     for key in todo:
         pending = [dep for dep in deps.get(key, {}).values() if dep not in done]
-        elsewhere = tuple(rows[dep]["job_id"] for dep in pending if rows[dep]["state"] == "running" and rows[dep]["job_id"])
+        elsewhere = tuple(rows[dep]["job_id"] for dep in pending
+                          if rows[dep]["state"] == "running" and rows[dep]["job_id"])
         tasks.append(Task(key, stage_dir(workspace, key), tuple(pending), priority.get(key, 0.0),
                           kind=rows[key]["kind"], after_jobs=elsewhere))
         ledger.mark_planned(key)
-    backend = get_backend(backend_name, workers=workers, settings=backend_settings, log_folder=workspace / "slurm",
-                          workspace=workspace)
+    backend = get_backend(backend_name, workers=workers, settings=backend_settings, workspace=workspace)
     events = _LedgerEvents(workspace, ledger, backend.name, 0 if backend.detached else len(tasks), progress)
     try:
         backend.run(tasks, events)
@@ -134,13 +135,10 @@ def run_pending(workspace: Path, ledger: Ledger, keys: Iterable[str], backend_na
 
 
 def _cancel_stale_jobs(rows) -> None:
-    """Cancel the still-pending jobs of blocked stages about to be resubmitted (their
-    dependency failed, so SLURM would keep them pending forever)."""
-    stale = [row["job_id"] for row in rows if row["state"] == "blocked" and row["backend"] == "slurm" and row["job_id"]]
-    if stale:
-        from .backends.slurm import cancel as scancel
-
-        scancel(stale)
+    """Withdraw the scheduler jobs of blocked stages about to be resubmitted (their dependency
+    failed, so a scheduler could keep them pending forever)."""
+    for name, blocked in by_backend(row for row in rows if row["state"] == "blocked").items():
+        backend_class(name).cancel_jobs(blocked)
 
 
 def launch(spec: SweepSpec, source: str, backend_name: Optional[str] = None, workers: Optional[int] = None,
@@ -164,8 +162,9 @@ def launch(spec: SweepSpec, source: str, backend_name: Optional[str] = None, wor
             materialise(workspace, list(plan.stages.values()))
             ledger.register(spec.name, source, settings, spec.model_dump(), plan.stages.values(), plan.cells)
             backend_name = backend_name or spec.backend
-            summary = run_pending(workspace, ledger, plan.stages.keys(), backend_name, workers or spec.local.workers,
-                                  progress, getattr(spec, backend_name).model_dump())
+            section = getattr(spec, backend_name, None)  # a backend registered after the schema was built has none
+            summary = run_pending(workspace, ledger, plan.stages.keys(), backend_name, workers, progress,
+                                  section.model_dump() if section is not None else {})
         finally:
             ledger.close()
     return plan, summary
@@ -195,23 +194,19 @@ def resume(workspace: Path, backend_name: str = "local", workers: Optional[int] 
 
 
 def cancel(workspace: Path) -> list[str]:
-    """Cancel the scheduler jobs of every queued or running stage, and the Ray driver job; they
-    become planned again."""
-    from .backends.ray_jobs import stop_driver
-    from .backends.slurm import cancel as scancel
-
+    """Ask every backend to stop what it runs for the workspace (scheduler jobs, driver jobs);
+    the stages it stopped become planned again. Returns the job ids stopped."""
     ledger = Ledger(workspace)
     try:
-        ray_job = stop_driver(workspace)  # its stage tasks die with it
-        if ray_job:
-            for row in ledger.stages():
-                if row["state"] == "running" and row["backend"] == "ray":
-                    ledger.mark_planned(row["key"], "Cancelled", f"Ray job {ray_job} stopped by `prunesweep cancel`")
-        rows = [row for row in ledger.stages() if row["state"] == "running" and row["backend"] == "slurm"
-                and row["job_id"]]
-        scancel([row["job_id"] for row in rows])
-        for row in rows:
-            ledger.mark_planned(row["key"], "Cancelled", f"job {row['job_id']} cancelled by `prunesweep cancel`")
-        return [row["job_id"] for row in rows] + ([ray_job] if ray_job else [])
+        def running(name: str) -> list:
+            return [row for row in ledger.stages() if row["state"] == "running" and row["backend"] == name]
+
+        stopped: list[str] = []
+        for name in BACKENDS:
+            jobs, stages = backend_class(name).cancel(workspace, functools.partial(running, name))
+            for key, message in stages.items():
+                ledger.mark_planned(key, "Cancelled", message)
+            stopped += jobs
+        return stopped
     finally:
         ledger.close()

@@ -2,14 +2,12 @@
 
 Artifacts are the truth: a stage whose checksummed artifacts exist is done whatever the
 ledger says; a damaged one is invalidated and planned again; a stage the ledger calls
-running whose process is gone is planned again. Only verified artifacts are ingested
+running whose backend says it is gone is planned again. Only verified artifacts are ingested
 into the results table, and each cell once.
 """
 from __future__ import annotations
 
 import json
-import os
-import socket
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Optional
@@ -18,6 +16,7 @@ import results
 from workers.artifacts import DONE_FILE, LOG_FILE, invalidate
 
 from .artifact_stamps import verify_stage
+from .backends import backend_class, by_backend
 from .errors import UserError
 from .ledger import Ledger
 from .workspace import WorkspaceLock, stage_dir
@@ -25,14 +24,21 @@ from .workspace import WorkspaceLock, stage_dir
 LOG_TAIL_LINES = 12
 
 
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+class _Checks:
+    """What a backend may ask while judging its running stages (see :class:`~.backends.base.Checks`)."""
+
+    def __init__(self, workspace: Path, lock_held_by_us: bool):
+        self.workspace = workspace
+        self.fresh = lock_held_by_us
+        self._driver_alive: Optional[bool] = None
+
+    def driver_alive(self) -> bool:
+        if self._driver_alive is None:
+            self._driver_alive = not self.fresh and WorkspaceLock(self.workspace).holder() is not None
+        return self._driver_alive
+
+    def log_tail(self, key: str) -> str:
+        return log_tail(self.workspace, key)
 
 
 def reconcile(workspace: Path, ledger: Ledger, lock_held_by_us: bool = False, rehash: bool = False) -> set[str]:
@@ -40,15 +46,12 @@ def reconcile(workspace: Path, ledger: Ledger, lock_held_by_us: bool = False, re
 
     Artifacts whose stamps are unchanged since they last hashed right are trusted
     (:mod:`orchestrator.artifact_stamps`); ``rehash`` checksums every one of them again.
+    A stage the ledger calls running without artifacts is judged by the backend that runs it.
     """
     workspace = Path(workspace)
-    host = socket.gethostname()
-    local_driver_alive: Optional[bool] = None
     done = set()
-    rows = ledger.stages()
-    # a read-only look (status) may reuse a few seconds old answer; launch/resume ask afresh
-    scheduler = _scheduler_states(rows, None if lock_held_by_us else workspace / "slurm" / "job_states.json")
-    for row in rows:
+    running = []
+    for row in ledger.stages():
         key, state = row["key"], row["state"]
         ok, reason = verify_stage(workspace, ledger, key, rehash)
         if ok:
@@ -60,55 +63,20 @@ def reconcile(workspace: Path, ledger: Ledger, lock_held_by_us: bool = False, re
             invalidate(stage_dir(workspace, key))
             ledger.mark_planned(key, "CorruptArtifact", f"artifact damaged ({reason}); it will be rerun")
         elif state == "done":
-            ledger.mark_planned(key, "MissingArtifact", "the ledger said done but its artifacts are gone; it will be rerun")
-        elif state == "running" and row["backend"] == "slurm":
-            _reconcile_slurm_job(workspace, ledger, row, scheduler.get(row["job_id"]))
+            ledger.mark_planned(key, "MissingArtifact",
+                                "the ledger said done but its artifacts are gone; it will be rerun")
         elif state == "running":
-            # a Ray worker that died may be being retried: for ray stages only the driver tells
-            gone = (row["backend"] != "ray" and row["host"] == host and row["pid"] is not None
-                    and not _process_alive(row["pid"]))
-            if row["backend"] in ("local", "ray") and not gone:
-                if local_driver_alive is None:
-                    local_driver_alive = not lock_held_by_us and WorkspaceLock(workspace).holder() is not None
-                gone = not local_driver_alive
-            if gone:
-                where = f"pid {row['pid']} on {row['host']}"
-                ledger.mark_planned(key, "Interrupted", (
-                    f"its driver is gone (no prunesweep holds the workspace lock; it ran as {where}); it will be rerun"
-                    if row["backend"] == "ray" else f"its process ({where}) is gone; it will be rerun"))
+            running.append(row)
+    checks = _Checks(workspace, lock_held_by_us)
+    for name, rows in by_backend(running).items():
+        for key, verdict in backend_class(name).judge_running(rows, checks).items():
+            if verdict.state == "blocked":
+                ledger.mark_blocked(key, verdict.message)
+            elif verdict.state == "failed":
+                ledger.mark_failed(key, verdict.error_class, verdict.message)
+            elif verdict.state == "planned":
+                ledger.mark_planned(key, verdict.error_class, verdict.message)
     return done
-
-
-def _scheduler_states(rows, cache: Optional[Path]) -> dict:
-    """SLURM states of the jobs the ledger believes queued or running."""
-    job_ids = [row["job_id"] for row in rows if row["state"] == "running" and row["backend"] == "slurm" and row["job_id"]]
-    if not job_ids:
-        return {}
-    from .backends.slurm import job_states
-
-    return job_states(job_ids, cache)
-
-
-def _reconcile_slurm_job(workspace: Path, ledger: Ledger, row, job: Optional[tuple[str, str]]) -> None:
-    """A SLURM stage without artifacts: still queued/running, or ended (and why)."""
-    from .backends.slurm import ALIVE, FAILURE_REASONS, explain_failed_job
-
-    key, job_id = row["key"], row["job_id"]
-    if job is None:  # what SLURM does with an array task cancelled while still pending
-        ledger.mark_failed(key, "Cancelled", f"job {job_id} is unknown to squeue and sacct: cancelled before it "
-                                             "started (or forgotten by the controller)")
-        return
-    state, reason = job
-    if state in ALIVE:
-        if "DependencyNeverSatisfied" in reason:
-            ledger.mark_blocked(key, f"job {job_id} (DependencyNeverSatisfied: a job it waits for failed)")
-        return
-    error_class = FAILURE_REASONS.get(state, "CompletedWithoutArtifacts" if state == "COMPLETED" else state.title())
-    detail = log_tail(workspace, key) or f"job {job_id} ended {state}"
-    if state == "FAILED":
-        error_class, why = explain_failed_job(workspace / "slurm", job_id)
-        detail = f"{why}\n{detail}" if why else detail
-    ledger.mark_failed(key, error_class, f"job {job_id} ended {state}\n{detail}")
 
 
 def log_tail(workspace: Path, key: str, lines: int = LOG_TAIL_LINES) -> str:

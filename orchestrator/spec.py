@@ -11,15 +11,15 @@ import os
 import re
 import typing
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import TYPE_CHECKING, Any, Literal, Optional, Union
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    StrictBool,
     ValidationError,
     ValidationInfo,
+    create_model,
     field_validator,
     model_serializer,
     model_validator,
@@ -27,6 +27,12 @@ from pydantic import (
 
 from workers import catalog
 
+from .backends import BACKENDS, settings_model
+# the backends' sections live with their backends; their models are named from here as before
+from .backends.local.settings import LocalSettings as LocalBackend
+from .backends.ray.settings import RayResources, RayRuntimeEnv, RaySettings, RayStageResources  # noqa: F401
+from .backends.settings_base import KeyedError as _KeyedError
+from .backends.slurm.settings import SlurmRanks, SlurmSettings  # noqa: F401
 from .errors import SpecError
 from .sources import INITS, MASK_SOURCES
 from .yaml_input import YamlInputError, load_yaml
@@ -255,235 +261,6 @@ class Transfer(_Strict):
         return self
 
 
-class LocalBackend(_Strict):
-    """Settings of the local backend."""
-
-    workers: Optional[int] = Field(None, gt=0)
-    #: with GPUs, the default number of workers on each one (each worker runs one stage at a time).
-    stages_per_gpu: int = Field(1, gt=0)
-    #: processes (DDP ranks) per stage of a kind, e.g. {dense: 4}; each holds one worker slot.
-    ranks: dict[str, int] = Field(default_factory=dict)
-
-    @field_validator("ranks")
-    @classmethod
-    def _ranks_per_kind(cls, ranks: dict) -> dict:
-        for kind, count in ranks.items():
-            if kind not in catalog.STAGE_KINDS:
-                raise _KeyedError((kind,), f"unknown stage kind; allowed: {', '.join(catalog.STAGE_KINDS)}")
-            if count < 1:
-                raise _KeyedError((kind,), f"a stage needs at least 1 rank, got {count}")
-        return ranks
-
-
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_SBATCH_OPTION = re.compile(r"^[a-z][a-z0-9_-]*$")
-#: sbatch options the SLURM backend writes itself (or that have their own key).
-_MANAGED_SBATCH = frozenset({"array", "dependency", "output", "error", "signal", "open-mode", "job-name", "wrap",
-                             "partition", "account", "qos", "constraint", "time", "cpus-per-task", "mem",
-                             "gpus-per-node"})
-
-
-class SlurmRanks(_Strict):
-    """How many processes (ranks) one distributed stage runs as: ``nodes`` x ``tasks_per_node``."""
-
-    nodes: int = Field(1, ge=1)
-    tasks_per_node: int = Field(1, ge=1)
-
-
-class SlurmSettings(_Strict):
-    """Settings of the SLURM backend (``backend: slurm``)."""
-
-    partition: Optional[str] = None
-    account: Optional[str] = None
-    qos: Optional[str] = None
-    constraint: Optional[str] = None
-    #: minutes per stage kind (dense, imp, eval, random_mask, rewind); others get default_time_min.
-    time_min: dict[str, int] = Field(default_factory=dict)
-    default_time_min: int = Field(60, gt=0)
-    gpus_per_node: Optional[int] = Field(None, ge=0)
-    cpus_per_task: int = Field(1, gt=0)
-    mem_gb: Optional[float] = Field(None, gt=0)
-    array_parallelism: int = Field(256, gt=0)
-    #: overrides the cluster's MaxArraySize (read from `scontrol show config`).
-    max_array_size: Optional[int] = Field(None, gt=0)
-    #: how many times a stage is requeued after a time limit or preemption.
-    max_requeues: int = Field(3, ge=0)
-    #: seconds before the time limit at which a stage is signalled to checkpoint and requeue.
-    signal_delay_s: int = Field(90, ge=0)
-    #: extra sbatch options, e.g. {"mail-type": "FAIL", "hold": true}; true writes a bare flag.
-    extra_sbatch: dict[str, Union[StrictBool, int, float, str]] = Field(default_factory=dict)
-    #: shell lines run before the worker (module load, venv activation).
-    setup: list[str] = Field(default_factory=list)
-    #: seconds between two sbatch calls of one launch (spares a busy controller).
-    submit_interval_s: float = Field(0.1, ge=0)
-    #: seconds an sbatch may take before the launch gives up (a full queue makes it wait forever).
-    submit_timeout_s: int = Field(120, gt=0)
-    #: distributed stages: per stage kind, the nodes and tasks per node of its job (one rank per task).
-    ranks: dict[str, SlurmRanks] = Field(default_factory=dict)
-    #: GPU sharing: per stage kind, how many stages of one array wave run together in one job.
-    stages_per_job: dict[str, int] = Field(default_factory=dict)
-
-    @field_validator("partition", "account", "qos", "constraint")
-    @classmethod
-    def _one_line(cls, value: Optional[str]) -> Optional[str]:
-        if value is not None and _CONTROL.search(value):
-            raise ValueError("must be one line without control characters")
-        return value
-
-    @field_validator("setup")
-    @classmethod
-    def _setup_lines(cls, lines: list[str]) -> list[str]:
-        for i, line in enumerate(lines):
-            if _CONTROL.search(line):
-                raise _KeyedError((i,), "each setup entry must be one shell line (no newline or control characters)")
-        return lines
-
-    @field_validator("extra_sbatch")
-    @classmethod
-    def _sbatch_options(cls, options: dict) -> dict:
-        for name, value in options.items():
-            if not _SBATCH_OPTION.match(name):
-                raise _KeyedError((name,), "an sbatch option name is lowercase letters, digits and '-', "
-                                           "without the leading '--' (e.g. mail-type)")
-            if name.replace("_", "-") in _MANAGED_SBATCH:
-                raise _KeyedError((name,), f"prunesweep sets --{name} itself; allowed here: any other sbatch "
-                                           "option (partition, account, qos, constraint, time: use their own keys)")
-            if isinstance(value, str) and _CONTROL.search(value):
-                raise _KeyedError((name,), "the value must be one line without control characters")
-        return options
-
-    @field_validator("time_min")
-    @classmethod
-    def _positive_times(cls, times: dict) -> dict:
-        for kind, minutes in times.items():
-            if kind not in catalog.STAGE_KINDS:
-                raise _KeyedError((kind,), f"unknown stage kind; allowed: {', '.join(catalog.STAGE_KINDS)}")
-            if minutes <= 0:
-                raise _KeyedError((kind,), f"a time limit must be a positive number of minutes, got {minutes}")
-        return times
-
-    @field_validator("ranks", "stages_per_job")
-    @classmethod
-    def _known_kinds(cls, per_kind: dict) -> dict:
-        for kind, value in per_kind.items():
-            if kind not in catalog.STAGE_KINDS:
-                raise _KeyedError((kind,), f"unknown stage kind; allowed: {', '.join(catalog.STAGE_KINDS)}")
-            if isinstance(value, int) and value < 1:
-                raise _KeyedError((kind,), f"must be a whole number >= 1 (stages run together in one job), got {value}")
-        return per_kind
-
-    @model_validator(mode="after")
-    def _ranks_or_packs(self) -> SlurmSettings:
-        # a pack runs its stages as single processes; a distributed stage needs the whole job's tasks
-        for kind, ranks in self.ranks.items():
-            if ranks.nodes * ranks.tasks_per_node > 1 and self.stages_per_job.get(kind, 1) > 1:
-                raise _KeyedError(("stages_per_job", kind), f"stages of kind {kind} are distributed (slurm.ranks."
-                                  f"{kind}); allowed: stages_per_job 1 for it, or ranks of 1 task")
-        return self
-
-
-_RAY_ADDRESS = re.compile(r"^(auto|ray://[^\s/:]+:\d+|https?://[^\s/:]+(:\d+)?/?)$")
-#: names Ray reserves for its own resources (set them with num_cpus / num_gpus instead).
-_RAY_RESERVED = frozenset({"CPU", "GPU", "memory", "object_store_memory"})
-
-
-def _ray_quantity(value: float, what: str) -> float:
-    # Ray refuses fractional amounts above 1 (a fraction is a share of one device).
-    if value > 1 and value != int(value):
-        raise ValueError(f"{what} above 1 must be a whole number (a fraction shares one unit), got {value}")
-    return value
-
-
-class RayResources(_Strict):
-    """What one stage asks Ray for: CPUs, GPUs (fractions share one GPU) and custom resources."""
-
-    num_cpus: float = Field(1, ge=0)
-    num_gpus: float = Field(0, ge=0)
-    custom: dict[str, float] = Field(default_factory=dict)
-    #: processes of one stage (a placement group of this many bundles); the amounts above are per rank.
-    ranks: int = Field(1, ge=1)
-
-    @field_validator("num_cpus", "num_gpus")
-    @classmethod
-    def _whole_above_one(cls, value: float, info) -> float:
-        return _ray_quantity(value, info.field_name)
-
-    @field_validator("custom")
-    @classmethod
-    def _custom(cls, custom: dict) -> dict:
-        for name, amount in custom.items():
-            if name in _RAY_RESERVED or not name.strip():
-                raise _KeyedError((name,), f"not a custom resource name; use num_cpus / num_gpus for "
-                                           f"{', '.join(sorted(_RAY_RESERVED))}")
-            if amount <= 0:
-                raise _KeyedError((name,), f"a resource amount must be > 0, got {amount}")
-            try:
-                _ray_quantity(amount, "an amount")
-            except ValueError as err:
-                raise _KeyedError((name,), str(err)) from None
-        return custom
-
-    @model_validator(mode="after")
-    def _one_gpu_per_rank(self) -> RayResources:
-        # each rank trains on cuda:LOCAL_RANK, so a rank needs exactly one GPU of its own (or none)
-        if self.ranks > 1 and self.num_gpus not in (0, 1):
-            raise _KeyedError(("num_gpus",), f"with ranks > 1 each rank needs num_gpus 0 or 1 (one GPU of its own), "
-                                             f"got {self.num_gpus:g}")
-        return self
-
-
-class RayStageResources(_Strict):
-    """Resources per stage kind; a kind not given uses ``default``.
-
-    (Kinds are typed ``RayResources`` with a None default rather than Optional so that an
-    unknown key below them lists the resource keys in the error message.)
-    """
-
-    default: RayResources = Field(default_factory=RayResources)
-    dense: RayResources = None  # type: ignore[assignment]  # None: use default
-    imp: RayResources = None  # type: ignore[assignment]  # None: use default
-    random_mask: RayResources = None  # type: ignore[assignment]  # None: use default
-    eval: RayResources = None  # type: ignore[assignment]  # None: use default
-    rewind: RayResources = None  # type: ignore[assignment]  # None: use default
-    features: RayResources = None  # type: ignore[assignment]  # None: use default
-    linear_eval: RayResources = None  # type: ignore[assignment]  # None: use default
-    finetune: RayResources = None  # type: ignore[assignment]  # None: use default
-
-
-class RayRuntimeEnv(_Strict):
-    """Ray's runtime environment for the driver job and its stages."""
-
-    working_dir: Optional[str] = None
-    pip: list[str] = Field(default_factory=list)
-    env_vars: dict[str, str] = Field(default_factory=dict)
-
-
-class RaySettings(_Strict):
-    """Settings of the Ray backend (``backend: ray``)."""
-
-    #: None: a Ray started for the sweep on this machine (blocking); else the cluster to submit the
-    #: driver to: 'auto', 'ray://HOST:PORT' or the dashboard 'http://HOST:PORT'.
-    address: Optional[str] = None
-    resources: RayStageResources = Field(default_factory=RayStageResources)
-    #: times Ray reruns a stage whose worker process died (from its last epoch checkpoint).
-    max_retries: int = Field(3, ge=0)
-    runtime_env: RayRuntimeEnv = Field(default_factory=RayRuntimeEnv)
-    #: CPUs of the Ray started for the sweep when there is no address (default: every core).
-    num_cpus: Optional[int] = Field(None, gt=0)
-    #: seconds the driver job may take to start and see the workspace before launch gives up.
-    attach_timeout_s: float = Field(300, gt=0)
-    #: how the bundles (ranks) of a stage with ranks > 1 are placed on nodes (Ray's placement strategies).
-    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
-
-    @field_validator("address")
-    @classmethod
-    def _address(cls, address: Optional[str]) -> Optional[str]:
-        if address is not None and not _RAY_ADDRESS.match(address):
-            raise ValueError("allowed: auto, ray://HOST:PORT (Ray client) or http://HOST:DASHBOARD_PORT "
-                             f"(job submission); leave it out to start a Ray for the sweep; got {address!r}")
-        return address
-
-
 _REWIND = re.compile(r"^\s*(\d+)\s*(it|ep)\s*$")
 
 
@@ -516,8 +293,8 @@ def parse_rewind(value: Any) -> RewindPoint:
     return RewindPoint(text="0" if amount == 0 else f"{amount}{unit}", amount=amount, unit=unit)
 
 
-class SweepSpec(_Strict):
-    """One sweep file."""
+class _SweepFields(_Strict):
+    """One sweep file, but for its backend sections (added from the backend registry below)."""
 
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     workspace: str = Field(min_length=1)
@@ -531,10 +308,6 @@ class SweepSpec(_Strict):
     seeds: list[int] = Field(min_length=1)
     label_subset: LabelSubset = Field(default_factory=LabelSubset)
     transfer: Optional[Transfer] = None
-    backend: Literal["local", "slurm", "ray"] = "local"
-    local: LocalBackend = Field(default_factory=LocalBackend)
-    slurm: SlurmSettings = Field(default_factory=SlurmSettings)
-    ray: RaySettings = Field(default_factory=RaySettings)
 
     @field_validator("workspace")
     @classmethod
@@ -702,6 +475,26 @@ class SweepSpec(_Strict):
         return max(0, round(math.log(fraction) / math.log1p(-self.pruning.rate)))
 
 
+def _with_backend_sections(base: type[_SweepFields]) -> type[_SweepFields]:
+    """``base`` plus ``backend:`` (a registered name) and one section per registered backend, named like it."""
+    sections: dict[str, Any] = {name: (settings_model(name), Field(default_factory=settings_model(name)))
+                                for name in BACKENDS}
+    return create_model("SweepSpec", __base__=base, __module__=__name__, __doc__="One sweep file.",
+                        backend=(Literal[tuple(BACKENDS)], "local"), **sections)
+
+
+if TYPE_CHECKING:  # what the registry gives today, for type checkers
+    class SweepSpec(_SweepFields):
+        """One sweep file."""
+
+        backend: str
+        local: LocalBackend
+        slurm: SlurmSettings
+        ray: RaySettings
+else:
+    SweepSpec = _with_backend_sections(_SweepFields)
+
+
 def _members(values: list[str], allowed, what: str) -> list[str]:
     for i, value in enumerate(values):
         if value not in allowed:
@@ -711,13 +504,6 @@ def _members(values: list[str], allowed, what: str) -> list[str]:
     return values
 
 
-class _KeyedError(ValueError):
-    """A validation error that knows the key path below the field being validated."""
-
-    def __init__(self, sub_path: tuple, message: str):
-        super().__init__(message)
-        self.sub_path = sub_path
-        self.message = message
 
 
 # ---- loading -------------------------------------------------------------------------

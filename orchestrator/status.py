@@ -7,7 +7,7 @@ from pathlib import Path
 
 from workers import catalog
 
-from .backends.ray_jobs import DRIVER_RECORD, driver_status
+from .backends import BACKENDS, backend_class
 from .ledger import STATES, Ledger
 from .reconcile import ingest_results, reconcile
 
@@ -24,19 +24,17 @@ def print_status(workspace: Path, all_missing: bool = False, rehash: bool = Fals
         stages = ledger.stages()
         sweeps = ledger.sweeps()
         print(f"workspace {workspace}: {len(sweeps)} sweep(s): " + ", ".join(row["name"] for row in sweeps))
-        if (workspace / DRIVER_RECORD).exists():
-            driver = driver_status(workspace)
-            if driver:
-                record, job_status = driver
-                print(f"Ray driver job {record['submission_id']} at {record['address']}: {job_status}")
+        for name in BACKENDS:
+            for line in backend_class(name).status_lines(workspace):
+                print(line)
         counts = Counter((row["kind"], row["state"]) for row in stages)
         present = {kind for kind, _ in counts}
         kinds = [kind for kind in catalog.STAGE_KINDS if kind in present] + sorted(present - set(catalog.STAGE_KINDS))
         print()
         print(f"{'kind':<12}" + "".join(f"{state:>9}" for state in STATES) + f"{'total':>9}")
         for kind in kinds:
-            row = [counts[(kind, state)] for state in STATES]
-            print(f"{kind:<12}" + "".join(f"{n:>9}" for n in row) + f"{sum(row):>9}")
+            per_state = [counts[(kind, state)] for state in STATES]
+            print(f"{kind:<12}" + "".join(f"{n:>9}" for n in per_state) + f"{sum(per_state):>9}")
         totals = [sum(counts[(kind, state)] for kind in kinds) for state in STATES]
         print(f"{'all':<12}" + "".join(f"{n:>9}" for n in totals) + f"{sum(totals):>9}")
 
@@ -71,9 +69,7 @@ def print_status(workspace: Path, all_missing: bool = False, rehash: bool = Fals
 
 
 def _scheduler_logs(workspace: Path, row) -> list[Path]:
-    """The stdout/stderr files submitit wrote for a SLURM stage's job, where they exist."""
-    if row["backend"] != "slurm" or not row["job_id"]:
+    """The log files the stage's backend (its scheduler) wrote for it, where they exist."""
+    if row["backend"] not in BACKENDS:
         return []
-    folder = Path(workspace) / "slurm" / row["job_id"]
-    return [path for path in (folder / f"{row['job_id']}_0_log.err", folder / f"{row['job_id']}_0_log.out")
-            if path.exists()]
+    return backend_class(row["backend"]).log_files(Path(workspace), row)

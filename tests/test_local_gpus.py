@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.backends import Task, get_backend
-from orchestrator.backends.gpus import least_used_gpu, visible_gpus
+from orchestrator.backends.local.gpus import least_used_gpu, visible_gpus
 from orchestrator.errors import SpecError
 from orchestrator.spec import load_spec
 

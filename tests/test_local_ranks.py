@@ -7,8 +7,8 @@ import os
 import time
 
 import pytest
-
 from conftest import TINY, ledger_states
+
 from orchestrator.cli import main
 from orchestrator.errors import SpecError
 from orchestrator.spec import load_spec
@@ -46,7 +46,7 @@ def test_a_sweep_with_two_rank_stages_finishes_and_only_rank_zero_writes(write_s
 
 
 def test_a_failing_rank_fails_its_stage_stops_the_others_and_resume_finishes(write_sweep, tmp_path):
-    from orchestrator.backends.local import LocalBackend
+    from orchestrator.backends.local.backend import LocalBackend
 
     path = _sweep(write_sweep, ranks={"dense": 2})
     workspace = tmp_path / "ws"

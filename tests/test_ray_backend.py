@@ -14,10 +14,11 @@ import time
 
 import pytest
 import yaml
+from conftest import ROOT, TINY
+from conftest import ledger_states as _states
 
 import results
-from conftest import ROOT, TINY, ledger_states as _states
-from orchestrator.backends.ray_jobs import DRIVER_RECORD
+from orchestrator.backends.ray.job_client import DRIVER_RECORD
 from orchestrator.workspace import stage_dir
 from workers.artifacts import CHECKPOINT_FILE, DONE_FILE, LOG_FILE
 

@@ -1,30 +1,60 @@
-"""Backends: where stages run. ``get_backend(name, **options)`` builds one."""
+"""Backends: where stages run. One subpackage each, registered by one line in :data:`BACKENDS`.
+
+A backend's subpackage holds ``backend.py`` (``BACKEND``, a :class:`~.base.Backend`
+subclass) and ``settings.py`` (``SETTINGS``, the pydantic model of its section of the
+sweep file; pydantic and the standard library only, so planning imports no scheduler).
+Nothing outside the subpackage names a backend: the driver, reconcile, status, cancel and
+the sweep schema all go through this registry. See ``docs/extending/backend.md``.
+"""
 from __future__ import annotations
+
+import importlib
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Optional
 
 from ..errors import UserError
 from .base import DEFAULT_RUNNER, Backend, Events, Task
 
-BACKENDS = ("local", "slurm", "ray")
+#: backend name -> its subpackage (imported only when the backend is used).
+BACKENDS: dict[str, str] = {
+    "local": "orchestrator.backends.local",
+    "slurm": "orchestrator.backends.slurm",
+    "ray": "orchestrator.backends.ray",
+}
 
 
-def get_backend(name: str, workers=None, runner: str = DEFAULT_RUNNER, settings=None, log_folder=None,
-                workspace=None) -> Backend:
-    """The backend called ``name``; ``settings`` is the sweep's section for it."""
-    if name == "local":
-        from .local import LocalBackend
-
-        settings = settings or {}
-        return LocalBackend(workers=workers, runner=runner, stages_per_gpu=settings.get("stages_per_gpu", 1),
-                            ranks=settings.get("ranks"))
-    if name == "slurm":
-        from .slurm import SlurmBackend
-
-        return SlurmBackend(settings or {}, log_folder, runner=runner)
-    if name == "ray":
-        from .ray import RayBackend
-
-        return RayBackend(settings or {}, workspace, runner=runner)
-    raise UserError(f"--backend: unknown backend {name!r}; allowed: {', '.join(BACKENDS)}")
+def _package(name: str) -> str:
+    try:
+        return BACKENDS[name]
+    except KeyError:
+        raise UserError(f"--backend: unknown backend {name!r}; allowed: {', '.join(BACKENDS)}") from None
 
 
-__all__ = ["Backend", "Events", "Task", "get_backend", "BACKENDS", "DEFAULT_RUNNER"]
+def backend_class(name: str) -> type[Backend]:
+    """The :class:`Backend` subclass registered as ``name``."""
+    return importlib.import_module(f"{_package(name)}.backend").BACKEND
+
+
+def settings_model(name: str) -> type:
+    """The pydantic model of the sweep file's section for backend ``name``."""
+    return importlib.import_module(f"{_package(name)}.settings").SETTINGS
+
+
+def get_backend(name: str, workers: Optional[int] = None, runner: str = DEFAULT_RUNNER,
+                settings: Optional[Mapping[str, Any]] = None, workspace: Optional[Path] = None) -> Backend:
+    """The backend called ``name`` for one run; ``settings`` is the sweep's section for it."""
+    return backend_class(name).create(dict(settings or {}), workspace, runner=runner, workers=workers)
+
+
+def by_backend(rows: Iterable[Any]) -> dict[str, list[Any]]:
+    """Ledger rows grouped by the registered backend that ran them (rows of no known backend left out)."""
+    grouped: dict[str, list[Any]] = {}
+    for row in rows:
+        if row["backend"] in BACKENDS:
+            grouped.setdefault(row["backend"], []).append(row)
+    return grouped
+
+
+__all__ = ["Backend", "Events", "Task", "get_backend", "backend_class", "settings_model", "by_backend", "BACKENDS",
+           "DEFAULT_RUNNER"]

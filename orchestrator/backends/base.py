@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import heapq
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Protocol
+from typing import Any, Optional, Protocol
 
 #: the worker entry point every backend calls on a stage folder.
 DEFAULT_RUNNER = "workers.entry:run_stage"
@@ -36,7 +36,7 @@ class Task:
 class Events(Protocol):
     """What a backend reports back while it runs."""
 
-    def started(self, key: str, host: str, pid: Optional[int], job_id: Optional[str] = None) -> None:
+    def started(self, key: str, host: Optional[str], pid: Optional[int], job_id: Optional[str] = None) -> None:
         """A task began."""
 
     def finished(self, key: str) -> bool:
@@ -52,16 +52,96 @@ class Events(Protocol):
         """A running task was stopped by the user (Ctrl-C)."""
 
 
+@dataclass(frozen=True)
+class Verdict:
+    """What a backend says of a stage the ledger calls running that has no artifacts yet.
+
+    ``state`` is what the ledger should say now: ``running`` (leave it), ``blocked``,
+    ``failed`` or ``planned`` (it will be rerun); ``error_class`` and ``message`` say why.
+    """
+
+    state: str
+    error_class: str = ""
+    message: str = ""
+
+
+STILL_RUNNING = Verdict("running")
+
+
+class Checks(Protocol):
+    """What reconcile lends a backend judging its running stages."""
+
+    workspace: Path
+    #: True when the caller holds the workspace lock (launch/resume): ask the scheduler afresh.
+    fresh: bool
+
+    def driver_alive(self) -> bool:
+        """Whether a prunesweep process other than the caller holds the workspace lock."""
+
+    def log_tail(self, key: str) -> str:
+        """The last lines of a stage's log, or an empty string."""
+
+
 class Backend(ABC):
-    """Runs tasks somewhere."""
+    """Runs tasks somewhere, and answers for the stages it ran.
+
+    A backend is one subpackage of :mod:`orchestrator.backends` registered with one line in
+    its ``BACKENDS``: ``backend.py`` defines ``BACKEND`` (a subclass of this) and
+    ``settings.py`` defines ``SETTINGS`` (the pydantic model of the sweep file's section
+    named like the backend). The class methods below answer for stages from their ledger
+    rows (``key``, ``state``, ``backend``, ``job_id``, ``host``, ``pid``...) without an
+    instance: ``status``, ``cancel`` and reconcile call them with no sweep at hand.
+    """
 
     name: str = "backend"
     #: True when ``run`` returns after submitting (the stages then run without a driver).
     detached: bool = False
 
+    @classmethod
+    def create(cls, settings: Mapping[str, Any], workspace: Optional[Path], runner: str = DEFAULT_RUNNER,
+               workers: Optional[int] = None) -> Backend:
+        """The backend for one run: ``settings`` is the sweep's section for it (a dict), ``workers``
+        the ``--workers`` of the command line (None: the settings decide)."""
+        return cls(settings, workspace, runner=runner)  # type: ignore[call-arg]
+
     @abstractmethod
     def run(self, tasks: list[Task], events: Events) -> None:
         """Run (or submit) ``tasks``, reporting through ``events``."""
+
+    @classmethod
+    def judge_running(cls, rows: list[Mapping[str, Any]], checks: Checks) -> dict[str, Verdict]:
+        """Stage key -> verdict for this backend's stages the ledger calls running, whose artifacts
+        are not there (a key left out stays running). Default: a stage runs while its driver does."""
+        if not rows or checks.driver_alive():
+            return {}
+        return {row["key"]: Verdict("planned", "Interrupted", (
+            f"its driver is gone (no prunesweep holds the workspace lock; it ran as pid {row['pid']} on "
+            f"{row['host']}); it will be rerun")) for row in rows}
+
+    @classmethod
+    def cancel_jobs(cls, rows: list[Mapping[str, Any]]) -> None:
+        """Withdraw the scheduler jobs of these stages (blocked ones about to be submitted again)."""
+        return None
+
+    @classmethod
+    def cancel(cls, workspace: Path, running: Callable[[], list[Any]]) -> tuple[list[str], dict[str, str]]:
+        """Stop whatever of this backend still runs for the workspace.
+
+        ``running()`` reads the ledger's rows of this backend's running stages at the time it is
+        called (a driver being stopped may start stages until it is gone). Returns the job ids
+        stopped and, per stage key stopped, a message for the ledger (the stage becomes planned again).
+        """
+        return [], {}
+
+    @classmethod
+    def log_files(cls, workspace: Path, row: Mapping[str, Any]) -> list[Path]:
+        """The scheduler's log files of a stage, where they exist (besides its own ``log.txt``)."""
+        return []
+
+    @classmethod
+    def status_lines(cls, workspace: Path) -> list[str]:
+        """Lines ``prunesweep status`` prints about this backend's drivers for the workspace."""
+        return []
 
 
 class DependencyQueue:

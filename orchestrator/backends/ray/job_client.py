@@ -10,7 +10,7 @@ from typing import Any, Optional
 
 from workers.artifacts import atomic_write_json
 
-from ..errors import UserError
+from ...errors import UserError
 
 #: the driver job's record, relative to the workspace.
 DRIVER_RECORD = Path("ray") / "driver.json"

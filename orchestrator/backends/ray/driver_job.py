@@ -1,4 +1,5 @@
-"""The driver a detached Ray launch submits as a Ray job: ``python -m orchestrator.ray_job WORKSPACE``.
+"""The driver a detached Ray launch submits as a Ray job:
+``python -m orchestrator.backends.ray.driver_job WORKSPACE``.
 
 It runs on the cluster: connects to Ray, checks that every node sees the workspace and that
 the cluster can hold every stage kind's resources (ranks included), says so in
@@ -17,10 +18,10 @@ import sys
 import time
 from pathlib import Path
 
-from .backends.ray import RayBackend, probe_workspace
-from .backends.ray_jobs import read_driver_record, write_driver_record
-from .backends.ray_ranks import check_cluster_fits
-from .errors import UserError, WorkspaceBusy
+from ...errors import UserError, WorkspaceBusy
+from .backend import RayBackend, probe_workspace
+from .job_client import read_driver_record, write_driver_record
+from .ranks import check_cluster_fits
 
 #: how long to wait for the launch that submitted this job to release the workspace lock.
 LOCK_WAIT_S = 600
@@ -28,9 +29,9 @@ LOCK_WAIT_S = 600
 
 def main(argv: list[str]) -> int:
     """Check the workspace from every node, then resume the workspace's sweeps on this cluster."""
-    from . import driver
-    from .ledger import Ledger
-    from .workspace import require_workspace
+    from ... import driver
+    from ...ledger import Ledger
+    from ...workspace import require_workspace
 
     workspace = Path(argv[0]).absolute()
     job = (read_driver_record(workspace) or {}).get("submission_id")
@@ -55,7 +56,8 @@ def main(argv: list[str]) -> int:
     while True:
         try:
             _, summary = driver.resume(workspace, "ray", progress=False, backend_settings=settings)
-            break
+            if summary is not None:  # always, without dry_run
+                break
         except WorkspaceBusy:
             if time.monotonic() > deadline:
                 raise

@@ -11,33 +11,27 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 from typing import Optional
 
+from ..processes import free_port, rank_env, thread_env
+
 #: lines of a failed rank's stderr reported with the failure.
 STDERR_LINES = 12
 
 _RANK_MAIN = """
-import importlib, sys, traceback
-module, function = sys.argv[1].split(":")
+import sys, traceback
+from orchestrator.backends.processes import resolve_runner
 try:
-    getattr(importlib.import_module(module), function)(sys.argv[2])
+    resolve_runner(sys.argv[1])(sys.argv[2])
 except BaseException as error:
     print(type(error).__name__, file=sys.stderr)
     print("\\n".join(traceback.format_exc().rstrip().splitlines()[-20:]), file=sys.stderr)
     sys.exit(1)
 """
-
-
-def free_port() -> int:
-    """A TCP port nothing listens on now (for the group's rendezvous)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class RankGroup:
@@ -46,13 +40,12 @@ class RankGroup:
     def __init__(self, runner: str, folder: Path, size: int, threads: int, gpus: list[str]):
         self.size = size
         self.gpus = gpus
-        port = free_port()
+        port = free_port("127.0.0.1")
         self.processes: list[subprocess.Popen] = []
         self.stderr = [tempfile.TemporaryFile() for _ in range(size)]
         for rank in range(size):
-            env = dict(os.environ, RANK=str(rank), WORLD_SIZE=str(size), LOCAL_RANK=str(rank),
-                       LOCAL_WORLD_SIZE=str(size), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
-                       OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
+            env = dict(os.environ, **rank_env(rank, size, rank, size, "127.0.0.1", port),
+                       **thread_env(threads),
                        # what the driver imports, as multiprocessing's spawned workers get it
                        PYTHONPATH=os.pathsep.join(entry for entry in sys.path if entry))
             if gpus:

@@ -13,15 +13,15 @@ import os
 import re
 import shutil
 import subprocess
+from collections.abc import Mapping
 from typing import Optional
 
 _NVIDIA_SMI_GPU = re.compile(r"^GPU (\d+):", re.MULTILINE)
 
 
-def visible_gpus(environ: Optional[dict] = None) -> list[str]:
+def visible_gpus(environ: Optional[Mapping[str, str]] = None) -> list[str]:
     """The ids of the GPUs a process started from here may use (empty: none)."""
-    environ = os.environ if environ is None else environ
-    listed = environ.get("CUDA_VISIBLE_DEVICES")
+    listed = (os.environ if environ is None else environ).get("CUDA_VISIBLE_DEVICES")
     if listed is not None:
         return [gpu.strip() for gpu in listed.split(",") if gpu.strip() and gpu.strip() != "-1"]
     smi = shutil.which("nvidia-smi")

@@ -10,7 +10,7 @@ Two ways to run:
   runner resumes from the stage's last epoch checkpoint. A stage that raises is not
   retried: it fails with its traceback's last lines and its dependents are blocked.
 - **detached** (an ``address``): ``run`` submits a driver to the cluster as a Ray job
-  (``python -m orchestrator.ray_job WORKSPACE``), waits only until that driver has seen
+  (``python -m orchestrator.backends.ray.driver_job WORKSPACE``), waits only until that driver has seen
   the workspace from every node, records the job in ``WORKSPACE/ray/driver.json`` and
   returns: a dropped SSH session loses nothing.
 
@@ -20,7 +20,6 @@ dependencies, which tasks express directly; Tune's trials are independent.
 """
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import secrets
@@ -34,10 +33,19 @@ from typing import Any, Optional
 
 from workers.artifacts import atomic_write_json
 
-from ..errors import UserError
-from .base import DEFAULT_RUNNER, Backend, DependencyQueue, Events, Task
-from .ray_jobs import job_client, one_line, read_driver_record, write_driver_record
-from .ray_ranks import StageRankError, check_cluster_fits, log_line, run_ranks
+from ...errors import UserError
+from ..base import DEFAULT_RUNNER, Backend, DependencyQueue, Events, Task
+from ..processes import resolve_runner, thread_env
+from .job_client import (
+    DRIVER_RECORD,
+    driver_status,
+    job_client,
+    one_line,
+    read_driver_record,
+    stop_driver,
+    write_driver_record,
+)
+from .ranks import StageRankError, check_cluster_fits, log_line, run_ranks
 
 #: lines of a traceback kept with a failure.
 TRACEBACK_LINES = 12
@@ -53,16 +61,14 @@ def _stage_task(runner: str, folder: str, key: str, threads: int, reporter) -> N
     """Body of one stage task: say where it runs, then call the runner on the folder."""
     import ray
 
-    for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        os.environ[variable] = str(threads)
+    os.environ.update(thread_env(threads))
     # wait for the reporter so that "started" always reaches the driver before "finished"
     ray.get(reporter.started.remote(key, socket.gethostname(), os.getpid()))
     # where it ran and on which GPUs (Ray sets CUDA_VISIBLE_DEVICES; fractions share one)
     log_line(folder, f"ray: task on {socket.gethostname()} pid {os.getpid()} started at {time.time():.3f}, "
                      f"GPU ids {[str(gpu) for gpu in ray.get_gpu_ids()]}, "
                      f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '')}")
-    module_name, function_name = runner.split(":")
-    getattr(importlib.import_module(module_name), function_name)(Path(folder))
+    resolve_runner(runner)(Path(folder))
     log_line(folder, f"ray: task pid {os.getpid()} returned at {time.time():.3f}")
 
 
@@ -117,7 +123,8 @@ def probe_workspace(workspace: Path, timeout: float = PROBE_TIMEOUT_S) -> None:
             except Exception as error:  # noqa: BLE001 - any failure of the probe is the answer
                 host, content = "?", f"the probe failed: {one_line(error)}"
             if content != expected:
-                problems.append(f"node {nodes[refs[ref]]} ({host}): {content if content.startswith('cannot') else 'reads another file'}")
+                seen = content if content.startswith("cannot") else "reads another file"
+                problems.append(f"node {nodes[refs[ref]]} ({host}): {seen}")
         for ref in pending:
             ray.cancel(ref, force=True)
             problems.append(f"node {nodes[refs[ref]]}: no answer within {timeout:g} s")
@@ -141,6 +148,32 @@ class RayBackend(Backend):
         self.runner = runner
         self.detached = bool(self.settings.get("address")) and not self.settings.get("attached")
 
+    @classmethod
+    def create(cls, settings, workspace, runner: str = DEFAULT_RUNNER, workers: Optional[int] = None) -> RayBackend:
+        """The Ray backend of ``workspace`` (``ray.address`` decides attached or detached)."""
+        return cls(settings, Path(workspace or "."), runner=runner)
+
+    # stages of a Ray run live while their driver does: Backend.judge_running's default
+
+    @classmethod
+    def cancel(cls, workspace: Path, running) -> tuple[list[str], dict[str, str]]:
+        """Stop the workspace's driver job; its stage tasks die with it."""
+        job = stop_driver(workspace)
+        if not job:
+            return [], {}
+        return [job], {row["key"]: f"Ray job {job} stopped by `prunesweep cancel`" for row in running()}
+
+    @classmethod
+    def status_lines(cls, workspace: Path) -> list[str]:
+        """The driver job's line, when a detached launch submitted one."""
+        if not (Path(workspace) / DRIVER_RECORD).exists():
+            return []
+        driver = driver_status(workspace)
+        if not driver:
+            return []
+        record, job_status = driver
+        return [f"Ray driver job {record['submission_id']} at {record['address']}: {job_status}"]
+
     def run(self, tasks: list[Task], events: Events) -> None:
         """Detached: submit the driver job and return. Attached: run every task, blocking."""
         if not tasks:
@@ -158,7 +191,8 @@ class RayBackend(Backend):
     def _submit_driver(self) -> None:
         address = self.settings["address"]
         client = job_client(address)
-        entrypoint = (f"{shlex.quote(sys.executable)} -m orchestrator.ray_job {shlex.quote(str(self.workspace))}")
+        entrypoint = (f"{shlex.quote(sys.executable)} -m orchestrator.backends.ray.driver_job "
+                      f"{shlex.quote(str(self.workspace))}")
         try:
             job = client.submit_job(entrypoint=entrypoint, runtime_env=self._runtime_env() or None,
                                     metadata={"prunesweep_workspace": str(self.workspace)})
@@ -268,6 +302,8 @@ class RayBackend(Backend):
             while queue.unresolved:
                 while queue.has_ready():  # Ray queues what the cluster cannot place yet, in submission order
                     task = queue.pop()
+                    if task is None:
+                        break
                     in_flight[self._submit(task, reporter, remote, coordinator)] = task.key
                 if not in_flight:
                     break  # everything left is blocked
@@ -311,3 +347,7 @@ class RayBackend(Backend):
             reason = "the worker process died" if kind in _DEATHS else "Ray could not run the task"
             return kind, f"{reason}; Ray retried it {retries} time(s) (max_retries): {one_line(error)}"
 
+
+
+#: the class the backend registry builds.
+BACKEND = RayBackend

@@ -11,18 +11,18 @@ died makes the whole stage run again, up to ``max_retries`` times.
 """
 from __future__ import annotations
 
-import importlib
 import math
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Optional
 
 from workers.artifacts import LOG_FILE
 
-from ..errors import UserError
-from .ray_jobs import one_line
+from ...errors import UserError
+from ..processes import free_port, rank_env, resolve_runner, thread_env
+from .job_client import one_line
 
 #: seconds between two checks that a placement group still waiting could be placed at all.
 PLACEMENT_CHECK_S = 10
@@ -30,7 +30,6 @@ PLACEMENT_CHECK_S = 10
 PEER_GRACE_S = 5
 #: lines of a rank's traceback kept with a failure.
 TRACEBACK_LINES = 12
-_THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
 class StageRankError(Exception):
@@ -58,7 +57,7 @@ def _fits(bundle: Mapping[str, float], node: Mapping[str, float]) -> int:
     return min(counts) if counts else 1 << 30
 
 
-def placeable(bundle: Mapping[str, float], ranks: int, strategy: str, nodes: list[Mapping[str, float]]) -> int:
+def placeable(bundle: Mapping[str, float], ranks: int, strategy: str, nodes: Sequence[Mapping[str, float]]) -> int:
     """How many of ``ranks`` bundles the nodes' totals can hold under ``strategy`` (== ranks: all)."""
     per_node = [_fits(bundle, node) for node in nodes]
     if strategy == "STRICT_PACK":
@@ -113,12 +112,6 @@ def log_line(folder: str, text: str) -> None:
         log.write(text + "\n")
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("", 0))
-        return probe.getsockname()[1]
-
-
 class _Rank:
     """One rank of a distributed stage: an actor holding its bundle's resources."""
 
@@ -127,22 +120,20 @@ class _Rank:
         import ray
 
         gpus = [str(gpu) for gpu in ray.get_gpu_ids()]
-        return ray.get_runtime_context().get_node_id(), gpus, _free_port() if with_port else None
+        return ray.get_runtime_context().get_node_id(), gpus, free_port() if with_port else None
 
     def run(self, runner: str, folder: str, key: str, env: dict, threads: int, reporter) -> None:
         """Set the rank's environment, say where it runs, then call the runner on the folder."""
         import ray
 
         os.environ.update(env)
-        for variable in _THREAD_VARIABLES:
-            os.environ[variable] = str(threads)
+        os.environ.update(thread_env(threads))
         log_line(folder, f"ray: rank {env['RANK']} of {env['WORLD_SIZE']} on {socket.gethostname()} pid {os.getpid()} "
                          f"MASTER_ADDR={env['MASTER_ADDR']} MASTER_PORT={env['MASTER_PORT']} "
                          f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '')}")
         if env["RANK"] == "0":
             ray.get(reporter.started.remote(key, socket.gethostname(), os.getpid()))
-        module_name, function_name = runner.split(":")
-        getattr(importlib.import_module(module_name), function_name)(Path(folder))
+        resolve_runner(runner)(Path(folder))
 
 
 class _Died(Exception):
@@ -158,8 +149,7 @@ def _rank_envs(places: list[tuple], world: int, master_addr: str) -> list[dict]:
     envs = []
     for rank, (node, gpus, _port) in enumerate(places):
         local = by_node[node]
-        env = {"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(local.index(rank)),
-               "LOCAL_WORLD_SIZE": str(len(local)), "MASTER_ADDR": master_addr, "MASTER_PORT": str(master_port)}
+        env = rank_env(rank, world, local.index(rank), len(local), master_addr, master_port)
         if gpus:  # every rank of a node sees the node's ranks' GPUs, its own at position LOCAL_RANK
             env["CUDA_VISIBLE_DEVICES"] = ",".join(places[r][1][0] for r in local)
         envs.append(env)
@@ -176,7 +166,8 @@ def _wait_placed(pg, bundle: dict, ranks: int, strategy: str, key: str) -> None:
         fit = placeable(bundle, ranks, strategy, nodes)
         if fit < ranks:
             raise StageRankError("Unplaceable", f"stage {key}: {ranks} rank(s) of {bundle} each cannot be placed "
-                                                f"({strategy}); at most {fit} fit on the alive nodes: {_describe(nodes)}")
+                                                f"({strategy}); at most {fit} fit on the alive nodes: "
+                                                f"{_describe(nodes)}")
 
 
 def _failure(rank: int, ref, ranks: int) -> Optional[Exception]:
@@ -220,8 +211,9 @@ def _attempt(runner: str, folder: str, key: str, resources: Mapping[str, Any], r
         # rank 0's node as Ray addresses it (the address its raylet was started with)
         master_addr = {node["NodeID"]: node["NodeManagerAddress"] for node in ray.nodes()}[places[0][0]]
         threads = max(1, int(resources.get("num_cpus", 1)))
+        envs = _rank_envs(places, ranks, master_addr)
         pending = {actor.run.remote(runner, folder, key, env, threads, reporter): rank
-                   for rank, (actor, env) in enumerate(zip(actors, _rank_envs(places, ranks, master_addr)))}
+                   for rank, (actor, env) in enumerate(zip(actors, envs, strict=True))}
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
             failure = _failure(pending.pop(done[0]), done[0], ranks)

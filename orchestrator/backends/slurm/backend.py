@@ -20,7 +20,7 @@ that fails ends the others); :class:`StageJob` gives each the torch environment
 (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``LOCAL_WORLD_SIZE``, ``MASTER_ADDR``,
 ``MASTER_PORT``). Only rank 0 checkpoints and requeues (submitit's rule). A kind listed in
 ``stages_per_job`` shares the job's GPU(s): that many stages of one array wave run
-together in one array task (:mod:`.slurm_pack`).
+together in one array task (:mod:`.pack`).
 
 Where a job stands comes from ``squeue``/``scontrol`` first and ``sacct`` only where
 accounting answers (see :func:`job_states`); answers are cached for a few seconds so a
@@ -34,7 +34,7 @@ import importlib
 import importlib.util
 import json
 import os
-import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -45,17 +45,20 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Optional
 
-from .base import DEFAULT_RUNNER, Backend, Events, Task
-from .slurm_pack import PackJob
-
-#: SLURM states of a job that has not ended.
-ALIVE = {"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "COMPLETING",
-         "SUSPENDED", "RESIZING", "SIGNALING", "STAGE_OUT", "PREEMPTED"}
-#: ended SLURM states -> the failure taxonomy of ``prunesweep status``.
-FAILURE_REASONS = {
-    "TIMEOUT": "Timeout", "OUT_OF_MEMORY": "OutOfMemory", "NODE_FAIL": "NodeFailure", "CANCELLED": "Cancelled",
-    "FAILED": "Failed", "BOOT_FAIL": "NodeFailure", "DEADLINE": "Timeout", "PREEMPTED": "Preempted",
-}
+from ..base import DEFAULT_RUNNER, Backend, Checks, Events, Task, Verdict
+from ..processes import rank_env, split_runner, thread_env
+from .pack import PackJob
+from .scheduler_output import (
+    ALIVE,
+    FAILURE_REASONS,
+    SACCT_FIELDS,
+    SQUEUE_FORMAT,
+    array_ids,
+    failed_job_reason,
+    parse_max_array_size,
+    parse_sacct,
+    parse_squeue,
+)
 
 
 class StageJob:
@@ -74,11 +77,11 @@ class StageJob:
     def _runner_module(self):
         if self.code_dir and self.code_dir not in sys.path:
             sys.path.insert(0, self.code_dir)
-        return importlib.import_module(self.runner.split(":")[0])
+        return importlib.import_module(split_runner(self.runner)[0])
 
     def __call__(self, folder: str) -> None:
         distributed_environment(os.environ)
-        getattr(self._runner_module(), self.runner.split(":")[1])(Path(folder))
+        getattr(self._runner_module(), split_runner(self.runner)[1])(Path(folder))
         # The stage is done. A warning signal now (SLURM's timer is coarse) would requeue a
         # finished job, or, once Python has reset its handlers on exit, kill it by USR2 and
         # fail the jobs that wait on it with afterok.
@@ -108,9 +111,8 @@ def distributed_environment(environ) -> None:
 
     job = submitit.JobEnvironment()
     nodes = max(1, job.num_nodes)
-    environ.update(RANK=str(job.global_rank), WORLD_SIZE=str(tasks), LOCAL_RANK=str(job.local_rank),
-                   LOCAL_WORLD_SIZE=str(tasks // nodes), MASTER_ADDR=job.hostnames[0],
-                   MASTER_PORT=str(PORT_BASE + int(environ["SLURM_JOB_ID"]) % PORT_SPAN))
+    environ.update(rank_env(job.global_rank, tasks, job.local_rank, tasks // nodes, job.hostnames[0],
+                            PORT_BASE + int(environ["SLURM_JOB_ID"]) % PORT_SPAN))
 
 
 def snapshot_code(runner: str, into: Path) -> Path:
@@ -118,7 +120,7 @@ def snapshot_code(runner: str, into: Path) -> Path:
 
     The digest covers every copied path and content, so an unchanged package reuses one snapshot.
     """
-    package = runner.split(":")[0].split(".")[0]
+    package = split_runner(runner)[0].split(".")[0]
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         raise RuntimeError(f"cannot snapshot {package!r}: it is not a package")
@@ -150,8 +152,7 @@ def max_array_size(override: Optional[int] = None) -> int:
         output = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, timeout=30).stdout
     except (OSError, subprocess.TimeoutExpired):
         return 1000
-    match = re.search(r"^MaxArraySize\s*=\s*(\d+)", output, re.M)
-    return int(match.group(1)) if match else 1000
+    return parse_max_array_size(output) or 1000
 
 
 def waves(tasks: list[Task]) -> dict[int, list[Task]]:
@@ -187,7 +188,8 @@ class SlurmBackend(Backend):
 
         settings = self.settings
         ranks = settings.get("ranks", {}).get(kind) or {}
-        executor = submitit.SlurmExecutor(folder=self.log_folder / "%j", max_num_timeout=settings.get("max_requeues", 3))
+        executor = submitit.SlurmExecutor(folder=self.log_folder / "%j",
+                                          max_num_timeout=settings.get("max_requeues", 3))
         parameters = {
             "job_name": f"prunesweep-{kind}",
             "time": settings.get("time_min", {}).get(kind, settings.get("default_time_min", 60)),
@@ -195,8 +197,8 @@ class SlurmBackend(Backend):
             "array_parallelism": settings.get("array_parallelism", 256),
             "signal_delay_s": settings.get("signal_delay_s", 90),
             # one math thread per allocated CPU, as the local backend does: same numbers everywhere
-            "setup": [f"export OMP_NUM_THREADS={settings.get('cpus_per_task', 1)} "
-                      f"MKL_NUM_THREADS={settings.get('cpus_per_task', 1)}", *settings.get("setup", [])],
+            "setup": ["export " + " ".join(f"{name}={value}" for name, value in thread_env(self._cpus()).items()),
+                      *settings.get("setup", [])],
             # a flag given as true is written bare (``--hold``); false leaves it out
             "additional_parameters": {"open-mode": "append", **{
                 name: value for name, value in settings.get("extra_sbatch", {}).items() if value is not False}},
@@ -216,7 +218,7 @@ class SlurmBackend(Backend):
 
     def preflight(self) -> None:
         """Refuse (UserError, nothing submitted) unless SLURM answers and knows the partition."""
-        from ..errors import UserError
+        from ...errors import UserError
 
         try:
             result = subprocess.run(["sinfo", "-h", "-o", "%R"], capture_output=True, text=True, timeout=60)
@@ -243,7 +245,7 @@ class SlurmBackend(Backend):
         job = StageJob(self.runner, code)
         interval = float(self.settings.get("submit_interval_s", 0.1))
         last_submission = 0.0
-        with _sbatch_time_limit(int(self.settings.get("submit_timeout_s", 120))):
+        with _sbatch_time_limit(int(self.settings.get("submit_timeout_s", 120)), self.log_folder / "bin"):
             for wave in waves(tasks).values():
                 by_kind: dict[str, list[Task]] = defaultdict(list)
                 for task in wave:
@@ -267,7 +269,7 @@ class SlurmBackend(Backend):
                                 jobs = [executor.submit(runs, *self._arguments(pack, per_job)) for pack in chunk]
                         except Exception as error:
                             raise _submission_error(error, len(array_of), len(tasks)) from None
-                        for pack, submitted in zip(chunk, jobs):
+                        for pack, submitted in zip(chunk, jobs, strict=True):
                             for task in pack:  # a pack's stages share its job id, each keeps its own row
                                 array_of[task.key] = submitted.job_id.split("_")[0]
                                 events.started(task.key, host=None, pid=None, job_id=submitted.job_id)
@@ -280,39 +282,92 @@ class SlurmBackend(Backend):
         folders = [str(task.folder) for task in pack]
         return (folders,) if per_job > 1 else (folders[0],)
 
+    @classmethod
+    def create(cls, settings: Mapping[str, Any], workspace: Optional[Path], runner: str = DEFAULT_RUNNER,
+               workers: Optional[int] = None) -> SlurmBackend:
+        """Submitit's logs and the code snapshots go to ``WORKSPACE/slurm``."""
+        return cls(settings, log_folder(Path(workspace or ".")), runner=runner)
+
+    @classmethod
+    def judge_running(cls, rows, checks: Checks) -> dict[str, Verdict]:
+        """Ask squeue (then sacct) about the jobs; a read-only look (status) may reuse a few seconds old answer."""
+        rows = [row for row in rows if row["job_id"]]
+        if not rows:
+            return {}
+        folder = log_folder(checks.workspace)
+        states = job_states([row["job_id"] for row in rows], None if checks.fresh else folder / "job_states.json")
+        return {row["key"]: judge_job(row["job_id"], states.get(row["job_id"]), folder, checks.log_tail(row["key"]))
+                for row in rows}
+
+    @classmethod
+    def cancel_jobs(cls, rows) -> None:
+        """``scancel`` the jobs of these stages (blocked ones would stay pending forever)."""
+        cancel([row["job_id"] for row in rows if row["job_id"]])
+
+    @classmethod
+    def cancel(cls, workspace: Path, running) -> tuple[list[str], dict[str, str]]:
+        """``scancel`` the jobs of every queued or running stage."""
+        rows = [row for row in running() if row["job_id"]]
+        cancel([row["job_id"] for row in rows])
+        return ([row["job_id"] for row in rows],
+                {row["key"]: f"job {row['job_id']} cancelled by `prunesweep cancel`" for row in rows})
+
+    @classmethod
+    def log_files(cls, workspace: Path, row) -> list[Path]:
+        """The stdout/stderr files submitit wrote for the stage's job (rank 0's), where they exist."""
+        if not row["job_id"]:
+            return []
+        folder = log_folder(workspace) / row["job_id"]
+        return [path for path in (folder / f"{row['job_id']}_0_log.err", folder / f"{row['job_id']}_0_log.out")
+                if path.exists()]
+
+
+def log_folder(workspace: Path) -> Path:
+    """Where the SLURM backend keeps submitit's files, job state cache and code snapshots."""
+    return Path(workspace) / "slurm"
+
 
 #: the exit status of coreutils' ``timeout`` when it had to stop the command.
 _TIMED_OUT = 124
 
 
 @contextlib.contextmanager
-def _sbatch_time_limit(seconds: int) -> Iterator[None]:
-    """Run every sbatch submitit makes in the block under ``timeout`` (sbatch waits forever on a full queue).
+def _sbatch_time_limit(seconds: int, shims: Path) -> Iterator[None]:
+    """Run every ``sbatch`` started in the block under ``timeout`` (sbatch waits forever on a full queue).
 
-    submitit builds its array executors itself, so the limit is set on the class for the block.
+    submitit runs ``sbatch`` by name, and builds its array executors itself, so an executor
+    subclass cannot reach every submission: instead ``shims/`` holds an ``sbatch`` that runs
+    the real one under coreutils' ``timeout``, first on ``PATH`` for the block.
     """
-    import submitit
-
-    executor_class = submitit.SlurmExecutor
-    original = executor_class._make_submission_command
-
-    def limited(self, submission_file_path):
-        return ["timeout", "--kill-after=10", str(seconds), *original(self, submission_file_path)]
-
-    executor_class._make_submission_command = limited
+    real = shutil.which("sbatch")
+    if real is None:  # preflight said SLURM answers; without sbatch submitit's own error is the clearest
+        yield
+        return
+    folder = Path(shims) / f"sbatch-timeout-{seconds}"
+    script = f'#!/bin/sh\nexec timeout --kill-after=10 {seconds} {shlex.quote(real)} "$@"\n'
+    shim = folder / "sbatch"
+    if not shim.is_file() or shim.read_text() != script:
+        folder.mkdir(parents=True, exist_ok=True)
+        partial = folder / f".sbatch.{os.getpid()}.tmp"
+        partial.write_text(script)
+        partial.chmod(0o755)
+        os.replace(partial, shim)
+    path = os.environ.get("PATH", "")
+    os.environ["PATH"] = f"{folder}{os.pathsep}{path}"
     try:
         yield
     finally:
-        executor_class._make_submission_command = original
+        os.environ["PATH"] = path
 
 
 def _submission_error(error: Exception, submitted: int, total: int):
     """A UserError explaining a failed sbatch, and what was submitted before it."""
-    from ..errors import UserError
+    from ...errors import UserError
 
     text = str(error)
     before = (f"{submitted} of {total} stage(s) were submitted before it and are queued; "
-              "`prunesweep resume WORKSPACE --backend slurm` submits the rest") if submitted else "nothing was submitted"
+              "`prunesweep resume WORKSPACE --backend slurm` submits the rest"
+              ) if submitted else "nothing was submitted"
     if getattr(error.__cause__, "returncode", None) == _TIMED_OUT:  # submitit's FailedJobError wraps the exit
         return UserError(f"backend slurm: sbatch did not answer in time (slurm.submit_timeout_s); the controller may "
                          f"be overloaded or the queue full (MaxJobCount); {before}")
@@ -353,59 +408,59 @@ def job_states(job_ids: list[str], cache: Optional[Path] = None) -> dict[str, tu
 
 
 def _ask_scheduler(job_ids: list[str]) -> dict[str, tuple[str, str]]:
-    states: dict[str, tuple[str, str]] = {}
-    wanted = set(job_ids)
-    arrays = sorted({job_id.split("_")[0] for job_id in job_ids})
     try:
-        output = subprocess.run(["squeue", "-h", "-t", "all", "-r", "-j", ",".join(arrays), "-o", "%i|%T|%r"],
-                                capture_output=True, text=True, timeout=60).stdout
+        output = subprocess.run(["squeue", "-h", "-t", "all", "-r", "-j", ",".join(array_ids(job_ids)),
+                                 "-o", SQUEUE_FORMAT], capture_output=True, text=True, timeout=60).stdout
     except (OSError, subprocess.TimeoutExpired):
         output = ""
-    for line in output.splitlines():
-        job_id, state, reason = (line.split("|") + ["", ""])[:3]
-        if job_id in wanted:
-            states[job_id] = (state, reason)
+    states = parse_squeue(output, job_ids)
     missing = [job_id for job_id in job_ids if job_id not in states]
     if missing:
         try:
-            result = subprocess.run(["sacct", "-n", "-P", "-X", "-j", ",".join(sorted({j.split('_')[0] for j in missing})),
-                                     "-o", "JobID,State,Reason"], capture_output=True, text=True, timeout=60)
+            result = subprocess.run(["sacct", "-n", "-P", "-X", "-j", ",".join(array_ids(missing)), "-o", SACCT_FIELDS],
+                                    capture_output=True, text=True, timeout=60)
             output = result.stdout if result.returncode == 0 else ""
         except (OSError, subprocess.TimeoutExpired):
             output = ""
-        for line in output.splitlines():
-            job_id, state, reason = (line.split("|") + ["", ""])[:3]
-            if job_id in wanted and job_id not in states:
-                states[job_id] = (state.split()[0] if state else "UNKNOWN", reason)
+        states.update(parse_sacct(output, missing))
     return states
 
 
 def explain_failed_job(log_folder: Path, job_id: str) -> tuple[str, str]:
-    """(reason class, one line) for a job SLURM calls FAILED, read from submitit's stderr log.
-
-    submitit ends a job FAILED both when the stage raised and when it stopped requeueing
-    itself (the time-out or preemption limit was reached): the log tells them apart.
-    """
-    logs = sorted((Path(log_folder) / job_id).glob(f"{job_id}_*_log.err"))  # one per rank
+    """(reason class, one line) for a job SLURM calls FAILED, read from submitit's stderr logs (one per rank)."""
     texts = []
-    for log in logs:
+    for log in sorted((Path(log_folder) / job_id).glob(f"{job_id}_*_log.err")):
         try:
             texts.append(log.read_text(errors="replace")[-20000:])
         except OSError:
             pass
-    if not texts:
-        return "Failed", ""
-    text = "\n".join(texts)
-    if "timed-out too many times" in text:
-        return "Timeout", "time limit reached more often than slurm.max_requeues allows"
-    if "timed-out and not checkpointable" in text:
-        return "Timeout", "timed out"
-    if "Traceback (most recent call last)" in text:
-        return "PythonException", ""
-    return "Failed", ""
+    return failed_job_reason(texts)
+
+
+def judge_job(job_id: str, job: Optional[tuple[str, str]], log_folder: Path, log_tail: str) -> Verdict:
+    """What the ledger should say of a stage without artifacts whose job SLURM reports as ``job``
+    ((state, reason), or None when neither squeue nor sacct knows it)."""
+    if job is None:  # what SLURM does with an array task cancelled while still pending
+        return Verdict("failed", "Cancelled", f"job {job_id} is unknown to squeue and sacct: cancelled before it "
+                                              "started (or forgotten by the controller)")
+    state, reason = job
+    if state in ALIVE:
+        if "DependencyNeverSatisfied" in reason:
+            return Verdict("blocked", message=f"job {job_id} (DependencyNeverSatisfied: a job it waits for failed)")
+        return Verdict("running")
+    error_class = FAILURE_REASONS.get(state, "CompletedWithoutArtifacts" if state == "COMPLETED" else state.title())
+    detail = log_tail or f"job {job_id} ended {state}"
+    if state == "FAILED":
+        error_class, why = explain_failed_job(log_folder, job_id)
+        detail = f"{why}\n{detail}" if why else detail
+    return Verdict("failed", error_class, f"job {job_id} ended {state}\n{detail}")
 
 
 def cancel(job_ids: list[str]) -> None:
     """``scancel`` the given jobs (and nothing else)."""
     if job_ids:
         subprocess.run(["scancel", *sorted(set(job_ids))], capture_output=True, timeout=60)
+
+
+#: the class the backend registry builds.
+BACKEND = SlurmBackend

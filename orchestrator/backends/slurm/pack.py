@@ -1,7 +1,7 @@
 """GPU sharing on SLURM: several stages of one array wave run together in one job (a *pack*).
 
 :class:`PackJob` is what such a job runs: one child process per stage (``python -m
-orchestrator.backends.slurm_pack RUNNER CODE_DIR STAGE_DIR``), all at once on the job's
+orchestrator.backends.slurm.pack RUNNER CODE_DIR STAGE_DIR``), all at once on the job's
 CPUs and GPU(s). Each child is a plain stage process with its own preemption handling:
 on SIGUSR2 it calls the runner module's ``save_progress()`` and exits with
 :data:`PREEMPTED`. On SLURM's warning signal submitit calls :meth:`PackJob.checkpoint`,
@@ -19,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Optional
+
+from ..processes import split_runner, thread_env
 
 #: exit status of a child stopped by SIGUSR2 after saving its progress (not a failure).
 PREEMPTED = 75
@@ -54,7 +56,7 @@ class PackJob:
         return state
 
     def _spawn(self, folder: str) -> subprocess.Popen:
-        env = dict(os.environ, OMP_NUM_THREADS=str(self.threads), MKL_NUM_THREADS=str(self.threads))
+        env = dict(os.environ, **thread_env(self.threads))
         command = [sys.executable, "-m", __name__, self.runner, self.code_dir or "", folder]
         return subprocess.Popen(command, env=env)
 
@@ -129,9 +131,9 @@ def child_main(runner: str, code_dir: str, folder: str) -> int:
     """Run one stage of a pack; on SIGUSR2 save its progress and exit :data:`PREEMPTED`."""
     if code_dir and code_dir not in sys.path:
         sys.path.insert(0, code_dir)
-    module_name, function_name = runner.split(":")
+    module_name, function_name = split_runner(runner)
     module = importlib.import_module(module_name)
-    stopping = []
+    stopping: list[int] = []
 
     def on_warning(signum, frame):
         if stopping:  # the pack forwards the signal SLURM may have sent already

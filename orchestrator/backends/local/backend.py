@@ -8,7 +8,6 @@ they had checkpointed are kept.
 """
 from __future__ import annotations
 
-import importlib
 import multiprocessing
 import os
 import signal
@@ -18,9 +17,10 @@ from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Optional
 
-from .base import DEFAULT_RUNNER, Backend, DependencyQueue, Events, Task
+from ..base import DEFAULT_RUNNER, Backend, Checks, DependencyQueue, Events, Task, Verdict
+from ..processes import process_alive, resolve_runner, thread_env
 from .gpus import least_used_gpu, visible_gpus
-from .local_ranks import RankGroup
+from .ranks import RankGroup
 
 #: lines of a traceback sent back with a failure.
 TRACEBACK_LINES = 12
@@ -28,13 +28,11 @@ TRACEBACK_LINES = 12
 
 def _worker_main(runner: str, threads: int, gpu: Optional[str], connection) -> None:
     """Body of one worker process: run the stage folders it is sent until told to stop."""
-    for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        os.environ[variable] = str(threads)
+    os.environ.update(thread_env(threads))
     if gpu is not None:  # before anything initialises CUDA: the worker sees this GPU only
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver decides what Ctrl-C does
-    module_name, function_name = runner.split(":")
-    run_stage = getattr(importlib.import_module(module_name), function_name)
+    run_stage = resolve_runner(runner)
     while True:
         try:
             folder = connection.recv()
@@ -73,10 +71,10 @@ class _Worker:
 class LocalBackend(Backend):
     """Runs tasks in ``workers`` processes on this machine, in dependency order.
 
-    With GPUs (:func:`~orchestrator.backends.gpus.visible_gpus`) each worker sees one of
+    With GPUs (:func:`~orchestrator.backends.local.gpus.visible_gpus`) each worker sees one of
     them, spread evenly; ``workers`` then defaults to ``stages_per_gpu`` per GPU, else to
     one per core. A stage of a kind in ``ranks`` runs as that many rank processes
-    (:class:`~orchestrator.backends.local_ranks.RankGroup`), holding as many worker slots.
+    (:class:`~orchestrator.backends.local.ranks.RankGroup`), holding as many worker slots.
     """
 
     name = "local"
@@ -90,6 +88,24 @@ class LocalBackend(Backend):
         self.workers = workers or default
         self.threads = threads
         self.runner = runner
+
+    @classmethod
+    def create(cls, settings, workspace, runner: str = DEFAULT_RUNNER, workers: Optional[int] = None) -> LocalBackend:
+        """``workers`` (the command line's) wins over the sweep's ``local.workers``."""
+        return cls(workers=workers or settings.get("workers"), runner=runner,
+                   stages_per_gpu=settings.get("stages_per_gpu", 1), ranks=settings.get("ranks"))
+
+    @classmethod
+    def judge_running(cls, rows, checks: Checks) -> dict[str, Verdict]:
+        """A stage runs while its process on this machine does and its driver holds the workspace lock."""
+        host = socket.gethostname()
+        verdicts = {}
+        for row in rows:
+            gone = row["host"] == host and row["pid"] is not None and not process_alive(row["pid"])
+            if gone or not checks.driver_alive():
+                verdicts[row["key"]] = Verdict("planned", "Interrupted", (
+                    f"its process (pid {row['pid']} on {row['host']}) is gone; it will be rerun"))
+        return verdicts
 
     def _group_gpus(self, size: int, pool: list[_Worker], groups: dict[str, RankGroup]) -> list[str]:
         """The GPUs a distributed stage of ``size`` ranks gets: the least used ones, one per
@@ -118,6 +134,8 @@ class LocalBackend(Backend):
             while queue.unresolved:
                 while held is not None or queue.has_ready():
                     task = held or queue.pop()
+                    if task is None:
+                        break
                     size = self.ranks.get(task.kind, 1)
                     running = sum(w.key is not None for w in pool) + sum(g.size for g in groups.values())
                     if running and running + size > self.workers:  # a stage too big for the pool runs alone
@@ -156,6 +174,8 @@ class LocalBackend(Backend):
                             events.failed(key, error_class, message)
                         fail(key)
                 for worker in busy:
+                    if worker.key is None:
+                        continue
                     key = worker.key
                     if worker.connection in signalled or worker.connection.poll():
                         status, error_class, message = worker.connection.recv()
@@ -169,7 +189,8 @@ class LocalBackend(Backend):
                     elif worker.process.sentinel in signalled:
                         worker.process.join()
                         pool.remove(worker)
-                        events.failed(key, "WorkerDied", f"the worker process exited with code {worker.process.exitcode}")
+                        events.failed(key, "WorkerDied",
+                                      f"the worker process exited with code {worker.process.exitcode}")
                         fail(key)
         except KeyboardInterrupt:
             for key, group in groups.items():
@@ -194,3 +215,7 @@ class LocalBackend(Backend):
                 worker.process.join(timeout=10)
                 if worker.process.is_alive():
                     worker.stop()
+
+
+#: the class the backend registry builds.
+BACKEND = LocalBackend

@@ -1,0 +1,1 @@
+"""The local backend: ``backend.py`` runs stages, ``settings.py`` is its section of the sweep file."""

@@ -1,0 +1,1 @@
+"""The slurm backend: ``backend.py`` runs stages, ``settings.py`` is its section of the sweep file."""
