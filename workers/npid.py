@@ -159,7 +159,7 @@ def npid_task() -> Task:
             positions, embeddings = bound.pending
             memory = bound.the_head().memory
             memory.index_copy_(0, positions, updated_rows(memory, positions, embeddings))
-            bound.pending = None
+            bound.pending = bound.the_head().embedding = None  # nor keep the step's graph alive
 
     def score(outputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, int]:
         if bound.train_classes is None:
