@@ -128,7 +128,8 @@ def test_catalog_matches_the_registries_and_needs_no_torch():
         signature = inspect.signature(models.ARCHITECTURES[name])
         assert {k: signature.parameters[k].default for k in options} == options
     from workers.tasks import get_task
-    assert list(catalog.TASKS) == list(mask_sources.TASKS) == ["labels", "rotnet", "exemplar", "s4l", "labels_10pct"]
+    assert list(catalog.TASKS) == list(mask_sources.TASKS) == [
+        "labels", "rotnet", "exemplar", "s4l", "labels_10pct", "npid"]
     assert all(get_task(name).name == name for name in catalog.TASKS)  # every declared task has its implementation
     assert list(catalog.SUBSET_TASKS) == ["s4l", "labels_10pct"] and list(catalog.SUBSET_ONLY_TASKS) == ["labels_10pct"]
     assert list(catalog.MASK_SOURCES) == list(mask_sources.MASK_SOURCES)

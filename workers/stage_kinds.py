@@ -64,7 +64,9 @@ def _dataset_and_task(ctx: StageContext[NetworkConfig], task_name: str) -> tuple
 
 
 def _model_for(ctx: StageContext[NetworkConfig], spec: DatasetSpec, task: Task, seed: int) -> nn.Module:
-    return build_model(ctx.config.arch, task.num_outputs(spec), spec.in_channels, seed)
+    model = build_model(ctx.config.arch, task.num_outputs(spec), spec.in_channels, seed)
+    task.attach(model, spec, seed)
+    return model
 
 
 def _train_and_measure(ctx: StageContext[DenseConfig | ImpConfig | EvalConfig], model: nn.Module,

@@ -52,6 +52,14 @@ def _keep_split(data: DataSplit, options: Mapping[str, Any]) -> DataSplit:
     return data
 
 
+def _no_attach(model: torch.nn.Module, spec: DatasetSpec, seed: int) -> None:
+    return None
+
+
+def _nothing_after_step() -> None:
+    return None
+
+
 @dataclass(frozen=True)
 class Task:
     """A registered task: output count per dataset, batch builder, loss, score and data preparation."""
@@ -68,6 +76,15 @@ class Task:
     #: whether ``make_batch`` draws random numbers (from torch's global generators); training
     #: then seeds them from the stage's seed and the step, so a resumed run repeats the draws.
     random_batches: bool = False
+    #: ``attach(model, spec, seed)``: called on every model built for this task, before any
+    #: weights are loaded into it; a task with training state of its own (NPID's memory bank)
+    #: adds it there as buffers of ``model.head``, so state dicts, checkpoints and rewind points
+    #: carry it (and a head that is redrawn drops it).
+    attach: Callable[[torch.nn.Module, DatasetSpec, int], None] = _no_attach
+    #: called right after every optimizer step, inside its update guard: where a task's own
+    #: training state changes (NPID's bank update), so a save requested during the step's
+    #: loss or backward pass sees that state and the weights at the same step.
+    after_step: Callable[[], None] = _nothing_after_step
 
     @property
     def label_head(self) -> bool:

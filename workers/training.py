@@ -399,6 +399,7 @@ class _Loop:
             self.enforcer.zero_pruned_grads()
         with update_guard():  # a save requested now waits for weights and counter to agree
             self.optimizer.step()
+            self.task.after_step()
             if self.enforcer is not None:
                 self.enforcer.reapply()
             progress.iteration += 1

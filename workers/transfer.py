@@ -50,6 +50,7 @@ def _source_model(ctx: StageContext[FeaturesConfig | FinetuneConfig], seed: int)
     source = dataset_spec(ctx.config.dataset)
     task = get_task(ctx.config.task)
     model = build_model(ctx.config.arch, task.num_outputs(source), source.in_channels, seed)
+    task.attach(model, source, seed)
     model.load_state_dict(load_tensors(ctx.dep("model") / FINAL_FILE))
     return model
 

@@ -16,7 +16,7 @@ from workers.mask_sources.base import INITS, ImpSource, MaskSource, RandomSource
 from workers.task_registry import TASKS, TaskDeclaration, register_task
 
 #: the built-in mask-source modules, in the order their names are listed.
-BUILTIN = ("labels", "rotnet", "exemplar", "s4l", "labels_10pct", "random_mask", "adjusted_random")
+BUILTIN = ("labels", "rotnet", "exemplar", "s4l", "labels_10pct", "random_mask", "adjusted_random", "npid")
 
 MASK_SOURCES: dict[str, MaskSource] = {}
 
