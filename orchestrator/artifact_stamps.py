@@ -55,7 +55,7 @@ def verify_stage(workspace: Path, ledger: Ledger, key: str, rehash: bool = False
     """
     folder = stage_dir(workspace, key)
     kept = ledger.verified_stamps(key)
-    if kept and not rehash and sorted(kept) == ((_listed_files(folder) or [])):
+    if kept and not rehash and sorted(kept) == (_listed_files(folder) or []):
         if all(file_stamp(folder / name) == tuple(stamp) for name, stamp in kept.items()):
             return True, ""
     hashed_at = time.time()

@@ -66,8 +66,7 @@ class RayStageResources(_Strict):
     unknown key below them lists the resource keys in the error message.)
     """
 
-    # (mypy, without pydantic's plugin, misreads a model class with an after-validator as a factory)
-    default: RayResources = Field(default_factory=RayResources)  # type: ignore[arg-type]
+    default: RayResources = Field(default_factory=RayResources)
     dense: RayResources = None  # type: ignore[assignment]  # None: use default
     imp: RayResources = None  # type: ignore[assignment]  # None: use default
     random_mask: RayResources = None  # type: ignore[assignment]  # None: use default

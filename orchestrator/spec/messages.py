@@ -1,0 +1,91 @@
+"""Turning pydantic's validation errors into one line: the key path and what is allowed there."""
+from __future__ import annotations
+
+import typing
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic_core import ErrorDetails
+
+from ..backends.settings_base import KeyedError as _KeyedError
+from .sections import Recipe
+from .sweep import SweepSpec
+
+
+def shown(override: str, limit: int = 80) -> str:
+    """An override as an error message quotes it: cut to ``limit`` characters, so one line stays readable."""
+    return repr(override if len(override) <= limit else override[:limit] + "...")
+
+
+def within(path: str, prefix: str) -> bool:
+    return path == prefix or path.startswith(prefix + ".") or path.startswith(prefix + "[")
+
+
+def describe(error: ErrorDetails) -> tuple[str, str]:
+    """The key path of a pydantic error and the problem there, in words."""
+    loc = list(error["loc"])
+    context_error = (error.get("ctx") or {}).get("error")
+    if isinstance(context_error, _KeyedError):
+        loc += list(context_error.sub_path)
+        return _format_loc(loc), context_error.message
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        allowed = _allowed_keys(loc[:-1])
+        return _format_loc(loc), f"unknown key; allowed here: {', '.join(allowed)}"
+    if kind == "missing":
+        return _format_loc(loc), "required key is missing"
+    message = error["msg"]
+    if message.startswith("Value error, "):
+        message = message[len("Value error, "):]
+    if kind not in ("value_error",) and "input" in error and not isinstance(error["input"], (dict, list)):
+        message += f", got {error['input']!r}"
+    return _format_loc(loc), message
+
+
+def _format_loc(loc: list) -> str:
+    text = ""
+    for part in loc:
+        if part == "[key]":  # pydantic's marker for a problem with a mapping's key, not its value
+            continue
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += ("." if text else "") + str(part)
+    return text
+
+
+def _allowed_keys(loc: list) -> list[str]:
+    """Field names of the model found by walking ``loc`` from the top of the spec."""
+    model: Any = SweepSpec
+    inside_recipes = False
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if inside_recipes:
+            model, inside_recipes = Recipe, False
+            continue
+        if model is SweepSpec and part == "recipes":
+            inside_recipes = True
+            continue
+        if isinstance(model, _MappingOf):  # the part is a key of a dict of sections
+            model = model.value
+            continue
+        annotation = getattr(model.model_fields.get(part), "annotation", None)
+        optional = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
+        if len(optional) == 1:  # Optional[Section]
+            annotation = optional[0]
+        if typing.get_origin(annotation) is dict:  # dict[str, Section]
+            value = typing.get_args(annotation)[1]
+            if isinstance(value, type) and issubclass(value, BaseModel):
+                model = _MappingOf(value)
+                continue
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            break
+        model = annotation
+    return list(model.model_fields)
+
+
+class _MappingOf(typing.NamedTuple):
+    """While walking a key path: inside a ``dict[str, value]`` whose values are sections."""
+
+    value: type

@@ -1,0 +1,212 @@
+"""The sections of a sweep file: recipes, dataset, network, pruning, label subset, transfer."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
+
+from workers import catalog
+
+from ..backends.settings_base import KeyedError as _KeyedError
+from .bounds import MAX_BATCH_SIZE, MAX_EPOCHS, MAX_IMAGE_SIZE, MAX_SEED, MAX_WIDTH, MIN_RATE, checked_path
+
+
+class StrictSection(BaseModel):
+    # strict: a boolean or a numeric string is not a number; no NaN or infinity anywhere
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+
+
+class Schedule(StrictSection):
+    """Learning-rate schedule; milestones are epochs where the rate is multiplied by gamma."""
+
+    kind: Literal["constant", "step", "cosine"] = "constant"
+    milestones: list[int] = Field(default_factory=list)
+    gamma: float = Field(0.1, gt=0, le=1)
+    warmup_epochs: int = Field(0, ge=0, le=MAX_EPOCHS)
+
+
+class Recipe(StrictSection):
+    """How one task is trained."""
+
+    epochs: int = Field(gt=0, le=MAX_EPOCHS)
+    batch_size: int = Field(gt=0, le=MAX_BATCH_SIZE)
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    lr: float = Field(gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    nesterov: bool = False
+    weight_decay: float = Field(0.0, ge=0, le=1)
+    schedule: Schedule = Field(default_factory=Schedule)
+
+    @model_validator(mode="after")
+    def _schedule_fits(self) -> Recipe:
+        for i, milestone in enumerate(self.schedule.milestones):
+            if not 0 < milestone < self.epochs:
+                raise _KeyedError(("schedule", "milestones", i),
+                                  f"must be an epoch in 1..{self.epochs - 1}, got {milestone}")
+        if self.schedule.warmup_epochs >= self.epochs:
+            raise _KeyedError(("schedule", "warmup_epochs"),
+                              f"must be below epochs ({self.epochs}), got {self.schedule.warmup_epochs}")
+        return self
+
+
+class DatasetSubset(StrictSection):
+    """A reproducible part of the training split: ``fraction`` of the images of every class
+    (``images_per_class``) or of the classes, with all their images (``classes``)."""
+
+    kind: Literal["images_per_class", "classes"] = "images_per_class"
+    fraction: float = Field(0.1, gt=0, le=1)
+    seed: int = Field(0, ge=0, le=MAX_SEED)
+
+
+class Dataset(StrictSection):
+    """Which dataset the sweep trains on: ``digits``; ``cifar10`` (``root``: the folder holding
+    torchvision's ``cifar-10-batches-py``); ``imagenet``, ``places205``, ``voc07``,
+    ``image_folder`` (``root``: ``train/`` and ``val/`` with one folder per class;
+    ``image_size``, default 224); ``subset`` (not for digits). The folder is checked here.
+
+    ``root`` is stored absolute (relative to the directory prunesweep runs from).
+    """
+
+    name: str
+    root: Optional[str] = None
+    image_size: Optional[int] = Field(None, gt=0, le=MAX_IMAGE_SIZE)
+    subset: Optional[DatasetSubset] = None
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        if name not in catalog.DATASETS:
+            raise ValueError(f"unknown dataset {name!r}; allowed: {', '.join(sorted(catalog.DATASETS))}")
+        return name
+
+    @field_validator("root")
+    @classmethod
+    def _absolute(cls, root: Optional[str]) -> Optional[str]:
+        return None if root is None else str(Path(checked_path(root)).absolute())
+
+    @model_validator(mode="after")
+    def _folder_is_there(self) -> Dataset:
+        allowed = catalog.DATASET_OPTIONS[self.name]
+        for key in ("root", "image_size", "subset"):
+            if getattr(self, key) is not None and key not in allowed:
+                raise _KeyedError((key,), f"dataset {self.name} takes no {key}; allowed here: "
+                                          f"{', '.join(('name', *allowed))}")
+        if "root" in allowed and self.root is None:
+            raise _KeyedError(("root",), f"required for {self.name}: the local folder holding the dataset "
+                                         "(nothing is downloaded)")
+        try:
+            catalog.dataset_facts(self.model_dump())
+        except catalog.DataFolderError as err:
+            raise _KeyedError(("root",), str(err)) from None
+        return self
+
+    @model_serializer(mode="wrap")
+    def _without_unset_options(self, handler):
+        return {key: value for key, value in handler(self).items() if value is not None}
+
+    @property
+    def facts(self) -> dict:
+        """``{"num_classes", "in_channels", "train_size", "test_size"}`` read from the folder (cached)."""
+        return catalog.dataset_facts(self.model_dump())
+
+
+class Arch(StrictSection):
+    """Which network: ``small_cnn`` (``width`` scales its channels), ``resnet18`` and ``vgg19``
+    (the CIFAR variants), ``resnet50``, ``alexnet`` (torchvision's definitions)."""
+
+    name: str
+    width: int = Field(16, gt=0, le=MAX_WIDTH)
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        if name not in catalog.ARCHITECTURES:
+            raise ValueError(f"unknown architecture {name!r}; allowed: {', '.join(sorted(catalog.ARCHITECTURES))}")
+        return name
+
+    @model_validator(mode="after")
+    def _options_of_the_network(self) -> Arch:
+        allowed = catalog.ARCHITECTURES[self.name]
+        for key in self.model_fields_set - {"name"} - set(allowed):
+            raise _KeyedError((key,), f"{self.name} takes no {key}; allowed here: {', '.join(('name', *allowed))}")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _only_its_options(self, handler):
+        allowed = catalog.ARCHITECTURES[self.name]
+        return {key: value for key, value in handler(self).items() if key == "name" or key in allowed}
+
+
+class Pruning(StrictSection):
+    """Which fractions of the prunable weights to report and how to get there."""
+
+    fractions: list[float] = Field(min_length=1)
+    #: at least MIN_RATE: below it 1 - rate rounds to 1 and no number of rounds reaches a fraction
+    rate: float = Field(0.2, ge=MIN_RATE, lt=1)
+    scope: Literal["global"] = "global"
+    one_shot: bool = False
+    #: prune only the first n convolutions (the layer-wise experiment); None: every prunable weight.
+    layers: Optional[int] = Field(None, gt=0)
+
+    @field_validator("fractions")
+    @classmethod
+    def _in_unit_interval(cls, fractions: list[float]) -> list[float]:
+        for i, fraction in enumerate(fractions):
+            if not 0 < fraction <= 1:
+                raise _KeyedError((i,), f"a fraction remaining must be in (0, 1], got {fraction}")
+        if len(set(fractions)) != len(fractions):
+            raise ValueError("fractions must not repeat")
+        return fractions
+
+
+class LabelSubset(StrictSection):
+    """The labelled subset of ``s4l`` and ``labels_10pct``: 10% of the images of every class
+    (``images_per_class``) or 10% of the classes with all their images (``classes``)."""
+
+    kind: Literal["images_per_class", "classes"] = "images_per_class"
+    fraction: float = Field(0.1, gt=0, lt=1)
+    seed: int = Field(0, ge=0, le=MAX_SEED)
+
+
+class LinearTransfer(StrictSection):
+    """A linear classifier on the frozen pooled features; ``metric``: top1, or map (mean over
+    classes of the one-vs-rest average precision, as for VOC07)."""
+
+    recipe: Recipe
+    metric: Literal["top1", "map"] = "top1"
+
+
+class FinetuneTransfer(StrictSection):
+    """The whole pruned network fine-tuned on the target with its mask kept exact;
+    ``compare_prune_during`` adds the dense network fine-tuned, pruned to the same count and
+    fine-tuned again (pruning during transfer)."""
+
+    recipe: Recipe
+    compare_prune_during: bool = False
+
+
+class Transfer(StrictSection):
+    """Transfer evaluations of the pruned pretext-trained networks of the IMP mask sources."""
+
+    #: the target, described like the sweep's own ``dataset:``.
+    dataset: Dataset
+    linear: Optional[LinearTransfer] = None
+    finetune: Optional[FinetuneTransfer] = None
+    #: the IMP mask sources evaluated (default: every IMP mask source of the sweep).
+    mask_source: Optional[list[str]] = Field(None, min_length=1)
+
+    @model_validator(mode="after")
+    def _something(self) -> Transfer:
+        if self.linear is None and self.finetune is None:
+            raise ValueError("a transfer section needs linear: and/or finetune:")
+        return self
+
+
+def members(values: list[str], allowed, what: str) -> list[str]:
+    for i, value in enumerate(values):
+        if value not in allowed:
+            raise _KeyedError((i,), f"unknown {what} {value!r}; allowed: {', '.join(allowed)}")
+    if len(set(values)) != len(values):
+        raise ValueError(f"{what}s must not repeat")
+    return values
