@@ -85,3 +85,52 @@ def test_a_signal_during_an_optimizer_step_saves_a_resumable_mid_epoch_checkpoin
     result = training.train(resumed, task, data, recipe, seed=5, checkpoint_path=checkpoint)
     assert result.iterations == 33 and result.epochs == 3
     assert states_equal(resumed.state_dict(), reference.state_dict())
+
+
+def test_a_save_requested_inside_the_forward_pass_resumes_bit_identically(tmp_path):
+    """The forward pass moves BatchNorm's running statistics before the weights move: the save waits for the step."""
+    import dataclasses
+    import os
+    import signal
+
+    import torch
+
+    from workers import training
+    from workers.data import load_split
+    from workers.models import build_model
+    from workers.preemption import save_progress
+    from workers.tasks import get_task
+
+    recipe = {"epochs": 3, "batch_size": 128, "optimizer": "sgd", "lr": 0.03}
+    task, data = get_task("labels"), load_split({"name": "digits"})
+    reference = build_model({"name": "small_cnn", "width": 8}, 10, 1, 0)
+    training.train(reference, task, data, recipe, seed=5)
+
+    class Preempted(Exception):
+        pass
+
+    def handler(signum, frame):
+        save_progress()
+        raise Preempted
+
+    calls = []
+
+    def loss(outputs, targets):  # the signal arrives between the forward pass and the optimizer step
+        calls.append(1)
+        if len(calls) == 7:
+            os.kill(os.getpid(), signal.SIGUSR2)
+        return task.loss(outputs, targets)
+
+    previous = signal.signal(signal.SIGUSR2, handler)
+    checkpoint = tmp_path / "checkpoint.pt"
+    try:
+        with pytest.raises(Preempted):
+            training.train(build_model({"name": "small_cnn", "width": 8}, 10, 1, 0),
+                           dataclasses.replace(task, loss=loss), data, recipe, seed=5, checkpoint_path=checkpoint)
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+    assert torch.load(checkpoint, weights_only=True)["iteration"] == 7
+    resumed = build_model({"name": "small_cnn", "width": 8}, 10, 1, 0)
+    training.train(resumed, task, data, recipe, seed=5, checkpoint_path=checkpoint)
+    for (name, a), b in zip(resumed.state_dict().items(), reference.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name

@@ -379,25 +379,30 @@ class _Loop:
 
     def _step(self, forward: nn.Module, batch_images: torch.Tensor, batch_labels: torch.Tensor, epoch: int,
               lr: float, progress: _Progress) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One optimizer step; returns the loss, the outputs and the targets."""
-        if self.task.random_batches:  # the draws depend on the step only: a resume repeats them
-            torch.manual_seed(derive_seed(self.seed, "batch", progress.iteration))
-        inputs, targets = self.task.make_batch(batch_images, batch_labels)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            outputs = forward(inputs)
-            loss = self.task.loss(outputs, targets)
-        self.optimizer.zero_grad()
-        if self.ranks is not None:  # DDP averages over ranks: weight each by its share of the batch
-            in_batch = min(self.batch_size,
-                           self.n_train - (progress.iteration - epoch * self.steps_per_epoch) * self.batch_size)
-            (loss * (batch_images.shape[0] * self.ranks.world_size / in_batch)).backward()
-        else:
-            loss.backward()
-        if self.enforcer is not None:
-            self.enforcer.zero_pruned_grads()
-        with update_guard():  # a save requested now waits for weights and counter to agree
+        """One optimizer step; returns the loss, the outputs and the targets.
+
+        The whole step runs under :func:`update_guard`: a save requested during it waits for its
+        end, since the forward pass already moves BatchNorm's running statistics (and a task's
+        own state) while the weights and the step counter only move at ``optimizer.step()``.
+        """
+        with update_guard():
+            if self.task.random_batches:  # the draws depend on the step only: a resume repeats them
+                torch.manual_seed(derive_seed(self.seed, "batch", progress.iteration))
+            inputs, targets = self.task.make_batch(batch_images, batch_labels)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+                outputs = forward(inputs)
+                loss = self.task.loss(outputs, targets)
+            self.optimizer.zero_grad()
+            if self.ranks is not None:  # DDP averages over ranks: weight each by its share of the batch
+                in_batch = min(self.batch_size,
+                               self.n_train - (progress.iteration - epoch * self.steps_per_epoch) * self.batch_size)
+                (loss * (batch_images.shape[0] * self.ranks.world_size / in_batch)).backward()
+            else:
+                loss.backward()
+            if self.enforcer is not None:
+                self.enforcer.zero_pruned_grads()
             self.optimizer.step()
             self.task.after_step()
             if self.enforcer is not None:
