@@ -3,7 +3,7 @@
 A stage's key hashes only its *identity*: the settings it depends on, with
 default-valued settings left out and dependencies referred to by their own keys. Adding
 an option (with a default that keeps old behaviour) or an unrelated grid axis therefore
-never renames an existing stage. ``tests/test_stage_keys.py`` pins the keys.
+never renames an existing stage. ``tests/unit/test_stage_keys.py`` pins the keys.
 """
 from __future__ import annotations
 

@@ -87,3 +87,23 @@ def write_sweep(tmp_path):
         return path
 
     return write
+
+
+#: the test tiers, by folder: run one with `python -m pytest -m unit` (or workers, integration).
+TIERS = {
+    "unit": "no training and no cluster: the sweep file, planning, stores, queries, the CLI's refusals",
+    "workers": "trains on the CPU: the worker, the local backend end to end, the docs' examples",
+    "integration": "against real local SLURM and Ray clusters (tests/cluster/)",
+}
+
+
+def pytest_configure(config):
+    for tier, what in TIERS.items():
+        config.addinivalue_line("markers", f"{tier}: {what}")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        tier = Path(str(item.fspath)).parent.name
+        if tier in TIERS:
+            item.add_marker(getattr(pytest.mark, tier))

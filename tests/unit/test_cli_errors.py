@@ -119,7 +119,7 @@ def test_unknown_arguments_are_still_refused(args):
         b"%c: &%c [" % (ord("b") + i, ord("b") + i) + b",".join([b"*%c" % (ord("a") + i)] * 10) + b"]\n"
         for i in range(5)), "more than 100000 values"),
     (b"a: [1\n", "YAML syntax error: line 2, column 1"),
-])
+], ids=lambda value: repr(value)[:24] if isinstance(value, bytes) else None)
 def test_unacceptable_yaml_exits_2_naming_the_file(tmp_path, content, needle):
     path = tmp_path / "bad.yaml"
     path.write_bytes(content)
@@ -130,7 +130,7 @@ def test_unacceptable_yaml_exits_2_naming_the_file(tmp_path, content, needle):
 @pytest.mark.parametrize("override,needle", [
     ("seeds=" + "[" * 40 + "]" * 40, "nested deeper than 32 levels"),
     ("recipes.labels={lr: 1, lr: 2}", "duplicate key 'lr'"),
-])
+], ids=["deep", "duplicate"])
 def test_unacceptable_override_values_exit_2(override, needle):
     result = run_cli("plan", ROOT / "sweeps" / "digits.yaml", override)
     _assert_clean_error(result, "sweeps/digits.yaml", override.split("=")[0], needle)
@@ -169,7 +169,7 @@ def test_integers_are_accepted_where_a_float_is_asked():
 @pytest.mark.parametrize("overrides,key_path", [
     (["pruning.rate=1.0e-5"], "pruning.rate"),
     (["seeds=" + str(list(range(20000)))], "seeds"),
-])
+], ids=["rate", "seeds"])
 def test_a_sweep_too_large_to_plan_is_refused_before_planning(tmp_path, overrides, key_path):
     result = run_cli("plan", ROOT / "sweeps" / "digits.yaml", *overrides)
     _assert_clean_error(result, f"{key_path}: this sweep would plan up to", "above the limit of 100,000", "--max-stages")

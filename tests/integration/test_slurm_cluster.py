@@ -12,7 +12,7 @@ import pytest
 
 pytestmark = pytest.mark.slurm
 
-SCRIPT = Path(__file__).resolve().parent / "cluster" / "slurm.sh"
+SCRIPT = Path(__file__).resolve().parents[1] / "cluster" / "slurm.sh"
 
 
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.2):

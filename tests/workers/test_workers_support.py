@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # lets a bare `pytest` import the project's packages
     sys.path.insert(0, str(ROOT))
 
@@ -137,7 +137,7 @@ def test_catalog_matches_the_registries_and_needs_no_torch():
     assert len(first_conv_names(small, catalog.CONVOLUTIONS["small_cnn"])) == catalog.CONVOLUTIONS["small_cnn"]
     with pytest.raises(ValueError, match="1..4"):
         first_conv_names(small, catalog.CONVOLUTIONS["small_cnn"] + 1)
-    assert set(catalog.CONVOLUTIONS) == set(catalog.ARCHITECTURES)  # the paper networks: tests/test_transfer.py
+    assert set(catalog.CONVOLUTIONS) == set(catalog.ARCHITECTURES)  # the paper networks: tests/workers/test_transfer.py
     assert list(catalog.STAGE_KINDS) == ["dense", "rewind", "imp", "random_mask", "eval", "features", "linear_eval",
                                          "finetune"]
     assert all(callable(kind.load()) for kind in stage_registry.STAGE_KINDS.values())

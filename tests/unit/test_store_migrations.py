@@ -23,7 +23,7 @@ from results.migrations import MIGRATIONS as RESULTS_MIGRATIONS
 from results.table import DB_FILE
 from results.versioned_sqlite import StoreVersionError, open_for_writing, schema_version, sql
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 OLD = FIXTURES / "workspace_v1"
 #: the grid cells of the old workspace (5 of the pruning grid, a linear and a fine-tuning transfer).
 _CELLS = 7

@@ -1,6 +1,6 @@
 """GPU discovery and the GPU each local worker slot gets (this machine has no GPU: the
 discovery runs against a stand-in ``nvidia-smi``; the pinning is checked end to end in
-tests/test_local_end_to_end.py through CUDA_VISIBLE_DEVICES)."""
+tests/workers/test_local_end_to_end.py through CUDA_VISIBLE_DEVICES)."""
 from __future__ import annotations
 
 import os

@@ -16,7 +16,7 @@ from orchestrator.spec import load_spec
 from workers import catalog
 from workers.stage_registry import parse_config
 
-PAPER = Path(__file__).resolve().parents[1] / "sweeps" / "paper"
+PAPER = Path(__file__).resolve().parents[2] / "sweeps" / "paper"
 SWEEPS = sorted(PAPER.glob("*.yaml"))
 LEVELS = (1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 24, 27, 30)
 
