@@ -34,7 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Optional
 
-from results.query import NO_REWIND  # the rewind label of cells that need no rewinding point
+from results.row import NO_REWIND  # the rewind label of cells that need no rewinding point
 from workers.mask_sources import subset_tasks
 
 from .sources import MASK_SOURCES

@@ -17,33 +17,34 @@ defined in :mod:`results.row` and the table's schema history in :mod:`results.mi
 This package never imports torch (nor ``workers`` or the orchestrator), matplotlib
 only when a plot is drawn and scipy only when a comparison is made.
 """
-from .compare import compare
-from .export import export_csv, export_parquet
-from .plot import plot_top1_vs_fraction
-from .query import SETTING_COLUMNS, filter_rows, grouping, pivot, setting_columns, summarize
-from .row import build_row, dense_ancestor
-from .table import COLUMNS, PRIMARY_KEY, db_path, load, record, recorded_cells, upgrade
-from .versioned_sqlite import StoreVersionError
+import importlib
+from typing import Any
 
-__all__ = [
-    "COLUMNS",
-    "PRIMARY_KEY",
-    "SETTING_COLUMNS",
-    "StoreVersionError",
-    "build_row",
-    "compare",
-    "db_path",
-    "dense_ancestor",
-    "export_csv",
-    "export_parquet",
-    "filter_rows",
-    "grouping",
-    "load",
-    "pivot",
-    "plot_top1_vs_fraction",
-    "record",
-    "setting_columns",
-    "recorded_cells",
-    "summarize",
-    "upgrade",
-]
+#: public name -> the module that defines it; a module is imported when one of its names is
+#: first used, so `import results.row` (the planner) or a reading command pulls in pandas,
+#: matplotlib or scipy only when it needs them.
+_EXPORTS = {
+    "compare": "compare",
+    "export_csv": "export", "export_parquet": "export",
+    "plot_top1_vs_fraction": "plot",
+    "SETTING_COLUMNS": "query", "filter_rows": "query", "grouping": "query", "pivot": "query",
+    "setting_columns": "query", "summarize": "query",
+    "build_row": "row", "dense_ancestor": "row", "NO_REWIND": "row",
+    "COLUMNS": "table", "PRIMARY_KEY": "table", "db_path": "table", "load": "table", "record": "table",
+    "recorded_cells": "table", "upgrade": "table",
+    "StoreVersionError": "versioned_sqlite",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'results' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from .row import NO_REWIND
+
 #: the ``rewind`` value of cells whose init depends on no rewinding point (random masks).
-NO_REWIND = "-"
 
 #: A setting is everything but the seed: summarize() groups by these columns
 #: (``transfer`` keeps linear and fine-tuning evaluations apart; NULL on the pruning grid).

@@ -15,6 +15,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Optional
 
+#: the ``rewind`` of a cell whose init needs no rewinding point (a random mask, re-initialised).
+NO_REWIND = "-"
+
 
 @dataclass(frozen=True)
 class Column:
