@@ -118,103 +118,124 @@ class LocalBackend(Backend):
         """Run every task, blocking until all have finished, failed or been blocked."""
         if not tasks:
             return
-        queue = DependencyQueue(tasks)
-        context = multiprocessing.get_context("spawn")
-        pool: list[_Worker] = []
-        host = socket.gethostname()
-
-        def fail(key: str) -> None:
-            for child in queue.failed(key):
-                events.blocked(child, key)
-
-        groups: dict[str, RankGroup] = {}  # distributed stages running, by key
-        held: Optional[Task] = None  # a popped task waiting for enough free slots
-
+        run = _LocalRun(self, tasks, events)
         try:
-            while queue.unresolved:
-                while held is not None or queue.has_ready():
-                    task = held or queue.pop()
-                    if task is None:
-                        break
-                    size = self.ranks.get(task.kind, 1)
-                    running = sum(w.key is not None for w in pool) + sum(g.size for g in groups.values())
-                    if running and running + size > self.workers:  # a stage too big for the pool runs alone
-                        held = task
-                        break
-                    held = None
-                    if size > 1:
-                        groups[task.key] = RankGroup(self.runner, task.folder, size, self.threads,
-                                                     self._group_gpus(size, pool, groups))
-                        events.started(task.key, host, groups[task.key].pid)
-                        continue
-                    idle = [worker for worker in pool if worker.key is None]
-                    worker = idle.pop() if idle else None
-                    if worker is None:
-                        gpu = least_used_gpu(self.gpus, [w.gpu for w in pool])
-                        worker = _Worker(context, self.runner, self.threads, gpu)
-                        pool.append(worker)
-                    worker.key = task.key
-                    worker.connection.send(str(task.folder))
-                    events.started(task.key, host, worker.process.pid)
-                busy = [worker for worker in pool if worker.key is not None]
-                if not busy and not groups:
+            while run.queue.unresolved:
+                run.start_ready()
+                if not run.busy():
                     break  # nothing can run: everything left is blocked
-                signalled = wait([w.connection for w in busy] + [w.process.sentinel for w in busy]
-                                 + [fd for group in groups.values() for fd in group.pidfds])
-                for key, group in list(groups.items()):
-                    outcome = group.outcome()
-                    if outcome is None:
-                        continue
-                    del groups[key]
-                    ok, error_class, message = outcome
-                    if ok and events.finished(key):
-                        queue.done(key)
-                    else:
-                        if not ok:
-                            events.failed(key, error_class, message)
-                        fail(key)
-                for worker in busy:
-                    if worker.key is None:
-                        continue
-                    key = worker.key
-                    if worker.connection in signalled or worker.connection.poll():
-                        status, error_class, message = worker.connection.recv()
-                        worker.key = None
-                        if status == "ok" and events.finished(key):
-                            queue.done(key)
-                        else:
-                            if status == "error":
-                                events.failed(key, error_class, message)
-                            fail(key)
-                    elif worker.process.sentinel in signalled:
-                        worker.process.join()
-                        pool.remove(worker)
-                        events.failed(key, "WorkerDied",
-                                      f"the worker process exited with code {worker.process.exitcode}")
-                        fail(key)
+                run.collect()
         except KeyboardInterrupt:
-            for key, group in groups.items():
-                group.stop()
-                events.interrupted(key)
-            groups.clear()
-            for worker in pool:
-                worker.stop()
-                if worker.key is not None:
-                    events.interrupted(worker.key)
-            pool.clear()
+            run.interrupt()
             raise
         finally:
-            for group in groups.values():
-                group.stop()
-            for worker in pool:
-                try:
-                    worker.connection.send(None)
-                except (BrokenPipeError, OSError):
-                    pass
-            for worker in pool:
-                worker.process.join(timeout=10)
-                if worker.process.is_alive():
-                    worker.stop()
+            run.close()
+
+
+class _LocalRun:
+    """One ``LocalBackend.run``: its queue, its worker pool and its distributed rank groups."""
+
+    def __init__(self, backend: LocalBackend, tasks: list[Task], events: Events):
+        self.backend, self.events = backend, events
+        self.queue = DependencyQueue(tasks)
+        self.context = multiprocessing.get_context("spawn")
+        self.pool: list[_Worker] = []
+        self.groups: dict[str, RankGroup] = {}  # distributed stages running, by key
+        self.held: Optional[Task] = None  # a popped task waiting for enough free slots
+        self.host = socket.gethostname()
+
+    def busy(self) -> bool:
+        """Whether a worker or a rank group is running a stage."""
+        return any(worker.key is not None for worker in self.pool) or bool(self.groups)
+
+    def start_ready(self) -> None:
+        """Start ready tasks, by priority, while the pool has room for them."""
+        backend = self.backend
+        while self.held is not None or self.queue.has_ready():
+            task = self.held or self.queue.pop()
+            if task is None:
+                break
+            size = backend.ranks.get(task.kind, 1)
+            running = sum(w.key is not None for w in self.pool) + sum(g.size for g in self.groups.values())
+            if running and running + size > backend.workers:  # a stage too big for the pool runs alone
+                self.held = task
+                break
+            self.held = None
+            if size > 1:
+                self.groups[task.key] = RankGroup(backend.runner, task.folder, size, backend.threads,
+                                                  backend._group_gpus(size, self.pool, self.groups))
+                self.events.started(task.key, self.host, self.groups[task.key].pid)
+                continue
+            idle = [worker for worker in self.pool if worker.key is None]
+            worker = idle.pop() if idle else None
+            if worker is None:
+                gpu = least_used_gpu(backend.gpus, [w.gpu for w in self.pool])
+                worker = _Worker(self.context, backend.runner, backend.threads, gpu)
+                self.pool.append(worker)
+            worker.key = task.key
+            worker.connection.send(str(task.folder))
+            self.events.started(task.key, self.host, worker.process.pid)
+
+    def collect(self) -> None:
+        """Wait until a stage ends, then report every stage that has ended."""
+        busy = [worker for worker in self.pool if worker.key is not None]
+        signalled = wait([w.connection for w in busy] + [w.process.sentinel for w in busy]
+                         + [fd for group in self.groups.values() for fd in group.pidfds])
+        for key, group in list(self.groups.items()):
+            outcome = group.outcome()
+            if outcome is not None:
+                del self.groups[key]
+                ok, error_class, message = outcome
+                self._ended(key, "ok" if ok else "error", error_class, message)
+        for worker in busy:
+            stage = worker.key
+            if stage is None:
+                continue
+            if worker.connection in signalled or worker.connection.poll():
+                status, error_class, message = worker.connection.recv()
+                worker.key = None
+                self._ended(stage, status, error_class, message)
+            elif worker.process.sentinel in signalled:
+                worker.process.join()
+                self.pool.remove(worker)
+                self._ended(stage, "error", "WorkerDied",
+                            f"the worker process exited with code {worker.process.exitcode}")
+
+    def _ended(self, key: str, status: str, error_class: str, message: str) -> None:
+        """A stage's process reported ``status`` (``ok``, ``error``, or another word for a stage not done)."""
+        if status == "ok" and self.events.finished(key):
+            self.queue.done(key)
+            return
+        if status == "error":
+            self.events.failed(key, error_class, message)
+        for child in self.queue.failed(key):
+            self.events.blocked(child, key)
+
+    def interrupt(self) -> None:
+        """Ctrl-C: stop every running stage and report it interrupted."""
+        for key, group in self.groups.items():
+            group.stop()
+            self.events.interrupted(key)
+        self.groups.clear()
+        for worker in self.pool:
+            worker.stop()
+            if worker.key is not None:
+                self.events.interrupted(worker.key)
+        self.pool.clear()
+
+    def close(self) -> None:
+        """Let idle workers exit, and stop those that do not."""
+        for group in self.groups.values():
+            group.stop()
+        for worker in self.pool:
+            try:
+                worker.connection.send(None)
+            except (BrokenPipeError, OSError):
+                pass
+        for worker in self.pool:
+            worker.process.join(timeout=10)
+            if worker.process.is_alive():
+                worker.stop()
 
 
 #: the class the backend registry builds.
