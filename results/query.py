@@ -370,24 +370,9 @@ def pivot(df: pd.DataFrame, numeric: bool = False, by: Sequence[str] | None = No
         row_key=summary["nominal_fraction"].round(10),
     )
 
-    cell_sizes = summary.groupby(["row_key", "setting"]).size()
-    clashes = cell_sizes[cell_sizes > 1]
-    if not clashes.empty:
-        fraction, setting = clashes.index[0]
-        count = int(clashes.iloc[0])
-        varying = [c for c in grouping(df, by) if summary[c].nunique(dropna=False) > 1]
-        raise ValueError(
-            f"pivot: {count} different settings fall in the cell ({percent_label(fraction)} nominal, "
-            f"{setting!r}); narrow the rows with --where filters on one of: {', '.join(varying)}"
-        )
-
-    # Rows: nominal fractions, largest first, labelled by the mean measured fraction of
-    # all rows at that nominal fraction (the nominal fraction when nothing was measured).
-    row_keys = df["nominal_fraction"].round(10)
-    measured = df["measured_fraction"].groupby(row_keys).mean()
+    _refuse_clashes(df, summary, by)
     nominal = sorted(summary["row_key"].unique(), reverse=True)
-    shown = [float(measured.get(f, np.nan)) if pd.notna(measured.get(f, np.nan)) else float(f) for f in nominal]
-    labels = dict(zip(nominal, _row_labels(shown, nominal), strict=True))
+    labels = _fraction_labels(df, nominal)
     summary["row"] = summary["row_key"].map(labels)
 
     index = pd.Index([labels[f] for f in nominal], name="fraction remaining")
@@ -411,6 +396,27 @@ def pivot(df: pd.DataFrame, numeric: bool = False, by: Sequence[str] | None = No
             if not np.isnan(counts[i, j]):
                 cells.at[row, column] = format_cell(means[i, j], ses[i, j], int(counts[i, j]))
     return cells
+
+
+def _refuse_clashes(df: pd.DataFrame, summary: pd.DataFrame, by: Sequence[str] | None) -> None:
+    """ValueError when two settings land in one cell of the pivot (e.g. two IMP levels at one fraction)."""
+    cell_sizes = summary.groupby(["row_key", "setting"]).size()
+    clashes = cell_sizes[cell_sizes > 1]
+    if not clashes.empty:
+        fraction, setting = clashes.index[0]
+        count = int(clashes.iloc[0])
+        varying = [c for c in grouping(df, by) if summary[c].nunique(dropna=False) > 1]
+        raise ValueError(
+            f"pivot: {count} different settings fall in the cell ({percent_label(fraction)} nominal, "
+            f"{setting!r}); narrow the rows with --where filters on one of: {', '.join(varying)}"
+        )
+
+
+def _fraction_labels(df: pd.DataFrame, nominal: list) -> dict:
+    """Row label of each nominal fraction: the mean measured fraction of its rows (else the nominal one)."""
+    measured = df["measured_fraction"].groupby(df["nominal_fraction"].round(10)).mean()
+    shown = [float(measured.get(f, np.nan)) if pd.notna(measured.get(f, np.nan)) else float(f) for f in nominal]
+    return dict(zip(nominal, _row_labels(shown, nominal), strict=True))
 
 
 def format_cell(mean: float, se: float, n: int) -> str:
