@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 import results
-from results.compare import compare, format_comparison, parse_compare
+from results.comparison import compare, format_comparison, parse_compare
 from results.query import grouping
 
 from .errors import UserError
@@ -25,6 +25,12 @@ def show_results(workspaces: Sequence[Path], args) -> int:
     as one frame with a ``workspace`` column (:func:`results.load` of the list).
     """
     workspaces = list(workspaces)
+    from results.export import target_problem  # pandas-free: checked before anything is read or written
+
+    for option, target in (("--csv", args.csv), ("--parquet", args.parquet), ("--plot", args.plot)):
+        problem = target_problem(target, [Path(w) for w in workspaces], plot=option == "--plot") if target else None
+        if problem:
+            raise UserError(f"{option}: {problem}")
     for workspace in workspaces:
         ledger = Ledger(workspace, reading=True)
         try:

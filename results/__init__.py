@@ -24,7 +24,7 @@ from typing import Any
 #: first used, so `import results.row` (the planner) or a reading command pulls in pandas,
 #: matplotlib or scipy only when it needs them.
 _EXPORTS = {
-    "compare": "compare",
+    "compare": "comparison",
     "export_csv": "export", "export_parquet": "export",
     "plot_top1_vs_fraction": "plot",
     "SETTING_COLUMNS": "query", "filter_rows": "query", "grouping": "query", "pivot": "query",

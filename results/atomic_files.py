@@ -17,7 +17,6 @@ from typing import Any
 def atomic_save_with(path: Path, save: Callable[[Any], Any]) -> None:
     """Write ``path`` atomically with ``save(handle)``, e.g. ``lambda f: df.to_csv(f)``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         mask = os.umask(0o022)

@@ -3,10 +3,43 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from .atomic_files import atomic_save_with
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+#: what a plot's file suffix may be (matplotlib's Agg canvas writes these).
+PLOT_FORMATS = ("png", "pdf", "svg", "svgz", "eps", "ps", "jpg", "jpeg", "tif", "tiff", "webp", "pgf", "gif")
+
+
+def target_problem(path: str | os.PathLike, protected: list[Path], plot: bool = False) -> str | None:
+    """Why ``path`` may not be written by an export, or None.
+
+    An export writes a regular file only (never replaces a folder, a symbolic link, a device
+    or any other non-regular file), into a folder that exists (none is created silently),
+    never onto one of the ``protected`` folders' own state (their databases, lock and stage
+    folders); a plot's suffix names a format it can be drawn in.
+    """
+    target = Path(path)
+    if target.is_symlink():
+        return f"{target} is a symbolic link; an export replaces only a regular file"
+    if target.exists() and not target.is_file():
+        kind = "a folder" if target.is_dir() else "not a regular file"
+        return f"{target} is {kind}; an export writes a regular file"
+    if not target.parent.is_dir():
+        return f"the folder {target.parent} does not exist; create it first"
+    resolved = target.resolve()
+    for folder in protected:
+        state = folder.resolve()
+        inside = resolved.parent == state and resolved.name.startswith(("ledger.sqlite", "results.sqlite", ".lock"))
+        if inside or state / "stages" in resolved.parents:
+            return f"{target} is part of the workspace {folder}'s own state; write the export elsewhere"
+    if plot and (target.suffix.lstrip(".").lower() or "png") not in PLOT_FORMATS:
+        return f"unknown plot format {target.suffix!r}; allowed: {', '.join('.' + f for f in PLOT_FORMATS)}"
+    return None
 
 
 def export_csv(df: pd.DataFrame, path: str | os.PathLike) -> Path:

@@ -34,6 +34,7 @@ def frame(tmp_path):
 
 def test_plot_writes_a_readable_png_with_one_line_per_setting(frame, tmp_path):
     out = tmp_path / "plots" / "top1.png"
+    out.parent.mkdir()  # an export never creates a folder
     figure = results.plot_top1_vs_fraction(frame, out)
     assert out.is_file() and out.stat().st_size > 0
     image = matplotlib.image.imread(out)
@@ -99,6 +100,7 @@ def test_plot_replaces_an_existing_file(frame, tmp_path):
 
 
 def test_export_csv_roundtrip(frame, tmp_path):
+    (tmp_path / "out").mkdir()  # an export never creates a folder
     path = results.export_csv(frame, tmp_path / "out" / "results.csv")
     back = pd.read_csv(path, dtype={"rewind": str})  # CSV has no types: "0" would read as 0
     assert list(back.columns) == list(frame.columns)

@@ -19,7 +19,7 @@ from conftest import ROOT, TINY, results_row
 from scipy import stats
 
 import results
-from results.compare import format_comparison, parse_compare
+from results.comparison import format_comparison, parse_compare
 
 make_row = partial(results_row, sweep="cmp")
 
