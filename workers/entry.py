@@ -21,6 +21,7 @@ from workers.artifacts import (
     METRICS_FILE,
     atomic_write_json,
     invalidate,
+    open_regular,
     read_done,
     read_stage,
     verify_done,
@@ -34,7 +35,8 @@ log = logging.getLogger("workers")
 @contextmanager
 def stage_log(stage_dir: Path) -> Iterator[None]:
     """Append the ``workers`` loggers' INFO lines of this thread to ``stage_dir/log.txt``."""
-    handler = logging.FileHandler(Path(stage_dir) / LOG_FILE, mode="a", encoding="utf-8")
+    # opened without following a symbolic link (a link there would send our lines outside the workspace)
+    handler = logging.StreamHandler(open_regular(Path(stage_dir) / LOG_FILE))
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.setLevel(logging.INFO)
     thread = threading.get_ident()
@@ -49,6 +51,7 @@ def stage_log(stage_dir: Path) -> Iterator[None]:
         log.removeHandler(handler)
         log.setLevel(previous_level)
         handler.close()
+        handler.stream.close()
 
 
 def resolve_deps(stage_dir: Path, deps: dict[str, str]) -> dict[str, Path]:

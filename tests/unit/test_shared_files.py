@@ -74,3 +74,17 @@ def test_the_lock_of_a_read_only_workspace_can_be_asked(tmp_path):
         assert WorkspaceLock(tmp_path).holder() is None
     finally:
         os.chmod(tmp_path, 0o755)
+
+
+def test_a_symlinked_stage_log_is_refused_and_its_target_untouched(tmp_path):
+    from workers.entry import stage_log
+
+    outside = tmp_path / "outside.txt"
+    outside.write_text("precious")
+    stage = tmp_path / "stage"
+    stage.mkdir()
+    (stage / "log.txt").symlink_to(outside)
+    with pytest.raises(NotARegularFile, match="symbolic link"):
+        with stage_log(stage):
+            pass
+    assert outside.read_text() == "precious"

@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Optional
 
-from workers.artifacts import LOG_FILE
+from workers.artifacts import LOG_FILE, open_regular
 
 from ...errors import UserError
 from ..processes import free_port, rank_env, resolve_runner, thread_env
@@ -108,7 +108,7 @@ def check_cluster_fits(settings: Mapping[str, Any]) -> None:
 
 def log_line(folder: str, text: str) -> None:
     """Append one line to the stage's log (the backend's own notes: where a task or rank ran)."""
-    with open(Path(folder) / LOG_FILE, "a", encoding="utf-8") as log:
+    with open_regular(Path(folder) / LOG_FILE) as log:
         log.write(text + "\n")
 
 
