@@ -1,7 +1,11 @@
 """Bad input through the real command: exit 2, one message, no traceback, nothing written."""
 from __future__ import annotations
 
+import contextlib
+import io
 import os
+import signal
+import types
 from pathlib import Path
 import subprocess
 import sys
@@ -12,10 +16,35 @@ import yaml
 from conftest import ROOT
 
 
-def run_cli(*args, cwd=None):
+def run_process(*args, cwd=None):
+    """``prunesweep ARGS`` as a separate process."""
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     return subprocess.run([sys.executable, "-m", "orchestrator", *map(str, args)], capture_output=True, text=True,
                           cwd=cwd, env=env, timeout=120)
+
+
+def run_cli(*args, cwd=None):
+    """``prunesweep ARGS`` through the command's own entry point, in this process (a second each saved).
+
+    Any exception but the command's own exit escapes to the test: a traceback fails it.
+    ``test_the_real_process_refuses_bad_input_in_one_line`` runs the same path as a process.
+    """
+    from orchestrator.cli import main
+
+    out, err, here = io.StringIO(), io.StringIO(), os.getcwd()
+    handler = signal.getsignal(signal.SIGTERM)
+    try:
+        if cwd is not None:
+            os.chdir(cwd)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main([str(arg) for arg in args])
+            except SystemExit as exit_:  # argparse's refusals and --help
+                code = exit_.code
+    finally:
+        os.chdir(here)
+        signal.signal(signal.SIGTERM, handler)
+    return types.SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
 
 
 def _assert_clean_error(result, *needles):
@@ -228,3 +257,12 @@ def test_file_system_type_reads_mountinfo(tmp_path):
     assert file_system_type(Path("/proc/1"), str(mountinfo)) == "proc"
     assert file_system_type(Path("/processes"), str(mountinfo)) == "ext4"
     assert file_system_type(Path("/data set/x"), str(mountinfo)) == "xfs"
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["plan", ROOT / "sweeps" / "digits.yaml", "recipes.labels.foo=1"], "recipes.labels.foo: unknown key"),
+    (["plan", ROOT / "sweeps" / "digits.yaml", "seeds=[0,x"], "seeds"),
+    (["status", ROOT / "no-such-workspace"], "not a prunesweep workspace"),
+])
+def test_the_real_process_refuses_bad_input_in_one_line(args, needle):
+    _assert_clean_error(run_process(*args), needle)
