@@ -24,6 +24,7 @@ import functools
 import hashlib
 import json
 import os
+import re
 import stat
 import tempfile
 from collections.abc import Callable, Mapping
@@ -124,10 +125,12 @@ def verify_done(stage_dir: Path) -> tuple[bool, str]:
         return False, "not run"
     try:
         manifest = json.loads(manifest_path.read_text())
-        files = manifest["files"]
-    except (ValueError, KeyError, TypeError):
+    except (OSError, ValueError):
         return False, f"{DONE_FILE} is unreadable"
-    for name, record in files.items():
+    problem = manifest_problem(manifest)
+    if problem:
+        return False, f"{DONE_FILE} {problem}"
+    for name, record in manifest["files"].items():
         path = stage_dir / name
         if not path.exists():
             return False, f"{name} is missing"
@@ -136,6 +139,33 @@ def verify_done(stage_dir: Path) -> tuple[bool, str]:
         if sha256_of(path) != record["sha256"]:
             return False, f"{name} does not match its checksum"
     return True, ""
+
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def manifest_problem(manifest: Any) -> str | None:
+    """What makes a parsed ``DONE.json`` unacceptable, or None.
+
+    A manifest must list at least the stage's metrics file, each name a plain file name
+    inside the stage folder (no ``/``, ``..`` or the manifest itself), each with its size
+    and sha256, and hold the metrics as a mapping: an empty, malformed or outside-pointing
+    manifest never makes a stage done.
+    """
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
+        return "is not a mapping with a 'files' mapping"
+    if not isinstance(manifest.get("metrics"), dict):
+        return "has no 'metrics' mapping"
+    files = manifest["files"]
+    if METRICS_FILE not in files:
+        return f"does not list {METRICS_FILE}"
+    for name, record in files.items():
+        if Path(name).name != name or name in (".", "..", DONE_FILE):
+            return f"lists {name[:80]!r}, which is not a file of the stage folder"
+        if not (isinstance(record, dict) and type(record.get("size")) is int and record["size"] >= 0
+                and isinstance(record.get("sha256"), str) and _SHA256.match(record["sha256"])):
+            return f"has no valid size and sha256 for {name!r}"
+    return None
 
 
 def read_done(stage_dir: Path) -> dict:
@@ -161,7 +191,7 @@ def invalidate(stage_dir: Path) -> None:
     (stage_dir / DONE_FILE).unlink(missing_ok=True)
     (stage_dir / CHECKPOINT_FILE).unlink(missing_ok=True)
     for name in listed:
-        if Path(name).name == name:  # only plain names inside the stage folder
+        if isinstance(name, str) and Path(name).name == name and name not in (".", ".."):  # plain names only
             (stage_dir / name).unlink(missing_ok=True)
 
 

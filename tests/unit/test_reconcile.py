@@ -22,7 +22,8 @@ def _workspace(tmp_path, n=3):
 def _finish(tmp_path, key):
     folder = stage_dir(tmp_path, key)
     (folder / "final.pt").write_bytes(b"weights" * 100)
-    write_done(folder, ["final.pt"], {"top1": 0.5})
+    (folder / "metrics.json").write_text('{"top1": 0.5}')
+    write_done(folder, ["final.pt", "metrics.json"], {"top1": 0.5})
 
 
 def test_checksummed_artifact_is_done_whatever_the_ledger_says(tmp_path):
@@ -103,7 +104,7 @@ def _done_and_stamped(tmp_path):
 
 def test_unchanged_artifacts_are_trusted_by_their_stamps_and_rehashed_on_request(tmp_path):
     ledger, keys, folder = _done_and_stamped(tmp_path)
-    assert set(ledger.verified_stamps(keys[0])) == {"DONE.json", "final.pt"}
+    assert set(ledger.verified_stamps(keys[0])) == {"DONE.json", "final.pt", "metrics.json"}
     _flip_byte_in_place(folder / "final.pt")
     # same size, mtime and inode: the recorded stamp is trusted, nothing is read
     assert reconcile(tmp_path, ledger) == {keys[0]}
