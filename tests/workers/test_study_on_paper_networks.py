@@ -56,7 +56,8 @@ def test_transfer_between_image_folders(folders, tmp_path):
     run(tmp_path, "dense", "dense", {**common, "capture_iterations": [0]})
     run(tmp_path, "imp1", "imp", {**common, "rewind_iteration": 0, "mask_rule": ROUND},
         {"previous": "dense", "rewind": "dense"})
-    features = run(tmp_path, "features", "features", {**common, "target": target}, {"model": "imp1"})["metrics"]
+    without_recipe = {key: value for key, value in common.items() if key != "recipe"}  # as the planner writes it
+    features = run(tmp_path, "features", "features", {**without_recipe, "target": target}, {"model": "imp1"})["metrics"]
     cached = torch.load(tmp_path / "features" / "features.pt", weights_only=True)
     assert cached["train_features"].shape == (18, 8) and cached["test_features"].shape == (6, 8)
     linear = run(tmp_path, "linear", "linear_eval", {"target": target, "recipe": {**TINY, "epochs": 3},
