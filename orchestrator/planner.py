@@ -35,9 +35,8 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from results.row import NO_REWIND  # the rewind label of cells that need no rewinding point
-from workers.mask_sources import subset_tasks
+from workers.mask_sources import MASK_SOURCES, subset_tasks
 
-from .sources import MASK_SOURCES
 from .spec import RewindPoint, SweepSpec
 from .stage_identity import Cell, Stage, canonical_json
 

@@ -7,13 +7,13 @@ from typing import TYPE_CHECKING, Any, Literal, Optional, Union
 from pydantic import Field, ValidationInfo, create_model, field_validator, model_validator
 
 from workers import catalog
+from workers.mask_sources import INITS, MASK_SOURCES
 
 from ..backends import BACKENDS, settings_model
 from ..backends.local.settings import LocalSettings
 from ..backends.ray.settings import RaySettings
 from ..backends.settings_base import KeyedError as _KeyedError
 from ..backends.slurm.settings import SlurmSettings
-from ..sources import INITS, MASK_SOURCES
 from .bounds import MAX_SEED, checked_path
 from .rewind import RewindPoint, parse_rewind
 from .sections import Arch, Dataset, LabelSubset, Pruning, Recipe, StrictSection, Transfer, members
