@@ -450,3 +450,11 @@ class Simulation:
 def simulate(specs: list[StageSpec], model: Model, fate: Optional[FateFunction] = None) -> Outcome:
     """Run ``model`` over ``specs`` (in dependency order) once."""
     return Simulation(specs, model, fate).run()
+
+
+def critical_path_s(specs: list[StageSpec]) -> float:
+    """The longest chain of durations through the DAG (in dependency order): no cluster is faster."""
+    ends: dict[str, float] = {}
+    for spec in specs:
+        ends[spec.key] = spec.duration_s + max((ends[d] for d in spec.deps), default=0.0)
+    return max(ends.values(), default=0.0)

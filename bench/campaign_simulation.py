@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from campaign_model import Model, StageSpec, simulate  # noqa: E402
+from campaign_model import Model, StageSpec, critical_path_s, simulate  # noqa: E402
 
 from orchestrator import gpu_hours  # noqa: E402
 from orchestrator.planner import plan_sweep  # noqa: E402
@@ -102,7 +102,8 @@ def main() -> None:
     dag = paper_dag(rate, args.gpus_per_stage, args.untimed_s, checkpoints=not args.no_checkpoints)
     work = sum(s.duration_s for s in dag) * args.gpus_per_stage / 3600
     print(f"DAG: {len(dag)} stages of {SWEEP.relative_to(ROOT)} (planner), {work:,.0f} GPU-hours of work; "
-          f"{rate:g} samples/s per GPU ({source}); {args.gpus_per_stage} GPUs per stage")
+          f"{rate:g} samples/s per GPU ({source}); {args.gpus_per_stage} GPUs per stage; "
+          f"critical path {critical_path_s(dag) / 86400:.2f} days")
     print(f"failures: {1 - args.deterministic_share:.0%} infrastructure, {args.deterministic_share:.0%} deterministic; "
           f"preemptions {args.preemptions_per_hour:g}/job-hour (requeue budget {args.max_requeues}); "
           f"restart {args.restart_s:g} s; human resume {args.human_delay_h:g} h after a failure; "
@@ -132,7 +133,10 @@ def main() -> None:
                 if policy == "new" and p == max(args.failures):
                     worst = max(r.makespan_s for r in runs) / reference
                     humans = sum(r.human_interventions for r in runs)
-                    verdicts.append(f"{gpus} GPUs: {'met' if worst <= 1.1 and humans == 0 else 'NOT met'} "
+                    met = "met" if worst <= 1.1 and humans == 0 else "NOT met"
+                    if any(r.unfinished for r in runs):
+                        met += " for the stages that can finish"
+                    verdicts.append(f"{gpus} GPUs: {met} "
                                     f"(worst seed {worst:.3f}x, {humans} human resumes over {args.seeds} seeds)")
     print()
     print(f"target (issue 11 section 5), new policy at {max(args.failures):.0%} failures within 1.1x of failure-free "

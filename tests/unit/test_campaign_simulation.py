@@ -189,3 +189,11 @@ def test_every_gpu_hour_is_either_kept_work_or_wasted_and_no_stage_starts_before
             for dep in stage.deps:
                 assert stormy.finished_at[stage.key] > stormy.finished_at[dep]
         assert stormy.makespan_s > calm.makespan_s
+
+
+def test_the_critical_path_bounds_every_run():
+    from campaign_model import critical_path_s
+
+    dag = chain("a", [100, 200]) + chain("b", [300, 50]) + [StageSpec("c", "eval", 10, ("a1", "b1"))]
+    assert critical_path_s(dag) == 360
+    assert simulate(dag, model(gpus=3)).makespan_s == 360
