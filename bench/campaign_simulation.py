@@ -97,6 +97,11 @@ def main() -> None:
     parser.add_argument("--no-checkpoints", action="store_true",
                         help="reruns start from scratch (default: from the last epoch checkpoint)")
     args = parser.parse_args()
+    try:
+        for gpus in args.gpus:
+            Model(gpus=gpus, gpus_per_stage=args.gpus_per_stage)
+    except ValueError as error:
+        parser.error(f"--gpus: {error}")
     started = time.perf_counter()
     rate, source = throughput(args.device, args.samples_per_s)
     dag = paper_dag(rate, args.gpus_per_stage, args.untimed_s, checkpoints=not args.no_checkpoints)
