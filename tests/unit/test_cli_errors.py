@@ -208,7 +208,7 @@ def test_max_stages_sets_the_limit():
     refused = run_cli("plan", ROOT / "sweeps" / "digits.yaml", "--max-stages", "100")
     _assert_clean_error(refused, "above the limit of 100;")
     accepted = run_cli("plan", ROOT / "sweeps" / "digits.yaml", "--max-stages", "300")
-    assert accepted.returncode == 0 and "stages: dense 6, imp 123" in accepted.stdout
+    assert accepted.returncode == 0 and "stages: dense 8, imp 132" in accepted.stdout
     from orchestrator import cli, spec
 
     assert cli.DEFAULT_MAX_STAGES == spec.DEFAULT_MAX_STAGES
