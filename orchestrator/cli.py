@@ -156,6 +156,15 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 
 def _cmd_plan(args) -> int:
+    from workers.known_datasets import sizes_when_absent
+
+    with sizes_when_absent() as absent:  # plan from the published sizes when a data folder is not there yet
+        return _print_plan(args, absent)
+
+
+def _print_plan(args, absent: dict[str, str]) -> int:
+    from workers.known_datasets import describe
+
     from .gpu_hours import estimate
     from .planner import plan_sweep
     from .spec import load_spec
@@ -163,6 +172,9 @@ def _cmd_plan(args) -> int:
 
     spec = load_spec(args.sweep, args.overrides, max_stages=args.max_stages)
     plan = plan_sweep(spec, existing_captures(Path(spec.workspace)))
+    if absent:
+        print("note: data folder missing: " + "; ".join(f"{root} ({describe(name)})" for root, name in absent.items())
+              + ": planned from the published sizes; `launch` needs the folder")
     print(f"sweep {spec.name}: {spec.dataset.name} / {spec.arch.name}, workspace {spec.workspace}")
     print(f"grid: {len(plan.cells)} cells ({len(spec.mask_source)} mask sources x {len(spec.init)} inits x "
           f"{len(spec.rewind)} rewind points x {len(spec.pruning.fractions)} fractions x {len(spec.seeds)} seeds; "
