@@ -94,7 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
                                           "mean top-1, standard error and n over seeds, grouped by every setting but "
                                           "the seed (and the workspace). Several workspaces give one table with a "
                                           "workspace column.")
-    res.add_argument("workspaces", nargs="+", metavar="WORKSPACE")
+    res.add_argument("workspaces", nargs="*", metavar="WORKSPACE")
+    res.add_argument("--db", metavar="URL",
+                     help="read the lab's central results database instead of workspaces "
+                          "(postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE or sqlite:///PATH)")
     res.add_argument("--pivot", action="store_true",
                      help="rows = fraction remaining, columns = mask source / init (the paper's Fig. 3 as a table)")
     res.add_argument("--plot", metavar="PNG", help="draw top-1 vs fraction remaining (log x) with error bars")
@@ -206,8 +209,10 @@ def _print_plan(args, absent: dict[str, str]) -> int:
 
 def _cmd_launch(args) -> int:
     from . import driver
+    from .central_results import check_settings
     from .spec import load_spec
 
+    check_settings()  # a malformed results-database URL in the environment or config file: exit 2 first
     spec = load_spec(args.sweep, args.overrides, max_stages=args.max_stages)
     started = time.time()
     try:
@@ -220,8 +225,10 @@ def _cmd_launch(args) -> int:
 
 def _cmd_resume(args) -> int:
     from . import driver
+    from .central_results import check_settings
     from .workspace import require_workspace
 
+    check_settings()
     workspace = require_workspace(Path(args.workspace))
     started = time.time()
     try:
@@ -266,9 +273,11 @@ def _cmd_status(args) -> int:
 
 
 def _cmd_results(args) -> int:
-    from .results_command import show_results
+    from .results_command import show_central_results, show_results
     from .workspace import require_workspace
 
+    if args.db is not None or not args.workspaces:
+        return show_central_results(args)
     return show_results([require_workspace(Path(workspace)) for workspace in args.workspaces], args)
 
 
