@@ -56,7 +56,7 @@ CONNECT_TIMEOUT_S = 5
 ALLOWED_URLS = "postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE (or postgresql+psycopg://...), sqlite:///PATH"
 
 _URL = re.compile(r"^(?P<scheme>postgresql|postgresql\+psycopg|postgres|sqlite)://(?P<rest>.*)$", re.DOTALL)
-_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^:@/\s]*):(?P<password>[^@/\s]*)@")
+_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^:@/\s]*):(?P<password>[^/\s]*)@")
 
 
 class CentralDbError(RuntimeError):
@@ -264,8 +264,8 @@ def _table():
     from sqlalchemy import BigInteger, Column, MetaData, PrimaryKeyConstraint, Table, Text
 
     metadata = MetaData()
-    columns = [Column("workspace_id", Text, nullable=False), Column("workspace", Text, nullable=False),
-               Column("row_number", BigInteger, nullable=False)]
+    columns: list[Any] = [Column("workspace_id", Text, nullable=False), Column("workspace", Text, nullable=False),
+                          Column("row_number", BigInteger, nullable=False)]
     columns += [Column(name, _sqltype(sqltype)) for name, sqltype in COLUMN_TYPES.items()]
     return Table(TABLE, metadata, *columns, PrimaryKeyConstraint(*KEY))
 
@@ -285,8 +285,8 @@ def _create_v1(conn: Connection) -> None:
           "nominal_fraction": "REAL", "measured_fraction": "REAL", "seed": "INTEGER", "top1": "REAL",
           "epochs": "INTEGER", "wall_time_s": "REAL", "recorded_at": "TEXT", "natural_sparsity": "REAL",
           "metric": "TEXT", "eval_dataset": "TEXT", "transfer": "TEXT"}
-    columns = [Column("workspace_id", Text, nullable=False), Column("workspace", Text, nullable=False),
-               Column("row_number", BigInteger, nullable=False)]
+    columns: list[Any] = [Column("workspace_id", Text, nullable=False), Column("workspace", Text, nullable=False),
+                          Column("row_number", BigInteger, nullable=False)]
     columns += [Column(name, _sqltype(sqltype)) for name, sqltype in v1.items()]
     Table(TABLE, MetaData(), *columns, PrimaryKeyConstraint(*KEY)).create(conn)
 
@@ -317,10 +317,9 @@ def _ensure_schema(conn: Connection, url: str) -> None:
 
 
 def _upsert(conn: Connection, table, records: Sequence[dict[str, Any]]):
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    insert: Any = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
     statement = insert(table).values(list(records))
     return statement.on_conflict_do_update(
         index_elements=list(KEY),
@@ -356,7 +355,7 @@ def load(url: str) -> pd.DataFrame:
     try:
         with _engine(url).connect() as conn:
             if not inspect(conn).has_table(TABLE):
-                found: list = []
+                found: Sequence[Any] = []
             else:
                 version = conn.execute(select(_version_table().c.version)).scalar_one()
                 if version > len(CENTRAL_MIGRATIONS):
