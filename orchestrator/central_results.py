@@ -134,7 +134,10 @@ def waiting_line(workspace: Path, ledger: Ledger) -> Optional[str]:
         return f"results database: {error}"
     if url is None:
         return None
-    count = central_db.waiting(workspace, url)
+    try:
+        count = central_db.waiting(workspace, url)
+    except Exception as error:  # a damaged central_db.sqlite must not stop `status`
+        return f"results database {central_db.describe(url)}: cannot count the waiting rows ({error})"
     if not count:
         return None
     return f"{count} row{'s' if count != 1 else ''} waiting for {central_db.describe(url)}"
