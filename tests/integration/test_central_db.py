@@ -17,6 +17,7 @@ import yaml
 from conftest import BASE_SWEEP, ROOT
 
 import results
+from orchestrator.cli import main
 from results import central_db
 
 pytestmark = pytest.mark.postgres
@@ -106,24 +107,31 @@ def test_upserts_are_idempotent_across_relaunch_resume_and_a_second_writer(postg
     assert list(both.columns)[:2] == ["workspace", "sweep"] and both["workspace"].nunique() == 2
 
 
-def test_results_db_equals_the_workspace_results(postgres_server, tmp_path):
+def test_results_db_equals_the_workspace_results(postgres_server, tmp_path, capsys, monkeypatch):
     url = postgres_server.new_database()
     workspace = tmp_path / "ws"
     cli("launch", _sweep(tmp_path, "ws"), env={"PRUNESWEEP_RESULTS_DB": url})  # the URL from the environment
     pd = pytest.importorskip("pandas")
     pd.testing.assert_frame_equal(central_db.load(url), results.load(workspace))
+
+    def results_command(*args):  # in this process: the results command needs no training
+        monkeypatch.delenv("PRUNESWEEP_RESULTS_DB", raising=False)
+        assert main(["results", *map(str, args)]) == 0
+        out, err = capsys.readouterr()
+        assert postgres_server.password not in out + err
+        return out
+
     for options in ([], ["--pivot"], ["--where", "mask_source=labels", "--group-by", "nominal_fraction"],
                     ["--compare", "mask_source=labels,random"]):
-        own = cli("results", workspace, *options)
-        central = cli("results", "--db", url, *options)
-        assert central.stdout == own.stdout and central.stdout.strip()
-        assert postgres_server.password not in central.stdout + central.stderr
-    cli("results", workspace, "--csv", tmp_path / "own.csv")
-    cli("results", "--db", url, "--csv", tmp_path / "central.csv")
+        own = results_command(workspace, *options)
+        assert results_command("--db", url, *options) == own and own.strip()
+    results_command(workspace, "--csv", tmp_path / "own.csv")
+    results_command("--db", url, "--csv", tmp_path / "central.csv")
     assert (tmp_path / "own.csv").read_text() == (tmp_path / "central.csv").read_text()
     # `results` alone reads the database the environment names
-    alone = cli("results", "--pivot", env={"PRUNESWEEP_RESULTS_DB": url})
-    assert alone.stdout == cli("results", workspace, "--pivot").stdout
+    monkeypatch.setenv("PRUNESWEEP_RESULTS_DB", url)
+    assert main(["results", "--pivot"]) == 0
+    assert capsys.readouterr().out == results_command(workspace, "--pivot")
 
 
 def test_a_database_that_is_down_never_fails_a_stage(postgres_server, tmp_path):
