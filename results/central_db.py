@@ -131,10 +131,17 @@ def _target(url: str) -> str:
     return redact(check_url(url)).replace(":***@", "@")
 
 
+def _open_state(workspace: Path):
+    """The workspace's central_db.sqlite for writing (created at first use; never through a link)."""
+    path = workspace / STATE_FILE
+    if path.is_symlink():
+        raise CentralDbError(f"{path} is a symbolic link; prunesweep writes its own state only to a regular file")
+    return open_for_writing(path, STATE_MIGRATIONS)
+
+
 def workspace_id(workspace: str | os.PathLike) -> str:
     """The workspace's stable id (a UUID), made and stored at the first call."""
-    path = Path(workspace) / STATE_FILE
-    with closing(open_for_writing(path, STATE_MIGRATIONS)) as conn:
+    with closing(_open_state(Path(workspace))) as conn:
         with_retry(lambda: conn.execute("INSERT OR IGNORE INTO identity (key, value) VALUES ('workspace_id', ?)",
                                         (str(uuid.uuid4()),)))
         return str(conn.execute("SELECT value FROM identity WHERE key = 'workspace_id'").fetchone()[0])
@@ -166,7 +173,7 @@ def _last_pushed(workspace: Path, target: str) -> int:
 
 def _mark(workspace: Path, target: str, last_rowid: Optional[int], error: Optional[str]) -> None:
     """Record a push: the new mark (never moved back), or the failure."""
-    with closing(open_for_writing(workspace / STATE_FILE, STATE_MIGRATIONS)) as conn:
+    with closing(_open_state(workspace)) as conn:
         now = time.time()
         with_retry(lambda: conn.execute("INSERT OR IGNORE INTO pushed (target) VALUES (?)", (target,)))
         if last_rowid is None:

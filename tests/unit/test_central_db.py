@@ -127,6 +127,17 @@ def test_workspace_id_is_made_once(tmp_path):
     assert central_db.workspace_id(tmp_path) == first and len(first) == 36
 
 
+def test_a_symlinked_state_file_is_refused_and_its_target_untouched(tmp_path):
+    outside = tmp_path / "outside.txt"
+    outside.write_text("precious")
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    (workspace / central_db.STATE_FILE).symlink_to(outside)
+    with pytest.raises(central_db.CentralDbError, match="is a symbolic link"):
+        central_db.workspace_id(workspace)
+    assert outside.read_text() == "precious"
+
+
 def test_a_newer_central_schema_is_refused(tmp_path):
     url = f"sqlite:///{tmp_path / 'central.sqlite'}"
     results.record(tmp_path, [results_row()])
