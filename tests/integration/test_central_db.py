@@ -96,6 +96,17 @@ def test_upserts_are_idempotent_across_relaunch_resume_and_a_second_writer(postg
     assert central_db.waiting(workspace, url) == 0
     assert sorted(_central_keys(postgres_server, url)) == sorted(keys)
 
+    # three processes at once into a fresh database: one makes the schema (under a lock), none fails
+    fresh = postgres_server.new_database()
+    code = f"from results import central_db; central_db.push({str(workspace)!r}, {fresh!r})"
+    pushers = [subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(ROOT)},
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(3)]
+    for pusher in pushers:
+        output = pusher.communicate(timeout=120)[0]
+        assert pusher.returncode == 0, output
+    assert sorted(_central_keys(postgres_server, fresh)) == sorted(keys)
+    assert postgres_server.query(fresh, "SELECT version FROM prunesweep_schema") == [(1,)]
+
     # a second workspace (another cluster's) adds its own rows under its own id
     other = _sweep(tmp_path, "other", url, seeds=[1])
     cli("launch", other)
