@@ -93,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
                               description="Summaries of the central results table of one workspace or several: "
                                           "mean top-1, standard error and n over seeds, grouped by every setting but "
                                           "the seed (and the workspace). Several workspaces give one table with a "
-                                          "workspace column.")
+                                          "workspace column; --db reads a lab's central results database instead.")
     res.add_argument("workspaces", nargs="*", metavar="WORKSPACE")
     res.add_argument("--db", metavar="URL",
                      help="read the lab's central results database instead of workspaces "
