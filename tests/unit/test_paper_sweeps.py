@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from data_folders import write_cifar, write_image_folder
+from data_folders import write_cifar, write_image_folder, write_places205, write_voc07
 
 from orchestrator import gpu_hours
 from orchestrator.cli import main
@@ -115,7 +115,8 @@ def test_each_sweep_validates_as_shipped_on_data_in_the_real_layout(path, tmp_pa
         if dataset and "root" in dataset:
             root = tmp_path / dataset["name"]
             if not root.exists():
-                (write_cifar if dataset["name"] == "cifar10" else write_image_folder)(root)
+                writers = {"cifar10": write_cifar, "voc07": write_voc07, "places205": write_places205}
+                writers.get(dataset["name"], write_image_folder)(root)
             overrides.append(f"{key}.root={root}")
     spec = load_spec(path, overrides)
     plan = plan_sweep(spec)
