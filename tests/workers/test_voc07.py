@@ -122,7 +122,7 @@ def _sweep(root, linear):
     sweep.update(name="voc", mask_source=["rotnet"], init=["reinit"], pruning={"fractions": [0.8]},
                  recipes={"labels": dict(QUICK), "rotnet": dict(QUICK)})
     sweep["transfer"] = {"dataset": {"name": "voc07", "root": str(root), "image_size": 8, "channels": 1},
-                         "linear": linear, "finetune": {"recipe": QUICK}}
+                         "linear": linear, "finetune": {"recipe": QUICK, "compare_prune_during": True}}
     return sweep
 
 
@@ -132,7 +132,7 @@ def test_a_digits_pretrained_pruned_network_transfers_to_voc07_end_to_end(devkit
     assert main(["launch", str(path), "--workers", "1", "--no-progress"]) == 0
     df = results.load(tmp_path / "ws")
     transfers = df[df["transfer"].notna()].set_index("transfer")
-    assert set(transfers.index) == {"linear", "finetune"}
+    assert set(transfers.index) == {"linear", "finetune", "finetune_prune_during"}
     assert set(transfers["metric"]) == {"map"} and set(transfers["eval_dataset"]) == {"voc07"}
     assert transfers["top1"].between(0, 1).all() and (transfers["top1"] > 0).all()
     done = [json.loads(p.read_text()) for p in (tmp_path / "ws").rglob("metrics.json")]
