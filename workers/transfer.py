@@ -198,21 +198,43 @@ def _one_vs_rest(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     return torch.where(torch.nn.functional.one_hot(labels, num_classes) == 1, 1, -1)
 
 
+def _svm(cost: float, seed: int):
+    from sklearn.svm import LinearSVC
+
+    return LinearSVC(C=cost, class_weight={1: 2, -1: 1}, loss="squared_hinge", penalty="l2", dual=True,
+                     tol=1e-4, max_iter=2000, random_state=derive_seed(seed, "svm"))
+
+
+def _fold_ap(cost: float, seed: int, x, y, train: Any, held_out: Any) -> float:
+    """scikit-learn's average precision on one held-out fold of an SVM fitted on the others."""
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.metrics import average_precision_score
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # max_iter is part of the protocol
+        classifier = _svm(cost, seed).fit(x[train], y[train])
+    return float(average_precision_score(y[held_out] == 1, classifier.decision_function(x[held_out])))
+
+
 def svm_scores(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, seed: int,
                costs: tuple[float, ...] = SVM_COSTS, folds: int = SVM_FOLDS) -> tuple[torch.Tensor, list[float]]:
-    """Scores ``(N_test, C)`` of one linear SVM per class, and the cost chosen for each.
+    """Scores ``(N_test, C)`` of one linear SVM per class, and the cost chosen for each
+    (``nan`` for a class not trained).
 
     Goyal et al. 2019's protocol: features L2-normalised; per class, labels 1 / -1 (0, the
     difficult-only images, left out); scikit-learn's ``LinearSVC`` (squared hinge, L2,
     ``class_weight {1: 2, -1: 1}``, tol 1e-4, at most 2,000 iterations); the cost with the
     best mean average precision (scikit-learn's) over ``folds``-fold stratified
-    cross-validation on the training split (ties: the smallest cost), then refitted on all of
-    it. A class without both positives and negatives to train on scores 0 everywhere.
+    cross-validation on the training split (unshuffled, as their ``cross_val_score(cv=3)``;
+    ties: the smallest cost), then refitted on all of it. The (cost, fold) fits of a class run
+    in :func:`workers.image_folder.loader_workers` processes. A class without both positives
+    and negatives scores 0 everywhere; one with fewer than 2 of either is fitted at the
+    smallest cost without cross-validation.
     """
     import numpy as np
+    from joblib import Parallel, delayed
     from sklearn.exceptions import ConvergenceWarning
-    from sklearn.model_selection import StratifiedKFold, cross_val_score
-    from sklearn.svm import LinearSVC
+    from sklearn.model_selection import StratifiedKFold
 
     def normalised(x: torch.Tensor) -> np.ndarray:
         array = x.double().numpy()
@@ -221,36 +243,27 @@ def svm_scores(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tenso
     features, test_features, labels = normalised(train_x), normalised(test_x), train_y.numpy()
     scores = np.zeros((test_features.shape[0], labels.shape[1]))
     chosen: list[float] = []
-    jobs = max(1, loader_workers())
-    for c in range(labels.shape[1]):
-        keep = labels[:, c] != 0
-        x, y = features[keep], labels[keep, c]
-        positives, negatives = int((y == 1).sum()), int((y == -1).sum())
-        if not positives or not negatives:
-            chosen.append(float("nan"))
-            continue
-
-        def svm(cost: float) -> LinearSVC:
-            return LinearSVC(C=cost, class_weight={1: 2, -1: 1}, loss="squared_hinge", penalty="l2", dual=True,
-                             tol=1e-4, max_iter=2000, random_state=derive_seed(seed, "svm") % 2**31)
-
-        splits = StratifiedKFold(n_splits=min(folds, positives, negatives) if min(positives, negatives) > 1 else 2,
-                                 shuffle=True, random_state=derive_seed(seed, "svm_folds", c) % 2**31)
-        best, best_ap = costs[0], -1.0
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            warnings.simplefilter("ignore", UserWarning)  # a fold without positives scores nan
-            for cost in costs:
-                if min(positives, negatives) > 1:
-                    ap = float(np.nanmean(cross_val_score(svm(cost), x, y, cv=splits, scoring="average_precision",
-                                                          n_jobs=jobs)))
-                else:
-                    ap = 0.0
-                if ap > best_ap:
-                    best, best_ap = cost, ap
-            classifier = svm(best).fit(x, y)
-        scores[:, c] = classifier.decision_function(test_features)
-        chosen.append(best)
+    ordered = sorted(costs)
+    with Parallel(n_jobs=max(1, loader_workers())) as parallel:
+        for c in range(labels.shape[1]):
+            keep = labels[:, c] != 0
+            x, y = features[keep], labels[keep, c]
+            fewest = min(int((y == 1).sum()), int((y == -1).sum()))
+            if not fewest:
+                chosen.append(float("nan"))
+                continue
+            best = ordered[0]
+            if fewest >= 2:
+                splits = list(StratifiedKFold(n_splits=min(folds, fewest)).split(x, y))
+                aps = parallel(delayed(_fold_ap)(cost, seed, x, y, train, held_out)
+                               for cost in ordered for train, held_out in splits)
+                means = [float(np.mean(aps[i * len(splits):(i + 1) * len(splits)])) for i in range(len(ordered))]
+                best = ordered[int(np.argmax(means))]  # the first of the best: the smallest cost
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                classifier = _svm(best, seed).fit(x, y)
+            scores[:, c] = classifier.decision_function(test_features)
+            chosen.append(best)
     return torch.from_numpy(scores), chosen
 
 
@@ -260,6 +273,11 @@ def run_linear_eval(ctx: StageContext[LinearEvalConfig]) -> StageOutcome:
     metric = ctx.config.metric
     cached = load_tensors(ctx.dep("features") / FEATURES_FILE)
     target = dataset_spec(ctx.config.target)
+    if cached["train_labels"].dim() != (2 if target.multi_label else 1):
+        raise ValueError(f"stage {ctx.key}: the features stage {ctx.dep('features').name} holds "
+                         f"{'single' if target.multi_label else 'multi'}-label labels but {target.name} is "
+                         f"{'multi' if target.multi_label else 'single'}-label (features cached by an older "
+                         "version that read VOC07 as a folder of classes?): remove that stage's folder to recompute it")
     if ctx.config.classifier == "svm":
         return _linear_svm(ctx, cached, target)
     train_x, test_x = cached["train_features"], cached["test_features"]

@@ -125,8 +125,9 @@ class VocFacts:
 
 @functools.lru_cache(maxsize=8)
 def voc_facts(root: str) -> VocFacts:
-    """Check a VOC2007 folder (the trainval and test lists, an annotation and a JPEG for every
-    listed id) without parsing annotations; the planner's view."""
+    """Check a VOC2007 folder (the trainval and test lists, disjoint, trainval the union of
+    train and val where both are listed, an annotation and a JPEG for every listed id)
+    without parsing annotations; the planner's view."""
     folder = voc_folder(root)
     if not (folder / "JPEGImages").is_dir():
         raise DataFolderError(f"{folder / 'JPEGImages'}: no such folder; expected <id>.jpg for every listed image")
@@ -141,6 +142,12 @@ def voc_facts(root: str) -> VocFacts:
             if f"{image_id}.jpg" not in images:
                 raise DataFolderError(f"{folder / 'JPEGImages' / (image_id + '.jpg')}: missing; "
                                       f"{image_id} is listed in ImageSets/Main/{name}.txt")
+    main = folder / "ImageSets" / "Main"
+    if (main / "train.txt").is_file() and (main / "val.txt").is_file():
+        train_part, val_part = read_image_set(folder, "train"), read_image_set(folder, "val")
+        if sorted(train_part + val_part) != sorted(train):
+            raise DataFolderError(f"{main / 'trainval.txt'}: not the union of train.txt and val.txt "
+                                  f"({len(train)} ids vs {len(train_part)} + {len(val_part)})")
     overlap = sorted(set(train) & set(test))
     if overlap:
         raise DataFolderError(f"{folder / 'ImageSets' / 'Main' / 'test.txt'}: image {overlap[0]} is also in "

@@ -76,6 +76,13 @@ def test_annotations_are_parsed_safely(tmp_path, text, message):
         voc.parse_annotation(path)
 
 
+def test_trainval_must_be_train_and_val(devkit, tmp_path):
+    root, folder = _copy(devkit, tmp_path)
+    (folder / "ImageSets" / "Main" / "val.txt").write_text("000002\n")
+    with pytest.raises(DataFolderError, match=r"trainval\.txt: not the union of train\.txt and val\.txt"):
+        voc.voc_facts(str(root))
+
+
 def test_annotations_disagreeing_with_the_class_lists_are_refused(devkit, tmp_path):
     root, folder = _copy(devkit, tmp_path)
     listing = folder / "ImageSets" / "Main" / "dog_test.txt"
@@ -115,6 +122,27 @@ def test_svms_choose_their_cost_by_cross_validation_and_separate_separable_class
     assert voc07_mean_average_precision(scores[:, :2], labels[40:, :2]) == 1.0
     again, _ = svm_scores(features[:40], labels[:40], features[40:], seed=0)
     assert torch.equal(scores, again)
+
+
+def test_the_cost_is_the_one_scikit_learns_cross_validation_prefers():
+    """The same choice as Goyal et al.'s ``cross_val_score(LinearSVC(C), cv=3, scoring='average_precision')``."""
+    from sklearn.model_selection import cross_val_score
+    from sklearn.svm import LinearSVC
+
+    from workers.seeds import derive_seed
+
+    generator = torch.Generator().manual_seed(1)
+    labels = torch.where(torch.rand(45, 1, generator=generator) > 0.6, 1, -1)
+    features = labels.float() * 0.4 + torch.randn(45, 5, generator=generator)  # overlapping classes
+    costs = (1e-3, 0.01, 0.1, 1.0, 10.0)
+    _, chosen = svm_scores(features, labels, features[:3], seed=0, costs=costs)
+    x = (features / (features.norm(dim=1, keepdim=True) + 1e-5)).double().numpy()
+    y = labels[:, 0].numpy()
+    means = [cross_val_score(LinearSVC(C=cost, class_weight={1: 2, -1: 1}, max_iter=2000,
+                                       random_state=derive_seed(0, "svm")),
+                             x, y, cv=3, scoring="average_precision").mean() for cost in costs]
+    assert len(set(round(m, 6) for m in means)) > 1  # the costs differ here: the choice means something
+    assert chosen == [costs[max(range(len(costs)), key=lambda i: (means[i], -i))]]
 
 
 def _sweep(root, linear):
