@@ -145,6 +145,22 @@ def test_the_cost_is_the_one_scikit_learns_cross_validation_prefers():
     assert chosen == [costs[max(range(len(costs)), key=lambda i: (means[i], -i))]]
 
 
+def test_features_cached_with_one_label_per_image_are_refused_for_voc07(devkit, tmp_path):
+    """Features a version reading VOC07 as a folder of classes cached carry (N,) labels."""
+    from workers.stage_contract import LinearEvalConfig, StageContext
+    from workers.training import save_state_dict
+    from workers.transfer import FEATURES_FILE, run_linear_eval
+
+    old = tmp_path / "features-old"
+    old.mkdir()
+    save_state_dict(old / FEATURES_FILE, {"train_features": torch.ones(3, 4), "train_labels": torch.zeros(3).long(),
+                                          "test_features": torch.ones(2, 4), "test_labels": torch.zeros(2).long()})
+    config = LinearEvalConfig.model_validate({"target": {"name": "voc07", "root": str(devkit)}, "classifier": "svm",
+                                              "metric": "map", "seed": 0})
+    with pytest.raises(ValueError, match="features-old holds single-label labels but voc07 is multi-label"):
+        run_linear_eval(StageContext(tmp_path / "linear", "linear_eval-x", config, {"features": old}))
+
+
 def _sweep(root, linear):
     sweep = copy.deepcopy(TINY)
     sweep.update(name="voc", mask_source=["rotnet"], init=["reinit"], pruning={"fractions": [0.8]},
