@@ -20,6 +20,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -71,11 +72,11 @@ class WorkspaceState:
     """
 
     name: str
-    sweeps: list[Mapping[str, object]] = field(default_factory=list)
+    sweeps: Sequence[Mapping[str, Any]] = field(default_factory=list)
     stage_counts: dict[str, dict[str, int]] = field(default_factory=dict)
     states: tuple[str, ...] = ("planned", "running", "done", "failed", "blocked")
     failures: list[Failure] = field(default_factory=list)
-    missing: list[Mapping[str, object]] = field(default_factory=list)
+    missing: Sequence[Mapping[str, Any]] = field(default_factory=list)
     cells: int = 0
 
 
