@@ -1,6 +1,6 @@
 """A real headless Chromium (Debian's package) driven over the DevTools protocol, for tests that render a page.
 
-``chromium_browser`` (a pytest fixture; import it into the test module) installs Chromium through
+A pytest plugin (tests/conftest.py loads it). ``chromium_browser`` (a module-scoped fixture) installs Chromium through
 ``tests/cluster/chromium.sh install`` when ``/usr/bin/chromium`` is missing, starts it with a new
 profile, and stops exactly the processes it started at the end. :meth:`Browser.open` loads a page
 and returns what a person would see and what went wrong: console errors, uncaught exceptions,
@@ -203,9 +203,27 @@ class Browser:
         self.log.close()
 
 
+#: screenshots the tests kept (:func:`keep_screenshot`), named in the terminal summary.
+_SCREENSHOTS: list[tuple[str, Path]] = []
+
+
+def keep_screenshot(what: str, path: Path) -> None:
+    """Name a screenshot a test kept in the session's terminal summary."""
+    _SCREENSHOTS.append((what, path))
+
+
+def pytest_terminal_summary(terminalreporter):
+    for what, path in _SCREENSHOTS:
+        terminalreporter.write_line(f"screenshot of {what}: {path}")
+
+
 @pytest.fixture(scope="module")
 def chromium_browser():
     """A started headless Chromium (installed first when missing); stopped after the module."""
+    try:
+        import websocket  # noqa: F401 - the test extra's websocket-client speaks to the browser
+    except ImportError:
+        _cannot("websocket-client is not installed (pip install -e '.[test]')")
     executable = ensure_chromium()
     with tempfile.TemporaryDirectory(prefix="prunesweep-chromium-") as scratch:
         browser = Browser(executable, Path(scratch) / "profile")

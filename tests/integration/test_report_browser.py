@@ -9,14 +9,14 @@ import struct
 import subprocess
 import sys
 
-from cluster.chromium import chromium_browser  # noqa: F401 - the fixture
+from cluster.chromium import keep_screenshot
 from conftest import ROOT
 from test_report import record_study
 
 from results.report import SECTIONS
 
 
-def test_the_page_loads_cleanly_with_its_figures_side_by_side(chromium_browser, tmp_path):  # noqa: F811
+def test_the_page_loads_cleanly_with_its_figures_side_by_side(chromium_browser, tmp_path):
     resnet50, alexnet = tmp_path / "resnet50", tmp_path / "alexnet"
     record_study(resnet50, "resnet50", "fig3-resnet50", rng_seed=1)
     record_study(alexnet, "alexnet", "fig3-alexnet", rng_seed=2)
@@ -47,10 +47,10 @@ def test_the_page_loads_cleanly_with_its_figures_side_by_side(chromium_browser, 
     shot = chromium_browser.screenshot(tmp_path / "report.png")
     width, height = struct.unpack(">II", shot.read_bytes()[16:24])
     assert width >= 1000 and height > 1500
-    print(f"\nscreenshot of the report page: {shot}")
+    keep_screenshot("the report page", shot)
 
 
-def test_the_check_sees_console_errors_and_outside_requests(chromium_browser, tmp_path):  # noqa: F811
+def test_the_check_sees_console_errors_and_outside_requests(chromium_browser, tmp_path):
     """The same checks on a broken page fail: a console error, an uncaught exception, an image from elsewhere."""
     bad = tmp_path / "bad.html"
     bad.write_text("<!DOCTYPE html><html><body><h1>bad</h1><img src='http://127.0.0.1:9/x.png'>"
