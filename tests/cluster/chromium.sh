@@ -14,7 +14,7 @@ set -euo pipefail
 
 SELF=$(basename "$0")
 BROWSER=${PRUNESWEEP_CHROMIUM:-/usr/bin/chromium}
-PACKAGES=(chromium)
+PACKAGES=(chromium fonts-dejavu-core)  # a font for the page's text in screenshots
 LOG=${TMPDIR:-/tmp}/prunesweep-chromium-install.log
 
 info() { printf '%s: %s\n' "$SELF" "$*" >&2; }
@@ -31,10 +31,11 @@ cmd_install() {
     t=$(date +%s)
     info "install: installing ${PACKAGES[*]} (log: $LOG)"
     export DEBIAN_FRONTEND=noninteractive
+    local wait=(-o DPkg::Lock::Timeout=300)  # another apt-get (a cluster's install) may hold the lock a while
     # the package lists may be missing or stale on a fresh machine: update once, then install
-    if ! apt-get install -y -qq --no-install-recommends "${PACKAGES[@]}" >"$LOG" 2>&1; then
-        apt-get update -qq >>"$LOG" 2>&1 || { tail -n 25 "$LOG" >&2; info "apt-get update failed"; exit 1; }
-        apt-get install -y -qq --no-install-recommends "${PACKAGES[@]}" >>"$LOG" 2>&1 ||
+    if ! apt-get install "${wait[@]}" -y -qq --no-install-recommends "${PACKAGES[@]}" >"$LOG" 2>&1; then
+        apt-get update "${wait[@]}" -qq >>"$LOG" 2>&1 || { tail -n 25 "$LOG" >&2; info "apt-get update failed"; exit 1; }
+        apt-get install "${wait[@]}" -y -qq --no-install-recommends "${PACKAGES[@]}" >>"$LOG" 2>&1 ||
             { tail -n 25 "$LOG" >&2; info "apt-get install ${PACKAGES[*]} failed"; exit 1; }
     fi
     [[ -x $BROWSER ]] || { info "installed, but $BROWSER is missing"; exit 1; }
