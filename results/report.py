@@ -399,8 +399,8 @@ th, td { border: 1px solid #ddd; padding: .2em .5em; text-align: left; white-spa
 th { background: #f3f3f3; } td.num, th.num { text-align: right; }
 tr.total td { font-weight: bold; } tr.sig td { background: #fff3c4; }
 .figures { display: flex; flex-wrap: wrap; gap: 1em; }
-figure { margin: 0; } figure img { width: 620px; max-width: 100%; height: auto; border: 1px solid #eee; }
-figcaption { font-size: .9em; color: #444; max-width: 620px; }
+figure { margin: 0; } figure img { width: 600px; max-width: 100%; height: auto; border: 1px solid #eee; }
+figcaption { font-size: .9em; color: #444; max-width: 600px; }
 pre { background: #f7f7f7; padding: .5em; overflow-x: auto; max-height: 20em; }
 .failure { border-left: 3px solid #c33; padding-left: .8em; margin-bottom: 1em; }
 .label { font-weight: normal; color: #555; } .problem { color: #a00; }
