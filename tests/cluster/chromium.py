@@ -125,14 +125,13 @@ class Browser:
             if "method" in message:
                 self.events.append(message)
 
-    def wait_for(self, event: str, timeout: float = 60) -> dict:
-        """The first event named ``event`` not seen yet (kept events first)."""
+    def wait_for(self, event: str, since: int = 0, timeout: float = 60) -> dict:
+        """The first event named ``event`` from ``events[since]`` on, waiting for it when it has not come yet."""
         deadline = time.monotonic() + timeout
-        seen = 0
+        seen = since
         while True:
             for message in self.events[seen:]:
                 if message["method"] == event:
-                    message["_used"] = True
                     return message
             seen = len(self.events)
             if time.monotonic() > deadline:
@@ -156,7 +155,7 @@ class Browser:
         """Load ``url``, wait for its load event and its images, and report its problems."""
         start = len(self.events)
         self.call("Page.navigate", url=url)
-        self.wait_for("Page.loadEventFired", timeout)
+        self.wait_for("Page.loadEventFired", since=start, timeout=timeout)
         self.evaluate("Promise.all(Array.from(document.images).map(i => i.decode().catch(() => null)))")
         time.sleep(0.5)  # late console messages and CSP reports
         self.evaluate("1")  # drains what arrived meanwhile into events
