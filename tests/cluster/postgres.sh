@@ -151,7 +151,7 @@ case "${1:-}" in
     install) cmd_install ;;
     start) cmd_start ;;
     stop) cmd_stop ;;
-    status) answers ;;
+    status) answers || exit 1 ;;
     env) [[ -r $PASSWORD_FILE && -r $PORT_FILE ]] || fail "not started"; echo "export PRUNESWEEP_TEST_PG_URL=$(url)" ;;
     *) printf 'usage: %s install|start|stop|status|env\n' "$SELF" >&2; exit 2 ;;
 esac
