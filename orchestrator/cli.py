@@ -1,8 +1,11 @@
-"""The ``prunesweep`` command: plan | launch | status | resume | cancel | results."""
+"""The ``prunesweep`` command: plan | launch | status | resume | cancel | results | repair."""
 from __future__ import annotations
 
 import argparse
+import errno
+import os
 import signal
+import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -110,6 +113,17 @@ def build_parser() -> argparse.ArgumentParser:
     res.add_argument("--compare", metavar="COLUMN=A,B",
                      help="mean paired difference A - B of top-1 per setting over the seeds both share, its standard "
                           "error, n and a two-sided paired t-test p-value (* marks p < 0.05)")
+    repair = commands.add_parser("repair", help="rebuild a damaged workspace's ledger and results table from its "
+                                                "stage folders",
+                                 description="Remove the temp files of killed writers, move malformed files (a "
+                                             "damaged database, stage.json or DONE.json) aside into "
+                                             "WORKSPACE/quarantine/<time>/, rebuild the ledger and the results table "
+                                             "from the artifacts (stage.json, DONE.json and their checksums) and say "
+                                             "what was done. Stages are not run: `resume` runs what is left.")
+    repair.add_argument("workspace")
+    repair.add_argument("sweeps", nargs="*", metavar="SWEEP",
+                        help="sweep files launched in this workspace, to restore their cells when the workspace "
+                             "keeps no record of them (made before prunesweep kept one)")
     return parser
 
 
@@ -147,12 +161,43 @@ def main(argv: Optional[list[str]] = None) -> int:
     except WorkspaceBusy as busy:
         print(f"prunesweep: {busy}", file=sys.stderr)
         return busy.exit_code
+    except OSError as error:
+        if error.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            raise
+        print(f"prunesweep: error: {error}", file=sys.stderr)  # DiskFull/OutOfSpace name the file and the space left
+        return 1
+    except sqlite3.DatabaseError as error:
+        from .store_health import explain_database_error
+
+        print(f"prunesweep: error: {explain_database_error(error, _workspace_argument(args))}", file=sys.stderr)
+        return 2
     except BrokenPipeError:  # output piped into `head` and closed early
         sys.stderr.close()
         return 0
     except KeyboardInterrupt:
         print("\nprunesweep: interrupted", file=sys.stderr)
         return 130
+
+
+def _workspace_argument(args) -> Optional[Path]:
+    """The workspace a command was given (None for a sweep's, known only from its file)."""
+    named = getattr(args, "workspace", None) or (getattr(args, "workspaces", None) or [None])[0]
+    return Path(named) if named else None
+
+
+def _cmd_repair(args) -> int:
+    from .repair import repair
+    from .workspace import WorkspaceLock
+
+    workspace = Path(args.workspace)
+    if not workspace.is_dir() or not ((workspace / "ledger.sqlite").exists() or (workspace / "stages").is_dir()):
+        raise UserError(f"{workspace}: not a prunesweep workspace (no ledger.sqlite, no stages folder)")
+    if not os.access(workspace, os.W_OK | os.X_OK):
+        raise UserError(f"{workspace}: the workspace folder is read-only for you; repair a copy of it")
+    with WorkspaceLock(workspace):
+        for line in repair(workspace, tuple(args.sweeps)):
+            print(line)
+    return 0
 
 
 def _cmd_plan(args) -> int:
@@ -210,7 +255,7 @@ def _cmd_resume(args) -> int:
     from . import driver
     from .workspace import require_workspace
 
-    workspace = require_workspace(Path(args.workspace))
+    workspace = require_workspace(Path(args.workspace), writing=True)
     started = time.time()
     try:
         keys, summary = driver.resume(workspace, args.backend, args.workers, progress=not args.no_progress,
@@ -264,13 +309,13 @@ def _cmd_cancel(args) -> int:
     from .driver import cancel
     from .workspace import require_workspace
 
-    cancelled = cancel(require_workspace(Path(args.workspace)))
+    cancelled = cancel(require_workspace(Path(args.workspace), writing=True))
     print(f"cancelled {len(cancelled)} job(s)" + (": " + " ".join(cancelled) if cancelled else ""))
     return 0
 
 
 COMMANDS = {"plan": _cmd_plan, "cancel": _cmd_cancel, "launch": _cmd_launch, "status": _cmd_status,
-            "resume": _cmd_resume, "results": _cmd_results}
+            "resume": _cmd_resume, "results": _cmd_results, "repair": _cmd_repair}
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from workers.artifacts import STAGE_FILE, NotARegularFile, atomic_write_json, op
 from .errors import UserError, WorkspaceBusy
 from .ledger import LEDGER_FILE
 from .stage_identity import Stage
+from .store_health import check_stores
 
 STAGES_DIR = "stages"
 LOCK_FILE = ".lock"
@@ -78,13 +79,20 @@ def check_creatable(workspace: Path, source: str) -> None:
     if kind in PSEUDO_FILE_SYSTEMS:
         raise UserError(f"{source}: workspace: {workspace} is on a {kind} pseudo file system, which keeps no files; "
                         "choose a folder on a disk")
+    if workspace.is_dir():
+        check_stores(workspace, writing=True)
 
 
-def require_workspace(workspace: Path) -> Path:
-    """Raise UserError (exit 2) unless ``workspace`` holds a prunesweep ledger."""
+def require_workspace(workspace: Path, writing: bool = False) -> Path:
+    """Raise UserError (exit 2) unless ``workspace`` holds a sound prunesweep ledger (and, for a
+    ``writing`` command, one the user may write); see :func:`~.store_health.check_stores`."""
     workspace = Path(workspace)
     if not (workspace / LEDGER_FILE).exists():
+        if (workspace / "stages").is_dir():
+            raise UserError(f"{workspace / LEDGER_FILE}: is missing; run `prunesweep repair {workspace}` to rebuild "
+                            "it from the stage folders")
         raise UserError(f"{workspace}: not a prunesweep workspace (no {LEDGER_FILE}); launch a sweep into it first")
+    check_stores(workspace, writing)
     return workspace
 
 
