@@ -108,7 +108,8 @@ class _Repair:
         self.say(f"moved {relative} to {target.relative_to(self.workspace)}: {why}")
 
     # -- stores
-    def store_is_sound(self, path: Path, tables: frozenset[str]) -> Optional[str]:
+    def store_is_sound(self, path: Path, tables: frozenset[str], known_versions: int) -> Optional[str]:
+        """What is wrong with a store, or None; UserError for one of a newer prunesweep (never moved)."""
         problem = store_problem(path)
         if problem or not path.exists():
             return problem
@@ -118,23 +119,29 @@ class _Repair:
                 if not check or check[0] != "ok":
                     return f"fails SQLite's integrity check ({check[0] if check else 'no answer'})"
                 found = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
         except sqlite3.DatabaseError as error:
             return f"cannot be read by SQLite ({error})"
+        if version > known_versions:
+            raise UserError(f"{path}: schema version {version} was made by a newer prunesweep (this one knows up to "
+                            f"{known_versions}); upgrade prunesweep to repair this workspace")
         if not tables <= found:
             return f"lacks the table(s) {', '.join(sorted(tables - found))}"
         return None
 
-    def check_store(self, name: str, tables: frozenset[str]) -> bool:
-        """Move a damaged store aside (with its side files); return whether it was."""
+    def check_store(self, name: str, tables: frozenset[str], known_versions: int) -> Optional[str]:
+        """What is wrong with a store (None: nothing), or UserError for one of a newer prunesweep."""
+        return self.store_is_sound(self.workspace / name, tables, known_versions)
+
+    def move_store_aside(self, name: str, problem: str) -> None:
+        """Move a damaged store aside with its side files."""
         path = self.workspace / name
-        problem = self.store_is_sound(path, tables)
         if problem is None:
             return False
         for side in _SIDE_FILES:
             if os.path.lexists(f"{path}{side}"):
                 self.move_aside(Path(f"{path}{side}"), f"belongs to the damaged {name}")
         self.move_aside(path, problem)
-        return True
 
     # -- stage folders
     def check_stage_folders(self) -> dict[str, dict]:
@@ -195,6 +202,9 @@ def repair(workspace: Path, sweep_files: tuple[str, ...] = ()) -> list[str]:
     The caller holds the workspace lock. A store made by a newer prunesweep is refused,
     never moved aside.
     """
+    from results.migrations import MIGRATIONS as RESULTS_MIGRATIONS
+
+    from .ledger import MIGRATIONS as LEDGER_MIGRATIONS
     from .planner import plan_sweep, settings_fingerprint
     from .reconcile import ingest_results, reconcile
     from .spec import load_spec
@@ -203,12 +213,16 @@ def repair(workspace: Path, sweep_files: tuple[str, ...] = ()) -> list[str]:
 
     work = _Repair(workspace)
     workspace = work.workspace
-    removed = remove_leftover_temps(workspace)
-    for path in removed:
+    # judged before anything is touched: a bad sweep file or a store of a newer prunesweep stops here
+    specs_from_files = [load_spec(path) for path in sweep_files]
+    ledger_problem = work.check_store(LEDGER_FILE, _LEDGER_TABLES, len(LEDGER_MIGRATIONS))
+    results_problem = work.check_store(RESULTS_FILE, frozenset(), len(RESULTS_MIGRATIONS))
+    for path in remove_leftover_temps(workspace):
         work.say(f"removed {path.relative_to(workspace)}: a temp file left by a killed writer")
-    specs_from_files = [load_spec(path) for path in sweep_files]  # bad files refused before anything moves
-    ledger_moved = work.check_store(LEDGER_FILE, _LEDGER_TABLES)
-    results_moved = work.check_store(RESULTS_FILE, frozenset())
+    for name, problem in ((LEDGER_FILE, ledger_problem), (RESULTS_FILE, results_problem)):
+        if problem:
+            work.move_store_aside(name, problem)
+    ledger_moved, results_moved = bool(ledger_problem), bool(results_problem)
     stages = work.check_stage_folders()
     rebuilt = ledger_moved or not (workspace / LEDGER_FILE).exists()
     ledger = Ledger(workspace)
