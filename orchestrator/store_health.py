@@ -6,6 +6,7 @@ a store the user may not write makes a command that writes exit 2 saying so.
 """
 from __future__ import annotations
 
+import fcntl
 import os
 import sqlite3
 import stat
@@ -13,9 +14,10 @@ from pathlib import Path
 from typing import Optional
 
 from .errors import UserError
-from .ledger import LEDGER_FILE
 
+LEDGER_FILE = "ledger.sqlite"  # as orchestrator.ledger (which imports this module)
 RESULTS_FILE = "results.sqlite"  # as results.table.DB_FILE (not imported: pandas)
+LOCK_FILE = ".lock"  # as orchestrator.workspace
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
@@ -51,6 +53,30 @@ def store_problem(path: Path) -> Optional[str]:
     if info.st_size % page_size or (no_writer and header_count_valid and pages and info.st_size < pages * page_size):
         return f"is truncated ({info.st_size} bytes of {pages * page_size})"
     return None
+
+
+def must_not_write(workspace: Path) -> bool:
+    """Whether a reading command must leave ``workspace`` as it is: the user may not write its
+    folder or one of its stores, or a launch/resume holds its lock. Opens nothing for writing."""
+    workspace = Path(workspace)
+    if not os.access(workspace, os.W_OK | os.X_OK):
+        return True
+    for name in (LEDGER_FILE, RESULTS_FILE):
+        if (workspace / name).exists() and not os.access(workspace / name, os.W_OK):
+            return True
+    try:
+        fd = os.open(workspace / LOCK_FILE, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True  # a link or an unreadable lock: WorkspaceLock.holder says so when asked
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing releases the shared lock
+    return False
 
 
 def _damaged(path: Path, problem: str, workspace: Path) -> UserError:
