@@ -164,13 +164,15 @@ def main(argv: Optional[list[str]] = None) -> int:
     except OSError as error:
         if error.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
             raise
-        print(f"prunesweep: error: {error}", file=sys.stderr)  # DiskFull/OutOfSpace name the file and the space left
+        from .store_health import explain_space_error
+
+        print(f"prunesweep: error: {explain_space_error(error, _workspace_argument(args))}", file=sys.stderr)
         return 1
     except sqlite3.DatabaseError as error:
         from .store_health import explain_database_error
 
         print(f"prunesweep: error: {explain_database_error(error, _workspace_argument(args))}", file=sys.stderr)
-        return 2
+        return 1 if "full" in str(error).lower() else 2  # a full disk is no bad input
     except BrokenPipeError:  # output piped into `head` and closed early
         sys.stderr.close()
         return 0
@@ -180,8 +182,15 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 
 def _workspace_argument(args) -> Optional[Path]:
-    """The workspace a command was given (None for a sweep's, known only from its file)."""
+    """The workspace a command was given, or its sweep's; None when unknown."""
     named = getattr(args, "workspace", None) or (getattr(args, "workspaces", None) or [None])[0]
+    if named is None and getattr(args, "sweep", None):
+        from .spec import load_spec
+
+        try:
+            named = load_spec(args.sweep, args.overrides, max_stages=None).workspace
+        except UserError:
+            return None
     return Path(named) if named else None
 
 

@@ -177,7 +177,8 @@ class Ledger:
         try:
             yield self.connection
         except BaseException:
-            self.connection.execute("ROLLBACK")
+            if self.connection.in_transaction:  # SQLite already rolled back after a full disk or an I/O error
+                self.connection.execute("ROLLBACK")
             raise
         self.connection.execute("COMMIT")
 

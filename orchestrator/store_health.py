@@ -18,6 +18,8 @@ from .errors import UserError
 LEDGER_FILE = "ledger.sqlite"  # as orchestrator.ledger (which imports this module)
 RESULTS_FILE = "results.sqlite"  # as results.table.DB_FILE (not imported: pandas)
 LOCK_FILE = ".lock"  # as orchestrator.workspace
+#: below this much free space a reading command writes nothing (it reads through a copy).
+READ_ONLY_BELOW_BYTES = 1 << 20
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
@@ -57,9 +59,15 @@ def store_problem(path: Path) -> Optional[str]:
 
 def must_not_write(workspace: Path) -> bool:
     """Whether a reading command must leave ``workspace`` as it is: the user may not write its
-    folder or one of its stores, or a launch/resume holds its lock. Opens nothing for writing."""
+    folder or one of its stores, its disk is (nearly) full, or a launch/resume holds its lock.
+    Opens nothing for writing."""
     workspace = Path(workspace)
     if not os.access(workspace, os.W_OK | os.X_OK):
+        return True
+    try:
+        if os.statvfs(workspace).f_bavail * os.statvfs(workspace).f_frsize < READ_ONLY_BELOW_BYTES:
+            return True  # a (nearly) full disk: what a reader would write could fail halfway
+    except OSError:
         return True
     for name in (LEDGER_FILE, RESULTS_FILE):
         if (workspace / name).exists() and not os.access(workspace / name, os.W_OK):
@@ -101,16 +109,39 @@ def check_stores(workspace: Path, writing: bool = False) -> None:
                         "it, but to run stages in it you need write access (or a copy of the workspace)")
 
 
+_AFTER_SPACE = ("nothing done is lost: free some space, then run the command again (`prunesweep resume WORKSPACE` "
+                "continues a launched sweep)")
+
+
+def explain_space_error(error: OSError, workspace: Optional[Path]) -> str:
+    """One line for a write that failed for want of space: the file and the space left there."""
+    from workers.artifacts import DiskFull, free_space
+
+    if isinstance(error, DiskFull) or error.filename is None and workspace is None:
+        return str(error)
+    if type(error).__name__ == "OutOfSpace":  # results.atomic_files: already names the file and the space
+        return str(error)
+    where = Path(error.filename) if error.filename else workspace
+    return f"cannot write {where}: {error.strerror} ({free_space(Path(where))} free there); {_AFTER_SPACE}"
+
+
+def _nearly_full(workspace: Optional[Path]) -> bool:
+    try:
+        info = os.statvfs(workspace) if workspace is not None else None
+    except OSError:
+        return False
+    return info is not None and info.f_bavail * info.f_frsize < (1 << 16)
+
+
 def explain_database_error(error: sqlite3.DatabaseError, workspace: Optional[Path]) -> str:
     """One line for an SQLite error a command met in ``workspace`` (None when unknown)."""
     text = str(error)
     where = f" in {workspace}" if workspace is not None else ""
-    if "full" in text.lower():
+    if "full" in text.lower() or ("disk i/o" in text.lower() and _nearly_full(workspace)):
         from workers.artifacts import free_space
 
         left = free_space(workspace) if workspace is not None else "?"
-        return (f"a database{where} could not be written: {text} ({left} free there); nothing done is lost: free "
-                "some space, then run `prunesweep resume`")
+        return f"a database{where} could not be written: {text} ({left} free there); {_AFTER_SPACE}"
     if "locked" in text.lower() or "busy" in text.lower():
         return f"a database{where} stayed busy ({text}); run the command again"
     if "readonly" in text.lower() or "read-only" in text.lower():

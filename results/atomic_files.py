@@ -22,9 +22,10 @@ class OutOfSpace(OSError):
     """An export failed for want of space; the message names the file and the space left."""
 
     def __init__(self, path: Path, code: int):
-        left = _free(path.parent)
-        super().__init__(code, f"cannot write {path}: no space left ({left} free there); the file is unchanged: "
-                               "free some space or write it elsewhere")
+        what = {errno.EDQUOT: "the disk quota is exceeded", errno.EFBIG: "the file size limit is exceeded"}.get(
+            code, "no space left on the device")
+        super().__init__(code, f"cannot write {path}: {what} ({_free(path.parent)} free there); the file is "
+                               "unchanged: free some space or write it elsewhere")
 
     def __str__(self) -> str:
         return str(self.strerror)

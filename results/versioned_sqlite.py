@@ -73,7 +73,8 @@ def migrate(conn: sqlite3.Connection, path: Path, migrations: Sequence[Migration
         conn.execute(f"PRAGMA user_version = {len(migrations)}")
         conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        if conn.in_transaction:  # SQLite already rolled back after a full disk or an I/O error
+            conn.execute("ROLLBACK")
         raise
     return len(migrations)
 
@@ -134,7 +135,7 @@ def _open_existing(path: Path) -> sqlite3.Connection:
     WAL back and removes the -wal/-shm files (a ``mode=ro`` connection leaves them behind);
     ``mode=ro`` is the fallback for a store we may not write to; ``immutable=1`` the last one,
     for a store in WAL mode that SQLite cannot give the shared-memory file a WAL reader needs
-    (a colleague's workspace, a read-only snapshot). It reads the database file as it is,
+    (a colleague's workspace, a read-only snapshot, a full disk). It reads the database file as it is,
     without locks: a snapshot of what its owner last checkpointed.
     """
     modes = ("mode=rw", "mode=ro", "mode=ro&immutable=1")
@@ -147,7 +148,8 @@ def _open_existing(path: Path) -> sqlite3.Connection:
             return conn
         except sqlite3.OperationalError as error:
             text = str(error).lower()
-            if mode == modes[-1] or ("readonly" not in text and "unable to open" not in text):
+            # "disk I/O error": SQLite could not make the -shm file (a full disk)
+            if mode == modes[-1] or not any(word in text for word in ("readonly", "unable to open", "disk i/o")):
                 raise
     raise AssertionError("unreachable")
 
