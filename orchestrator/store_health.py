@@ -115,14 +115,13 @@ _AFTER_SPACE = ("nothing done is lost: free some space, then run the command aga
 
 def explain_space_error(error: OSError, workspace: Optional[Path]) -> str:
     """One line for a write that failed for want of space: the file and the space left there."""
+    from results.atomic_files import OutOfSpace
     from workers.artifacts import DiskFull, free_space
 
-    if isinstance(error, DiskFull) or error.filename is None and workspace is None:
-        return str(error)
-    if type(error).__name__ == "OutOfSpace":  # results.atomic_files: already names the file and the space
-        return str(error)
     where = Path(error.filename) if error.filename else workspace
-    return f"cannot write {where}: {error.strerror} ({free_space(Path(where))} free there); {_AFTER_SPACE}"
+    if isinstance(error, (DiskFull, OutOfSpace)) or where is None:  # those two name the file and the space
+        return str(error)
+    return f"cannot write {where}: {error.strerror} ({free_space(where)} free there); {_AFTER_SPACE}"
 
 
 def _nearly_full(workspace: Optional[Path]) -> bool:

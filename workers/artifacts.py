@@ -120,7 +120,7 @@ def remove_temp_files(folder: Path) -> list[Path]:
     link (a link named like one is left alone). The caller makes sure no writer of ours
     is still at work in ``folder``.
     """
-    removed = []
+    removed: list[Path] = []
     try:
         entries = list(os.scandir(folder))
     except (FileNotFoundError, NotADirectoryError):
