@@ -114,13 +114,16 @@ class _Repair:
         if problem or not path.exists():
             return problem
         try:
-            with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as conn:
+            with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=rw", uri=True, timeout=60)) as conn:
                 check = conn.execute("PRAGMA quick_check").fetchone()
                 if not check or check[0] != "ok":
                     return f"fails SQLite's integrity check ({check[0] if check else 'no answer'})"
                 found = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
                 version = conn.execute("PRAGMA user_version").fetchone()[0]
         except sqlite3.DatabaseError as error:
+            if any(word in str(error).lower() for word in ("locked", "busy")):  # in use, not damaged: keep it
+                raise UserError(f"{path}: is in use by another program ({error}); run the repair again once it "
+                                "is done") from None
             return f"cannot be read by SQLite ({error})"
         if version > known_versions:
             raise UserError(f"{path}: schema version {version} was made by a newer prunesweep (this one knows up to "
@@ -136,8 +139,6 @@ class _Repair:
     def move_store_aside(self, name: str, problem: str) -> None:
         """Move a damaged store aside with its side files."""
         path = self.workspace / name
-        if problem is None:
-            return False
         for side in _SIDE_FILES:
             if os.path.lexists(f"{path}{side}"):
                 self.move_aside(Path(f"{path}{side}"), f"belongs to the damaged {name}")
