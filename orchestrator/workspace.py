@@ -19,7 +19,14 @@ import time
 from pathlib import Path
 from typing import IO, Optional
 
-from workers.artifacts import STAGE_FILE, NotARegularFile, atomic_write_json, open_regular, read_stage
+from workers.artifacts import (
+    STAGE_FILE,
+    MalformedStageFile,
+    NotARegularFile,
+    atomic_write_json,
+    open_regular,
+    read_stage,
+)
 
 from .errors import UserError, WorkspaceBusy
 from .ledger import LEDGER_FILE
@@ -103,17 +110,31 @@ def existing_captures(workspace: Path):
         path = stage_dir(workspace, key) / STAGE_FILE
         if not path.exists():
             return None
-        return list(read_stage(path.parent)["config"].get("capture_iterations", []))
+        try:
+            config = read_stage(path.parent).get("config")
+        except MalformedStageFile as error:
+            raise UserError(str(error)) from None
+        captures = config.get("capture_iterations", []) if isinstance(config, dict) else None
+        if not isinstance(captures, list):
+            raise UserError(f"{path}: config.capture_iterations is not a list; run `prunesweep repair {workspace}` "
+                            "to move it aside and write it again from the sweep")
+        return list(captures)
 
     return captured
 
 
 def materialise(workspace: Path, stages: list[Stage]) -> None:
-    """Write each new stage's folder and ``stage.json``; existing folders are left as they are."""
+    """Write each new stage's folder and ``stage.json``; existing folders are left as they are
+    (a damaged ``stage.json`` among them is UserError naming it and the repair)."""
     for stage in stages:
         folder = stage_dir(workspace, stage.key)
         if not (folder / STAGE_FILE).exists():
             atomic_write_json(folder / STAGE_FILE, stage.to_json())
+        else:
+            try:
+                read_stage(folder)
+            except MalformedStageFile as error:
+                raise UserError(str(error)) from None
 
 
 class WorkspaceLock:

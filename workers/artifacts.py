@@ -196,9 +196,25 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+class MalformedStageFile(ValueError):
+    """A ``stage.json`` that is not JSON or not a mapping: names the file and the repair."""
+
+
 def read_stage(stage_dir: Path) -> dict:
-    """Read a stage folder's ``stage.json``."""
-    return json.loads((Path(stage_dir) / STAGE_FILE).read_text())
+    """Read a stage folder's ``stage.json``; :class:`MalformedStageFile` naming it when it is damaged."""
+    path = Path(stage_dir) / STAGE_FILE
+    try:
+        stage = json.loads(path.read_text())
+    except UnicodeDecodeError as error:
+        stage = error
+    except ValueError as error:
+        stage = error
+    if not isinstance(stage, dict):
+        why = stage if isinstance(stage, ValueError) else f"a {type(stage).__name__}, not a mapping"
+        workspace = Path(stage_dir).absolute().parent.parent
+        raise MalformedStageFile(f"{path}: not a stage's description ({why}); run `prunesweep repair {workspace}` "
+                                 "to move it aside and write it again from the sweep")
+    return stage
 
 
 def write_done(stage_dir: Path, files: list[str], metrics: Mapping[str, Any]) -> dict:

@@ -305,3 +305,26 @@ def test_repair_refuses_a_store_of_a_newer_prunesweep_and_moves_nothing(workspac
     code, out, err = run_cli("repair", workspace)
     assert code == 2 and "newer prunesweep" in err, out + err
     assert (workspace / "ledger.sqlite").exists() and not (workspace / "quarantine").exists()
+
+
+@pytest.mark.parametrize("command", ["plan", "launch"])
+def test_planning_over_a_malformed_stage_file_names_it_in_one_line(workspace, done_workspace, tmp_path, command):
+    stage = _stage(workspace, "dense")
+    (stage / STAGE_FILE).write_text("{ half a file")
+    sweep = tmp_path / "mini.yaml"
+    sweep.write_text(yaml.safe_dump({**MINI, "workspace": str(workspace)}))
+    code, out, err = run_cli(command, sweep, "--no-progress") if command == "launch" else run_cli(command, sweep)
+    assert code == 2 and len(err.strip().splitlines()) == 1, out + err
+    assert str(stage / STAGE_FILE) in err and "prunesweep repair" in err, err
+    assert (stage / STAGE_FILE).read_text() == "{ half a file"
+
+
+def test_a_stage_run_over_a_malformed_stage_file_fails_naming_it(workspace):
+    from workers.artifacts import MalformedStageFile
+    from workers.entry import run_stage
+
+    stage = _stage(workspace, "eval")
+    (stage / DONE_FILE).unlink()
+    (stage / STAGE_FILE).write_text("[1, 2]")
+    with pytest.raises(MalformedStageFile, match="not a mapping.*prunesweep repair"):
+        run_stage(stage)
