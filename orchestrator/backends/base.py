@@ -48,6 +48,10 @@ class Events(Protocol):
     def blocked(self, key: str, because_of: str) -> None:
         """A task will not run because a task it waits for failed."""
 
+    def retrying(self, key: str, error_class: str, message: str) -> None:
+        """A task's attempt failed for a reason another attempt may survive (an infrastructure
+        failure, :mod:`orchestrator.failure_classes`); the backend starts it again."""
+
     def interrupted(self, key: str) -> None:
         """A running task was stopped by the user (Ctrl-C)."""
 
@@ -183,6 +187,11 @@ class DependencyQueue:
             self._waiting[child].discard(key)
             if not self._waiting[child] and child in self.unresolved:
                 heapq.heappush(self._ready, (-self.tasks[child].priority, child))
+
+    def retry(self, key: str) -> None:
+        """``key`` (popped, still unresolved) is ready to run again (once, however often this is called)."""
+        if all(ready != key for _, ready in self._ready):
+            heapq.heappush(self._ready, (-self.tasks[key].priority, key))
 
     def failed(self, key: str) -> list[str]:
         """``key`` failed: resolve and return every task that depends on it, transitively."""
