@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import ROOT, TINY, ledger_states
+
 from orchestrator import backends, driver
 from orchestrator.planner import plan_sweep
 from orchestrator.spec import load_spec
