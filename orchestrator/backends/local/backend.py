@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Optional
 
 from workers.error_record import read_error
-from workers.stage_lock import StageBusy, holder
+from workers.stage_lock import StageBusy
 
 from ...failure_classes import DEFAULT_RETRIES, RetryBudget, classify
 from ..base import DEFAULT_RUNNER, Backend, Checks, DependencyQueue, Events, Task, Verdict
@@ -35,8 +35,8 @@ from .ranks import RankGroup
 
 #: lines of a traceback sent back with a failure.
 TRACEBACK_LINES = 12
-#: seconds between looks at the lock of a stage an earlier driver's process still runs.
-ORPHAN_POLL_S = 1.0
+#: seconds between looks at the lock of a stage a process not ours still runs.
+HELD_POLL_S = 1.0
 
 
 def _worker_main(runner: str, threads: int, gpu: Optional[str], connection, driver_pid: int) -> None:
@@ -162,37 +162,10 @@ class _LocalRun:
         self.held: Optional[Task] = None  # a popped task waiting for enough free slots
         self.host = socket.gethostname()
         self.budget = RetryBudget(backend.retries)
-        # stages these tasks wait for that a process of an earlier driver still runs: waited for, then run
-        # (a done one returns at once), never beside that process
-        self.orphans: dict[str, Task] = {}
-        for task in tasks:
-            for need in task.waits_for:
-                folder = task.folder.parent / need
-                if need not in self.queue.tasks and need not in self.orphans and holder(folder) is not None:
-                    self.orphans[need] = Task(need, folder, priority=task.priority)
-        self.orphan_waits: set[str] = set()
-        if self.orphans:
-            self.queue = DependencyQueue([*tasks, *self.orphans.values()])
-            for task in self.orphans.values():
-                self._wait_for_holder(task)
 
     def busy(self) -> bool:
         """Whether a worker or a rank group is running a stage, or an orphan is waited for."""
-        return any(worker.key is not None for worker in self.pool) or bool(self.groups) or bool(self.orphan_waits)
-
-    def _wait_for_holder(self, task: Task) -> None:
-        """Start ``task`` only once no process holds its lock (it is not ready until then)."""
-        self.orphans[task.key] = task
-        self.orphan_waits.add(task.key)
-        self.queue.unresolved.discard(task.key)
-
-    def _release_orphans(self) -> None:
-        """Orphans whose lock is free now become ready (run_stage returns at once if they are done)."""
-        for key in sorted(self.orphan_waits):
-            if holder(self.orphans[key].folder) is None:
-                self.orphan_waits.discard(key)
-                self.queue.unresolved.add(key)
-                self.queue.retry(key)
+        return any(worker.key is not None for worker in self.pool) or bool(self.groups) or bool(self.queue.held)
 
     def start_ready(self) -> None:
         """Start ready tasks, by priority, while the pool has room for them."""
@@ -227,13 +200,13 @@ class _LocalRun:
         busy = [worker for worker in self.pool if worker.key is not None]
         waitables = ([w.connection for w in busy] + [w.process.sentinel for w in busy]
                      + [fd for group in self.groups.values() for fd in group.pidfds])
-        timeout = ORPHAN_POLL_S if self.orphan_waits else None
+        timeout = HELD_POLL_S if self.queue.held else None
         if waitables:
             signalled = wait(waitables, timeout)
         else:
-            time.sleep(ORPHAN_POLL_S)
+            time.sleep(HELD_POLL_S)
             signalled = []
-        self._release_orphans()
+        self.queue.release_free()
         for key, group in list(self.groups.items()):
             outcome = group.outcome()
             if outcome is not None:
@@ -268,7 +241,7 @@ class _LocalRun:
             self.queue.done(key)
             return
         if status == "error" and error_class == StageBusy.__name__:
-            self._wait_for_holder(self.queue.tasks[key])  # a process not ours runs it: run it once that ends
+            self.queue.wait_for_holder(key)  # a process not ours runs it: run it once that ends
             return
         if status in ("error", "died"):
             failure = classify(reported=(error_class, message))
