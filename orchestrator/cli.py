@@ -1,4 +1,4 @@
-"""The ``prunesweep`` command: plan | launch | status | resume | cancel | results."""
+"""The ``prunesweep`` command: plan | launch | status | resume | cancel | results | report."""
 from __future__ import annotations
 
 import argparse
@@ -93,8 +93,11 @@ def build_parser() -> argparse.ArgumentParser:
                               description="Summaries of the central results table of one workspace or several: "
                                           "mean top-1, standard error and n over seeds, grouped by every setting but "
                                           "the seed (and the workspace). Several workspaces give one table with a "
-                                          "workspace column.")
-    res.add_argument("workspaces", nargs="+", metavar="WORKSPACE")
+                                          "workspace column; --db reads a lab's central results database instead.")
+    res.add_argument("workspaces", nargs="*", metavar="WORKSPACE")
+    res.add_argument("--db", metavar="URL",
+                     help="read the lab's central results database instead of workspaces "
+                          "(postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE or sqlite:///PATH)")
     res.add_argument("--pivot", action="store_true",
                      help="rows = fraction remaining, columns = mask source / init (the paper's Fig. 3 as a table)")
     res.add_argument("--plot", metavar="PNG", help="draw top-1 vs fraction remaining (log x) with error bars")
@@ -110,7 +113,27 @@ def build_parser() -> argparse.ArgumentParser:
     res.add_argument("--compare", metavar="COLUMN=A,B",
                      help="mean paired difference A - B of top-1 per setting over the seeds both share, its standard "
                           "error, n and a two-sided paired t-test p-value (* marks p < 0.05)")
+    _add_report_parser(commands)
     return parser
+
+
+def _add_report_parser(commands) -> None:
+    report = commands.add_parser("report", help="one self-contained HTML page: sweeps, stages, failures, figures, "
+                                                "tables, comparisons",
+                                 description="Write one HTML file (no server, no network: figures embedded) with the "
+                                             "sweeps, stage states per kind, failures with their log tails, missing "
+                                             "cells, one figure per (dataset, network) of top-1 vs fraction "
+                                             "remaining, the pivot tables, the paired comparisons and the transfer "
+                                             "tables of one workspace or several.")
+    report.add_argument("workspaces", nargs="+", metavar="WORKSPACE")
+    report.add_argument("-o", "--output", required=True, metavar="HTML", help="the page to write (.html)")
+    report.add_argument("--where", action="append", default=[], metavar="CONDITION",
+                        help="keep the results rows where CONDITION holds, as `results --where`")
+    report.add_argument("--sweep", help="only this sweep's results rows")
+    report.add_argument("--compare", action="append", default=[], metavar="COLUMN=A,B",
+                        help="the paired comparisons to show (repeatable; default: init=winning_ticket,reinit and "
+                             "mask_source=labels,X for every other mask source X present)")
+    report.add_argument("--title", help="the page's title")
 
 
 def parse_arguments(argv: Optional[list[str]] = None) -> argparse.Namespace:
@@ -156,6 +179,15 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 
 def _cmd_plan(args) -> int:
+    from workers.known_datasets import sizes_when_absent
+
+    with sizes_when_absent() as absent:  # plan from the published sizes when a data folder is not there yet
+        return _print_plan(args, absent)
+
+
+def _print_plan(args, absent: dict[str, str]) -> int:
+    from workers.known_datasets import describe
+
     from .gpu_hours import estimate
     from .planner import plan_sweep
     from .spec import load_spec
@@ -163,6 +195,9 @@ def _cmd_plan(args) -> int:
 
     spec = load_spec(args.sweep, args.overrides, max_stages=args.max_stages)
     plan = plan_sweep(spec, existing_captures(Path(spec.workspace)))
+    if absent:
+        print("note: data folder missing: " + "; ".join(f"{root} ({describe(name)})" for root, name in absent.items())
+              + ": planned from the published sizes; `launch` needs the folder")
     print(f"sweep {spec.name}: {spec.dataset.name} / {spec.arch.name}, workspace {spec.workspace}")
     print(f"grid: {len(plan.cells)} cells ({len(spec.mask_source)} mask sources x {len(spec.init)} inits x "
           f"{len(spec.rewind)} rewind points x {len(spec.pruning.fractions)} fractions x {len(spec.seeds)} seeds; "
@@ -194,8 +229,10 @@ def _cmd_plan(args) -> int:
 
 def _cmd_launch(args) -> int:
     from . import driver
+    from .central_results import check_settings
     from .spec import load_spec
 
+    check_settings()  # a malformed results-database URL in the environment or config file: exit 2 first
     spec = load_spec(args.sweep, args.overrides, max_stages=args.max_stages)
     started = time.time()
     try:
@@ -208,8 +245,10 @@ def _cmd_launch(args) -> int:
 
 def _cmd_resume(args) -> int:
     from . import driver
+    from .central_results import check_settings
     from .workspace import require_workspace
 
+    check_settings()
     workspace = require_workspace(Path(args.workspace))
     started = time.time()
     try:
@@ -254,10 +293,19 @@ def _cmd_status(args) -> int:
 
 
 def _cmd_results(args) -> int:
-    from .results_command import show_results
+    from .results_command import show_central_results, show_results
     from .workspace import require_workspace
 
+    if args.db is not None or not args.workspaces:
+        return show_central_results(args)
     return show_results([require_workspace(Path(workspace)) for workspace in args.workspaces], args)
+
+
+def _cmd_report(args) -> int:
+    from .report_command import make_report  # pandas and matplotlib: loaded for this command only
+    from .workspace import require_workspace
+
+    return make_report([require_workspace(Path(workspace)) for workspace in args.workspaces], args)
 
 
 def _cmd_cancel(args) -> int:
@@ -270,7 +318,7 @@ def _cmd_cancel(args) -> int:
 
 
 COMMANDS = {"plan": _cmd_plan, "cancel": _cmd_cancel, "launch": _cmd_launch, "status": _cmd_status,
-            "resume": _cmd_resume, "results": _cmd_results}
+            "resume": _cmd_resume, "results": _cmd_results, "report": _cmd_report}
 
 
 if __name__ == "__main__":

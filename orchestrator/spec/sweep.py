@@ -34,11 +34,22 @@ class _SweepFields(StrictSection):
     seeds: list[int] = Field(min_length=1)
     label_subset: LabelSubset = Field(default_factory=LabelSubset)
     transfer: Optional[Transfer] = None
+    #: the lab's central results database (results.central_db), e.g. postgresql://user@host/db
+    results_db: Optional[str] = None
 
     @field_validator("workspace")
     @classmethod
     def _workspace_path(cls, workspace: str) -> str:
         return checked_path(workspace)
+
+    @field_validator("results_db")
+    @classmethod
+    def _database_url(cls, url: Optional[str]) -> Optional[str]:
+        from results.central_db import check_url
+
+        if url is not None:
+            check_url(url)  # a ValueError names the URL with its password hidden
+        return url
 
     @field_validator("recipes")
     @classmethod
@@ -93,6 +104,9 @@ class _SweepFields(StrictSection):
                     raise _KeyedError(("transfer", "mask_source", i),
                                       f"{source!r} is not an IMP mask source of this sweep; "
                                       f"allowed: {', '.join(allowed)}")
+        if self.dataset.name in catalog.MULTI_LABEL_DATASETS:
+            raise _KeyedError(("dataset", "name"), f"{self.dataset.name} is multi-label: it is a transfer target "
+                                                   "(transfer.dataset), not a dataset to prune on")
         if self.transfer is not None and self.pruning.one_shot:
             raise _KeyedError(("transfer",), "transfer evaluates the networks of IMP chains: it needs one_shot: false")
         if self.pruning.layers is not None and self.pruning.one_shot:
