@@ -18,19 +18,22 @@ import math
 import numbers
 import os
 import sqlite3
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import closing
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from .migrations import MIGRATIONS, TABLE
 from .row import COLUMN_TYPES, COLUMNS, NOT_NULL, OPTIONAL, PRIMARY_KEY, REQUIRED, ROW
 from .versioned_sqlite import open_for_reading, open_for_writing, table_columns, with_retry
 
-__all__ = ["COLUMNS", "DB_FILE", "PRIMARY_KEY", "TABLE", "db_path", "load", "record", "recorded_cells", "upgrade"]
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["COLUMNS", "DB_FILE", "PRIMARY_KEY", "TABLE", "db_path", "load", "record", "recorded_among",
+           "recorded_cells", "upgrade"]
 
 DB_FILE = "results.sqlite"
 
@@ -39,10 +42,18 @@ _INSERT_SQL = (
     f"VALUES ({', '.join('?' for _ in COLUMNS)})"
 )
 
-# pandas dtypes of the loaded frame: nullable integers (level is NULL for one-shot),
-# floats, and pandas' default string dtype ("str" in pandas 3, object before).
-_TEXT_DTYPE = pd.Series(["x"]).dtype
-_PANDAS_DTYPES = {"TEXT": _TEXT_DTYPE, "INTEGER": "Int64", "REAL": "float64"}
+
+def _pandas_dtypes() -> tuple[Any, dict[str, Any]]:
+    """pandas and the dtypes of the loaded frame: nullable integers (level is NULL for one-shot),
+    floats, and pandas' default string dtype ("str" in pandas 3, object before).
+
+    pandas is imported here, not with the module: recording rows (the driver, ``status``)
+    never needs it, and it costs a third of a second and 85 MB per command (issue 16).
+    """
+    import pandas as pd
+
+    text = pd.Series(["x"]).dtype
+    return text, {"TEXT": text, "INTEGER": "Int64", "REAL": "float64"}
 
 
 def db_path(workspace: str | os.PathLike) -> Path:
@@ -92,6 +103,8 @@ def load(workspace: str | os.PathLike | Sequence[str | os.PathLike]) -> pd.DataF
     column of the loaded frame only, never of the stored table). A workspace named twice
     (the same folder) is read once. The index runs from 0 either way.
     """
+    import pandas as pd
+
     if isinstance(workspace, (str, os.PathLike)):
         return _frame(_select(workspace, _SELECT_ALL))
     paths: dict[Path, str] = {}
@@ -103,7 +116,7 @@ def load(workspace: str | os.PathLike | Sequence[str | os.PathLike]) -> pd.DataF
         names.extend([name] * len(found))
         rows.extend(found)
     frame = _frame(rows)
-    frame.insert(0, "workspace", pd.Series(names, dtype=_TEXT_DTYPE, index=frame.index))
+    frame.insert(0, "workspace", pd.Series(names, dtype=_pandas_dtypes()[0], index=frame.index))
     return frame
 
 
@@ -112,13 +125,35 @@ _SELECT_ALL = f"SELECT {', '.join(COLUMNS)} FROM {TABLE} ORDER BY rowid"
 
 def _frame(rows: list[tuple]) -> pd.DataFrame:
     """The loaded frame of table rows: columns in schema order with their pandas dtypes."""
+    import pandas as pd
+
+    dtypes = _pandas_dtypes()[1]
     frame = pd.DataFrame.from_records(rows, columns=list(COLUMNS))
-    return frame.astype({column.name: _PANDAS_DTYPES[column.sqltype] for column in ROW})
+    return frame.astype({column.name: dtypes[column.sqltype] for column in ROW})
 
 
 def recorded_cells(workspace: str | os.PathLike) -> set[tuple]:
     """Primary-key tuples (in :data:`PRIMARY_KEY` order) of every recorded row; empty if none."""
     return set(_select(workspace, f"SELECT {', '.join(PRIMARY_KEY)} FROM {TABLE}"))
+
+
+def recorded_among(workspace: str | os.PathLike, keys: Sequence[tuple]) -> set[tuple]:
+    """Those of ``keys`` (primary-key tuples in :data:`PRIMARY_KEY` order) already recorded.
+
+    A few keys are looked up one by one through the primary key's index, so the cost does
+    not grow with the table; many are compared with one read of every recorded key.
+    """
+    if not keys:
+        return set()
+    if len(keys) > _LOOKUP_LIMIT:
+        return recorded_cells(workspace) & set(keys)
+    where = " AND ".join(f"{name} = ?" for name in PRIMARY_KEY)
+    found = _select(workspace, f"SELECT {', '.join(PRIMARY_KEY)} FROM {TABLE} WHERE {where}", keys)
+    return set(found)
+
+
+#: above this many keys, :func:`recorded_among` reads every recorded key once instead.
+_LOOKUP_LIMIT = 64
 
 
 def upgrade(workspace: str | os.PathLike) -> None:
@@ -165,7 +200,8 @@ def _convert(value: Any, sqltype: str) -> Any:
         return None
     if isinstance(value, float) and math.isnan(value):
         return None
-    if value is pd.NA or value is pd.NaT:
+    pandas = sys.modules.get("pandas")  # a pandas missing value can only come from a loaded pandas
+    if pandas is not None and (value is pandas.NA or value is pandas.NaT):
         return None
     if isinstance(value, bool):
         return _INVALID
@@ -204,8 +240,9 @@ def _connect_for_writing(path: Path) -> sqlite3.Connection:
     return conn
 
 
-def _select(workspace: str | os.PathLike, sql: str) -> list[tuple]:
-    """Run a read-only query; ``[]`` when the database or the table does not exist."""
+def _select(workspace: str | os.PathLike, sql: str, each: Sequence[tuple] = ()) -> list[tuple]:
+    """Run a read-only query (once per parameter tuple of ``each`` when given, the rows found
+    concatenated); ``[]`` when the database or the table does not exist."""
     path = db_path(workspace)
     conn = open_for_reading(path, MIGRATIONS)
     if conn is None:
@@ -214,6 +251,8 @@ def _select(workspace: str | os.PathLike, sql: str) -> list[tuple]:
         if not table_columns(conn, TABLE):
             return []
         _check_columns(conn, path)
+        if each:
+            return with_retry(lambda: [row for parameters in each for row in conn.execute(sql, parameters)])
         return with_retry(lambda: conn.execute(sql).fetchall())
 
 
