@@ -19,7 +19,14 @@ import time
 from pathlib import Path
 from typing import IO, Optional
 
-from workers.artifacts import STAGE_FILE, NotARegularFile, atomic_write_json, open_regular, read_stage
+from workers.artifacts import (
+    STAGE_FILE,
+    NotARegularFile,
+    atomic_write_new_files,
+    json_file_bytes,
+    open_regular,
+    read_stage,
+)
 
 from .errors import UserError, WorkspaceBusy
 from .ledger import LEDGER_FILE
@@ -101,11 +108,20 @@ def existing_captures(workspace: Path):
 
 
 def materialise(workspace: Path, stages: list[Stage]) -> None:
-    """Write each new stage's folder and ``stage.json``; existing folders are left as they are."""
+    """Write each new stage's folder and ``stage.json``; existing folders are left as they are.
+
+    The new files are made durable together (:func:`workers.artifacts.atomic_write_new_files`:
+    two file-system syncs, not one fsync per stage), and every one is on disk when this
+    returns, before the ledger records the stages. A ``stage.json`` that exists is complete:
+    it was renamed into place after its content was synced.
+    """
+    (Path(workspace) / STAGES_DIR).mkdir(parents=True, exist_ok=True)
+    new = []
     for stage in stages:
-        folder = stage_dir(workspace, stage.key)
-        if not (folder / STAGE_FILE).exists():
-            atomic_write_json(folder / STAGE_FILE, stage.to_json())
+        path = stage_dir(workspace, stage.key) / STAGE_FILE
+        if not os.path.exists(path):
+            new.append((path, json_file_bytes(stage.to_json())))
+    atomic_write_new_files(new)
 
 
 class WorkspaceLock:
