@@ -20,7 +20,7 @@ from .backends import BACKENDS, Task, backend_class, by_backend, get_backend
 from .errors import UserError
 from .ledger import Ledger
 from .planner import Plan, plan_sweep, settings_fingerprint
-from .reconcile import ingest_results, log_tail, reconcile
+from .reconcile import IngestSession, ingest_results, log_tail, reconcile
 from .spec import SweepSpec
 from .workspace import WorkspaceLock, check_creatable, existing_captures, materialise, stage_dir
 
@@ -50,6 +50,7 @@ class _LedgerEvents:
         self.bar = tqdm(total=total, desc="stages", unit="stage", disable=not progress or not total, file=sys.stderr,
                         dynamic_ncols=True)
         self.failures = 0
+        self.ingestion = IngestSession(workspace)  # one results connection for the whole run
 
     def started(self, key, host, pid, job_id=None):
         self.ledger.mark_running(key, host, pid, self.backend, job_id)
@@ -60,7 +61,7 @@ class _LedgerEvents:
             self.failed(key, "CorruptArtifact", f"the stage ended but its artifacts do not verify: {reason}")
             return False
         # results row first: whoever sees the stage done in the ledger also finds its row
-        ingest_results(self.workspace, self.ledger, {key})
+        ingest_results(self.workspace, self.ledger, {key}, self.ingestion)
         self.ledger.mark_done(key)
         self.bar.update(1)
         return True
@@ -80,6 +81,7 @@ class _LedgerEvents:
 
     def close(self):
         self.bar.close()
+        self.ingestion.close()
 
 
 def _priorities(keys: list[str], ledger: Ledger) -> dict[str, float]:

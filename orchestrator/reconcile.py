@@ -94,7 +94,21 @@ def log_tail(workspace: Path, key: str, lines: int = LOG_TAIL_LINES) -> str:
         return ""
 
 
-def ingest_results(workspace: Path, ledger: Ledger, done: Iterable[str]) -> int:
+class IngestSession:
+    """What successive :func:`ingest_results` calls of one driver run share: an open results
+    connection and the sweeps' settings already read. Close it when the run ends."""
+
+    def __init__(self, workspace: Path):
+        self.recorder = results.Recorder(workspace)
+        self.specs: dict[str, dict] = {}
+
+    def close(self) -> None:
+        """Close the results connection."""
+        self.recorder.close()
+
+
+def ingest_results(workspace: Path, ledger: Ledger, done: Iterable[str],
+                   session: Optional[IngestSession] = None) -> int:
     """Record a results row for each cell whose stage is in ``done`` and not yet recorded.
 
     The row is built by :func:`results.build_row` from the cell, its sweep's settings, its
@@ -104,8 +118,8 @@ def ingest_results(workspace: Path, ledger: Ledger, done: Iterable[str]) -> int:
     The cost follows the rows to add, not the workspace: the cells of a few stages are read
     by key, their rows looked up by primary key, and a sweep's settings, a dependency or a
     manifest are read only for a row that is missing (the driver calls this once per
-    finished stage). Only for many stages at once (a ``status``) are the cells and recorded
-    keys read in one pass each.
+    finished stage, with a ``session`` that keeps the results table open). Only for many
+    stages at once (a ``status``) are the cells and recorded keys read in one pass each.
     """
     workspace = Path(workspace)
     done = set(done)
@@ -116,7 +130,8 @@ def ingest_results(workspace: Path, ledger: Ledger, done: Iterable[str]) -> int:
     identities = [(cell["sweep"], cell["mask_source"], cell["init"], cell["rewind"], cell["nominal_fraction"],
                    cell["seed"], cell["stage_key"]) for cell in cells]
     try:
-        recorded = results.recorded_among(workspace, identities)
+        recorded = (session.recorder.recorded_among(identities) if session is not None
+                    else results.recorded_among(workspace, identities))
     except results.StoreVersionError as error:
         raise UserError(str(error)) from None
     if not ledger.writes_persist:
@@ -124,7 +139,7 @@ def ingest_results(workspace: Path, ledger: Ledger, done: Iterable[str]) -> int:
     missing = [cell for cell, identity in zip(cells, identities, strict=True) if identity not in recorded]
     if not missing:
         return 0
-    specs: dict[str, dict] = {}
+    specs: dict[str, dict] = session.specs if session is not None else {}
     manifests: dict[str, dict] = {}
 
     def metrics_of(key: str) -> dict:
@@ -145,7 +160,7 @@ def ingest_results(workspace: Path, ledger: Ledger, done: Iterable[str]) -> int:
             dense_metrics = None  # the dense run is being recomputed: natural_sparsity stays empty
         rows.append(results.build_row({name: cell[name] for name in cell.keys()}, specs[cell["sweep"]],
                                       metrics_of(key), dense_metrics))
-    return results.record(workspace, rows)
+    return session.recorder.record(rows) if session is not None else results.record(workspace, rows)
 
 
 #: above this many stages, ingestion reads the cells and recorded keys in one pass each.

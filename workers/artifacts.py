@@ -59,9 +59,11 @@ def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_bytes(path, json_file_bytes(obj))
 
 
-def json_file_bytes(obj: Any) -> bytes:
-    """The bytes :func:`atomic_write_json` writes for ``obj`` (indented, key-sorted JSON)."""
-    return (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()
+def json_file_bytes(obj: Any, indent: int | None = 2) -> bytes:
+    """The bytes :func:`atomic_write_json` writes for ``obj`` (indented, key-sorted JSON);
+    ``indent=None``: one line, encoded by json's C encoder (several times faster)."""
+    separators = None if indent is not None else (", ", ": ")
+    return (json.dumps(obj, indent=indent, sort_keys=True, separators=separators) + "\n").encode()
 
 
 def atomic_write_new_files(files: Iterable[tuple[Path, bytes]]) -> None:

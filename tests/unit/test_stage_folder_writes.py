@@ -16,7 +16,7 @@ from conftest import ROOT
 from orchestrator.ledger import Ledger
 from orchestrator.stage_identity import Stage
 from orchestrator.workspace import STAGES_DIR, materialise, stage_dir
-from workers.artifacts import STAGE_FILE, json_file_bytes, read_stage
+from workers.artifacts import STAGE_FILE, read_stage
 
 N = 3000
 
@@ -59,12 +59,12 @@ def _launch(workspace, wait_for_folders: int) -> subprocess.Popen:
 
 def _check_consistent(workspace) -> tuple[int, int]:
     """Every stage.json present is complete and right; the ledger names only written stages."""
-    expected = {stage.key: json_file_bytes(stage.to_json()) for stage in _stages()}
+    expected = {stage.key: stage.to_json() for stage in _stages()}
     written = 0
-    for key, data in expected.items():
+    for key, content in expected.items():
         path = stage_dir(workspace, key) / STAGE_FILE
         if path.exists():
-            assert path.read_bytes() == data, key
+            assert json.loads(path.read_bytes()) == content, key
             written += 1
     registered = 0
     if (workspace / "ledger.sqlite").exists():
@@ -100,7 +100,7 @@ def test_existing_stage_files_are_left_as_they_are(tmp_path):
     path.write_text(json.dumps({**read_stage(path.parent), "note": "kept"}))
     materialise(tmp_path, stages)
     assert read_stage(path.parent)["note"] == "kept"
-    assert read_stage(stage_dir(tmp_path, stages[2].key)) == json.loads(json_file_bytes(stages[2].to_json()))
+    assert read_stage(stage_dir(tmp_path, stages[2].key)) == stages[2].to_json()
 
 
 def test_stage_files_get_the_users_umask(tmp_path):
