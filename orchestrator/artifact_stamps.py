@@ -50,7 +50,7 @@ def _listed_files(folder: Path) -> Optional[list[str]]:
 _UNREAD: dict = {}
 
 
-def stamps_unchanged(folder: Path, kept: Optional[dict[str, list[int]]]) -> bool:
+def stamps_unchanged(folder: str | Path, kept: Optional[dict[str, list[int]]]) -> bool:
     """Whether every file of ``kept`` (``DONE.json`` among them) still has its recorded stamp.
 
     ``DONE.json`` unchanged means the list of files it names is the one stamped, so the

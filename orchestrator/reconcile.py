@@ -8,6 +8,7 @@ into the results table, and each cell once.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Optional
@@ -15,11 +16,11 @@ from typing import Optional
 import results
 from workers.artifacts import DONE_FILE, LOG_FILE, invalidate
 
-from .artifact_stamps import verify_stage
+from .artifact_stamps import stamps_unchanged, verify_stage
 from .backends import backend_class, by_backend
 from .errors import UserError
 from .ledger import Ledger
-from .workspace import WorkspaceLock, stage_dir
+from .workspace import STAGES_DIR, WorkspaceLock, stage_dir
 
 LOG_TAIL_LINES = 12
 
@@ -57,9 +58,13 @@ def _reconcile(workspace: Path, ledger: Ledger, lock_held_by_us: bool, rehash: b
     done = set()
     running = []
     stamps = ledger.all_verified_stamps()  # one query, not one per stage
+    stages_dir = os.path.join(workspace, STAGES_DIR)
     for row in ledger.stages():
         key, state = row["key"], row["state"]
-        ok, reason = verify_stage(workspace, ledger, key, rehash, stamps.get(key))
+        if not rehash and stamps_unchanged(os.path.join(stages_dir, key), stamps.get(key)):
+            ok, reason = True, ""  # unchanged since its artifacts last hashed right: one stat per file
+        else:
+            ok, reason = verify_stage(workspace, ledger, key, rehash, stamps.get(key))
         if ok:
             done.add(key)
             if state != "done":
