@@ -209,26 +209,30 @@ def main() -> None:
                   f"{figures['launch_s']:.2f} s, {verdict(figures['launch_s'], TARGETS['launch_s'])}; planned in "
                   f"{figures['plan_s']:.2f} s")
             if "first_status_s" in figures:
+                first = figures["first_status_s"]
                 print(f"  first status after {figures['stages'] - HELD_OUT:,} stages finished outside the driver: "
-                      f"{figures['first_status_s']:.2f} s, {verdict(figures['first_status_s'], TARGETS['first_status_s'])}")
+                      f"{first:.2f} s, {verdict(first, TARGETS['first_status_s'])}")
             shutil.rmtree(base / f"ws{size}", ignore_errors=True)
         if len(sizes) > 1:
             small, large = by_size[sizes[0]], by_size[sizes[-1]]
+            per_stage = (large["launch_s"] / large["stages"]) / (small["launch_s"] / small["stages"])
             print(f"ratios {sizes[-1]:,} / {sizes[0]:,} stages: driver per stage "
-                  f"{large['driver_ms'] / small['driver_ms']:.2f}x, status {large['status_s'] / small['status_s']:.2f}x, "
-                  f"launch write per stage {(large['launch_s'] / large['stages']) / (small['launch_s'] / small['stages']):.2f}x")
+                  f"{large['driver_ms'] / small['driver_ms']:.2f}x, "
+                  f"status {large['status_s'] / small['status_s']:.2f}x "
+                  f"(stages {large['stages'] / small['stages']:.0f}x), launch write per stage {per_stage:.2f}x")
         heavy = heavy_imports_of_plan()
         plan_s = best(5, "plan", "sweeps/digits.yaml", cwd=ROOT)
         print(f"plan sweeps/digits.yaml: {plan_s:.3f} s, {verdict(plan_s, TARGETS['plan_s'])}; heavy imports: "
               f"{', '.join(heavy) or 'none'}")
         imagenet_s = imagenet_plan(base, options.imagenet_classes, options.imagenet_images)
         print(f"plan of the 10%-of-images ImageNet sweep on {options.imagenet_classes:,} x "
-              f"{options.imagenet_images:,} empty files: {imagenet_s:.2f} s, {verdict(imagenet_s, TARGETS['imagenet_plan_s'])}")
+              f"{options.imagenet_images:,} empty files: {imagenet_s:.2f} s, "
+              f"{verdict(imagenet_s, TARGETS['imagenet_plan_s'])}")
         shutil.rmtree(base / "imagenet", ignore_errors=True)
         speed = results_speed(base)
         print(f"results over {speed['rows']:,} rows: {speed['results_s']:.2f} s, "
-              f"{verdict(speed['results_s'], TARGETS['results_s'])}; --pivot --sweep sweep00: {speed['pivot_s']:.2f} s, "
-              f"{verdict(speed['pivot_s'], TARGETS['results_s'])}")
+              f"{verdict(speed['results_s'], TARGETS['results_s'])}; --pivot --sweep sweep00: "
+              f"{speed['pivot_s']:.2f} s, {verdict(speed['pivot_s'], TARGETS['results_s'])}")
         print(f"load average at the end: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
         last = by_size[sizes[-1]]
         print(f"bookkeeping: per-stage driver cost at {sizes[-1] // 1000}k: {last['driver_ms']:.2f} ms; status at "
