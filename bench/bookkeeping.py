@@ -25,7 +25,10 @@ of empty files (1,000 classes x 1,281 images, made in a temp folder; ``--imagene
 shrinks it); ``results`` and ``results --pivot`` over one workspace of 100,800 rows. Every
 figure is printed with its target; the last line is the summary the issue asks for.
 
-    python bench/bookkeeping.py [--sizes 1000,10000,50000] [--keep DIR]
+    python bench/bookkeeping.py [--sizes 1000,10000,50000] [--scratch DIR] [--keep DIR]
+
+``--sizes ''`` skips the workspaces (only the plan and results figures); ``--scratch
+/dev/shm`` builds on a memory file system where the disk is slow or shared.
 """
 from __future__ import annotations
 
@@ -194,9 +197,10 @@ def main() -> None:
     parser.add_argument("--imagenet-classes", type=int, default=1000)
     parser.add_argument("--imagenet-images", type=int, default=1281, help="training images per class")
     parser.add_argument("--keep", type=Path, help="build in this folder and keep it (default: a temp folder)")
+    parser.add_argument("--scratch", type=Path, help="make the temp folder in this folder (default: the system's)")
     options = parser.parse_args()
-    sizes = [int(size) for size in options.sizes.split(",")]
-    base = options.keep or Path(tempfile.mkdtemp(prefix="bookkeeping-"))
+    sizes = [int(size) for size in options.sizes.split(",") if size]
+    base = options.keep or Path(tempfile.mkdtemp(prefix="bookkeeping-", dir=options.scratch))
     print(f"machine: {socket.gethostname()}, {os.cpu_count()} cores, load average "
           f"{' '.join(f'{x:.1f}' for x in os.getloadavg())} at the start")
     try:
@@ -234,6 +238,8 @@ def main() -> None:
               f"{verdict(speed['results_s'], TARGETS['results_s'])}; --pivot --sweep sweep00: "
               f"{speed['pivot_s']:.2f} s, {verdict(speed['pivot_s'], TARGETS['results_s'])}")
         print(f"load average at the end: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+        if not sizes:
+            return
         last = by_size[sizes[-1]]
         print(f"bookkeeping: per-stage driver cost at {sizes[-1] // 1000}k: {last['driver_ms']:.2f} ms; status at "
               f"{sizes[-1] // 1000}k done: {last['status_s']:.2f} s; launch write at {sizes[-1] // 1000}k: "
