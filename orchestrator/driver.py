@@ -119,7 +119,7 @@ def run_pending(workspace: Path, ledger: Ledger, keys: Iterable[str], backend_na
                           if rows[dep]["state"] == "running" and rows[dep]["job_id"])
         tasks.append(Task(key, stage_dir(workspace, key), tuple(pending), priority.get(key, 0.0),
                           kind=rows[key]["kind"], after_jobs=elsewhere))
-        ledger.mark_planned(key)
+    ledger.mark_planned_many(todo)  # one transaction, not one commit per stage (50k at a first launch)
     backend = get_backend(backend_name, workers=workers, settings=backend_settings, workspace=workspace)
     events = _LedgerEvents(workspace, ledger, backend.name, 0 if backend.detached else len(tasks), progress)
     try:

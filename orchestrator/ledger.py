@@ -355,6 +355,12 @@ class Ledger:
             (f"dependency {because_of} did not finish", key),
         )
 
+    def mark_planned_many(self, keys: Iterable[str]) -> None:
+        """:meth:`mark_planned` without a note for every stage of ``keys``, in one transaction."""
+        with self.batched():
+            for key in keys:
+                self.mark_planned(key)
+
     def mark_planned(self, key: str, error_class: Optional[str] = None, message: Optional[str] = None) -> None:
         """Back to planned (to be run), keeping a note of why when there is one."""
         self._write(
