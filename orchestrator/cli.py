@@ -93,8 +93,11 @@ def build_parser() -> argparse.ArgumentParser:
                               description="Summaries of the central results table of one workspace or several: "
                                           "mean top-1, standard error and n over seeds, grouped by every setting but "
                                           "the seed (and the workspace). Several workspaces give one table with a "
-                                          "workspace column.")
-    res.add_argument("workspaces", nargs="+", metavar="WORKSPACE")
+                                          "workspace column; --db reads a lab's central results database instead.")
+    res.add_argument("workspaces", nargs="*", metavar="WORKSPACE")
+    res.add_argument("--db", metavar="URL",
+                     help="read the lab's central results database instead of workspaces "
+                          "(postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE or sqlite:///PATH)")
     res.add_argument("--pivot", action="store_true",
                      help="rows = fraction remaining, columns = mask source / init (the paper's Fig. 3 as a table)")
     res.add_argument("--plot", metavar="PNG", help="draw top-1 vs fraction remaining (log x) with error bars")
@@ -176,6 +179,15 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 
 def _cmd_plan(args) -> int:
+    from workers.known_datasets import sizes_when_absent
+
+    with sizes_when_absent() as absent:  # plan from the published sizes when a data folder is not there yet
+        return _print_plan(args, absent)
+
+
+def _print_plan(args, absent: dict[str, str]) -> int:
+    from workers.known_datasets import describe
+
     from .gpu_hours import estimate
     from .planner import plan_sweep
     from .spec import load_spec
@@ -183,6 +195,9 @@ def _cmd_plan(args) -> int:
 
     spec = load_spec(args.sweep, args.overrides, max_stages=args.max_stages)
     plan = plan_sweep(spec, existing_captures(Path(spec.workspace)))
+    if absent:
+        print("note: data folder missing: " + "; ".join(f"{root} ({describe(name)})" for root, name in absent.items())
+              + ": planned from the published sizes; `launch` needs the folder")
     print(f"sweep {spec.name}: {spec.dataset.name} / {spec.arch.name}, workspace {spec.workspace}")
     print(f"grid: {len(plan.cells)} cells ({len(spec.mask_source)} mask sources x {len(spec.init)} inits x "
           f"{len(spec.rewind)} rewind points x {len(spec.pruning.fractions)} fractions x {len(spec.seeds)} seeds; "
@@ -214,8 +229,10 @@ def _cmd_plan(args) -> int:
 
 def _cmd_launch(args) -> int:
     from . import driver
+    from .central_results import check_settings
     from .spec import load_spec
 
+    check_settings()  # a malformed results-database URL in the environment or config file: exit 2 first
     spec = load_spec(args.sweep, args.overrides, max_stages=args.max_stages)
     started = time.time()
     try:
@@ -228,8 +245,10 @@ def _cmd_launch(args) -> int:
 
 def _cmd_resume(args) -> int:
     from . import driver
+    from .central_results import check_settings
     from .workspace import require_workspace
 
+    check_settings()
     workspace = require_workspace(Path(args.workspace))
     started = time.time()
     try:
@@ -274,9 +293,11 @@ def _cmd_status(args) -> int:
 
 
 def _cmd_results(args) -> int:
-    from .results_command import show_results
+    from .results_command import show_central_results, show_results
     from .workspace import require_workspace
 
+    if args.db is not None or not args.workspaces:
+        return show_central_results(args)
     return show_results([require_workspace(Path(workspace)) for workspace in args.workspaces], args)
 
 

@@ -18,6 +18,7 @@ from workers.artifacts import DONE_FILE, LOG_FILE, invalidate
 
 from .artifact_stamps import stamps_unchanged, verify_stage
 from .backends import backend_class, by_backend
+from .central_results import push_waiting
 from .errors import UserError
 from .ledger import Ledger
 from .workspace import STAGES_DIR, WorkspaceLock, stage_dir
@@ -128,8 +129,6 @@ def ingest_results(workspace: Path, ledger: Ledger, done: Iterable[str],
     """
     workspace = Path(workspace)
     done = set(done)
-    if not done:
-        return 0
     many = len(done) > _BY_KEY_LIMIT
     cells = [cell for cell in ledger.cells() if cell["stage_key"] in done] if many else ledger.cells_of(done)
     identities = [(cell["sweep"], cell["mask_source"], cell["init"], cell["rewind"], cell["nominal_fraction"],
@@ -143,6 +142,7 @@ def ingest_results(workspace: Path, ledger: Ledger, done: Iterable[str],
         return 0
     missing = [cell for cell, identity in zip(cells, identities, strict=True) if identity not in recorded]
     if not missing:
+        push_waiting(workspace, ledger)  # rows left waiting by an earlier command go now
         return 0
     specs: dict[str, dict] = session.specs if session is not None else {}
     manifests: dict[str, dict] = {}
@@ -165,7 +165,9 @@ def ingest_results(workspace: Path, ledger: Ledger, done: Iterable[str],
             dense_metrics = None  # the dense run is being recomputed: natural_sparsity stays empty
         rows.append(results.build_row({name: cell[name] for name in cell.keys()}, specs[cell["sweep"]],
                                       metrics_of(key), dense_metrics))
-    return session.recorder.record(rows) if session is not None else results.record(workspace, rows)
+    added = session.recorder.record(rows) if session is not None else results.record(workspace, rows)
+    push_waiting(workspace, ledger)  # to the lab's central database, when one is set; never raises
+    return added
 
 
 #: above this many stages, ingestion reads the cells and recorded keys in one pass each.
