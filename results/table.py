@@ -56,6 +56,13 @@ def _pandas_dtypes() -> tuple[Any, dict[str, Any]]:
     return text, {"TEXT": text, "INTEGER": "Int64", "REAL": "float64"}
 
 
+def __getattr__(name: str) -> Any:
+    """``_TEXT_DTYPE``: pandas' text dtype of the loaded frame, computed (importing pandas) when asked for."""
+    if name == "_TEXT_DTYPE":
+        return _pandas_dtypes()[0]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def db_path(workspace: str | os.PathLike) -> Path:
     """Path of the results database of ``workspace`` (the file may not exist yet)."""
     return Path(workspace) / DB_FILE
