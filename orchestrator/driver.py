@@ -18,9 +18,11 @@ from workers.artifacts import verify_done
 
 from .backends import BACKENDS, Task, backend_class, by_backend, get_backend
 from .errors import UserError
+from .failure_classes import failure_class
 from .ledger import Ledger
 from .planner import Plan, plan_sweep, settings_fingerprint
 from .reconcile import IngestSession, ingest_results, log_tail, reconcile
+from .repair import keep_sweep_record, remove_leftover_temps
 from .spec import SweepSpec
 from .workspace import WorkspaceLock, check_creatable, existing_captures, materialise, stage_dir
 
@@ -68,13 +70,22 @@ class _LedgerEvents:
 
     def failed(self, key, error_class, message):
         self.failures += 1
-        self.ledger.mark_failed(key, error_class, log_tail(self.workspace, key) or message)
+        # a full disk may have cut the log short: its own message names the file and the space left
+        tail = message if error_class == "DiskFull" else log_tail(self.workspace, key) or message
+        self.ledger.mark_failed(key, error_class, tail)
         self.bar.update(1)
         self.bar.set_postfix(failed=self.failures)
 
     def blocked(self, key, because_of):
         self.ledger.mark_blocked(key, because_of)
         self.bar.update(1)
+
+    def retrying(self, key, error_class, message):
+        row = self.ledger.stages([key])[0]
+        last = ((message or "").strip().splitlines() or [""])[-1]
+        self.ledger.note_retry(key, f"attempt {row['attempts']} ({row['host'] or '?'} pid {row['pid'] or '?'}): "
+                                    f"{error_class} ({failure_class(error_class) or '?'}): {last}")
+        self.ledger.mark_planned(key, error_class, f"retrying automatically: {message}")
 
     def interrupted(self, key):
         self.ledger.mark_planned(key, "Interrupted", "stopped by the user; its last epoch checkpoint is kept")
@@ -106,6 +117,7 @@ def run_pending(workspace: Path, ledger: Ledger, keys: Iterable[str], backend_na
     """
     keys = list(keys)
     done = reconcile(workspace, ledger, lock_held_by_us=True)
+    remove_leftover_temps(workspace, ledger)  # of writers killed before their rename
     ingest_results(workspace, ledger, done)
     rows = {row["key"]: row for row in ledger.stages()}
     todo = [key for key in keys if rows[key]["state"] not in ("done", "running")]
@@ -163,6 +175,7 @@ def launch(spec: SweepSpec, source: str, backend_name: Optional[str] = None, wor
             plan = plan_sweep(spec, existing_captures(workspace))
             materialise(workspace, list(plan.stages.values()))
             ledger.register(spec.name, source, settings, spec.model_dump(), plan.stages.values(), plan.cells)
+            keep_sweep_record(workspace, spec.name, source, settings, spec.model_dump())
             backend_name = backend_name or spec.backend
             section = getattr(spec, backend_name, None)  # a backend registered after the schema was built has none
             summary = run_pending(workspace, ledger, plan.stages.keys(), backend_name, workers, progress,

@@ -31,6 +31,7 @@ from results.versioned_sqlite import (
 
 from .errors import UserError
 from .stage_identity import Cell, Stage
+from .store_health import must_not_write
 
 LEDGER_FILE = "ledger.sqlite"
 #: state changes queued by :meth:`Ledger.batched` are written at most this many at a time.
@@ -114,6 +115,10 @@ _TRANSFER_COLUMN = (
     "ALTER TABLE cells_v2 RENAME TO cells",
 )
 
+#: Automatic retries (:mod:`orchestrator.failure_classes`): one line per failed attempt a stage
+#: was retried after, so ``status`` still shows them once a later attempt succeeded.
+_RETRIED_COLUMN = ("ALTER TABLE stages ADD COLUMN retried TEXT",)
+
 #: The driver ingests one finished stage's results row by its key: an index finds its cells
 #: without reading the whole table (issue 16).
 _CELLS_BY_STAGE = ("CREATE INDEX IF NOT EXISTS cells_by_stage ON cells (stage_key)",)
@@ -122,6 +127,7 @@ _CELLS_BY_STAGE = ("CREATE INDEX IF NOT EXISTS cells_by_stage ON cells (stage_ke
 MIGRATIONS: tuple[Migration, ...] = (
     sql(*_FIRST_SCHEMA),
     sql(*_TRANSFER_COLUMN),
+    sql(*_RETRIED_COLUMN),
     sql(*_CELLS_BY_STAGE),
 )
 
@@ -148,7 +154,8 @@ class Ledger:
         if not create and not path.exists():
             raise FileNotFoundError(path)
         try:
-            connection = open_for_reading(path, MIGRATIONS) if reading else None
+            # a workspace the reader may not write, or whose lock a run holds, is read through a copy
+            connection = open_for_reading(path, MIGRATIONS, copy=must_not_write(self.workspace)) if reading else None
             #: whether what this ledger records reaches the file (False for a reader's copy).
             self.writes_persist = connection is None or _is_file_backed(connection)
             if connection is None:
@@ -222,7 +229,8 @@ class Ledger:
         try:
             yield self.connection
         except BaseException:
-            self.connection.execute("ROLLBACK")
+            if self.connection.in_transaction:  # SQLite already rolled back after a full disk or an I/O error
+                self.connection.execute("ROLLBACK")
             raise
         self.connection.execute("COMMIT")
 
@@ -360,6 +368,16 @@ class Ledger:
         with self.batched():
             for key in keys:
                 self.mark_planned(key)
+
+    def mark_held(self, key: str, host: str, pid: Optional[int]) -> None:
+        """A live process holds the stage's lock (:mod:`workers.stage_lock`): it is running, there."""
+        self._write(
+            "UPDATE stages SET state = 'running', host = ?, pid = ?, ended_at = NULL WHERE key = ?", (host, pid, key))
+
+    def note_retry(self, key: str, line: str) -> None:
+        """A failed attempt of the stage will be retried automatically: keep a line saying why."""
+        self._write(
+            "UPDATE stages SET retried = COALESCE(retried || char(10), '') || ? WHERE key = ?", (line, key))
 
     def mark_planned(self, key: str, error_class: Optional[str] = None, message: Optional[str] = None) -> None:
         """Back to planned (to be run), keeping a note of why when there is one."""

@@ -6,11 +6,14 @@ from collections import Counter
 from pathlib import Path
 
 from workers import catalog
+from workers.stage_lock import holder
 
 from .backends import BACKENDS, backend_class
 from .central_results import waiting_line
+from .failure_classes import describe
 from .ledger import STATES, Ledger
 from .reconcile import ingest_results, reconcile
+from .workspace import stage_dir
 
 MISSING_SHOWN = 20
 
@@ -47,11 +50,13 @@ def print_status(workspace: Path, all_missing: bool = False, rehash: bool = Fals
             print(f"\nfailed stages ({len(failed)}):")
             for row in failed:
                 where = f"job {row['job_id']}" if row["job_id"] else f"on {row['host'] or '?'}"
-                print(f"  {row['key']}  {row['label']}  [{row['error_class']}, attempt {row['attempts']}, "
+                print(f"  {row['key']}  {row['label']}  [{describe(row['error_class'], row['attempts'])}, "
                       f"{row['backend'] or '?'} {where}]")
                 for log in _scheduler_logs(workspace, row):
                     print(f"      log: {log}")
                 print(textwrap.indent(row["error_message"] or "(no message)", "      "))
+        _print_running(workspace, stages)
+        _print_retried(stages)
         notes = [row for row in stages if row["state"] == "planned" and row["error_class"]]
         if notes:
             print(f"\nto be rerun ({len(notes)}):")
@@ -70,6 +75,30 @@ def print_status(workspace: Path, all_missing: bool = False, rehash: bool = Fals
             print(f"  ... and {len(missing) - MISSING_SHOWN} more (--all-missing lists them)")
     finally:
         ledger.close()
+
+
+def _print_running(workspace: Path, stages) -> None:
+    """Running stages with the process that holds each one's lock (an orphan of a dead driver shows here too)."""
+    running = [row for row in stages if row["state"] == "running"]
+    if not running:
+        return
+    print(f"\nrunning ({len(running)}):")
+    for row in running:
+        held = holder(stage_dir(workspace, row["key"]))
+        where = held.describe() if held else f"pid {row['pid'] or '?'} on {row['host'] or '?'} (starting)"
+        job = f", job {row['job_id']}" if row["job_id"] else ""
+        print(f"  {row['key']}  {row['label']}  [{row['backend'] or '?'}{job}, attempt {row['attempts']}] {where}")
+
+
+def _print_retried(stages) -> None:
+    """Stages that were retried automatically after infrastructure failures, with each failed attempt."""
+    retried = [row for row in stages if row["retried"]]
+    if not retried:
+        return
+    print(f"\nretried automatically ({len(retried)}):")
+    for row in retried:
+        print(f"  {row['key']}  {row['label']}  [{row['state']}, attempt {row['attempts']}]")
+        print(textwrap.indent(row["retried"], "      "))
 
 
 def _scheduler_logs(workspace: Path, row) -> list[Path]:
