@@ -7,7 +7,10 @@ dataset, so (b) is planned on the digits catalogue entry with the paper's grid (
 rewinding point is written in iterations, since digits epochs are short).
 
 Naive = every cell runs its own IMP chain from scratch: a dense run, L rounds and the
-evaluation (a random cell: one evaluation).
+evaluation (a random cell: one evaluation). A labels winning-ticket cell whose evaluation
+recipe is the labels recipe runs no separate evaluation: its chain's last round is it, so
+a from-scratch chain would not run one either (corrected in issue 16: 2,760, not 2,802,
+for the paper grid).
 
     python bench/plan_counts.py
 """

@@ -47,17 +47,42 @@ def _listed_files(folder: Path) -> Optional[list[str]]:
         return None
 
 
-def verify_stage(workspace: Path, ledger: Ledger, key: str, rehash: bool = False) -> tuple[bool, str]:
+_UNREAD: dict = {}
+
+
+def stamps_unchanged(folder: str | Path, kept: Optional[dict[str, list[int]]]) -> bool:
+    """Whether every file of ``kept`` (``DONE.json`` among them) still has its recorded stamp.
+
+    ``DONE.json`` unchanged means the list of files it names is the one stamped, so the
+    manifest is not read again: a done stage costs one ``stat`` per file and nothing else.
+    """
+    if not kept or DONE_FILE not in kept:
+        return False
+    base = os.fspath(folder)
+    for name, stamp in kept.items():
+        try:
+            info = os.stat(os.path.join(base, name))
+        except FileNotFoundError:
+            return False
+        if (info.st_size, info.st_mtime_ns, info.st_ino) != tuple(stamp):
+            return False
+    return True
+
+
+def verify_stage(workspace: Path, ledger: Ledger, key: str, rehash: bool = False,
+                 kept: Optional[dict[str, list[int]]] = _UNREAD) -> tuple[bool, str]:
     """Like :func:`workers.artifacts.verify_done` for stage ``key``, trusting unchanged stamps.
 
     Returns ``(True, "")`` or ``(False, reason)`` (``"not run"`` when there is no manifest).
-    ``rehash`` ignores the stamps kept in the ledger and hashes every artifact.
+    ``rehash`` ignores the stamps kept in the ledger and hashes every artifact. ``kept``:
+    the stage's recorded stamps when the caller read them all at once
+    (:meth:`~.ledger.Ledger.all_verified_stamps`); else they are read from the ledger.
     """
     folder = stage_dir(workspace, key)
-    kept = ledger.verified_stamps(key)
-    if kept and not rehash and sorted(kept) == (_listed_files(folder) or []):
-        if all(file_stamp(folder / name) == tuple(stamp) for name, stamp in kept.items()):
-            return True, ""
+    if kept is _UNREAD:
+        kept = ledger.verified_stamps(key)
+    if not rehash and stamps_unchanged(folder, kept):
+        return True, ""
     hashed_at = time.time()
     ok, reason = verify_done(folder)
     stamps = None

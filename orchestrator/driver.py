@@ -21,7 +21,7 @@ from .errors import UserError
 from .failure_classes import failure_class
 from .ledger import Ledger
 from .planner import Plan, plan_sweep, settings_fingerprint
-from .reconcile import ingest_results, log_tail, reconcile
+from .reconcile import IngestSession, ingest_results, log_tail, reconcile
 from .repair import keep_sweep_record, remove_leftover_temps
 from .spec import SweepSpec
 from .workspace import WorkspaceLock, check_creatable, existing_captures, materialise, stage_dir
@@ -52,6 +52,7 @@ class _LedgerEvents:
         self.bar = tqdm(total=total, desc="stages", unit="stage", disable=not progress or not total, file=sys.stderr,
                         dynamic_ncols=True)
         self.failures = 0
+        self.ingestion = IngestSession(workspace)  # one results connection for the whole run
 
     def started(self, key, host, pid, job_id=None):
         self.ledger.mark_running(key, host, pid, self.backend, job_id)
@@ -62,7 +63,7 @@ class _LedgerEvents:
             self.failed(key, "CorruptArtifact", f"the stage ended but its artifacts do not verify: {reason}")
             return False
         # results row first: whoever sees the stage done in the ledger also finds its row
-        ingest_results(self.workspace, self.ledger, {key})
+        ingest_results(self.workspace, self.ledger, {key}, self.ingestion)
         self.ledger.mark_done(key)
         self.bar.update(1)
         return True
@@ -91,6 +92,7 @@ class _LedgerEvents:
 
     def close(self):
         self.bar.close()
+        self.ingestion.close()
 
 
 def _priorities(keys: list[str], ledger: Ledger) -> dict[str, float]:
@@ -129,7 +131,7 @@ def run_pending(workspace: Path, ledger: Ledger, keys: Iterable[str], backend_na
                           if rows[dep]["state"] == "running" and rows[dep]["job_id"])
         tasks.append(Task(key, stage_dir(workspace, key), tuple(pending), priority.get(key, 0.0),
                           kind=rows[key]["kind"], after_jobs=elsewhere))
-        ledger.mark_planned(key)
+    ledger.mark_planned_many(todo)  # one transaction, not one commit per stage (50k at a first launch)
     backend = get_backend(backend_name, workers=workers, settings=backend_settings, workspace=workspace)
     events = _LedgerEvents(workspace, ledger, backend.name, 0 if backend.detached else len(tasks), progress)
     try:

@@ -34,6 +34,8 @@ from .stage_identity import Cell, Stage
 from .store_health import must_not_write
 
 LEDGER_FILE = "ledger.sqlite"
+#: state changes queued by :meth:`Ledger.batched` are written at most this many at a time.
+BATCH_ROWS = 2000
 STATES = ("planned", "running", "done", "failed", "blocked")
 
 #: The ledger of the unversioned code (version 0); version 1 adopts it as it is.
@@ -117,11 +119,16 @@ _TRANSFER_COLUMN = (
 #: was retried after, so ``status`` still shows them once a later attempt succeeded.
 _RETRIED_COLUMN = ("ALTER TABLE stages ADD COLUMN retried TEXT",)
 
+#: The driver ingests one finished stage's results row by its key: an index finds its cells
+#: without reading the whole table (issue 16).
+_CELLS_BY_STAGE = ("CREATE INDEX IF NOT EXISTS cells_by_stage ON cells (stage_key)",)
+
 #: ``MIGRATIONS[i]`` takes a ledger from version i to i + 1. Append only.
 MIGRATIONS: tuple[Migration, ...] = (
     sql(*_FIRST_SCHEMA),
     sql(*_TRANSFER_COLUMN),
     sql(*_RETRIED_COLUMN),
+    sql(*_CELLS_BY_STAGE),
 )
 
 _CELL_COLUMNS = ("sweep", "mask_source", "init", "transfer", "rewind", "rewind_iteration", "nominal_fraction",
@@ -165,6 +172,8 @@ class Ledger:
         self.connection = connection
         self.connection.row_factory = sqlite3.Row
         self.connection.execute("PRAGMA busy_timeout=60000")
+        #: state changes held back by :meth:`batched`, written together by :meth:`flush`.
+        self._queued: Optional[list[tuple[str, tuple]]] = None
 
     @property
     def version(self) -> int:
@@ -174,6 +183,44 @@ class Ledger:
     def close(self) -> None:
         """Close the connection."""
         self.connection.close()
+
+    def _write(self, statement: str, parameters: tuple) -> None:
+        """Run one state change now, or queue it while :meth:`batched` is in effect."""
+        if self._queued is None:
+            self.connection.execute(statement, parameters)
+            return
+        self._queued.append((statement, parameters))
+        if len(self._queued) >= BATCH_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the queued state changes in one transaction (a no-op when none is queued)."""
+        if not self._queued:
+            return
+        queued, self._queued = self._queued, []
+        with self.transaction() as db:
+            for statement, parameters in queued:
+                db.execute(statement, parameters)
+
+    @contextmanager
+    def batched(self) -> Iterator[None]:
+        """Queue state changes and write them in transactions of up to :data:`BATCH_ROWS`.
+
+        A command that corrects thousands of stages (the first ``status`` after a cluster
+        finished them) then commits a few times instead of once per stage; no write lock is
+        held between the flushes, so a driver working in the same workspace is not held up.
+        """
+        if self._queued is not None:
+            yield
+            return
+        self._queued = []
+        try:
+            yield
+        finally:
+            try:
+                self.flush()
+            finally:
+                self._queued = None
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -203,15 +250,15 @@ class Ledger:
                 "launched_at = excluded.launched_at",
                 (sweep, source, settings, json.dumps(spec), time.time()),
             )
-            for stage in stages:
-                db.execute(
-                    "INSERT OR IGNORE INTO stages (key, kind, label, epochs, state) VALUES (?, ?, ?, ?, 'planned')",
-                    (stage.key, stage.kind, stage.label, stage.epochs),
-                )
-                db.executemany(
-                    "INSERT OR IGNORE INTO deps (key, role, dep_key) VALUES (?, ?, ?)",
-                    [(stage.key, role, dep) for role, dep in stage.deps.items()],
-                )
+            stages = list(stages)
+            db.executemany(
+                "INSERT OR IGNORE INTO stages (key, kind, label, epochs, state) VALUES (?, ?, ?, ?, 'planned')",
+                [(stage.key, stage.kind, stage.label, stage.epochs) for stage in stages],
+            )
+            db.executemany(
+                "INSERT OR IGNORE INTO deps (key, role, dep_key) VALUES (?, ?, ?)",
+                [(stage.key, role, dep) for stage in stages for role, dep in stage.deps.items()],
+            )
             db.executemany(
                 _INSERT_CELL,
                 [(sweep, c.mask_source, c.init, c.transfer or "", c.rewind, c.rewind_iteration, c.nominal_fraction,
@@ -233,6 +280,29 @@ class Ledger:
             graph.setdefault(row["key"], {})[row["role"]] = row["dep_key"]
         return graph
 
+    def deps_of(self, key: str) -> dict[str, str]:
+        """{role: dependency key} of one stage (read by key, not the whole table)."""
+        rows = self.connection.execute("SELECT role, dep_key FROM deps WHERE key = ?", (key,))
+        return {row["role"]: row["dep_key"] for row in rows}
+
+    def cells_of(self, stage_keys: Iterable[str]) -> list[sqlite3.Row]:
+        """The cells whose stage is one of ``stage_keys`` (read through the index on ``stage_key``)."""
+        keys = sorted(set(stage_keys))
+        found: list[sqlite3.Row] = []
+        for start in range(0, len(keys), 500):  # SQLite bounds the number of parameters of one statement
+            chunk = keys[start:start + 500]
+            found += self.connection.execute(
+                f"{_SELECT_CELLS} WHERE stage_key IN ({', '.join('?' for _ in chunk)}) ORDER BY rowid", chunk
+            ).fetchall()
+        return found
+
+    def sweep_spec(self, name: str) -> dict:
+        """The settings (spec) a sweep was last launched with."""
+        row = self.connection.execute("SELECT spec FROM sweeps WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            raise KeyError(name)
+        return json.loads(row["spec"])
+
     def cells(self, sweep: Optional[str] = None) -> list[sqlite3.Row]:
         """Grid cells of one sweep or of all (``transfer`` is None on the pruning grid)."""
         if sweep is None:
@@ -249,18 +319,22 @@ class Ledger:
         row = self.connection.execute("SELECT stamps FROM verified WHERE key = ?", (key,)).fetchone()
         return json.loads(row["stamps"]) if row else None
 
+    def all_verified_stamps(self) -> dict[str, dict[str, list[int]]]:
+        """key -> recorded stamps of every stage that has some (one query for a whole workspace)."""
+        return {key: json.loads(stamps) for key, stamps in self.connection.execute("SELECT key, stamps FROM verified")}
+
     def set_verified_stamps(self, key: str, stamps: Optional[dict[str, list[int]]]) -> None:
         """Record (or with ``None`` forget) the stamps of stage ``key``'s verified artifacts."""
         if stamps is None:
-            self.connection.execute("DELETE FROM verified WHERE key = ?", (key,))
+            self._write("DELETE FROM verified WHERE key = ?", (key,))
         else:
-            self.connection.execute("INSERT OR REPLACE INTO verified (key, stamps) VALUES (?, ?)",
-                                    (key, json.dumps(stamps, sort_keys=True)))
+            self._write("INSERT OR REPLACE INTO verified (key, stamps) VALUES (?, ?)",
+                        (key, json.dumps(stamps, sort_keys=True)))
 
     # ---- state changes ---------------------------------------------------------------
     def mark_running(self, key: str, host: str, pid: Optional[int], backend: str, job_id: Optional[str] = None) -> None:
         """A stage started (one more attempt)."""
-        self.connection.execute(
+        self._write(
             "UPDATE stages SET state = 'running', attempts = attempts + 1, started_at = ?, ended_at = NULL, "
             "host = ?, pid = ?, backend = ?, job_id = ?, error_class = NULL, error_message = NULL WHERE key = ?",
             (time.time(), host, pid, backend, job_id, key),
@@ -268,7 +342,7 @@ class Ledger:
 
     def mark_done(self, key: str) -> None:
         """A stage's checksummed artifacts exist."""
-        self.connection.execute(
+        self._write(
             "UPDATE stages SET state = 'done', ended_at = COALESCE(ended_at, ?), error_class = NULL, "
             "error_message = NULL "
             "WHERE key = ?",
@@ -277,31 +351,37 @@ class Ledger:
 
     def mark_failed(self, key: str, error_class: str, message: str) -> None:
         """A stage raised or its process died."""
-        self.connection.execute(
+        self._write(
             "UPDATE stages SET state = 'failed', ended_at = ?, error_class = ?, error_message = ? WHERE key = ?",
             (time.time(), error_class, message, key),
         )
 
     def mark_blocked(self, key: str, because_of: str) -> None:
         """A stage cannot run because a dependency failed."""
-        self.connection.execute(
+        self._write(
             "UPDATE stages SET state = 'blocked', error_class = 'DependencyFailed', error_message = ? WHERE key = ?",
             (f"dependency {because_of} did not finish", key),
         )
 
+    def mark_planned_many(self, keys: Iterable[str]) -> None:
+        """:meth:`mark_planned` without a note for every stage of ``keys``, in one transaction."""
+        with self.batched():
+            for key in keys:
+                self.mark_planned(key)
+
     def mark_held(self, key: str, host: str, pid: Optional[int]) -> None:
         """A live process holds the stage's lock (:mod:`workers.stage_lock`): it is running, there."""
-        self.connection.execute(
+        self._write(
             "UPDATE stages SET state = 'running', host = ?, pid = ?, ended_at = NULL WHERE key = ?", (host, pid, key))
 
     def note_retry(self, key: str, line: str) -> None:
         """A failed attempt of the stage will be retried automatically: keep a line saying why."""
-        self.connection.execute(
+        self._write(
             "UPDATE stages SET retried = COALESCE(retried || char(10), '') || ? WHERE key = ?", (line, key))
 
     def mark_planned(self, key: str, error_class: Optional[str] = None, message: Optional[str] = None) -> None:
         """Back to planned (to be run), keeping a note of why when there is one."""
-        self.connection.execute(
+        self._write(
             "UPDATE stages SET state = 'planned', error_class = ?, error_message = ?, pid = NULL WHERE key = ?",
             (error_class, message, key),
         )

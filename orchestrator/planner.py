@@ -244,9 +244,12 @@ class _Planner:
                                 seed, {"prune_round": chain[level - 1], **self.rule_id}, self.prune_rule(),
                                 {"previous": chain[level - 1]}, init, (dense_key, providers[k], k), task, label)
                         self.plan.cells.append(Cell(source, init, point.text, k, fraction, level, seed, key))
-                        self.plan.naive_trainings += 2 + (level or 0)
+                        # naive: the cell's own chain from scratch (dense + L rounds), then its evaluation,
+                        # unless the chain's last training is the evaluation (labels winning tickets)
+                        own_eval = key not in chain
+                        self.plan.naive_trainings += 1 + (level or 0) + own_eval
                         self.plan.naive_epochs += (spec.recipes[task].epochs * (1 + (level or 0))
-                                                   + self.eval_recipe.epochs)
+                                                   + self.eval_recipe.epochs * own_eval)
 
     def random_cells(self, source: str) -> None:
         spec = self.spec

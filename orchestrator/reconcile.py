@@ -9,7 +9,8 @@ Only verified artifacts are ingested into the results table, and each cell once.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+import os
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Optional
 
@@ -17,12 +18,12 @@ import results
 from workers.artifacts import DONE_FILE, LOG_FILE, invalidate
 from workers.stage_lock import holder
 
-from .artifact_stamps import verify_stage
+from .artifact_stamps import stamps_unchanged, verify_stage
 from .backends import backend_class, by_backend
 from .central_results import push_waiting
 from .errors import UserError
 from .ledger import Ledger
-from .workspace import WorkspaceLock, stage_dir
+from .workspace import STAGES_DIR, WorkspaceLock, stage_dir
 
 LOG_TAIL_LINES = 12
 
@@ -52,11 +53,21 @@ def reconcile(workspace: Path, ledger: Ledger, lock_held_by_us: bool = False, re
     A stage the ledger calls running without artifacts is judged by the backend that runs it.
     """
     workspace = Path(workspace)
+    with ledger.batched():  # thousands of corrections commit together, not one statement each
+        return _reconcile(workspace, ledger, lock_held_by_us, rehash)
+
+
+def _reconcile(workspace: Path, ledger: Ledger, lock_held_by_us: bool, rehash: bool) -> set[str]:
     done = set()
     running = []
+    stamps = ledger.all_verified_stamps()  # one query, not one per stage
+    stages_dir = os.path.join(workspace, STAGES_DIR)
     for row in ledger.stages():
         key, state = row["key"], row["state"]
-        ok, reason = verify_stage(workspace, ledger, key, rehash)
+        if not rehash and stamps_unchanged(os.path.join(stages_dir, key), stamps.get(key)):
+            ok, reason = True, ""  # unchanged since its artifacts last hashed right: one stat per file
+        else:
+            ok, reason = verify_stage(workspace, ledger, key, rehash, stamps.get(key))
         if ok:
             done.add(key)
             if state != "done":
@@ -96,22 +107,51 @@ def log_tail(workspace: Path, key: str, lines: int = LOG_TAIL_LINES) -> str:
         return ""
 
 
-def ingest_results(workspace: Path, ledger: Ledger, done: Iterable[str]) -> int:
+class IngestSession:
+    """What successive :func:`ingest_results` calls of one driver run share: an open results
+    connection and the sweeps' settings already read. Close it when the run ends."""
+
+    def __init__(self, workspace: Path):
+        self.recorder = results.Recorder(workspace)
+        self.specs: dict[str, dict] = {}
+
+    def close(self) -> None:
+        """Close the results connection."""
+        self.recorder.close()
+
+
+def ingest_results(workspace: Path, ledger: Ledger, done: Iterable[str],
+                   session: Optional[IngestSession] = None) -> int:
     """Record a results row for each cell whose stage is in ``done`` and not yet recorded.
 
     The row is built by :func:`results.build_row` from the cell, its sweep's settings, its
     stage's manifest metrics and those of the dense run behind it. A reader's copy of an
     older ledger (``ledger.writes_persist`` False) records nothing, since reading never writes.
+
+    The cost follows the rows to add, not the workspace: the cells of a few stages are read
+    by key, their rows looked up by primary key, and a sweep's settings, a dependency or a
+    manifest are read only for a row that is missing (the driver calls this once per
+    finished stage, with a ``session`` that keeps the results table open). Only for many
+    stages at once (a ``status``) are the cells and recorded keys read in one pass each.
     """
     workspace = Path(workspace)
     done = set(done)
+    many = len(done) > _BY_KEY_LIMIT
+    cells = [cell for cell in ledger.cells() if cell["stage_key"] in done] if many else ledger.cells_of(done)
+    identities = [(cell["sweep"], cell["mask_source"], cell["init"], cell["rewind"], cell["nominal_fraction"],
+                   cell["seed"], cell["stage_key"]) for cell in cells]
     try:
-        recorded = results.recorded_cells(workspace)
+        recorded = (session.recorder.recorded_among(identities) if session is not None
+                    else results.recorded_among(workspace, identities))
     except results.StoreVersionError as error:
         raise UserError(str(error)) from None
     if not ledger.writes_persist:
         return 0
-    specs = {row["name"]: json.loads(row["spec"]) for row in ledger.sweeps()}
+    missing = [cell for cell, identity in zip(cells, identities, strict=True) if identity not in recorded]
+    if not missing:
+        push_waiting(workspace, ledger)  # rows left waiting by an earlier command go now
+        return 0
+    specs: dict[str, dict] = session.specs if session is not None else {}
     manifests: dict[str, dict] = {}
 
     def metrics_of(key: str) -> dict:
@@ -119,14 +159,12 @@ def ingest_results(workspace: Path, ledger: Ledger, done: Iterable[str]) -> int:
             manifests[key] = json.loads((stage_dir(workspace, key) / DONE_FILE).read_text())["metrics"]
         return manifests[key]
 
+    deps = _DepsByKey(ledger)
     rows = []
-    deps = ledger.deps()
-    for cell in ledger.cells():
+    for cell in missing:
         key = cell["stage_key"]
-        identity = (cell["sweep"], cell["mask_source"], cell["init"], cell["rewind"], cell["nominal_fraction"],
-                    cell["seed"], key)
-        if key not in done or identity in recorded:
-            continue
+        if cell["sweep"] not in specs:
+            specs[cell["sweep"]] = ledger.sweep_spec(cell["sweep"])
         dense = results.dense_ancestor(key, deps)
         try:
             dense_metrics = metrics_of(dense) if dense is not None else None
@@ -134,6 +172,29 @@ def ingest_results(workspace: Path, ledger: Ledger, done: Iterable[str]) -> int:
             dense_metrics = None  # the dense run is being recomputed: natural_sparsity stays empty
         rows.append(results.build_row({name: cell[name] for name in cell.keys()}, specs[cell["sweep"]],
                                       metrics_of(key), dense_metrics))
-    recorded = results.record(workspace, rows) if rows else 0
+    added = session.recorder.record(rows) if session is not None else results.record(workspace, rows)
     push_waiting(workspace, ledger)  # to the lab's central database, when one is set; never raises
-    return recorded
+    return added
+
+
+#: above this many stages, ingestion reads the cells and recorded keys in one pass each.
+_BY_KEY_LIMIT = 64
+
+
+class _DepsByKey(Mapping[str, Mapping[str, str]]):
+    """The ``deps`` mapping :func:`results.dense_ancestor` walks, read from the ledger key by key."""
+
+    def __init__(self, ledger: Ledger):
+        self.ledger = ledger
+        self.seen: dict[str, dict[str, str]] = {}
+
+    def __getitem__(self, key: str) -> dict[str, str]:
+        if key not in self.seen:
+            self.seen[key] = self.ledger.deps_of(key)
+        return self.seen[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.seen)  # only what was read: the ledger is never listed whole here
+
+    def __len__(self) -> int:
+        return len(self.seen)

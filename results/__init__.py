@@ -31,7 +31,7 @@ _EXPORTS = {
     "setting_columns": "query", "summarize": "query",
     "build_row": "row", "dense_ancestor": "row", "NO_REWIND": "row",
     "COLUMNS": "table", "PRIMARY_KEY": "table", "db_path": "table", "load": "table", "record": "table",
-    "recorded_cells": "table", "upgrade": "table",
+    "Recorder": "table", "recorded_among": "table", "recorded_cells": "table", "upgrade": "table",
     "StoreVersionError": "versioned_sqlite",
 }
 

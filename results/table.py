@@ -18,19 +18,22 @@ import math
 import numbers
 import os
 import sqlite3
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import closing
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from .migrations import MIGRATIONS, TABLE
 from .row import COLUMN_TYPES, COLUMNS, NOT_NULL, OPTIONAL, PRIMARY_KEY, REQUIRED, ROW
 from .versioned_sqlite import open_for_reading, open_for_writing, table_columns, with_retry
 
-__all__ = ["COLUMNS", "DB_FILE", "PRIMARY_KEY", "TABLE", "db_path", "load", "record", "recorded_cells", "upgrade"]
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["COLUMNS", "DB_FILE", "PRIMARY_KEY", "TABLE", "Recorder", "db_path", "load", "record", "recorded_among",
+           "recorded_cells", "upgrade"]
 
 DB_FILE = "results.sqlite"
 
@@ -39,10 +42,25 @@ _INSERT_SQL = (
     f"VALUES ({', '.join('?' for _ in COLUMNS)})"
 )
 
-# pandas dtypes of the loaded frame: nullable integers (level is NULL for one-shot),
-# floats, and pandas' default string dtype ("str" in pandas 3, object before).
-_TEXT_DTYPE = pd.Series(["x"]).dtype
-_PANDAS_DTYPES = {"TEXT": _TEXT_DTYPE, "INTEGER": "Int64", "REAL": "float64"}
+
+def _pandas_dtypes() -> tuple[Any, dict[str, Any]]:
+    """pandas and the dtypes of the loaded frame: nullable integers (level is NULL for one-shot),
+    floats, and pandas' default string dtype ("str" in pandas 3, object before).
+
+    pandas is imported here, not with the module: recording rows (the driver, ``status``)
+    never needs it, and it costs a third of a second and 85 MB per command (issue 16).
+    """
+    import pandas as pd
+
+    text = pd.Series(["x"]).dtype
+    return text, {"TEXT": text, "INTEGER": "Int64", "REAL": "float64"}
+
+
+def __getattr__(name: str) -> Any:
+    """``_TEXT_DTYPE``: pandas' text dtype of the loaded frame, computed (importing pandas) when asked for."""
+    if name == "_TEXT_DTYPE":
+        return _pandas_dtypes()[0]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def db_path(workspace: str | os.PathLike) -> Path:
@@ -60,13 +78,36 @@ def record(workspace: str | os.PathLike, rows: Iterable[Mapping[str, Any]]) -> i
     primary key (:data:`PRIMARY_KEY`) is already in the table are ignored and not
     counted. The workspace folder must exist; the database is created on first use.
     """
-    prepared = [_prepare_row(row, index) for index, row in enumerate(rows)]
-    if not prepared:
-        return 0
-    workspace = Path(workspace)
-    if not workspace.is_dir():
-        raise FileNotFoundError(f"workspace folder {workspace} does not exist")
-    with closing(_connect_for_writing(db_path(workspace))) as conn:
+    recorder = Recorder(workspace)
+    try:
+        return recorder.record(rows)
+    finally:
+        recorder.close()
+
+
+class Recorder:
+    """:func:`record` and :func:`recorded_among` through one connection kept open.
+
+    The driver records one row per finished stage: opening the database for each costs a
+    connection, a version check and, as the last connection closes, a WAL checkpoint with
+    its fsync, which dominated the driver's cost per stage (issue 16). The connection is
+    opened on the first row recorded (the database is created then, as by :func:`record`).
+    """
+
+    def __init__(self, workspace: str | os.PathLike):
+        self.workspace = Path(workspace)
+        self._conn: sqlite3.Connection | None = None
+
+    def record(self, rows: Iterable[Mapping[str, Any]]) -> int:
+        """As :func:`record`."""
+        prepared = [_prepare_row(row, index) for index, row in enumerate(rows)]
+        if not prepared:
+            return 0
+        if self._conn is None:
+            if not self.workspace.is_dir():
+                raise FileNotFoundError(f"workspace folder {self.workspace} does not exist")
+            self._conn = _connect_for_writing(db_path(self.workspace))
+        conn = self._conn
         with_retry(lambda: conn.execute("BEGIN IMMEDIATE"))
         try:
             before = conn.total_changes
@@ -77,7 +118,20 @@ def record(workspace: str | os.PathLike, rows: Iterable[Mapping[str, Any]]) -> i
             if conn.in_transaction:  # SQLite already rolled back after a full disk or an I/O error
                 conn.execute("ROLLBACK")
             raise
-    return new
+        return new
+
+    def recorded_among(self, keys: Sequence[tuple]) -> set[tuple]:
+        """As :func:`recorded_among` (through the open connection once there is one)."""
+        if self._conn is None or len(keys) > _LOOKUP_LIMIT:
+            return recorded_among(self.workspace, keys)
+        conn = self._conn
+        return set(with_retry(lambda: [row for key in keys for row in conn.execute(_SELECT_KEY, key)]))
+
+    def close(self) -> None:
+        """Close the connection, if one was opened."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
 
 def load(workspace: str | os.PathLike | Sequence[str | os.PathLike]) -> pd.DataFrame:
@@ -93,6 +147,8 @@ def load(workspace: str | os.PathLike | Sequence[str | os.PathLike]) -> pd.DataF
     column of the loaded frame only, never of the stored table). A workspace named twice
     (the same folder) is read once. The index runs from 0 either way.
     """
+    import pandas as pd
+
     if isinstance(workspace, (str, os.PathLike)):
         return _frame(_select(workspace, _SELECT_ALL))
     paths: dict[Path, str] = {}
@@ -104,7 +160,7 @@ def load(workspace: str | os.PathLike | Sequence[str | os.PathLike]) -> pd.DataF
         names.extend([name] * len(found))
         rows.extend(found)
     frame = _frame(rows)
-    frame.insert(0, "workspace", pd.Series(names, dtype=_TEXT_DTYPE, index=frame.index))
+    frame.insert(0, "workspace", pd.Series(names, dtype=_pandas_dtypes()[0], index=frame.index))
     return frame
 
 
@@ -113,13 +169,35 @@ _SELECT_ALL = f"SELECT {', '.join(COLUMNS)} FROM {TABLE} ORDER BY rowid"
 
 def _frame(rows: list[tuple]) -> pd.DataFrame:
     """The loaded frame of table rows: columns in schema order with their pandas dtypes."""
+    import pandas as pd
+
+    dtypes = _pandas_dtypes()[1]
     frame = pd.DataFrame.from_records(rows, columns=list(COLUMNS))
-    return frame.astype({column.name: _PANDAS_DTYPES[column.sqltype] for column in ROW})
+    return frame.astype({column.name: dtypes[column.sqltype] for column in ROW})
 
 
 def recorded_cells(workspace: str | os.PathLike) -> set[tuple]:
     """Primary-key tuples (in :data:`PRIMARY_KEY` order) of every recorded row; empty if none."""
     return set(_select(workspace, f"SELECT {', '.join(PRIMARY_KEY)} FROM {TABLE}"))
+
+
+def recorded_among(workspace: str | os.PathLike, keys: Sequence[tuple]) -> set[tuple]:
+    """Those of ``keys`` (primary-key tuples in :data:`PRIMARY_KEY` order) already recorded.
+
+    A few keys are looked up one by one through the primary key's index, so the cost does
+    not grow with the table; many are compared with one read of every recorded key.
+    """
+    if not keys:
+        return set()
+    if len(keys) > _LOOKUP_LIMIT:
+        return recorded_cells(workspace) & set(keys)
+    return set(_select(workspace, _SELECT_KEY, keys))
+
+
+#: above this many keys, :func:`recorded_among` reads every recorded key once instead.
+_LOOKUP_LIMIT = 64
+_SELECT_KEY = (f"SELECT {', '.join(PRIMARY_KEY)} FROM {TABLE} "
+               f"WHERE {' AND '.join(f'{name} = ?' for name in PRIMARY_KEY)}")
 
 
 def upgrade(workspace: str | os.PathLike) -> None:
@@ -166,7 +244,8 @@ def _convert(value: Any, sqltype: str) -> Any:
         return None
     if isinstance(value, float) and math.isnan(value):
         return None
-    if value is pd.NA or value is pd.NaT:
+    pandas = sys.modules.get("pandas")  # a pandas missing value can only come from a loaded pandas
+    if pandas is not None and (value is pandas.NA or value is pandas.NaT):
         return None
     if isinstance(value, bool):
         return _INVALID
@@ -205,8 +284,9 @@ def _connect_for_writing(path: Path) -> sqlite3.Connection:
     return conn
 
 
-def _select(workspace: str | os.PathLike, sql: str) -> list[tuple]:
-    """Run a read-only query; ``[]`` when the database or the table does not exist."""
+def _select(workspace: str | os.PathLike, sql: str, each: Sequence[tuple] = ()) -> list[tuple]:
+    """Run a read-only query (once per parameter tuple of ``each`` when given, the rows found
+    concatenated); ``[]`` when the database or the table does not exist."""
     path = db_path(workspace)
     conn = open_for_reading(path, MIGRATIONS)
     if conn is None:
@@ -215,6 +295,8 @@ def _select(workspace: str | os.PathLike, sql: str) -> list[tuple]:
         if not table_columns(conn, TABLE):
             return []
         _check_columns(conn, path)
+        if each:
+            return with_retry(lambda: [row for parameters in each for row in conn.execute(sql, parameters)])
         return with_retry(lambda: conn.execute(sql).fetchall())
 
 

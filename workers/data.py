@@ -234,30 +234,44 @@ def _subset_args(dataset_cfg: Mapping[str, Any]) -> tuple[str, float, int] | Non
     return subset.get("kind", "images_per_class"), float(subset.get("fraction", 0.1)), int(subset.get("seed", 0))
 
 
-def _labels_of(name: str, dataset_cfg: Mapping[str, Any]) -> tuple[list[int], int, int, int]:
+def _labels_of(name: str, dataset_cfg: Mapping[str, Any]) -> tuple[tuple[int, ...], int, int, int]:
     """``(train labels, number of classes, channels, test size)`` without loading images."""
-    root = str(dataset_cfg["root"])
-    channels = int(dataset_cfg.get("channels", 3))
+    return _folder_labels(name, str(dataset_cfg["root"]), int(dataset_cfg.get("channels", 3)))
+
+
+@functools.lru_cache(maxsize=8)
+def _folder_labels(name: str, root: str, channels: int) -> tuple[tuple[int, ...], int, int, int]:
+    """:func:`_labels_of`, once per folder: a dataset and its subsets share one label list."""
     if name == "places205":
         from workers.places import places_facts
 
         places = places_facts(root)
-        return places.labels("train"), places.num_classes, channels, len(places.samples["val"])
+        return tuple(places.labels("train")), places.num_classes, channels, len(places.samples["val"])
     if name == "cifar10":
         cifar = folders.cifar_facts(root)
-        return list(cifar.train_labels), folders.CIFAR_CLASSES, 3, len(cifar.test_labels)
+        return cifar.train_labels, folders.CIFAR_CLASSES, 3, len(cifar.test_labels)
     folder = folders.image_folder_facts(root)
-    return folder.labels("train"), len(folder.classes), 3, len(folder.samples["val"])
+    return tuple(folder.labels("train")), len(folder.classes), 3, len(folder.samples["val"])
 
 
 def dataset_spec(dataset_cfg: Mapping[str, Any]) -> DatasetSpec:
     """The configured dataset; ``ValueError`` for an unknown name or option,
-    :class:`workers.folders.DataFolderError` for a missing or malformed folder."""
+    :class:`workers.folders.DataFolderError` for a missing or malformed folder.
+
+    Cached per process by the configuration: planning asks for a dataset's facts dozens of
+    times (every stage's iterations per epoch), and on an ImageNet-sized folder the label
+    list and the subset size cost seconds each (issue 16). A failed check is not cached.
+    """
+    return _dataset_spec(json.dumps(dict(dataset_cfg), sort_keys=True))
+
+
+@functools.lru_cache(maxsize=32)
+def _dataset_spec(frozen: str) -> DatasetSpec:
+    dataset_cfg = json.loads(frozen)
     name, options = _check_config(dataset_cfg)
     subset = _subset_args(dataset_cfg)
     if name == "digits":
         return DIGITS
-    frozen = json.dumps(dict(dataset_cfg), sort_keys=True)
     if name == "voc07":
         from workers import voc
 
@@ -266,7 +280,7 @@ def dataset_spec(dataset_cfg: Mapping[str, Any]) -> DatasetSpec:
                            train_size=len(facts.train_ids), test_size=len(facts.test_ids),
                            load_cpu=lambda: _load_cpu(frozen), multi_label=True)
     labels, num_classes, channels, test_size = _labels_of(name, dataset_cfg)
-    size = len(labels) if subset is None else len(folders.subset_positions(labels, *subset))
+    size = len(labels) if subset is None else folders.subset_size(labels, *subset)
     return DatasetSpec(name=name, num_classes=num_classes, in_channels=channels, train_size=size,
                        test_size=test_size, load_cpu=lambda: _load_cpu(frozen))
 

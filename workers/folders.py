@@ -20,6 +20,8 @@ import functools
 import hashlib
 import os
 import pickle
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -191,6 +193,24 @@ def _quotas(counts: list[int], fraction: float) -> list[int]:
     for c in sorted(range(len(counts)), key=lambda c: (-(exact[c] - quotas[c]), c))[:max(short, 0)]:
         quotas[c] += 1
     return quotas
+
+
+def subset_size(labels: Sequence[int], kind: str, fraction: float, seed: int) -> int:
+    """``len(subset_positions(labels, kind, fraction, seed))``, without hashing every image.
+
+    ``images_per_class`` holds the sum of the per-class quotas whichever images are drawn;
+    ``classes`` needs the hash of each class only. Planning needs this size alone.
+    """
+    if kind not in SUBSET_KINDS:
+        raise ValueError(f"unknown subset kind {kind!r}; allowed: {', '.join(SUBSET_KINDS)}")
+    if not 0 < fraction <= 1:
+        raise ValueError(f"subset fraction must be in (0, 1], got {fraction}")
+    counts = Counter(labels)
+    classes = sorted(counts)
+    if kind == "classes":
+        chosen = sorted(classes, key=lambda c: _rank(seed, c))[:max(1, int(round(fraction * len(classes))))]
+        return sum(counts[c] for c in chosen)
+    return sum(_quotas([counts[c] for c in classes], fraction))
 
 
 def subset_positions(labels: list[int], kind: str, fraction: float, seed: int) -> list[int]:

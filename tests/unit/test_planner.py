@@ -29,8 +29,9 @@ def test_counts_and_sharing(sweep_dict):
     assert counts == {"dense": 2, "imp": 5, "random_mask": 2, "eval": 8}
     assert len(plan.cells) == 2 * 2 * 1 + 2 + 2 * 2  # labels, random, rotnet
     assert plan.trainings == 2 + 5 + 8
-    # naive: per IMP-source cell dense + L rounds + eval; per random cell one eval
-    assert plan.naive_trainings == 2 * ((2 + 1) + (2 + 3)) * 2 + 2
+    # naive: per IMP-source cell dense + L rounds + eval (a labels winning-ticket cell's last round is
+    # its evaluation: dense + L rounds); per random cell one eval
+    assert plan.naive_trainings == ((1 + 1) + (1 + 3)) + ((2 + 1) + (2 + 3)) + 2 * ((2 + 1) + (2 + 3)) + 2
     assert plan.total_epochs == 2 * plan.trainings
 
 
