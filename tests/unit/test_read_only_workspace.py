@@ -12,11 +12,14 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 from conftest import ROOT
+
+from orchestrator.artifact_stamps import SETTLED_S
 
 MINI = {
     "name": "mini", "dataset": {"name": "digits"}, "arch": {"name": "small_cnn", "width": 4},
@@ -93,6 +96,9 @@ def done_workspace(tmp_path_factory):
     sweep.write_text(yaml.safe_dump({**MINI, "workspace": str(root / "ws")}))
     code, out, err = run_cli("launch", sweep, "--no-progress", "--workers", "1")
     assert code == 0, out + err
+    # artifacts written less than SETTLED_S before a status are hashed but not stamped (racy
+    # stamps), so the next status would stamp them: settle only once they are old enough
+    time.sleep(SETTLED_S + 0.5)
     outputs = {name: run_cli(*args)[1] for name, args in _reading_commands(root / "ws", sweep).items()}
     return root / "ws", sweep, outputs
 
