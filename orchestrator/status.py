@@ -48,6 +48,7 @@ def print_status(workspace: Path, all_missing: bool = False, rehash: bool = Fals
                 for log in _scheduler_logs(workspace, row):
                     print(f"      log: {log}")
                 print(textwrap.indent(row["error_message"] or "(no message)", "      "))
+        print_blocked_and_running(workspace, stages)
         notes = [row for row in stages if row["state"] == "planned" and row["error_class"]]
         if notes:
             print(f"\nto be rerun ({len(notes)}):")
@@ -66,6 +67,15 @@ def print_status(workspace: Path, all_missing: bool = False, rehash: bool = Fals
             print(f"  ... and {len(missing) - MISSING_SHOWN} more (--all-missing lists them)")
     finally:
         ledger.close()
+
+
+def print_blocked_and_running(workspace: Path, stages) -> None:
+    """Blocked stages with the stage each waits for; running ones split into queued (with the
+    scheduler's reason) and running (where, since when); at most :data:`MISSING_SHOWN` lines each."""
+    from .stage_activity import activity_lines
+
+    for line in activity_lines(Path(workspace), stages, MISSING_SHOWN):
+        print(line)
 
 
 def _scheduler_logs(workspace: Path, row) -> list[Path]:

@@ -44,6 +44,9 @@ class SlurmSettings(_Strict):
     max_array_size: Optional[int] = Field(None, gt=0)
     #: how many times a stage is requeued after a time limit or preemption.
     max_requeues: int = Field(3, ge=0)
+    #: how many times a stage whose worker was killed by a signal (an infrastructure failure) is
+    #: started again within its job; a stage that raised is never retried.
+    retries: int = Field(2, ge=0)
     #: seconds before the time limit at which a stage is signalled to checkpoint and requeue.
     signal_delay_s: int = Field(90, ge=0)
     #: extra sbatch options, e.g. {"mail-type": "FAIL", "hold": true}; true writes a bare flag.
