@@ -15,6 +15,7 @@ from typing import Any, Optional
 
 from ..errors import UserError
 from .base import DEFAULT_RUNNER, Backend, Events, Task
+from .settings_base import with_retries
 
 #: backend name -> its subpackage (imported only when the backend is used).
 BACKENDS: dict[str, str] = {
@@ -37,8 +38,8 @@ def backend_class(name: str) -> type[Backend]:
 
 
 def settings_model(name: str) -> type:
-    """The pydantic model of the sweep file's section for backend ``name``."""
-    return importlib.import_module(f"{_package(name)}.settings").SETTINGS
+    """The pydantic model of the sweep file's section for backend ``name`` (with the shared ``retries``)."""
+    return with_retries(importlib.import_module(f"{_package(name)}.settings").SETTINGS)
 
 
 def get_backend(name: str, workers: Optional[int] = None, runner: str = DEFAULT_RUNNER,

@@ -1,7 +1,9 @@
 """What every backend's settings model builds on: a strict section and keyed validation errors."""
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from ..failure_classes import DEFAULT_RETRIES, MAX_RETRIES
 
 
 class SettingsModel(BaseModel):
@@ -24,3 +26,23 @@ class KeyedError(ValueError):
         super().__init__(message)
         self.sub_path = sub_path
         self.message = message
+
+
+def with_retries(model: type[SettingsModel]) -> type[SettingsModel]:
+    """``model`` with the ``retries`` setting every backend shares (see :mod:`orchestrator.failure_classes`).
+
+    The registry applies it to every backend's settings model, so a backend need not declare it;
+    one that declares ``retries`` itself is returned as it is.
+    """
+    if "retries" in model.model_fields:
+        return model
+    cached = _WITH_RETRIES.get(model)
+    if cached is None:
+        cached = _WITH_RETRIES[model] = create_model(
+            model.__name__, __base__=model, __module__=model.__module__, __doc__=model.__doc__,
+            retries=(int, Field(DEFAULT_RETRIES, ge=0, le=MAX_RETRIES,
+                                description="automatic reruns of a stage after an infrastructure failure")))
+    return cached  # type: ignore[return-value]
+
+
+_WITH_RETRIES: dict[type[SettingsModel], type[SettingsModel]] = {}
