@@ -122,6 +122,17 @@ class Backend(ABC):
             f"{row['host']}); it will be rerun")) for row in rows}
 
     @classmethod
+    def planned_settings(cls, spec: Any, plan: Any, settings: Mapping[str, Any]) -> dict[str, Any]:
+        """The settings ``launch`` runs ``plan`` with: the sweep's section, plus what the backend derives
+        from the plan (SLURM: time limits from the throughput table). Default: the section as it is."""
+        return dict(settings)
+
+    @classmethod
+    def plan_lines(cls, spec: Any, plan: Any, settings: Mapping[str, Any]) -> list[str]:
+        """Lines ``prunesweep plan`` prints about running ``plan`` on this backend."""
+        return []
+
+    @classmethod
     def describe_running(cls, workspace: Path, rows: list[Mapping[str, Any]]) -> dict[str, tuple[str, str]]:
         """Stage key -> (phase, detail) for this backend's stages the ledger calls running: ``queued``
         (waiting in a scheduler's queue; detail: the scheduler's reason) or ``running`` (detail: where,

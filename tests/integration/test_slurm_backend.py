@@ -136,6 +136,9 @@ def test_a_worker_killed_mid_training_is_retried_and_gives_the_same_numbers(slur
     cli("launch", _single_chain_sweep(tmp_path, "local", epochs), "--no-progress")
     cli("launch", _single_chain_sweep(tmp_path, "slurm", epochs), env=slurm_cluster.env)
     workspace = tmp_path / "slurm"
+    watcher = subprocess.Popen([sys.executable, "-m", "orchestrator", "status", str(workspace), "--watch",
+                                "--interval", "2"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               env=dict(slurm_cluster.env, PYTHONPATH=str(ROOT)))
     dense = next(k for k in _states(workspace) if k.startswith("dense-"))
     _wait_for_checkpoint(workspace, dense, epochs=3)
     os.kill(_worker_pid(workspace / "stages" / dense), signal.SIGKILL)
@@ -146,7 +149,17 @@ def test_a_worker_killed_mid_training_is_retried_and_gives_the_same_numbers(slur
     record = json.loads((workspace / "slurm" / "attempts" / f"{dense}.json").read_text())
     assert [(f["class"], f["why"], f["retried"]) for f in record["failures"]] == [
         ("infrastructure", "killed by SIGKILL", True)]
+    status = cli("status", workspace, env=slurm_cluster.env).stdout
+    assert "attempts failed: infrastructure: killed by SIGKILL" in status
     assert _top1(workspace) == _top1(tmp_path / "local")
+    # `status --watch` ended by itself once nothing was queued or running, with an ETA while it ran
+    watched, _ = watcher.communicate(timeout=120)
+    lines = [line for line in watched.splitlines() if re.match(r"\d\d:\d\d:\d\d  done ", line)]
+    total = len(_states(workspace))
+    assert watcher.returncode == 0 and len(lines) >= 2, watched
+    assert any("ETA ~" in line for line in lines[:-1]), watched
+    assert lines[-1].split("  ", 1)[1] == f"done {total}/{total}  running 0  queued 0  failed 0  blocked 0", watched
+    assert "cells: 1 of 1 done" in watched  # then the full status
 
 
 def test_unreachable_slurm_is_a_clear_error(tmp_path):

@@ -1,5 +1,7 @@
 """Automatic retries inside a SLURM job: which failures are retried, and the record status reads.
 
+The failure classes are those of :mod:`orchestrator.failure_classes`, shared by every backend.
+
 A SLURM job runs each stage as a child process (:mod:`.pack`). When that child dies by a
 signal (SIGKILL from a node's OOM killer or an administrator, a lost node's processes, a
 segfault in a driver) the failure is of class ``infrastructure`` and the job starts the stage
@@ -22,16 +24,16 @@ from typing import Optional
 
 from workers.artifacts import atomic_write_json
 
+from ...failure_classes import DETERMINISTIC, INFRASTRUCTURE, signal_name
 from .inputs import job_id_from
 
-INFRASTRUCTURE = "infrastructure"
-DETERMINISTIC = "deterministic"
 #: the folder of attempt records, inside the backend's log folder.
 ATTEMPTS_DIR = "attempts"
 
 
 def failure_class(returncode: int) -> str:
-    """The class of a stage process's exit status (a negative one: killed by that signal)."""
+    """The class of a stage process's exit status (a negative one: killed by that signal). The pack's
+    child catches what the stage raises and exits 1, so a positive status is the stage's own failure."""
     return INFRASTRUCTURE if returncode < 0 else DETERMINISTIC
 
 
@@ -46,12 +48,7 @@ def retriable(returncode: int) -> bool:
 
 def describe_exit(returncode: int) -> str:
     """``killed by SIGKILL`` or ``exit 1``."""
-    if returncode < 0:
-        try:
-            return f"killed by {signal.Signals(-returncode).name}"
-        except ValueError:
-            return f"killed by signal {-returncode}"
-    return f"exit {returncode}"
+    return f"killed by {signal_name(-returncode)}" if returncode < 0 else f"exit {returncode}"
 
 
 def record_path(workspace: Path, key: str) -> Path:
@@ -89,3 +86,26 @@ def summary(failures: list[dict]) -> str:
     last = failures[-1]
     return (f"attempt {len(retried) + 1}; {len(retried)} retried, last: {last.get('class')}, {last.get('why')} "
             f"on {last.get('host')} at {last.get('at')}")
+
+
+#: at most this many stages are named by :func:`retry_lines`.
+SHOWN = 20
+
+
+def retry_lines(workspace: Path) -> list[str]:
+    """``status`` lines: each stage with a recorded failed attempt, its job and why each attempt ended."""
+    folder = Path(workspace) / "slurm" / ATTEMPTS_DIR
+    paths = sorted(folder.glob("*.json")) if folder.is_dir() else []
+    lines = []
+    for path in paths[:SHOWN]:
+        try:
+            record = json.loads(path.read_text())
+            failures = [f for f in record["failures"] if isinstance(f, dict)]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        said = "; ".join(f"{f.get('class')}: {f.get('why')} on {f.get('host')} at {f.get('at')}"
+                         + ("" if f.get("retried") else " (no retry left)") for f in failures)
+        lines.append(f"slurm: stage {path.stem} (job {record.get('job_id')}) attempts failed: {said}")
+    if len(paths) > SHOWN:
+        lines.append(f"slurm: ... and {len(paths) - SHOWN} more stages with failed attempts ({folder})")
+    return lines

@@ -49,6 +49,8 @@ from typing import Any, Optional
 
 from ..base import DEFAULT_RUNNER, Backend, Checks, Events, Task, Verdict
 from ..processes import rank_env, split_runner, thread_env
+from . import time_limits
+from .attempts import read_record, retry_lines, summary
 from .inputs import inputs_ready, read_blocked, stage_inputs
 from .pack import PackJob
 from .scheduler_output import (
@@ -199,7 +201,8 @@ class SlurmBackend(Backend):
                                           max_num_timeout=settings.get("max_requeues", 3))
         parameters = {
             "job_name": f"prunesweep-{kind}",
-            "time": settings.get("time_min", {}).get(kind, settings.get("default_time_min", 60)),
+            "time": settings.get("time_min", {}).get(kind) or self._derived_time_min().get(kind)
+            or settings.get("default_time_min", 60),
             "cpus_per_task": settings.get("cpus_per_task", 1),
             "array_parallelism": settings.get("array_parallelism", 256),
             "signal_delay_s": settings.get("signal_delay_s", 90),
@@ -286,6 +289,16 @@ class SlurmBackend(Backend):
                                 array_of[task.key] = submitted.job_id.split("_")[0]
                                 events.started(task.key, host=None, pid=None, job_id=submitted.job_id)
 
+    def _derived_time_min(self) -> dict[str, int]:
+        """Kind -> minutes derived at launch (and kept for resume, which has no plan at hand)."""
+        derived = self.settings.get("derived_time_min")
+        if derived is None:
+            return time_limits.load(self.log_folder)
+        if time_limits.load(self.log_folder) != derived:  # this launch's limits (none: the defaults) win
+            self.log_folder.mkdir(parents=True, exist_ok=True)
+            time_limits.save_minutes(self.log_folder, derived)
+        return dict(derived)
+
     def _cpus(self) -> int:
         return int(self.settings.get("cpus_per_task", 1))
 
@@ -325,7 +338,37 @@ class SlurmBackend(Backend):
         if not rows:
             return {}
         states = job_states([row["job_id"] for row in rows], log_folder(workspace) / "job_states.json")
-        return {row["key"]: describe(states[row["job_id"]]) for row in rows if states.get(row["job_id"])}
+        described = {}
+        for row in rows:
+            if states.get(row["job_id"]):
+                phase, detail = describe(states[row["job_id"]])
+                failures = read_record(Path(workspace), row["key"], row["job_id"])
+                described[row["key"]] = (phase, f"{detail}; {summary(failures)}" if failures else detail)
+        return described
+
+    @classmethod
+    def planned_settings(cls, spec, plan, settings) -> dict:
+        """The section plus ``derived_time_min``: time limits from the throughput table (:mod:`.time_limits`)."""
+        limits = time_limits.derive(spec, plan, settings, partition_max=cls._partition_max(settings))
+        return {**settings, "derived_time_min": {kind: limit.minutes for kind, limit in limits.items()
+                                                 if limit.source == "derived"}}
+
+    @classmethod
+    def plan_lines(cls, spec, plan, settings) -> list[str]:
+        """The time limit of each kind and where it comes from."""
+        return time_limits.describe(time_limits.derive(spec, plan, settings,
+                                                       partition_max=cls._partition_max(settings)))
+
+    @staticmethod
+    def _partition_max(settings) -> Optional[int]:
+        if settings.get("max_time_min") or not settings.get("device"):
+            return None  # not needed: the setting caps, or nothing is derived
+        return time_limits.partition_max_minutes(settings.get("partition"))
+
+    @classmethod
+    def status_lines(cls, workspace: Path) -> list[str]:
+        """One line per stage a job restarted after an infrastructure failure (:mod:`.attempts`)."""
+        return retry_lines(Path(workspace))
 
     @classmethod
     def cancel_jobs(cls, rows) -> None:
