@@ -18,6 +18,7 @@ from workers.artifacts import verify_done
 
 from .backends import BACKENDS, Task, backend_class, by_backend, get_backend
 from .errors import UserError
+from .failure_classes import failure_class
 from .ledger import Ledger
 from .planner import Plan, plan_sweep, settings_fingerprint
 from .reconcile import ingest_results, log_tail, reconcile
@@ -74,6 +75,13 @@ class _LedgerEvents:
     def blocked(self, key, because_of):
         self.ledger.mark_blocked(key, because_of)
         self.bar.update(1)
+
+    def retrying(self, key, error_class, message):
+        row = self.ledger.stages([key])[0]
+        last = ((message or "").strip().splitlines() or [""])[-1]
+        self.ledger.note_retry(key, f"attempt {row['attempts']} ({row['host'] or '?'} pid {row['pid'] or '?'}): "
+                                    f"{error_class} ({failure_class(error_class) or '?'}): {last}")
+        self.ledger.mark_planned(key, error_class, f"retrying automatically: {message}")
 
     def interrupted(self, key):
         self.ledger.mark_planned(key, "Interrupted", "stopped by the user; its last epoch checkpoint is kept")

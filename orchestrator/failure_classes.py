@@ -112,6 +112,29 @@ def should_retry(failure: Failure, retries_used: int, retries: int) -> bool:
     return failure.retryable and retries_used < retries
 
 
+class RetryBudget:
+    """The retries one run (launch or resume) may still spend, per stage: ``retries`` each."""
+
+    def __init__(self, retries: int = DEFAULT_RETRIES):
+        self.retries = retries
+        self.used: dict[str, int] = {}
+
+    def spend(self, key: str, failure: Failure) -> bool:
+        """Whether stage ``key`` gets another attempt after ``failure`` (counting it when it does)."""
+        used = self.used.get(key, 0)
+        if not should_retry(failure, used, self.retries):
+            return False
+        self.used[key] = used + 1
+        return True
+
+    def note(self, key: str, failure: Failure) -> str:
+        """The message of a failure that ends the stage: with the retries it used, if any."""
+        used = self.used.get(key, 0)
+        if not failure.retryable or not used:
+            return failure.message
+        return f"{failure.message}\n(failed {used + 1} attempts in a row; retries: {self.retries})"
+
+
 def describe(error_class: Optional[str], attempts: int) -> str:
     """``WorkerDied (infrastructure), attempt 2`` for status lines."""
     kind = failure_class(error_class)

@@ -112,10 +112,15 @@ _TRANSFER_COLUMN = (
     "ALTER TABLE cells_v2 RENAME TO cells",
 )
 
+#: Automatic retries (:mod:`orchestrator.failure_classes`): one line per failed attempt a stage
+#: was retried after, so ``status`` still shows them once a later attempt succeeded.
+_RETRIED_COLUMN = ("ALTER TABLE stages ADD COLUMN retried TEXT",)
+
 #: ``MIGRATIONS[i]`` takes a ledger from version i to i + 1. Append only.
 MIGRATIONS: tuple[Migration, ...] = (
     sql(*_FIRST_SCHEMA),
     sql(*_TRANSFER_COLUMN),
+    sql(*_RETRIED_COLUMN),
 )
 
 _CELL_COLUMNS = ("sweep", "mask_source", "init", "transfer", "rewind", "rewind_iteration", "nominal_fraction",
@@ -280,6 +285,16 @@ class Ledger:
             "UPDATE stages SET state = 'blocked', error_class = 'DependencyFailed', error_message = ? WHERE key = ?",
             (f"dependency {because_of} did not finish", key),
         )
+
+    def mark_held(self, key: str, host: str, pid: Optional[int]) -> None:
+        """A live process holds the stage's lock (:mod:`workers.stage_lock`): it is running, there."""
+        self.connection.execute(
+            "UPDATE stages SET state = 'running', host = ?, pid = ?, ended_at = NULL WHERE key = ?", (host, pid, key))
+
+    def note_retry(self, key: str, line: str) -> None:
+        """A failed attempt of the stage will be retried automatically: keep a line saying why."""
+        self.connection.execute(
+            "UPDATE stages SET retried = COALESCE(retried || char(10), '') || ? WHERE key = ?", (line, key))
 
     def mark_planned(self, key: str, error_class: Optional[str] = None, message: Optional[str] = None) -> None:
         """Back to planned (to be run), keeping a note of why when there is one."""

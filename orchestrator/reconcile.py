@@ -1,9 +1,10 @@
 """Bring the ledger and the results table in line with the artifacts on disk.
 
 Artifacts are the truth: a stage whose checksummed artifacts exist is done whatever the
-ledger says; a damaged one is invalidated and planned again; a stage the ledger calls
-running whose backend says it is gone is planned again. Only verified artifacts are ingested
-into the results table, and each cell once.
+ledger says; a stage whose lock a live process holds (:mod:`workers.stage_lock`) is running,
+whatever the ledger says, and is never touched; a damaged one is invalidated and planned
+again; a stage the ledger calls running whose backend says it is gone is planned again.
+Only verified artifacts are ingested into the results table, and each cell once.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import Optional
 
 import results
 from workers.artifacts import DONE_FILE, LOG_FILE, invalidate
+from workers.stage_lock import holder
 
 from .artifact_stamps import verify_stage
 from .backends import backend_class, by_backend
@@ -63,6 +65,11 @@ def reconcile(workspace: Path, ledger: Ledger, lock_held_by_us: bool = False, re
             done.add(key)
             if state != "done":
                 ledger.mark_done(key)
+            continue
+        held = holder(stage_dir(workspace, key))
+        if held is not None:  # a live process runs it (maybe an orphan of a dead driver): trusted over the ledger
+            if state != "running" or (row["host"], row["pid"]) != (held.host, held.pid):
+                ledger.mark_held(key, held.host, held.pid)
             continue
         if reason != "not run" and state != "running":
             invalidate(stage_dir(workspace, key))

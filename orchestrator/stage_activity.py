@@ -2,15 +2,18 @@
 
 The ledger's ``running`` covers a job waiting in a scheduler's queue as much as one that
 trains; each backend tells them apart (:meth:`~.backends.base.Backend.describe_running`).
-A stage the backend does not describe runs where its ledger row says (host, pid, start).
+A running stage is shown with the process that holds its lock (:mod:`workers.stage_lock`)
+where one does, else with what its backend says, else where its ledger row says.
 """
 from __future__ import annotations
 
-import time
 from collections import Counter
 from pathlib import Path
 
+from workers.stage_lock import holder
+
 from .backends import BACKENDS, backend_class, by_backend
+from .workspace import stage_dir
 
 
 def phases(workspace: Path, stages) -> dict[str, tuple[str, str]]:
@@ -21,18 +24,18 @@ def phases(workspace: Path, stages) -> dict[str, tuple[str, str]]:
         if name in BACKENDS:
             described.update(backend_class(name).describe_running(Path(workspace), rows))
     for row in running:
-        if row["key"] not in described:
-            since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row["started_at"])) if row["started_at"] else ""
-            where = f"on {row['host']}" + (f" pid {row['pid']}" if row["pid"] else "") if row["host"] else ""
-            described[row["key"]] = ("running", " ".join(part for part in (where, f"since {since}" if since else "")
-                                                         if part))
+        held = holder(stage_dir(workspace, row["key"]))
+        if held is not None:  # a live process runs it, whatever the scheduler said a moment ago
+            extra = described.get(row["key"], ("", ""))[1].partition("; ")[2]
+            described[row["key"]] = ("running", held.describe() + (f"; {extra}" if extra else ""))
+        elif row["key"] not in described:
+            described[row["key"]] = ("running", f"pid {row['pid'] or '?'} on {row['host'] or '?'} (starting)")
     return described
 
 
 def activity_lines(workspace: Path, stages, shown: int) -> list[str]:
-    """The lines of ``status`` about blocked, queued and running stages (at most ``shown`` of each list)."""
+    """The lines of ``status`` about blocked, running and queued stages (at most ``shown`` of each list)."""
     lines: list[str] = []
-    label = {row["key"]: row["label"] for row in stages}
     blocked = [row for row in stages if row["state"] == "blocked"]
     if blocked:
         lines.append(f"\nblocked stages ({len(blocked)}):")
@@ -42,19 +45,26 @@ def activity_lines(workspace: Path, stages, shown: int) -> list[str]:
         if len(blocked) > shown:
             lines.append(f"  ... and {len(blocked) - shown} more")
     described = phases(workspace, stages)
-    if not described:
-        return lines
-    queued = {key: detail for key, (phase, detail) in described.items() if phase == "queued"}
-    running = {key: detail for key, (phase, detail) in described.items() if phase != "queued"}
-    reasons = Counter(queued.values())
-    why = ", ".join(f"{reason}: {count}" for reason, count in reasons.most_common())
-    lines.append(f"\nin progress: {len(running)} running, {len(queued)} queued" + (f" ({why})" if why else ""))
-    for key in list(running)[:shown]:
-        lines.append(f"  running  {key}  {label.get(key, '')}  {running[key]}".rstrip())
-    if len(running) > shown:
-        lines.append(f"  ... and {len(running) - shown} more running")
-    for key in list(queued)[:shown]:
-        lines.append(f"  queued   {key}  {label.get(key, '')}  ({queued[key]})")
-    if len(queued) > shown:
-        lines.append(f"  ... and {len(queued) - shown} more queued")
+    rows = {row["key"]: row for row in stages}
+    running = [key for key, (phase, _) in described.items() if phase != "queued"]
+    queued = [key for key, (phase, _) in described.items() if phase == "queued"]
+
+    def tag(row) -> str:
+        job = f", job {row['job_id']}" if row["job_id"] else ""
+        return f"[{row['backend'] or '?'}{job}, attempt {row['attempts']}]"
+
+    if running:
+        lines.append(f"\nrunning ({len(running)}):")
+        for key in running[:shown]:
+            lines.append(f"  {key}  {rows[key]['label']}  {tag(rows[key])} {described[key][1]}".rstrip())
+        if len(running) > shown:
+            lines.append(f"  ... and {len(running) - shown} more running")
+    if queued:
+        reasons = Counter(described[key][1] for key in queued)
+        why = ", ".join(f"{reason} {count}" for reason, count in reasons.most_common())
+        lines.append(f"\nqueued ({len(queued)}; waiting for: {why}):")
+        for key in queued[:shown]:
+            lines.append(f"  {key}  {rows[key]['label']}  {tag(rows[key])} {described[key][1]}")
+        if len(queued) > shown:
+            lines.append(f"  ... and {len(queued) - shown} more queued")
     return lines

@@ -8,6 +8,7 @@ from pathlib import Path
 from workers import catalog
 
 from .backends import BACKENDS, backend_class
+from .failure_classes import describe
 from .ledger import STATES, Ledger
 from .reconcile import ingest_results, reconcile
 
@@ -43,12 +44,13 @@ def print_status(workspace: Path, all_missing: bool = False, rehash: bool = Fals
             print(f"\nfailed stages ({len(failed)}):")
             for row in failed:
                 where = f"job {row['job_id']}" if row["job_id"] else f"on {row['host'] or '?'}"
-                print(f"  {row['key']}  {row['label']}  [{row['error_class']}, attempt {row['attempts']}, "
+                print(f"  {row['key']}  {row['label']}  [{describe(row['error_class'], row['attempts'])}, "
                       f"{row['backend'] or '?'} {where}]")
                 for log in _scheduler_logs(workspace, row):
                     print(f"      log: {log}")
                 print(textwrap.indent(row["error_message"] or "(no message)", "      "))
         print_blocked_and_running(workspace, stages)
+        _print_retried(stages)
         notes = [row for row in stages if row["state"] == "planned" and row["error_class"]]
         if notes:
             print(f"\nto be rerun ({len(notes)}):")
@@ -70,12 +72,24 @@ def print_status(workspace: Path, all_missing: bool = False, rehash: bool = Fals
 
 
 def print_blocked_and_running(workspace: Path, stages) -> None:
-    """Blocked stages with the stage each waits for; running ones split into queued (with the
-    scheduler's reason) and running (where, since when); at most :data:`MISSING_SHOWN` lines each."""
+    """Blocked stages with the stage each waits for; running ones (with the process holding each one's
+    lock, an orphan of a dead driver included) apart from those queued in a scheduler (with its reason);
+    at most :data:`MISSING_SHOWN` lines each."""
     from .stage_activity import activity_lines
 
     for line in activity_lines(Path(workspace), stages, MISSING_SHOWN):
         print(line)
+
+
+def _print_retried(stages) -> None:
+    """Stages that were retried automatically after infrastructure failures, with each failed attempt."""
+    retried = [row for row in stages if row["retried"]]
+    if not retried:
+        return
+    print(f"\nretried automatically ({len(retried)}):")
+    for row in retried:
+        print(f"  {row['key']}  {row['label']}  [{row['state']}, attempt {row['attempts']}]")
+        print(textwrap.indent(row["retried"], "      "))
 
 
 def _scheduler_logs(workspace: Path, row) -> list[Path]:

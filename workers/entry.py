@@ -10,10 +10,12 @@ import json
 import logging
 import threading
 import time
+import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from workers import stage_lock
 from workers.artifacts import (
     CHECKPOINT_FILE,
     DONE_FILE,
@@ -27,9 +29,12 @@ from workers.artifacts import (
     verify_done,
     write_done,
 )
+from workers.error_record import clear_error, write_error
 from workers.preemption import save_progress  # noqa: F401  (backends call it before a preemption)
 
 log = logging.getLogger("workers")
+#: lines of a traceback kept in the error record.
+ERROR_LINES = 12
 
 
 @contextmanager
@@ -70,7 +75,10 @@ def run_stage(stage_dir: Path | str) -> dict:
     A done stage (verified manifest) is skipped. A damaged one (manifest present but an
     artifact changed or missing) is invalidated and recomputed. Dependencies are verified
     before use and raise :class:`~workers.artifacts.CorruptArtifact` naming the folder.
-    Log lines and any traceback are appended to ``log.txt``; exceptions are re-raised.
+    Log lines and any traceback are appended to ``log.txt``; exceptions are re-raised, and
+    recorded in ``error.json`` (:mod:`workers.error_record`). While it runs, the stage's lock
+    (:mod:`workers.stage_lock`) is held: a second process on the same stage gets
+    :class:`~workers.stage_lock.StageBusy` instead of running beside it.
 
     Started as one rank of a distributed stage (:mod:`workers.distributed`: torch's
     ``WORLD_SIZE``/``RANK``... variables), every rank runs the stage on its shard of the
@@ -85,6 +93,16 @@ def run_stage(stage_dir: Path | str) -> dict:
 
 def _run_stage(stage_dir: Path) -> dict:
     from workers import distributed
+
+    if distributed.current() is None and verify_done(stage_dir)[0]:  # done: skipped without touching a file
+        return json.loads((stage_dir / DONE_FILE).read_text())
+    # rank 0 holds the stage's lock for the whole run: while it lives no other process runs the stage
+    with stage_lock.hold(stage_dir) if distributed.is_writer() else contextlib.nullcontext():
+        return _run_locked(stage_dir)
+
+
+def _run_locked(stage_dir: Path) -> dict:
+    from workers import distributed
     from workers.stage_contract import StageContext
     from workers.stage_registry import check_metrics, parse_config, stage_kind
 
@@ -94,6 +112,8 @@ def _run_stage(stage_dir: Path) -> dict:
         return json.loads((stage_dir / DONE_FILE).read_text())
     kind, key = stage.get("kind"), stage.get("key", stage_dir.name)
     writer = distributed.is_writer()
+    if writer:
+        clear_error(stage_dir)  # a record left now belongs to this attempt
     with stage_log(stage_dir) if writer else contextlib.nullcontext():
         try:
             if reason != "not run" and writer:
@@ -124,6 +144,9 @@ def _run_stage(stage_dir: Path) -> dict:
         except (SystemExit, KeyboardInterrupt) as stop:  # preempted, timed out or stopped: not a failure
             log.warning("stage %s (%s) stopped (%s); its checkpoint is kept", key, kind, type(stop).__name__)
             raise
-        except BaseException:
+        except BaseException as error:
             log.exception("stage %s (%s) failed", key, kind)
+            if writer:  # tells a backend that sees only an exit status that the stage's code raised
+                lines = traceback.format_exc().rstrip().splitlines()
+                write_error(stage_dir, error, "\n".join(lines[-ERROR_LINES:]))
             raise

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Protocol
 
+from workers.stage_lock import holder
+
 #: the worker entry point every backend calls on a stage folder.
 DEFAULT_RUNNER = "workers.entry:run_stage"
 
@@ -47,6 +49,10 @@ class Events(Protocol):
 
     def blocked(self, key: str, because_of: str) -> None:
         """A task will not run because a task it waits for failed."""
+
+    def retrying(self, key: str, error_class: str, message: str) -> None:
+        """A task's attempt failed for a reason another attempt may survive (an infrastructure
+        failure, :mod:`orchestrator.failure_classes`); the backend starts it again."""
 
     def interrupted(self, key: str) -> None:
         """A running task was stopped by the user (Ctrl-C)."""
@@ -169,11 +175,24 @@ class DependencyQueue:
     """The tasks of one run in dependency order: ready ones by priority, failures blocking their dependents.
 
     For backends that schedule stages themselves (local, Ray): :meth:`pop` the next ready
-    task, then report it :meth:`done` (its dependents may become ready) or :meth:`failed`
-    (returns the dependents, transitively, that can no longer run).
+    task, then report it :meth:`done` (its dependents may become ready), :meth:`retry` it or
+    report it :meth:`failed` (returns the dependents, transitively, that can no longer run).
+    Stages held by a process not of this run are waited for: :attr:`held`, :meth:`release_free`.
     """
 
     def __init__(self, tasks: Iterable[Task]):
+        tasks = list(tasks)
+        # a stage these tasks wait for that a process not of this run still runs (it holds the stage's lock,
+        # workers.stage_lock: an orphan of a dead driver, say) is waited for, then run (it returns at once if
+        # it ended done), never beside that process
+        known = {task.key for task in tasks}
+        held: dict[str, Task] = {}
+        for task in tasks:
+            for need in task.waits_for:
+                folder = task.folder.parent / need
+                if need not in known and need not in held and holder(folder) is not None:
+                    held[need] = Task(need, folder, priority=task.priority)
+        tasks += held.values()
         self.tasks = {task.key: task for task in tasks}
         self._waiting = {key: {k for k in task.waits_for if k in self.tasks} for key, task in self.tasks.items()}
         self._dependents: dict[str, list[str]] = {key: [] for key in self.tasks}
@@ -184,6 +203,24 @@ class DependencyQueue:
         heapq.heapify(self._ready)
         #: keys neither finished, failed nor blocked yet.
         self.unresolved = set(self.tasks)
+        #: keys not ready until no process holds their lock (see :meth:`wait_for_holder`).
+        self.held: set[str] = set()
+        for key in held:
+            self.wait_for_holder(key)
+
+    def wait_for_holder(self, key: str) -> None:
+        """``key`` runs in a process not ours (it holds the stage's lock): it becomes ready only once
+        that lock is free (:meth:`release_free`)."""
+        self.held.add(key)
+        self.unresolved.discard(key)
+
+    def release_free(self) -> None:
+        """Make ready the held tasks whose lock no process holds any more."""
+        for key in sorted(self.held):
+            if holder(self.tasks[key].folder) is None:
+                self.held.discard(key)
+                self.unresolved.add(key)
+                self.retry(key)
 
     def has_ready(self) -> bool:
         """Whether a task can start now."""
@@ -204,6 +241,11 @@ class DependencyQueue:
             self._waiting[child].discard(key)
             if not self._waiting[child] and child in self.unresolved:
                 heapq.heappush(self._ready, (-self.tasks[child].priority, child))
+
+    def retry(self, key: str) -> None:
+        """``key`` (popped, still unresolved) is ready to run again (once, however often this is called)."""
+        if all(ready != key for _, ready in self._ready):
+            heapq.heappush(self._ready, (-self.tasks[key].priority, key))
 
     def failed(self, key: str) -> list[str]:
         """``key`` failed: resolve and return every task that depends on it, transitively."""

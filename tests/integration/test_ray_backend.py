@@ -19,8 +19,10 @@ from conftest import ledger_states as _states
 
 import results
 from orchestrator.backends.ray.job_client import DRIVER_RECORD
+from orchestrator.planner import plan_sweep
+from orchestrator.spec import load_spec
 from orchestrator.workspace import stage_dir
-from workers.artifacts import CHECKPOINT_FILE, DONE_FILE, LOG_FILE
+from workers.artifacts import CHECKPOINT_FILE, DONE_FILE, LOG_FILE, atomic_write_json
 
 pytestmark = pytest.mark.ray
 
@@ -155,12 +157,14 @@ def _kill_dense_mid_training(cluster, workspace):
 
 
 def test_a_killed_worker_is_retried_from_its_checkpoint(ray_cluster, tmp_path):
-    path = _sweep(tmp_path, "ray", sweep=LONG_DENSE, address=ray_cluster.dashboard, max_retries=1)
+    path = _sweep(tmp_path, "ray", sweep=LONG_DENSE, address=ray_cluster.dashboard, retries=1)
     workspace = tmp_path / "ray"
     cli("launch", path, env=ray_cluster.env)
     dense = _kill_dense_mid_training(ray_cluster, workspace)
     states = _wait(workspace, ray_cluster.env, _all_done)
     assert states[dense]["attempts"] == 2
+    assert "attempt 1" in states[dense]["retried"] and "WorkerDied (infrastructure)" in states[dense]["retried"]
+    assert "retried automatically (1):" in cli("status", workspace, env=ray_cluster.env).stdout
     assert "resumed from checkpoint.pt" in (stage_dir(workspace, dense) / LOG_FILE).read_text()
 
     # the same stage run uninterrupted in a fresh folder gives the same numbers
@@ -190,10 +194,32 @@ def test_a_worker_killed_past_max_retries_fails_with_its_reason(ray_cluster, tmp
                    lambda s: s[dense]["state"] == "failed" and not [r for r in s.values() if r["state"] == "running"])
     assert states[dense]["error_class"] == "WorkerCrashedError"
     assert {row["state"] for key, row in states.items() if key != dense} == {"blocked"}
-    assert "WorkerCrashedError" in cli("status", workspace, env=ray_cluster.env).stdout
+    status = cli("status", workspace, env=ray_cluster.env).stdout
+    assert "[WorkerCrashedError (infrastructure), attempt 1, ray" in status
     cli("resume", workspace, "--backend", "ray", env=ray_cluster.env)
     _wait(workspace, ray_cluster.env, _all_done)
     assert "resumed from checkpoint.pt" in (stage_dir(workspace, dense) / LOG_FILE).read_text()
+
+
+def test_a_stage_that_raises_is_not_retried_and_blocks_only_its_dependents(ray_cluster, tmp_path):
+    sweep = {**TINY, "mask_source": ["labels"], "init": ["winning_ticket"], "pruning": {"fractions": [0.8]},
+             "seeds": [0, 1]}
+    path = _sweep(tmp_path, "ray", sweep=sweep, address=ray_cluster.dashboard)
+    workspace = tmp_path / "ray"
+    stages = plan_sweep(load_spec(path)).stages
+    victim = next(key for key, stage in stages.items() if stage.kind == "dense" and stage.config["seed"] == 0)
+    broken = stages[victim].to_json()
+    broken["config"]["recipe"]["optimizer"] = "no-such-optimizer"
+    atomic_write_json(stage_dir(workspace, victim) / "stage.json", broken)
+    cli("launch", path, env=ray_cluster.env)
+    states = _wait(workspace, ray_cluster.env,
+                   lambda s: len(s) == 4 and not [r for r in s.values() if r["state"] in ("planned", "running")])
+    dependents = {key for key, stage in stages.items() if victim in stage.deps.values()}
+    assert states[victim]["state"] == "failed" and states[victim]["attempts"] == 1 and not states[victim]["retried"]
+    assert {key for key, row in states.items() if row["state"] == "blocked"} == dependents
+    assert {row["state"] for key, row in states.items() if key != victim and key not in dependents} == {"done"}
+    status = cli("status", workspace, env=ray_cluster.env, check=False).stdout
+    assert f"[{states[victim]['error_class']} (deterministic), attempt 1, ray" in status
 
 
 def test_killing_the_driver_loses_no_finished_stage_and_resume_continues_on_ray(ray_cluster, tmp_path,

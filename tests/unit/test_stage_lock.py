@@ -86,3 +86,19 @@ def test_the_error_record_is_written_read_and_cleared(tmp_path):
     (tmp_path / "elsewhere.json").write_text('{"error_class": "ValueError"}')
     (tmp_path / ERROR_FILE).symlink_to(tmp_path / "elsewhere.json")
     assert read_error(tmp_path) is None
+
+
+def test_a_backend_queue_waits_for_a_held_dependency_then_runs_it(tmp_path):
+    from orchestrator.backends.base import DependencyQueue, Task
+
+    held, child = tmp_path / "held", tmp_path / "child"
+    held.mkdir()
+    with hold(held):  # another open file description: the same conflict as another process's
+        queue = DependencyQueue([Task("child", child, waits_for=("held",))])
+        assert queue.held == {"held"} and not queue.has_ready()
+        queue.release_free()
+        assert queue.held == {"held"} and not queue.has_ready()
+    queue.release_free()
+    assert queue.held == set() and queue.pop().key == "held" and queue.pop() is None
+    queue.done("held")
+    assert queue.pop().key == "child"

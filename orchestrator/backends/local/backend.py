@@ -2,9 +2,14 @@
 
 Each worker process imports the entry point once and then runs one stage after another
 (one thread each by default, one process per core). A stage that raises is reported
-with its traceback's last lines; a worker process that dies is replaced. Ctrl-C
-terminates the workers and reports the running stages as interrupted; whatever epochs
-they had checkpointed are kept.
+with its traceback's last lines, and is not retried: a deterministic failure. A worker
+process that dies (killed by a signal) is replaced and its stage is started again, from
+its last epoch checkpoint, up to ``retries`` times (:mod:`orchestrator.failure_classes`).
+Ctrl-C terminates the workers and reports the running stages as interrupted; whatever
+epochs they had checkpointed are kept. Workers die with the driver, even when it alone is
+killed (:mod:`.parent_death`). A stage this run waits for that a process of an earlier
+driver still runs (it holds the stage's lock, :mod:`workers.stage_lock`) is waited for,
+never started beside itself.
 """
 from __future__ import annotations
 
@@ -12,22 +17,31 @@ import multiprocessing
 import os
 import signal
 import socket
+import time
 import traceback
 from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Optional
 
+from workers.error_record import read_error
+from workers.stage_lock import StageBusy
+
+from ...failure_classes import DEFAULT_RETRIES, RetryBudget, classify
 from ..base import DEFAULT_RUNNER, Backend, Checks, DependencyQueue, Events, Task, Verdict
 from ..processes import process_alive, resolve_runner, thread_env
 from .gpus import least_used_gpu, visible_gpus
+from .parent_death import die_with_parent
 from .ranks import RankGroup
 
 #: lines of a traceback sent back with a failure.
 TRACEBACK_LINES = 12
+#: seconds between looks at the lock of a stage a process not ours still runs.
+HELD_POLL_S = 1.0
 
 
-def _worker_main(runner: str, threads: int, gpu: Optional[str], connection) -> None:
+def _worker_main(runner: str, threads: int, gpu: Optional[str], connection, driver_pid: int) -> None:
     """Body of one worker process: run the stage folders it is sent until told to stop."""
+    die_with_parent(driver_pid)
     os.environ.update(thread_env(threads))
     if gpu is not None:  # before anything initialises CUDA: the worker sees this GPU only
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
@@ -54,7 +68,8 @@ class _Worker:
         self.gpu = gpu
         self.connection, child = context.Pipe()
         # not daemonic: a stage's DataLoader starts processes of its own, which daemons may not
-        self.process = context.Process(target=_worker_main, args=(runner, threads, gpu, child), daemon=False)
+        self.process = context.Process(target=_worker_main, args=(runner, threads, gpu, child, os.getpid()),
+                                       daemon=False)
         self.process.start()
         child.close()
         self.key: Optional[str] = None
@@ -81,7 +96,8 @@ class LocalBackend(Backend):
 
     def __init__(self, workers: Optional[int] = None, threads: int = 1, runner: str = DEFAULT_RUNNER,
                  stages_per_gpu: int = 1, gpus: Optional[list[str]] = None,
-                 ranks: Optional[dict[str, int]] = None):
+                 ranks: Optional[dict[str, int]] = None, retries: int = DEFAULT_RETRIES):
+        self.retries = retries
         self.gpus = visible_gpus() if gpus is None else list(gpus)
         self.ranks = dict(ranks or {})
         default = len(self.gpus) * stages_per_gpu if self.gpus else len(os.sched_getaffinity(0))
@@ -93,18 +109,20 @@ class LocalBackend(Backend):
     def create(cls, settings, workspace, runner: str = DEFAULT_RUNNER, workers: Optional[int] = None) -> LocalBackend:
         """``workers`` (the command line's) wins over the sweep's ``local.workers``."""
         return cls(workers=workers or settings.get("workers"), runner=runner,
-                   stages_per_gpu=settings.get("stages_per_gpu", 1), ranks=settings.get("ranks"))
+                   stages_per_gpu=settings.get("stages_per_gpu", 1), ranks=settings.get("ranks"),
+                   retries=settings.get("retries", DEFAULT_RETRIES))
 
     @classmethod
     def judge_running(cls, rows, checks: Checks) -> dict[str, Verdict]:
-        """A stage runs while its process on this machine does and its driver holds the workspace lock."""
+        """A stage runs while a live process holds its lock (reconcile asked that first), or while its
+        driver holds the workspace lock and the stage's process lives (it may not have locked yet)."""
         host = socket.gethostname()
         verdicts = {}
         for row in rows:
             gone = row["host"] == host and row["pid"] is not None and not process_alive(row["pid"])
             if gone or not checks.driver_alive():
                 verdicts[row["key"]] = Verdict("planned", "Interrupted", (
-                    f"its process (pid {row['pid']} on {row['host']}) is gone; it will be rerun"))
+                    f"no process holds its lock (it ran as pid {row['pid']} on {row['host']}); it will be rerun"))
         return verdicts
 
     def _group_gpus(self, size: int, pool: list[_Worker], groups: dict[str, RankGroup]) -> list[str]:
@@ -143,10 +161,11 @@ class _LocalRun:
         self.groups: dict[str, RankGroup] = {}  # distributed stages running, by key
         self.held: Optional[Task] = None  # a popped task waiting for enough free slots
         self.host = socket.gethostname()
+        self.budget = RetryBudget(backend.retries)
 
     def busy(self) -> bool:
-        """Whether a worker or a rank group is running a stage."""
-        return any(worker.key is not None for worker in self.pool) or bool(self.groups)
+        """Whether a worker or a rank group is running a stage, or an orphan is waited for."""
+        return any(worker.key is not None for worker in self.pool) or bool(self.groups) or bool(self.queue.held)
 
     def start_ready(self) -> None:
         """Start ready tasks, by priority, while the pool has room for them."""
@@ -179,8 +198,15 @@ class _LocalRun:
     def collect(self) -> None:
         """Wait until a stage ends, then report every stage that has ended."""
         busy = [worker for worker in self.pool if worker.key is not None]
-        signalled = wait([w.connection for w in busy] + [w.process.sentinel for w in busy]
-                         + [fd for group in self.groups.values() for fd in group.pidfds])
+        waitables = ([w.connection for w in busy] + [w.process.sentinel for w in busy]
+                     + [fd for group in self.groups.values() for fd in group.pidfds])
+        timeout = HELD_POLL_S if self.queue.held else None
+        if waitables:
+            signalled = wait(waitables, timeout)
+        else:
+            time.sleep(HELD_POLL_S)
+            signalled = []
+        self.queue.release_free()
         for key, group in list(self.groups.items()):
             outcome = group.outcome()
             if outcome is not None:
@@ -191,23 +217,39 @@ class _LocalRun:
             stage = worker.key
             if stage is None:
                 continue
+            report = None
             if worker.connection in signalled or worker.connection.poll():
-                status, error_class, message = worker.connection.recv()
+                try:
+                    report = worker.connection.recv()
+                except EOFError:  # the worker died: its end of the pipe closed without a report
+                    pass
+            if report is not None:
                 worker.key = None
-                self._ended(stage, status, error_class, message)
-            elif worker.process.sentinel in signalled:
+                self._ended(stage, *report)
+            elif worker.process.sentinel in signalled or not worker.process.is_alive():
                 worker.process.join()
                 self.pool.remove(worker)
-                self._ended(stage, "error", "WorkerDied",
-                            f"the worker process exited with code {worker.process.exitcode}")
+                record = read_error(self.queue.tasks[stage].folder)
+                if record is not None and record.get("pid") != worker.process.pid:
+                    record = None  # an earlier attempt's
+                failure = classify(exit_code=worker.process.exitcode, error_record=record)
+                self._ended(stage, "died", failure.error_class, failure.message)
 
     def _ended(self, key: str, status: str, error_class: str, message: str) -> None:
-        """A stage's process reported ``status`` (``ok``, ``error``, or another word for a stage not done)."""
+        """A stage's process reported ``status`` (``ok``, ``error``; ``died``: it ended without reporting)."""
         if status == "ok" and self.events.finished(key):
             self.queue.done(key)
             return
-        if status == "error":
-            self.events.failed(key, error_class, message)
+        if status == "error" and error_class == StageBusy.__name__:
+            self.queue.wait_for_holder(key)  # a process not ours runs it: run it once that ends
+            return
+        if status in ("error", "died"):
+            failure = classify(reported=(error_class, message))
+            if self.budget.spend(key, failure):
+                self.events.retrying(key, failure.error_class, failure.message)
+                self.queue.retry(key)
+                return
+            self.events.failed(key, error_class, self.budget.note(key, failure))
         for child in self.queue.failed(key):
             self.events.blocked(child, key)
 

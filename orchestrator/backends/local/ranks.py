@@ -4,7 +4,8 @@ Each rank is a fresh ``python`` process that calls the runner on the stage folde
 torch's environment variables set (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``,
 ``LOCAL_WORLD_SIZE``, ``MASTER_ADDR=127.0.0.1``, a free ``MASTER_PORT``) and, with GPUs,
 ``CUDA_VISIBLE_DEVICES`` naming the GPUs of the group, so rank ``r`` uses the ``r``-th.
-The group ends well when every rank exits 0; as soon as one fails the others are killed
+Ranks die with the driver (:mod:`.parent_death`). The group ends well when every rank exits
+0; as soon as one fails the others are killed
 (they would wait for it until the process group's timeout).
 """
 from __future__ import annotations
@@ -24,7 +25,9 @@ STDERR_LINES = 12
 
 _RANK_MAIN = """
 import sys, traceback
+from orchestrator.backends.local.parent_death import die_with_parent
 from orchestrator.backends.processes import resolve_runner
+die_with_parent(int(sys.argv[3]))
 try:
     resolve_runner(sys.argv[1])(sys.argv[2])
 except BaseException as error:
@@ -51,7 +54,7 @@ class RankGroup:
             if gpus:
                 env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
             self.processes.append(subprocess.Popen(
-                [sys.executable, "-c", _RANK_MAIN, runner, str(folder)], env=env,
+                [sys.executable, "-c", _RANK_MAIN, runner, str(folder), str(os.getpid())], env=env,
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self.stderr[rank],
                 start_new_session=True))  # Ctrl-C reaches the driver only; it stops the group
         self.pidfds = [os.pidfd_open(process.pid) for process in self.processes]

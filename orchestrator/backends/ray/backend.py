@@ -6,9 +6,13 @@ Two ways to run:
   connects to Ray (or starts one for the sweep and stops it after), checks that every
   node sees the workspace, then submits each stage as soon as the stages it waits for are
   done, longest chain first, and reports through :class:`~.base.Events`. A task whose
-  worker process dies (SIGKILL, node loss) is rerun by Ray up to ``max_retries`` times; the
-  runner resumes from the stage's last epoch checkpoint. A stage that raises is not
-  retried: it fails with its traceback's last lines and its dependents are blocked.
+  worker process dies (SIGKILL, node loss: an infrastructure failure,
+  :mod:`orchestrator.failure_classes`) is rerun by Ray up to ``retries`` times (Ray's own
+  ``max_retries`` where the sweep gives it); the runner resumes from the stage's last epoch
+  checkpoint, and each rerun is noted in the ledger. A stage that raises is not retried: it
+  fails with its traceback's last lines and its dependents are blocked. A stage the run
+  waits for that a process not of this run holds (its lock) is waited for, never started
+  beside it.
 - **detached** (an ``address``): ``run`` submits a driver to the cluster as a Ray job
   (``python -m orchestrator.backends.ray.driver_job WORKSPACE``), waits only until that driver has seen
   the workspace from every node, records the job in ``WORKSPACE/ray/driver.json`` and
@@ -32,8 +36,10 @@ from pathlib import Path
 from typing import Any, Optional
 
 from workers.artifacts import atomic_write_json
+from workers.stage_lock import StageBusy
 
 from ...errors import UserError
+from ...failure_classes import DEFAULT_RETRIES
 from ..base import DEFAULT_RUNNER, Backend, DependencyQueue, Events, Task
 from ..processes import resolve_runner, thread_env
 from .job_client import (
@@ -147,6 +153,9 @@ class RayBackend(Backend):
         self.workspace = Path(workspace).absolute()
         self.runner = runner
         self.detached = bool(self.settings.get("address")) and not self.settings.get("attached")
+        given = self.settings.get("max_retries")
+        #: reruns of a stage whose worker died (Ray's max_retries of each stage task).
+        self.retries = int(given if given is not None else self.settings.get("retries", DEFAULT_RETRIES))
 
     @classmethod
     def create(cls, settings, workspace, runner: str = DEFAULT_RUNNER, workers: Optional[int] = None) -> RayBackend:
@@ -242,7 +251,7 @@ class RayBackend(Backend):
         resources = self.settings.get("resources") or {}
         chosen = resources.get(kind) or resources.get("default") or {}
         options: dict[str, Any] = {"num_cpus": chosen.get("num_cpus", 1), "num_gpus": chosen.get("num_gpus", 0),
-                                   "max_retries": self.settings.get("max_retries", 3), "retry_exceptions": False}
+                                   "max_retries": self.retries, "retry_exceptions": False}
         if chosen.get("custom"):
             options["resources"] = dict(chosen["custom"])
         return options
@@ -259,7 +268,7 @@ class RayBackend(Backend):
         if ranks > 1:
             return coordinator.options(name=f"stage-{task.key}", num_cpus=0, max_retries=0).remote(
                 self.runner, str(task.folder), task.key, chosen, ranks,
-                self.settings.get("placement_strategy", "PACK"), self.settings.get("max_retries", 3), reporter)
+                self.settings.get("placement_strategy", "PACK"), self.retries, reporter)
         options = self._options(task.kind)
         threads = max(1, int(options["num_cpus"]))
         return remote.options(name=f"stage-{task.key}", **options).remote(
@@ -289,8 +298,13 @@ class RayBackend(Backend):
         in_flight: dict[Any, str] = {}
         running: set[str] = set()
 
+        attempted: set[str] = set()
+
         def report_starts() -> None:
             for key, host, pid in ray.get(reporter.drain.remote()):
+                if key in attempted:  # Ray reran it: only a worker or node that died makes it do that
+                    events.retrying(key, "WorkerDied", "Ray reran the stage: the process or node running it died")
+                attempted.add(key)
                 running.add(key)
                 events.started(key, host, pid, job_id)
 
@@ -299,20 +313,27 @@ class RayBackend(Backend):
                 events.blocked(child, key)
 
         try:
-            while queue.unresolved:
+            while queue.unresolved or queue.held:
+                queue.release_free()
                 while queue.has_ready():  # Ray queues what the cluster cannot place yet, in submission order
                     task = queue.pop()
                     if task is None:
                         break
                     in_flight[self._submit(task, reporter, remote, coordinator)] = task.key
                 if not in_flight:
-                    break  # everything left is blocked
+                    if not queue.held:
+                        break  # everything left is blocked
+                    time.sleep(1.0)  # waiting for a stage a process not of this run holds
+                    continue
                 finished, _ = ray.wait(list(in_flight), num_returns=1, timeout=1.0)
                 report_starts()
                 for ref in finished:
                     key = in_flight.pop(ref)
                     running.discard(key)
                     error = self._outcome(ref)
+                    if error is not None and error[0] == StageBusy.__name__:
+                        queue.wait_for_holder(key)  # a process not of this run runs it: rerun once it ends
+                        continue
                     if error is None and events.finished(key):
                         queue.done(key)
                         continue
@@ -342,10 +363,9 @@ class RayBackend(Backend):
             lines = str(error).rstrip().splitlines()
             return type(cause).__name__, "\n".join(lines[-TRACEBACK_LINES:])
         except Exception as error:  # noqa: BLE001 - the worker or its node died, retries used up
-            retries = self.settings.get("max_retries", 3)
             kind = type(error).__name__
             reason = "the worker process died" if kind in _DEATHS else "Ray could not run the task"
-            return kind, f"{reason}; Ray retried it {retries} time(s) (max_retries): {one_line(error)}"
+            return kind, f"{reason}; Ray retried it {self.retries} time(s) (retries): {one_line(error)}"
 
 
 

@@ -7,7 +7,7 @@ port; starts the runner on every rank with the torch environment (RANK, WORLD_SI
 LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT); and waits. The first rank that
 fails ends the attempt: the other ranks are killed and the placement group is removed
 (always). A rank that raised fails the stage with its error; a rank whose process or node
-died makes the whole stage run again, up to ``max_retries`` times.
+died makes the whole stage run again, up to ``retries`` times.
 """
 from __future__ import annotations
 
@@ -241,7 +241,7 @@ def run_ranks(runner: str, folder: str, key: str, resources: Mapping[str, Any], 
             kind, message = died.args
             log_line(folder, f"ray: {message} ({kind})")
             if attempt == retries:
-                raise StageRankError(kind, f"{message}; the stage was rerun {retries} time(s) (max_retries)") from None
+                raise StageRankError(kind, f"{message}; the stage was rerun {retries} time(s) (retries)") from None
         except StageRankError as error:  # the ledger keeps the log's tail: say there why the stage ended
             log_line(folder, f"ray: the stage failed: {error.message.splitlines()[0]}")
             raise

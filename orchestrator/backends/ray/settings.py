@@ -92,8 +92,9 @@ class RaySettings(_Strict):
     #: driver to: 'auto', 'ray://HOST:PORT' or the dashboard 'http://HOST:PORT'.
     address: Optional[str] = None
     resources: RayStageResources = Field(default_factory=RayStageResources)
-    #: times Ray reruns a stage whose worker process died (from its last epoch checkpoint).
-    max_retries: int = Field(3, ge=0)
+    #: Ray's name for the shared ``retries`` (reruns of a stage whose worker process or node died, from its
+    #: last epoch checkpoint); when given it wins, else ``retries`` (default 2) applies.
+    max_retries: Optional[int] = Field(None, ge=0)
     runtime_env: RayRuntimeEnv = Field(default_factory=RayRuntimeEnv)
     #: CPUs of the Ray started for the sweep when there is no address (default: every core).
     num_cpus: Optional[int] = Field(None, gt=0)

@@ -1,0 +1,39 @@
+"""A runner for the retry tests: the stages named in ``PRUNESWEEP_TEST_DIE`` SIGKILL their own
+process right after their first epoch checkpoint, once each (a marker in ``PRUNESWEEP_TEST_MARKS``
+remembers), like a node lost mid-training; ``PRUNESWEEP_TEST_HOLD``: a file naming the stage
+whose process waits (after that checkpoint) until the file is removed."""
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+from workers import entry, training
+from workers.artifacts import CHECKPOINT_FILE
+
+
+def run_stage(folder) -> dict:
+    """``workers.entry.run_stage``, with the test's kill or hold after the stage's first checkpoint."""
+    folder = Path(folder)
+    victims = os.environ.get("PRUNESWEEP_TEST_DIE", "").split(",")
+    marker = Path(os.environ.get("PRUNESWEEP_TEST_MARKS", "/nonexistent")) / folder.name
+    hold = Path(os.environ.get("PRUNESWEEP_TEST_HOLD", "/nonexistent"))
+    holding = hold.exists() and hold.read_text().strip() == folder.name
+    original = training.atomic_save_with
+
+    def save_then_act(path, save):
+        original(path, save)
+        if Path(path).name != CHECKPOINT_FILE:
+            return
+        if folder.name in victims and not marker.exists():
+            marker.write_text("killed")
+            os.kill(os.getpid(), signal.SIGKILL)
+        while holding and hold.exists():
+            time.sleep(0.05)
+
+    training.atomic_save_with = save_then_act
+    try:
+        return entry.run_stage(folder)
+    finally:
+        training.atomic_save_with = original
