@@ -6,7 +6,8 @@ through ``results.record`` into each workspace's real ``results.sqlite``, next t
 (empty) ledger. Then runs the command as a user does, a fresh ``python -m orchestrator
 results WS1 ... WS10`` process each time (interpreter start and imports included), for the
 plain summary, a ``--where`` query, ``--group-by``, ``--pivot`` on one sweep and
-``--compare``; best of ``--repeats`` (3) each, output sent to a file. Prints each figure
+``--compare``, and ``prunesweep report`` over all of them (the HTML page); best of ``--repeats`` (3)
+each, output sent to a file. Prints each figure
 and its ratio to the 2-second target, then where the time of one in-process call goes.
 
 The ledgers hold no stages, so the figures leave out what reconciling each workspace's
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import resource
 import subprocess
 import sys
 import tempfile
@@ -57,14 +59,14 @@ def build(workspace: Path, index: int, sweeps: int) -> int:
     return results.record(workspace, rows)
 
 
-def timed_command(args: list[str], out: Path, repeats: int) -> float:
-    """Best wall time of ``repeats`` runs of ``python -m orchestrator results ARGS`` (exit 0 required)."""
+def timed_command(args: list[str], out: Path, repeats: int, command: str = "results") -> float:
+    """Best wall time of ``repeats`` runs of ``python -m orchestrator COMMAND ARGS`` (exit 0 required)."""
     best = float("inf")
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     for _ in range(repeats):
         with out.open("w") as sink:
             started = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "orchestrator", "results", *args], stdout=sink, check=True,
+            subprocess.run([sys.executable, "-m", "orchestrator", command, *args], stdout=sink, check=True,
                            env=env)
             best = min(best, time.perf_counter() - started)
     return best
@@ -97,6 +99,8 @@ def main() -> None:
             lines = sum(1 for _ in out.open())
             print(f"  {label}: {seconds:.2f} s ({seconds / TARGET_S:.2f} of the target; {lines:,} lines printed)")
 
+        time_report(names, base, options.repeats)
+
         started = time.perf_counter()
         frame = results.load(workspaces)
         loaded = time.perf_counter()
@@ -107,6 +111,20 @@ def main() -> None:
         print(f"in one process: load {loaded - started:.2f} s ({len(frame):,} rows), summarize "
               f"{summarized - loaded:.2f} s ({len(summary):,} settings), compare {done - summarized:.2f} s "
               f"({len(compared):,} settings)")
+
+
+def time_report(names: list[str], base: Path, repeats: int) -> None:
+    """``prunesweep report WS1 ... WS10 -o report.html``: the whole page (its figure pools the 1,200 curves of the
+    one (dataset, network), the two default comparisons list their first 200 rows), best of ``repeats``."""
+    page = base / "report.html"
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    seconds = timed_command([*names, "-o", str(page)], base / "out.txt", repeats, command="report")
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    # CPU seconds per run: what the wall time is on an idle machine (one process, one thread), and a fairer
+    # figure than the wall time on a machine shared with other work
+    cpu = (after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) / repeats
+    print(f"  report -o report.html: {seconds:.2f} s ({seconds / TARGET_S:.2f} of the target; "
+          f"{cpu:.2f} s of CPU per run; {page.stat().st_size / 1e6:.1f} MB page)")
 
 
 if __name__ == "__main__":

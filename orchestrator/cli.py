@@ -1,4 +1,4 @@
-"""The ``prunesweep`` command: plan | launch | status | resume | cancel | results."""
+"""The ``prunesweep`` command: plan | launch | status | resume | cancel | results | report."""
 from __future__ import annotations
 
 import argparse
@@ -115,7 +115,27 @@ def build_parser() -> argparse.ArgumentParser:
     res.add_argument("--compare", metavar="COLUMN=A,B",
                      help="mean paired difference A - B of top-1 per setting over the seeds both share, its standard "
                           "error, n and a two-sided paired t-test p-value (* marks p < 0.05)")
+    _add_report_parser(commands)
     return parser
+
+
+def _add_report_parser(commands) -> None:
+    report = commands.add_parser("report", help="one self-contained HTML page: sweeps, stages, failures, figures, "
+                                                "tables, comparisons",
+                                 description="Write one HTML file (no server, no network: figures embedded) with the "
+                                             "sweeps, stage states per kind, failures with their log tails, missing "
+                                             "cells, one figure per (dataset, network) of top-1 vs fraction "
+                                             "remaining, the pivot tables, the paired comparisons and the transfer "
+                                             "tables of one workspace or several.")
+    report.add_argument("workspaces", nargs="+", metavar="WORKSPACE")
+    report.add_argument("-o", "--output", required=True, metavar="HTML", help="the page to write (.html)")
+    report.add_argument("--where", action="append", default=[], metavar="CONDITION",
+                        help="keep the results rows where CONDITION holds, as `results --where`")
+    report.add_argument("--sweep", help="only this sweep's results rows")
+    report.add_argument("--compare", action="append", default=[], metavar="COLUMN=A,B",
+                        help="the paired comparisons to show (repeatable; default: init=winning_ticket,reinit and "
+                             "mask_source=labels,X for every other mask source X present)")
+    report.add_argument("--title", help="the page's title")
 
 
 def parse_arguments(argv: Optional[list[str]] = None) -> argparse.Namespace:
@@ -284,6 +304,13 @@ def _cmd_results(args) -> int:
     return show_results([require_workspace(Path(workspace)) for workspace in args.workspaces], args)
 
 
+def _cmd_report(args) -> int:
+    from .report_command import make_report  # pandas and matplotlib: loaded for this command only
+    from .workspace import require_workspace
+
+    return make_report([require_workspace(Path(workspace)) for workspace in args.workspaces], args)
+
+
 def _cmd_cancel(args) -> int:
     from .driver import cancel
     from .workspace import require_workspace
@@ -294,7 +321,7 @@ def _cmd_cancel(args) -> int:
 
 
 COMMANDS = {"plan": _cmd_plan, "cancel": _cmd_cancel, "launch": _cmd_launch, "status": _cmd_status,
-            "resume": _cmd_resume, "results": _cmd_results}
+            "resume": _cmd_resume, "results": _cmd_results, "report": _cmd_report}
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 from results.row import NO_REWIND  # the rewind label of cells that need no rewinding point
 from workers.mask_sources import MASK_SOURCES, subset_tasks
@@ -89,6 +89,9 @@ def settings_fingerprint(spec: SweepSpec) -> str:
         settings["label_subset"] = spec.label_subset.model_dump()
     if spec.transfer is not None:
         settings["transfer"] = spec.transfer.model_dump(exclude={"mask_source": True, "dataset": {"root"}})
+        linear = settings["transfer"].get("linear") or {}
+        if linear.get("classifier") == "sgd":
+            del linear["classifier"]
     return canonical_json(settings)
 
 
@@ -297,13 +300,18 @@ class _Planner:
                     "features", {"model": model_key, "target": target_id}, common,
                     deps={"model": model_key}, label=f"features {where}"))
                 recipe = transfer.linear.recipe
-                identity = {"features": features, "recipe": recipe.model_dump(exclude_defaults=True), "seed": seed}
+                identity: dict[str, Any] = {"features": features, "seed": seed}
+                config: dict[str, Any] = {"target": target, "metric": transfer.linear.metric, "seed": seed}
+                if recipe is not None:
+                    identity["recipe"] = recipe.model_dump(exclude_defaults=True)
+                    config["recipe"] = recipe.model_dump()
+                if transfer.linear.classifier != "sgd":  # absent at its default: the keys of sgd stages stay
+                    identity["classifier"] = config["classifier"] = transfer.linear.classifier
                 if transfer.linear.metric != "top1":
                     identity["metric"] = transfer.linear.metric
                 planned.append(("linear", Stage(
-                    "linear_eval", identity,
-                    {"target": target, "recipe": recipe.model_dump(), "metric": transfer.linear.metric, "seed": seed},
-                    deps={"features": features}, label=f"linear_eval {where}", epochs=recipe.epochs)))
+                    "linear_eval", identity, config, deps={"features": features}, label=f"linear_eval {where}",
+                    epochs=recipe.epochs if recipe is not None else 0)))
             if transfer.finetune is not None:
                 recipe = transfer.finetune.recipe
                 identity = {"model": model_key, "target": target_id, "recipe": recipe.model_dump(exclude_defaults=True),

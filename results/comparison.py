@@ -153,10 +153,25 @@ def format_comparison(result: pd.DataFrame) -> str:
     if result.empty:
         lines.append("no setting has a seed on both sides")
         return "\n".join(lines)
+    common, table = comparison_display(result)
+    if common:
+        lines.append("in every row: " + common)
+    with pd.option_context("display.width", 250, "display.max_columns", None, "display.max_rows", None):
+        lines.append(table.to_string(index=False))
+    return "\n".join(lines)
+
+
+def comparison_display(result: pd.DataFrame) -> tuple[str, pd.DataFrame]:
+    """The rows of a non-empty comparison as shown: ``("col=value, ...", table of text)``.
+
+    The first item names the settings common to every row (empty when none is); the table
+    holds the settings that vary, the fraction remaining, both sides' top-1 and the difference
+    in percent, its standard error, n, p and ``*`` where significant.
+    """
+    a, b = result.attrs["a"], result.attrs["b"]
     keys = [c for c in result.columns if c not in COMPARE_STATS]
     constant = [c for c in keys if result[c].nunique(dropna=False) == 1]
-    if constant:
-        lines.append("in every row: " + ", ".join(f"{c}={_text(result[c].iloc[0])}" for c in constant))
+    common = ", ".join(f"{c}={_text(result[c].iloc[0])}" for c in constant)
     table = pd.DataFrame({c: result[c].map(_text) for c in keys if c not in constant and c != "nominal_fraction"})
     if "nominal_fraction" in keys and "nominal_fraction" not in constant:
         # as the pivot's rows: the measured fraction (the nominal one when nothing was measured)
@@ -169,9 +184,7 @@ def format_comparison(result: pd.DataFrame) -> str:
     table["n"] = result["n"].astype(int)
     table["p"] = result["p"].map(lambda v: "—" if pd.isna(v) else f"{v:.3g}")
     table[""] = result["significant"].map({True: "*", False: ""})
-    with pd.option_context("display.width", 250, "display.max_columns", None, "display.max_rows", None):
-        lines.append(table.to_string(index=False))
-    return "\n".join(lines)
+    return common, table
 
 
 def _text(value) -> str:

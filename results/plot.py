@@ -38,6 +38,15 @@ def plot_top1_vs_fraction(df: pd.DataFrame, out_path: str | os.PathLike, title: 
     Returns the :class:`matplotlib.figure.Figure` (one ``ax.containers`` entry per
     line). Raises :class:`ValueError` on an empty frame.
     """
+    figure = top1_figure(df, title, by)
+    out_path = Path(out_path)
+    file_format = out_path.suffix.lstrip(".").lower() or "png"
+    atomic_save_with(Path(out_path), lambda handle: figure.savefig(handle, format=file_format, dpi=150))
+    return figure
+
+
+def top1_figure(df: pd.DataFrame, title: str | None = None, by: Sequence[str] | None = None):
+    """The figure :func:`plot_top1_vs_fraction` saves, not saved (``figure.savefig`` writes it anywhere)."""
     if df is None or len(df) == 0:
         raise ValueError("plot_top1_vs_fraction: no results to plot (the frame is empty)")
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -86,10 +95,6 @@ def plot_top1_vs_fraction(df: pd.DataFrame, out_path: str | os.PathLike, title: 
     ax.set_title(title if title is not None else _default_title(df))
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(loc="best", fontsize="small")
-
-    out_path = Path(out_path)
-    file_format = out_path.suffix.lstrip(".").lower() or "png"
-    atomic_save_with(Path(out_path), lambda handle: figure.savefig(handle, format=file_format, dpi=150))
     return figure
 
 

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-pytest_plugins = ["cluster.slurm_fixture", "cluster.ray_fixture"]  # real local SLURM and Ray clusters (tests/cluster/)
+# real local SLURM and Ray clusters, and a headless Chromium (tests/cluster/)
+pytest_plugins = ["cluster.slurm_fixture", "cluster.ray_fixture", "cluster.chromium"]
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -6,6 +6,8 @@
   (``{name, root, subset?, image_size?}``) after checking its folder (a missing or malformed
   one raises :class:`DataFolderError`, a ``ValueError``, naming the file and what is expected);
 - ``DATASET_OPTIONS``: name -> its keys besides ``name`` (``root``, ``subset``, ``image_size``);
+- ``MULTI_LABEL_DATASETS``: those whose images carry several labels (``voc07``): transfer
+  targets only, evaluated by mean average precision;
 - ``SUBSET_KINDS``: the dataset ``subset.kind`` values (``images_per_class``, ``classes``);
 - ``ARCHITECTURES``: name -> its keyword options and their defaults (``small_cnn``;
   ``resnet18`` and ``vgg19``, the CIFAR variants; ``resnet50`` and ``alexnet``, torchvision's);
@@ -78,6 +80,7 @@ DATASET_OPTIONS: dict[str, tuple[str, ...]] = {
     name: (*(("root",) if kind.needs_root else ()), *(("subset",) if kind.takes_subset else ()), *kind.options)
     for name, kind in _KINDS.items()
 }
+MULTI_LABEL_DATASETS: tuple[str, ...] = tuple(name for name, kind in _KINDS.items() if kind.multi_label)
 ARCHITECTURES: dict[str, dict[str, object]] = {"small_cnn": {"width": 16}, "resnet18": {}, "vgg19": {},
                                                "resnet50": {}, "alexnet": {}}
 #: convolutions of each architecture (whatever its options), the bound of ``pruning.layers``.
@@ -89,6 +92,7 @@ MASK_SOURCES: Sequence[str] = _Names(_SOURCES)
 STAGE_KINDS: Sequence[str] = _Names(_STAGE_KINDS)
 MASK_RULE_KINDS: Sequence[str] = _Names(_RULES)
 
-__all__ = ["DATASETS", "DATASET_OPTIONS", "SUBSET_KINDS", "DataFolderError", "dataset_facts", "ARCHITECTURES",
+__all__ = ["DATASETS", "DATASET_OPTIONS", "MULTI_LABEL_DATASETS", "SUBSET_KINDS", "DataFolderError", "dataset_facts",
+           "ARCHITECTURES",
            "CONVOLUTIONS", "TASKS", "SUBSET_TASKS", "SUBSET_ONLY_TASKS", "MASK_SOURCES", "STAGE_KINDS",
            "MASK_RULE_KINDS", "iterations_per_epoch"]

@@ -5,7 +5,10 @@ A dataset config is a dict::
     {"name": "digits"}
     {"name": "cifar10", "root": "data/cifar10"}                  # torchvision's cifar-10-batches-py
     {"name": "imagenet", "root": "data/imagenet", "image_size": 224}   # ImageFolder train/ + val/
-    {"name": "voc07" | "places205" | "image_folder", "root": ...}  # the same ImageFolder layout
+    {"name": "image_folder", "root": ...}                         # the same ImageFolder layout
+    {"name": "voc07", "root": "data/voc07"}          # VOCdevkit layout, multi-label (workers.voc)
+    {"name": "places205", "root": "data/places205"}  # its list files + images256/ (workers.places)
+    ... + "channels": 1 (voc07, places205: read the images in grey, for a 1-channel network)
     ... + "subset": {"kind": "images_per_class" | "classes", "fraction": 0.1, "seed": 0}
 
 - ``digits`` (scikit-learn, no folder) and ``cifar10`` are held whole as tensors on the
@@ -16,6 +19,10 @@ A dataset config is a dict::
 - ImageFolder datasets keep their images on disk (:class:`workers.image_folder.LazyImages`)
   and train through a DataLoader with random-resized crops + flips at ``image_size``
   (default 224; evaluation: resize to ``image_size * 256/224`` and central crop).
+- ``voc07`` (:mod:`workers.voc`) trains on trainval and tests on test; its labels are
+  ``(N, 20)`` rows of the devkit's 1 (present) / 0 (difficult only: ignored) / -1 (absent)
+  (``DatasetSpec.multi_label``). ``places205`` (:mod:`workers.places`) reads the list files
+  its distribution ships. Both read their images like ImageFolder's.
 - ``subset`` restricts the *training* split to a reproducible 10%: of the images of every
   class, or of the classes (labels keep their original indices; the test split is whole).
   The choice is :func:`workers.folders.subset_positions` (hash order, no torch), so the
@@ -71,6 +78,8 @@ class DatasetSpec:
     train_size: int
     test_size: int
     load_cpu: Callable[[], DataSplit]
+    #: labels are ``(N, num_classes)`` rows of 1 / 0 (ignored) / -1 (VOC07) instead of class indices.
+    multi_label: bool = False
 
 
 def _load_digits() -> DataSplit:
@@ -132,6 +141,36 @@ def _load_image_folder(root: str, image_size: int) -> DataSplit:
     return DataSplit(*split("train"), *split("val"))
 
 
+def _load_voc(root: str, image_size: int, channels: int) -> DataSplit:
+    import torch
+
+    from workers import voc
+    from workers.image_folder import LazyImages
+
+    facts = voc.voc_facts(root)
+
+    def split(ids: tuple[str, ...], set_name: str):
+        images = LazyImages(facts.folder, [facts.image(i) for i in ids], image_size, channels)
+        return images, torch.tensor(voc.voc_labels(root, set_name), dtype=torch.int64)
+
+    return DataSplit(*split(facts.train_ids, voc.TRAIN_SET), *split(facts.test_ids, voc.TEST_SET))
+
+
+def _load_places(root: str, image_size: int, channels: int) -> DataSplit:
+    import torch
+
+    from workers.image_folder import LazyImages
+    from workers.places import places_facts
+
+    facts = places_facts(root)
+
+    def split(name: str):
+        files = [path for path, _ in facts.samples[name]]
+        return LazyImages(facts.images, files, image_size, channels), torch.tensor(facts.labels(name))
+
+    return DataSplit(*split("train"), *split("val"))
+
+
 @dataclass(frozen=True)
 class _Kind:
     """How a dataset name is read: its options (with defaults) beyond name and subset."""
@@ -139,6 +178,7 @@ class _Kind:
     options: Mapping[str, Any]
     needs_root: bool
     takes_subset: bool = True
+    multi_label: bool = False
 
 
 DIGITS = DatasetSpec(name="digits", num_classes=10, in_channels=1, train_size=1347, test_size=450,
@@ -148,8 +188,9 @@ KINDS: dict[str, _Kind] = {
     "digits": _Kind({}, needs_root=False, takes_subset=False),
     "cifar10": _Kind({}, needs_root=True),
     "imagenet": _Kind({"image_size": 224}, needs_root=True),
-    "places205": _Kind({"image_size": 224}, needs_root=True),
-    "voc07": _Kind({"image_size": 224}, needs_root=True),
+    "places205": _Kind({"image_size": 224, "channels": 3}, needs_root=True),
+    "voc07": _Kind({"image_size": 224, "channels": 3}, needs_root=True, takes_subset=False,
+                   multi_label=True),
     "image_folder": _Kind({"image_size": 224}, needs_root=True),
 }
 #: the datasets whose facts do not depend on a folder.
@@ -173,6 +214,8 @@ def _check_config(dataset_cfg: Mapping[str, Any]) -> tuple[str, dict]:
         raise ValueError(f"dataset {name!r} needs 'root': the local folder holding it (nothing is downloaded)")
     if "image_size" in options and not (isinstance(options["image_size"], int) and options["image_size"] > 0):
         raise ValueError(f"dataset {name!r}: image_size must be a positive int, got {options['image_size']!r}")
+    if "channels" in options and options["channels"] not in (1, 3):
+        raise ValueError(f"dataset {name!r}: channels must be 1 or 3, got {options['channels']!r}")
     subset = dataset_cfg.get("subset")
     if subset is not None:
         if not isinstance(subset, Mapping) or set(subset) - set(SUBSET_KEYS):
@@ -194,6 +237,12 @@ def _subset_args(dataset_cfg: Mapping[str, Any]) -> tuple[str, float, int] | Non
 def _labels_of(name: str, dataset_cfg: Mapping[str, Any]) -> tuple[list[int], int, int, int]:
     """``(train labels, number of classes, channels, test size)`` without loading images."""
     root = str(dataset_cfg["root"])
+    channels = int(dataset_cfg.get("channels", 3))
+    if name == "places205":
+        from workers.places import places_facts
+
+        places = places_facts(root)
+        return places.labels("train"), places.num_classes, channels, len(places.samples["val"])
     if name == "cifar10":
         cifar = folders.cifar_facts(root)
         return list(cifar.train_labels), folders.CIFAR_CLASSES, 3, len(cifar.test_labels)
@@ -209,6 +258,13 @@ def dataset_spec(dataset_cfg: Mapping[str, Any]) -> DatasetSpec:
     if name == "digits":
         return DIGITS
     frozen = json.dumps(dict(dataset_cfg), sort_keys=True)
+    if name == "voc07":
+        from workers import voc
+
+        facts = voc.voc_facts(str(dataset_cfg["root"]))
+        return DatasetSpec(name=name, num_classes=len(voc.VOC_CLASSES), in_channels=int(options["channels"]),
+                           train_size=len(facts.train_ids), test_size=len(facts.test_ids),
+                           load_cpu=lambda: _load_cpu(frozen), multi_label=True)
     labels, num_classes, channels, test_size = _labels_of(name, dataset_cfg)
     size = len(labels) if subset is None else len(folders.subset_positions(labels, *subset))
     return DatasetSpec(name=name, num_classes=num_classes, in_channels=channels, train_size=size,
@@ -235,6 +291,10 @@ def _load_cpu(frozen_cfg: str) -> DataSplit:
         split = _load_digits()
     elif name == "cifar10":
         split = _load_cifar(str(cfg["root"]))
+    elif name == "voc07":
+        split = _load_voc(str(cfg["root"]), int(options["image_size"]), int(options["channels"]))
+    elif name == "places205":
+        split = _load_places(str(cfg["root"]), int(options["image_size"]), int(options["channels"]))
     else:
         split = _load_image_folder(str(cfg["root"]), int(options["image_size"]))
     subset = _subset_args(cfg)

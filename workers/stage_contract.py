@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 from workers.artifacts import CHECKPOINT_FILE
 from workers.mask_sources import task_declaration
@@ -117,12 +117,20 @@ class FeaturesConfig(TaskConfig):
 
 
 class LinearEvalConfig(StageConfig):
-    """``linear_eval``: a linear classifier on the cached features of ``target``."""
+    """``linear_eval``: a linear classifier on the cached features of ``target``: a linear layer
+    trained with ``recipe`` (``classifier: sgd``) or per-class linear SVMs (``svm``, no recipe)."""
 
     target: dict[str, Any]
-    recipe: dict[str, Any]
+    recipe: dict[str, Any] | None = None
     metric: Literal["top1", "map"] = "top1"
+    classifier: Literal["sgd", "svm"] = "sgd"
     seed: int
+
+    @model_validator(mode="after")
+    def _recipe_for_sgd(self) -> LinearEvalConfig:
+        if (self.recipe is None) != (self.classifier == "svm"):
+            raise ValueError("linear_eval needs a recipe with classifier 'sgd' and none with 'svm'")
+        return self
 
 
 class FinetuneConfig(TaskConfig):
@@ -185,20 +193,23 @@ class FeaturesMetrics(_MaskCounts):
 
 
 class LinearEvalMetrics(_MaskCounts, _Run):
-    """``linear_eval``: ``top1`` holds the value of ``metric`` (top-1 or mAP)."""
+    """``linear_eval``: ``top1`` holds the value of ``metric`` (top-1 or mAP); ``test_top1`` is
+    None on a multi-label target; an SVM classifier adds the cost chosen for each class."""
 
     top1: float
     metric: Literal["top1", "map"]
-    test_top1: float
+    test_top1: float | None
     eval_dataset: str
+    classifier: Literal["sgd", "svm"] = "sgd"
+    svm_costs: list[float | None] | None = None
 
 
 class FinetuneMetrics(_MaskCounts):
-    """``finetune``: top-1 on the target's test split."""
+    """``finetune``: top-1 on the target's test split (``metric: map``: VOC07 mAP, ``test_top1`` None)."""
 
     top1: float
-    test_top1: float
-    metric: Literal["top1"]
+    test_top1: float | None
+    metric: Literal["top1", "map"]
     eval_dataset: str
     mode: Literal["pruned", "prune_during"]
     epochs: int

@@ -370,7 +370,10 @@ class _Loop:
             loss, outputs, targets = self._step(forward, batch_images, batch_labels, epoch, lr, progress)
             with torch.no_grad():
                 loss_sum += loss.detach() * targets.shape[0]
-                correct += (outputs.argmax(dim=1) == targets).sum()
+                if targets.dim() == 1:
+                    correct += (outputs.argmax(dim=1) == targets).sum()
+                else:  # multi-label targets (N, C): the task counts its own correct decisions
+                    correct += self.task.score(outputs, targets)[0]
             samples += targets.shape[0]
             self.captures.at(progress.iteration)
         if not samples:

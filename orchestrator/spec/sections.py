@@ -61,9 +61,11 @@ class DatasetSubset(StrictSection):
 
 class Dataset(StrictSection):
     """Which dataset the sweep trains on: ``digits``; ``cifar10`` (``root``: the folder holding
-    torchvision's ``cifar-10-batches-py``); ``imagenet``, ``places205``, ``voc07``,
-    ``image_folder`` (``root``: ``train/`` and ``val/`` with one folder per class;
-    ``image_size``, default 224); ``subset`` (not for digits). The folder is checked here.
+    torchvision's ``cifar-10-batches-py``); ``imagenet``, ``image_folder`` (``root``:
+    ``train/`` and ``val/`` with one folder per class; ``image_size``, default 224);
+    ``voc07`` (VOCdevkit layout, multi-label) and ``places205`` (its list files), which also
+    take ``channels`` (1 reads the images in grey); ``subset`` (not for digits nor voc07).
+    The folder is checked here.
 
     ``root`` is stored absolute (relative to the directory prunesweep runs from).
     """
@@ -72,6 +74,7 @@ class Dataset(StrictSection):
     root: Optional[str] = None
     image_size: Optional[int] = Field(None, gt=0, le=MAX_IMAGE_SIZE)
     subset: Optional[DatasetSubset] = None
+    channels: Optional[Literal[1, 3]] = None
 
     @field_validator("name")
     @classmethod
@@ -88,7 +91,7 @@ class Dataset(StrictSection):
     @model_validator(mode="after")
     def _folder_is_there(self) -> Dataset:
         allowed = catalog.DATASET_OPTIONS[self.name]
-        for key in ("root", "image_size", "subset"):
+        for key in ("root", "image_size", "subset", "channels"):
             if getattr(self, key) is not None and key not in allowed:
                 raise _KeyedError((key,), f"dataset {self.name} takes no {key}; allowed here: "
                                           f"{', '.join(('name', *allowed))}")
@@ -171,10 +174,21 @@ class LabelSubset(StrictSection):
 
 class LinearTransfer(StrictSection):
     """A linear classifier on the frozen pooled features; ``metric``: top1, or map (mean over
-    classes of the one-vs-rest average precision, as for VOC07)."""
+    classes of the one-vs-rest average precision, as for VOC07). ``classifier``: ``sgd`` (a
+    linear layer trained with ``recipe``) or ``svm`` (per-class linear SVMs, cost chosen by
+    3-fold cross-validation as in Goyal et al. 2019; no recipe)."""
 
-    recipe: Recipe
+    recipe: Optional[Recipe] = None
     metric: Literal["top1", "map"] = "top1"
+    classifier: Literal["sgd", "svm"] = "sgd"
+
+    @model_validator(mode="after")
+    def _recipe_for_sgd(self) -> LinearTransfer:
+        if self.classifier == "sgd" and self.recipe is None:
+            raise _KeyedError(("recipe",), "required with classifier: sgd (how the linear layer is trained)")
+        if self.classifier == "svm" and self.recipe is not None:
+            raise _KeyedError(("recipe",), "not used with classifier: svm (its cost is cross-validated); remove it")
+        return self
 
 
 class FinetuneTransfer(StrictSection):
@@ -200,6 +214,9 @@ class Transfer(StrictSection):
     def _something(self) -> Transfer:
         if self.linear is None and self.finetune is None:
             raise ValueError("a transfer section needs linear: and/or finetune:")
+        if self.linear is not None and self.dataset.name in catalog.MULTI_LABEL_DATASETS \
+                and self.linear.metric != "map":
+            raise _KeyedError(("linear", "metric"), f"{self.dataset.name} is multi-label: its metric is map")
         return self
 
 

@@ -93,6 +93,9 @@ class _SweepFields(StrictSection):
                     raise _KeyedError(("transfer", "mask_source", i),
                                       f"{source!r} is not an IMP mask source of this sweep; "
                                       f"allowed: {', '.join(allowed)}")
+        if self.dataset.name in catalog.MULTI_LABEL_DATASETS:
+            raise _KeyedError(("dataset", "name"), f"{self.dataset.name} is multi-label: it is a transfer target "
+                                                   "(transfer.dataset), not a dataset to prune on")
         if self.transfer is not None and self.pruning.one_shot:
             raise _KeyedError(("transfer",), "transfer evaluates the networks of IMP chains: it needs one_shot: false")
         if self.pruning.layers is not None and self.pruning.one_shot:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from data_folders import write_cifar, write_image_folder
+from data_folders import write_cifar, write_image_folder, write_places205, write_voc07
 
 from orchestrator import gpu_hours
 from orchestrator.cli import main
@@ -115,7 +115,8 @@ def test_each_sweep_validates_as_shipped_on_data_in_the_real_layout(path, tmp_pa
         if dataset and "root" in dataset:
             root = tmp_path / dataset["name"]
             if not root.exists():
-                (write_cifar if dataset["name"] == "cifar10" else write_image_folder)(root)
+                writers = {"cifar10": write_cifar, "voc07": write_voc07, "places205": write_places205}
+                writers.get(dataset["name"], write_image_folder)(root)
             overrides.append(f"{key}.root={root}")
     spec = load_spec(path, overrides)
     plan = plan_sweep(spec)
@@ -135,3 +136,19 @@ def test_moving_the_data_keeps_every_stage_key(tmp_path):
         plans.append((spec.dataset.root, settings_fingerprint(spec), set(plan_sweep(spec).stages)))
     (root_a, settings_a, keys_a), (root_b, settings_b, keys_b) = plans
     assert root_a != root_b and settings_a == settings_b and keys_a == keys_b
+
+
+def test_the_transfer_sweeps_evaluate_as_the_paper(tmp_path):
+    """VOC07: per-class SVMs (no recipe), mAP, fine-tuning; Places205: an SGD linear classifier, top-1."""
+    places = _raw(PAPER / "imagenet_resnet50_transfer_places205.yaml")["transfer"]
+    assert places["linear"]["metric"] == "top1" and places["linear"].get("classifier", "sgd") == "sgd"
+    voc = write_voc07(tmp_path / "voc07")
+    spec = load_spec(PAPER / "imagenet_resnet50_transfer_voc07.yaml",
+                     ["dataset={name: digits}", "arch={name: small_cnn}", f"transfer.dataset.root={voc}"])
+    assert spec.transfer.linear.classifier == "svm" and spec.transfer.linear.metric == "map"
+    assert spec.transfer.finetune.compare_prune_during
+    stages = plan_sweep(spec).stages.values()
+    linear = [stage for stage in stages if stage.kind == "linear_eval"]
+    assert linear and all(stage.config["classifier"] == "svm" and "recipe" not in stage.config for stage in linear)
+    for stage in linear:
+        parse_config(stage.kind, "k", json.loads(json.dumps(stage.config)))

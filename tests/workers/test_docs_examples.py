@@ -89,8 +89,9 @@ def _argv(command: str) -> list[str]:
         words = words[3:]
     else:
         raise AssertionError(f"not a prunesweep command: {command!r}")
-    cheap = words[:1] in (["plan"], ["status"], ["results"]) or (words[:1] == ["resume"] and "--dry-run" in words)
-    assert cheap, f"only plan, status, results and resume --dry-run may be marked to run, got {command!r}"
+    cheap = words[:1] in (["plan"], ["status"], ["results"], ["report"]) or (
+        words[:1] == ["resume"] and "--dry-run" in words)
+    assert cheap, f"only plan, status, results, report and resume --dry-run may be marked to run, got {command!r}"
     return [sys.executable, "-m", "orchestrator", *words]
 
 

@@ -1,0 +1,268 @@
+"""The report page (`prunesweep report`, results/report.py): its sections and numbers on rows recorded
+through the real results table, its refusals, and the end-to-end case of the issue: two real sweeps of two
+networks, one `report` call, one figure per network side by side. The page in a real browser:
+tests/integration/test_report_browser.py."""
+from __future__ import annotations
+
+import base64
+import os
+import random
+import re
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import ROOT, TINY, results_row
+
+import results
+from orchestrator.ledger import Ledger
+from results.report import MAX_CURVES, MAX_ROWS, SECTIONS, Failure, WorkspaceState, build_report
+
+PNG = re.compile(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"')
+
+
+def cli(*args):
+    return subprocess.run([sys.executable, "-m", "orchestrator", *map(str, args)], capture_output=True, text=True,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=900)
+
+
+def png_size(data: str) -> tuple[int, int]:
+    """Width and height of a base64 PNG, from its IHDR chunk."""
+    raw = base64.b64decode(data)
+    assert raw[:8] == b"\x89PNG\r\n\x1a\n" and raw[12:16] == b"IHDR"
+    return struct.unpack(">II", raw[16:24])
+
+
+def record_study(workspace: Path, arch: str, sweep: str, seeds=range(3), rng_seed=0) -> int:
+    """A workspace (real ledger, no stage) whose table holds the paper's grid on one network: labels, rotnet and
+    random masks, winning tickets and re-initialisations, four fractions, ``seeds``; and rotnet transfer rows."""
+    workspace.mkdir(parents=True)
+    Ledger(workspace).close()
+    rng = random.Random(rng_seed)
+    rows = []
+    for mask_source in ("labels", "rotnet", "random"):
+        for init in ("reinit",) if mask_source == "random" else ("winning_ticket", "reinit"):
+            for level, fraction in enumerate((0.8, 0.512, 0.21, 0.055), start=1):
+                for seed in seeds:
+                    drop = (0.35 if mask_source == "random" else 0.05) * (1 - fraction)
+                    rows.append(results_row(sweep=sweep, dataset="imagenet", arch=arch, mask_source=mask_source,
+                                            init=init, rewind="-" if mask_source == "random" else "0", level=level,
+                                            nominal_fraction=fraction, measured_fraction=fraction * 0.999,
+                                            seed=seed, top1=0.7 - drop + rng.gauss(0, 0.01)))
+    for transfer in ("linear", "finetune"):
+        for seed in seeds:
+            row = results_row(sweep=sweep, dataset="imagenet", arch=arch, mask_source="rotnet", init="pretrained",
+                              transfer=transfer, eval_dataset="voc07", metric="map", level=3, nominal_fraction=0.21,
+                              measured_fraction=0.21, seed=seed, top1=0.5 + 0.1 * rng.random())
+            row["stage_key"] += f"|{transfer}"
+            rows.append(row)
+    assert results.record(workspace, rows) == len(rows)
+    return len(rows)
+
+
+@pytest.fixture(scope="module")
+def two_networks(tmp_path_factory):
+    """Two workspaces, ResNet-50 and AlexNet, with rows recorded directly (nothing trained)."""
+    base = tmp_path_factory.mktemp("report")
+    record_study(base / "resnet50", "resnet50", "fig3-resnet50", rng_seed=1)
+    record_study(base / "alexnet", "alexnet", "fig3-alexnet", rng_seed=2)
+    return base / "resnet50", base / "alexnet"
+
+
+def test_one_call_gives_every_section_and_a_figure_per_network(two_networks, tmp_path):
+    out = tmp_path / "report.html"
+    done = cli("report", *two_networks, "-o", out)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"wrote {out}: {2 * 66:,} rows from 2 workspace(s)\n"
+    page = out.read_text()
+    assert re.findall(r"<h2>(.*?)</h2>", page) == list(SECTIONS.values())
+    images = PNG.findall(page)
+    assert len(images) == 2 and all(min(png_size(image)) > 300 for image in images)
+    captions = re.findall(r"<figcaption>(.*?)</figcaption>", page)
+    assert [caption.split(" (")[0] for caption in captions] == ["imagenet / resnet50", "imagenet / alexnet"]
+    assert f"{two_networks[0]}: fig3-resnet50" in captions[0]
+    # self-contained: nothing is fetched, no script runs
+    assert "<script" not in page and not re.search(r'(src|href)="(?!data:|#)', page)
+    assert "default-src 'none'" in page
+
+
+def test_tables_hold_the_numbers_of_results(two_networks, tmp_path):
+    out = tmp_path / "report.html"
+    assert cli("report", *two_networks, "-o", out).returncode == 0
+    page = out.read_text()
+    frame = results.load(list(two_networks))
+    grid = frame[frame["transfer"].isna()]
+    for arch in ("resnet50", "alexnet"):
+        pivot = results.pivot(grid[grid["arch"] == arch])
+        for fraction, row in pivot.iterrows():
+            cells = "".join(f'<td class="num">{value}</td>' for value in row)
+            assert f"<tr><td>{fraction}</td>{cells}</tr>" in page
+    # the default comparisons: winning ticket vs reinit, labels vs each other trained mask; never random
+    assert re.findall(r"<h3>(\w+): (\w+) vs (\w+)</h3>", page) == [
+        ("init", "winning_ticket", "reinit"), ("mask_source", "labels", "rotnet")]
+    compared = results.compare(frame, "mask_source", "labels", "rotnet")
+    assert len(compared) == 16 and compared["n"].eq(3).all()
+    first = compared.iloc[0]
+    assert f'<td class="num">{100 * first["diff"]:+.2f}</td><td class="num">{100 * first["diff_se"]:.2f}</td>' in page
+    # the transfer tables: mAP on VOC07, per network
+    assert "<h3>imagenet / resnet50 → voc07 (mAP)</h3>" in page and "<h3>imagenet / alexnet → voc07 (mAP)</h3>" in page
+    assert "rotnet / linear" in page and "rotnet / finetune" in page
+
+
+def test_a_chosen_comparison_and_filters(two_networks, tmp_path):
+    out = tmp_path / "report.html"
+    done = cli("report", *two_networks, "-o", out, "--compare", "mask_source=rotnet,random", "--where",
+               "nominal_fraction<0.3", "--title", "Fig. 3 <both>")
+    assert done.returncode == 0, done.stderr
+    page = out.read_text()
+    assert "<title>Fig. 3 &lt;both&gt;</title>" in page and "<h1>Fig. 3 &lt;both&gt;</h1>" in page
+    assert re.findall(r"<h3>(\w+): (\w+) vs (\w+)</h3>", page) == [("mask_source", "rotnet", "random")]
+    assert "rows where nominal_fraction&lt;0.3" in page and "80.0%" not in page
+
+
+def test_many_curves_are_pooled_with_a_note(tmp_path):
+    rows = [results_row(sweep=f"s{sweep}", mask_source=source, init=init, seed=seed, nominal_fraction=fraction,
+                        measured_fraction=fraction, top1=0.5 + 0.01 * seed)
+            for sweep in range(MAX_CURVES) for source in ("labels", "rotnet") for init in ("winning_ticket", "reinit")
+            for seed in (0, 1) for fraction in (0.8, 0.512)]
+    results.record(tmp_path, rows)
+    page = build_report(results.load(tmp_path), [WorkspaceState(str(tmp_path))])
+    assert f"{4 * MAX_CURVES} curves: pooled over {MAX_CURVES} sweep(s) in 1 workspace(s)" in page
+    pivot_header = re.search(r'<section id="pivots">.*?<thead>(.*?)</thead>', page).group(1)
+    assert re.findall(r"<th[^>]*>(.*?)</th>", pivot_header) == [
+        "fraction remaining", "labels / reinit", "labels / winning_ticket", "rotnet / reinit",
+        "rotnet / winning_ticket"]
+    assert '<td class="num">50.5 ± 0.1 (24)</td>' in page  # 12 sweeps x 2 seeds in one cell
+
+
+def test_ledger_sections_failures_and_missing_cells_escaped(tmp_path):
+    results.record(tmp_path, [results_row(sweep="<b>bold</b>")])
+    missing = [dict(sweep="s", mask_source="labels", init="reinit", transfer=None, rewind="0", nominal_fraction=0.2,
+                    seed=seed, stage_key=f"eval-{seed:04d}", state="planned") for seed in range(MAX_ROWS + 5)]
+    state = WorkspaceState(
+        "ws", sweeps=[{"name": "s", "source": "s.yaml", "launched": "2026-12-01T00:00:00+00:00"}],
+        stage_counts={"dense": {"done": 1}, "eval": {"done": 2, "failed": 1, "planned": MAX_ROWS + 5}},
+        failures=[Failure("eval-abc", "eval labels/reinit 20%", "RuntimeError", "boom <here>", attempts=2,
+                          where="local on host", logs=[("ws/stages/eval-abc/log.txt", "line 1\nlast line")])],
+        missing=missing, cells=MAX_ROWS + 8)
+    page = build_report(results.load(tmp_path), [state])
+    assert "&lt;b&gt;bold&lt;/b&gt;" in page and "<b>bold" not in page
+    assert "<h4>eval-abc <span class=\"label\">eval labels/reinit 20%</span></h4>" in page
+    assert "<p>RuntimeError, attempt 2, local on host</p><pre>boom &lt;here&gt;</pre>" in page
+    assert "last lines of ws/stages/eval-abc/log.txt:</p><pre>line 1\nlast line</pre>" in page
+    assert f"3 of {MAX_ROWS + 8} cells done, {MAX_ROWS + 5} missing" in page
+    assert page.count("<td>eval-0") == MAX_ROWS and "… and 5 more" in page
+    states = re.search(r'<section id="stages">(.*?)</section>', page).group(1)
+    total = '<tr class="total"><td>all</td><td class="num">205</td><td class="num">0</td><td class="num">3</td>'
+    assert total in states
+
+
+def test_an_empty_workspace_gives_a_page_that_says_so(tmp_path):
+    workspace = tmp_path / "empty"
+    workspace.mkdir()
+    Ledger(workspace).close()
+    done = cli("report", workspace, "-o", tmp_path / "r.html")
+    assert done.returncode == 0, done.stderr
+    page = (tmp_path / "r.html").read_text()
+    assert "No results on the pruning grid yet." in page and "No transfer evaluation" in page
+    assert "No comparison" in page and not PNG.search(page)
+
+
+@pytest.mark.parametrize("target,needle", [
+    ("folder", "is a folder; an export writes a regular file"),
+    ("link.html", "is a symbolic link"),
+    ("nowhere/r.html", "does not exist; create it first"),
+    ("ws/ledger.sqlite", "part of the workspace"),
+    ("ws/stages/x.html", "part of the workspace"),
+    ("r.png", "a report is an HTML file; its name ends in .html or .htm"),
+])
+def test_bad_targets_are_refused_and_nothing_is_written(tmp_path, target, needle):
+    workspace = tmp_path / "ws"
+    record_study(workspace, "alexnet", "s", seeds=[0])
+    (workspace / "stages").mkdir()
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "elsewhere.html").write_text("keep")
+    (tmp_path / "link.html").symlink_to(tmp_path / "elsewhere.html")
+    before = {path: path.read_bytes() if path.is_file() else None for path in tmp_path.rglob("*")}
+    done = cli("report", workspace, "-o", tmp_path / target)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.count("\n") == 1 and needle in done.stderr and done.stderr.startswith("prunesweep: error: -o: ")
+    assert {path: path.read_bytes() if path.is_file() else None for path in tmp_path.rglob("*")} == before
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--where", "colour=red"], "--where: filter 'colour=red': unknown column 'colour'"),
+    (["--compare", "mask_source=labels"], "--compare: 'mask_source=labels': expected exactly two values"),
+    (["--compare", "colour=a,b"], "--compare: unknown column 'colour'"),
+    (["--compare", "mask_source=labels,exemplar"], "--compare: mask_source=exemplar: no row has this value"),
+])
+def test_bad_options_exit_2_with_one_line(two_networks, tmp_path, args, needle):
+    out = tmp_path / "r.html"
+    done = cli("report", *two_networks, "-o", out, *args)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.count("\n") == 1 and needle in done.stderr and "Traceback" not in done.stderr
+    assert not out.exists()
+
+
+def test_plan_launch_and_status_never_load_the_report():
+    code = ("import sys, orchestrator.cli, orchestrator.driver, orchestrator.status, orchestrator.planner; "
+            "print(sorted(m for m in sys.modules if m.endswith(('report', 'report_command'))))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+@pytest.fixture(scope="module")
+def two_real_sweeps(tmp_path_factory):
+    """The tiny grid (labels and random masks, 1 epoch) launched on two networks, one workspace each; then one
+    evaluation of the second made a failure with a log, as a stage that raised leaves it."""
+    base = tmp_path_factory.mktemp("report-e2e")
+    recipes = {task: dict(recipe, epochs=1) for task, recipe in TINY["recipes"].items()}
+    workspaces = []
+    for width in (4, 8):
+        workspace = base / f"width{width}"
+        sweep = dict(TINY, name=f"tiny-w{width}", workspace=str(workspace), mask_source=["labels", "random"],
+                     recipes=recipes, arch={"name": "small_cnn", "width": width})
+        path = base / f"tiny-w{width}.yaml"
+        path.write_text(yaml.safe_dump(sweep))
+        launch = cli("launch", path, "--no-progress")
+        assert launch.returncode == 0, launch.stdout + launch.stderr
+        workspaces.append(workspace)
+    ledger = Ledger(workspaces[1])
+    try:
+        failed = next(row for row in ledger.stages() if row["kind"] == "eval")
+        folder = workspaces[1] / "stages" / failed["key"]
+        (folder / "DONE.json").unlink()
+        (folder / "log.txt").write_text("".join(f"step {i}\n" for i in range(30)) + "RuntimeError: out of luck\n")
+        ledger.mark_failed(failed["key"], "RuntimeError", "the stage raised")
+    finally:
+        ledger.close()
+    return workspaces, failed["key"]
+
+
+def test_one_report_over_two_networks_end_to_end(two_real_sweeps, tmp_path):
+    (first, second), failed = two_real_sweeps
+    out = tmp_path / "fig3.html"
+    done = cli("report", first, second, "-o", out)
+    assert done.returncode == 0, done.stderr
+    page = out.read_text()
+    captions = [caption.split(" (")[0] for caption in re.findall(r"<figcaption>(.*?)</figcaption>", page)]
+    assert captions == ["digits / small_cnn(width=4)", "digits / small_cnn(width=8)"]
+    assert all(min(png_size(image)) > 300 for image in PNG.findall(page))
+    for workspace, name in ((first, "tiny-w4"), (second, "tiny-w8")):
+        assert f"<tr><td>{workspace}</td><td>{name}</td>" in page
+    # the stage states: one table per workspace, the failure with its log's last lines, the cell it leaves missing
+    assert page.count("<th>kind</th>") == 2
+    assert f"<h3>{second}: 1 failed stage(s)</h3>" in page and f"<h4>{failed} " in page
+    assert "RuntimeError, attempt" in page and "step 29\nRuntimeError: out of luck</pre>" in page
+    assert "step 17\n" not in page  # a tail, not the whole log
+    missing = re.search(r'<section id="missing">(.*?)</section>', page).group(1)
+    assert f"<td>{failed}</td><td>failed</td>" in missing and f"{first}: 6 of 6 cells done, 0 missing" in missing
+    assert "<h3>init: winning_ticket vs reinit</h3>" in page
