@@ -1,8 +1,11 @@
-"""The ``prunesweep`` command: plan | launch | status | resume | cancel | results | report."""
+"""The ``prunesweep`` command: plan | launch | status | resume | cancel | results | report | repair."""
 from __future__ import annotations
 
 import argparse
+import errno
+import os
 import signal
+import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -98,8 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
                               description="Summaries of the central results table of one workspace or several: "
                                           "mean top-1, standard error and n over seeds, grouped by every setting but "
                                           "the seed (and the workspace). Several workspaces give one table with a "
-                                          "workspace column.")
-    res.add_argument("workspaces", nargs="+", metavar="WORKSPACE")
+                                          "workspace column; --db reads a lab's central results database instead.")
+    res.add_argument("workspaces", nargs="*", metavar="WORKSPACE")
+    res.add_argument("--db", metavar="URL",
+                     help="read the lab's central results database instead of workspaces "
+                          "(postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE or sqlite:///PATH)")
     res.add_argument("--pivot", action="store_true",
                      help="rows = fraction remaining, columns = mask source / init (the paper's Fig. 3 as a table)")
     res.add_argument("--plot", metavar="PNG", help="draw top-1 vs fraction remaining (log x) with error bars")
@@ -116,6 +122,17 @@ def build_parser() -> argparse.ArgumentParser:
                      help="mean paired difference A - B of top-1 per setting over the seeds both share, its standard "
                           "error, n and a two-sided paired t-test p-value (* marks p < 0.05)")
     _add_report_parser(commands)
+    repair = commands.add_parser("repair", help="rebuild a damaged workspace's ledger and results table from its "
+                                                "stage folders",
+                                 description="Remove the temp files of killed writers, move malformed files (a "
+                                             "damaged database, stage.json or DONE.json) aside into "
+                                             "WORKSPACE/quarantine/<time>/, rebuild the ledger and the results table "
+                                             "from the artifacts (stage.json, DONE.json and their checksums) and say "
+                                             "what was done. Stages are not run: `resume` runs what is left.")
+    repair.add_argument("workspace")
+    repair.add_argument("sweeps", nargs="*", metavar="SWEEP",
+                        help="sweep files launched in this workspace, to restore their cells when the workspace "
+                             "keeps no record of them (made before prunesweep kept one)")
     return parser
 
 
@@ -172,6 +189,18 @@ def main(argv: Optional[list[str]] = None) -> int:
     except WorkspaceBusy as busy:
         print(f"prunesweep: {busy}", file=sys.stderr)
         return busy.exit_code
+    except OSError as error:
+        if error.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            raise
+        from .store_health import explain_space_error
+
+        print(f"prunesweep: error: {explain_space_error(error, _workspace_argument(args))}", file=sys.stderr)
+        return 1
+    except sqlite3.DatabaseError as error:
+        from .store_health import explain_database_error
+
+        print(f"prunesweep: error: {explain_database_error(error, _workspace_argument(args))}", file=sys.stderr)
+        return 1 if "full" in str(error).lower() else 2  # a full disk is no bad input
     except BrokenPipeError:  # output piped into `head` and closed early
         sys.stderr.close()
         return 0
@@ -180,7 +209,44 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 130
 
 
+def _workspace_argument(args) -> Optional[Path]:
+    """The workspace a command was given, or its sweep's; None when unknown."""
+    named = getattr(args, "workspace", None) or (getattr(args, "workspaces", None) or [None])[0]
+    if named is None and getattr(args, "sweep", None):
+        from .spec import load_spec
+
+        try:
+            named = load_spec(args.sweep, args.overrides, max_stages=None).workspace
+        except UserError:
+            return None
+    return Path(named) if named else None
+
+
+def _cmd_repair(args) -> int:
+    from .repair import repair
+    from .workspace import WorkspaceLock
+
+    workspace = Path(args.workspace)
+    if not workspace.is_dir() or not ((workspace / "ledger.sqlite").exists() or (workspace / "stages").is_dir()):
+        raise UserError(f"{workspace}: not a prunesweep workspace (no ledger.sqlite, no stages folder)")
+    if not os.access(workspace, os.W_OK | os.X_OK):
+        raise UserError(f"{workspace}: the workspace folder is read-only for you; repair a copy of it")
+    with WorkspaceLock(workspace):
+        for line in repair(workspace, tuple(args.sweeps)):
+            print(line)
+    return 0
+
+
 def _cmd_plan(args) -> int:
+    from workers.known_datasets import sizes_when_absent
+
+    with sizes_when_absent() as absent:  # plan from the published sizes when a data folder is not there yet
+        return _print_plan(args, absent)
+
+
+def _print_plan(args, absent: dict[str, str]) -> int:
+    from workers.known_datasets import describe
+
     from .gpu_hours import estimate
     from .planner import plan_sweep
     from .spec import load_spec
@@ -188,6 +254,9 @@ def _cmd_plan(args) -> int:
 
     spec = load_spec(args.sweep, args.overrides, max_stages=args.max_stages)
     plan = plan_sweep(spec, existing_captures(Path(spec.workspace)))
+    if absent:
+        print("note: data folder missing: " + "; ".join(f"{root} ({describe(name)})" for root, name in absent.items())
+              + ": planned from the published sizes; `launch` needs the folder")
     print(f"sweep {spec.name}: {spec.dataset.name} / {spec.arch.name}, workspace {spec.workspace}")
     print(f"grid: {len(plan.cells)} cells ({len(spec.mask_source)} mask sources x {len(spec.init)} inits x "
           f"{len(spec.rewind)} rewind points x {len(spec.pruning.fractions)} fractions x {len(spec.seeds)} seeds; "
@@ -220,8 +289,10 @@ def _cmd_plan(args) -> int:
 
 def _cmd_launch(args) -> int:
     from . import driver
+    from .central_results import check_settings
     from .spec import load_spec
 
+    check_settings()  # a malformed results-database URL in the environment or config file: exit 2 first
     spec = load_spec(args.sweep, args.overrides, max_stages=args.max_stages)
     started = time.time()
     try:
@@ -234,9 +305,11 @@ def _cmd_launch(args) -> int:
 
 def _cmd_resume(args) -> int:
     from . import driver
+    from .central_results import check_settings
     from .workspace import require_workspace
 
-    workspace = require_workspace(Path(args.workspace))
+    check_settings()
+    workspace = require_workspace(Path(args.workspace), writing=True)
     started = time.time()
     try:
         keys, summary = driver.resume(workspace, args.backend, args.workers, progress=not args.no_progress,
@@ -298,9 +371,11 @@ def _cmd_status(args) -> int:
 
 
 def _cmd_results(args) -> int:
-    from .results_command import show_results
+    from .results_command import show_central_results, show_results
     from .workspace import require_workspace
 
+    if args.db is not None or not args.workspaces:
+        return show_central_results(args)
     return show_results([require_workspace(Path(workspace)) for workspace in args.workspaces], args)
 
 
@@ -315,13 +390,13 @@ def _cmd_cancel(args) -> int:
     from .driver import cancel
     from .workspace import require_workspace
 
-    cancelled = cancel(require_workspace(Path(args.workspace)))
+    cancelled = cancel(require_workspace(Path(args.workspace), writing=True))
     print(f"cancelled {len(cancelled)} job(s)" + (": " + " ".join(cancelled) if cancelled else ""))
     return 0
 
 
 COMMANDS = {"plan": _cmd_plan, "cancel": _cmd_cancel, "launch": _cmd_launch, "status": _cmd_status,
-            "resume": _cmd_resume, "results": _cmd_results, "report": _cmd_report}
+            "resume": _cmd_resume, "results": _cmd_results, "report": _cmd_report, "repair": _cmd_repair}
 
 
 if __name__ == "__main__":

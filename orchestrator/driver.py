@@ -22,6 +22,7 @@ from .failure_classes import failure_class
 from .ledger import Ledger
 from .planner import Plan, plan_sweep, settings_fingerprint
 from .reconcile import ingest_results, log_tail, reconcile
+from .repair import keep_sweep_record, remove_leftover_temps
 from .spec import SweepSpec
 from .workspace import WorkspaceLock, check_creatable, existing_captures, materialise, stage_dir
 
@@ -68,7 +69,9 @@ class _LedgerEvents:
 
     def failed(self, key, error_class, message):
         self.failures += 1
-        self.ledger.mark_failed(key, error_class, log_tail(self.workspace, key) or message)
+        # a full disk may have cut the log short: its own message names the file and the space left
+        tail = message if error_class == "DiskFull" else log_tail(self.workspace, key) or message
+        self.ledger.mark_failed(key, error_class, tail)
         self.bar.update(1)
         self.bar.set_postfix(failed=self.failures)
 
@@ -112,6 +115,7 @@ def run_pending(workspace: Path, ledger: Ledger, keys: Iterable[str], backend_na
     """
     keys = list(keys)
     done = reconcile(workspace, ledger, lock_held_by_us=True)
+    remove_leftover_temps(workspace, ledger)  # of writers killed before their rename
     ingest_results(workspace, ledger, done)
     rows = {row["key"]: row for row in ledger.stages()}
     todo = [key for key in keys if rows[key]["state"] not in ("done", "running")]
@@ -169,6 +173,7 @@ def launch(spec: SweepSpec, source: str, backend_name: Optional[str] = None, wor
             plan = plan_sweep(spec, existing_captures(workspace))
             materialise(workspace, list(plan.stages.values()))
             ledger.register(spec.name, source, settings, spec.model_dump(), plan.stages.values(), plan.cells)
+            keep_sweep_record(workspace, spec.name, source, settings, spec.model_dump())
             backend_name = backend_name or spec.backend
             section = getattr(spec, backend_name, None)  # a backend registered after the schema was built has none
             settings_for_run = backend_class(backend_name).planned_settings(

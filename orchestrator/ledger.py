@@ -31,6 +31,7 @@ from results.versioned_sqlite import (
 
 from .errors import UserError
 from .stage_identity import Cell, Stage
+from .store_health import must_not_write
 
 LEDGER_FILE = "ledger.sqlite"
 STATES = ("planned", "running", "done", "failed", "blocked")
@@ -146,7 +147,8 @@ class Ledger:
         if not create and not path.exists():
             raise FileNotFoundError(path)
         try:
-            connection = open_for_reading(path, MIGRATIONS) if reading else None
+            # a workspace the reader may not write, or whose lock a run holds, is read through a copy
+            connection = open_for_reading(path, MIGRATIONS, copy=must_not_write(self.workspace)) if reading else None
             #: whether what this ledger records reaches the file (False for a reader's copy).
             self.writes_persist = connection is None or _is_file_backed(connection)
             if connection is None:
@@ -180,7 +182,8 @@ class Ledger:
         try:
             yield self.connection
         except BaseException:
-            self.connection.execute("ROLLBACK")
+            if self.connection.in_transaction:  # SQLite already rolled back after a full disk or an I/O error
+                self.connection.execute("ROLLBACK")
             raise
         self.connection.execute("COMMIT")
 

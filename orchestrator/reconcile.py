@@ -19,6 +19,7 @@ from workers.stage_lock import holder
 
 from .artifact_stamps import verify_stage
 from .backends import backend_class, by_backend
+from .central_results import push_waiting
 from .errors import UserError
 from .ledger import Ledger
 from .workspace import WorkspaceLock, stage_dir
@@ -138,4 +139,6 @@ def ingest_results(workspace: Path, ledger: Ledger, done: Iterable[str]) -> int:
             dense_metrics = None  # the dense run is being recomputed: natural_sparsity stays empty
         rows.append(results.build_row({name: cell[name] for name in cell.keys()}, specs[cell["sweep"]],
                                       metrics_of(key), dense_metrics))
-    return results.record(workspace, rows) if rows else 0
+    recorded = results.record(workspace, rows) if rows else 0
+    push_waiting(workspace, ledger)  # to the lab's central database, when one is set; never raises
+    return recorded

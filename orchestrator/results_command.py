@@ -38,6 +38,42 @@ def show_results(workspaces: Sequence[Path], args) -> int:
         finally:
             ledger.close()
     frame = results.load(workspaces[0] if len(workspaces) == 1 else workspaces)
+    return _present(frame, ", ".join(map(str, workspaces)), args)
+
+
+def show_central_results(args) -> int:
+    """``results --db URL`` (or ``results`` alone with a database configured): the same
+    summaries, pivots, comparisons, plots and exports over the lab's central database,
+    with no workspace at hand (:func:`results.central_db.load`)."""
+    from results import central_db
+
+    from .central_results import ENV_VAR, config_file, configured_elsewhere
+
+    if args.db is not None and args.workspaces:
+        raise UserError("results: give WORKSPACE... or --db URL, not both")
+    url = args.db if args.db is not None else configured_elsewhere()
+    if url is None:
+        raise UserError(f"results: give one or more WORKSPACE, or --db URL (or set {ENV_VAR} or results_db in "
+                        f"{config_file()})")
+    try:
+        central_db.check_url(url)
+    except ValueError as error:
+        raise UserError(f"--db: {error}") from None
+    from results.export import target_problem
+
+    for option, target in (("--csv", args.csv), ("--parquet", args.parquet), ("--plot", args.plot)):
+        problem = target_problem(target, [], plot=option == "--plot") if target else None
+        if problem:
+            raise UserError(f"{option}: {problem}")
+    try:
+        frame = central_db.load(url)
+    except central_db.CentralDbError as error:
+        raise UserError(f"--db: {error}") from None
+    return _present(frame, central_db.redact(url), args)
+
+
+def _present(frame: pd.DataFrame, names: str, args) -> int:
+    """Filter, summarize, pivot, compare, plot and export ``frame`` as the arguments ask."""
     where = list(args.where) + ([f"sweep={args.sweep}"] if args.sweep else [])
     by = _group_by(args.group_by)
     comparison = _compare_argument(args.compare)
@@ -53,7 +89,6 @@ def show_results(workspaces: Sequence[Path], args) -> int:
         allowed = ", ".join(map(str, frame.columns))
         raise UserError(f"--compare: unknown column {comparison[0]!r}; allowed columns: {allowed}")
     if frame.empty:
-        names = ", ".join(map(str, workspaces))
         print(f"{names}: no results yet" + (" match the filters" if where else ""))
         return 0
     with pd.option_context("display.width", 200, "display.max_columns", None, "display.max_rows", None):

@@ -8,6 +8,7 @@ from pathlib import Path
 from workers import catalog
 
 from .backends import BACKENDS, backend_class
+from .central_results import waiting_line
 from .failure_classes import describe
 from .ledger import STATES, Ledger
 from .reconcile import ingest_results, reconcile
@@ -28,6 +29,9 @@ def print_status(workspace: Path, all_missing: bool = False, rehash: bool = Fals
         for name in BACKENDS:
             for line in backend_class(name).status_lines(workspace):
                 print(line)
+        waiting = waiting_line(workspace, ledger)  # rows the central results database has not received
+        if waiting:
+            print(waiting)
         counts = Counter((row["kind"], row["state"]) for row in stages)
         present = {kind for kind, _ in counts}
         kinds = [kind for kind in catalog.STAGE_KINDS if kind in present] + sorted(present - set(catalog.STAGE_KINDS))

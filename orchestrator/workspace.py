@@ -19,11 +19,19 @@ import time
 from pathlib import Path
 from typing import IO, Optional
 
-from workers.artifacts import STAGE_FILE, NotARegularFile, atomic_write_json, open_regular, read_stage
+from workers.artifacts import (
+    STAGE_FILE,
+    MalformedStageFile,
+    NotARegularFile,
+    atomic_write_json,
+    open_regular,
+    read_stage,
+)
 
 from .errors import UserError, WorkspaceBusy
 from .ledger import LEDGER_FILE
 from .stage_identity import Stage
+from .store_health import check_stores
 
 STAGES_DIR = "stages"
 LOCK_FILE = ".lock"
@@ -78,13 +86,20 @@ def check_creatable(workspace: Path, source: str) -> None:
     if kind in PSEUDO_FILE_SYSTEMS:
         raise UserError(f"{source}: workspace: {workspace} is on a {kind} pseudo file system, which keeps no files; "
                         "choose a folder on a disk")
+    if workspace.is_dir():
+        check_stores(workspace, writing=True)
 
 
-def require_workspace(workspace: Path) -> Path:
-    """Raise UserError (exit 2) unless ``workspace`` holds a prunesweep ledger."""
+def require_workspace(workspace: Path, writing: bool = False) -> Path:
+    """Raise UserError (exit 2) unless ``workspace`` holds a sound prunesweep ledger (and, for a
+    ``writing`` command, one the user may write); see :func:`~.store_health.check_stores`."""
     workspace = Path(workspace)
     if not (workspace / LEDGER_FILE).exists():
+        if (workspace / "stages").is_dir():
+            raise UserError(f"{workspace / LEDGER_FILE}: is missing; run `prunesweep repair {workspace}` to rebuild "
+                            "it from the stage folders")
         raise UserError(f"{workspace}: not a prunesweep workspace (no {LEDGER_FILE}); launch a sweep into it first")
+    check_stores(workspace, writing)
     return workspace
 
 
@@ -95,17 +110,31 @@ def existing_captures(workspace: Path):
         path = stage_dir(workspace, key) / STAGE_FILE
         if not path.exists():
             return None
-        return list(read_stage(path.parent)["config"].get("capture_iterations", []))
+        try:
+            config = read_stage(path.parent).get("config")
+        except MalformedStageFile as error:
+            raise UserError(str(error)) from None
+        captures = config.get("capture_iterations", []) if isinstance(config, dict) else None
+        if not isinstance(captures, list):
+            raise UserError(f"{path}: config.capture_iterations is not a list; run `prunesweep repair {workspace}` "
+                            "to move it aside and write it again from the sweep")
+        return list(captures)
 
     return captured
 
 
 def materialise(workspace: Path, stages: list[Stage]) -> None:
-    """Write each new stage's folder and ``stage.json``; existing folders are left as they are."""
+    """Write each new stage's folder and ``stage.json``; existing folders are left as they are
+    (a damaged ``stage.json`` among them is UserError naming it and the repair)."""
     for stage in stages:
         folder = stage_dir(workspace, stage.key)
         if not (folder / STAGE_FILE).exists():
             atomic_write_json(folder / STAGE_FILE, stage.to_json())
+        else:
+            try:
+                read_stage(folder)
+            except MalformedStageFile as error:
+                raise UserError(str(error)) from None
 
 
 class WorkspaceLock:

@@ -7,17 +7,67 @@ imports nothing from here, and ``results`` imports nothing from ``workers``.
 """
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+#: errors of a full disk, an exceeded quota or file size limit.
+SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
+class OutOfSpace(OSError):
+    """An export failed for want of space; the message names the file and the space left."""
+
+    def __init__(self, path: Path, code: int):
+        what = {errno.EDQUOT: "the disk quota is exceeded", errno.EFBIG: "the file size limit is exceeded"}.get(
+            code, "no space left on the device")
+        super().__init__(code, f"cannot write {path}: {what} ({_free(path.parent)} free there); the file is "
+                               "unchanged: free some space or write it elsewhere")
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def _free(folder: Path) -> str:
+    try:
+        info = os.statvfs(folder)
+    except OSError:
+        return "?"
+    return f"{info.f_bavail * info.f_frsize / 2**20:.1f} MiB"
+
+
+def _out_of_space(error: BaseException, folder: Path) -> int | None:
+    """The errno of a write that failed for want of space (pandas and pyarrow wrap it), else None."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in SPACE_ERRNOS:
+            return seen.errno
+        seen = seen.__cause__ or seen.__context__
+    if isinstance(error, (KeyboardInterrupt, SystemExit, MemoryError)):
+        return None
+    try:
+        info = os.statvfs(folder)
+    except OSError:
+        return None
+    return errno.ENOSPC if info.f_bavail * info.f_frsize < (1 << 16) else None
+
 
 def atomic_save_with(path: Path, save: Callable[[Any], Any]) -> None:
-    """Write ``path`` atomically with ``save(handle)``, e.g. ``lambda f: df.to_csv(f)``."""
+    """Write ``path`` atomically with ``save(handle)``, e.g. ``lambda f: df.to_csv(f)``.
+
+    A full disk (or quota) raises :class:`OutOfSpace` naming the file and the space left;
+    the temp file is removed and ``path`` keeps its old content.
+    """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as error:
+        if error.errno in SPACE_ERRNOS:
+            raise OutOfSpace(path, error.errno) from error
+        raise
     try:
         mask = os.umask(0o022)
         os.umask(mask)
@@ -27,9 +77,12 @@ def atomic_save_with(path: Path, save: Callable[[Any], Any]) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        code = None if isinstance(error, OutOfSpace) else _out_of_space(error, path.parent)
+        if code is not None:
+            raise OutOfSpace(path, code) from error
         raise

@@ -34,7 +34,8 @@ def target_problem(path: str | os.PathLike, protected: list[Path], plot: bool = 
     resolved = target.resolve()
     for folder in protected:
         state = folder.resolve()
-        inside = resolved.parent == state and resolved.name.startswith(("ledger.sqlite", "results.sqlite", ".lock"))
+        inside = resolved.parent == state and resolved.name.startswith(
+            ("ledger.sqlite", "results.sqlite", "central_db.sqlite", ".lock"))
         if inside or state / "stages" in resolved.parents:
             return f"{target} is part of the workspace {folder}'s own state; write the export elsewhere"
     if plot and (target.suffix.lstrip(".").lower() or "png") not in PLOT_FORMATS:

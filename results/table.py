@@ -74,7 +74,8 @@ def record(workspace: str | os.PathLike, rows: Iterable[Mapping[str, Any]]) -> i
             new = conn.total_changes - before
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:  # SQLite already rolled back after a full disk or an I/O error
+                conn.execute("ROLLBACK")
             raise
     return new
 

@@ -73,7 +73,8 @@ def migrate(conn: sqlite3.Connection, path: Path, migrations: Sequence[Migration
         conn.execute(f"PRAGMA user_version = {len(migrations)}")
         conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        if conn.in_transaction:  # SQLite already rolled back after a full disk or an I/O error
+            conn.execute("ROLLBACK")
         raise
     return len(migrations)
 
@@ -95,13 +96,15 @@ def open_for_writing(path: Path, migrations: Sequence[Migration]) -> sqlite3.Con
     return conn
 
 
-def open_for_reading(path: Path, migrations: Sequence[Migration]) -> Optional[sqlite3.Connection]:
+def open_for_reading(path: Path, migrations: Sequence[Migration],
+                     copy: bool = False) -> Optional[sqlite3.Connection]:
     """A connection that reads the store at the current version without writing it; None if absent.
 
-    A store of the current version is opened in place; an older one is copied into memory
-    (SQLite's backup API: one consistent snapshot even while a writer works) and that copy
-    is migrated. The copy takes the store's size in memory, which the ledger and the
-    results table (rows of text and numbers, no artifacts) keep small.
+    A store of the current version is opened in place (unless ``copy``: one the reader may not
+    or must not write); an older one is copied into memory (SQLite's backup API: one
+    consistent snapshot even while a writer works) and that copy is migrated. The copy takes
+    the store's size in memory, which the ledger and the results table (rows of text and
+    numbers, no artifacts) keep small.
     """
     if not path.is_file():
         return None
@@ -109,20 +112,20 @@ def open_for_reading(path: Path, migrations: Sequence[Migration]) -> Optional[sq
     try:
         version = with_retry(lambda: schema_version(conn))
         check_version(version, path, migrations)
-        if version == len(migrations):
+        if version == len(migrations) and not copy:
             return conn
-        copy = sqlite3.connect(":memory:", isolation_level=None)
-        with_retry(lambda: conn.backup(copy))
+        memory = sqlite3.connect(":memory:", isolation_level=None)
+        with_retry(lambda: conn.backup(memory))
     except BaseException:
         conn.close()
         raise
     conn.close()
     try:
-        migrate(copy, path, migrations)
+        migrate(memory, path, migrations)
     except BaseException:
-        copy.close()
+        memory.close()
         raise
-    return copy
+    return memory
 
 
 def _open_existing(path: Path) -> sqlite3.Connection:
@@ -130,10 +133,14 @@ def _open_existing(path: Path) -> sqlite3.Connection:
 
     ``mode=rw`` never creates the file, and as the last connection to close it folds the
     WAL back and removes the -wal/-shm files (a ``mode=ro`` connection leaves them behind);
-    ``mode=ro`` is the fallback for a store we may not write to.
+    ``mode=ro`` is the fallback for a store we may not write to; ``immutable=1`` the last one,
+    for a store in WAL mode that SQLite cannot give the shared-memory file a WAL reader needs
+    (a colleague's workspace, a read-only snapshot, a full disk). It reads the database file as it is,
+    without locks: a snapshot of what its owner last checkpointed.
     """
-    for mode in ("rw", "ro"):
-        uri = path.resolve().as_uri() + f"?mode={mode}"
+    modes = ("mode=rw", "mode=ro", "mode=ro&immutable=1")
+    for mode in modes:
+        uri = path.resolve().as_uri() + f"?{mode}"
         try:
             conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None)
             conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
@@ -141,7 +148,8 @@ def _open_existing(path: Path) -> sqlite3.Connection:
             return conn
         except sqlite3.OperationalError as error:
             text = str(error).lower()
-            if mode == "ro" or ("readonly" not in text and "unable to open" not in text):
+            # "disk I/O error": SQLite could not make the -shm file (a full disk)
+            if mode == modes[-1] or not any(word in text for word in ("readonly", "unable to open", "disk i/o")):
                 raise
     raise AssertionError("unreachable")
 

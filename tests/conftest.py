@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-# real local SLURM and Ray clusters, and a headless Chromium (tests/cluster/)
-pytest_plugins = ["cluster.slurm_fixture", "cluster.ray_fixture", "cluster.chromium"]
+# real local SLURM and Ray clusters, a headless Chromium and a PostgreSQL server (tests/cluster/)
+pytest_plugins = ["cluster.slurm_fixture", "cluster.ray_fixture", "cluster.chromium", "cluster.postgres_fixture"]
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -40,6 +40,101 @@ LOG_FILE = "log.txt"
 METRICS_FILE = "metrics.json"
 
 
+#: the names of our temp files (``tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp")``, as here and in
+#: ``results/atomic_files.py``): a writer killed before its rename leaves one behind.
+TEMP_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
+
+#: errors of a full disk, an exceeded quota or file size limit.
+SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
+class DiskFull(OSError):
+    """A write failed for want of space (disk full, quota or file size limit): names the file and the free space."""
+
+    exit_code = 1
+
+    def __init__(self, path: Path, cause: BaseException):
+        code = getattr(cause, "errno", None) or errno.ENOSPC
+        what = {errno.EDQUOT: "the disk quota is exceeded", errno.EFBIG: "the file size limit is exceeded"}.get(
+            code, "no space left on the device")
+        super().__init__(code, f"cannot write {path}: {what} ({free_space(Path(path).parent)} free there); "
+                               "nothing done is lost: free some space, then run `prunesweep resume`")
+        self.path = Path(path)
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+    def __reduce__(self):  # picklable as one message (worker processes send exceptions back)
+        return (_disk_full_again, (str(self.path), str(self.strerror), self.errno))
+
+
+def _disk_full_again(path: str, message: str, code: int) -> DiskFull:
+    error = DiskFull.__new__(DiskFull)
+    OSError.__init__(error, code, message)
+    error.path = Path(path)
+    return error
+
+
+def free_space(folder: Path) -> str:
+    """The space this user may still write in ``folder``'s file system, e.g. ``"1.5 MiB"`` (``"?"`` if unknown)."""
+    folder = Path(folder)
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        info = os.statvfs(folder)
+    except OSError:
+        return "?"
+    size = float(info.f_bavail * info.f_frsize)
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
+        size /= 1024
+    return "?"
+
+
+def out_of_space(error: BaseException, path: Path) -> bool:
+    """Whether a failed write of ``path`` failed for want of space.
+
+    torch and pandas wrap the ``OSError`` of a full disk in their own errors, so besides the
+    errno of the error (or of its causes) a write is judged out of space when the file
+    system has (almost) nothing left.
+    """
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in SPACE_ERRNOS:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    if isinstance(error, (KeyboardInterrupt, SystemExit, MemoryError)):
+        return False
+    try:
+        info = os.statvfs(Path(path).parent)
+    except OSError:
+        return False
+    return info.f_bavail * info.f_frsize < (1 << 16) or "write failed" in str(error).lower()
+
+
+def remove_temp_files(folder: Path) -> list[Path]:
+    """Delete the temp files of killed writers directly in ``folder``; return their paths.
+
+    Only regular files named as our temp files are removed, never through a symbolic
+    link (a link named like one is left alone). The caller makes sure no writer of ours
+    is still at work in ``folder``.
+    """
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(folder))
+    except (FileNotFoundError, NotADirectoryError):
+        return removed
+    for entry in entries:
+        if TEMP_NAME.match(entry.name) and entry.is_file(follow_symlinks=False):
+            try:
+                os.unlink(entry.path)
+            except FileNotFoundError:
+                continue
+            removed.append(Path(entry.path))
+    return removed
+
+
 class CorruptArtifact(RuntimeError):
     """A dependency's artifact is missing or does not match its recorded checksum."""
 
@@ -68,8 +163,13 @@ def _atomic_write(path: Path, write: Callable[[Any], Any]) -> None:
     if not is_writer():  # a rank other than 0 of a distributed stage: rank 0 writes the same
         return
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as error:
+        if error.errno in SPACE_ERRNOS:
+            raise DiskFull(path, error) from error
+        raise
     try:
         os.fchmod(fd, 0o666 & ~process_umask())  # mkstemp makes 0600; a lab's shared workspace needs the umask
         with os.fdopen(fd, "wb") as handle:
@@ -77,11 +177,13 @@ def _atomic_write(path: Path, write: Callable[[Any], Any]) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if not isinstance(error, DiskFull) and out_of_space(error, path):
+            raise DiskFull(path, error) from error
         raise
 
 
@@ -94,9 +196,25 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+class MalformedStageFile(ValueError):
+    """A ``stage.json`` that is not JSON or not a mapping: names the file and the repair."""
+
+
 def read_stage(stage_dir: Path) -> dict:
-    """Read a stage folder's ``stage.json``."""
-    return json.loads((Path(stage_dir) / STAGE_FILE).read_text())
+    """Read a stage folder's ``stage.json``; :class:`MalformedStageFile` naming it when it is damaged."""
+    path = Path(stage_dir) / STAGE_FILE
+    try:
+        stage = json.loads(path.read_text())
+    except UnicodeDecodeError as error:
+        stage = error
+    except ValueError as error:
+        stage = error
+    if not isinstance(stage, dict):
+        why = stage if isinstance(stage, ValueError) else f"a {type(stage).__name__}, not a mapping"
+        workspace = Path(stage_dir).absolute().parent.parent
+        raise MalformedStageFile(f"{path}: not a stage's description ({why}); run `prunesweep repair {workspace}` "
+                                 "to move it aside and write it again from the sweep")
+    return stage
 
 
 def write_done(stage_dir: Path, files: list[str], metrics: Mapping[str, Any]) -> dict:
@@ -127,7 +245,7 @@ def verify_done(stage_dir: Path) -> tuple[bool, str]:
         manifest = json.loads(manifest_path.read_text())
     except (OSError, ValueError):
         return False, f"{DONE_FILE} is unreadable"
-    problem = manifest_problem(manifest)
+    problem = manifest_problem(manifest) or _missing_required(stage_dir, manifest)
     if problem:
         return False, f"{DONE_FILE} {problem}"
     for name, record in manifest["files"].items():
@@ -165,6 +283,26 @@ def manifest_problem(manifest: Any) -> str | None:
         if not (isinstance(record, dict) and type(record.get("size")) is int and record["size"] >= 0
                 and isinstance(record.get("sha256"), str) and _SHA256.match(record["sha256"])):
             return f"has no valid size and sha256 for {name!r}"
+    return None
+
+
+def _missing_required(stage_dir: Path, manifest: dict) -> str | None:
+    """What the manifest leaves out of the files its stage's kind must produce, or None.
+
+    Judged from ``stage.json``; without a readable one the kind is unknown and only the
+    metrics file (checked by :func:`manifest_problem`) is required.
+    """
+    from workers.stage_files import required_files
+
+    try:
+        stage = json.loads((stage_dir / STAGE_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(stage, dict):
+        return None
+    missing = sorted(required_files(stage.get("kind"), stage.get("config")) - set(manifest["files"]))
+    if missing:
+        return f"does not list {', '.join(missing)}, which a {stage.get('kind')} stage produces"
     return None
 
 

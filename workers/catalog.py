@@ -29,8 +29,8 @@ from typing import Any, overload
 
 from workers.data import DATASETS as _FIXED
 from workers.data import KINDS as _KINDS
-from workers.data import dataset_facts
 from workers.folders import SUBSET_KINDS, DataFolderError
+from workers.known_datasets import dataset_facts  # the folder's facts; published sizes while planning without it
 from workers.mask_rule_kinds import MASK_RULE_KINDS as _RULES
 from workers.mask_sources import MASK_SOURCES as _SOURCES
 from workers.mask_sources import TASKS as _TASKS

@@ -13,7 +13,11 @@ from .sweep import SweepSpec
 
 
 def shown(override: str, limit: int = 80) -> str:
-    """An override as an error message quotes it: cut to ``limit`` characters, so one line stays readable."""
+    """An override as an error message quotes it: cut to ``limit`` characters, so one line stays readable,
+    and a URL's password hidden."""
+    from results.central_db import redact
+
+    override = redact(override)
     return repr(override if len(override) <= limit else override[:limit] + "...")
 
 

@@ -34,11 +34,22 @@ class _SweepFields(StrictSection):
     seeds: list[int] = Field(min_length=1)
     label_subset: LabelSubset = Field(default_factory=LabelSubset)
     transfer: Optional[Transfer] = None
+    #: the lab's central results database (results.central_db), e.g. postgresql://user@host/db
+    results_db: Optional[str] = None
 
     @field_validator("workspace")
     @classmethod
     def _workspace_path(cls, workspace: str) -> str:
         return checked_path(workspace)
+
+    @field_validator("results_db")
+    @classmethod
+    def _database_url(cls, url: Optional[str]) -> Optional[str]:
+        from results.central_db import check_url
+
+        if url is not None:
+            check_url(url)  # a ValueError names the URL with its password hidden
+        return url
 
     @field_validator("recipes")
     @classmethod

@@ -1,0 +1,167 @@
+"""A full disk (or an exceeded quota or file size limit) during a launch, a stage or an export: one clear
+message naming the file (or the workspace) and the space left, nothing done lost, and ``resume`` after
+space is freed completes the sweep with the same results.
+
+The launch and export tests run on a real small file system (a tmpfs, which needs root and mount
+rights: they skip with the reason elsewhere); the stage test needs no mount: it runs the stage under
+``RLIMIT_FSIZE``, the per-process file size limit, whose writes fail as a full disk's do.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import ROOT
+
+MINI = {
+    "name": "mini", "dataset": {"name": "digits"}, "arch": {"name": "small_cnn", "width": 4},
+    "recipes": {"labels": {"epochs": 1, "batch_size": 256, "optimizer": "adam", "lr": 0.01}},
+    "pruning": {"fractions": [0.8]}, "rewind": [0], "mask_source": ["labels"], "init": ["reinit"], "seeds": [0],
+}
+
+
+def run_cli(*args):
+    """``prunesweep ARGS`` in this process: (exit code, stdout, stderr); other exceptions fail the test."""
+    from orchestrator.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    handler = signal.getsignal(signal.SIGTERM)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main([str(arg) for arg in args])
+    finally:
+        signal.signal(signal.SIGTERM, handler)
+    return code, out.getvalue(), err.getvalue()
+
+
+def _limit_file_size(limit: int):
+    def apply() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead of killing
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return apply
+
+
+def run_process(*args, module="orchestrator", file_size_limit=None):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, "-m", module, *map(str, args)], capture_output=True, text=True, env=env,
+                          timeout=300, preexec_fn=_limit_file_size(file_size_limit) if file_size_limit else None)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The mini sweep run with room to spare: its workspace, sweep file and results table."""
+    root = tmp_path_factory.mktemp("diskfull")
+    sweep = root / "mini.yaml"
+    sweep.write_text(yaml.safe_dump({**MINI, "workspace": str(root / "ws")}))
+    code, out, err = run_cli("launch", sweep, "--no-progress", "--workers", "1")
+    assert code == 0, out + err
+    return root / "ws", sweep, run_cli("results", root / "ws")[1]
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 4 MiB tmpfs mounted for the test (skips where it cannot be mounted)."""
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        pytest.skip("mounting a tmpfs needs root and mount(8): the RLIMIT_FSIZE test covers a full disk here")
+    mount_point = tmp_path / "disk"
+    mount_point.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount_point)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip()}): the RLIMIT_FSIZE test covers a full disk")
+    yield mount_point
+    subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def fill(disk: Path, leave: int) -> Path:
+    """Fill ``disk`` with one file until ``leave`` bytes are free; return the file (delete it to free them)."""
+    filler = disk / "filler"
+    info = os.statvfs(disk)
+    size = max(info.f_bavail * info.f_frsize - leave, 0)
+    with open(filler, "wb") as handle:
+        handle.truncate(0)
+        block = b"\0" * (1 << 16)
+        while size > 0:
+            try:
+                size -= handle.write(block[: min(size, len(block))])
+            except OSError:
+                break
+    return filler
+
+
+def _workspace_size(workspace: Path) -> int:
+    return sum(path.stat().st_size for path in workspace.rglob("*") if path.is_file())
+
+
+@pytest.mark.parametrize("share", [0.0, 0.8, 1.6])
+def test_a_launch_on_a_full_disk_says_so_and_resume_finishes_with_the_same_results(reference, small_disk, share):
+    """``share``: the free space left, as a share of what the finished workspace holds (nothing, about the
+    databases, about the databases and the first stage): the disk fills at different writes."""
+    workspace = small_disk / "ws"
+    sweep = small_disk.parent / "mini.yaml"
+    sweep.write_text(yaml.safe_dump({**MINI, "workspace": str(workspace)}))
+    filler = fill(small_disk, int(share * _workspace_size(reference[0])))
+    done = run_process("launch", sweep, "--no-progress", "--workers", "1")
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stdout + done.stderr
+    if done.stderr.strip():  # the command's own write failed: one line naming where and the space left
+        assert done.stderr.count("\n") == 1 and "free there" in done.stderr, done.stderr
+        assert str(workspace) in done.stderr and "free some space, then run the command again" in done.stderr
+        # as the message says: resume once the sweep is recorded, else the same launch again
+        again = ("resume", workspace) if (workspace / "sweeps" / "mini.json").exists() else ("launch", sweep)
+        print("the launch stopped at:", done.stderr, "then:", again[0])
+    else:  # a stage failed for want of space: its reason names the file and the space left
+        status = run_process("status", workspace).stdout
+        assert "DiskFull" in status and "free there" in status, status
+        again = ("resume", workspace)
+    kept = {path: path.read_bytes() for path in workspace.glob("stages/*/DONE.json")}
+    filler.unlink()
+    resumed = run_process(*again, "--no-progress")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert {path: path.read_bytes() for path in kept} == kept  # nothing done was lost or redone
+    assert run_cli("results", workspace)[1] == reference[2]
+    assert not [path for path in workspace.rglob("*.tmp")], "a temp file outlived the resume"
+
+
+def test_a_stage_over_the_file_size_limit_fails_naming_the_file_and_resume_redoes_it(reference, tmp_path):
+    workspace = tmp_path / "ws"
+    shutil.copytree(reference[0], workspace)
+    stage = next(workspace.glob("stages/eval-*"))
+    listed = json.loads((stage / "DONE.json").read_text())["files"]
+    for name in [*listed, "DONE.json"]:
+        (stage / name).unlink()
+    done = run_process(stage, module="workers", file_size_limit=4096)
+    last = done.stderr.strip().splitlines()[-1]
+    assert done.returncode == 1 and last.startswith("workers.artifacts.DiskFull: cannot write "), done.stderr
+    assert str(stage) in last and "the file size limit is exceeded" in last and "free there" in last, last
+    assert not (stage / "DONE.json").exists() and not list(stage.glob(".*.tmp"))
+    code, out, err = run_cli("resume", workspace, "--no-progress", "--workers", "1")
+    assert code == 0 and "ran 1 stage(s)" in out, out + err
+    assert run_cli("results", workspace)[1] == reference[2]
+
+
+def test_an_export_to_a_full_disk_says_so_and_leaves_the_old_file(reference, small_disk):
+    target = small_disk / "rows.csv"
+    target.write_text("the previous export\n")
+    fill(small_disk, 0)
+    done = run_process("results", reference[0], "--csv", target)
+    assert done.returncode == 1 and done.stderr.count("\n") == 1 and "Traceback" not in done.stderr, done.stderr
+    assert f"cannot write {target}: no space left on the device" in done.stderr and "free there" in done.stderr
+    assert target.read_text() == "the previous export\n" and not list(small_disk.glob(".*.tmp"))
+
+
+def test_a_plot_over_the_file_size_limit_says_so(reference, tmp_path):
+    target = tmp_path / "top1.png"
+    done = run_process("results", reference[0], "--plot", target, file_size_limit=2048)
+    assert done.returncode == 1 and done.stderr.count("\n") == 1 and "Traceback" not in done.stderr, done.stderr
+    assert f"cannot write {target}: the file size limit is exceeded" in done.stderr, done.stderr
+    assert not target.exists() and not list(tmp_path.glob(".*.tmp"))
