@@ -76,6 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--verify", action="store_true",
                         help="checksum every artifact again (by default an artifact whose size, mtime and inode "
                              "are unchanged since it last verified is trusted)")
+    status.add_argument("--watch", action="store_true",
+                        help="print a one-line summary (counts, ETA from the measured stage durations) every "
+                             "--interval seconds until nothing is queued or running, then the full status")
+    status.add_argument("--interval", type=float, default=10.0, metavar="SECONDS",
+                        help="seconds between two refreshes of --watch (default 10)")
 
     resume = commands.add_parser("resume", help="rerun failed, blocked and missing stages of a workspace",
                                  description="Rerun every failed, blocked, interrupted or missing stage of every "
@@ -268,6 +273,7 @@ def _print_plan(args, absent: dict[str, str]) -> int:
           f"(every cell its own IMP chain from scratch): {ratio:.1f}x fewer")
     print(f"epochs: {plan.total_epochs:g} planned vs {plan.naive_epochs:g} naive")
     print(estimate(spec, plan, args.gpu).describe())
+    _print_backend_plan(spec, plan)
     levels = sorted({(f, spec.level_for(f)) for f in spec.pruning.fractions}, reverse=True)
     if not spec.pruning.one_shot:
         rate = spec.pruning.rate
@@ -338,11 +344,29 @@ def _print_summary(workspace: str, summary, seconds: float) -> None:
         print(f"results: prunesweep results {workspace} --pivot")
 
 
+def _print_backend_plan(spec, plan) -> None:
+    """What the sweep's backend says about running the plan (SLURM: the time limit of each kind)."""
+    from .backends import BACKENDS, backend_class
+
+    section = getattr(spec, spec.backend, None)
+    if spec.backend in BACKENDS:
+        for line in backend_class(spec.backend).plan_lines(spec, plan, section.model_dump() if section else {}):
+            print(line)
+
+
 def _cmd_status(args) -> int:
     from .status import print_status
     from .workspace import require_workspace
 
-    print_status(require_workspace(Path(args.workspace)), all_missing=args.all_missing, rehash=args.verify)
+    workspace = require_workspace(Path(args.workspace))
+    if args.watch:
+        from .status_watch import watch
+
+        if not 0 < args.interval <= 86400:
+            raise UserError(f"--interval: {args.interval:g}: allowed: a number of seconds above 0, at most 86400")
+        watch(workspace, args.interval, final=lambda: print_status(workspace, all_missing=args.all_missing))
+        return 0
+    print_status(workspace, all_missing=args.all_missing, rehash=args.verify)
     return 0
 
 

@@ -178,8 +178,10 @@ def launch(spec: SweepSpec, source: str, backend_name: Optional[str] = None, wor
             keep_sweep_record(workspace, spec.name, source, settings, spec.model_dump())
             backend_name = backend_name or spec.backend
             section = getattr(spec, backend_name, None)  # a backend registered after the schema was built has none
+            settings_for_run = backend_class(backend_name).planned_settings(
+                spec, plan, section.model_dump() if section is not None else {})
             summary = run_pending(workspace, ledger, plan.stages.keys(), backend_name, workers, progress,
-                                  section.model_dump() if section is not None else {})
+                                  settings_for_run)
         finally:
             ledger.close()
     return plan, summary

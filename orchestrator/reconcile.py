@@ -31,10 +31,11 @@ LOG_TAIL_LINES = 12
 class _Checks:
     """What a backend may ask while judging its running stages (see :class:`~.backends.base.Checks`)."""
 
-    def __init__(self, workspace: Path, lock_held_by_us: bool):
+    def __init__(self, workspace: Path, lock_held_by_us: bool, ledger: Optional[Ledger] = None):
         self.workspace = workspace
         self.fresh = lock_held_by_us
         self._driver_alive: Optional[bool] = None
+        self._ledger = ledger
 
     def driver_alive(self) -> bool:
         if self._driver_alive is None:
@@ -43,6 +44,10 @@ class _Checks:
 
     def log_tail(self, key: str) -> str:
         return log_tail(self.workspace, key)
+
+    def stage_states(self) -> dict[str, str]:
+        """Stage key -> the ledger's state of every stage, now."""
+        return {row["key"]: row["state"] for row in self._ledger.stages()} if self._ledger is not None else {}
 
 
 def reconcile(workspace: Path, ledger: Ledger, lock_held_by_us: bool = False, rehash: bool = False) -> set[str]:
@@ -86,7 +91,7 @@ def _reconcile(workspace: Path, ledger: Ledger, lock_held_by_us: bool, rehash: b
                                 "the ledger said done but its artifacts are gone; it will be rerun")
         elif state == "running":
             running.append(row)
-    checks = _Checks(workspace, lock_held_by_us)
+    checks = _Checks(workspace, lock_held_by_us, ledger)
     for name, rows in by_backend(running).items():
         for key, verdict in backend_class(name).judge_running(rows, checks).items():
             if verdict.state == "blocked":

@@ -6,14 +6,12 @@ from collections import Counter
 from pathlib import Path
 
 from workers import catalog
-from workers.stage_lock import holder
 
 from .backends import BACKENDS, backend_class
 from .central_results import waiting_line
 from .failure_classes import describe
 from .ledger import STATES, Ledger
 from .reconcile import ingest_results, reconcile
-from .workspace import stage_dir
 
 MISSING_SHOWN = 20
 
@@ -55,7 +53,7 @@ def print_status(workspace: Path, all_missing: bool = False, rehash: bool = Fals
                 for log in _scheduler_logs(workspace, row):
                     print(f"      log: {log}")
                 print(textwrap.indent(row["error_message"] or "(no message)", "      "))
-        _print_running(workspace, stages)
+        print_blocked_and_running(workspace, stages)
         _print_retried(stages)
         notes = [row for row in stages if row["state"] == "planned" and row["error_class"]]
         if notes:
@@ -77,17 +75,14 @@ def print_status(workspace: Path, all_missing: bool = False, rehash: bool = Fals
         ledger.close()
 
 
-def _print_running(workspace: Path, stages) -> None:
-    """Running stages with the process that holds each one's lock (an orphan of a dead driver shows here too)."""
-    running = [row for row in stages if row["state"] == "running"]
-    if not running:
-        return
-    print(f"\nrunning ({len(running)}):")
-    for row in running:
-        held = holder(stage_dir(workspace, row["key"]))
-        where = held.describe() if held else f"pid {row['pid'] or '?'} on {row['host'] or '?'} (starting)"
-        job = f", job {row['job_id']}" if row["job_id"] else ""
-        print(f"  {row['key']}  {row['label']}  [{row['backend'] or '?'}{job}, attempt {row['attempts']}] {where}")
+def print_blocked_and_running(workspace: Path, stages) -> None:
+    """Blocked stages with the stage each waits for; running ones (with the process holding each one's
+    lock, an orphan of a dead driver included) apart from those queued in a scheduler (with its reason);
+    at most :data:`MISSING_SHOWN` lines each."""
+    from .stage_activity import activity_lines
+
+    for line in activity_lines(Path(workspace), stages, MISSING_SHOWN):
+        print(line)
 
 
 def _print_retried(stages) -> None:

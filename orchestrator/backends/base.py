@@ -87,6 +87,9 @@ class Checks(Protocol):
     def log_tail(self, key: str) -> str:
         """The last lines of a stage's log, or an empty string."""
 
+    def stage_states(self) -> Mapping[str, str]:
+        """Stage key -> the ledger's state of every stage of the workspace."""
+
 
 class Backend(ABC):
     """Runs tasks somewhere, and answers for the stages it ran.
@@ -123,6 +126,24 @@ class Backend(ABC):
         return {row["key"]: Verdict("planned", "Interrupted", (
             f"its driver is gone (no prunesweep holds the workspace lock; it ran as pid {row['pid']} on "
             f"{row['host']}); it will be rerun")) for row in rows}
+
+    @classmethod
+    def planned_settings(cls, spec: Any, plan: Any, settings: Mapping[str, Any]) -> dict[str, Any]:
+        """The settings ``launch`` runs ``plan`` with: the sweep's section, plus what the backend derives
+        from the plan (SLURM: time limits from the throughput table). Default: the section as it is."""
+        return dict(settings)
+
+    @classmethod
+    def plan_lines(cls, spec: Any, plan: Any, settings: Mapping[str, Any]) -> list[str]:
+        """Lines ``prunesweep plan`` prints about running ``plan`` on this backend."""
+        return []
+
+    @classmethod
+    def describe_running(cls, workspace: Path, rows: list[Mapping[str, Any]]) -> dict[str, tuple[str, str]]:
+        """Stage key -> (phase, detail) for this backend's stages the ledger calls running: ``queued``
+        (waiting in a scheduler's queue; detail: the scheduler's reason) or ``running`` (detail: where,
+        since when). A key left out runs where its ledger row says (host, pid, start)."""
+        return {}
 
     @classmethod
     def cancel_jobs(cls, rows: list[Mapping[str, Any]]) -> None:

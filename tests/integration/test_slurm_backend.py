@@ -1,12 +1,15 @@
 """The SLURM backend against the real local cluster: non-blocking launch, status, cancel, resume."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -94,18 +97,69 @@ def test_a_stage_that_raises_is_reported_and_blocks_its_dependents(slurm_cluster
     from workers.artifacts import atomic_write_json
     atomic_write_json(workspace / "stages" / victim / "stage.json", broken)
     cli("launch", path, env=slurm_cluster.env)
-    states = _wait(workspace, slurm_cluster.env, lambda s: s[victim]["state"] == "failed"
-                   and not [r for k, r in s.items() if r["state"] == "running"
-                            and not (plan.stages[k].deps and victim in plan.stages[k].deps.values())])
+    states = _wait(workspace, slurm_cluster.env, lambda s: not [r for r in s.values() if r["state"] == "running"])
     assert "no-such-optimizer" in states[victim]["error_message"]
     assert states[victim]["error_class"] == "PythonException"
+    dependents = _dependents(plan, victim)
+    assert {k for k, r in states.items() if r["state"] == "blocked"} == dependents
+    assert {k for k, r in states.items() if r["state"] == "done"} == set(plan.stages) - dependents - {victim}
+    # a deterministic failure is not retried: one start, no attempt record
+    log = (workspace / "stages" / victim / "log.txt").read_text()
+    assert log.count(f"stage {victim} (dense) starting") == 1
+    assert not (workspace / "slurm" / "attempts" / f"{victim}.json").exists()
     status = cli("status", workspace, env=slurm_cluster.env).stdout
     assert victim in status and f"job {states[victim]['job_id']}" in status
     assert f"log: {workspace / 'slurm' / states[victim]['job_id']}" in status  # where to read the whole story
     atomic_write_json(workspace / "stages" / victim / "stage.json", plan.stages[victim].to_json())
-    cli("cancel", workspace, env=slurm_cluster.env)  # dependents wait on a failed array forever
     cli("resume", workspace, "--backend", "slurm", env=slurm_cluster.env)
     _wait(workspace, slurm_cluster.env, lambda s: all(r["state"] == "done" for r in s.values()))
+
+
+def _worker_pid(folder) -> int | None:
+    """The pid of the stage process a SLURM job runs for the stage in ``folder`` (the job's child)."""
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            args = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"orchestrator.backends.slurm.pack" in args and str(folder).encode() in args:
+            return int(proc.name)
+    return None
+
+
+def test_a_worker_killed_mid_training_is_retried_and_gives_the_same_numbers(slurm_cluster, tmp_path):
+    """SIGKILL the stage process mid-training (what a lost node or the OOM killer does to it): the job
+    starts it again from its checkpoint, with no resume, and the numbers equal an undisturbed run's."""
+    epochs = 40
+    cli("launch", _single_chain_sweep(tmp_path, "local", epochs), "--no-progress")
+    cli("launch", _single_chain_sweep(tmp_path, "slurm", epochs), env=slurm_cluster.env)
+    workspace = tmp_path / "slurm"
+    watcher = subprocess.Popen([sys.executable, "-m", "orchestrator", "status", str(workspace), "--watch",
+                                "--interval", "2"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               env=dict(slurm_cluster.env, PYTHONPATH=str(ROOT)))
+    dense = next(k for k in _states(workspace) if k.startswith("dense-"))
+    _wait_for_checkpoint(workspace, dense, epochs=3)
+    os.kill(_worker_pid(workspace / "stages" / dense), signal.SIGKILL)
+    assert not (workspace / "stages" / dense / "DONE.json").exists(), "the kill came too late to test anything"
+    _wait(workspace, slurm_cluster.env, lambda s: all(r["state"] == "done" for r in s.values()))
+    log = (workspace / "stages" / dense / "log.txt").read_text()
+    assert log.count(f"stage {dense} (dense) starting") == 2 and "resumed from checkpoint.pt at epoch" in log
+    record = json.loads((workspace / "slurm" / "attempts" / f"{dense}.json").read_text())
+    assert [(f["class"], f["why"], f["retried"]) for f in record["failures"]] == [
+        ("infrastructure", "killed by SIGKILL", True)]
+    status = cli("status", workspace, env=slurm_cluster.env).stdout
+    assert "attempts failed: infrastructure: killed by SIGKILL" in status
+    assert _top1(workspace) == _top1(tmp_path / "local")
+    # `status --watch` ended by itself once nothing was queued or running, with an ETA while it ran
+    watched, _ = watcher.communicate(timeout=120)
+    lines = [line for line in watched.splitlines() if re.match(r"\d\d:\d\d:\d\d  done ", line)]
+    total = len(_states(workspace))
+    assert watcher.returncode == 0 and len(lines) >= 2, watched
+    assert any("ETA ~" in line for line in lines[:-1]), watched
+    assert lines[-1].split("  ", 1)[1] == f"done {total}/{total}  running 0  queued 0  failed 0  blocked 0", watched
+    assert "cells: 1 of 1 done" in watched  # then the full status
 
 
 def test_unreachable_slurm_is_a_clear_error(tmp_path):
@@ -153,25 +207,47 @@ def test_requeue_mid_training_resumes_from_the_checkpoint(slurm_cluster, tmp_pat
     assert _top1(workspace) == _top1(tmp_path / "local")
 
 
-def test_scancel_of_one_stage_then_resume(slurm_cluster, tmp_path):
-    # the rotnet dense run lasts long enough (~10 s) for the scancel to land before it ends
-    recipes = dict(TINY["recipes"], rotnet=dict(TINY["recipes"]["rotnet"], epochs=25))
+def _dependents(plan, key):
+    """Every stage that depends on ``key``, transitively."""
+    found, stack = set(), [key]
+    while stack:
+        parent = stack.pop()
+        for child, stage in plan.stages.items():
+            if parent in (stage.deps or {}).values() and child not in found:
+                found.add(child)
+                stack.append(child)
+    return found
+
+
+def test_a_cancelled_stage_holds_back_only_its_dependents(slurm_cluster, tmp_path):
+    """scancel one running IMP stage: every stage that does not need it finishes with no resume."""
+    # the labels stages last long enough (~20 s each) for the scancel to land while the IMP level trains, well
+    # before its end (submitit ignores scancel's SIGTERM: a stage within KillWait, 5 s, of its end just finishes)
+    recipes = dict(TINY["recipes"], labels=dict(TINY["recipes"]["labels"], epochs=20, batch_size=32))
     sweep = dict(TINY, workspace=str(tmp_path / "slurm"), backend="slurm", recipes=recipes)
     path = tmp_path / "slurm.yaml"
     path.write_text(yaml.safe_dump(sweep))
+    plan = plan_sweep(load_spec(path))
     cli("launch", path, env=slurm_cluster.env)
     workspace = tmp_path / "slurm"
-    dense = next(k for k, r in _states(workspace).items() if r["label"] == "dense rotnet seed=0")
-    slurm_cluster.run("scancel", _job_of(workspace, dense))
-    assert not (workspace / "stages" / dense / "DONE.json").exists(), "the scancel came too late to test anything"
-    states = _wait(workspace, slurm_cluster.env, lambda s: s[dense]["state"] == "failed"
-                   and any(r["state"] == "blocked" for r in s.values()))
-    assert states[dense]["error_class"] == "Cancelled"
+    victim = next(k for k, r in _states(workspace).items() if r["label"].startswith("imp labels")
+                  and plan.stages[k].deps.get("previous", "").startswith("dense-"))
+    _wait_for_checkpoint(workspace, victim, epochs=2)
+    slurm_cluster.run("scancel", _job_of(workspace, victim))
+    assert not (workspace / "stages" / victim / "DONE.json").exists(), "the scancel came too late to test anything"
+    states = _wait(workspace, slurm_cluster.env, lambda s: not [r for r in s.values() if r["state"] == "running"])
+    dependents = _dependents(plan, victim)
+    assert dependents and states[victim]["state"] == "failed" and states[victim]["error_class"] == "Cancelled"
+    assert {k for k, r in states.items() if r["state"] == "blocked"} == dependents
+    assert {k for k, r in states.items() if r["state"] == "done"} == set(plan.stages) - dependents - {victim}
+    for key in dependents:  # each names the stage it waits for
+        waits_for = set(plan.stages[key].deps.values()) & (dependents | {victim})
+        assert any(k in states[key]["error_message"] for k in waits_for), states[key]["error_message"]
     status = cli("status", workspace, env=slurm_cluster.env).stdout
-    assert "Cancelled" in status and "blocked" in status
+    assert "Cancelled" in status and f"blocked stages ({len(dependents)})" in status
     with slurm_cluster.accounting(False):  # status stays right without sacct
         cli("status", workspace, env=slurm_cluster.env)
-        assert _states(workspace)[dense]["state"] == "failed"
+        assert _states(workspace)[victim]["state"] == "failed"
     done_before = {k for k, r in _states(workspace).items() if r["state"] == "done"}
     attempts = {k: r["attempts"] for k, r in _states(workspace).items()}
     cli("resume", workspace, env=slurm_cluster.env)

@@ -1,9 +1,11 @@
-"""SLURM through submitit: the DAG submitted as job arrays chained with ``afterok``.
+"""SLURM through submitit: the DAG submitted as job arrays chained with ``afterany``.
 
 ``run`` submits and returns: stages of one kind and one wave (their depth in the DAG)
 form one array (chunked to the cluster's ``MaxArraySize``), and each array waits with
-``--dependency=afterok:`` for the arrays holding its stages' dependencies, so no driver
-process has to stay alive. Each stage runs as a submitit ``Checkpointable``: on the
+``--dependency=afterany:`` for the arrays holding its stages' dependencies, so no driver
+process has to stay alive. A failure holds back only its own dependents: each job first
+checks that its stage's inputs exist and ends at once as *blocked* when one does not
+(:mod:`.inputs`); the other stages of the same arrays run on. Each stage runs as a submitit ``Checkpointable``: on the
 signal before preemption or the time limit it is requeued with the same stage folder
 and resumes from its epoch checkpoint (all mutable state lives in the stage folder).
 
@@ -47,6 +49,9 @@ from typing import Any, Optional
 
 from ..base import DEFAULT_RUNNER, Backend, Checks, Events, Task, Verdict
 from ..processes import rank_env, split_runner, thread_env
+from . import time_limits
+from .attempts import read_record, retry_lines, summary
+from .inputs import inputs_ready, read_blocked, stage_inputs
 from .pack import PackJob
 from .scheduler_output import (
     ALIVE,
@@ -54,6 +59,7 @@ from .scheduler_output import (
     SACCT_FIELDS,
     SQUEUE_FORMAT,
     array_ids,
+    describe,
     failed_job_reason,
     parse_max_array_size,
     parse_sacct,
@@ -80,11 +86,14 @@ class StageJob:
         return importlib.import_module(split_runner(self.runner)[0])
 
     def __call__(self, folder: str) -> None:
+        if not inputs_ready(folder):  # an input failed: end at once, blocked (see .inputs)
+            signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+            return
         distributed_environment(os.environ)
         getattr(self._runner_module(), split_runner(self.runner)[1])(Path(folder))
         # The stage is done. A warning signal now (SLURM's timer is coarse) would requeue a
         # finished job, or, once Python has reset its handlers on exit, kill it by USR2 and
-        # fail the jobs that wait on it with afterok.
+        # fail the stage.
         signal.signal(signal.SIGUSR2, signal.SIG_IGN)
 
     def checkpoint(self, folder: str):
@@ -192,7 +201,8 @@ class SlurmBackend(Backend):
                                           max_num_timeout=settings.get("max_requeues", 3))
         parameters = {
             "job_name": f"prunesweep-{kind}",
-            "time": settings.get("time_min", {}).get(kind, settings.get("default_time_min", 60)),
+            "time": settings.get("time_min", {}).get(kind) or self._derived_time_min().get(kind)
+            or settings.get("default_time_min", 60),
             "cpus_per_task": settings.get("cpus_per_task", 1),
             "array_parallelism": settings.get("array_parallelism", 256),
             "signal_delay_s": settings.get("signal_delay_s", 90),
@@ -235,7 +245,7 @@ class SlurmBackend(Backend):
             raise UserError(f"slurm.partition: unknown partition {partition!r}; sinfo knows: {', '.join(known)}")
 
     def run(self, tasks: list[Task], events: Events) -> None:
-        """Submit every task as arrays per wave and kind, chained with afterok; return at once."""
+        """Submit every task as arrays per wave and kind, chained with afterany; return at once."""
         if not tasks:
             return
         self.preflight()
@@ -253,20 +263,25 @@ class SlurmBackend(Backend):
                 for kind, members in by_kind.items():
                     per_job = int(self.settings.get("stages_per_job", {}).get(kind, 1))
                     packs = [members[i:i + per_job] for i in range(0, len(members), per_job)]
-                    runs = job if per_job == 1 else PackJob(self.runner, code, max(1, self._cpus() // per_job))
+                    # a distributed stage runs in the job's own processes; any other as a child process of
+                    # the job (a pack, of one when not shared), which retries it after an infrastructure failure
+                    runs = job if kind in self.settings.get("ranks", {}) else PackJob(
+                        self.runner, code, max(1, self._cpus() // per_job),
+                        retries=int(self.settings.get("retries", 2)))
                     for start in range(0, len(packs), limit):
                         chunk = packs[start:start + limit]
                         needed = sorted({array_of[k] for pack in chunk for task in pack for k in task.waits_for
                                          if k in array_of}
                                         | {job_id.split("_")[0] for pack in chunk for task in pack
                                            for job_id in task.after_jobs})
-                        dependency = "afterok:" + ":".join(needed) if needed else None
+                        # afterany: a failed stage must not stop the arrays after it (see .inputs)
+                        dependency = "afterany:" + ":".join(needed) if needed else None
                         executor = self._executor(kind, dependency)
                         time.sleep(max(0.0, last_submission + interval - time.monotonic()))
                         last_submission = time.monotonic()
                         try:
                             with executor.batch():
-                                jobs = [executor.submit(runs, *self._arguments(pack, per_job)) for pack in chunk]
+                                jobs = [executor.submit(runs, *self._arguments(pack, runs is job)) for pack in chunk]
                         except Exception as error:
                             raise _submission_error(error, len(array_of), len(tasks)) from None
                         for pack, submitted in zip(chunk, jobs, strict=True):
@@ -274,13 +289,23 @@ class SlurmBackend(Backend):
                                 array_of[task.key] = submitted.job_id.split("_")[0]
                                 events.started(task.key, host=None, pid=None, job_id=submitted.job_id)
 
+    def _derived_time_min(self) -> dict[str, int]:
+        """Kind -> minutes derived at launch (and kept for resume, which has no plan at hand)."""
+        derived = self.settings.get("derived_time_min")
+        if derived is None:
+            return time_limits.load(self.log_folder)
+        if time_limits.load(self.log_folder) != derived:  # this launch's limits (none: the defaults) win
+            self.log_folder.mkdir(parents=True, exist_ok=True)
+            time_limits.save_minutes(self.log_folder, derived)
+        return dict(derived)
+
     def _cpus(self) -> int:
         return int(self.settings.get("cpus_per_task", 1))
 
     @staticmethod
-    def _arguments(pack: list[Task], per_job: int) -> tuple:
+    def _arguments(pack: list[Task], single: bool) -> tuple:
         folders = [str(task.folder) for task in pack]
-        return (folders,) if per_job > 1 else (folders[0],)
+        return (folders[0],) if single else (folders,)
 
     @classmethod
     def create(cls, settings: Mapping[str, Any], workspace: Optional[Path], runner: str = DEFAULT_RUNNER,
@@ -296,8 +321,54 @@ class SlurmBackend(Backend):
             return {}
         folder = log_folder(checks.workspace)
         states = job_states([row["job_id"] for row in rows], None if checks.fresh else folder / "job_states.json")
-        return {row["key"]: judge_job(row["job_id"], states.get(row["job_id"]), folder, checks.log_tail(row["key"]))
-                for row in rows}
+        verdicts = {row["key"]: judge_job(row["job_id"], states.get(row["job_id"]), folder,
+                                          checks.log_tail(row["key"]), key=row["key"])
+                    for row in rows}
+        stage_states = getattr(checks, "stage_states", None)
+        queued = [row["key"] for row in rows if verdicts[row["key"]].state == "running"
+                  and describe(states.get(row["job_id"]) or ())[0] == "queued"]
+        if queued and stage_states is not None:
+            verdicts.update(blocked_while_queued(checks.workspace, queued, stage_states(), verdicts))
+        return verdicts
+
+    @classmethod
+    def describe_running(cls, workspace: Path, rows) -> dict[str, tuple[str, str]]:
+        """``queued`` with SLURM's reason, or ``running`` with node and start, from a few seconds old answer."""
+        rows = [row for row in rows if row["job_id"]]
+        if not rows:
+            return {}
+        states = job_states([row["job_id"] for row in rows], log_folder(workspace) / "job_states.json")
+        described = {}
+        for row in rows:
+            if states.get(row["job_id"]):
+                phase, detail = describe(states[row["job_id"]])
+                failures = read_record(Path(workspace), row["key"], row["job_id"])
+                described[row["key"]] = (phase, f"{detail}; {summary(failures)}" if failures else detail)
+        return described
+
+    @classmethod
+    def planned_settings(cls, spec, plan, settings) -> dict:
+        """The section plus ``derived_time_min``: time limits from the throughput table (:mod:`.time_limits`)."""
+        limits = time_limits.derive(spec, plan, settings, partition_max=cls._partition_max(settings))
+        return {**settings, "derived_time_min": {kind: limit.minutes for kind, limit in limits.items()
+                                                 if limit.source == "derived"}}
+
+    @classmethod
+    def plan_lines(cls, spec, plan, settings) -> list[str]:
+        """The time limit of each kind and where it comes from."""
+        return time_limits.describe(time_limits.derive(spec, plan, settings,
+                                                       partition_max=cls._partition_max(settings)))
+
+    @staticmethod
+    def _partition_max(settings) -> Optional[int]:
+        if settings.get("max_time_min") or not settings.get("device"):
+            return None  # not needed: the setting caps, or nothing is derived
+        return time_limits.partition_max_minutes(settings.get("partition"))
+
+    @classmethod
+    def status_lines(cls, workspace: Path) -> list[str]:
+        """One line per stage a job restarted after an infrastructure failure (:mod:`.attempts`)."""
+        return retry_lines(Path(workspace))
 
     @classmethod
     def cancel_jobs(cls, rows) -> None:
@@ -379,8 +450,8 @@ def _submission_error(error: Exception, submitted: int, total: int):
 STATE_CACHE_S = 5.0
 
 
-def job_states(job_ids: list[str], cache: Optional[Path] = None) -> dict[str, tuple[str, str]]:
-    """job id -> (SLURM state, reason) from ``squeue``, then ``sacct`` where accounting answers.
+def job_states(job_ids: list[str], cache: Optional[Path] = None) -> dict[str, tuple[str, ...]]:
+    """job id -> (SLURM state, reason, nodes, start) from ``squeue``, then ``sacct`` where accounting answers.
 
     One ``squeue`` for all arrays at once. Without accounting ``sacct`` fails quietly;
     ``squeue -t all`` still knows every job the controller remembers (``MinJobAge``), so
@@ -407,7 +478,7 @@ def job_states(job_ids: list[str], cache: Optional[Path] = None) -> dict[str, tu
     return states
 
 
-def _ask_scheduler(job_ids: list[str]) -> dict[str, tuple[str, str]]:
+def _ask_scheduler(job_ids: list[str]) -> dict[str, tuple[str, ...]]:
     try:
         output = subprocess.run(["squeue", "-h", "-t", "all", "-r", "-j", ",".join(array_ids(job_ids)),
                                  "-o", SQUEUE_FORMAT], capture_output=True, text=True, timeout=60).stdout
@@ -437,13 +508,18 @@ def explain_failed_job(log_folder: Path, job_id: str) -> tuple[str, str]:
     return failed_job_reason(texts)
 
 
-def judge_job(job_id: str, job: Optional[tuple[str, str]], log_folder: Path, log_tail: str) -> Verdict:
+def judge_job(job_id: str, job: Optional[tuple[str, ...]], log_folder: Path, log_tail: str,
+              key: Optional[str] = None) -> Verdict:
     """What the ledger should say of a stage without artifacts whose job SLURM reports as ``job``
-    ((state, reason), or None when neither squeue nor sacct knows it)."""
+    ((state, reason), or None when neither squeue nor sacct knows it). With ``key``, a job that
+    ended after recording its stage blocked (:mod:`.inputs`) makes the stage blocked."""
+    missing = read_blocked(Path(log_folder).parent, key, job_id) if key else None
+    if missing:
+        return Verdict("blocked", "DependencyFailed", ", ".join(missing))
     if job is None:  # what SLURM does with an array task cancelled while still pending
         return Verdict("failed", "Cancelled", f"job {job_id} is unknown to squeue and sacct: cancelled before it "
                                               "started (or forgotten by the controller)")
-    state, reason = job
+    state, reason = job[0], job[1]
     if state in ALIVE:
         if "DependencyNeverSatisfied" in reason:
             return Verdict("blocked", message=f"job {job_id} (DependencyNeverSatisfied: a job it waits for failed)")
@@ -454,6 +530,38 @@ def judge_job(job_id: str, job: Optional[tuple[str, str]], log_folder: Path, log
         error_class, why = explain_failed_job(log_folder, job_id)
         detail = f"{why}\n{detail}" if why else detail
     return Verdict("failed", error_class, f"job {job_id} ended {state}\n{detail}")
+
+
+def blocked_while_queued(workspace: Path, queued: list[str], ledger_states: Mapping[str, str],
+                         verdicts: Mapping[str, Verdict]) -> dict[str, Verdict]:
+    """Verdicts for queued stages that can never run: one of their inputs failed or is blocked.
+
+    Their jobs wait with ``afterany`` and would only find out (and end blocked) once the whole
+    array before them ended; status says so at once. Transitive: a queued stage waiting for one
+    found blocked here is blocked too.
+    """
+    from ...workspace import stage_dir
+
+    state = dict(ledger_states)
+    state.update({key: verdict.state for key, verdict in verdicts.items() if verdict.state != "running"})
+    blocked: dict[str, Verdict] = {}
+    pending = list(queued)
+    changed = True
+    while changed:
+        changed = False
+        for key in list(pending):
+            try:
+                inputs = stage_inputs(stage_dir(workspace, key))
+            except (OSError, ValueError):
+                pending.remove(key)
+                continue
+            failed = [name for name in inputs if state.get(name) in ("failed", "blocked")]
+            if failed:
+                blocked[key] = Verdict("blocked", "DependencyFailed", ", ".join(failed))
+                state[key] = "blocked"
+                pending.remove(key)
+                changed = True
+    return blocked
 
 
 def cancel(job_ids: list[str]) -> None:

@@ -8,6 +8,11 @@ on SIGUSR2 it calls the runner module's ``save_progress()`` and exits with
 which passes the signal on to the running children, waits for them to save, and requeues
 the pack with only its unfinished stages. A stage that raised stays failed across
 requeues and fails the job once its siblings have ended (their results are kept).
+A child killed by a signal (an infrastructure failure, :mod:`.attempts`) is started again,
+up to ``retries`` times per stage, counted across requeues.
+
+Every stage of a kind without ``ranks`` runs this way, a pack of one when the kind is not
+shared, so a worker killed mid-training never takes its job down with it.
 """
 from __future__ import annotations
 
@@ -21,6 +26,8 @@ from pathlib import Path
 from typing import Optional
 
 from ..processes import split_runner, thread_env
+from .attempts import describe_exit, failure_class, record_failure, retriable
+from .inputs import inputs_ready
 
 #: exit status of a child stopped by SIGUSR2 after saving its progress (not a failure).
 PREEMPTED = 75
@@ -39,14 +46,18 @@ class PackJob:
     """Runs the stage folders it is called with as concurrent child processes; checkpointable.
 
     ``threads`` is the math threads of each child; ``failed`` carries the stages that
-    already failed (folder -> exit status) into a requeued pack.
+    already failed (folder -> exit status) into a requeued pack, ``retried`` how often each
+    stage was restarted after an infrastructure failure (at most ``retries``).
     """
 
-    def __init__(self, runner: str, code_dir: Optional[str], threads: int = 1, failed: Optional[dict] = None):
+    def __init__(self, runner: str, code_dir: Optional[str], threads: int = 1, failed: Optional[dict] = None,
+                 retries: int = 0, retried: Optional[dict] = None):
         self.runner = runner
         self.code_dir = code_dir
         self.threads = threads
         self.failed = dict(failed or {})
+        self.retries = retries
+        self.retried = dict(retried or {})
         self._children: dict[str, subprocess.Popen] = {}
         self._ended: dict[str, int] = {}
 
@@ -74,7 +85,7 @@ class PackJob:
     def __call__(self, folders: list[str]) -> None:
         stray: dict[str, float] = {}  # folder -> when its child stopped on a signal the pack did not get
         for folder in folders:
-            if folder not in self.failed:
+            if folder not in self.failed and inputs_ready(folder):  # a blocked stage ends at once (see .inputs)
                 self._children[folder] = self._spawn(folder)
         while self._children or stray:
             time.sleep(_POLL_S)  # the warning signal interrupts this; checkpoint() then takes over
@@ -85,12 +96,23 @@ class PackJob:
                     if time.monotonic() - stray.setdefault(folder, time.monotonic()) > STRAY_SIGNAL_WAIT_S:
                         del stray[folder], self._ended[folder]
                         self._children[folder] = self._spawn(folder)
+                elif retriable(status) and self.retried.get(folder, 0) < self.retries:
+                    del self._ended[folder]
+                    self.retried[folder] = self.retried.get(folder, 0) + 1
+                    record_failure(folder, status, retried=True)
+                    print(f"prunesweep: stage {Path(folder).name}: worker {describe_exit(status)}; retry "
+                          f"{self.retried[folder]} of {self.retries}", file=sys.stderr, flush=True)
+                    self._children[folder] = self._spawn(folder)
                 elif status != 0:
+                    if retriable(status) and folder not in self.failed:
+                        record_failure(folder, status, retried=False)
                     self.failed[folder] = status
         signal.signal(signal.SIGUSR2, signal.SIG_IGN)  # all ended: see StageJob.__call__
         if self.failed:
             raise PackFailed("stage(s) of this pack failed: " + ", ".join(
-                f"{Path(folder).name} (exit {status})" for folder, status in sorted(self.failed.items()))
+                f"{Path(folder).name} ({describe_exit(status)}, {failure_class(status)}"
+                + (f", after {self.retried[folder]} retries" if self.retried.get(folder) else "") + ")"
+                for folder, status in sorted(self.failed.items()))
                 + "; each one's traceback is in its log.txt and above")
 
     def checkpoint(self, folders: list[str]):
@@ -110,8 +132,9 @@ class PackJob:
             del self._children[folder]
         failed = dict(self.failed, **{f: s for f, s in self._ended.items() if s not in (0, PREEMPTED)})
         unfinished = [folder for folder in folders if self._ended.get(folder) != 0 and folder not in failed]
-        return submitit.helpers.DelayedSubmission(PackJob(self.runner, self.code_dir, self.threads, failed),
-                                                  unfinished + sorted(failed))
+        return submitit.helpers.DelayedSubmission(
+            PackJob(self.runner, self.code_dir, self.threads, failed, self.retries, self.retried),
+            unfinished + sorted(failed))
 
 
 def _status(returncode: int) -> int:

@@ -1,7 +1,8 @@
 """What SLURM's commands print, read into plain values: pure functions, tested from recorded output.
 
-The backend asks ``squeue -h -t all -r -o '%i|%T|%r'``, ``sacct -n -P -X -o JobID,State,Reason``
-and ``scontrol show config``; these read the answers.
+The backend asks ``squeue -h -t all -r -o '%i|%T|%r|%N|%S'``, ``sacct -n -P -X -o
+JobID,State,Reason,NodeList,Start`` and ``scontrol show config``; these read the answers: per job
+a tuple (state, reason, node list, start time), the last two empty where SLURM has none.
 """
 from __future__ import annotations
 
@@ -17,40 +18,52 @@ FAILURE_REASONS = {
     "TIMEOUT": "Timeout", "OUT_OF_MEMORY": "OutOfMemory", "NODE_FAIL": "NodeFailure", "CANCELLED": "Cancelled",
     "FAILED": "Failed", "BOOT_FAIL": "NodeFailure", "DEADLINE": "Timeout", "PREEMPTED": "Preempted",
 }
-#: squeue's output format the parser reads: job id, state, reason.
-SQUEUE_FORMAT = "%i|%T|%r"
+#: squeue's output format the parser reads: job id, state, reason, nodes, start time.
+SQUEUE_FORMAT = "%i|%T|%r|%N|%S"
 #: sacct's fields the parser reads, in order.
-SACCT_FIELDS = "JobID,State,Reason"
+SACCT_FIELDS = "JobID,State,Reason,NodeList,Start"
+#: what SLURM writes for a time or node it does not know yet.
+_UNKNOWN = {"N/A", "Unknown", "None", "None assigned", "(null)"}
 
 
-def _fields(line: str) -> tuple[str, str, str]:
-    job_id, state, reason = (line.split("|") + ["", ""])[:3]
-    return job_id.strip(), state.strip(), reason.strip()
+def _fields(line: str) -> tuple[str, str, str, str, str]:
+    job_id, state, reason, nodes, start = (part.strip() for part in (line.split("|") + [""] * 4)[:5])
+    return (job_id, state, reason, "" if nodes in _UNKNOWN else nodes, "" if start in _UNKNOWN else start)
 
 
-def parse_squeue(output: str, wanted: Iterable[str]) -> dict[str, tuple[str, str]]:
-    """job id -> (state, reason) for the ``wanted`` job ids in ``squeue -o '%i|%T|%r'`` output."""
+def parse_squeue(output: str, wanted: Iterable[str]) -> dict[str, tuple[str, ...]]:
+    """job id -> (state, reason, nodes, start) for the ``wanted`` job ids in ``squeue -o SQUEUE_FORMAT`` output."""
     wanted = set(wanted)
-    states: dict[str, tuple[str, str]] = {}
+    states: dict[str, tuple[str, ...]] = {}
     for line in output.splitlines():
-        job_id, state, reason = _fields(line)
+        job_id, *rest = _fields(line)
         if job_id in wanted:
-            states[job_id] = (state, reason)
+            states[job_id] = tuple(rest)
     return states
 
 
-def parse_sacct(output: str, wanted: Iterable[str]) -> dict[str, tuple[str, str]]:
-    """job id -> (state, reason) for the ``wanted`` job ids in ``sacct -P -o JobID,State,Reason`` output.
+def parse_sacct(output: str, wanted: Iterable[str]) -> dict[str, tuple[str, ...]]:
+    """job id -> (state, reason, nodes, start) for the ``wanted`` job ids in ``sacct -P -o SACCT_FIELDS`` output.
 
     sacct writes ``CANCELLED by 1000``: the state is its first word. The first line of a job wins.
     """
     wanted = set(wanted)
-    states: dict[str, tuple[str, str]] = {}
+    states: dict[str, tuple[str, ...]] = {}
     for line in output.splitlines():
-        job_id, state, reason = _fields(line)
+        job_id, state, reason, nodes, start = _fields(line)
         if job_id in wanted and job_id not in states:
-            states[job_id] = (state.split()[0] if state else "UNKNOWN", reason)
+            states[job_id] = (state.split()[0] if state else "UNKNOWN", reason, nodes, start)
     return states
+
+
+def describe(job: tuple[str, ...]) -> tuple[str, str]:
+    """(phase, detail) of a job that has not ended: ``queued`` with the scheduler's reason, or
+    ``running`` with its node(s) and start time."""
+    state, reason, nodes, start = (tuple(job) + ("", "", "", ""))[:4]
+    if state in ("PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING"):
+        return "queued", reason or state.lower()
+    since = f" since {start.replace('T', ' ')}" if start else ""
+    return ("running" if state == "RUNNING" else state.lower()), (f"on {nodes}" if nodes else "") + since
 
 
 def parse_max_array_size(config: str) -> Optional[int]:

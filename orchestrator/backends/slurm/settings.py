@@ -42,6 +42,11 @@ class SlurmSettings(_Strict):
     array_parallelism: int = Field(256, gt=0)
     #: overrides the cluster's MaxArraySize (read from `scontrol show config`).
     max_array_size: Optional[int] = Field(None, gt=0)
+    #: the partition's GPU as ``orchestrator/throughput.json`` names it: time limits of the kinds not in
+    #: ``time_min`` are then derived from the measured throughput (see time_limits.py).
+    device: Optional[str] = None
+    #: the cap of a derived time limit (default: the partition's MaxTime from ``scontrol show partition``).
+    max_time_min: Optional[int] = Field(None, gt=0)
     #: how many times a stage is requeued after a time limit or preemption.
     max_requeues: int = Field(3, ge=0)
     #: seconds before the time limit at which a stage is signalled to checkpoint and requeue.
@@ -59,7 +64,7 @@ class SlurmSettings(_Strict):
     #: GPU sharing: per stage kind, how many stages of one array wave run together in one job.
     stages_per_job: dict[str, int] = Field(default_factory=dict)
 
-    @field_validator("partition", "account", "qos", "constraint")
+    @field_validator("partition", "account", "qos", "constraint", "device")
     @classmethod
     def _one_line(cls, value: Optional[str]) -> Optional[str]:
         if value is not None and _CONTROL.search(value):
