@@ -379,6 +379,21 @@ class Ledger:
         self._write(
             "UPDATE stages SET retried = COALESCE(retried || char(10), '') || ? WHERE key = ?", (line, key))
 
+    def set_job_retries(self, key: str, job_id: str, failures: list[tuple[str, str]]) -> None:
+        """The failed attempts job ``job_id`` retried by itself, each ``(where, what)``: kept as
+        ``attempt N (job J where): what`` lines replacing those of that job already kept, and counted
+        as attempts once, however often the same record is read (see :func:`.reconcile.reconcile`)."""
+        rows = self.stages([key])
+        if not rows:
+            return
+        kept = (rows[0]["retried"] or "").splitlines()
+        mine = f"(job {job_id} "
+        others = [line for line in kept if mine not in line]
+        first = rows[0]["attempts"] - (len(kept) - len(others))  # the job's first attempt
+        lines = [f"attempt {first + n} (job {job_id} {where}): {what}" for n, (where, what) in enumerate(failures)]
+        self._write("UPDATE stages SET retried = ?, attempts = ? WHERE key = ?",
+                    ("\n".join(others + lines) or None, first + len(lines), key))
+
     def mark_planned(self, key: str, error_class: Optional[str] = None, message: Optional[str] = None) -> None:
         """Back to planned (to be run), keeping a note of why when there is one."""
         self._write(

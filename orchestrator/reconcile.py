@@ -67,8 +67,11 @@ def _reconcile(workspace: Path, ledger: Ledger, lock_held_by_us: bool, rehash: b
     running = []
     stamps = ledger.all_verified_stamps()  # one query, not one per stage
     stages_dir = os.path.join(workspace, STAGES_DIR)
+    was_running = []
     for row in ledger.stages():
         key, state = row["key"], row["state"]
+        if state == "running":
+            was_running.append(row)
         if not rehash and stamps_unchanged(os.path.join(stages_dir, key), stamps.get(key)):
             ok, reason = True, ""  # unchanged since its artifacts last hashed right: one stat per file
         else:
@@ -100,7 +103,21 @@ def _reconcile(workspace: Path, ledger: Ledger, lock_held_by_us: bool, rehash: b
                 ledger.mark_failed(key, verdict.error_class, verdict.message)
             elif verdict.state == "planned":
                 ledger.mark_planned(key, verdict.error_class, verdict.message)
+    _keep_job_retries(workspace, ledger, was_running)
     return done
+
+
+def _keep_job_retries(workspace: Path, ledger: Ledger, rows: list) -> None:
+    """Count in the ledger the attempts the jobs of these (running until now) stages retried by
+    themselves, each line naming its job: read again, a record replaces its lines, never adds twice."""
+    for name, group in by_backend(rows).items():
+        for key, retries in backend_class(name).job_retries(workspace, group).items():
+            by_job: dict[str, list] = {}
+            for retry in retries:
+                by_job.setdefault(retry.job_id, []).append(retry)
+            for job_id, failures in by_job.items():
+                ledger.set_job_retries(key, job_id, [(f"on {retry.host or '?'} at {retry.at or '?'}",
+                                                      f"{retry.failure_class}: {retry.why}") for retry in failures])
 
 
 def log_tail(workspace: Path, key: str, lines: int = LOG_TAIL_LINES) -> str:

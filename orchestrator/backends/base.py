@@ -74,6 +74,19 @@ class Verdict:
 STILL_RUNNING = Verdict("running")
 
 
+@dataclass(frozen=True)
+class Retry:
+    """One failed attempt of a stage that its backend started again by itself, inside one job."""
+
+    job_id: str
+    #: ``infrastructure`` or ``deterministic`` (:mod:`orchestrator.failure_classes`).
+    failure_class: str
+    #: how the attempt ended: ``killed by SIGKILL``.
+    why: str
+    host: str = ""
+    at: str = ""
+
+
 class Checks(Protocol):
     """What reconcile lends a backend judging its running stages."""
 
@@ -164,6 +177,13 @@ class Backend(ABC):
     def log_files(cls, workspace: Path, row: Mapping[str, Any]) -> list[Path]:
         """The scheduler's log files of a stage, where they exist (besides its own ``log.txt``)."""
         return []
+
+    @classmethod
+    def job_retries(cls, workspace: Path, rows: list[Mapping[str, Any]]) -> dict[str, list[Retry]]:
+        """Stage key -> the failed attempts its job retried by itself, for these rows of stages the
+        ledger called running (reconcile keeps them in the ledger). Default: none (a backend whose
+        retries go through the driver's ``Events.retrying`` has nothing to add)."""
+        return {}
 
     @classmethod
     def status_lines(cls, workspace: Path) -> list[str]:

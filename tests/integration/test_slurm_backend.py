@@ -150,7 +150,8 @@ def test_a_worker_killed_mid_training_is_retried_and_gives_the_same_numbers(slur
     assert [(f["class"], f["why"], f["retried"]) for f in record["failures"]] == [
         ("infrastructure", "killed by SIGKILL", True)]
     status = cli("status", workspace, env=slurm_cluster.env).stdout
-    assert "attempts failed: infrastructure: killed by SIGKILL" in status
+    assert "retried automatically (1):" in status and f"{dense}  " in status.split("retried automatically")[1]
+    assert re.search(r"attempt 1 \(job \S+ on .*\): infrastructure: killed by SIGKILL", status), status
     assert _top1(workspace) == _top1(tmp_path / "local")
     # `status --watch` ended by itself once nothing was queued or running, with an ETA while it ran
     watched, _ = watcher.communicate(timeout=120)

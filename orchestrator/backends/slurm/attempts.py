@@ -10,7 +10,8 @@ error (the stage's code raised: its traceback is in its log) is ``deterministic`
 retried, and the stage fails (its dependents are blocked, :mod:`.inputs`).
 
 Each retried failure is appended to ``WORKSPACE/slurm/attempts/<key>.json`` together with the
-job id, so ``status`` can say which attempt runs and why the earlier ones ended.
+job id; reconcile copies the retried ones into the ledger (``SlurmBackend.job_retries``), so
+``status`` lists them with the local and Ray backends' retries, and says which attempt runs.
 """
 from __future__ import annotations
 
@@ -86,26 +87,3 @@ def summary(failures: list[dict]) -> str:
     last = failures[-1]
     return (f"attempt {len(retried) + 1}; {len(retried)} retried, last: {last.get('class')}, {last.get('why')} "
             f"on {last.get('host')} at {last.get('at')}")
-
-
-#: at most this many stages are named by :func:`retry_lines`.
-SHOWN = 20
-
-
-def retry_lines(workspace: Path) -> list[str]:
-    """``status`` lines: each stage with a recorded failed attempt, its job and why each attempt ended."""
-    folder = Path(workspace) / "slurm" / ATTEMPTS_DIR
-    paths = sorted(folder.glob("*.json")) if folder.is_dir() else []
-    lines = []
-    for path in paths[:SHOWN]:
-        try:
-            record = json.loads(path.read_text())
-            failures = [f for f in record["failures"] if isinstance(f, dict)]
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-        said = "; ".join(f"{f.get('class')}: {f.get('why')} on {f.get('host')} at {f.get('at')}"
-                         + ("" if f.get("retried") else " (no retry left)") for f in failures)
-        lines.append(f"slurm: stage {path.stem} (job {record.get('job_id')}) attempts failed: {said}")
-    if len(paths) > SHOWN:
-        lines.append(f"slurm: ... and {len(paths) - SHOWN} more stages with failed attempts ({folder})")
-    return lines

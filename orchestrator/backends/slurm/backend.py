@@ -47,10 +47,10 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Optional
 
-from ..base import DEFAULT_RUNNER, Backend, Checks, Events, Task, Verdict
+from ..base import DEFAULT_RUNNER, Backend, Checks, Events, Retry, Task, Verdict
 from ..processes import rank_env, split_runner, thread_env
 from . import time_limits
-from .attempts import read_record, retry_lines, summary
+from .attempts import read_record, summary
 from .inputs import inputs_ready, read_blocked, stage_inputs
 from .pack import PackJob
 from .scheduler_output import (
@@ -366,9 +366,17 @@ class SlurmBackend(Backend):
         return time_limits.partition_max_minutes(settings.get("partition"))
 
     @classmethod
-    def status_lines(cls, workspace: Path) -> list[str]:
-        """One line per stage a job restarted after an infrastructure failure (:mod:`.attempts`)."""
-        return retry_lines(Path(workspace))
+    def job_retries(cls, workspace: Path, rows) -> dict[str, list[Retry]]:
+        """The failed attempts each stage's job started again (:mod:`.attempts`): one record read per
+        stage that was running, none for a stage without a job."""
+        retries = {}
+        for row in rows:
+            failures = read_record(Path(workspace), row["key"], row["job_id"]) if row["job_id"] else None
+            if failures:
+                retries[row["key"]] = [Retry(row["job_id"], str(f.get("class")), str(f.get("why")),
+                                             str(f.get("host") or ""), str(f.get("at") or ""))
+                                       for f in failures if f.get("retried")]
+        return retries
 
     @classmethod
     def cancel_jobs(cls, rows) -> None:
