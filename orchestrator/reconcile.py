@@ -112,12 +112,10 @@ def _keep_job_retries(workspace: Path, ledger: Ledger, rows: list) -> None:
     themselves, each line naming its job: read again, a record replaces its lines, never adds twice."""
     for name, group in by_backend(rows).items():
         for key, retries in backend_class(name).job_retries(workspace, group).items():
-            by_job: dict[str, list] = {}
-            for retry in retries:
-                by_job.setdefault(retry.job_id, []).append(retry)
-            for job_id, failures in by_job.items():
-                ledger.set_job_retries(key, job_id, [(f"on {retry.host or '?'} at {retry.at or '?'}",
-                                                      f"{retry.failure_class}: {retry.why}") for retry in failures])
+            if retries:  # all of one job, the stage's own (see the hook): one read and one write per stage
+                ledger.set_job_retries(key, retries[0].job_id, [
+                    (f"on {retry.host or '?'} at {retry.at or '?'}", f"{retry.failure_class}: {retry.why}")
+                    for retry in retries])
 
 
 def log_tail(workspace: Path, key: str, lines: int = LOG_TAIL_LINES) -> str:

@@ -180,9 +180,10 @@ class Backend(ABC):
 
     @classmethod
     def job_retries(cls, workspace: Path, rows: list[Mapping[str, Any]]) -> dict[str, list[Retry]]:
-        """Stage key -> the failed attempts its job retried by itself, for these rows of stages the
-        ledger called running (reconcile keeps them in the ledger). Default: none (a backend whose
-        retries go through the driver's ``Events.retrying`` has nothing to add)."""
+        """Stage key -> the failed attempts its job (the row's ``job_id``, all of them that one) retried by
+        itself, for these rows of stages the ledger called running: reconcile keeps them in the ledger,
+        each record replacing what it said before. Default: none (a backend whose retries go through the
+        driver's ``Events.retrying`` has nothing to add)."""
         return {}
 
     @classmethod
