@@ -171,7 +171,45 @@ def ingest_results(workspace: Path, ledger: Ledger, done: Iterable[str],
     if not missing:
         push_waiting(workspace, ledger)  # rows left waiting by an earlier command go now
         return 0
-    specs: dict[str, dict] = session.specs if session is not None else {}
+    rows = _build_rows(workspace, ledger, missing, session.specs if session is not None else {})
+    added = session.recorder.record(rows) if session is not None else results.record(workspace, rows)
+    push_waiting(workspace, ledger)  # to the lab's central database, when one is set; never raises
+    return added
+
+
+def unrecorded_rows(workspace: Path, ledger: Ledger, done: Iterable[str]) -> list[dict]:
+    """The rows :func:`ingest_results` would record for ``done``, built but not written.
+
+    A reading command on a workspace it must not write (its ledger is an in-memory copy) shows
+    them with the recorded ones (:func:`results.load`'s ``pending``): cells whose stages finished
+    since the last writer ran are then in ``results`` as they are counted done in ``status``.
+    """
+    workspace = Path(workspace)
+    done = set(done)
+    cells = ([cell for cell in ledger.cells() if cell["stage_key"] in done] if len(done) > _BY_KEY_LIMIT
+             else ledger.cells_of(done))
+    identities = [(cell["sweep"], cell["mask_source"], cell["init"], cell["rewind"], cell["nominal_fraction"],
+                   cell["seed"], cell["stage_key"]) for cell in cells]
+    try:
+        recorded = results.recorded_among(workspace, identities)
+    except results.StoreVersionError as error:
+        raise UserError(str(error)) from None
+    missing = [cell for cell, identity in zip(cells, identities, strict=True) if identity not in recorded]
+    return _build_rows(workspace, ledger, missing, {}) if missing else []
+
+
+def bring_results_up_to_date(workspace: Path, ledger: Ledger) -> list[dict]:
+    """Reconcile ``workspace`` and record its finished cells, as a reading command does; return the
+    rows it could not record because it must not write (empty when they were recorded)."""
+    done = reconcile(workspace, ledger)
+    if ledger.writes_persist:
+        ingest_results(workspace, ledger, done)
+        return []
+    return unrecorded_rows(workspace, ledger, done)
+
+
+def _build_rows(workspace: Path, ledger: Ledger, missing: list, specs: dict[str, dict]) -> list[dict]:
+    """The results rows of the cells ``missing``, from their manifests and sweeps' settings."""
     manifests: dict[str, dict] = {}
 
     def metrics_of(key: str) -> dict:
@@ -192,9 +230,7 @@ def ingest_results(workspace: Path, ledger: Ledger, done: Iterable[str],
             dense_metrics = None  # the dense run is being recomputed: natural_sparsity stays empty
         rows.append(results.build_row({name: cell[name] for name in cell.keys()}, specs[cell["sweep"]],
                                       metrics_of(key), dense_metrics))
-    added = session.recorder.record(rows) if session is not None else results.record(workspace, rows)
-    push_waiting(workspace, ledger)  # to the lab's central database, when one is set; never raises
-    return added
+    return rows
 
 
 #: above this many stages, ingestion reads the cells and recorded keys in one pass each.

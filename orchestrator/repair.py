@@ -14,8 +14,10 @@ pointing here. :func:`repair` then:
   ``WORKSPACE/sweeps/<name>.json`` (and from sweep files named on the command line), their
   stages and cells planned again, every other stage folder from its ``stage.json``; a missing
   ``stage.json`` of a known sweep's stage is written again;
-- reconciles the ledger with the artifacts and records every done cell missing from the
-  results table (all of them when the table was moved aside).
+- reconciles the ledger with the artifacts, removes the results rows of stages not verified
+  done (those whose artifacts it moved aside, or that are gone) and records every done cell
+  missing from the results table (all of them when the table was moved aside): after a
+  repair the table holds the rows of the verified stages only.
 """
 from __future__ import annotations
 
@@ -204,6 +206,7 @@ def repair(workspace: Path, sweep_files: tuple[str, ...] = ()) -> list[str]:
     never moved aside.
     """
     from results.migrations import MIGRATIONS as RESULTS_MIGRATIONS
+    from results.table import keep_only_stages
 
     from .ledger import MIGRATIONS as LEDGER_MIGRATIONS
     from .planner import plan_sweep, settings_fingerprint
@@ -277,6 +280,10 @@ def repair(workspace: Path, sweep_files: tuple[str, ...] = ()) -> list[str]:
                 work.say("no sweep record was found: launch each sweep again (nothing done is rerun) or run "
                          f"`prunesweep repair {workspace} SWEEP.yaml ...` to restore their cells")
         done = reconcile(workspace, ledger, lock_held_by_us=True, rehash=True)
+        removed = keep_only_stages(workspace, done)
+        if removed:
+            work.say(f"removed {removed} row(s) of {RESULTS_FILE} whose stage is not verified done "
+                     "(their artifacts were moved aside or are gone)")
         recorded = ingest_results(workspace, ledger, done)
         if results_moved or recorded:
             work.say(f"{'rebuilt' if results_moved else 'completed'} {RESULTS_FILE}: recorded {recorded} row(s) "

@@ -21,7 +21,7 @@ from workers import catalog
 from .backends import BACKENDS, backend_class
 from .errors import UserError
 from .ledger import STATES, Ledger
-from .reconcile import ingest_results, log_tail, reconcile
+from .reconcile import bring_results_up_to_date, log_tail
 
 
 def make_report(workspaces: Sequence[Path], args) -> int:
@@ -32,8 +32,9 @@ def make_report(workspaces: Sequence[Path], args) -> int:
     if problem:
         raise UserError(f"-o: {problem}")
     comparisons = _comparisons(args.compare)
-    states = [workspace_state(workspace) for workspace in workspaces]
-    frame = results.load(workspaces)
+    pending: dict[Path, list[dict]] = {}
+    states = [workspace_state(workspace, pending) for workspace in workspaces]
+    frame = results.load(workspaces, pending=pending)
     if len(workspaces) == 1:
         frame = frame.drop(columns="workspace")
     where = list(args.where) + ([f"sweep={args.sweep}"] if args.sweep else [])
@@ -53,12 +54,15 @@ def make_report(workspaces: Sequence[Path], args) -> int:
     return 0
 
 
-def workspace_state(workspace: Path) -> WorkspaceState:
+def workspace_state(workspace: Path, pending: dict[Path, list[dict]] | None = None) -> WorkspaceState:
     """What ``workspace``'s ledger says, after reconciling its stages with their artifacts and recording
-    the finished cells exactly as a reading ``results`` or ``status`` does."""
+    the finished cells exactly as a reading ``results`` or ``status`` does; the rows it must not
+    record (a workspace it must not write) go to ``pending[workspace]``, for :func:`results.load`."""
     ledger = Ledger(workspace, reading=True)
     try:
-        ingest_results(workspace, ledger, reconcile(workspace, ledger))
+        rows = bring_results_up_to_date(workspace, ledger)
+        if pending is not None:
+            pending[workspace] = rows
         stages = ledger.stages()
         sweeps = [{"name": row["name"], "source": row["source"], "launched": _when(row["launched_at"])}
                   for row in ledger.sweeps()]

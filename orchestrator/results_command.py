@@ -13,7 +13,7 @@ from results.query import grouping
 
 from .errors import UserError
 from .ledger import Ledger
-from .reconcile import ingest_results, reconcile
+from .reconcile import bring_results_up_to_date
 
 
 def show_results(workspaces: Sequence[Path], args) -> int:
@@ -21,7 +21,8 @@ def show_results(workspaces: Sequence[Path], args) -> int:
 
     Each workspace is first brought up to date as a single one is (stages reconciled with
     their artifacts, finished cells recorded) through a reading ledger, which writes only
-    where a reading ``results`` of that one workspace would. Several workspaces are read
+    where a reading ``results`` of that one workspace would (elsewhere the cells it could not
+    record are shown from an in-memory copy of the table). Several workspaces are read
     as one frame with a ``workspace`` column (:func:`results.load` of the list).
     """
     workspaces = list(workspaces)
@@ -31,13 +32,14 @@ def show_results(workspaces: Sequence[Path], args) -> int:
         problem = target_problem(target, [Path(w) for w in workspaces], plot=option == "--plot") if target else None
         if problem:
             raise UserError(f"{option}: {problem}")
+    pending = {}  # rows of cells finished since the last writer, in a workspace this command must not write
     for workspace in workspaces:
         ledger = Ledger(workspace, reading=True)
         try:
-            ingest_results(workspace, ledger, reconcile(workspace, ledger))
+            pending[workspace] = bring_results_up_to_date(workspace, ledger)
         finally:
             ledger.close()
-    frame = results.load(workspaces[0] if len(workspaces) == 1 else workspaces)
+    frame = results.load(workspaces[0] if len(workspaces) == 1 else workspaces, pending=pending)
     return _present(frame, ", ".join(map(str, workspaces)), args)
 
 

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from .migrations import MIGRATIONS, TABLE
 from .row import COLUMN_TYPES, COLUMNS, NOT_NULL, OPTIONAL, PRIMARY_KEY, REQUIRED, ROW
-from .versioned_sqlite import open_for_reading, open_for_writing, table_columns, with_retry
+from .versioned_sqlite import migrate, open_for_reading, open_for_writing, table_columns, with_retry
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -134,7 +134,8 @@ class Recorder:
             self._conn = None
 
 
-def load(workspace: str | os.PathLike | Sequence[str | os.PathLike]) -> pd.DataFrame:
+def load(workspace: str | os.PathLike | Sequence[str | os.PathLike],
+         pending: Mapping[str | os.PathLike, Sequence[Mapping[str, Any]]] | None = None) -> pd.DataFrame:
     """All rows of the workspace's results table as a DataFrame, columns in schema order.
 
     Integer columns are pandas nullable ``Int64`` (``level`` is ``<NA>`` for one-shot
@@ -146,17 +147,23 @@ def load(workspace: str | os.PathLike | Sequence[str | os.PathLike]) -> pd.DataF
     after workspace, led by a ``workspace`` column (the path as given, as text; it is a
     column of the loaded frame only, never of the stored table). A workspace named twice
     (the same folder) is read once. The index runs from 0 either way.
+
+    ``pending`` (workspace -> rows, as for :func:`record`): rows a reader could not record in a
+    workspace it must not write. They are inserted into an in-memory copy of that workspace's
+    table and read with its rows, in the order :func:`record` would have given them; the
+    workspace's files are never written.
     """
     import pandas as pd
 
+    extra = {Path(path).resolve(): rows for path, rows in (pending or {}).items() if rows}
     if isinstance(workspace, (str, os.PathLike)):
-        return _frame(_select(workspace, _SELECT_ALL))
+        return _frame(_select(workspace, _SELECT_ALL, pending=extra.get(Path(workspace).resolve())))
     paths: dict[Path, str] = {}
     for path in workspace:
         paths.setdefault(Path(path).resolve(), os.fspath(path))
     names, rows = [], []
     for resolved, name in paths.items():
-        found = _select(resolved, _SELECT_ALL)
+        found = _select(resolved, _SELECT_ALL, pending=extra.get(resolved))
         names.extend([name] * len(found))
         rows.extend(found)
     frame = _frame(rows)
@@ -198,6 +205,32 @@ def recorded_among(workspace: str | os.PathLike, keys: Sequence[tuple]) -> set[t
 _LOOKUP_LIMIT = 64
 _SELECT_KEY = (f"SELECT {', '.join(PRIMARY_KEY)} FROM {TABLE} "
                f"WHERE {' AND '.join(f'{name} = ?' for name in PRIMARY_KEY)}")
+
+
+def keep_only_stages(workspace: str | os.PathLike, stage_keys: Iterable[str]) -> int:
+    """Delete every row whose stage is not in ``stage_keys`` (``prunesweep repair``: the table is
+    rebuilt from the artifacts, so a row of a stage not verified done goes); return how many went.
+
+    One transaction; a workspace without a database is left without one.
+    """
+    if not db_path(workspace).is_file():
+        return 0
+    conn = _connect_for_writing(db_path(workspace))
+    try:
+        with_retry(lambda: conn.execute("BEGIN IMMEDIATE"))
+        try:
+            conn.execute("CREATE TEMP TABLE keep (stage_key TEXT PRIMARY KEY)")
+            conn.executemany("INSERT OR IGNORE INTO keep VALUES (?)", ((key,) for key in stage_keys))
+            removed = conn.execute(f"DELETE FROM {TABLE} WHERE stage_key NOT IN (SELECT stage_key FROM keep)").rowcount
+            conn.execute("DROP TABLE keep")
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+    finally:
+        conn.close()
+    return removed
 
 
 def upgrade(workspace: str | os.PathLike) -> None:
@@ -284,11 +317,13 @@ def _connect_for_writing(path: Path) -> sqlite3.Connection:
     return conn
 
 
-def _select(workspace: str | os.PathLike, sql: str, each: Sequence[tuple] = ()) -> list[tuple]:
+def _select(workspace: str | os.PathLike, sql: str, each: Sequence[tuple] = (),
+            pending: Sequence[Mapping[str, Any]] | None = None) -> list[tuple]:
     """Run a read-only query (once per parameter tuple of ``each`` when given, the rows found
-    concatenated); ``[]`` when the database or the table does not exist."""
+    concatenated); ``[]`` when the database or the table does not exist. With ``pending`` rows,
+    the query reads an in-memory copy of the table holding them too."""
     path = db_path(workspace)
-    conn = open_for_reading(path, MIGRATIONS)
+    conn = _copy_with(path, pending) if pending else open_for_reading(path, MIGRATIONS)
     if conn is None:
         return []
     with closing(conn):
@@ -298,6 +333,25 @@ def _select(workspace: str | os.PathLike, sql: str, each: Sequence[tuple] = ()) 
         if each:
             return with_retry(lambda: [row for parameters in each for row in conn.execute(sql, parameters)])
         return with_retry(lambda: conn.execute(sql).fetchall())
+
+
+def _copy_with(path: Path, rows: Sequence[Mapping[str, Any]]) -> sqlite3.Connection:
+    """An in-memory copy of the store at ``path`` (a new empty table when there is none) with
+    ``rows`` inserted as :func:`record` would; the file is only read."""
+    prepared = [_prepare_row(row, index) for index, row in enumerate(rows)]
+    conn = open_for_reading(path, MIGRATIONS, copy=True)
+    if conn is None:
+        conn = sqlite3.connect(":memory:", isolation_level=None)
+        migrate(conn, path, MIGRATIONS)
+    try:
+        if not table_columns(conn, TABLE):  # a store without the table: made by the migrations
+            raise RuntimeError(f"{path}: has no table {TABLE!r}")
+        _check_columns(conn, path)
+        conn.executemany(_INSERT_SQL, prepared)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
 
 
 def _check_columns(conn: sqlite3.Connection, path: Path) -> None:

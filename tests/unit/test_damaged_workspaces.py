@@ -328,3 +328,26 @@ def test_a_stage_run_over_a_malformed_stage_file_fails_naming_it(workspace):
     (stage / STAGE_FILE).write_text("[1, 2]")
     with pytest.raises(MalformedStageFile, match="not a mapping.*prunesweep repair"):
         run_stage(stage)
+
+
+def test_repair_removes_the_rows_of_stages_whose_artifacts_it_moved_aside(workspace, done_workspace):
+    import results
+
+    stage = _stage(workspace, "eval")
+    assert list(results.load(workspace)["stage_key"]) == [stage.name]
+    with open(stage / "final.pt", "r+b") as handle:  # damaged behind the tool's back: status never saw it
+        handle.seek(100)
+        byte = handle.read(1)
+        handle.seek(100)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+    code, out, err = run_cli("repair", workspace)
+    assert code == 0 and "removed 1 row(s) of results.sqlite whose stage is not verified done" in out, out + err
+    from orchestrator.ledger import Ledger
+
+    ledger = Ledger(workspace)
+    done = {row["key"] for row in ledger.stages() if row["state"] == "done"}
+    ledger.close()
+    assert stage.name not in done
+    assert set(results.load(workspace)["stage_key"]) <= done and len(results.load(workspace)) == 0
+    code, out, err = run_cli("repair", workspace)  # a second repair finds nothing more to remove
+    assert code == 0 and "removed" not in out and "row(s)" not in out, out + err

@@ -182,3 +182,61 @@ def test_while_a_run_holds_the_lock_reading_reconciles_in_memory_only(done_works
     ledger = Ledger(copy)
     assert ledger.stages([key])[0]["state"] == "done"
     ledger.close()
+
+
+def _forget_the_row(workspace: Path) -> None:
+    """Delete the results row, as if the stage finished after the last writer ingested (a scheduler ran it)."""
+    import sqlite3
+    from contextlib import closing
+
+    with closing(sqlite3.connect(workspace / "results.sqlite")) as conn, conn:
+        assert conn.execute("DELETE FROM results").rowcount == 1
+
+
+def test_a_reader_shows_the_rows_of_cells_finished_since_the_last_writer(done_workspace, tmp_path):
+    reason = _can_drop_caps()
+    if reason:
+        pytest.skip(reason)
+    copy = tmp_path / "ro"
+    shutil.copytree(done_workspace[0], copy, symlinks=True)
+    _forget_the_row(copy)
+    for path in [copy, *copy.rglob("*")]:
+        path.chmod(path.stat().st_mode & ~0o222)
+    try:
+        before = snapshot(copy)
+        for name in ("results", "pivot"):
+            done = run_as_reader(*_reading_commands(copy, tmp_path / "unused.yaml")[name])
+            assert done.returncode == 0, done.stderr
+            expected = done_workspace[2][name].replace(str(done_workspace[0]), "WS")
+            assert done.stdout.replace(str(copy), "WS") == expected, (name, done.stdout)
+        page = tmp_path / "report.html"
+        done = run_as_reader("report", copy, "-o", page)
+        assert done.returncode == 0 and "1 rows from 1 workspace" in done.stdout, done.stdout + done.stderr
+        assert snapshot(copy) == before
+    finally:
+        for path in [copy, *copy.rglob("*")]:
+            path.chmod(path.stat().st_mode | 0o200)
+    import results
+
+    assert len(results.load(copy)) == 0  # nothing was recorded by the reader
+
+
+def test_while_a_run_holds_the_lock_results_shows_the_unrecorded_cells_without_writing(done_workspace, tmp_path):
+    copy = tmp_path / "ws"
+    shutil.copytree(done_workspace[0], copy, symlinks=True)
+    _forget_the_row(copy)
+    holder = os.open(copy / ".lock", os.O_RDWR)
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    try:
+        before = snapshot(copy, folder_times=False)
+        code, out, err = run_cli("results", copy)
+        assert code == 0 and out.replace(str(copy), "WS") == done_workspace[2]["results"].replace(
+            str(done_workspace[0]), "WS"), out + err
+        assert snapshot(copy, folder_times=False) == before
+    finally:
+        os.close(holder)
+    import results
+
+    assert len(results.load(copy)) == 0
+    assert run_cli("results", copy)[0] == 0  # the lock is free: now the row is recorded
+    assert len(results.load(copy)) == 1
