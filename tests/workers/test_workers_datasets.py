@@ -7,13 +7,15 @@ import copy
 import pickle
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-
+import yaml
 from data_folders import write_cifar, write_image_folder
 from test_workers_support import ROOT
+
 from workers import augment, catalog, data, folders
 from workers.image_folder import LazyImages
 from workers.training import epoch_batches
@@ -201,9 +203,14 @@ def test_the_sweep_file_checks_the_data_folder_at_plan_time(write_sweep, sweep_d
         load_spec(path)
     assert str(info.value) == (f"{path}: dataset.root: {missing}: no such folder; expected a folder holding "
                                "cifar-10-batches-py/ (torchvision's CIFAR-10 on-disk format)")
+    # plan works from the published sizes and says the folder is missing; launch refuses until it is there
     result = subprocess.run([sys.executable, "-m", "orchestrator", "plan", str(path)], cwd=ROOT,
                             capture_output=True, text=True)
+    assert result.returncode == 0 and f"data folder missing: {missing}" in result.stdout + result.stderr
+    result = subprocess.run([sys.executable, "-m", "orchestrator", "launch", str(path)], cwd=ROOT,
+                            capture_output=True, text=True)
     assert result.returncode == 2 and f"dataset.root: {missing}: no such folder" in result.stderr
+    assert result.stderr.count("\n") == 1 and not Path(yaml.safe_load(path.read_text())["workspace"]).exists()
     for dataset, key in (({"name": "digits", "subset": {"fraction": 0.1}}, "dataset.subset"),
                          ({"name": "imagenet"}, "dataset.root"),
                          ({"name": "cifar10", "root": str(cifar_root), "image_size": 64}, "dataset.image_size")):
