@@ -58,6 +58,7 @@ from orchestrator.reconcile import ingest_results, reconcile  # noqa: E402
 from orchestrator.spec import validate_spec  # noqa: E402
 from orchestrator.workspace import materialise, stage_dir  # noqa: E402
 from workers.artifacts import write_done  # noqa: E402
+from workers.stage_files import required_files  # noqa: E402
 
 STAGES_PER_SEED = 68
 HELD_OUT = 100
@@ -74,13 +75,15 @@ def sweep_spec(workspace: Path, seeds: int):
 
 
 def finish(workspace: Path, stage) -> None:
-    """Write what a finished stage writes: an artifact, then its checksummed manifest."""
+    """Write what a finished stage writes: every artifact its kind must list, then its checksummed manifest."""
     folder = stage_dir(workspace, stage.key)
-    (folder / "final.pt").write_bytes(stage.key.encode() * 8)
+    artifacts = sorted(required_files(stage.kind, stage.config))
+    for name in artifacts:
+        (folder / name).write_bytes(stage.key.encode() * 8)
     metrics = {"fraction_remaining": 0.5, "top1": 0.9, "epochs": stage.epochs or 1, "wall_time_s": 1.0,
                "zero_fraction": 0.0}
     (folder / "metrics.json").write_text(json.dumps(metrics))
-    write_done(folder, ["final.pt", "metrics.json"], metrics)
+    write_done(folder, [*artifacts, "metrics.json"], metrics)
 
 
 @contextlib.contextmanager
