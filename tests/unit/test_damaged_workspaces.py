@@ -3,12 +3,9 @@
 removes the temp files of killed writers."""
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import shutil
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -17,33 +14,12 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import ROOT
+from in_process_cli import MINI, run_cli
 
 from workers.artifacts import DONE_FILE, METRICS_FILE, STAGE_FILE, remove_temp_files, verify_done, write_done
 
 #: the smallest real sweep: one dense run and one evaluation (about 20 s on 2 cores).
-MINI = {
-    "name": "mini", "dataset": {"name": "digits"}, "arch": {"name": "small_cnn", "width": 4},
-    "recipes": {"labels": {"epochs": 1, "batch_size": 256, "optimizer": "adam", "lr": 0.01}},
-    "pruning": {"fractions": [0.8]}, "rewind": [0], "mask_source": ["labels"], "init": ["reinit"], "seeds": [0],
-}
 ONE_LINE_COMMANDS = (("status",), ("results",), ("resume", "--dry-run"), ("resume",), ("cancel",))
-
-
-def run_cli(*args):
-    """``prunesweep ARGS`` through its entry point in this process: (exit code, stdout, stderr).
-
-    An exception other than the command's own exit escapes and fails the test.
-    """
-    from orchestrator.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    handler = signal.getsignal(signal.SIGTERM)
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            code = main([str(arg) for arg in args])
-    finally:
-        signal.signal(signal.SIGTERM, handler)
-    return code, out.getvalue(), err.getvalue()
 
 
 def run_process(*args):

@@ -2,14 +2,11 @@
 (and on one whose lock a run holds) and leave every byte and mtime of it as it was."""
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import fcntl
 import hashlib
-import io
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -18,31 +15,13 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import ROOT
+from in_process_cli import MINI, run_cli
 
 from orchestrator.artifact_stamps import SETTLED_S
 
-MINI = {
-    "name": "mini", "dataset": {"name": "digits"}, "arch": {"name": "small_cnn", "width": 4},
-    "recipes": {"labels": {"epochs": 1, "batch_size": 256, "optimizer": "adam", "lr": 0.01}},
-    "pruning": {"fractions": [0.8]}, "rewind": [0], "mask_source": ["labels"], "init": ["reinit"], "seeds": [0],
-}
 #: capabilities that let root write where the modes say no: CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER.
 _OVERRIDING_CAPS = (1, 2, 3)
 _PR_CAPBSET_DROP = 24
-
-
-def run_cli(*args):
-    """``prunesweep ARGS`` in this process: (exit code, stdout, stderr); other exceptions fail the test."""
-    from orchestrator.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    handler = signal.getsignal(signal.SIGTERM)
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            code = main([str(arg) for arg in args])
-    finally:
-        signal.signal(signal.SIGTERM, handler)
-    return code, out.getvalue(), err.getvalue()
 
 
 def _drop_overriding_caps() -> None:

@@ -8,8 +8,6 @@ rights: they skip with the reason elsewhere); the stage test needs no mount: it 
 """
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import resource
@@ -22,26 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import ROOT
-
-MINI = {
-    "name": "mini", "dataset": {"name": "digits"}, "arch": {"name": "small_cnn", "width": 4},
-    "recipes": {"labels": {"epochs": 1, "batch_size": 256, "optimizer": "adam", "lr": 0.01}},
-    "pruning": {"fractions": [0.8]}, "rewind": [0], "mask_source": ["labels"], "init": ["reinit"], "seeds": [0],
-}
-
-
-def run_cli(*args):
-    """``prunesweep ARGS`` in this process: (exit code, stdout, stderr); other exceptions fail the test."""
-    from orchestrator.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    handler = signal.getsignal(signal.SIGTERM)
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            code = main([str(arg) for arg in args])
-    finally:
-        signal.signal(signal.SIGTERM, handler)
-    return code, out.getvalue(), err.getvalue()
+from in_process_cli import MINI, run_cli
 
 
 def _limit_file_size(limit: int):
