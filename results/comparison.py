@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from .frame_text import frame_text
 from .query import _matches, grouping, percent_label
 
 #: A difference is marked significant when its p-value is below this.
@@ -157,7 +158,7 @@ def format_comparison(result: pd.DataFrame) -> str:
     if common:
         lines.append("in every row: " + common)
     with pd.option_context("display.width", 250, "display.max_columns", None, "display.max_rows", None):
-        lines.append(table.to_string(index=False))
+        lines.append(frame_text(table))
     return "\n".join(lines)
 
 

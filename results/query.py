@@ -179,6 +179,55 @@ def _number(raw: str) -> float:
     return float(raw[:-1]) / 100 if raw.endswith("%") else float(raw)
 
 
+def text_equalities(where: Iterable[str] | str | None, columns: Iterable[str],
+                    text_columns: Iterable[str]) -> dict[str, list[str]]:
+    """The rows ``where`` can keep, as far as its ``=`` and ``in`` filters on ``text_columns`` say:
+    column -> the values allowed (those of all its filters), for :func:`results.load`'s ``only``.
+
+    A reader that loads only these rows and then applies :func:`filter_rows` gets what it gets
+    from every row: a text column matches such a filter exactly when it holds one of the values.
+    Filters that name a missing value (``level=none``) are left to :func:`filter_rows`, and so
+    is everything when ``where`` is malformed against ``columns`` (it then says why).
+    """
+    try:
+        conditions = parse_conditions(where, columns)
+    except ValueError:
+        return {}
+    text_columns = set(text_columns)
+    allowed: dict[str, list[str]] = {}
+    for condition in conditions:
+        if condition.op not in ("=", "in") or condition.column not in text_columns:
+            continue
+        if any(value.lower() in _MISSING_WORDS for value in condition.values):
+            continue
+        values = list(dict.fromkeys(condition.values))
+        previous = allowed.get(condition.column)
+        allowed[condition.column] = values if previous is None else [v for v in previous if v in values]
+    return allowed
+
+
+def columns_needed(where: Iterable[str] | str | None, by: Sequence[str] | None, compared: str | None,
+                   columns: Sequence[str]) -> list[str] | None:
+    """The columns of ``columns`` that filtering by ``where``, summarizing or pivoting by ``by``,
+    plotting and comparing two values of ``compared`` read, in their order; None (all of them)
+    when a filter, the grouping or the compared column is refused (the error message then names
+    them all: :func:`grouping`)."""
+    try:
+        used = {condition.column for condition in parse_conditions(where, columns)}
+    except ValueError:
+        return None
+    used.update(SETTING_COLUMNS + _SUMMARIZED)
+    if "workspace" in columns:
+        used.add("workspace")
+    if by is not None and (not by or len(set(by)) < len(by) or set(by) & set(_SUMMARIZED)):
+        return None
+    for column in list(by or []) + ([compared, "seed"] if compared is not None else []):
+        if column not in columns:
+            return None
+        used.add(column)
+    return [column for column in columns if column in used]
+
+
 # --------------------------------------------------------------------------- summary
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .migrations import MIGRATIONS, TABLE
-from .row import COLUMN_TYPES, COLUMNS, NOT_NULL, OPTIONAL, PRIMARY_KEY, REQUIRED, ROW
+from .row import COLUMN_TYPES, COLUMNS, NOT_NULL, OPTIONAL, PRIMARY_KEY, REQUIRED
 from .versioned_sqlite import migrate, open_for_reading, open_for_writing, table_columns, with_retry
 
 if TYPE_CHECKING:
@@ -135,7 +135,8 @@ class Recorder:
 
 
 def load(workspace: str | os.PathLike | Sequence[str | os.PathLike],
-         pending: Mapping[str | os.PathLike, Sequence[Mapping[str, Any]]] | None = None) -> pd.DataFrame:
+         pending: Mapping[str | os.PathLike, Sequence[Mapping[str, Any]]] | None = None,
+         only: Mapping[str, Iterable[str]] | None = None, columns: Sequence[str] | None = None) -> pd.DataFrame:
     """All rows of the workspace's results table as a DataFrame, columns in schema order.
 
     Integer columns are pandas nullable ``Int64`` (``level`` is ``<NA>`` for one-shot
@@ -152,35 +153,94 @@ def load(workspace: str | os.PathLike | Sequence[str | os.PathLike],
     workspace it must not write. They are inserted into an in-memory copy of that workspace's
     table and read with its rows, in the order :func:`record` would have given them; the
     workspace's files are never written.
+
+    ``only`` (text column -> values): only the rows whose column holds one of the values (all
+    of them, for several columns), selected by SQLite before anything is read into Python:
+    what a ``--where`` of text equalities keeps, at the cost of the rows it keeps
+    (:func:`results.query.text_equalities`).
+
+    ``columns``: only these columns of the table (in schema order; ``workspace`` comes with
+    several workspaces either way), for a reader that uses no other
+    (:func:`results.query.columns_needed`): each column left out is a column less to read.
     """
     import pandas as pd
 
+    read = COLUMNS if columns is None else tuple(column for column in COLUMNS if column in set(columns))
+    sql, parameters = _select_all(only, read)
     extra = {Path(path).resolve(): rows for path, rows in (pending or {}).items() if rows}
     if isinstance(workspace, (str, os.PathLike)):
-        return _frame(_select(workspace, _SELECT_ALL, pending=extra.get(Path(workspace).resolve())))
+        return _frame(_select(workspace, sql, parameters, pending=extra.get(Path(workspace).resolve())), read)
     paths: dict[Path, str] = {}
     for path in workspace:
         paths.setdefault(Path(path).resolve(), os.fspath(path))
     names, rows = [], []
     for resolved, name in paths.items():
-        found = _select(resolved, _SELECT_ALL, pending=extra.get(resolved))
+        found = _select(resolved, sql, parameters, pending=extra.get(resolved))
         names.extend([name] * len(found))
         rows.extend(found)
-    frame = _frame(rows)
-    frame.insert(0, "workspace", pd.Series(names, dtype=_pandas_dtypes()[0], index=frame.index))
+    frame = _frame(rows, read)
+    frame.insert(0, "workspace", pd.Series(_text_array(names, _pandas_dtypes()[0]), index=frame.index))
     return frame
 
 
-_SELECT_ALL = f"SELECT {', '.join(COLUMNS)} FROM {TABLE} ORDER BY rowid"
+def _select_all(only: Mapping[str, Iterable[str]] | None, columns: Sequence[str] = COLUMNS) -> tuple[str, list[tuple]]:
+    """The query of ``columns`` of the rows ``only`` keeps, and its parameters (for :func:`_select`)."""
+    if not only:
+        return f"SELECT {', '.join(columns)} FROM {TABLE} ORDER BY rowid", []
+    tests, values = [], []
+    for column, allowed in only.items():
+        if COLUMN_TYPES.get(column) != "TEXT":
+            raise ValueError(f"only: {column!r} is not a text column of the table")
+        allowed = list(dict.fromkeys(allowed))
+        tests.append(f"{column} IN ({', '.join('?' for _ in allowed)})" if allowed else "0")
+        values.extend(allowed)
+    return (f"SELECT {', '.join(columns)} FROM {TABLE} WHERE {' AND '.join(tests)} ORDER BY rowid",
+            [tuple(values)])
 
 
-def _frame(rows: list[tuple]) -> pd.DataFrame:
-    """The loaded frame of table rows: columns in schema order with their pandas dtypes."""
+def _frame(rows: list[tuple], columns: Sequence[str] = COLUMNS) -> pd.DataFrame:
+    """The loaded frame of table rows (values of ``columns``, in schema order) with their pandas dtypes.
+
+    Built a column at a time from the values as SQLite gives them (a text column straight into
+    pyarrow, which pandas' string dtype wraps as it is): a third of the time of converting
+    rows of Python objects into a frame and then each column to its dtype (issue 16).
+    """
     import pandas as pd
 
-    dtypes = _pandas_dtypes()[1]
-    frame = pd.DataFrame.from_records(rows, columns=list(COLUMNS))
-    return frame.astype({column.name: dtypes[column.sqltype] for column in ROW})
+    text, dtypes = _pandas_dtypes()
+    try:
+        values = list(zip(*rows, strict=True)) if rows else [()] * len(columns)
+        return pd.DataFrame({name: _array(column_values, COLUMN_TYPES[name], text)
+                             for name, column_values in zip(columns, values, strict=True)})
+    except (TypeError, ValueError):  # a value no column type takes: as pandas' own conversion says
+        frame = pd.DataFrame.from_records(rows, columns=list(columns))
+        return frame.astype({name: dtypes[COLUMN_TYPES[name]] for name in columns})
+
+
+def _array(values: Sequence[Any], sqltype: str, text: Any) -> Any:
+    """One column of the loaded frame from its values (None for NULL)."""
+    import numpy as np
+    import pandas as pd
+
+    if sqltype == "REAL":
+        return np.array(values, dtype=np.float64)  # NULL (None) becomes NaN, as astype("float64") makes it
+    if sqltype == "INTEGER":
+        return pd.array(values, dtype="Int64")
+    return _text_array(values, text)
+
+
+def _text_array(values: Sequence[Any], text: Any) -> Any:
+    """A text column of the loaded frame (pandas' string dtype ``text``) from str or None values."""
+    import pandas as pd
+
+    if getattr(text, "storage", None) == "pyarrow":
+        import pyarrow as pa
+
+        try:
+            return pd.array(pa.array(values, type=pa.large_string()), dtype=text)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):  # not all str: pandas converts them as before
+            pass
+    return pd.array(values, dtype=text)
 
 
 def recorded_cells(workspace: str | os.PathLike) -> set[tuple]:

@@ -9,7 +9,8 @@ import pytest
 from conftest import results_row
 
 import results
-from results.query import SETTING_COLUMNS, format_cell, percent_label
+from results.query import SETTING_COLUMNS, columns_needed, format_cell, percent_label, text_equalities
+from results.row import COLUMN_TYPES
 
 make_row = partial(results_row, sweep="digits-oneshot")
 
@@ -181,6 +182,54 @@ def test_load_several_workspaces_into_one_frame(tmp_path):
     assert summary["n"].tolist() == [2, 1] and summary["top1_mean"].tolist() == pytest.approx([0.6, 0.9])
     assert list(results.pivot(df).columns) == [f"{a} / labels / winning_ticket", f"{b} / labels / winning_ticket"]
     assert len(results.filter_rows(df, [f"workspace={b}"])) == 1
+
+
+# --------------------------------------------------------------------------- reading only what is used
+
+
+@pytest.mark.parametrize("where", [
+    ["sweep=b"], ["sweep in a, b=c"], ["sweep=a", "sweep in a,b"], ["sweep=a", "sweep=b"], ["sweep=none"],
+    ["sweep==b and init in reinit,winning_ticket"], ["transfer=linear"], ["transfer=none", "sweep!=a"],
+    ["sweep IN (a, zz)", "mask_source not in random"], ["level=3", "sweep=a"], [],
+])
+def test_rows_kept_by_text_equalities_are_those_the_filters_keep(tmp_path, where):
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    results.record(a, [make_row(sweep=sweep, init=init, seed=seed, level=level, top1=0.1 * seed)
+                       for sweep in ("a", "b", "b=c") for init in ("reinit", "winning_ticket")
+                       for seed in range(3) for level in (None, 3)])
+    results.record(b, [make_row(sweep="b", seed=seed, transfer="linear") for seed in range(2)])
+    text = [column for column, sqltype in COLUMN_TYPES.items() if sqltype == "TEXT"]
+    for workspaces in (a, [a, b]):
+        whole = results.load(workspaces)
+        only = text_equalities(where, whole.columns, text)
+        expected = results.filter_rows(whole, where).reset_index(drop=True)
+        kept = results.filter_rows(results.load(workspaces, only=only), where).reset_index(drop=True)
+        pd.testing.assert_frame_equal(kept, expected)
+        used = columns_needed(where, None, None, list(whole.columns))
+        narrow = results.filter_rows(results.load(workspaces, only=only, columns=used), where)
+        pd.testing.assert_frame_equal(narrow.reset_index(drop=True), expected[used])
+        pd.testing.assert_frame_equal(results.summarize(narrow), results.summarize(expected))
+
+
+def test_text_equalities_leave_the_rest_to_the_filters(grid):
+    text = ["sweep", "mask_source", "init", "transfer"]
+    columns = list(grid.columns)
+    assert text_equalities(["mask_source in labels,rotnet", "mask_source=rotnet and init=reinit"], columns, text) == {
+        "mask_source": ["rotnet"], "init": ["reinit"]}
+    for where in (["level=3"], ["mask_source!=labels"], ["transfer=none"], ["init<x"], ["nope=1"], ["init"]):
+        assert text_equalities(where, columns, text) == {}
+
+
+def test_columns_needed(grid):
+    columns = list(grid.columns)
+    plain = columns_needed([], None, None, columns)
+    assert set(plain) == {*SETTING_COLUMNS, "top1", "measured_fraction"} and plain == sorted(plain, key=columns.index)
+    assert set(columns_needed(["epochs>3"], ["stage_key"], "init", columns)) == {*plain, "epochs", "stage_key", "seed"}
+    for where, by, compared in ((["nope=1"], None, None), ([], ["top1"], None), ([], ["init", "init"], None),
+                                ([], [], None), ([], ["nope"], None), ([], None, "nope")):
+        assert columns_needed(where, by, compared, columns) is None
 
 
 # --------------------------------------------------------------------------- group by
