@@ -27,6 +27,10 @@ def frame_text(frame: pd.DataFrame) -> str:
         return frame.to_string(index=False)
     columns = []
     for position in range(frame.shape[1]):
+        fixed = _fixed_point(frame.iloc[:, position], pd)
+        if fixed is not None:
+            columns.append(fixed)
+            continue
         codes, firsts = _distinct(frame.iloc[:, position], pd)
         lines = frame.iloc[firsts, [position]].to_string(index=False).split("\n")
         if len(lines) != len(firsts) + 1:  # a header or value over several lines: not one line per row
@@ -42,6 +46,41 @@ def _by_distinct_values(frame: pd.DataFrame, pd: Any) -> bool:
         return False
     return all(isinstance(label, str) and label and label == label.strip() and label.isprintable()
                for label in frame.columns)
+
+
+def _fixed_point(series: pd.Series, pd: Any) -> list[str] | None:
+    """The header and cells of a float column as pandas writes it in fixed-point notation, when it does
+    under its default display options; None otherwise (pandas writes it).
+
+    That is each value with ``display.precision`` decimals, less the trailing zeros every value has
+    (one decimal at least), ``NaN`` for a missing one, right-aligned under the label led by a blank:
+    the text of a column of means where each value is distinct.
+    """
+    import numpy as np
+
+    if not (isinstance(series.dtype, np.dtype) and series.dtype == np.float64):
+        return None
+    options = ("display.float_format", "display.chop_threshold", "display.unicode.east_asian_width")
+    if any(pd.get_option(option) for option in options) or pd.get_option("display.colheader_justify") != "right":
+        return None
+    values = series.to_numpy()
+    precision = pd.get_option("display.precision")
+    magnitudes = np.abs(values)
+    if (magnitudes > 1e6).any() or ((magnitudes < 10 ** (-precision)) & (magnitudes > 0)).any():
+        return None  # pandas may write the column in scientific notation
+    texts = ["NaN" if value != value else f"{value:.{precision}f}" for value in values.tolist()]
+    numbers = [text for text in texts if text != "NaN"] if precision > 0 else []
+    if numbers:
+        decimals = max(len(text.rstrip("0")) - text.index(".") - 1 for text in numbers)
+        cut = precision - max(decimals, 1)
+        if cut:
+            texts = [text if text == "NaN" else text[:-cut] for text in texts]
+    header = " " + str(series.name)
+    width = max(len(header), max(map(len, texts)))
+    limit = pd.get_option("display.max_colwidth")
+    if limit is not None and width > limit:
+        return None
+    return [header.rjust(width), *(text.rjust(width) for text in texts)]
 
 
 def _distinct(series: pd.Series, pd: Any) -> tuple[Any, Any]:

@@ -27,6 +27,8 @@ def mixed_frame(rows: int, seed: int) -> pd.DataFrame:
         "level": pd.array(pick([1, 3, None, 300_000, -5]), dtype="Int64"),
         "top1_mean": rng.random(rows),
         "signed": np.array(pick([0.5, -0.0, 0.0, np.nan, 2.0])).astype(float),
+        "round": np.array(pick([1.0, -3.0, np.nan, 100.0])).astype(float),
+        "missing": np.full(rows, np.nan),
         "wide": np.array(pick([1e-9, 1e7, 3.14159265358979, np.inf])).astype(float),
         "seed": rng.integers(-1000, 1000, rows),
         "significant": rng.random(rows) < 0.5,
@@ -46,7 +48,10 @@ def test_as_pandas_writes_it(rows, seed):
 
 def test_as_pandas_writes_it_under_other_display_options():
     frame = mixed_frame(3 * SMALL, 2)
-    same_as_pandas(frame, "display.precision", 3)
+    for precision in (0, 1, 3, 9):
+        same_as_pandas(frame, "display.precision", precision)
+    same_as_pandas(frame, "display.chop_threshold", 0.5)
+    same_as_pandas(frame, "display.colheader_justify", "left")
     same_as_pandas(frame, "display.max_colwidth", 10)
     same_as_pandas(frame, "display.float_format", "{:.2%}".format)
 
