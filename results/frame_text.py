@@ -60,8 +60,9 @@ def _fixed_point(series: pd.Series, pd: Any) -> list[str] | None:
 
     if not (isinstance(series.dtype, np.dtype) and series.dtype == np.float64):
         return None
-    options = ("display.float_format", "display.chop_threshold", "display.unicode.east_asian_width")
-    if any(pd.get_option(option) for option in options) or pd.get_option("display.colheader_justify") != "right":
+    unset = ("display.float_format", "display.chop_threshold")
+    if (any(pd.get_option(option) is not None for option in unset) or pd.get_option("display.unicode.east_asian_width")
+            or pd.get_option("display.colheader_justify") != "right"):
         return None
     values = series.to_numpy()
     precision = pd.get_option("display.precision")

@@ -51,6 +51,7 @@ def test_as_pandas_writes_it_under_other_display_options():
     for precision in (0, 1, 3, 9):
         same_as_pandas(frame, "display.precision", precision)
     same_as_pandas(frame, "display.chop_threshold", 0.5)
+    same_as_pandas(frame, "display.chop_threshold", 0.0)
     same_as_pandas(frame, "display.colheader_justify", "left")
     same_as_pandas(frame, "display.max_colwidth", 10)
     same_as_pandas(frame, "display.float_format", "{:.2%}".format)
