@@ -15,8 +15,9 @@ from pathlib import Path
 import results
 from results.comparison import parse_compare
 from results.export import target_problem
-from results.report import Failure, WorkspaceState, build_report, report_target_problem, write_report
-from workers import catalog
+from results.query import text_equalities
+from results.report import Failure, WorkspaceState, build_report, columns_needed, report_target_problem, write_report
+from results.row import COLUMN_TYPES
 
 from .backends import BACKENDS, backend_class
 from .errors import UserError
@@ -34,10 +35,14 @@ def make_report(workspaces: Sequence[Path], args) -> int:
     comparisons = _comparisons(args.compare)
     pending: dict[Path, list[dict]] = {}
     states = [workspace_state(workspace, pending) for workspace in workspaces]
-    frame = results.load(workspaces, pending=pending)
+    where = list(args.where) + ([f"sweep={args.sweep}"] if args.sweep else [])
+    # the rows of the filters' text equalities and the columns the page reads: what is read is read once
+    columns = (["workspace"] if len(workspaces) > 1 else []) + list(results.COLUMNS)
+    text = [column for column, sqltype in COLUMN_TYPES.items() if sqltype == "TEXT"]
+    frame = results.load(workspaces, pending=pending, only=text_equalities(where, columns, text),
+                         columns=columns_needed(where, comparisons, columns))
     if len(workspaces) == 1:
         frame = frame.drop(columns="workspace")
-    where = list(args.where) + ([f"sweep={args.sweep}"] if args.sweep else [])
     try:
         frame = results.filter_rows(frame, where)
     except ValueError as error:
@@ -71,7 +76,11 @@ def workspace_state(workspace: Path, pending: dict[Path, list[dict]] | None = No
         ledger.close()
     counts = Counter((row["kind"], row["state"]) for row in stages)
     present = {kind for kind, _ in counts}
-    kinds = [kind for kind in catalog.STAGE_KINDS if kind in present] + sorted(present - set(catalog.STAGE_KINDS))
+    kinds = []
+    if present:  # the catalog of kinds loads pydantic's models of them: not for a workspace without stages
+        from workers import catalog
+
+        kinds = [kind for kind in catalog.STAGE_KINDS if kind in present] + sorted(present - set(catalog.STAGE_KINDS))
     per_kind = {kind: {state: counts[(kind, state)] for state in STATES} for kind in kinds}
     failures = [_failure(workspace, row) for row in stages if row["state"] == "failed"]
     state_of = {row["key"]: row["state"] for row in stages}

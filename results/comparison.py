@@ -162,17 +162,20 @@ def format_comparison(result: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def comparison_display(result: pd.DataFrame) -> tuple[str, pd.DataFrame]:
+def comparison_display(result: pd.DataFrame, rows: int | None = None) -> tuple[str, pd.DataFrame]:
     """The rows of a non-empty comparison as shown: ``("col=value, ...", table of text)``.
 
     The first item names the settings common to every row (empty when none is); the table
     holds the settings that vary, the fraction remaining, both sides' top-1 and the difference
-    in percent, its standard error, n, p and ``*`` where significant.
+    in percent, its standard error, n, p and ``*`` where significant: of every row, or of the
+    first ``rows`` (what varies is still what varies over all of them).
     """
     a, b = result.attrs["a"], result.attrs["b"]
     keys = [c for c in result.columns if c not in COMPARE_STATS]
     constant = [c for c in keys if result[c].nunique(dropna=False) == 1]
     common = ", ".join(f"{c}={_text(result[c].iloc[0])}" for c in constant)
+    if rows is not None:
+        result = result.head(rows)
     table = pd.DataFrame({c: result[c].map(_text) for c in keys if c not in constant and c != "nominal_fraction"})
     if "nominal_fraction" in keys and "nominal_fraction" not in constant:
         # as the pivot's rows: the measured fraction (the nominal one when nothing was measured)

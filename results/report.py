@@ -96,13 +96,34 @@ def default_comparisons(df: pd.DataFrame) -> list[tuple[str, str, str]]:
     theirs pairs with a trained mask's.
     """
     pairs = []
-    inits = set(df["init"].dropna())
+    inits = set(df["init"].dropna().unique())
     if {"winning_ticket", "reinit"} <= inits:
         pairs.append(("init", "winning_ticket", "reinit"))
-    sources = set(df["mask_source"].dropna()) - {"random"}
+    sources = set(df["mask_source"].dropna().unique()) - {"random"}
     if "labels" in sources:
         pairs += [("mask_source", "labels", str(source)) for source in sorted(sources - {"labels"})]
     return pairs
+
+
+def columns_needed(where: Sequence[str], comparisons: Iterable[tuple[str, str, str]] | None,
+                   columns: Sequence[str]) -> list[str] | None:
+    """The columns of ``columns`` the page reads, in their order, with these filters and comparisons
+    (:func:`results.load`'s ``columns``): the settings, top-1, the fractions, the seeds that pair
+    rows, the transfer targets and metrics, and what the filters and comparisons name. None (all)
+    when a filter or a compared column is not one of ``columns`` (the message then names them all)."""
+    from .query import columns_needed as used_by_summaries
+
+    needed = used_by_summaries(where, None, None, columns)
+    compared = [column for column, _a, _b in comparisons or []]
+    if needed is None or any(column not in columns for column in compared):
+        return None
+    used = {*needed, *_PAGE_COLUMNS, *compared}
+    return [column for column in columns if column in used]
+
+
+#: what the page reads besides the summaries' columns: the seed pairs the comparisons' rows; the
+#: transfer tables name their target dataset and metric.
+_PAGE_COLUMNS = ("seed", "eval_dataset", "metric")
 
 
 def build_report(df: pd.DataFrame, states: Sequence[WorkspaceState],
@@ -325,15 +346,14 @@ def _comparison(df: pd.DataFrame, column: str, a: str, b: str) -> str:
     parts.append("</p>")
     if result.empty:
         return "".join(parts) + "<p>No setting has a seed on both sides.</p>"
-    common, table = comparison_display(result)
+    common, shown = comparison_display(result, rows=MAX_ROWS)
     if common:
         parts.append(f"<p>In every row: {_e(common)}</p>")
-    shown = table.head(MAX_ROWS)
     significant = result["significant"].head(MAX_ROWS).tolist()
     parts.append(_table(list(map(str, shown.columns)), shown.itertuples(index=False),
                         numeric_from=list(shown.columns).index(a), marked=significant))
-    if len(table) > MAX_ROWS:
-        parts.append(f"<p>… and {len(table) - MAX_ROWS} more rows: <code>prunesweep results WS... --compare "
+    if len(result) > MAX_ROWS:
+        parts.append(f"<p>… and {len(result) - MAX_ROWS} more rows: <code>prunesweep results WS... --compare "
                      f"{_e(column)}={_e(a)},{_e(b)}</code> prints them all.</p>")
     return "".join(parts)
 
