@@ -44,8 +44,7 @@ def _by_distinct_values(frame: pd.DataFrame, pd: Any) -> bool:
     """Whether ``frame`` has many rows and plain text labels (``to_string`` never leaves a row or column out)."""
     if len(frame) <= SMALL or isinstance(frame.columns, pd.MultiIndex) or not frame.columns.is_unique:
         return False
-    return all(isinstance(label, str) and label and label == label.strip() and label.isprintable()
-               for label in frame.columns)
+    return all(isinstance(label, str) and label == label.strip() and label.isprintable() for label in frame.columns)
 
 
 def _fixed_point(series: pd.Series, pd: Any) -> list[str] | None:

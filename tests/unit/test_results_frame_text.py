@@ -32,6 +32,7 @@ def mixed_frame(rows: int, seed: int) -> pd.DataFrame:
         "wide": np.array(pick([1e-9, 1e7, 3.14159265358979, np.inf])).astype(float),
         "seed": rng.integers(-1000, 1000, rows),
         "significant": rng.random(rows) < 0.5,
+        "": pick(["*", ""]),
         "objects": np.array(pick([1, 1.0, True, "1", None, np.nan, -0.0, 0.0]), dtype=object),
         "single": rng.random(rows).astype(np.float32),
     })
