@@ -11,6 +11,7 @@ in a fifth of the time ``scipy.stats`` takes.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -95,7 +96,8 @@ def compare(df: pd.DataFrame, column: str, a: str, b: str, by: Sequence[str] | N
     if keys:
         result = result.sort_values(keys, ascending=[c != "nominal_fraction" for c in keys],
                                     na_position="first", kind="stable").reset_index(drop=True)
-        settings = pd.concat([side.reset_index()[keys] for side in sides]).drop_duplicates()
+        left, right = (cast(pd.MultiIndex, side.index).droplevel(-1) for side in sides)  # keys, then the seed
+        settings = left.append(right).unique()
         unpaired = len(settings) - len(result)
     else:
         unpaired = 1 - len(result)

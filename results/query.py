@@ -147,6 +147,8 @@ def _matches(series: pd.Series, raw: str, column: str) -> np.ndarray:
         elif pd.api.types.is_float_dtype(dtype):
             values = series.to_numpy(dtype=float, na_value=np.nan)
             return np.isclose(values, _number(raw), rtol=_FLOAT_RTOL, atol=0.0)
+        elif isinstance(dtype, pd.StringDtype):
+            equal = series == raw  # as compared as objects, without making 100,000 of them
         else:
             equal = series.astype(object) == raw
     except (ValueError, KeyError):
