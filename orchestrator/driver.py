@@ -14,7 +14,7 @@ from typing import Optional
 
 from tqdm import tqdm
 
-from workers.artifacts import verify_done
+from workers.artifacts import inspect_done
 
 from .backends import BACKENDS, Task, backend_class, by_backend, get_backend
 from .errors import UserError
@@ -58,12 +58,12 @@ class _LedgerEvents:
         self.ledger.mark_running(key, host, pid, self.backend, job_id)
 
     def finished(self, key) -> bool:
-        ok, reason = verify_done(stage_dir(self.workspace, key))
-        if not ok:
-            self.failed(key, "CorruptArtifact", f"the stage ended but its artifacts do not verify: {reason}")
+        check = inspect_done(stage_dir(self.workspace, key))
+        if not check.ok or check.manifest is None:
+            self.failed(key, "CorruptArtifact", f"the stage ended but its artifacts do not verify: {check.reason}")
             return False
         # results row first: whoever sees the stage done in the ledger also finds its row
-        ingest_results(self.workspace, self.ledger, {key}, self.ingestion)
+        ingest_results(self.workspace, self.ledger, {key}, self.ingestion, {key: check.manifest})
         self.ledger.mark_done(key)
         self.bar.update(1)
         return True

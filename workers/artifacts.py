@@ -29,7 +29,7 @@ import stat
 import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NamedTuple, Optional
 
 from workers.distributed import is_writer
 
@@ -306,32 +306,108 @@ def write_done(stage_dir: Path, files: list[str], metrics: Mapping[str, Any]) ->
     return manifest
 
 
-def verify_done(stage_dir: Path) -> tuple[bool, str]:
+class DoneCheck(NamedTuple):
+    """What :func:`inspect_done` found in a stage folder."""
+
+    #: whether the stage is done: its manifest is valid and every file it lists matches it.
+    ok: bool
+    #: why not: ``"not run"`` without a manifest, else what is damaged; empty when ``ok``.
+    reason: str
+    #: the parsed ``DONE.json`` when ``ok``, else None.
+    manifest: Optional[dict]
+    #: ``name -> os.stat_result`` of ``DONE.json`` and every listed file as they were read
+    #: (taken from the open files, so they describe exactly the bytes hashed); empty unless ``ok``.
+    stats: dict[str, os.stat_result]
+
+
+def verify_done(stage_dir: Path | str) -> tuple[bool, str]:
     """Tell whether a stage is done: ``(True, "")`` or ``(False, reason)``.
 
     The reason is ``"not run"`` when there is no manifest at all; anything else means
     the stage ran but its artifacts are damaged and it must be rerun.
     """
-    stage_dir = Path(stage_dir)
-    manifest_path = stage_dir / DONE_FILE
-    if not manifest_path.exists():
-        return False, "not run"
+    check = inspect_done(stage_dir)
+    return check.ok, check.reason
+
+
+def inspect_done(stage_dir: Path | str) -> DoneCheck:
+    """Check a stage folder's manifest and checksum every file it lists, each read once.
+
+    No symbolic link is followed: a stage writes regular files only, so a manifest or an
+    artifact that is a link (planted, or left by a hand copy) makes the stage not done.
+    """
+    folder = os.fspath(stage_dir)
     try:
-        manifest = json.loads(manifest_path.read_text())
-    except (OSError, ValueError):
-        return False, f"{DONE_FILE} is unreadable"
-    problem = manifest_problem(manifest) or _missing_required(stage_dir, manifest)
+        data, done_stat = _read_regular(os.path.join(folder, DONE_FILE))
+    except FileNotFoundError:
+        return DoneCheck(False, "not run", None, {})
+    except _NotRegular as error:
+        return DoneCheck(False, f"{DONE_FILE} {error}", None, {})
+    except OSError:
+        return DoneCheck(False, f"{DONE_FILE} is unreadable", None, {})
+    try:
+        manifest = json.loads(data)
+    except ValueError:
+        return DoneCheck(False, f"{DONE_FILE} is unreadable", None, {})
+    problem = manifest_problem(manifest) or _missing_required(Path(folder), manifest)
     if problem:
-        return False, f"{DONE_FILE} {problem}"
+        return DoneCheck(False, f"{DONE_FILE} {problem}", None, {})
+    stats = {DONE_FILE: done_stat}
     for name, record in manifest["files"].items():
-        path = stage_dir / name
-        if not path.exists():
-            return False, f"{name} is missing"
-        if path.stat().st_size != record["size"]:
-            return False, f"{name} has size {path.stat().st_size}, expected {record['size']}"
-        if sha256_of(path) != record["sha256"]:
-            return False, f"{name} does not match its checksum"
-    return True, ""
+        try:
+            digest, info = _digest_regular(os.path.join(folder, name), record["size"])
+        except FileNotFoundError:
+            return DoneCheck(False, f"{name} is missing", None, {})
+        except _NotRegular as error:
+            return DoneCheck(False, f"{name} {error}", None, {})
+        except _WrongSize as error:
+            return DoneCheck(False, f"{name} has size {error.args[0]}, expected {record['size']}", None, {})
+        if digest != record["sha256"]:
+            return DoneCheck(False, f"{name} does not match its checksum", None, {})
+        stats[name] = info
+    return DoneCheck(True, "", manifest, stats)
+
+
+class _NotRegular(OSError):
+    """A path that is a symbolic link or not a regular file (the message says which)."""
+
+
+class _WrongSize(Exception):
+    """A file whose size differs from its manifest's (the argument: its actual size)."""
+
+
+def _open_regular(path: str) -> tuple[int, os.stat_result]:
+    """Open ``path`` for reading without following a final symbolic link; its descriptor and stat."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise _NotRegular("is a symbolic link, which no stage writes") from None
+        raise
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise _NotRegular("is not a regular file")
+    return fd, info
+
+
+def _read_regular(path: str) -> tuple[bytes, os.stat_result]:
+    """The content and stat of a regular file, read without following a symbolic link."""
+    fd, info = _open_regular(path)
+    with open(fd, "rb") as handle:
+        return handle.read(), info
+
+
+def _digest_regular(path: str, size: int) -> tuple[str, os.stat_result]:
+    """Hex sha256 and stat of a regular file of ``size`` bytes (:class:`_WrongSize` otherwise)."""
+    fd, info = _open_regular(path)
+    with open(fd, "rb") as handle:
+        if info.st_size != size:
+            raise _WrongSize(info.st_size)
+        digest = hashlib.sha256()
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest(), info
 
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -383,11 +459,11 @@ def _missing_required(stage_dir: Path, manifest: dict) -> str | None:
 
 def read_done(stage_dir: Path) -> dict:
     """Return a verified stage's manifest; raise :class:`CorruptArtifact` otherwise."""
-    stage_dir = Path(stage_dir)
-    ok, reason = verify_done(stage_dir)
-    if not ok:
-        raise CorruptArtifact(stage_dir, reason)
-    return json.loads((stage_dir / DONE_FILE).read_text())
+    check = inspect_done(stage_dir)
+    if not check.ok:
+        raise CorruptArtifact(Path(stage_dir), check.reason)
+    assert check.manifest is not None
+    return check.manifest
 
 
 def invalidate(stage_dir: Path) -> None:
