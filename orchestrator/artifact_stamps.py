@@ -31,7 +31,7 @@ from typing import Optional
 from workers.artifacts import DONE_FILE, inspect_done
 
 from .ledger import Ledger
-from .workspace import stage_dir
+from .workspace import STAGES_DIR
 
 #: a file modified less than this many seconds before its hash was taken gets no stamp.
 SETTLED_S = 2.0
@@ -98,7 +98,7 @@ def verify_stage(workspace: Path, ledger: Ledger, key: str, rehash: bool = False
     read once for a whole workspace). ``manifests``: where to put the manifest of a stage
     that was hashed (so that ingesting its results does not read it again).
     """
-    folder = os.fspath(stage_dir(workspace, key))
+    folder = os.path.join(workspace, STAGES_DIR, key)  # a string: this runs for every stage of a workspace
     if not rehash and stamps_unchanged(folder, kept):
         current = settled_folder_stamp(folder, time.time())
         if current is not None and current != kept_folder:

@@ -12,6 +12,7 @@ older file: it works on an upgraded in-memory copy, so whatever it corrects is f
 """
 from __future__ import annotations
 
+import itertools
 import json
 import sqlite3
 import time
@@ -205,8 +206,8 @@ class Ledger:
             return
         queued, self._queued = self._queued, []
         with self.transaction() as db:
-            for statement, parameters in queued:
-                db.execute(statement, parameters)
+            for statement, run in itertools.groupby(queued, key=lambda change: change[0]):
+                db.executemany(statement, [parameters for _, parameters in run])  # in order, a run at a time
 
     @contextmanager
     def batched(self) -> Iterator[None]:

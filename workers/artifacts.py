@@ -349,7 +349,7 @@ def inspect_done(stage_dir: Path | str) -> DoneCheck:
         manifest = json.loads(data)
     except ValueError:
         return DoneCheck(False, f"{DONE_FILE} is unreadable", None, {})
-    problem = manifest_problem(manifest) or _missing_required(Path(folder), manifest)
+    problem = manifest_problem(manifest) or _missing_required(folder, manifest)
     if problem:
         return DoneCheck(False, f"{DONE_FILE} {problem}", None, {})
     stats = {DONE_FILE: done_stat}
@@ -429,7 +429,7 @@ def manifest_problem(manifest: Any) -> str | None:
     if METRICS_FILE not in files:
         return f"does not list {METRICS_FILE}"
     for name, record in files.items():
-        if Path(name).name != name or name in (".", "..", DONE_FILE):
+        if not name or "/" in name or "\0" in name or name in (".", "..", DONE_FILE):
             return f"lists {name[:80]!r}, which is not a file of the stage folder"
         if not (isinstance(record, dict) and type(record.get("size")) is int and record["size"] >= 0
                 and isinstance(record.get("sha256"), str) and _SHA256.match(record["sha256"])):
@@ -437,7 +437,7 @@ def manifest_problem(manifest: Any) -> str | None:
     return None
 
 
-def _missing_required(stage_dir: Path, manifest: dict) -> str | None:
+def _missing_required(stage_dir: Path | str, manifest: dict) -> str | None:
     """What the manifest leaves out of the files its stage's kind must produce, or None.
 
     Judged from ``stage.json``; without a readable one the kind is unknown and only the
@@ -446,7 +446,8 @@ def _missing_required(stage_dir: Path, manifest: dict) -> str | None:
     from workers.stage_files import required_files
 
     try:
-        stage = json.loads((stage_dir / STAGE_FILE).read_text())
+        with open(os.path.join(stage_dir, STAGE_FILE), "rb") as handle:
+            stage = json.loads(handle.read())
     except (OSError, ValueError):
         return None
     if not isinstance(stage, dict):
