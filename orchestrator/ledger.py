@@ -366,7 +366,9 @@ class Ledger:
 
     def all_folder_stamps(self) -> dict[str, tuple[int, int]]:
         """key -> ``(mtime_ns, inode)`` of the stage folders stamped when their artifacts last hashed right."""
-        return {key: (mtime, ino) for key, mtime, ino in self.connection.execute(
+        cursor = self.connection.cursor()
+        cursor.row_factory = None  # plain tuples: tens of thousands of rows
+        return {key: (mtime, ino) for key, mtime, ino in cursor.execute(
             "SELECT key, folder_mtime_ns, folder_ino FROM verified WHERE folder_mtime_ns IS NOT NULL")}
 
     def set_verified_stamps(self, key: str, stamps: Optional[dict[str, list[int]]],

@@ -230,7 +230,7 @@ def _build_rows(workspace: Path, ledger: Ledger, missing: list, specs: dict[str,
             manifests[key] = json.loads((stage_dir(workspace, key) / DONE_FILE).read_text())
         return manifests[key]["metrics"]
 
-    deps = _DepsByKey(ledger)
+    deps = ledger.deps() if len(missing) > _BY_KEY_LIMIT else _DepsByKey(ledger)  # one query, or a few by key
     rows = []
     for cell in missing:
         key = cell["stage_key"]

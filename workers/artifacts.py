@@ -27,7 +27,7 @@ import os
 import re
 import stat
 import tempfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any, NamedTuple, Optional
 
@@ -394,20 +394,30 @@ def _open_regular(path: str) -> tuple[int, os.stat_result]:
 def _read_regular(path: str) -> tuple[bytes, os.stat_result]:
     """The content and stat of a regular file, read without following a symbolic link."""
     fd, info = _open_regular(path)
-    with open(fd, "rb") as handle:
-        return handle.read(), info
+    try:
+        return b"".join(_blocks(fd)), info
+    finally:
+        os.close(fd)
 
 
 def _digest_regular(path: str, size: int) -> tuple[str, os.stat_result]:
     """Hex sha256 and stat of a regular file of ``size`` bytes (:class:`_WrongSize` otherwise)."""
     fd, info = _open_regular(path)
-    with open(fd, "rb") as handle:
+    try:
         if info.st_size != size:
             raise _WrongSize(info.st_size)
         digest = hashlib.sha256()
-        for block in iter(lambda: handle.read(1 << 20), b""):
+        for block in _blocks(fd):
             digest.update(block)
+    finally:
+        os.close(fd)
     return digest.hexdigest(), info
+
+
+def _blocks(fd: int) -> Iterator[bytes]:
+    """The content of an open file, a MiB at a time (plain reads: most stage files are small)."""
+    while block := os.read(fd, 1 << 20):
+        yield block
 
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
