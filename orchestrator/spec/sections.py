@@ -14,7 +14,7 @@ from .bounds import MAX_BATCH_SIZE, MAX_EPOCHS, MAX_IMAGE_SIZE, MAX_SEED, MAX_WI
 
 class StrictSection(BaseModel):
     # strict: a boolean or a numeric string is not a number; no NaN or infinity anywhere
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False, defer_build=True)
 
 
 class Schedule(StrictSection):
