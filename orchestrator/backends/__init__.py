@@ -17,6 +17,7 @@ from ..errors import UserError
 
 if TYPE_CHECKING:
     from .base import DEFAULT_RUNNER, Backend, Events, Task
+    from .settings_base import SettingsModel
 
 #: backend name -> its subpackage (imported only when the backend is used).
 BACKENDS: dict[str, str] = {
@@ -38,7 +39,7 @@ def backend_class(name: str) -> type[Backend]:
     return importlib.import_module(f"{_package(name)}.backend").BACKEND
 
 
-def settings_model(name: str) -> type:
+def settings_model(name: str) -> type[SettingsModel]:
     """The pydantic model of the sweep file's section for backend ``name`` (with the shared ``retries``)."""
     from .settings_base import with_retries
 
