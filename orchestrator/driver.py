@@ -10,9 +10,7 @@ import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
-
-from tqdm import tqdm
+from typing import TYPE_CHECKING, Optional
 
 from workers.artifacts import inspect_done
 
@@ -20,11 +18,13 @@ from .backends import BACKENDS, Task, backend_class, by_backend, get_backend
 from .errors import UserError
 from .failure_classes import failure_class
 from .ledger import Ledger
-from .planner import Plan, plan_sweep, settings_fingerprint
 from .reconcile import IngestSession, ingest_results, log_tail, reconcile
 from .repair import keep_sweep_record, remove_leftover_temps
-from .spec import SweepSpec
 from .workspace import WorkspaceLock, check_creatable, existing_captures, materialise, stage_dir
+
+if TYPE_CHECKING:  # planning (pydantic) loads in `launch` only: resume and cancel read the ledger
+    from .planner import Plan
+    from .spec import SweepSpec
 
 
 @dataclass
@@ -48,6 +48,8 @@ class _LedgerEvents:
     """Backend events -> ledger states, results rows and a progress bar."""
 
     def __init__(self, workspace: Path, ledger: Ledger, backend: str, total: int, progress: bool):
+        from tqdm import tqdm
+
         self.workspace, self.ledger, self.backend = workspace, ledger, backend
         self.bar = tqdm(total=total, desc="stages", unit="stage", disable=not progress or not total, file=sys.stderr,
                         dynamic_ncols=True)
@@ -158,6 +160,8 @@ def _cancel_stale_jobs(rows) -> None:
 def launch(spec: SweepSpec, source: str, backend_name: Optional[str] = None, workers: Optional[int] = None,
            progress: bool = True) -> tuple[Plan, RunSummary]:
     """Plan ``spec`` into its workspace and run what is not done yet."""
+    from .planner import plan_sweep, settings_fingerprint
+
     workspace = Path(spec.workspace)
     check_creatable(workspace, source)
     workspace.mkdir(parents=True, exist_ok=True)
