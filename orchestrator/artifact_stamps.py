@@ -3,25 +3,35 @@
 Every command reconciles the ledger with the artifacts on disk. Hashing every artifact
 each time costs a full read of the workspace (a ResNet-50 sweep holds hundreds of
 gigabytes of checkpoints), so after a stage's artifacts have been checksummed the ledger
-keeps each file's stamp (size, modification time in ns, inode). A later command trusts a
-file whose stamp is unchanged and hashes only the others; ``--verify`` hashes them all.
+keeps each file's stamp (size, modification time in ns, inode), and the stamp of the stage
+folder itself (modification time, inode). Three depths of check follow:
 
-A stamp is kept only for a file last modified at least :data:`SETTLED_S` seconds before
-it was hashed: a file rewritten within the file system's timestamp granularity of its
-previous write could otherwise keep its stamp with new content (git's "racy" index entries).
+- a **glance** (reading commands: ``status``, ``results``, ``report``): the folder's stamp
+  only. Creating, deleting, renaming or atomically replacing any file of the folder (every
+  write of a stage is a rename) changes it; rewriting a file in place does not. One
+  ``stat`` per done stage; an unchanged folder is trusted.
+- a **stamp check** (``launch``, ``resume`` and the driver, before a stage's artifacts are
+  used): the stamp of ``DONE.json`` and of every file it lists, which also sees a file
+  rewritten in place. A stage that passes gets its folder stamp renewed.
+- a **hash** of every listed file against ``DONE.json``: for a stage whose stamps changed,
+  and for every stage under ``--verify``.
+
+A stamp is kept only for a file (or folder) last modified at least :data:`SETTLED_S`
+seconds before it was hashed: one rewritten within the file system's timestamp granularity
+of its previous write could otherwise keep its stamp with new content (git's "racy" index
+entries). No check follows a symbolic link.
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
 from typing import Optional
 
-from workers.artifacts import DONE_FILE, verify_done
+from workers.artifacts import DONE_FILE, inspect_done
 
 from .ledger import Ledger
-from .workspace import stage_dir
+from .workspace import STAGES_DIR
 
 #: a file modified less than this many seconds before its hash was taken gets no stamp.
 SETTLED_S = 2.0
@@ -30,38 +40,37 @@ Stamp = tuple[int, int, int]
 
 
 def file_stamp(path: Path) -> Optional[Stamp]:
-    """``(size, mtime_ns, inode)`` of a file, or ``None`` when it does not exist."""
+    """``(size, mtime_ns, inode)`` of a file (not following a link), or ``None`` when it does not exist."""
     try:
-        info = os.stat(path)
+        info = os.lstat(path)
     except FileNotFoundError:
         return None
     return info.st_size, info.st_mtime_ns, info.st_ino
 
 
-def _listed_files(folder: Path) -> Optional[list[str]]:
-    """``DONE.json`` and every file it lists, or ``None`` when the manifest is unreadable."""
+def folder_glance(folder: str, kept: Optional[tuple[int, int]]) -> bool:
+    """Whether the stage folder still has the stamp ``kept`` recorded when its artifacts last checked out."""
+    if kept is None:
+        return False
     try:
-        files = json.loads((folder / DONE_FILE).read_text())["files"]
-        return sorted({DONE_FILE, *files})
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
-_UNREAD: dict = {}
+        info = os.lstat(folder)
+    except OSError:
+        return False
+    return (info.st_mtime_ns, info.st_ino) == kept
 
 
 def stamps_unchanged(folder: str | Path, kept: Optional[dict[str, list[int]]]) -> bool:
     """Whether every file of ``kept`` (``DONE.json`` among them) still has its recorded stamp.
 
     ``DONE.json`` unchanged means the list of files it names is the one stamped, so the
-    manifest is not read again: a done stage costs one ``stat`` per file and nothing else.
+    manifest is not read again: a done stage costs one ``lstat`` per file and nothing else.
     """
     if not kept or DONE_FILE not in kept:
         return False
     base = os.fspath(folder)
     for name, stamp in kept.items():
         try:
-            info = os.stat(os.path.join(base, name))
+            info = os.lstat(os.path.join(base, name))
         except FileNotFoundError:
             return False
         if (info.st_size, info.st_mtime_ns, info.st_ino) != tuple(stamp):
@@ -69,27 +78,42 @@ def stamps_unchanged(folder: str | Path, kept: Optional[dict[str, list[int]]]) -
     return True
 
 
+def settled_folder_stamp(folder: str, now: float) -> Optional[tuple[int, int]]:
+    """The folder's ``(mtime_ns, inode)`` when it was last changed :data:`SETTLED_S` before ``now``, else None."""
+    try:
+        info = os.lstat(folder)
+    except OSError:
+        return None
+    return (info.st_mtime_ns, info.st_ino) if now - info.st_mtime_ns / 1e9 >= SETTLED_S else None
+
+
 def verify_stage(workspace: Path, ledger: Ledger, key: str, rehash: bool = False,
-                 kept: Optional[dict[str, list[int]]] = _UNREAD) -> tuple[bool, str]:
+                 kept: Optional[dict[str, list[int]]] = None, manifests: Optional[dict[str, dict]] = None,
+                 kept_folder: Optional[tuple[int, int]] = None) -> tuple[bool, str]:
     """Like :func:`workers.artifacts.verify_done` for stage ``key``, trusting unchanged stamps.
 
     Returns ``(True, "")`` or ``(False, reason)`` (``"not run"`` when there is no manifest).
-    ``rehash`` ignores the stamps kept in the ledger and hashes every artifact. ``kept``:
-    the stage's recorded stamps when the caller read them all at once
-    (:meth:`~.ledger.Ledger.all_verified_stamps`); else they are read from the ledger.
+    ``rehash`` ignores the stamps kept in the ledger and hashes every artifact. ``kept`` and
+    ``kept_folder``: the stage's recorded stamps (:meth:`~.ledger.Ledger.all_verified_stamps`,
+    read once for a whole workspace). ``manifests``: where to put the manifest of a stage
+    that was hashed (so that ingesting its results does not read it again).
     """
-    folder = stage_dir(workspace, key)
-    if kept is _UNREAD:
-        kept = ledger.verified_stamps(key)
+    folder = os.path.join(workspace, STAGES_DIR, key)  # a string: this runs for every stage of a workspace
     if not rehash and stamps_unchanged(folder, kept):
+        current = settled_folder_stamp(folder, time.time())
+        if current is not None and current != kept_folder:
+            ledger.set_folder_stamp(key, current)
         return True, ""
     hashed_at = time.time()
-    ok, reason = verify_done(folder)
-    stamps = None
-    if ok:
-        current = {name: file_stamp(folder / name) for name in _listed_files(folder) or []}
-        if all(stamp is not None and hashed_at - stamp[1] / 1e9 >= SETTLED_S for stamp in current.values()):
-            stamps = {name: list(stamp) for name, stamp in current.items() if stamp is not None}
-    if stamps != kept:
-        ledger.set_verified_stamps(key, stamps)
-    return ok, reason
+    check = inspect_done(folder)
+    stamps: Optional[dict[str, list[int]]] = None
+    folder_stamp = None
+    if check.ok:
+        if manifests is not None and check.manifest is not None:
+            manifests[key] = check.manifest
+        if all(hashed_at - info.st_mtime_ns / 1e9 >= SETTLED_S for info in check.stats.values()):
+            stamps = {name: [info.st_size, info.st_mtime_ns, info.st_ino] for name, info in check.stats.items()}
+            folder_stamp = settled_folder_stamp(folder, hashed_at)
+    if stamps != kept or (stamps is not None and folder_stamp != kept_folder):
+        ledger.set_verified_stamps(key, stamps, folder_stamp)
+    return check.ok, check.reason

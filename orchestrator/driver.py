@@ -10,21 +10,21 @@ import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
-from tqdm import tqdm
-
-from workers.artifacts import verify_done
+from workers.artifacts import inspect_done
 
 from .backends import BACKENDS, Task, backend_class, by_backend, get_backend
 from .errors import UserError
 from .failure_classes import failure_class
 from .ledger import Ledger
-from .planner import Plan, plan_sweep, settings_fingerprint
 from .reconcile import IngestSession, ingest_results, log_tail, reconcile
 from .repair import keep_sweep_record, remove_leftover_temps
-from .spec import SweepSpec
 from .workspace import WorkspaceLock, check_creatable, existing_captures, materialise, stage_dir
+
+if TYPE_CHECKING:  # planning (pydantic) loads in `launch` only: resume and cancel read the ledger
+    from .planner import Plan
+    from .spec import SweepSpec
 
 
 @dataclass
@@ -48,6 +48,8 @@ class _LedgerEvents:
     """Backend events -> ledger states, results rows and a progress bar."""
 
     def __init__(self, workspace: Path, ledger: Ledger, backend: str, total: int, progress: bool):
+        from tqdm import tqdm
+
         self.workspace, self.ledger, self.backend = workspace, ledger, backend
         self.bar = tqdm(total=total, desc="stages", unit="stage", disable=not progress or not total, file=sys.stderr,
                         dynamic_ncols=True)
@@ -58,12 +60,12 @@ class _LedgerEvents:
         self.ledger.mark_running(key, host, pid, self.backend, job_id)
 
     def finished(self, key) -> bool:
-        ok, reason = verify_done(stage_dir(self.workspace, key))
-        if not ok:
-            self.failed(key, "CorruptArtifact", f"the stage ended but its artifacts do not verify: {reason}")
+        check = inspect_done(stage_dir(self.workspace, key))
+        if not check.ok or check.manifest is None:
+            self.failed(key, "CorruptArtifact", f"the stage ended but its artifacts do not verify: {check.reason}")
             return False
         # results row first: whoever sees the stage done in the ledger also finds its row
-        ingest_results(self.workspace, self.ledger, {key}, self.ingestion)
+        ingest_results(self.workspace, self.ledger, {key}, self.ingestion, {key: check.manifest})
         self.ledger.mark_done(key)
         self.bar.update(1)
         return True
@@ -158,6 +160,8 @@ def _cancel_stale_jobs(rows) -> None:
 def launch(spec: SweepSpec, source: str, backend_name: Optional[str] = None, workers: Optional[int] = None,
            progress: bool = True) -> tuple[Plan, RunSummary]:
     """Plan ``spec`` into its workspace and run what is not done yet."""
+    from .planner import plan_sweep, settings_fingerprint
+
     workspace = Path(spec.workspace)
     check_creatable(workspace, source)
     workspace.mkdir(parents=True, exist_ok=True)

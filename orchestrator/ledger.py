@@ -12,6 +12,7 @@ older file: it works on an upgraded in-memory copy, so whatever it corrects is f
 """
 from __future__ import annotations
 
+import itertools
 import json
 import sqlite3
 import time
@@ -123,12 +124,18 @@ _RETRIED_COLUMN = ("ALTER TABLE stages ADD COLUMN retried TEXT",)
 #: without reading the whole table (issue 16).
 _CELLS_BY_STAGE = ("CREATE INDEX IF NOT EXISTS cells_by_stage ON cells (stage_key)",)
 
+#: A reading command glances at a done stage's folder (:mod:`orchestrator.artifact_stamps`): the
+#: folder's stamp is kept in two integer columns, read for a whole workspace without decoding JSON.
+_FOLDER_STAMP = ("ALTER TABLE verified ADD COLUMN folder_mtime_ns INTEGER",
+                 "ALTER TABLE verified ADD COLUMN folder_ino INTEGER")
+
 #: ``MIGRATIONS[i]`` takes a ledger from version i to i + 1. Append only.
 MIGRATIONS: tuple[Migration, ...] = (
     sql(*_FIRST_SCHEMA),
     sql(*_TRANSFER_COLUMN),
     sql(*_RETRIED_COLUMN),
     sql(*_CELLS_BY_STAGE),
+    sql(*_FOLDER_STAMP),
 )
 
 _CELL_COLUMNS = ("sweep", "mask_source", "init", "transfer", "rewind", "rewind_iteration", "nominal_fraction",
@@ -199,8 +206,8 @@ class Ledger:
             return
         queued, self._queued = self._queued, []
         with self.transaction() as db:
-            for statement, parameters in queued:
-                db.execute(statement, parameters)
+            for statement, run in itertools.groupby(queued, key=lambda change: change[0]):
+                db.executemany(statement, [parameters for _, parameters in run])  # in order, a run at a time
 
     @contextmanager
     def batched(self) -> Iterator[None]:
@@ -273,6 +280,29 @@ class Ledger:
         wanted = set(keys)
         return [row for row in rows if row["key"] in wanted]
 
+    def stage_states(self) -> list[tuple[str, str]]:
+        """``(key, state)`` of every stage in planning order: the one pass over a whole workspace."""
+        cursor = self.connection.cursor()
+        cursor.row_factory = None  # plain tuples: tens of thousands of rows
+        return cursor.execute("SELECT key, state FROM stages ORDER BY rowid").fetchall()
+
+    def stages_in(self, states: Iterable[str]) -> list[sqlite3.Row]:
+        """The rows of the stages in one of ``states``, in planning order."""
+        wanted = tuple(states)
+        return self.connection.execute(
+            f"SELECT * FROM stages WHERE state IN ({', '.join('?' for _ in wanted)}) ORDER BY rowid", wanted).fetchall()
+
+    def state_counts(self) -> dict[tuple[str, str], int]:
+        """``(kind, state) -> number of stages``."""
+        return {(kind, state): count for kind, state, count in
+                self.connection.execute("SELECT kind, state, COUNT(*) FROM stages GROUP BY kind, state")}
+
+    def stages_of_note(self) -> list[sqlite3.Row]:
+        """The rows ``status`` lists one by one: stages not done, or retried, or with an error noted."""
+        return self.connection.execute(
+            "SELECT * FROM stages WHERE state != 'done' OR retried IS NOT NULL OR error_class IS NOT NULL "
+            "ORDER BY rowid").fetchall()
+
     def deps(self) -> dict[str, dict[str, str]]:
         """key -> {role: dependency key} for every stage."""
         graph: dict[str, dict[str, str]] = {}
@@ -309,6 +339,17 @@ class Ledger:
             return self.connection.execute(f"{_SELECT_CELLS} ORDER BY rowid").fetchall()
         return self.connection.execute(f"{_SELECT_CELLS} WHERE sweep = ? ORDER BY rowid", (sweep,)).fetchall()
 
+    def unfinished_cells(self) -> list[sqlite3.Row]:
+        """The cells whose stage is not done, each with its stage's ``state`` (None for an unknown stage)."""
+        columns = ", ".join(f"c.{name}" for name in _CELL_COLUMNS if name != "transfer")
+        return self.connection.execute(
+            f"SELECT {columns}, NULLIF(c.transfer, '') AS transfer, s.state AS state FROM cells AS c "
+            "LEFT JOIN stages AS s ON s.key = c.stage_key WHERE s.state IS NOT 'done' ORDER BY c.rowid").fetchall()
+
+    def cell_count(self) -> int:
+        """The number of cells of every sweep."""
+        return self.connection.execute("SELECT COUNT(*) FROM cells").fetchone()[0]
+
     def sweeps(self) -> list[sqlite3.Row]:
         """The sweeps launched in this workspace."""
         return self.connection.execute("SELECT * FROM sweeps ORDER BY launched_at").fetchall()
@@ -323,13 +364,25 @@ class Ledger:
         """key -> recorded stamps of every stage that has some (one query for a whole workspace)."""
         return {key: json.loads(stamps) for key, stamps in self.connection.execute("SELECT key, stamps FROM verified")}
 
-    def set_verified_stamps(self, key: str, stamps: Optional[dict[str, list[int]]]) -> None:
-        """Record (or with ``None`` forget) the stamps of stage ``key``'s verified artifacts."""
+    def all_folder_stamps(self) -> dict[str, tuple[int, int]]:
+        """key -> ``(mtime_ns, inode)`` of the stage folders stamped when their artifacts last hashed right."""
+        cursor = self.connection.cursor()
+        cursor.row_factory = None  # plain tuples: tens of thousands of rows
+        return {key: (mtime, ino) for key, mtime, ino in cursor.execute(
+            "SELECT key, folder_mtime_ns, folder_ino FROM verified WHERE folder_mtime_ns IS NOT NULL")}
+
+    def set_verified_stamps(self, key: str, stamps: Optional[dict[str, list[int]]],
+                            folder: Optional[tuple[int, int]] = None) -> None:
+        """Record (or with ``None`` forget) the stamps of stage ``key``'s verified artifacts, and of its folder."""
         if stamps is None:
             self._write("DELETE FROM verified WHERE key = ?", (key,))
         else:
-            self._write("INSERT OR REPLACE INTO verified (key, stamps) VALUES (?, ?)",
-                        (key, json.dumps(stamps, sort_keys=True)))
+            self._write("INSERT OR REPLACE INTO verified (key, stamps, folder_mtime_ns, folder_ino) "
+                        "VALUES (?, ?, ?, ?)", (key, json.dumps(stamps, sort_keys=True), *(folder or (None, None))))
+
+    def set_folder_stamp(self, key: str, folder: tuple[int, int]) -> None:
+        """Record the stamp of stage ``key``'s folder, whose artifacts' stamps were just found unchanged."""
+        self._write("UPDATE verified SET folder_mtime_ns = ?, folder_ino = ? WHERE key = ?", (*folder, key))
 
     # ---- state changes ---------------------------------------------------------------
     def mark_running(self, key: str, host: str, pid: Optional[int], backend: str, job_id: Optional[str] = None) -> None:

@@ -18,7 +18,7 @@ import results
 from workers.artifacts import DONE_FILE, LOG_FILE, invalidate
 from workers.stage_lock import holder
 
-from .artifact_stamps import stamps_unchanged, verify_stage
+from .artifact_stamps import folder_glance, verify_stage
 from .backends import backend_class, by_backend
 from .central_results import push_waiting
 from .errors import UserError
@@ -47,43 +47,51 @@ class _Checks:
 
     def stage_states(self) -> dict[str, str]:
         """Stage key -> the ledger's state of every stage, now."""
-        return {row["key"]: row["state"] for row in self._ledger.stages()} if self._ledger is not None else {}
+        return dict(self._ledger.stage_states()) if self._ledger is not None else {}
 
 
-def reconcile(workspace: Path, ledger: Ledger, lock_held_by_us: bool = False, rehash: bool = False) -> set[str]:
+def reconcile(workspace: Path, ledger: Ledger, lock_held_by_us: bool = False, rehash: bool = False,
+              glance: bool = False, manifests: Optional[dict[str, dict]] = None) -> set[str]:
     """Correct every stage's state from disk; return the keys verified done.
 
     Artifacts whose stamps are unchanged since they last hashed right are trusted
-    (:mod:`orchestrator.artifact_stamps`); ``rehash`` checksums every one of them again.
+    (:mod:`orchestrator.artifact_stamps`); ``rehash`` checksums every one of them again;
+    ``glance`` (reading commands) trusts a done stage whose folder is unchanged.
+    ``manifests`` receives the manifest of every stage that was hashed, by key.
     A stage the ledger calls running without artifacts is judged by the backend that runs it.
     """
     workspace = Path(workspace)
     with ledger.batched():  # thousands of corrections commit together, not one statement each
-        return _reconcile(workspace, ledger, lock_held_by_us, rehash)
+        return _reconcile(workspace, ledger, lock_held_by_us, rehash, glance and not rehash,
+                          {} if manifests is None else manifests)
 
 
-def _reconcile(workspace: Path, ledger: Ledger, lock_held_by_us: bool, rehash: bool) -> set[str]:
+def _reconcile(workspace: Path, ledger: Ledger, lock_held_by_us: bool, rehash: bool, glance: bool,
+               manifests: dict[str, dict]) -> set[str]:
     done = set()
     running = []
-    stamps = ledger.all_verified_stamps()  # one query, not one per stage
-    stages_dir = os.path.join(workspace, STAGES_DIR)
-    was_running = []
-    for row in ledger.stages():
-        key, state = row["key"], row["state"]
-        if state == "running":
-            was_running.append(row)
-        if not rehash and stamps_unchanged(os.path.join(stages_dir, key), stamps.get(key)):
-            ok, reason = True, ""  # unchanged since its artifacts last hashed right: one stat per file
+    folders = ledger.all_folder_stamps()
+    stamps: Optional[dict[str, dict[str, list[int]]]] = None  # read only when a glance is not enough
+    stages_dir = os.path.join(workspace, STAGES_DIR) + os.sep
+    was_running = ledger.stages_in(("running",))
+    running_rows = {row["key"]: row for row in was_running}
+    for key, state in ledger.stage_states():
+        if glance and folder_glance(stages_dir + key, folders.get(key)):
+            ok, reason = True, ""  # its folder is as it was when its artifacts last checked out: one stat
         else:
-            ok, reason = verify_stage(workspace, ledger, key, rehash, stamps.get(key))
+            if stamps is None:
+                stamps = ledger.all_verified_stamps()  # one query, not one per stage
+            ok, reason = verify_stage(workspace, ledger, key, rehash, stamps.get(key), manifests,
+                                      folders.get(key))
         if ok:
             done.add(key)
             if state != "done":
                 ledger.mark_done(key)
             continue
         held = holder(stage_dir(workspace, key))
+        row = running_rows.get(key)
         if held is not None:  # a live process runs it (maybe an orphan of a dead driver): trusted over the ledger
-            if state != "running" or (row["host"], row["pid"]) != (held.host, held.pid):
+            if row is None or (row["host"], row["pid"]) != (held.host, held.pid):
                 ledger.mark_held(key, held.host, held.pid)
             continue
         if reason != "not run" and state != "running":
@@ -92,7 +100,7 @@ def _reconcile(workspace: Path, ledger: Ledger, lock_held_by_us: bool, rehash: b
         elif state == "done":
             ledger.mark_planned(key, "MissingArtifact",
                                 "the ledger said done but its artifacts are gone; it will be rerun")
-        elif state == "running":
+        elif row is not None:
             running.append(row)
     checks = _Checks(workspace, lock_held_by_us, ledger)
     for name, rows in by_backend(running).items():
@@ -141,7 +149,7 @@ class IngestSession:
 
 
 def ingest_results(workspace: Path, ledger: Ledger, done: Iterable[str],
-                   session: Optional[IngestSession] = None) -> int:
+                   session: Optional[IngestSession] = None, manifests: Optional[dict[str, dict]] = None) -> int:
     """Record a results row for each cell whose stage is in ``done`` and not yet recorded.
 
     The row is built by :func:`results.build_row` from the cell, its sweep's settings, its
@@ -153,6 +161,7 @@ def ingest_results(workspace: Path, ledger: Ledger, done: Iterable[str],
     manifest are read only for a row that is missing (the driver calls this once per
     finished stage, with a ``session`` that keeps the results table open). Only for many
     stages at once (a ``status``) are the cells and recorded keys read in one pass each.
+    ``manifests``: stage key -> its ``DONE.json`` already read (by :func:`reconcile`).
     """
     workspace = Path(workspace)
     done = set(done)
@@ -171,13 +180,14 @@ def ingest_results(workspace: Path, ledger: Ledger, done: Iterable[str],
     if not missing:
         push_waiting(workspace, ledger)  # rows left waiting by an earlier command go now
         return 0
-    rows = _build_rows(workspace, ledger, missing, session.specs if session is not None else {})
+    rows = _build_rows(workspace, ledger, missing, session.specs if session is not None else {}, manifests)
     added = session.recorder.record(rows) if session is not None else results.record(workspace, rows)
     push_waiting(workspace, ledger)  # to the lab's central database, when one is set; never raises
     return added
 
 
-def unrecorded_rows(workspace: Path, ledger: Ledger, done: Iterable[str]) -> list[dict]:
+def unrecorded_rows(workspace: Path, ledger: Ledger, done: Iterable[str],
+                    manifests: Optional[dict[str, dict]] = None) -> list[dict]:
     """The rows :func:`ingest_results` would record for ``done``, built but not written.
 
     A reading command on a workspace it must not write (its ledger is an in-memory copy) shows
@@ -195,29 +205,32 @@ def unrecorded_rows(workspace: Path, ledger: Ledger, done: Iterable[str]) -> lis
     except results.StoreVersionError as error:
         raise UserError(str(error)) from None
     missing = [cell for cell, identity in zip(cells, identities, strict=True) if identity not in recorded]
-    return _build_rows(workspace, ledger, missing, {}) if missing else []
+    return _build_rows(workspace, ledger, missing, {}, manifests) if missing else []
 
 
 def bring_results_up_to_date(workspace: Path, ledger: Ledger) -> list[dict]:
     """Reconcile ``workspace`` and record its finished cells, as a reading command does; return the
     rows it could not record because it must not write (empty when they were recorded)."""
-    done = reconcile(workspace, ledger)
-    if ledger.writes_persist:
-        ingest_results(workspace, ledger, done)
-        return []
-    return unrecorded_rows(workspace, ledger, done)
-
-
-def _build_rows(workspace: Path, ledger: Ledger, missing: list, specs: dict[str, dict]) -> list[dict]:
-    """The results rows of the cells ``missing``, from their manifests and sweeps' settings."""
     manifests: dict[str, dict] = {}
+    done = reconcile(workspace, ledger, glance=True, manifests=manifests)
+    if ledger.writes_persist:
+        ingest_results(workspace, ledger, done, manifests=manifests)
+        return []
+    return unrecorded_rows(workspace, ledger, done, manifests)
+
+
+def _build_rows(workspace: Path, ledger: Ledger, missing: list, specs: dict[str, dict],
+                read: Optional[dict[str, dict]] = None) -> list[dict]:
+    """The results rows of the cells ``missing``, from their manifests (``read``: those already read, by
+    stage key) and sweeps' settings."""
+    manifests: dict[str, dict] = dict(read or {})
 
     def metrics_of(key: str) -> dict:
         if key not in manifests:
-            manifests[key] = json.loads((stage_dir(workspace, key) / DONE_FILE).read_text())["metrics"]
-        return manifests[key]
+            manifests[key] = json.loads((stage_dir(workspace, key) / DONE_FILE).read_text())
+        return manifests[key]["metrics"]
 
-    deps = _DepsByKey(ledger)
+    deps = ledger.deps() if len(missing) > _BY_KEY_LIMIT else _DepsByKey(ledger)  # one query, or a few by key
     rows = []
     for cell in missing:
         key = cell["stage_key"]

@@ -21,9 +21,10 @@ def print_status(workspace: Path, all_missing: bool = False, rehash: bool = Fals
     (``rehash``: checksum every artifact again, trusting no recorded stamp)."""
     ledger = Ledger(workspace, reading=True)
     try:
-        done = reconcile(workspace, ledger, rehash=rehash)
-        ingest_results(workspace, ledger, done)
-        stages = ledger.stages()
+        manifests: dict[str, dict] = {}  # read while verifying, not again to build results rows
+        done = reconcile(workspace, ledger, rehash=rehash, glance=True, manifests=manifests)
+        ingest_results(workspace, ledger, done, manifests=manifests)
+        stages = ledger.stages_of_note()  # the done ones are only counted
         sweeps = ledger.sweeps()
         print(f"workspace {workspace}: {len(sweeps)} sweep(s): " + ", ".join(row["name"] for row in sweeps))
         for name in BACKENDS:
@@ -32,7 +33,7 @@ def print_status(workspace: Path, all_missing: bool = False, rehash: bool = Fals
         waiting = waiting_line(workspace, ledger)  # rows the central results database has not received
         if waiting:
             print(waiting)
-        counts = Counter((row["kind"], row["state"]) for row in stages)
+        counts = Counter(ledger.state_counts())
         present = {kind for kind, _ in counts}
         kinds = [kind for kind in catalog.STAGE_KINDS if kind in present] + sorted(present - set(catalog.STAGE_KINDS))
         print()
@@ -61,14 +62,13 @@ def print_status(workspace: Path, all_missing: bool = False, rehash: bool = Fals
             for row in notes:
                 print(f"  {row['key']}  {row['label']}  [{row['error_class']}] {row['error_message']}")
 
-        state_of = {row["key"]: row["state"] for row in stages}
-        cells = ledger.cells()
-        missing = [cell for cell in cells if state_of.get(cell["stage_key"]) != "done"]
-        print(f"\ncells: {len(cells) - len(missing)} of {len(cells)} done, {len(missing)} missing")
+        cells = ledger.cell_count()
+        missing = ledger.unfinished_cells()
+        print(f"\ncells: {cells - len(missing)} of {cells} done, {len(missing)} missing")
         for cell in missing if all_missing else missing[:MISSING_SHOWN]:
             print(f"  {cell['sweep']}: {cell['mask_source']} / {cell['init']} rewind={cell['rewind']} "
                   f"fraction={cell['nominal_fraction']:g} seed={cell['seed']} -> {cell['stage_key']} "
-                  f"({state_of.get(cell['stage_key'], 'unknown')})")
+                  f"({cell['state'] or 'unknown'})")
         if len(missing) > MISSING_SHOWN and not all_missing:
             print(f"  ... and {len(missing) - MISSING_SHOWN} more (--all-missing lists them)")
     finally:

@@ -88,8 +88,9 @@ def snapshot(workspace: Path, durations: dict[str, float]) -> Snapshot:
     """Reconcile the workspace and count; ``durations`` (a cache across refreshes) gains the done stages."""
     ledger = Ledger(workspace, reading=True)
     try:
-        done = reconcile(workspace, ledger)
-        ingest_results(workspace, ledger, done)
+        manifests: dict[str, dict] = {}
+        done = reconcile(workspace, ledger, glance=True, manifests=manifests)
+        ingest_results(workspace, ledger, done, manifests=manifests)
         stages = ledger.stages()
     finally:
         ledger.close()

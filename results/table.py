@@ -354,6 +354,11 @@ def _convert(value: Any, sqltype: str) -> Any:
     """Convert ``value`` to the Python type SQLite stores for ``sqltype``; ``_INVALID`` if impossible."""
     if value is None:
         return None
+    kind = type(value)  # the plain types of a row built from JSON, decided first: thousands of rows a status
+    if kind is str and sqltype == "TEXT" or kind is int and sqltype == "INTEGER":
+        return value
+    if kind is float and sqltype == "REAL":
+        return value if math.isfinite(value) else None if math.isnan(value) else _INVALID
     if isinstance(value, float) and math.isnan(value):
         return None
     pandas = sys.modules.get("pandas")  # a pandas missing value can only come from a loaded pandas

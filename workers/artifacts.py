@@ -27,9 +27,9 @@ import os
 import re
 import stat
 import tempfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NamedTuple, Optional
 
 from workers.distributed import is_writer
 
@@ -306,32 +306,118 @@ def write_done(stage_dir: Path, files: list[str], metrics: Mapping[str, Any]) ->
     return manifest
 
 
-def verify_done(stage_dir: Path) -> tuple[bool, str]:
+class DoneCheck(NamedTuple):
+    """What :func:`inspect_done` found in a stage folder."""
+
+    #: whether the stage is done: its manifest is valid and every file it lists matches it.
+    ok: bool
+    #: why not: ``"not run"`` without a manifest, else what is damaged; empty when ``ok``.
+    reason: str
+    #: the parsed ``DONE.json`` when ``ok``, else None.
+    manifest: Optional[dict]
+    #: ``name -> os.stat_result`` of ``DONE.json`` and every listed file as they were read
+    #: (taken from the open files, so they describe exactly the bytes hashed); empty unless ``ok``.
+    stats: dict[str, os.stat_result]
+
+
+def verify_done(stage_dir: Path | str) -> tuple[bool, str]:
     """Tell whether a stage is done: ``(True, "")`` or ``(False, reason)``.
 
     The reason is ``"not run"`` when there is no manifest at all; anything else means
     the stage ran but its artifacts are damaged and it must be rerun.
     """
-    stage_dir = Path(stage_dir)
-    manifest_path = stage_dir / DONE_FILE
-    if not manifest_path.exists():
-        return False, "not run"
+    check = inspect_done(stage_dir)
+    return check.ok, check.reason
+
+
+def inspect_done(stage_dir: Path | str) -> DoneCheck:
+    """Check a stage folder's manifest and checksum every file it lists, each read once.
+
+    No symbolic link is followed: a stage writes regular files only, so a manifest or an
+    artifact that is a link (planted, or left by a hand copy) makes the stage not done.
+    """
+    folder = os.fspath(stage_dir)
     try:
-        manifest = json.loads(manifest_path.read_text())
-    except (OSError, ValueError):
-        return False, f"{DONE_FILE} is unreadable"
-    problem = manifest_problem(manifest) or _missing_required(stage_dir, manifest)
+        data, done_stat = _read_regular(os.path.join(folder, DONE_FILE))
+    except FileNotFoundError:
+        return DoneCheck(False, "not run", None, {})
+    except _NotRegular as error:
+        return DoneCheck(False, f"{DONE_FILE} {error}", None, {})
+    except OSError:
+        return DoneCheck(False, f"{DONE_FILE} is unreadable", None, {})
+    try:
+        manifest = json.loads(data)
+    except ValueError:
+        return DoneCheck(False, f"{DONE_FILE} is unreadable", None, {})
+    problem = manifest_problem(manifest) or _missing_required(folder, manifest)
     if problem:
-        return False, f"{DONE_FILE} {problem}"
+        return DoneCheck(False, f"{DONE_FILE} {problem}", None, {})
+    stats = {DONE_FILE: done_stat}
     for name, record in manifest["files"].items():
-        path = stage_dir / name
-        if not path.exists():
-            return False, f"{name} is missing"
-        if path.stat().st_size != record["size"]:
-            return False, f"{name} has size {path.stat().st_size}, expected {record['size']}"
-        if sha256_of(path) != record["sha256"]:
-            return False, f"{name} does not match its checksum"
-    return True, ""
+        try:
+            digest, info = _digest_regular(os.path.join(folder, name), record["size"])
+        except FileNotFoundError:
+            return DoneCheck(False, f"{name} is missing", None, {})
+        except _NotRegular as error:
+            return DoneCheck(False, f"{name} {error}", None, {})
+        except _WrongSize as error:
+            return DoneCheck(False, f"{name} has size {error.args[0]}, expected {record['size']}", None, {})
+        if digest != record["sha256"]:
+            return DoneCheck(False, f"{name} does not match its checksum", None, {})
+        stats[name] = info
+    return DoneCheck(True, "", manifest, stats)
+
+
+class _NotRegular(OSError):
+    """A path that is a symbolic link or not a regular file (the message says which)."""
+
+
+class _WrongSize(Exception):
+    """A file whose size differs from its manifest's (the argument: its actual size)."""
+
+
+def _open_regular(path: str) -> tuple[int, os.stat_result]:
+    """Open ``path`` for reading without following a final symbolic link; its descriptor and stat."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise _NotRegular("is a symbolic link, which no stage writes") from None
+        raise
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise _NotRegular("is not a regular file")
+    return fd, info
+
+
+def _read_regular(path: str) -> tuple[bytes, os.stat_result]:
+    """The content and stat of a regular file, read without following a symbolic link."""
+    fd, info = _open_regular(path)
+    try:
+        return b"".join(_blocks(fd)), info
+    finally:
+        os.close(fd)
+
+
+def _digest_regular(path: str, size: int) -> tuple[str, os.stat_result]:
+    """Hex sha256 and stat of a regular file of ``size`` bytes (:class:`_WrongSize` otherwise)."""
+    fd, info = _open_regular(path)
+    try:
+        if info.st_size != size:
+            raise _WrongSize(info.st_size)
+        digest = hashlib.sha256()
+        for block in _blocks(fd):
+            digest.update(block)
+    finally:
+        os.close(fd)
+    return digest.hexdigest(), info
+
+
+def _blocks(fd: int) -> Iterator[bytes]:
+    """The content of an open file, a MiB at a time (plain reads: most stage files are small)."""
+    while block := os.read(fd, 1 << 20):
+        yield block
 
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -353,7 +439,7 @@ def manifest_problem(manifest: Any) -> str | None:
     if METRICS_FILE not in files:
         return f"does not list {METRICS_FILE}"
     for name, record in files.items():
-        if Path(name).name != name or name in (".", "..", DONE_FILE):
+        if not name or "/" in name or "\0" in name or name in (".", "..", DONE_FILE):
             return f"lists {name[:80]!r}, which is not a file of the stage folder"
         if not (isinstance(record, dict) and type(record.get("size")) is int and record["size"] >= 0
                 and isinstance(record.get("sha256"), str) and _SHA256.match(record["sha256"])):
@@ -361,7 +447,7 @@ def manifest_problem(manifest: Any) -> str | None:
     return None
 
 
-def _missing_required(stage_dir: Path, manifest: dict) -> str | None:
+def _missing_required(stage_dir: Path | str, manifest: dict) -> str | None:
     """What the manifest leaves out of the files its stage's kind must produce, or None.
 
     Judged from ``stage.json``; without a readable one the kind is unknown and only the
@@ -370,7 +456,8 @@ def _missing_required(stage_dir: Path, manifest: dict) -> str | None:
     from workers.stage_files import required_files
 
     try:
-        stage = json.loads((stage_dir / STAGE_FILE).read_text())
+        with open(os.path.join(stage_dir, STAGE_FILE), "rb") as handle:
+            stage = json.loads(handle.read())
     except (OSError, ValueError):
         return None
     if not isinstance(stage, dict):
@@ -383,11 +470,11 @@ def _missing_required(stage_dir: Path, manifest: dict) -> str | None:
 
 def read_done(stage_dir: Path) -> dict:
     """Return a verified stage's manifest; raise :class:`CorruptArtifact` otherwise."""
-    stage_dir = Path(stage_dir)
-    ok, reason = verify_done(stage_dir)
-    if not ok:
-        raise CorruptArtifact(stage_dir, reason)
-    return json.loads((stage_dir / DONE_FILE).read_text())
+    check = inspect_done(stage_dir)
+    if not check.ok:
+        raise CorruptArtifact(Path(stage_dir), check.reason)
+    assert check.manifest is not None
+    return check.manifest
 
 
 def invalidate(stage_dir: Path) -> None:

@@ -251,7 +251,7 @@ def _folder_labels(name: str, root: str, channels: int) -> tuple[tuple[int, ...]
         cifar = folders.cifar_facts(root)
         return cifar.train_labels, folders.CIFAR_CLASSES, 3, len(cifar.test_labels)
     folder = folders.image_folder_facts(root)
-    return tuple(folder.labels("train")), len(folder.classes), 3, len(folder.samples["val"])
+    return tuple(folder.labels("train")), len(folder.classes), 3, folder.size("val")
 
 
 def dataset_spec(dataset_cfg: Mapping[str, Any]) -> DatasetSpec:

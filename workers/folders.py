@@ -124,12 +124,30 @@ class ImageFolderFacts:
 
     root: Path
     classes: tuple[str, ...]
-    #: split -> ((relative path, class index), ...) sorted by path.
-    samples: dict
+    #: split -> ((class folder, class index, its image file names sorted), ...) by folder name.
+    listing: dict
+
+    @functools.cached_property
+    def samples(self) -> dict:
+        """split -> ((relative path, class index), ...) in the listing's order.
+
+        Built when first read (by a loader): planning needs the classes' sizes only, and on an
+        ImageNet-sized folder a path per image is a good part of the listing's cost.
+        """
+        return {split: tuple((f"{split}/{name}/{image}", index) for name, index, images in groups
+                             for image in images)
+                for split, groups in self.listing.items()}
 
     def labels(self, split: str) -> list[int]:
         """The class index of every image of ``split``, in file order."""
-        return [label for _, label in self.samples[split]]
+        labels: list[int] = []
+        for _, index, images in self.listing[split]:
+            labels += [index] * len(images)
+        return labels
+
+    def size(self, split: str) -> int:
+        """The number of images of ``split``."""
+        return sum(len(images) for _, _, images in self.listing[split])
 
 
 def _images_of(folder: Path) -> list[str]:
@@ -147,7 +165,7 @@ def image_folder_facts(root: str) -> ImageFolderFacts:
     if not root_path.is_dir():
         raise DataFolderError(f"{root_path}: no such folder; expected an ImageFolder root with "
                               "train/<class>/<images> and val/<class>/<images>")
-    samples: dict[str, tuple] = {}
+    listing: dict[str, tuple] = {}
     classes: tuple[str, ...] = ()
     for split in IMAGE_FOLDER_SPLITS:
         split_dir = root_path / split
@@ -171,9 +189,9 @@ def image_folder_facts(root: str) -> ImageFolderFacts:
             if not images:
                 raise DataFolderError(f"{split_dir / name}: no images; expected files ending in "
                                       f"{', '.join(IMAGE_EXTENSIONS)}")
-            rows += [(f"{split}/{name}/{image}", index[name]) for image in images]
-        samples[split] = tuple(rows)
-    return ImageFolderFacts(root_path, classes, samples)
+            rows.append((name, index[name], tuple(images)))
+        listing[split] = tuple(rows)
+    return ImageFolderFacts(root_path, classes, listing)
 
 
 # ---- reproducible 10% subsets, chosen without torch --------------------------------------

@@ -31,7 +31,7 @@ EVAL_INITS = ("winning_ticket", "reinit")
 class StageConfig(BaseModel):
     """The settings every kind's config shares the shape of: exact keys, JSON types, read-only."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, defer_build=True)
 
 
 class NetworkConfig(StageConfig):
@@ -145,7 +145,7 @@ class FinetuneConfig(TaskConfig):
 class StageMetrics(BaseModel):
     """What a kind reports in ``metrics.json``: exact keys (none missing, none unknown)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
 
 class _MaskCounts(StageMetrics):

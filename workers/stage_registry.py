@@ -1,48 +1,77 @@
 """The registry of stage kinds: kind -> its function (``"module:function"``), config model
 and metrics model (:mod:`workers.stage_contract`). Torch-free: the function's module is
-imported only when a stage of that kind runs.
+imported only when a stage of that kind runs. Pydantic-free until a stage is parsed: the
+built-in kinds name their models (``"module:Class"``), imported when first used, so the
+commands that only read the kinds' names (``status``, ``plan``) load no models.
 """
 from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Union
 
-from pydantic import ValidationError
+if TYPE_CHECKING:
+    from pydantic import ValidationError
 
-from workers import stage_contract as contract
+    from workers import stage_contract as contract
+
+
+def _imported(target: Union[type, str]) -> Any:
+    """``target`` itself, or the object its ``"module:name"`` names (its module imported)."""
+    if not isinstance(target, str):
+        return target
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 @dataclass(frozen=True)
 class StageKind:
-    """One stage kind: what runs it, what it reads and what it reports."""
+    """One stage kind: what runs it, what it reads and what it reports.
+
+    ``config`` and ``metrics`` are the kind's models (a :class:`~workers.stage_contract.StageConfig`
+    and a :class:`~workers.stage_contract.StageMetrics` subclass) or their ``"module:Class"`` names;
+    :meth:`config_model` and :meth:`metrics_model` give the classes.
+    """
 
     name: str
     #: ``"module:function"``; the function takes a StageContext and returns a StageOutcome.
     function: str
-    config: type[contract.StageConfig]
-    metrics: type[contract.StageMetrics]
+    config: Union[type[contract.StageConfig], str]
+    metrics: Union[type[contract.StageMetrics], str]
 
     def load(self) -> Callable[[contract.StageContext], contract.StageOutcome]:
         """The kind's function (imports its module, and so torch)."""
-        module, _, name = self.function.partition(":")
-        return getattr(importlib.import_module(module), name)
+        return _imported(self.function)
+
+    def config_model(self) -> type[contract.StageConfig]:
+        """The model of this kind's ``config`` (imports its module, and so pydantic)."""
+        return _imported(self.config)
+
+    def metrics_model(self) -> type[contract.StageMetrics]:
+        """The model of this kind's metrics (imports its module, and so pydantic)."""
+        return _imported(self.metrics)
+
+
+def _contract(name: str) -> str:
+    return f"workers.stage_contract:{name}"
 
 
 STAGE_KINDS: dict[str, StageKind] = {
     kind.name: kind
     for kind in (
-        StageKind("dense", "workers.stage_kinds:run_dense", contract.DenseConfig, contract.TrainedMetrics),
-        StageKind("rewind", "workers.stage_kinds:run_rewind", contract.RewindConfig, contract.RewindMetrics),
-        StageKind("imp", "workers.stage_kinds:run_imp", contract.ImpConfig, contract.TrainedMetrics),
-        StageKind("random_mask", "workers.stage_kinds:run_random_mask", contract.RandomMaskConfig,
-                  contract.RandomMaskMetrics),
-        StageKind("eval", "workers.stage_kinds:run_eval", contract.EvalConfig, contract.EvalMetrics),
-        StageKind("features", "workers.transfer:run_features", contract.FeaturesConfig, contract.FeaturesMetrics),
-        StageKind("linear_eval", "workers.transfer:run_linear_eval", contract.LinearEvalConfig,
-                  contract.LinearEvalMetrics),
-        StageKind("finetune", "workers.transfer:run_finetune", contract.FinetuneConfig, contract.FinetuneMetrics),
+        StageKind("dense", "workers.stage_kinds:run_dense", _contract("DenseConfig"), _contract("TrainedMetrics")),
+        StageKind("rewind", "workers.stage_kinds:run_rewind", _contract("RewindConfig"), _contract("RewindMetrics")),
+        StageKind("imp", "workers.stage_kinds:run_imp", _contract("ImpConfig"), _contract("TrainedMetrics")),
+        StageKind("random_mask", "workers.stage_kinds:run_random_mask", _contract("RandomMaskConfig"),
+                  _contract("RandomMaskMetrics")),
+        StageKind("eval", "workers.stage_kinds:run_eval", _contract("EvalConfig"), _contract("EvalMetrics")),
+        StageKind("features", "workers.transfer:run_features", _contract("FeaturesConfig"),
+                  _contract("FeaturesMetrics")),
+        StageKind("linear_eval", "workers.transfer:run_linear_eval", _contract("LinearEvalConfig"),
+                  _contract("LinearEvalMetrics")),
+        StageKind("finetune", "workers.transfer:run_finetune", _contract("FinetuneConfig"),
+                  _contract("FinetuneMetrics")),
     )
 }
 
@@ -73,15 +102,19 @@ def _problems(error: ValidationError, where: str) -> str:
 def parse_config(kind: Any, key: str, config: Mapping[str, Any]) -> Any:
     """The config of stage ``key`` parsed with its kind's model; :class:`StageContractError`
     naming the stage, each key path and the problem otherwise."""
+    from pydantic import ValidationError
+
     try:
-        return stage_kind(kind, key).config.model_validate(dict(config))
+        return stage_kind(kind, key).config_model().model_validate(dict(config))
     except ValidationError as error:
         raise StageContractError(f"stage {key} ({kind}): {_problems(error, 'config')}") from None
 
 
 def check_metrics(kind: str, key: str, metrics: Mapping[str, Any]) -> contract.StageMetrics:
     """``metrics`` checked against the kind's metrics model (a broken kind fails, naming the key)."""
+    from pydantic import ValidationError
+
     try:
-        return stage_kind(kind, key).metrics.model_validate(dict(metrics))
+        return stage_kind(kind, key).metrics_model().model_validate(dict(metrics))
     except ValidationError as error:
         raise StageContractError(f"stage {key} ({kind}): {_problems(error, 'metrics')}") from None

@@ -11,11 +11,13 @@ from __future__ import annotations
 import importlib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from ..errors import UserError
-from .base import DEFAULT_RUNNER, Backend, Events, Task
-from .settings_base import with_retries
+
+if TYPE_CHECKING:
+    from .base import DEFAULT_RUNNER, Backend, Events, Task
+    from .settings_base import SettingsModel
 
 #: backend name -> its subpackage (imported only when the backend is used).
 BACKENDS: dict[str, str] = {
@@ -37,15 +39,23 @@ def backend_class(name: str) -> type[Backend]:
     return importlib.import_module(f"{_package(name)}.backend").BACKEND
 
 
-def settings_model(name: str) -> type:
+def settings_model(name: str) -> type[SettingsModel]:
     """The pydantic model of the sweep file's section for backend ``name`` (with the shared ``retries``)."""
+    from .settings_base import with_retries
+
     return with_retries(importlib.import_module(f"{_package(name)}.settings").SETTINGS)
 
 
-def get_backend(name: str, workers: Optional[int] = None, runner: str = DEFAULT_RUNNER,
+def get_backend(name: str, workers: Optional[int] = None, runner: Optional[str] = None,
                 settings: Optional[Mapping[str, Any]] = None, workspace: Optional[Path] = None) -> Backend:
-    """The backend called ``name`` for one run; ``settings`` is the sweep's section for it."""
-    return backend_class(name).create(dict(settings or {}), workspace, runner=runner, workers=workers)
+    """The backend called ``name`` for one run; ``settings`` is the sweep's section for it.
+
+    ``runner``: the worker entry point (default :data:`~.base.DEFAULT_RUNNER`).
+    """
+    from .base import DEFAULT_RUNNER
+
+    return backend_class(name).create(dict(settings or {}), workspace,
+                                      runner=DEFAULT_RUNNER if runner is None else runner, workers=workers)
 
 
 def by_backend(rows: Iterable[Any]) -> dict[str, list[Any]]:
@@ -55,6 +65,15 @@ def by_backend(rows: Iterable[Any]) -> dict[str, list[Any]]:
         if row["backend"] in BACKENDS:
             grouped.setdefault(row["backend"], []).append(row)
     return grouped
+
+
+def __getattr__(name: str) -> Any:
+    # the base classes load on first use: the command line reads BACKENDS without them (and pydantic)
+    if name in ("Backend", "Events", "Task", "DEFAULT_RUNNER"):
+        from . import base
+
+        return getattr(base, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = ["Backend", "Events", "Task", "get_backend", "backend_class", "settings_model", "by_backend", "BACKENDS",

@@ -13,7 +13,7 @@ class SettingsModel(BaseModel):
     no number is NaN or infinite.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False, defer_build=True)
 
 
 class KeyedError(ValueError):

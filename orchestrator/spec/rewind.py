@@ -2,17 +2,17 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any, Literal
-
-from pydantic import BaseModel, ConfigDict
 
 _REWIND = re.compile(r"^\s*(\d+)\s*(it|ep)\s*$")
 
 
-class RewindPoint(BaseModel):
-    """A rewinding point k, as written (``500it``, ``1ep`` or ``0``)."""
+@dataclass(frozen=True)
+class RewindPoint:
+    """A rewinding point k, as written (``500it``, ``1ep`` or ``0``); made by :func:`parse_rewind`
+    (a plain value: its fields are checked there, so it needs no pydantic model)."""
 
-    model_config = ConfigDict(frozen=True)
     text: str
     amount: int
     unit: Literal["it", "ep"]
@@ -34,5 +34,6 @@ def parse_rewind(value: Any) -> RewindPoint:
     match = _REWIND.match(str(value))
     if not match:
         raise ValueError(f"cannot read {value!r} as a rewinding point; {allowed}")
-    amount, unit = int(match.group(1)), ("ep" if match.group(2) == "ep" else "it")
+    amount = int(match.group(1))
+    unit: Literal["it", "ep"] = "ep" if match.group(2) == "ep" else "it"
     return RewindPoint(text="0" if amount == 0 else f"{amount}{unit}", amount=amount, unit=unit)

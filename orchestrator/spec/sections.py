@@ -14,7 +14,7 @@ from .bounds import MAX_BATCH_SIZE, MAX_EPOCHS, MAX_IMAGE_SIZE, MAX_SEED, MAX_WI
 
 class StrictSection(BaseModel):
     # strict: a boolean or a numeric string is not a number; no NaN or infinity anywhere
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False, defer_build=True)
 
 
 class Schedule(StrictSection):
@@ -36,7 +36,9 @@ class Recipe(StrictSection):
     momentum: float = Field(0.9, ge=0, lt=1)
     nesterov: bool = False
     weight_decay: float = Field(0.0, ge=0, le=1)
-    schedule: Schedule = Field(default_factory=Schedule)
+    #: an absent section is its defaults (equal to Schedule(), which would build Schedule's own validator
+    #: at startup: the sweep's validator already checks a given one)
+    schedule: Schedule = Field(default_factory=Schedule.model_construct)
 
     @model_validator(mode="after")
     def _schedule_fits(self) -> Recipe:

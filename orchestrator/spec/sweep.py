@@ -32,7 +32,7 @@ class _SweepFields(StrictSection):
     mask_source: list[str] = Field(min_length=1)
     init: list[str] = Field(min_length=1)
     seeds: list[int] = Field(min_length=1)
-    label_subset: LabelSubset = Field(default_factory=LabelSubset)
+    label_subset: LabelSubset = Field(default_factory=LabelSubset.model_construct)  # see Recipe.schedule
     transfer: Optional[Transfer] = None
     #: the lab's central results database (results.central_db), e.g. postgresql://user@host/db
     results_db: Optional[str] = None
@@ -221,8 +221,9 @@ class _SweepFields(StrictSection):
 
 def _with_backend_sections(base: type[_SweepFields]) -> type[_SweepFields]:
     """``base`` plus ``backend:`` (a registered name) and one section per registered backend, named like it."""
-    sections: dict[str, Any] = {name: (settings_model(name), Field(default_factory=settings_model(name)))
-                                for name in BACKENDS}
+    # an absent section is its defaults, made without building the section's own validator
+    sections: dict[str, Any] = {name: (model, Field(default_factory=model.model_construct))
+                                for name, model in ((name, settings_model(name)) for name in BACKENDS)}
     return create_model("SweepSpec", __base__=base, __module__=__name__, __doc__="One sweep file.",
                         backend=(Literal[tuple(BACKENDS)], "local"), **sections)
 

@@ -1,7 +1,9 @@
 """What each bookkeeping command imports, seen in ``sys.modules`` of a real run (issue 16).
 
 ``plan``, ``launch``, ``status``, ``resume`` and ``cancel`` never need pandas, pyarrow or
-matplotlib (a third of a second and 85 MB per command); only ``results`` loads them. Each
+matplotlib (a third of a second and 85 MB per command); only ``results`` loads them. The
+commands that only read a workspace (``status``, ``cancel``, ``resume --dry-run``) need no
+pydantic either (a tenth of a second: it validates sweep files and stage configs). Each
 command runs in a fresh interpreter on a copy of the committed finished workspace, so
 ``launch`` and ``resume`` find every stage done and train nothing.
 """
@@ -29,7 +31,7 @@ except SystemExit as stop:
     code = stop.code
 print(json.dumps({{"code": code, "loaded": sorted(m for m in sys.modules if m.split('.')[0] in {!r})}}),
       file=open(sys.argv[1], "w"))
-""".format(HEAVY + ("torch",))
+""".format(HEAVY + ("torch", "pydantic"))
 
 
 def _loaded(tmp_path: Path, *argv: str) -> tuple[int, set[str]]:
@@ -65,6 +67,8 @@ def test_bookkeeping_commands_never_import_pandas_pyarrow_or_matplotlib(workspac
     assert not loaded & set(HEAVY), loaded
     if argv[0] in ("plan", "status", "cancel") or "--dry-run" in argv:
         assert "torch" not in loaded  # planning and reading never load torch either
+    if argv[0] in ("status", "cancel") or "--dry-run" in argv:
+        assert "pydantic" not in loaded  # reading a workspace validates no sweep file
 
 
 def test_the_probe_sees_what_results_imports(workspace):

@@ -8,7 +8,7 @@ from orchestrator.ledger import Ledger
 from orchestrator.reconcile import reconcile
 from orchestrator.stage_identity import Stage
 from orchestrator.workspace import materialise, stage_dir
-from workers.artifacts import write_done
+from workers.artifacts import verify_done, write_done
 
 
 def _workspace(tmp_path, n=3):
@@ -75,8 +75,8 @@ def test_done_in_ledger_but_artifacts_gone(tmp_path):
 
 
 def _settle(folder, seconds=60):
-    """Date every file of a stage folder back, as if written a minute ago."""
-    for path in folder.iterdir():
+    """Date every file of a stage folder, and the folder, back, as if written a minute ago."""
+    for path in [*folder.iterdir(), folder]:
         info = path.stat()
         os.utime(path, ns=(info.st_atime_ns, info.st_mtime_ns - seconds * 10**9))
 
@@ -142,3 +142,45 @@ def test_a_status_with_verify_finds_damage_its_stamps_hide(tmp_path, capsys):
     assert "CorruptArtifact" not in capsys.readouterr().out
     main(["status", str(tmp_path), "--verify"])
     assert "CorruptArtifact" in capsys.readouterr().out
+
+
+def test_a_glance_trusts_an_unchanged_folder_and_the_stamp_check_sees_a_rewrite_in_place(tmp_path):
+    ledger, keys, folder = _done_and_stamped(tmp_path)
+    assert keys[0] in ledger.all_folder_stamps()
+    path = folder / "final.pt"
+    with open(path, "r+b") as handle:  # rewritten in place: a new modification time, the same folder entries
+        handle.write(b"X")
+    assert reconcile(tmp_path, ledger, glance=True) == {keys[0]}  # what a reading command looks at
+    assert reconcile(tmp_path, ledger) == set()  # what launch and resume look at, before using it
+    assert ledger.stages([keys[0]])[0]["error_class"] == "CorruptArtifact"
+
+
+def test_a_glance_sees_a_file_deleted_or_added(tmp_path):
+    ledger, keys, folder = _done_and_stamped(tmp_path)
+    (folder / "notes.txt").write_text("a file no stage writes")  # the folder changes: its files are checked
+    assert reconcile(tmp_path, ledger, glance=True) == {keys[0]}
+    (folder / "final.pt").unlink()
+    assert reconcile(tmp_path, ledger, glance=True) == set()
+    assert ledger.stages([keys[0]])[0]["error_class"] == "CorruptArtifact"
+
+
+def test_an_unchanged_workspace_is_glanced_at_without_a_write(tmp_path):
+    ledger, keys, folder = _done_and_stamped(tmp_path)
+    reconcile(tmp_path, ledger)  # the folder's stamp is renewed once, after its files' stamps held
+    before = ledger.connection.total_changes
+    assert reconcile(tmp_path, ledger, glance=True) == {keys[0]}
+    assert reconcile(tmp_path, ledger) == {keys[0]}
+    assert ledger.connection.total_changes == before
+
+
+def test_a_symbolic_link_in_place_of_an_artifact_is_never_done(tmp_path):
+    ledger, keys = _workspace(tmp_path)
+    _finish(tmp_path, keys[0])
+    folder = stage_dir(tmp_path, keys[0])
+    outside = tmp_path / "elsewhere.pt"
+    outside.write_bytes((folder / "final.pt").read_bytes())  # the same bytes: only the link is wrong
+    (folder / "final.pt").unlink()
+    (folder / "final.pt").symlink_to(outside)
+    assert verify_done(folder) == (False, "final.pt is a symbolic link, which no stage writes")
+    assert reconcile(tmp_path, ledger) == set()
+    assert outside.exists()  # invalidating the stage removed the link, not what it points to

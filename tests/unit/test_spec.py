@@ -185,3 +185,22 @@ def test_slurm_settings_keep_their_types(write_sweep, sweep_dict):
     slurm = load_spec(write_sweep(sweep)).slurm
     assert slurm.extra_sbatch == {"hold": True, "nice": 10, "mail-type": "FAIL"}
     assert slurm.time_min == {"imp": 30} and slurm.default_time_min == 60
+
+
+def test_absent_sections_are_their_validated_defaults(sweep_dict):
+    """Absent sections are made without validation (no validator of their own is built while
+    planning): they must equal, and dump as, the same sections validated from nothing."""
+    from orchestrator.backends import BACKENDS, settings_model
+    from orchestrator.backends.ray.settings import RayResources, RayRuntimeEnv, RayStageResources
+    from orchestrator.spec import LabelSubset, Schedule, validate_spec
+
+    spec = validate_spec(sweep_dict, "test.yaml")
+    made = {"label_subset": spec.label_subset, "schedule": spec.recipes["labels"].schedule,
+            **{name: getattr(spec, name) for name in BACKENDS}}
+    validated = {"label_subset": LabelSubset.model_validate({}), "schedule": Schedule.model_validate({}),
+                 **{name: settings_model(name).model_validate({}) for name in BACKENDS}}
+    assert made == validated
+    assert {key: section.model_dump() for key, section in made.items()} == \
+           {key: section.model_dump() for key, section in validated.items()}
+    for model in (RayResources, RayStageResources, RayRuntimeEnv):
+        assert model.model_construct() == model.model_validate({})

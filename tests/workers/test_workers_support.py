@@ -141,6 +141,9 @@ def test_catalog_matches_the_registries_and_needs_no_torch():
     assert list(catalog.STAGE_KINDS) == ["dense", "rewind", "imp", "random_mask", "eval", "features", "linear_eval",
                                          "finetune"]
     assert all(callable(kind.load()) for kind in stage_registry.STAGE_KINDS.values())
+    from workers.stage_contract import StageConfig, StageMetrics
+    assert all(issubclass(kind.config_model(), StageConfig) and issubclass(kind.metrics_model(), StageMetrics)
+               for kind in stage_registry.STAGE_KINDS.values())
     assert list(catalog.MASK_RULE_KINDS) == list(mask_rule_kinds.MASK_RULE_KINDS)
     assert all(callable(mask_rule_kinds.mask_rule_function(kind)) for kind in catalog.MASK_RULE_KINDS)
     assert catalog.iterations_per_epoch(1347, 64) == 22

@@ -13,13 +13,11 @@ never started beside itself.
 """
 from __future__ import annotations
 
-import multiprocessing
 import os
 import signal
 import socket
 import time
 import traceback
-from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Optional
 
@@ -30,7 +28,6 @@ from ...failure_classes import DEFAULT_RETRIES, RetryBudget, classify
 from ..base import DEFAULT_RUNNER, Backend, Checks, DependencyQueue, Events, Task, Verdict
 from ..processes import process_alive, resolve_runner, thread_env
 from .gpus import least_used_gpu, visible_gpus
-from .parent_death import die_with_parent
 from .ranks import RankGroup
 
 #: lines of a traceback sent back with a failure.
@@ -41,6 +38,8 @@ HELD_POLL_S = 1.0
 
 def _worker_main(runner: str, threads: int, gpu: Optional[str], connection, driver_pid: int) -> None:
     """Body of one worker process: run the stage folders it is sent until told to stop."""
+    from .parent_death import die_with_parent
+
     die_with_parent(driver_pid)
     os.environ.update(thread_env(threads))
     if gpu is not None:  # before anything initialises CUDA: the worker sees this GPU only
@@ -154,6 +153,8 @@ class _LocalRun:
     """One ``LocalBackend.run``: its queue, its worker pool and its distributed rank groups."""
 
     def __init__(self, backend: LocalBackend, tasks: list[Task], events: Events):
+        import multiprocessing  # here, not at the top: plan, status and cancel import this module too
+
         self.backend, self.events = backend, events
         self.queue = DependencyQueue(tasks)
         self.context = multiprocessing.get_context("spawn")
@@ -202,6 +203,8 @@ class _LocalRun:
                      + [fd for group in self.groups.values() for fd in group.pidfds])
         timeout = HELD_POLL_S if self.queue.held else None
         if waitables:
+            from multiprocessing.connection import wait
+
             signalled = wait(waitables, timeout)
         else:
             time.sleep(HELD_POLL_S)

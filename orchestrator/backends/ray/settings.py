@@ -66,7 +66,7 @@ class RayStageResources(_Strict):
     unknown key below them lists the resource keys in the error message.)
     """
 
-    default: RayResources = Field(default_factory=RayResources)
+    default: RayResources = Field(default_factory=RayResources.model_construct)
     dense: RayResources = None  # type: ignore[assignment]  # None: use default
     imp: RayResources = None  # type: ignore[assignment]  # None: use default
     random_mask: RayResources = None  # type: ignore[assignment]  # None: use default
@@ -91,11 +91,11 @@ class RaySettings(_Strict):
     #: None: a Ray started for the sweep on this machine (blocking); else the cluster to submit the
     #: driver to: 'auto', 'ray://HOST:PORT' or the dashboard 'http://HOST:PORT'.
     address: Optional[str] = None
-    resources: RayStageResources = Field(default_factory=RayStageResources)
+    resources: RayStageResources = Field(default_factory=RayStageResources.model_construct)
     #: Ray's name for the shared ``retries`` (reruns of a stage whose worker process or node died, from its
     #: last epoch checkpoint); when given it wins, else ``retries`` (default 2) applies.
     max_retries: Optional[int] = Field(None, ge=0)
-    runtime_env: RayRuntimeEnv = Field(default_factory=RayRuntimeEnv)
+    runtime_env: RayRuntimeEnv = Field(default_factory=RayRuntimeEnv.model_construct)
     #: CPUs of the Ray started for the sweep when there is no address (default: every core).
     num_cpus: Optional[int] = Field(None, gt=0)
     #: seconds the driver job may take to start and see the workspace before launch gives up.

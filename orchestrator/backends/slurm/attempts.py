@@ -68,6 +68,15 @@ def record_failure(folder: str | Path, returncode: int, retried: bool, environ=o
     atomic_write_json(path, {"job_id": job_id, "failures": failures})
 
 
+def recorded_keys(workspace: Path) -> set[str]:
+    """The stage keys that have an attempt record: one listing, so that stages without one cost nothing."""
+    try:
+        names = os.listdir(Path(workspace) / "slurm" / ATTEMPTS_DIR)
+    except OSError:
+        return set()
+    return {name[:-len(".json")] for name in names if name.endswith(".json")}
+
+
 def read_record(workspace: Path, key: str, job_id: Optional[str]) -> Optional[list[dict]]:
     """The failed attempts job ``job_id`` recorded for stage ``key`` (None: no record of that job)."""
     try:

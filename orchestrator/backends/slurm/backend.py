@@ -50,7 +50,7 @@ from typing import Any, Optional
 from ..base import DEFAULT_RUNNER, Backend, Checks, Events, Retry, Task, Verdict
 from ..processes import rank_env, split_runner, thread_env
 from . import time_limits
-from .attempts import read_record, summary
+from .attempts import read_record, recorded_keys, summary
 from .inputs import inputs_ready, read_blocked, stage_inputs
 from .pack import PackJob
 from .scheduler_output import (
@@ -370,8 +370,10 @@ class SlurmBackend(Backend):
         """The failed attempts each stage's job started again (:mod:`.attempts`): one record read per
         stage that was running, none for a stage without a job."""
         retries = {}
+        recorded = recorded_keys(Path(workspace)) if rows else set()
         for row in rows:
-            failures = read_record(Path(workspace), row["key"], row["job_id"]) if row["job_id"] else None
+            failures = (read_record(Path(workspace), row["key"], row["job_id"])
+                        if row["job_id"] and row["key"] in recorded else None)
             if failures:
                 retries[row["key"]] = [Retry(row["job_id"], str(f.get("class")), str(f.get("why")),
                                              str(f.get("host") or ""), str(f.get("at") or ""))
