@@ -18,6 +18,7 @@ from results.export import target_problem
 from results.query import text_equalities
 from results.report import Failure, WorkspaceState, build_report, columns_needed, report_target_problem, write_report
 from results.row import COLUMN_TYPES
+from results.top1_drawing import DrawingProcess
 
 from .backends import BACKENDS, backend_class
 from .errors import UserError
@@ -33,6 +34,14 @@ def make_report(workspaces: Sequence[Path], args) -> int:
     if problem:
         raise UserError(f"-o: {problem}")
     comparisons = _comparisons(args.compare)
+    drawer = DrawingProcess()  # imports matplotlib on another core while the rows are read
+    try:
+        return _make_report(workspaces, args, comparisons, drawer)
+    finally:
+        drawer.close()
+
+
+def _make_report(workspaces: list[Path], args, comparisons, drawer: DrawingProcess) -> int:
     pending: dict[Path, list[dict]] = {}
     states = [workspace_state(workspace, pending) for workspace in workspaces]
     where = list(args.where) + ([f"sweep={args.sweep}"] if args.sweep else [])
@@ -51,7 +60,7 @@ def make_report(workspaces: Sequence[Path], args) -> int:
         if column not in frame.columns:
             raise UserError(f"--compare: unknown column {column!r}; allowed columns: {', '.join(frame.columns)}")
     try:
-        page = build_report(frame, states, comparisons, title=args.title, filters=where)
+        page = build_report(frame, states, comparisons, title=args.title, filters=where, drawer=drawer)
     except ValueError as error:  # a compared value the rows do not hold
         raise UserError(f"--compare: {error}") from None
     write_report(args.output, page)

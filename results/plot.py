@@ -15,6 +15,7 @@ import pandas as pd
 
 from .atomic_files import atomic_save_with
 from .query import _ordered_settings, curve_grouping, percent_label, setting_labels, summarize
+from .top1_drawing import Curves
 
 #: At most this many distinct fractions get their own labelled tick on the x axis.
 MAX_FRACTION_TICKS = 16
@@ -47,12 +48,15 @@ def plot_top1_vs_fraction(df: pd.DataFrame, out_path: str | os.PathLike, title: 
 
 def top1_figure(df: pd.DataFrame, title: str | None = None, by: Sequence[str] | None = None):
     """The figure :func:`plot_top1_vs_fraction` saves, not saved (``figure.savefig`` writes it anywhere)."""
+    from .top1_drawing import draw
+
+    return draw(top1_curves(df, title, by))
+
+
+def top1_curves(df: pd.DataFrame, title: str | None = None, by: Sequence[str] | None = None) -> Curves:
+    """What :func:`top1_figure` draws, as plain data (:data:`results.top1_drawing.Curves`)."""
     if df is None or len(df) == 0:
         raise ValueError("plot_top1_vs_fraction: no results to plot (the frame is empty)")
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
-
     by = curve_grouping(by)
     summary = summarize(df, by)
     summary = summary.assign(
@@ -61,41 +65,18 @@ def top1_figure(df: pd.DataFrame, title: str | None = None, by: Sequence[str] | 
         y=summary["top1_mean"] * 100.0,
         yerr=summary["top1_se"].fillna(0.0) * 100.0,
     )
-
-    figure = Figure(figsize=(7.0, 4.8), layout="constrained")
-    FigureCanvasAgg(figure)
-    ax = figure.add_subplot()
-    settings = _ordered_settings(summary, by)
-    for setting in settings:
+    lines = []
+    for setting in _ordered_settings(summary, by):
         curve = summary[summary["setting"] == setting].sort_values("x", ascending=False)
-        ax.errorbar(
-            curve["x"].to_numpy(float),
-            curve["y"].to_numpy(float),
-            yerr=curve["yerr"].to_numpy(float),
-            marker="o",
-            markersize=4,
-            capsize=3,
-            linewidth=1.5,
-            label=setting,
-        )
-
-    ax.set_xscale("log")
+        lines.append({"label": setting, "x": curve["x"].to_numpy(float).tolist(),
+                      "y": curve["y"].to_numpy(float).tolist(), "yerr": curve["yerr"].to_numpy(float).tolist()})
     xs = np.sort(summary["x"].dropna().unique())[::-1]
     low, high = float(xs.min()), float(xs.max())
-    ax.set_xlim(high * 1.15, low / 1.15)  # reversed: 100% on the left
-    if len(xs) <= MAX_FRACTION_TICKS:
-        ax.xaxis.set_major_locator(FixedLocator(xs.tolist()))
-        ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _pos: percent_label(value / 100.0)))
-    else:
-        ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _pos: f"{value:g}%"))
-    ax.tick_params(axis="x", labelrotation=45)
-    ax.set_xlabel("Fraction of weights remaining (%)")
-    ax.set_ylabel("Top-1 accuracy (%)")
-    ax.set_title(title if title is not None else _default_title(df))
-    ax.grid(True, which="major", alpha=0.3)
-    ax.legend(loc="best", fontsize="small")
-    return figure
+    few = len(xs) <= MAX_FRACTION_TICKS
+    return {"title": title if title is not None else _default_title(df), "lines": lines,
+            "xlim": [high * 1.15, low / 1.15],
+            "ticks": xs.tolist() if few else None,
+            "tick_labels": [percent_label(x / 100.0) for x in xs.tolist()] if few else None}
 
 
 def _default_title(df: pd.DataFrame) -> str:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from typing import Any
 import pandas as pd
 
 from .atomic_files import atomic_save_with
+from .top1_drawing import Curves, DrawingProcess
 
 #: At most this many curves in one figure; past it the figure (and its pivot table) pools
 #: the sweeps and workspaces of that (dataset, network): one line per mask source x init.
@@ -128,21 +128,26 @@ _PAGE_COLUMNS = ("seed", "eval_dataset", "metric")
 
 def build_report(df: pd.DataFrame, states: Sequence[WorkspaceState],
                  comparisons: Iterable[tuple[str, str, str]] | None = None, title: str | None = None,
-                 filters: Sequence[str] = ()) -> str:
+                 filters: Sequence[str] = (), drawer: DrawingProcess | None = None) -> str:
     """The page as text: every section of :data:`SECTIONS`, in order.
 
     ``df`` is the (filtered) frame of :func:`results.load`, of one workspace or several;
     ``states`` what each workspace's ledger says; ``comparisons`` ``(column, a, b)`` triples
     (default: :func:`default_comparisons`), each made with :func:`results.compare`, which
     raises :class:`ValueError` for a column or value the rows lack. ``filters`` are only named.
+    ``drawer``: a :class:`~results.top1_drawing.DrawingProcess` started early, which draws the
+    figures while the comparisons are made (else they are drawn here).
     """
     title = title or "prunesweep report: " + ", ".join(state.name for state in states)
-    if comparisons is None:
-        comparisons = default_comparisons(df) if not df.empty else []
-    compared = [_comparison(df, *triple) for triple in comparisons]
     grid = df[df["transfer"].isna()] if not df.empty else df
     transfer = df[df["transfer"].notna()] if not df.empty else df
     groups = _groups(grid, ["dataset", "arch"])
+    curves = _curves(groups)
+    if drawer is not None:
+        drawer.send(curves, FIGURE_DPI)  # drawn there while the comparisons are made here
+    if comparisons is None:
+        comparisons = default_comparisons(df) if not df.empty else []
+    compared = [_comparison(df, *triple) for triple in comparisons]
     generated = datetime.now(timezone.utc).isoformat(timespec="seconds")
     workspaces = ", ".join(state.name for state in states)
     meta = f"{len(df):,} results rows from {len(states)} workspace(s) ({workspaces}); generated {generated}"
@@ -156,7 +161,7 @@ def build_report(df: pd.DataFrame, states: Sequence[WorkspaceState],
         _section("stages", _stages(states)),
         _section("failures", _failures(states)),
         _section("missing", _missing(states)),
-        _section("figures", _figures(groups)),
+        _section("figures", _figures(groups, curves, drawer)),
         _section("pivots", _pivots(groups)),
         _section("comparisons", "".join(compared) or "<p>No comparison: the rows hold no two sides to pair.</p>"),
         _section("transfer", _transfer(transfer)),
@@ -291,17 +296,30 @@ def _curve_grouping(rows: pd.DataFrame) -> tuple[list[str] | None, str]:
     return by + ["nominal_fraction"], note
 
 
-def _figures(groups: list[_Group]) -> str:
+#: the resolution of the page's figures (7 x 4.8 inches).
+FIGURE_DPI = 110
+
+
+def _curves(groups: list[_Group]) -> list[Curves]:
+    """What each group's figure draws."""
+    if not groups:
+        return []
+    from .plot import top1_curves
+
+    return [top1_curves(group.rows, title=group.name, by=group.by) for group in groups]
+
+
+def _figures(groups: list[_Group], curves: list[Curves], drawer: DrawingProcess | None) -> str:
     if not groups:
         return "<p>No results on the pruning grid yet.</p>"
-    from .plot import top1_figure
+    images = drawer.pngs() if drawer is not None else None
+    if images is None:  # no second process, or it failed: drawn here, the same figures
+        from .top1_drawing import png
 
+        images = [png(one, FIGURE_DPI) for one in curves]
     parts = ['<div class="figures">']
-    for group in groups:
-        figure = top1_figure(group.rows, title=group.name, by=group.by)
-        buffer = io.BytesIO()
-        figure.savefig(buffer, format="png", dpi=110)
-        data = base64.b64encode(buffer.getvalue()).decode("ascii")
+    for group, image in zip(groups, images, strict=True):
+        data = base64.b64encode(image).decode("ascii")
         parts.append(f'<figure><img src="data:image/png;base64,{data}" alt="top-1 vs fraction remaining: '
                      f'{_e(group.name)}"><figcaption>{_e(group.name)} ({_e(group.sources())})'
                      + (f"<br>{_e(group.note)}" if group.note else "") + "</figcaption></figure>")

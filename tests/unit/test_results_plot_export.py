@@ -128,3 +128,33 @@ def test_export_summary_and_pivot(frame, tmp_path):
     table = results.pivot(frame).reset_index()
     back = pd.read_csv(results.export_csv(table, tmp_path / "p.csv"), keep_default_na=False)
     assert back.astype(str).values.tolist() == table.astype(str).values.tolist()
+
+
+def test_a_second_process_draws_the_same_figures_and_a_failed_one_leaves_them_to_this_one(frame, monkeypatch):
+    from results.plot import top1_curves
+    from results.top1_drawing import DrawingProcess, png
+
+    curves = [top1_curves(frame), top1_curves(frame, title="another", by=["mask_source"])]
+    here = [png(one, 110) for one in curves]
+    assert here[0] != here[1]
+    drawer = DrawingProcess()
+    drawer.send(curves, 110)
+    assert drawer.pngs() == here  # byte for byte: the page is the same whichever process drew it
+
+    monkeypatch.setattr("sys.executable", "/nonexistent/python")  # cannot start
+    drawer = DrawingProcess()
+    drawer.send(curves, 110)
+    assert drawer.pngs() is None
+    monkeypatch.undo()
+
+    drawer = DrawingProcess()
+    drawer.close()  # stopped before it was sent anything (a report that failed its checks)
+    drawer.send(curves, 110)
+    assert drawer.pngs() is None
+
+
+def test_the_x_axis_labels_the_fractions_held(frame):
+    figure = results.plot.top1_figure(frame)
+    figure.canvas.draw()
+    labels = [tick.get_text() for tick in figure.axes[0].get_xticklabels() if tick.get_text()]
+    assert labels == ["99.9%", "79.9%", "63.9%", "51.1%"]  # measured, as `results --pivot` writes them
