@@ -177,9 +177,34 @@ def _stop_like_ctrl_c(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
+#: commands that read and print (an export or a page written atomically before they return): their
+#: process ends without the interpreter's teardown, freeing every module's objects one by one, which
+#: takes 30-90 ms (a seventh of a ``plan``, a tenth of a ``results``).
+_NO_TEARDOWN = frozenset({"plan", "results", "report"})
+#: the command :func:`main` ran last in this process.
+_ran: list[str] = []
+
+
+def console() -> None:
+    """The ``prunesweep`` process: :func:`main`, then exit with its code."""
+    code = main()
+    if _ran and _ran[-1] in _NO_TEARDOWN:
+        central_db = sys.modules.get("results.central_db")
+        if central_db is not None:
+            central_db.close_connections()
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):  # a closed pipe or stream: nothing more can reach it
+                pass
+        os._exit(code)
+    sys.exit(code)
+
+
 def main(argv: Optional[list[str]] = None) -> int:
-    """Entry point of the console script; returns the exit code."""
+    """The command line ``argv`` (default: the process's); returns the exit code."""
     args = parse_arguments(argv)
+    _ran[:] = [args.command]
     signal.signal(signal.SIGTERM, _stop_like_ctrl_c)  # `kill` stops the workers too, as Ctrl-C does
     try:
         return COMMANDS[args.command](args)
@@ -189,6 +214,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     except WorkspaceBusy as busy:
         print(f"prunesweep: {busy}", file=sys.stderr)
         return busy.exit_code
+    except BrokenPipeError:  # output piped into `head` and closed early (an OSError: handled first)
+        _drop_stdout()
+        return 0
     except OSError as error:
         if error.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
             raise
@@ -201,12 +229,19 @@ def main(argv: Optional[list[str]] = None) -> int:
 
         print(f"prunesweep: error: {explain_database_error(error, _workspace_argument(args))}", file=sys.stderr)
         return 1 if "full" in str(error).lower() else 2  # a full disk is no bad input
-    except BrokenPipeError:  # output piped into `head` and closed early
-        sys.stderr.close()
-        return 0
     except KeyboardInterrupt:
         print("\nprunesweep: interrupted", file=sys.stderr)
         return 130
+
+
+def _drop_stdout() -> None:
+    """Send what is still buffered for a closed pipe to /dev/null (else flushing it at exit fails again)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # no real stdout (a test's capture): nothing to flush to
+        pass
 
 
 def _workspace_argument(args) -> Optional[Path]:

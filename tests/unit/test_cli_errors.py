@@ -266,3 +266,16 @@ def test_file_system_type_reads_mountinfo(tmp_path):
 ])
 def test_the_real_process_refuses_bad_input_in_one_line(args, needle):
     _assert_clean_error(run_process(*args), needle)
+
+
+def test_output_piped_into_a_reader_that_stops_early_ends_quietly(tmp_path):
+    """``prunesweep plan SWEEP --graph | head -1``: exit 0, no traceback and no 'Exception ignored' at exit."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    sweep = ROOT / "sweeps" / "paper" / "cifar10_resnet18.yaml"  # 130 kB of plan: more than a pipe holds
+    process = subprocess.Popen([sys.executable, "-m", "orchestrator", "plan", str(sweep), "--graph",
+                                f"workspace={tmp_path / 'ws'}"], cwd=tmp_path, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stdout.readline()
+    process.stdout.close()  # as `head -1` does after its line
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=120) == 0 and stderr == ""
