@@ -181,8 +181,7 @@ def imagenet_plan(base: Path, classes: int, per_class: int) -> float:
 
 def heavy_imports_of_plan() -> list[str]:
     """The heavy packages a ``plan sweeps/digits.yaml`` process loads."""
-    probe = ("import sys, runpy; sys.argv = ['prunesweep', 'plan', 'sweeps/digits.yaml']\n"
-             "try:\n    runpy.run_module('orchestrator', run_name='__main__')\nexcept SystemExit:\n    pass\n"
+    probe = ("import sys\nfrom orchestrator.cli import main\nmain(['plan', 'sweeps/digits.yaml'])\n"
              "print(' '.join(m for m in ('pandas', 'pyarrow', 'matplotlib') if m in sys.modules), file=sys.stderr)")
     run = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env=ENV, capture_output=True, text=True, check=True)
     return run.stderr.split()

@@ -75,3 +75,25 @@ def test_the_probe_sees_what_results_imports(workspace):
     """The same probe on ``results`` finds pandas: the check above can fail."""
     code, loaded = _loaded(workspace, "results", "workspace_v1")
     assert code == 0 and "pandas" in loaded
+
+
+def test_the_prunesweep_process_runs_without_pydantic_plugins_unless_kept(monkeypatch, capsys):
+    """The console entry point leaves pydantic's plugin search (the metadata of every installed
+    distribution) off for the process and its workers; an explicit empty setting keeps it."""
+    from orchestrator import cli
+
+    def exit_now(code):
+        raise SystemExit(code)
+
+    monkeypatch.setattr(os, "_exit", exit_now)  # what a plan ends with, made catchable here
+    monkeypatch.setattr(sys, "argv", ["prunesweep", "plan", str(ROOT / "sweeps" / "digits.yaml")])
+    monkeypatch.setenv("PYDANTIC_DISABLE_PLUGINS", "")  # recorded as it was, restored after the test
+    monkeypatch.delenv("PYDANTIC_DISABLE_PLUGINS")
+    with pytest.raises(SystemExit) as stop:
+        cli.console()
+    assert stop.value.code == 0 and os.environ["PYDANTIC_DISABLE_PLUGINS"] == "__all__"
+    monkeypatch.setenv("PYDANTIC_DISABLE_PLUGINS", "")
+    with pytest.raises(SystemExit):
+        cli.console()
+    assert os.environ["PYDANTIC_DISABLE_PLUGINS"] == ""
+    assert "trainings:" in capsys.readouterr().out
