@@ -36,18 +36,6 @@ from .workspace import STAGES_DIR
 #: a file modified less than this many seconds before its hash was taken gets no stamp.
 SETTLED_S = 2.0
 
-Stamp = tuple[int, int, int]
-
-
-def file_stamp(path: Path) -> Optional[Stamp]:
-    """``(size, mtime_ns, inode)`` of a file (not following a link), or ``None`` when it does not exist."""
-    try:
-        info = os.lstat(path)
-    except FileNotFoundError:
-        return None
-    return info.st_size, info.st_mtime_ns, info.st_ino
-
-
 def folder_glance(folder: str, kept: Optional[tuple[int, int]]) -> bool:
     """Whether the stage folder still has the stamp ``kept`` recorded when its artifacts last checked out."""
     if kept is None:

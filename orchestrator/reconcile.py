@@ -208,14 +208,24 @@ def unrecorded_rows(workspace: Path, ledger: Ledger, done: Iterable[str],
     return _build_rows(workspace, ledger, missing, {}, manifests) if missing else []
 
 
+def reconcile_and_record(workspace: Path, ledger: Ledger, rehash: bool = False) -> set[str]:
+    """What a reading command does first: :func:`reconcile` with a glance at done stages (every
+    artifact checksummed again with ``rehash``), then :func:`ingest_results` of the finished cells,
+    each manifest read once. Returns the keys verified done."""
+    manifests: dict[str, dict] = {}
+    done = reconcile(workspace, ledger, rehash=rehash, glance=True, manifests=manifests)
+    ingest_results(workspace, ledger, done, manifests=manifests)
+    return done
+
+
 def bring_results_up_to_date(workspace: Path, ledger: Ledger) -> list[dict]:
     """Reconcile ``workspace`` and record its finished cells, as a reading command does; return the
     rows it could not record because it must not write (empty when they were recorded)."""
+    if ledger.writes_persist:
+        reconcile_and_record(workspace, ledger)
+        return []
     manifests: dict[str, dict] = {}
     done = reconcile(workspace, ledger, glance=True, manifests=manifests)
-    if ledger.writes_persist:
-        ingest_results(workspace, ledger, done, manifests=manifests)
-        return []
     return unrecorded_rows(workspace, ledger, done, manifests)
 
 

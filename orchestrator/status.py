@@ -11,7 +11,7 @@ from .backends import BACKENDS, backend_class
 from .central_results import waiting_line
 from .failure_classes import describe
 from .ledger import STATES, Ledger
-from .reconcile import ingest_results, reconcile
+from .reconcile import reconcile_and_record
 
 MISSING_SHOWN = 20
 
@@ -21,9 +21,7 @@ def print_status(workspace: Path, all_missing: bool = False, rehash: bool = Fals
     (``rehash``: checksum every artifact again, trusting no recorded stamp)."""
     ledger = Ledger(workspace, reading=True)
     try:
-        manifests: dict[str, dict] = {}  # read while verifying, not again to build results rows
-        done = reconcile(workspace, ledger, rehash=rehash, glance=True, manifests=manifests)
-        ingest_results(workspace, ledger, done, manifests=manifests)
+        reconcile_and_record(workspace, ledger, rehash=rehash)
         stages = ledger.stages_of_note()  # the done ones are only counted
         sweeps = ledger.sweeps()
         print(f"workspace {workspace}: {len(sweeps)} sweep(s): " + ", ".join(row["name"] for row in sweeps))

@@ -20,7 +20,7 @@ from typing import Any, Optional
 from workers.artifacts import DONE_FILE
 
 from .ledger import Ledger
-from .reconcile import ingest_results, reconcile
+from .reconcile import reconcile_and_record
 from .stage_activity import phases
 from .workspace import stage_dir
 
@@ -88,9 +88,7 @@ def snapshot(workspace: Path, durations: dict[str, float]) -> Snapshot:
     """Reconcile the workspace and count; ``durations`` (a cache across refreshes) gains the done stages."""
     ledger = Ledger(workspace, reading=True)
     try:
-        manifests: dict[str, dict] = {}
-        done = reconcile(workspace, ledger, glance=True, manifests=manifests)
-        ingest_results(workspace, ledger, done, manifests=manifests)
+        done = reconcile_and_record(workspace, ledger)
         stages = ledger.stages()
     finally:
         ledger.close()
