@@ -264,11 +264,11 @@ def _atomic_write(path: Path, write: Callable[[Any], Any]) -> None:
 
 def sha256_of(path: Path) -> str:
     """Hex sha256 of a file's content."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return _sha256(fd)
+    finally:
+        os.close(fd)
 
 
 class MalformedStageFile(ValueError):
@@ -341,8 +341,8 @@ def inspect_done(stage_dir: Path | str) -> DoneCheck:
         data, done_stat = _read_regular(os.path.join(folder, DONE_FILE))
     except FileNotFoundError:
         return DoneCheck(False, "not run", None, {})
-    except _NotRegular as error:
-        return DoneCheck(False, f"{DONE_FILE} {error}", None, {})
+    except NotARegularFile as error:
+        return DoneCheck(False, f"{DONE_FILE} {error.strerror}", None, {})
     except OSError:
         return DoneCheck(False, f"{DONE_FILE} is unreadable", None, {})
     try:
@@ -358,18 +358,14 @@ def inspect_done(stage_dir: Path | str) -> DoneCheck:
             digest, info = _digest_regular(os.path.join(folder, name), record["size"])
         except FileNotFoundError:
             return DoneCheck(False, f"{name} is missing", None, {})
-        except _NotRegular as error:
-            return DoneCheck(False, f"{name} {error}", None, {})
+        except NotARegularFile as error:
+            return DoneCheck(False, f"{name} {error.strerror}", None, {})
         except _WrongSize as error:
             return DoneCheck(False, f"{name} has size {error.args[0]}, expected {record['size']}", None, {})
         if digest != record["sha256"]:
             return DoneCheck(False, f"{name} does not match its checksum", None, {})
         stats[name] = info
     return DoneCheck(True, "", manifest, stats)
-
-
-class _NotRegular(OSError):
-    """A path that is a symbolic link or not a regular file (the message says which)."""
 
 
 class _WrongSize(Exception):
@@ -382,12 +378,12 @@ def _open_regular(path: str) -> tuple[int, os.stat_result]:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
     except OSError as error:
         if error.errno == errno.ELOOP:
-            raise _NotRegular("is a symbolic link, which no stage writes") from None
+            raise NotARegularFile(errno.ELOOP, "is a symbolic link, which no stage writes") from None
         raise
     info = os.fstat(fd)
     if not stat.S_ISREG(info.st_mode):
         os.close(fd)
-        raise _NotRegular("is not a regular file")
+        raise NotARegularFile(errno.EINVAL, "is not a regular file")
     return fd, info
 
 
@@ -406,12 +402,17 @@ def _digest_regular(path: str, size: int) -> tuple[str, os.stat_result]:
     try:
         if info.st_size != size:
             raise _WrongSize(info.st_size)
-        digest = hashlib.sha256()
-        for block in _blocks(fd):
-            digest.update(block)
+        return _sha256(fd), info
     finally:
         os.close(fd)
-    return digest.hexdigest(), info
+
+
+def _sha256(fd: int) -> str:
+    """Hex sha256 of what is left to read of an open file."""
+    digest = hashlib.sha256()
+    for block in _blocks(fd):
+        digest.update(block)
+    return digest.hexdigest()
 
 
 def _blocks(fd: int) -> Iterator[bytes]:
@@ -510,7 +511,7 @@ def process_umask() -> int:
 
 
 class NotARegularFile(OSError):
-    """A path we write to is a symbolic link or not a regular file: we do not follow or replace it."""
+    """A path we read or write is a symbolic link or not a regular file: we do not follow or replace it."""
 
 
 def open_regular(path: Path, append: bool = True) -> IO[str]:
