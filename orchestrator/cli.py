@@ -181,8 +181,6 @@ def _stop_like_ctrl_c(signum, frame) -> None:
 #: process ends without the interpreter's teardown, freeing every module's objects one by one, which
 #: takes 30-90 ms (a seventh of a ``plan``, a tenth of a ``results``).
 _NO_TEARDOWN = frozenset({"plan", "results", "report"})
-#: the command :func:`main` ran last in this process.
-_ran: list[str] = []
 
 
 def console() -> None:
@@ -194,8 +192,9 @@ def console() -> None:
     keeps them.
     """
     os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
-    code = main()
-    if _ran and _ran[-1] in _NO_TEARDOWN:
+    args = parse_arguments(None)
+    code = _run(args)
+    if args.command in _NO_TEARDOWN:
         central_db = sys.modules.get("results.central_db")
         if central_db is not None:
             central_db.close_connections()
@@ -210,8 +209,11 @@ def console() -> None:
 
 def main(argv: Optional[list[str]] = None) -> int:
     """The command line ``argv`` (default: the process's); returns the exit code."""
-    args = parse_arguments(argv)
-    _ran[:] = [args.command]
+    return _run(parse_arguments(argv))
+
+
+def _run(args) -> int:
+    """Run the parsed command; its exit code (a user's error is one line on stderr)."""
     signal.signal(signal.SIGTERM, _stop_like_ctrl_c)  # `kill` stops the workers too, as Ctrl-C does
     try:
         return COMMANDS[args.command](args)
