@@ -10,6 +10,7 @@ import random
 import shutil
 import subprocess
 import sys
+import time
 from functools import partial
 
 import pandas as pd
@@ -19,6 +20,7 @@ from conftest import ROOT, TINY, results_row
 from scipy import stats
 
 import results
+from orchestrator.artifact_stamps import SETTLED_S
 from results.comparison import format_comparison, parse_compare
 
 make_row = partial(results_row, sweep="cmp")
@@ -200,6 +202,9 @@ def two_seeds(tmp_path_factory):
     path.write_text(yaml.safe_dump(sweep))
     launch = cli("launch", path, "--no-progress")
     assert launch.returncode == 0, launch.stdout + launch.stderr
+    # the artifacts' stamps are kept only once settled: read after that, every stage is recorded by this
+    # read and a later one has nothing left to record (else which read writes depends on timing)
+    time.sleep(SETTLED_S + 0.2)
     assert cli("results", tmp_path / "ws").returncode == 0
     return tmp_path / "ws"
 
