@@ -5,7 +5,7 @@ Each workspace is the demo sweep (``sweeps/digits.yaml``) with as many seeds as 
 size (the stages of one seed are counted from a one-seed plan), planned by the planner, its folders written by ``materialise`` (as
 ``launch`` does: the *launch write* figure), registered in the ledger, and every stage
 finished as a worker finishes one: an artifact and its metrics, then ``DONE.json`` through
-``workers.artifacts.write_done``. Nothing is trained. While building, ``os.fsync`` is
+``workers.stages.artifacts.write_done``. Nothing is trained. While building, ``os.fsync`` is
 skipped for the finished stages' files (setup only; the launch write keeps its syncs).
 
 Figures, at each size:
@@ -54,15 +54,15 @@ sys.path.insert(0, str(ROOT))
 
 import yaml  # noqa: E402
 
-from orchestrator.artifact_stamps import SETTLED_S  # noqa: E402
+from orchestrator.state.artifact_stamps import SETTLED_S  # noqa: E402
 from orchestrator.driver import _LedgerEvents  # noqa: E402
-from orchestrator.ledger import Ledger  # noqa: E402
-from orchestrator.planner import plan_sweep, settings_fingerprint  # noqa: E402
-from orchestrator.reconcile import ingest_results, reconcile  # noqa: E402
+from orchestrator.state.ledger import Ledger  # noqa: E402
+from orchestrator.planning.planner import plan_sweep, settings_fingerprint  # noqa: E402
+from orchestrator.state.reconcile import ingest_results, reconcile  # noqa: E402
 from orchestrator.spec import validate_spec  # noqa: E402
-from orchestrator.workspace import materialise, stage_dir  # noqa: E402
-from workers.artifacts import write_done  # noqa: E402
-from workers.stage_files import required_files  # noqa: E402
+from orchestrator.state.workspace import materialise, stage_dir  # noqa: E402
+from workers.stages.artifacts import write_done  # noqa: E402
+from workers.stages.files import required_files  # noqa: E402
 
 HELD_OUT = 100
 TARGETS = {"driver_ms": 5.0, "status_s": 1.0, "first_status_s": 2.0, "launch_s": 5.0, "plan_s": 0.25,

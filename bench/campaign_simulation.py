@@ -6,9 +6,9 @@ does, the sweep is planned with the digits catalogue entry and ``small_cnn`` in 
 ImageNet and ResNet-50 (the stages, their dependencies and epochs do not depend on them).
 
 A stage's duration is ``epochs x 1,281,167 ImageNet training images x views`` (RotNet 4,
-Exemplar 2: ``orchestrator.gpu_hours.VIEWS``) over ``samples/s per GPU x gpus_per_stage``
+Exemplar 2: ``orchestrator.planning.gpu_hours.VIEWS``) over ``samples/s per GPU x gpus_per_stage``
 (linear data-parallel scaling: an assumption). The samples/s come from the measured table
-``orchestrator/throughput.json`` (``resnet50`` on ``imagenet`` on ``--device``) when it has the
+``orchestrator/planning/throughput.json`` (``resnet50`` on ``imagenet`` on ``--device``) when it has the
 entry; otherwise from ``--samples-per-s``, whose default (2,600 samples/s per GPU, of the order
 of published mixed-precision ResNet-50 training figures on an A100) is an assumption, not a
 measurement of this project. A random-mask stage trains nothing and takes ``--untimed-s``.
@@ -35,8 +35,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from campaign_model import Model, StageSpec, critical_path_s, simulate  # noqa: E402
 
-from orchestrator import gpu_hours  # noqa: E402
-from orchestrator.planner import plan_sweep  # noqa: E402
+from orchestrator.planning import gpu_hours  # noqa: E402
+from orchestrator.planning.planner import plan_sweep  # noqa: E402
 from orchestrator.spec import load_spec  # noqa: E402
 
 SWEEP = ROOT / "sweeps" / "paper" / "imagenet_resnet50.yaml"
@@ -72,8 +72,8 @@ def throughput(device: str, override: float | None) -> tuple[float, str]:
         return override, "--samples-per-s"
     measured = gpu_hours.measured_rate("resnet50", "imagenet", device, gpu_hours.load_table())
     if measured is not None:
-        return measured, f"orchestrator/throughput.json (resnet50, imagenet, {device})"
-    return ASSUMED_SAMPLES_PER_S, (f"assumed: no resnet50/imagenet/{device} entry in orchestrator/throughput.json")
+        return measured, f"orchestrator/planning/throughput.json (resnet50, imagenet, {device})"
+    return ASSUMED_SAMPLES_PER_S, (f"assumed: no resnet50/imagenet/{device} entry in orchestrator/planning/throughput.json")
 
 
 def main() -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from orchestrator.planner import plan_sweep  # noqa: E402
+from orchestrator.planning.planner import plan_sweep  # noqa: E402
 from orchestrator.spec import load_spec, validate_spec  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import results  # noqa: E402
-from orchestrator.ledger import Ledger  # noqa: E402
+from orchestrator.state.ledger import Ledger  # noqa: E402
 
 TARGET_S = 2.0
 FRACTIONS = [0.8 ** level for level in range(1, 29, 2)]  # 14 fractions, 80% down to 0.24%

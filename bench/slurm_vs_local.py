@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import results  # noqa: E402
-from orchestrator.planner import plan_sweep  # noqa: E402
+from orchestrator.planning.planner import plan_sweep  # noqa: E402
 from orchestrator.spec import load_spec  # noqa: E402
 
 

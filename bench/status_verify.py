@@ -21,11 +21,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from orchestrator.ledger import Ledger  # noqa: E402
-from orchestrator.reconcile import reconcile  # noqa: E402
-from orchestrator.stage_identity import Stage  # noqa: E402
-from orchestrator.workspace import materialise, stage_dir  # noqa: E402
-from workers.artifacts import write_done  # noqa: E402
+from orchestrator.state.ledger import Ledger  # noqa: E402
+from orchestrator.state.reconcile import reconcile  # noqa: E402
+from orchestrator.planning.stage_identity import Stage  # noqa: E402
+from orchestrator.state.workspace import materialise, stage_dir  # noqa: E402
+from workers.stages.artifacts import write_done  # noqa: E402
 
 
 def build(workspace: Path, stages: int, megabytes: int) -> Ledger:

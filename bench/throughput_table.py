@@ -2,12 +2,12 @@
 
 For every (network, dataset) pair the shipped paper sweeps train (``sweeps/paper/*.yaml``:
 their networks on their datasets and fine-tuning targets), times the worker's training
-path (``workers.training.train``: bf16 autocast and channels-last on a GPU, exact masks
+path (``workers.training.loop.train``: bf16 autocast and channels-last on a GPU, exact masks
 off) on synthetic tensors of the dataset's image shape held on the device, and prints
 samples/s. The data loading of image folders (JPEG decoding) is not included: on a node
 whose DataLoader cannot keep up, real stages are slower than these figures.
 
-``--write`` adds the figures to ``orchestrator/throughput.json`` under the device's short
+``--write`` adds the figures to ``orchestrator/planning/throughput.json`` under the device's short
 name (``H100``, ``H200``, ... from ``torch.cuda.get_device_name``; ``cpu-<n>thread`` on a
 CPU), replacing earlier entries of the same (network, dataset, device). Each figure is the
 best of ``--repeats`` timed epochs of ``--steps`` optimizer steps after one warm-up epoch.
@@ -30,12 +30,12 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 import yaml  # noqa: E402
 
-from orchestrator.gpu_hours import TABLE_FILE  # noqa: E402
-from workers.artifacts import atomic_write_json  # noqa: E402
-from workers.data import DataSplit  # noqa: E402
+from orchestrator.planning.gpu_hours import TABLE_FILE  # noqa: E402
+from workers.stages.artifacts import atomic_write_json  # noqa: E402
+from workers.data.datasets import DataSplit  # noqa: E402
 from workers.models import build_model  # noqa: E402
-from workers.tasks import get_task  # noqa: E402
-from workers.training import pick_device, train  # noqa: E402
+from workers.tasks.objectives import get_task  # noqa: E402
+from workers.training.loop import pick_device, train  # noqa: E402
 
 #: image side and classes of each dataset the paper sweeps use.
 SHAPES = {"cifar10": (32, 10), "imagenet": (224, 1000), "places205": (224, 205), "voc07": (224, 20)}
@@ -86,7 +86,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch", type=int, default=None, help="per-device batch (default: the sweeps', at most 256)")
     parser.add_argument("--only", default=None, help="only this network (e.g. resnet18)")
-    parser.add_argument("--write", action="store_true", help="record the figures in orchestrator/throughput.json")
+    parser.add_argument("--write", action="store_true", help="record the figures in orchestrator/planning/throughput.json")
     args = parser.parse_args()
     device = pick_device()
     key = device_key(device)

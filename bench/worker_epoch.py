@@ -2,7 +2,7 @@
 
 The plain loop is the textbook one: a ``DataLoader`` over a ``TensorDataset`` with
 shuffling, ``torch.optim.Adam``, forward/backward/step. The worker path is
-``workers.training.train`` for one epoch (on-device batches by index, per-step learning
+``workers.training.loop.train`` for one epoch (on-device batches by index, per-step learning
 rate, epoch checkpoint written), without and with a 5%-remaining mask kept exact.
 Both run in this process on one thread, alternating, best of ``--repeats``.
 
@@ -22,11 +22,11 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
-from workers.data import dataset_spec, load_split  # noqa: E402
+from workers.data.datasets import dataset_spec, load_split  # noqa: E402
 from workers.models import build_model  # noqa: E402
-from workers.pruning import kept_after_rounds, random_mask, count, full_mask  # noqa: E402
-from workers.tasks import get_task  # noqa: E402
-from workers.training import train  # noqa: E402
+from workers.pruning.masks import kept_after_rounds, random_mask, count, full_mask  # noqa: E402
+from workers.tasks.objectives import get_task  # noqa: E402
+from workers.training.loop import train  # noqa: E402
 
 DATASET = {"name": "digits"}
 ARCH = {"name": "small_cnn", "width": 16}

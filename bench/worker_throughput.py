@@ -5,7 +5,7 @@ tensors, random labels), in one run:
 
 - (a) reference: fp32, NCHW, a ``DataLoader`` over a ``TensorDataset`` (shuffled, pinned
   memory on a GPU), ``torch.optim.SGD``, forward / cross-entropy / backward / step;
-- (b) worker: ``workers.training.train`` (data held on the device and indexed per step,
+- (b) worker: ``workers.training.loop.train`` (data held on the device and indexed per step,
   channels-last, bf16 autocast on a GPU, CIFAR flips + crops done on the device for the
   ResNet-18 case; ``PRUNESWEEP_COMPILE=1`` adds ``torch.compile``);
 - (c) the worker path with a 5.5%-remaining random mask kept exact (gradient masked before
@@ -31,11 +31,11 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
-from workers.data import DataSplit  # noqa: E402
+from workers.data.datasets import DataSplit  # noqa: E402
 from workers.models import build_model  # noqa: E402
-from workers.pruning import kept_after_rounds, count, full_mask, random_mask  # noqa: E402
-from workers.tasks import get_task  # noqa: E402
-from workers.training import pick_device, train  # noqa: E402
+from workers.pruning.masks import kept_after_rounds, count, full_mask, random_mask  # noqa: E402
+from workers.tasks.objectives import get_task  # noqa: E402
+from workers.training.loop import pick_device, train  # noqa: E402
 
 # name -> (arch, classes, GPU (side, batch, images), CPU (side, batch, images), augment)
 CASES = {
@@ -69,7 +69,7 @@ def reference_epoch(arch: str, classes: int, images: torch.Tensor, labels: torch
 
 
 def worker_epoch(arch: str, classes: int, split: DataSplit, batch: int, masked: bool, device: torch.device) -> float:
-    """Seconds for one epoch of ``workers.training.train`` (no checkpoint)."""
+    """Seconds for one epoch of ``workers.training.loop.train`` (no checkpoint)."""
     model = build_model({"name": arch}, classes, 3, seed=0)
     mask = None
     if masked:

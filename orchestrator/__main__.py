@@ -1,4 +1,4 @@
 """``python -m orchestrator`` is the ``prunesweep`` command."""
-from .cli import console
+from orchestrator.cli import console
 
 console()

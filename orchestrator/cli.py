@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from .errors import UserError, WorkspaceBusy
+from orchestrator.errors import UserError, WorkspaceBusy
 
 DEMO_HINT = "prunesweep results WORKSPACE --pivot"
 #: as orchestrator.spec.DEFAULT_MAX_STAGES (not imported: --help must not load pydantic models)
@@ -37,7 +37,7 @@ def _add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_run_arguments(parser: argparse.ArgumentParser, default_backend: Optional[str]) -> None:
-    from .backends import BACKENDS
+    from orchestrator.backends import BACKENDS
 
     parser.add_argument("--backend", choices=BACKENDS, default=default_backend,
                         help="where stages run (default: the sweep's `backend`, else local)")
@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sweep_arguments(plan)
     plan.add_argument("--graph", action="store_true", help="print every stage with the stages it depends on")
     plan.add_argument("--gpu", default="H100", metavar="DEVICE",
-                      help="the device of the GPU-hours estimate, a name of orchestrator/throughput.json "
+                      help="the device of the GPU-hours estimate, a name of orchestrator/planning/throughput.json "
                            "(default: H100)")
 
     launch = commands.add_parser("launch", help="plan a sweep into its workspace and run it",
@@ -229,12 +229,12 @@ def _run(args) -> int:
     except OSError as error:
         if error.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
             raise
-        from .store_health import explain_space_error
+        from orchestrator.state.store_health import explain_space_error
 
         print(f"prunesweep: error: {explain_space_error(error, _workspace_argument(args))}", file=sys.stderr)
         return 1
     except sqlite3.DatabaseError as error:
-        from .store_health import explain_database_error
+        from orchestrator.state.store_health import explain_database_error
 
         print(f"prunesweep: error: {explain_database_error(error, _workspace_argument(args))}", file=sys.stderr)
         return 1 if "full" in str(error).lower() else 2  # a full disk is no bad input
@@ -257,7 +257,7 @@ def _workspace_argument(args) -> Optional[Path]:
     """The workspace a command was given, or its sweep's; None when unknown."""
     named = getattr(args, "workspace", None) or (getattr(args, "workspaces", None) or [None])[0]
     if named is None and getattr(args, "sweep", None):
-        from .spec import load_spec
+        from orchestrator.spec import load_spec
 
         try:
             named = load_spec(args.sweep, args.overrides, max_stages=None).workspace
@@ -267,8 +267,8 @@ def _workspace_argument(args) -> Optional[Path]:
 
 
 def _cmd_repair(args) -> int:
-    from .repair import repair
-    from .workspace import WorkspaceLock
+    from orchestrator.commands.repair import repair
+    from orchestrator.state.workspace import WorkspaceLock
 
     workspace = Path(args.workspace)
     if not workspace.is_dir() or not ((workspace / "ledger.sqlite").exists() or (workspace / "stages").is_dir()):
@@ -282,22 +282,21 @@ def _cmd_repair(args) -> int:
 
 
 def _cmd_plan(args) -> int:
-    from workers.known_datasets import sizes_when_absent
+    from workers.data.known_datasets import sizes_when_absent
 
     with sizes_when_absent() as absent:  # plan from the published sizes when a data folder is not there yet
         return _print_plan(args, absent)
 
 
 def _print_plan(args, absent: dict[str, str]) -> int:
-    from workers.known_datasets import describe
-
-    from .gpu_hours import estimate
-    from .planner import plan_sweep
-    from .spec import load_spec
+    from orchestrator.planning.gpu_hours import estimate
+    from orchestrator.planning.planner import plan_sweep
+    from orchestrator.spec import load_spec
+    from workers.data.known_datasets import describe
 
     spec = load_spec(args.sweep, args.overrides, max_stages=args.max_stages)
     if Path(spec.workspace).is_dir():  # its dense stages may capture rewinding points already
-        from .workspace import existing_captures
+        from orchestrator.state.workspace import existing_captures
 
         plan = plan_sweep(spec, existing_captures(Path(spec.workspace)))
     else:
@@ -336,9 +335,9 @@ def _print_plan(args, absent: dict[str, str]) -> int:
 
 
 def _cmd_launch(args) -> int:
-    from . import driver
-    from .central_results import check_settings
-    from .spec import load_spec
+    from orchestrator import driver
+    from orchestrator.spec import load_spec
+    from orchestrator.state.central_results import check_settings
 
     check_settings()  # a malformed results-database URL in the environment or config file: exit 2 first
     spec = load_spec(args.sweep, args.overrides, max_stages=args.max_stages)
@@ -352,9 +351,9 @@ def _cmd_launch(args) -> int:
 
 
 def _cmd_resume(args) -> int:
-    from . import driver
-    from .central_results import check_settings
-    from .workspace import require_workspace
+    from orchestrator import driver
+    from orchestrator.state.central_results import check_settings
+    from orchestrator.state.workspace import require_workspace
 
     check_settings()
     workspace = require_workspace(Path(args.workspace), writing=True)
@@ -394,7 +393,7 @@ def _print_summary(workspace: str, summary, seconds: float) -> None:
 
 def _print_backend_plan(spec, plan) -> None:
     """What the sweep's backend says about running the plan (SLURM: the time limit of each kind)."""
-    from .backends import BACKENDS, backend_class
+    from orchestrator.backends import BACKENDS, backend_class
 
     section = getattr(spec, spec.backend, None)
     if spec.backend in BACKENDS:
@@ -403,12 +402,12 @@ def _print_backend_plan(spec, plan) -> None:
 
 
 def _cmd_status(args) -> int:
-    from .status import print_status
-    from .workspace import require_workspace
+    from orchestrator.commands.status import print_status
+    from orchestrator.state.workspace import require_workspace
 
     workspace = require_workspace(Path(args.workspace))
     if args.watch:
-        from .status_watch import watch
+        from orchestrator.commands.status_watch import watch
 
         if not 0 < args.interval <= 86400:
             raise UserError(f"--interval: {args.interval:g}: allowed: a number of seconds above 0, at most 86400")
@@ -419,8 +418,8 @@ def _cmd_status(args) -> int:
 
 
 def _cmd_results(args) -> int:
-    from .results_command import show_central_results, show_results
-    from .workspace import require_workspace
+    from orchestrator.commands.results import show_central_results, show_results
+    from orchestrator.state.workspace import require_workspace
 
     if args.db is not None or not args.workspaces:
         return show_central_results(args)
@@ -428,15 +427,15 @@ def _cmd_results(args) -> int:
 
 
 def _cmd_report(args) -> int:
-    from .report_command import make_report  # pandas and matplotlib: loaded for this command only
-    from .workspace import require_workspace
+    from orchestrator.commands.report import make_report  # pandas and matplotlib: loaded for this command only
+    from orchestrator.state.workspace import require_workspace
 
     return make_report([require_workspace(Path(workspace)) for workspace in args.workspaces], args)
 
 
 def _cmd_cancel(args) -> int:
-    from .driver import cancel
-    from .workspace import require_workspace
+    from orchestrator.driver import cancel
+    from orchestrator.state.workspace import require_workspace
 
     cancelled = cancel(require_workspace(Path(args.workspace), writing=True))
     print(f"cancelled {len(cancelled)} job(s)" + (": " + " ".join(cancelled) if cancelled else ""))

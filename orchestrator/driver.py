@@ -12,19 +12,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
-from workers.artifacts import inspect_done
-
-from .backends import BACKENDS, Task, backend_class, by_backend, get_backend
-from .errors import UserError
-from .failure_classes import failure_class
-from .ledger import Ledger
-from .reconcile import IngestSession, ingest_results, log_tail, reconcile
-from .repair import keep_sweep_record, remove_leftover_temps
-from .workspace import WorkspaceLock, check_creatable, existing_captures, materialise, stage_dir
+from orchestrator.backends import BACKENDS, Task, backend_class, by_backend, get_backend
+from orchestrator.backends.failure_classes import failure_class
+from orchestrator.commands.repair import keep_sweep_record, remove_leftover_temps
+from orchestrator.errors import UserError
+from orchestrator.state.ledger import Ledger
+from orchestrator.state.reconcile import IngestSession, ingest_results, log_tail, reconcile
+from orchestrator.state.workspace import WorkspaceLock, check_creatable, existing_captures, materialise, stage_dir
+from workers.stages.artifacts import inspect_done
 
 if TYPE_CHECKING:  # planning (pydantic) loads in `launch` only: resume and cancel read the ledger
-    from .planner import Plan
-    from .spec import SweepSpec
+    from orchestrator.planning.planner import Plan
+    from orchestrator.spec import SweepSpec
 
 
 @dataclass
@@ -160,7 +159,7 @@ def _cancel_stale_jobs(rows) -> None:
 def launch(spec: SweepSpec, source: str, backend_name: Optional[str] = None, workers: Optional[int] = None,
            progress: bool = True) -> tuple[Plan, RunSummary]:
     """Plan ``spec`` into its workspace and run what is not done yet."""
-    from .planner import plan_sweep, settings_fingerprint
+    from orchestrator.planning.planner import plan_sweep, settings_fingerprint
 
     workspace = Path(spec.workspace)
     check_creatable(workspace, source)

@@ -1,7 +1,7 @@
 """Atomic file writes for the results package: a temp file in the same folder, fsync, rename.
 
 A crash leaves either the old file or the new one, never half of one. The workers keep
-their own copy of this in ``workers/artifacts.py`` (which also skips writes on ranks
+their own copy of this in ``workers/stages/artifacts.py`` (which also skips writes on ranks
 other than 0): the worker package is what a SLURM job snapshots and runs alone, so it
 imports nothing from here, and ``results`` imports nothing from ``workers``.
 """

@@ -33,10 +33,10 @@ from contextlib import closing
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
-from .migrations import MIGRATIONS as _RESULTS_MIGRATIONS
-from .migrations import TABLE as _RESULTS_TABLE
-from .row import COLUMN_TYPES, COLUMNS, PRIMARY_KEY
-from .versioned_sqlite import Migration, open_for_reading, open_for_writing, sql, with_retry
+from results.migrations import MIGRATIONS as _RESULTS_MIGRATIONS
+from results.migrations import TABLE as _RESULTS_TABLE
+from results.row import COLUMN_TYPES, COLUMNS, PRIMARY_KEY
+from results.versioned_sqlite import Migration, open_for_reading, open_for_writing, sql, with_retry
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -363,7 +363,7 @@ def load(url: str) -> pd.DataFrame:
     """
     from sqlalchemy import inspect, select
 
-    from .table import _TEXT_DTYPE, _frame
+    from results.table import _TEXT_DTYPE, _frame
 
     try:
         with _engine(url).connect() as conn:

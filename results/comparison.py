@@ -16,8 +16,8 @@ from typing import cast
 import numpy as np
 import pandas as pd
 
-from .frame_text import frame_text
-from .query import _matches, grouping, percent_label
+from results.frame_text import frame_text
+from results.query import _matches, grouping, percent_label
 
 #: A difference is marked significant when its p-value is below this.
 ALPHA = 0.05

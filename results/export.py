@@ -5,7 +5,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .atomic_files import atomic_save_with
+from results.atomic_files import atomic_save_with
 
 if TYPE_CHECKING:
     import pandas as pd

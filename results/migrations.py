@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from .versioned_sqlite import Migration, sql, table_columns
+from results.versioned_sqlite import Migration, sql, table_columns
 
 TABLE = "results"
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .atomic_files import atomic_save_with
-from .query import _ordered_settings, curve_grouping, percent_label, setting_labels, summarize
-from .top1_drawing import Curves
+from results.atomic_files import atomic_save_with
+from results.query import _ordered_settings, curve_grouping, percent_label, setting_labels, summarize
+from results.top1_drawing import Curves
 
 #: At most this many distinct fractions get their own labelled tick on the x axis.
 MAX_FRACTION_TICKS = 16
@@ -48,7 +48,7 @@ def plot_top1_vs_fraction(df: pd.DataFrame, out_path: str | os.PathLike, title: 
 
 def top1_figure(df: pd.DataFrame, title: str | None = None, by: Sequence[str] | None = None):
     """The figure :func:`plot_top1_vs_fraction` saves, not saved (``figure.savefig`` writes it anywhere)."""
-    from .top1_drawing import draw
+    from results.top1_drawing import draw
 
     return draw(top1_curves(df, title, by))
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .row import NO_REWIND
+from results.row import NO_REWIND
 
 #: the ``rewind`` value of cells whose init depends on no rewinding point (random masks).
 

@@ -8,7 +8,7 @@ network: no script, no style sheet, no image, no font is fetched from anywhere.
 
 What the ledger knows (sweeps, stages, failures, cells) comes in as plain
 :class:`WorkspaceState` values: this package reads no ledger (it imports nothing from the
-orchestrator); ``orchestrator/report_command.py`` fills them in.
+orchestrator); ``orchestrator/commands/report.py`` fills them in.
 """
 from __future__ import annotations
 
@@ -23,8 +23,8 @@ from typing import Any
 
 import pandas as pd
 
-from .atomic_files import atomic_save_with
-from .top1_drawing import Curves, DrawingProcess
+from results.atomic_files import atomic_save_with
+from results.top1_drawing import Curves, DrawingProcess
 
 #: At most this many curves in one figure; past it the figure (and its pivot table) pools
 #: the sweeps and workspaces of that (dataset, network): one line per mask source x init.
@@ -111,7 +111,7 @@ def columns_needed(where: Sequence[str], comparisons: Iterable[tuple[str, str, s
     (:func:`results.load`'s ``columns``): the settings, top-1, the fractions, the seeds that pair
     rows, the transfer targets and metrics, and what the filters and comparisons name. None (all)
     when a filter or a compared column is not one of ``columns`` (the message then names them all)."""
-    from .query import columns_needed as used_by_summaries
+    from results.query import columns_needed as used_by_summaries
 
     needed = used_by_summaries(where, None, None, columns)
     compared = [column for column, _a, _b in comparisons or []]
@@ -304,7 +304,7 @@ def _curves(groups: list[_Group]) -> list[Curves]:
     """What each group's figure draws."""
     if not groups:
         return []
-    from .plot import top1_curves
+    from results.plot import top1_curves
 
     return [top1_curves(group.rows, title=group.name, by=group.by) for group in groups]
 
@@ -314,7 +314,7 @@ def _figures(groups: list[_Group], curves: list[Curves], drawer: DrawingProcess 
         return "<p>No results on the pruning grid yet.</p>"
     images = drawer.pngs() if drawer is not None else None
     if images is None:  # no second process, or it failed: drawn here, the same figures
-        from .top1_drawing import png
+        from results.top1_drawing import png
 
         images = [png(one, FIGURE_DPI) for one in curves]
     parts = ['<div class="figures">']
@@ -339,7 +339,7 @@ def _pivots(groups: list[_Group]) -> str:
 
 
 def _pivot_table(rows: pd.DataFrame, by: list[str] | None = None) -> str:
-    from .query import pivot
+    from results.query import pivot
 
     try:
         table = pivot(rows, by=by)
@@ -351,7 +351,7 @@ def _pivot_table(rows: pd.DataFrame, by: list[str] | None = None) -> str:
 
 
 def _comparison(df: pd.DataFrame, column: str, a: str, b: str) -> str:
-    from .comparison import ALPHA, TEST, compare, comparison_display
+    from results.comparison import ALPHA, TEST, compare, comparison_display
 
     result = compare(df, column, a, b)
     alpha = result.attrs.get("alpha", ALPHA)

@@ -26,9 +26,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .migrations import MIGRATIONS, TABLE
-from .row import COLUMN_TYPES, COLUMNS, NOT_NULL, OPTIONAL, PRIMARY_KEY, REQUIRED
-from .versioned_sqlite import migrate, open_for_reading, open_for_writing, table_columns, with_retry
+from results.migrations import MIGRATIONS, TABLE
+from results.row import COLUMN_TYPES, COLUMNS, NOT_NULL, OPTIONAL, PRIMARY_KEY, REQUIRED
+from results.versioned_sqlite import migrate, open_for_reading, open_for_writing, table_columns, with_retry
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -43,7 +43,7 @@ TINY = {
 
 def ledger_states(workspace) -> dict:
     """key -> the ledger row of every stage of a workspace."""
-    from orchestrator.ledger import Ledger
+    from orchestrator.state.ledger import Ledger
 
     ledger = Ledger(workspace)
     try:

@@ -69,7 +69,7 @@ def write_voc07(root: Path, trainval: int = 24, test: int = 12, size: tuple[int,
     :func:`_voc_objects`; the per-class files hold the devkit's labels; returns ``root``."""
     from PIL import Image
 
-    from workers.voc import VOC_CLASSES
+    from workers.data.voc import VOC_CLASSES
 
     rng = np.random.default_rng(seed)
     folder = Path(root) / "VOCdevkit" / "VOC2007"
@@ -111,7 +111,7 @@ def write_places205(root: Path, train_per_class: int = 4, val_per_class: int = 2
     :data:`PLACES_CLASSES`; returns ``root``."""
     from PIL import Image
 
-    from workers.places import IMAGES_FOLDER, LIST_FILES, LISTS_FOLDER
+    from workers.data.places import IMAGES_FOLDER, LIST_FILES, LISTS_FOLDER
 
     rng = np.random.default_rng(seed)
     (Path(root) / LISTS_FOLDER).mkdir(parents=True, exist_ok=True)

@@ -18,8 +18,8 @@
 - ``STAGE_KINDS`` and ``MASK_RULE_KINDS``: what a stage.json may ask for;
 - :func:`iterations_per_epoch`: optimizer steps per epoch (the last batch may be smaller).
 
-The name lists are live views of the registries (:mod:`workers.mask_sources`,
-:mod:`workers.stage_registry`, :mod:`workers.mask_rule_kinds`, all torch-free), so a mask
+The name lists are live views of the registries (:mod:`workers.pruning.mask_sources`,
+:mod:`workers.stages.registry`, :mod:`workers.pruning.rule_kinds`, all torch-free), so a mask
 source registered at run time is listed too.
 """
 from __future__ import annotations
@@ -27,15 +27,15 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, overload
 
-from workers.data import DATASETS as _FIXED
-from workers.data import KINDS as _KINDS
-from workers.folders import SUBSET_KINDS, DataFolderError
-from workers.known_datasets import dataset_facts  # the folder's facts; published sizes while planning without it
-from workers.mask_rule_kinds import MASK_RULE_KINDS as _RULES
-from workers.mask_sources import MASK_SOURCES as _SOURCES
-from workers.mask_sources import TASKS as _TASKS
-from workers.schedule import iterations_per_epoch
-from workers.stage_registry import STAGE_KINDS as _STAGE_KINDS
+from workers.data.datasets import DATASETS as _FIXED
+from workers.data.datasets import KINDS as _KINDS
+from workers.data.folders import SUBSET_KINDS, DataFolderError
+from workers.data.known_datasets import dataset_facts  # the folder's facts; published sizes while planning without it
+from workers.pruning.mask_sources import MASK_SOURCES as _SOURCES
+from workers.pruning.mask_sources import TASKS as _TASKS
+from workers.pruning.rule_kinds import MASK_RULE_KINDS as _RULES
+from workers.stages.registry import STAGE_KINDS as _STAGE_KINDS
+from workers.training.schedule import iterations_per_epoch
 
 
 class _Names(Sequence[str]):

@@ -1,7 +1,7 @@
 """The one entry point every backend calls: :func:`run_stage` on a stage folder.
 
 A backend about to lose the machine (preemption, time limit) calls :func:`save_progress`
-(from :mod:`workers.preemption`): the running training saves a mid-epoch checkpoint.
+(from :mod:`workers.training.preemption`): the running training saves a mid-epoch checkpoint.
 """
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from workers import stage_lock
-from workers.artifacts import (
+from workers.stages import lock as stage_lock
+from workers.stages.artifacts import (
     CHECKPOINT_FILE,
     DONE_FILE,
     LOG_FILE,
@@ -29,8 +29,8 @@ from workers.artifacts import (
     verify_done,
     write_done,
 )
-from workers.error_record import clear_error, write_error
-from workers.preemption import save_progress  # noqa: F401  (backends call it before a preemption)
+from workers.stages.error_record import clear_error, write_error
+from workers.training.preemption import save_progress  # noqa: F401  (backends call it before a preemption)
 
 log = logging.getLogger("workers")
 #: lines of a traceback kept in the error record.
@@ -74,25 +74,25 @@ def run_stage(stage_dir: Path | str) -> dict:
 
     A done stage (verified manifest) is skipped. A damaged one (manifest present but an
     artifact changed or missing) is invalidated and recomputed. Dependencies are verified
-    before use and raise :class:`~workers.artifacts.CorruptArtifact` naming the folder.
+    before use and raise :class:`~workers.stages.artifacts.CorruptArtifact` naming the folder.
     Log lines and any traceback are appended to ``log.txt``; exceptions are re-raised, and
-    recorded in ``error.json`` (:mod:`workers.error_record`). While it runs, the stage's lock
-    (:mod:`workers.stage_lock`) is held: a second process on the same stage gets
-    :class:`~workers.stage_lock.StageBusy` instead of running beside it.
+    recorded in ``error.json`` (:mod:`workers.stages.error_record`). While it runs, the stage's lock
+    (:mod:`workers.stages.lock`) is held: a second process on the same stage gets
+    :class:`~workers.stages.lock.StageBusy` instead of running beside it.
 
-    Started as one rank of a distributed stage (:mod:`workers.distributed`: torch's
+    Started as one rank of a distributed stage (:mod:`workers.training.distributed`: torch's
     ``WORLD_SIZE``/``RANK``... variables), every rank runs the stage on its shard of the
     batches; rank 0 decides whether it is done, logs and writes every file, and the
     others return its manifest.
     """
-    from workers import distributed
+    from workers.training import distributed
 
     with distributed.process_group():
         return _run_stage(Path(stage_dir).absolute())
 
 
 def _run_stage(stage_dir: Path) -> dict:
-    from workers import distributed
+    from workers.training import distributed
 
     if distributed.current() is None and verify_done(stage_dir)[0]:  # done: skipped without touching a file
         return json.loads((stage_dir / DONE_FILE).read_text())
@@ -102,9 +102,9 @@ def _run_stage(stage_dir: Path) -> dict:
 
 
 def _run_locked(stage_dir: Path) -> dict:
-    from workers import distributed
-    from workers.stage_contract import StageContext
-    from workers.stage_registry import check_metrics, parse_config, stage_kind
+    from workers.stages.contract import StageContext
+    from workers.stages.registry import check_metrics, parse_config, stage_kind
+    from workers.training import distributed
 
     stage = read_stage(stage_dir)
     done, reason = distributed.broadcast_from_writer(verify_done(stage_dir))

@@ -13,11 +13,11 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
-from ..errors import UserError
+from orchestrator.errors import UserError
 
 if TYPE_CHECKING:
-    from .base import DEFAULT_RUNNER, Backend, Events, Task
-    from .settings_base import SettingsModel
+    from orchestrator.backends.base import DEFAULT_RUNNER, Backend, Events, Task
+    from orchestrator.backends.settings_base import SettingsModel
 
 #: backend name -> its subpackage (imported only when the backend is used).
 BACKENDS: dict[str, str] = {
@@ -41,7 +41,7 @@ def backend_class(name: str) -> type[Backend]:
 
 def settings_model(name: str) -> type[SettingsModel]:
     """The pydantic model of the sweep file's section for backend ``name`` (with the shared ``retries``)."""
-    from .settings_base import with_retries
+    from orchestrator.backends.settings_base import with_retries
 
     return with_retries(importlib.import_module(f"{_package(name)}.settings").SETTINGS)
 
@@ -52,7 +52,7 @@ def get_backend(name: str, workers: Optional[int] = None, runner: Optional[str] 
 
     ``runner``: the worker entry point (default :data:`~.base.DEFAULT_RUNNER`).
     """
-    from .base import DEFAULT_RUNNER
+    from orchestrator.backends.base import DEFAULT_RUNNER
 
     return backend_class(name).create(dict(settings or {}), workspace,
                                       runner=DEFAULT_RUNNER if runner is None else runner, workers=workers)
@@ -70,7 +70,7 @@ def by_backend(rows: Iterable[Any]) -> dict[str, list[Any]]:
 def __getattr__(name: str) -> Any:
     # the base classes load on first use: the command line reads BACKENDS without them (and pydantic)
     if name in ("Backend", "Events", "Task", "DEFAULT_RUNNER"):
-        from . import base
+        from orchestrator.backends import base
 
         return getattr(base, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Protocol
 
-from workers.stage_lock import holder
+from workers.stages.lock import holder
 
 #: the worker entry point every backend calls on a stage folder.
 DEFAULT_RUNNER = "workers.entry:run_stage"
@@ -52,7 +52,7 @@ class Events(Protocol):
 
     def retrying(self, key: str, error_class: str, message: str) -> None:
         """A task's attempt failed for a reason another attempt may survive (an infrastructure
-        failure, :mod:`orchestrator.failure_classes`); the backend starts it again."""
+        failure, :mod:`orchestrator.backends.failure_classes`); the backend starts it again."""
 
     def interrupted(self, key: str) -> None:
         """A running task was stopped by the user (Ctrl-C)."""
@@ -79,7 +79,7 @@ class Retry:
     """One failed attempt of a stage that its backend started again by itself, inside one job."""
 
     job_id: str
-    #: ``infrastructure`` or ``deterministic`` (:mod:`orchestrator.failure_classes`).
+    #: ``infrastructure`` or ``deterministic`` (:mod:`orchestrator.backends.failure_classes`).
     failure_class: str
     #: how the attempt ended: ``killed by SIGKILL``.
     why: str
@@ -204,7 +204,7 @@ class DependencyQueue:
     def __init__(self, tasks: Iterable[Task]):
         tasks = list(tasks)
         # a stage these tasks wait for that a process not of this run still runs (it holds the stage's lock,
-        # workers.stage_lock: an orphan of a dead driver, say) is waited for, then run (it returns at once if
+        # workers.stages.lock: an orphan of a dead driver, say) is waited for, then run (it returns at once if
         # it ended done), never beside that process
         known = {task.key for task in tasks}
         held: dict[str, Task] = {}

@@ -53,6 +53,6 @@ def process_alive(pid: int) -> bool:
 
 def rank_env(rank: int, world: int, local_rank: int, local_world: int, master_addr: str,
              master_port: int) -> dict[str, str]:
-    """torch's environment variables for one rank of a distributed stage (``workers.distributed`` reads them)."""
+    """torch's environment variables for one rank of a distributed stage (read by ``workers.training.distributed``)."""
     return {"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(local_rank),
             "LOCAL_WORLD_SIZE": str(local_world), "MASTER_ADDR": master_addr, "MASTER_PORT": str(master_port)}

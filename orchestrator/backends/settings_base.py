@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from ..failure_classes import DEFAULT_RETRIES, MAX_RETRIES
+from orchestrator.backends.failure_classes import DEFAULT_RETRIES, MAX_RETRIES
 
 
 class SettingsModel(BaseModel):
@@ -29,7 +29,7 @@ class KeyedError(ValueError):
 
 
 def with_retries(model: type[SettingsModel]) -> type[SettingsModel]:
-    """``model`` with the ``retries`` setting every backend shares (see :mod:`orchestrator.failure_classes`).
+    """``model`` with the ``retries`` setting every backend shares (see :mod:`orchestrator.backends.failure_classes`).
 
     The registry applies it to every backend's settings model, so a backend need not declare it;
     one that declares ``retries`` itself is returned as it is.

@@ -12,10 +12,10 @@ with its backend (``orchestrator/backends/<name>/settings.py``).
 """
 from __future__ import annotations
 
-from ..backends.local.settings import LocalSettings as LocalBackend
-from ..backends.ray.settings import RayResources, RayRuntimeEnv, RaySettings, RayStageResources
-from ..backends.slurm.settings import SlurmRanks, SlurmSettings
-from .bounds import (
+from orchestrator.backends.local.settings import LocalSettings as LocalBackend
+from orchestrator.backends.ray.settings import RayResources, RayRuntimeEnv, RaySettings, RayStageResources
+from orchestrator.backends.slurm.settings import SlurmRanks, SlurmSettings
+from orchestrator.spec.bounds import (
                      DEFAULT_MAX_STAGES,
                      MAX_BATCH_SIZE,
                      MAX_EPOCHS,
@@ -25,9 +25,9 @@ from .bounds import (
                      MIN_RATE,
                      checked_path,
 )
-from .loading import apply_override, load_spec, validate_spec
-from .rewind import RewindPoint, parse_rewind
-from .sections import (
+from orchestrator.spec.loading import apply_override, load_spec, validate_spec
+from orchestrator.spec.rewind import RewindPoint, parse_rewind
+from orchestrator.spec.sections import (
                      Arch,
                      Dataset,
                      DatasetSubset,
@@ -39,7 +39,7 @@ from .sections import (
                      Schedule,
                      Transfer,
 )
-from .sweep import SweepSpec
+from orchestrator.spec.sweep import SweepSpec
 
 __all__ = ["load_spec", "validate_spec", "apply_override", "SweepSpec", "RewindPoint", "parse_rewind", "Recipe",
            "Schedule", "Dataset", "DatasetSubset", "Arch", "Pruning", "LabelSubset", "LinearTransfer",

@@ -6,11 +6,11 @@ from typing import Optional, Union
 
 from pydantic import ValidationError
 
-from ..errors import SpecError
-from ..yaml_input import YamlInputError, load_yaml
-from .bounds import DEFAULT_MAX_STAGES
-from .messages import describe, shown, within
-from .sweep import SweepSpec
+from orchestrator.errors import SpecError
+from orchestrator.spec.bounds import DEFAULT_MAX_STAGES
+from orchestrator.spec.messages import describe, shown, within
+from orchestrator.spec.sweep import SweepSpec
+from orchestrator.yaml_input import YamlInputError, load_yaml
 
 
 def load_spec(path: Union[str, Path], overrides: Optional[list[str]] = None,

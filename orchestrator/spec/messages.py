@@ -7,9 +7,9 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic_core import ErrorDetails
 
-from ..backends.settings_base import KeyedError as _KeyedError
-from .sections import Recipe
-from .sweep import SweepSpec
+from orchestrator.backends.settings_base import KeyedError as _KeyedError
+from orchestrator.spec.sections import Recipe
+from orchestrator.spec.sweep import SweepSpec
 
 
 def shown(override: str, limit: int = 80) -> str:

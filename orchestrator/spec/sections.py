@@ -6,10 +6,17 @@ from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
 
+from orchestrator.backends.settings_base import KeyedError as _KeyedError
+from orchestrator.spec.bounds import (
+    MAX_BATCH_SIZE,
+    MAX_EPOCHS,
+    MAX_IMAGE_SIZE,
+    MAX_SEED,
+    MAX_WIDTH,
+    MIN_RATE,
+    checked_path,
+)
 from workers import catalog
-
-from ..backends.settings_base import KeyedError as _KeyedError
-from .bounds import MAX_BATCH_SIZE, MAX_EPOCHS, MAX_IMAGE_SIZE, MAX_SEED, MAX_WIDTH, MIN_RATE, checked_path
 
 
 class StrictSection(BaseModel):

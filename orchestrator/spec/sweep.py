@@ -6,17 +6,16 @@ from typing import TYPE_CHECKING, Any, Literal, Optional, Union
 
 from pydantic import Field, ValidationInfo, create_model, field_validator, model_validator
 
+from orchestrator.backends import BACKENDS, settings_model
+from orchestrator.backends.local.settings import LocalSettings
+from orchestrator.backends.ray.settings import RaySettings
+from orchestrator.backends.settings_base import KeyedError as _KeyedError
+from orchestrator.backends.slurm.settings import SlurmSettings
+from orchestrator.spec.bounds import MAX_SEED, checked_path
+from orchestrator.spec.rewind import RewindPoint, parse_rewind
+from orchestrator.spec.sections import Arch, Dataset, LabelSubset, Pruning, Recipe, StrictSection, Transfer, members
 from workers import catalog
-from workers.mask_sources import INITS, MASK_SOURCES
-
-from ..backends import BACKENDS, settings_model
-from ..backends.local.settings import LocalSettings
-from ..backends.ray.settings import RaySettings
-from ..backends.settings_base import KeyedError as _KeyedError
-from ..backends.slurm.settings import SlurmSettings
-from .bounds import MAX_SEED, checked_path
-from .rewind import RewindPoint, parse_rewind
-from .sections import Arch, Dataset, LabelSubset, Pruning, Recipe, StrictSection, Transfer, members
+from workers.pruning.mask_sources import INITS, MASK_SOURCES
 
 
 class _SweepFields(StrictSection):
@@ -204,7 +203,7 @@ class _SweepFields(StrictSection):
         """Training images of the labelled subset (``label_subset``), None where unknown before reading the data.
 
         Exact from the folder's labels where the dataset takes a ``subset`` of its own (the
-        same choice, :func:`workers.folders.subset_positions`); else ``images_per_class``
+        same choice, :func:`workers.data.folders.subset_positions`); else ``images_per_class``
         holds ``round(fraction * N)`` images by construction and ``classes`` is unknown.
         """
         subset = self.label_subset

@@ -19,10 +19,10 @@ from conftest import ledger_states as _states
 
 import results
 from orchestrator.backends.ray.job_client import DRIVER_RECORD
-from orchestrator.planner import plan_sweep
+from orchestrator.planning.planner import plan_sweep
 from orchestrator.spec import load_spec
-from orchestrator.workspace import stage_dir
-from workers.artifacts import CHECKPOINT_FILE, DONE_FILE, LOG_FILE, atomic_write_json
+from orchestrator.state.workspace import stage_dir
+from workers.stages.artifacts import CHECKPOINT_FILE, DONE_FILE, LOG_FILE, atomic_write_json
 
 pytestmark = pytest.mark.ray
 

@@ -12,9 +12,9 @@ import pytest
 
 import results
 from conftest import TINY, ledger_states
-from orchestrator.workspace import stage_dir
+from orchestrator.state.workspace import stage_dir
 from test_ray_backend import _all_done, _sweep, _wait, cli
-from workers.artifacts import LOG_FILE
+from workers.stages.artifacts import LOG_FILE
 
 pytestmark = pytest.mark.ray
 

@@ -16,7 +16,7 @@ import yaml
 
 import results
 from conftest import ROOT, TINY, ledger_states as _states
-from orchestrator.planner import plan_sweep
+from orchestrator.planning.planner import plan_sweep
 from orchestrator.spec import load_spec
 
 pytestmark = pytest.mark.slurm
@@ -94,7 +94,7 @@ def test_a_stage_that_raises_is_reported_and_blocks_its_dependents(slurm_cluster
     victim = next(k for k, s in plan.stages.items() if s.kind == "dense" and s.config["task"] == "rotnet")
     broken = plan.stages[victim].to_json()
     broken["config"]["recipe"]["optimizer"] = "no-such-optimizer"
-    from workers.artifacts import atomic_write_json
+    from workers.stages.artifacts import atomic_write_json
     atomic_write_json(workspace / "stages" / victim / "stage.json", broken)
     cli("launch", path, env=slurm_cluster.env)
     states = _wait(workspace, slurm_cluster.env, lambda s: not [r for r in s.values() if r["state"] == "running"])

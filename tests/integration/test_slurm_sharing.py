@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from conftest import TINY, ledger_states as _states
-from orchestrator.planner import plan_sweep
+from orchestrator.planning.planner import plan_sweep
 from orchestrator.spec import load_spec
 from test_slurm_backend import _top1, _wait, _wait_for_checkpoint, cli
 
@@ -55,7 +55,7 @@ def test_a_stage_that_raises_inside_a_pack_fails_alone(slurm_cluster, tmp_path):
                   and plan.stages[s.deps["previous"]].kind == "dense")
     broken = plan.stages[victim].to_json()
     broken["config"]["recipe"]["optimizer"] = "no-such-optimizer"
-    from workers.artifacts import atomic_write_json
+    from workers.stages.artifacts import atomic_write_json
     atomic_write_json(workspace / "stages" / victim / "stage.json", broken)
     cli("launch", path, env=slurm_cluster.env)
     siblings = [k for k, r in _states(workspace).items() if r["job_id"] == _states(workspace)[victim]["job_id"]

@@ -11,15 +11,15 @@ from contextlib import closing
 import yaml
 from conftest import ROOT
 
-import orchestrator.artifact_stamps as artifact_stamps
-import orchestrator.ledger as ledger_module
-from orchestrator.ledger import Ledger
-from orchestrator.planner import plan_sweep, settings_fingerprint
-from orchestrator.reconcile import IngestSession, ingest_results, reconcile
+import orchestrator.state.artifact_stamps as artifact_stamps
+import orchestrator.state.ledger as ledger_module
+from orchestrator.state.ledger import Ledger
+from orchestrator.planning.planner import plan_sweep, settings_fingerprint
+from orchestrator.state.reconcile import IngestSession, ingest_results, reconcile
 from orchestrator.spec import validate_spec
-from orchestrator.stage_identity import Stage
-from orchestrator.workspace import materialise, stage_dir
-from workers.artifacts import write_done
+from orchestrator.planning.stage_identity import Stage
+from orchestrator.state.workspace import materialise, stage_dir
+from workers.stages.artifacts import write_done
 
 
 def _finish(workspace, key, metrics=None):

@@ -16,7 +16,7 @@ import pytest
 from conftest import ROOT, results_row
 
 import results
-from orchestrator import central_results
+from orchestrator.state import central_results
 from orchestrator.cli import main
 from orchestrator.errors import UserError
 from results import central_db
@@ -233,8 +233,12 @@ import sys
 from contextlib import closing
 from orchestrator.cli import main
 assert main(["plan", {str(sweep)!r}]) == 0
-from orchestrator import central_results, reconcile, status, results_command, driver
-from orchestrator.central_results import configured_url
+from orchestrator import driver
+from orchestrator.state import central_results
+from orchestrator.state import reconcile
+from orchestrator.commands import status
+from orchestrator.commands import results as results_command
+from orchestrator.state.central_results import configured_url
 import results
 ws = {str(tmp_path / 'ws')!r}
 import os; os.makedirs(ws)

@@ -248,7 +248,7 @@ def test_tilde_is_expanded_in_the_workspace(tmp_path, sweep_dict):
 
 
 def test_file_system_type_reads_mountinfo(tmp_path):
-    from orchestrator.workspace import file_system_type
+    from orchestrator.state.workspace import file_system_type
 
     mountinfo = tmp_path / "mountinfo"
     mountinfo.write_text("22 1 0:21 / / rw - ext4 /dev/sda1 rw\n"

@@ -16,7 +16,7 @@ import yaml
 from conftest import ROOT
 from in_process_cli import MINI, run_cli
 
-from workers.artifacts import DONE_FILE, METRICS_FILE, STAGE_FILE, remove_temp_files, verify_done, write_done
+from workers.stages.artifacts import DONE_FILE, METRICS_FILE, STAGE_FILE, remove_temp_files, verify_done, write_done
 
 #: the smallest real sweep: one dense run and one evaluation (about 20 s on 2 cores).
 ONE_LINE_COMMANDS = (("status",), ("results",), ("resume", "--dry-run"), ("resume",), ("cancel",))
@@ -210,10 +210,10 @@ def test_resume_removes_the_temp_files_of_killed_writers_and_nothing_else(worksp
 
 def test_temp_files_of_a_stage_still_running_are_kept(tmp_path):
     """Only what the caller says is idle is swept: :func:`remove_temp_files` works on one folder."""
-    from orchestrator.ledger import Ledger
-    from orchestrator.repair import remove_leftover_temps
-    from orchestrator.stage_identity import Stage
-    from orchestrator.workspace import materialise, stage_dir
+    from orchestrator.state.ledger import Ledger
+    from orchestrator.commands.repair import remove_leftover_temps
+    from orchestrator.planning.stage_identity import Stage
+    from orchestrator.state.workspace import materialise, stage_dir
 
     stages = [Stage("dense", {"seed": i}, {"seed": i}, label=f"dense {i}", epochs=1) for i in range(2)]
     materialise(tmp_path, stages)
@@ -253,16 +253,16 @@ def test_a_manifest_is_done_only_when_it_lists_every_file_its_kind_produces(tmp_
 
 
 def test_linear_eval_needs_only_its_metrics():
-    from workers.stage_files import required_files
+    from workers.stages.files import required_files
 
     assert required_files("linear_eval", {}) == set() and required_files("no such kind", None) == set()
 
 
 def test_the_required_names_are_the_names_the_kinds_write():
-    from workers import stage_files
-    from workers.mask_rules import FINAL_FILE, MASK_FILE
-    from workers.training import rewind_file
-    from workers.transfer import FEATURES_FILE
+    from workers.stages import files as stage_files
+    from workers.pruning.rules import FINAL_FILE, MASK_FILE
+    from workers.training.loop import rewind_file
+    from workers.stages.transfer import FEATURES_FILE
 
     assert (stage_files.MASK, stage_files.FINAL, stage_files.FEATURES) == (MASK_FILE, FINAL_FILE, FEATURES_FILE)
     assert stage_files.rewind_name(25) == rewind_file(25)
@@ -296,7 +296,7 @@ def test_planning_over_a_malformed_stage_file_names_it_in_one_line(workspace, do
 
 
 def test_a_stage_run_over_a_malformed_stage_file_fails_naming_it(workspace):
-    from workers.artifacts import MalformedStageFile
+    from workers.stages.artifacts import MalformedStageFile
     from workers.entry import run_stage
 
     stage = _stage(workspace, "eval")
@@ -318,7 +318,7 @@ def test_repair_removes_the_rows_of_stages_whose_artifacts_it_moved_aside(worksp
         handle.write(bytes([byte[0] ^ 0xFF]))
     code, out, err = run_cli("repair", workspace)
     assert code == 0 and "removed 1 row(s) of results.sqlite whose stage is not verified done" in out, out + err
-    from orchestrator.ledger import Ledger
+    from orchestrator.state.ledger import Ledger
 
     ledger = Ledger(workspace)
     done = {row["key"] for row in ledger.stages() if row["state"] == "done"}

@@ -12,7 +12,7 @@ import yaml
 
 from conftest import ROOT
 from data_folders import CIFAR_BATCHES, write_cifar
-from workers import folders
+from workers.data import folders
 
 
 class _Payload:

@@ -8,9 +8,9 @@ import random
 import pytest
 from conftest import ROOT
 
-from orchestrator.planner import plan_sweep
+from orchestrator.planning.planner import plan_sweep
 from orchestrator.spec import load_spec
-from workers import folders
+from workers.data import folders
 
 
 def _empty_image_folder(root, classes=12, per_class=30):

@@ -7,7 +7,7 @@ import pytest
 from pydantic import ValidationError
 
 from orchestrator.backends import BACKENDS, settings_model
-from orchestrator.failure_classes import (
+from orchestrator.backends.failure_classes import (
     DETERMINISTIC,
     INFRASTRUCTURE,
     classify,

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import gpu_hours
+from orchestrator.planning import gpu_hours
 from orchestrator.cli import main
-from orchestrator.planner import plan_sweep
+from orchestrator.planning.planner import plan_sweep
 from orchestrator.spec import load_spec
-from workers import known_datasets
-from workers.known_datasets import KNOWN, known_facts, sizes_when_absent
+from workers.data import known_datasets
+from workers.data.known_datasets import KNOWN, known_facts, sizes_when_absent
 
 PAPER = Path(__file__).resolve().parents[2] / "sweeps" / "paper"
 SWEEPS = sorted(PAPER.glob("*.yaml"))

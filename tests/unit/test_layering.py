@@ -69,3 +69,67 @@ def test_no_module_imports_itself_back():
         if start not in state:
             visit(start, [start])
     assert not cycles, cycles
+
+
+#: the rooms inside the packages and the rooms each may import (the table in docs/design.md); a module
+#: directly under a package is a room of its own, a subpackage is one room with everything inside it.
+ROOMS = {
+    "orchestrator.errors": set(),
+    "orchestrator.yaml_input": set(),
+    "orchestrator.spec": {"orchestrator.errors", "orchestrator.yaml_input", "orchestrator.backends", "workers",
+                          "results"},
+    "orchestrator.planning": {"orchestrator.spec", "workers", "results"},
+    "orchestrator.backends": {"orchestrator.errors", "orchestrator.planning", "orchestrator.state", "workers"},
+    "orchestrator.state": {"orchestrator.errors", "orchestrator.yaml_input", "orchestrator.planning",
+                           "orchestrator.backends", "workers", "results"},
+    "orchestrator.commands": {"orchestrator.errors", "orchestrator.spec", "orchestrator.planning",
+                              "orchestrator.backends", "orchestrator.state", "workers", "results"},
+    "orchestrator.driver": {"orchestrator.errors", "orchestrator.spec", "orchestrator.planning",
+                            "orchestrator.backends", "orchestrator.state", "orchestrator.commands", "workers"},
+    "orchestrator.driver_job": {"orchestrator", "orchestrator.errors", "orchestrator.backends", "orchestrator.state",
+                                "orchestrator.driver"},
+    "orchestrator.cli": {"orchestrator", "orchestrator.errors", "orchestrator.spec", "orchestrator.planning",
+                         "orchestrator.backends", "orchestrator.state", "orchestrator.commands",
+                         "orchestrator.driver", "workers"},
+    "orchestrator.__main__": {"orchestrator.cli"},
+    "workers.data": set(),
+    "workers.models": set(),
+    "workers.training": {"workers.data", "workers.pruning", "workers.stages", "workers.tasks"},
+    "workers.tasks": {"workers.data", "workers.pruning", "workers.training"},
+    "workers.pruning": {"workers.stages", "workers.tasks", "workers.training"},
+    "workers.stages": {"workers.data", "workers.models", "workers.pruning", "workers.tasks", "workers.training"},
+    "workers.catalog": {"workers.data", "workers.pruning", "workers.stages", "workers.training"},
+    "workers.entry": {"workers.stages", "workers.training"},
+    "workers.__main__": {"workers.entry"},
+}
+
+
+def _room(module: str) -> str:
+    parts = module.split(".")
+    return "results" if parts[0] == "results" else ".".join(parts[:2])
+
+
+def test_every_module_lives_in_a_room_of_the_table():
+    rooms = {_room(module) for module in _graph()} - {"orchestrator", "workers", "results"}
+    assert rooms == set(ROOMS), (sorted(rooms - set(ROOMS)), sorted(set(ROOMS) - rooms))
+
+
+def test_each_room_imports_only_the_rooms_the_table_allows():
+    wrong = []
+    for module, targets in _graph().items():
+        room = _room(module)
+        for target in targets:
+            other = _room(target)
+            if other == room or room not in ROOMS or other.split(".")[0] != room.split(".")[0] and \
+                    other.split(".")[0] in ALLOWED[room.split(".")[0]]:
+                continue
+            if other not in ROOMS[room] and other.split(".")[0] not in ROOMS[room]:
+                wrong.append((module, target))
+    assert not wrong, wrong
+
+
+def test_no_backend_reaches_up_into_the_commands_or_the_driver():
+    above = ("orchestrator.driver", "orchestrator.commands", "orchestrator.cli", "orchestrator.driver_job")
+    wrong = sorted((module, target) for module, targets in _graph().items() if module.startswith("orchestrator.backends")
+                   for target in targets if target.startswith(above))
+    assert not wrong, wrong

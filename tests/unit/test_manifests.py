@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from workers.artifacts import DONE_FILE, METRICS_FILE, invalidate, verify_done, write_done
+from workers.stages.artifacts import DONE_FILE, METRICS_FILE, invalidate, verify_done, write_done
 
 
 def _stage(tmp_path):

@@ -9,12 +9,12 @@ import pytest
 import yaml
 from data_folders import write_cifar, write_image_folder, write_places205, write_voc07
 
-from orchestrator import gpu_hours
+from orchestrator.planning import gpu_hours
 from orchestrator.cli import main
-from orchestrator.planner import plan_sweep
+from orchestrator.planning.planner import plan_sweep
 from orchestrator.spec import load_spec
 from workers import catalog
-from workers.stage_registry import parse_config
+from workers.stages.registry import parse_config
 
 PAPER = Path(__file__).resolve().parents[2] / "sweeps" / "paper"
 SWEEPS = sorted(PAPER.glob("*.yaml"))
@@ -127,7 +127,7 @@ def test_each_sweep_validates_as_shipped_on_data_in_the_real_layout(path, tmp_pa
 
 def test_moving_the_data_keeps_every_stage_key(tmp_path):
     """Where a dataset lives is not part of a stage's identity (nor of the sweep's settings)."""
-    from orchestrator.planner import settings_fingerprint
+    from orchestrator.planning.planner import settings_fingerprint
 
     plans = []
     for mount in ("scratch", "datasets"):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import copy
 
-from orchestrator.planner import NO_REWIND, plan_sweep
+from orchestrator.planning.planner import NO_REWIND, plan_sweep
 from orchestrator.spec import validate_spec
 
 

@@ -17,7 +17,7 @@ import yaml
 from conftest import ROOT
 from in_process_cli import MINI, run_cli
 
-from orchestrator.artifact_stamps import SETTLED_S
+from orchestrator.state.artifact_stamps import SETTLED_S
 
 #: capabilities that let root write where the modes say no: CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER.
 _OVERRIDING_CAPS = (1, 2, 3)
@@ -142,7 +142,7 @@ def test_reading_a_settled_workspace_of_the_current_version_changes_no_byte_and_
 def test_while_a_run_holds_the_lock_reading_reconciles_in_memory_only(done_workspace, tmp_path):
     copy = tmp_path / "ws"
     shutil.copytree(done_workspace[0], copy, symlinks=True)
-    from orchestrator.ledger import Ledger
+    from orchestrator.state.ledger import Ledger
 
     ledger = Ledger(copy)
     key = next(row["key"] for row in ledger.stages() if row["kind"] == "eval")

@@ -4,11 +4,11 @@ from __future__ import annotations
 import os
 import socket
 
-from orchestrator.ledger import Ledger
-from orchestrator.reconcile import reconcile
-from orchestrator.stage_identity import Stage
-from orchestrator.workspace import materialise, stage_dir
-from workers.artifacts import verify_done, write_done
+from orchestrator.state.ledger import Ledger
+from orchestrator.state.reconcile import reconcile
+from orchestrator.planning.stage_identity import Stage
+from orchestrator.state.workspace import materialise, stage_dir
+from workers.stages.artifacts import verify_done, write_done
 
 
 def _workspace(tmp_path, n=3):

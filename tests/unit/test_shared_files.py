@@ -10,8 +10,8 @@ import pytest
 
 from conftest import ROOT
 from orchestrator.errors import UserError
-from orchestrator.workspace import LOCK_FILE, WorkspaceLock
-from workers.artifacts import NotARegularFile, atomic_write_json, open_regular
+from orchestrator.state.workspace import LOCK_FILE, WorkspaceLock
+from workers.stages.artifacts import NotARegularFile, atomic_write_json, open_regular
 
 
 def test_a_symlinked_lock_is_refused_and_its_target_untouched(tmp_path):
@@ -48,7 +48,7 @@ def test_open_regular_refuses_links_and_non_regular_files(tmp_path):
 
 @pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
 def test_files_are_created_with_the_umask(tmp_path, umask, mode):
-    probe = (f"import os; os.umask({umask}); from workers.artifacts import atomic_write_json, open_regular; "
+    probe = (f"import os; os.umask({umask}); from workers.stages.artifacts import atomic_write_json, open_regular; "
              f"from results.atomic_files import atomic_save_with; "
              f"atomic_write_json({str(tmp_path / 'a.json')!r}, {{}}); open_regular({str(tmp_path / 'log')!r}).close(); "
              f"atomic_save_with({str(tmp_path / 'e.csv')!r}, lambda f: f.write(b'x'))")

@@ -7,12 +7,12 @@ import json
 import signal
 
 from orchestrator.backends.slurm.attempts import record_failure
-from orchestrator.ledger import Ledger
-from orchestrator.reconcile import reconcile
-from orchestrator.stage_identity import Stage
-from orchestrator.status import print_status
-from orchestrator.workspace import materialise, stage_dir
-from workers.artifacts import write_done
+from orchestrator.state.ledger import Ledger
+from orchestrator.state.reconcile import reconcile
+from orchestrator.planning.stage_identity import Stage
+from orchestrator.commands.status import print_status
+from orchestrator.state.workspace import materialise, stage_dir
+from workers.stages.artifacts import write_done
 
 JOB = {"SLURM_ARRAY_JOB_ID": "12", "SLURM_ARRAY_TASK_ID": "0"}
 

@@ -7,7 +7,7 @@ import yaml
 from conftest import TINY
 
 from orchestrator.backends.slurm.time_limits import MARGIN_MIN, SAFETY_FACTOR, derive, load, parse_slurm_minutes
-from orchestrator.planner import plan_sweep
+from orchestrator.planning.planner import plan_sweep
 from orchestrator.spec import load_spec
 
 

@@ -13,18 +13,18 @@ import time
 import pytest
 from conftest import ROOT
 
-from orchestrator.ledger import Ledger
-from orchestrator.stage_identity import Stage
-from orchestrator.workspace import STAGES_DIR, materialise, stage_dir
-from workers.artifacts import STAGE_FILE, read_stage
+from orchestrator.state.ledger import Ledger
+from orchestrator.planning.stage_identity import Stage
+from orchestrator.state.workspace import STAGES_DIR, materialise, stage_dir
+from workers.stages.artifacts import STAGE_FILE, read_stage
 
 N = 3000
 
 _LAUNCH = """
 import sys
-from orchestrator.ledger import Ledger
-from orchestrator.stage_identity import Stage
-from orchestrator.workspace import materialise
+from orchestrator.state.ledger import Ledger
+from orchestrator.planning.stage_identity import Stage
+from orchestrator.state.workspace import materialise
 stages = [Stage("dense", {"seed": i}, {"seed": i, "pad": "x" * 400}, label=f"dense {i}", epochs=1)
           for i in range(int(sys.argv[2]))]
 materialise(sys.argv[1], stages)            # as driver.launch: folders first, durable on return

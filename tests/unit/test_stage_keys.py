@@ -5,9 +5,9 @@ for a real change of what a stage computes) update the pins and say why in the c
 """
 from __future__ import annotations
 
-from orchestrator.planner import plan_sweep
+from orchestrator.planning.planner import plan_sweep
 from orchestrator.spec import validate_spec
-from orchestrator.stage_identity import stage_key
+from orchestrator.planning.stage_identity import stage_key
 
 PINNED_KEYS = {
     "dense labels seed=0": "dense-77b5767897dc",

@@ -10,14 +10,14 @@ import time
 
 import pytest
 
-from workers.artifacts import NotARegularFile
-from workers.error_record import ERROR_FILE, clear_error, read_error, write_error
-from workers.stage_lock import LOCK_FILE, StageBusy, hold, holder
+from workers.stages.artifacts import NotARegularFile
+from workers.stages.error_record import ERROR_FILE, clear_error, read_error, write_error
+from workers.stages.lock import LOCK_FILE, StageBusy, hold, holder
 
 HOLDER_SCRIPT = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from workers.stage_lock import hold
+    from workers.stages.lock import hold
     with hold(Path(sys.argv[1])):
         print("held", flush=True)
         time.sleep(600)

@@ -1,7 +1,7 @@
 """``status --watch``: its summary line and its ETA from measured stage durations (no scheduler needed)."""
 from __future__ import annotations
 
-from orchestrator.status_watch import Snapshot, estimate_eta, format_duration
+from orchestrator.commands.status_watch import Snapshot, estimate_eta, format_duration
 
 
 def _row(key, kind, state):

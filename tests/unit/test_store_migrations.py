@@ -17,8 +17,8 @@ from conftest import ROOT
 
 import results
 from orchestrator.cli import main
-from orchestrator.ledger import LEDGER_FILE, Ledger
-from orchestrator.ledger import MIGRATIONS as LEDGER_MIGRATIONS
+from orchestrator.state.ledger import LEDGER_FILE, Ledger
+from orchestrator.state.ledger import MIGRATIONS as LEDGER_MIGRATIONS
 from results.migrations import MIGRATIONS as RESULTS_MIGRATIONS
 from results.table import DB_FILE
 from results.versioned_sqlite import StoreVersionError, open_for_writing, schema_version, sql

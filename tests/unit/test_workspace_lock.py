@@ -13,11 +13,11 @@ import pytest
 
 from conftest import ROOT
 from orchestrator.errors import WorkspaceBusy
-from orchestrator.workspace import WorkspaceLock
+from orchestrator.state.workspace import WorkspaceLock
 
 HOLDER = textwrap.dedent("""
     import sys, time
-    from orchestrator.workspace import WorkspaceLock
+    from orchestrator.state.workspace import WorkspaceLock
     lock = WorkspaceLock(sys.argv[1]).acquire()
     print("locked", flush=True)
     time.sleep(600)

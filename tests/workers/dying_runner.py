@@ -9,8 +9,10 @@ import signal
 import time
 from pathlib import Path
 
-from workers import entry, training
-from workers.artifacts import CHECKPOINT_FILE
+from workers import entry
+
+from workers.training import loop as training
+from workers.stages.artifacts import CHECKPOINT_FILE
 
 
 def run_stage(folder) -> dict:

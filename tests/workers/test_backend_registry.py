@@ -14,9 +14,9 @@ from orchestrator import driver
 from orchestrator.backends import BACKENDS, backend_class, get_backend, settings_model
 from orchestrator.errors import UserError
 from orchestrator.spec import SweepSpec, load_spec
-from orchestrator.status import print_status
-from orchestrator.workspace import stage_dir
-from workers.artifacts import DONE_FILE
+from orchestrator.commands.status import print_status
+from orchestrator.state.workspace import stage_dir
+from workers.stages.artifacts import DONE_FILE
 
 #: a few stages of the digits mini sweep (dense, IMP levels, evaluations).
 SMALL = dict(TINY, name="small", mask_source=["labels", "random"], init=["winning_ticket"])
@@ -59,8 +59,8 @@ def test_a_registered_backend_runs_a_sweep_through_the_real_driver(launched, tmp
 
 
 def test_a_running_stage_of_a_gone_driver_is_planned_again_by_the_default_judgement(launched):
-    from orchestrator.ledger import Ledger
-    from orchestrator.reconcile import reconcile
+    from orchestrator.state.ledger import Ledger
+    from orchestrator.state.reconcile import reconcile
 
     workspace, _ = launched
     key = next(iter(ledger_states(workspace)))

@@ -120,7 +120,7 @@ def test_a_stage_over_the_file_size_limit_fails_naming_the_file_and_resume_redoe
         (stage / name).unlink()
     done = run_process(stage, module="workers", file_size_limit=4096)
     last = done.stderr.strip().splitlines()[-1]
-    assert done.returncode == 1 and last.startswith("workers.artifacts.DiskFull: cannot write "), done.stderr
+    assert done.returncode == 1 and last.startswith("workers.stages.artifacts.DiskFull: cannot write "), done.stderr
     assert str(stage) in last and "the file size limit is exceeded" in last and "free there" in last, last
     assert not (stage / "DONE.json").exists() and not list(stage.glob(".*.tmp"))
     code, out, err = run_cli("resume", workspace, "--no-progress", "--workers", "1")

@@ -13,11 +13,11 @@ import yaml
 
 import results
 from conftest import ROOT, TINY
-from orchestrator.ledger import Ledger
-from orchestrator.planner import plan_sweep
+from orchestrator.state.ledger import Ledger
+from orchestrator.planning.planner import plan_sweep
 from orchestrator.spec import load_spec
-from orchestrator.workspace import stage_dir
-from workers.artifacts import DONE_FILE, atomic_write_json
+from orchestrator.state.workspace import stage_dir
+from workers.stages.artifacts import DONE_FILE, atomic_write_json
 
 ENV = dict(os.environ, PYTHONPATH=str(ROOT))
 

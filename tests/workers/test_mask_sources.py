@@ -10,14 +10,14 @@ import pytest
 import torch
 from test_workers_support import COMMON, PRUNE_ROUND, load, run
 
-from workers.data import dataset_spec, load_split
-from workers.label_subset import subset_indices, subset_size
+from workers.data.datasets import dataset_spec, load_split
+from workers.data.label_subset import subset_indices, subset_size
 from workers.models import build_model
-from workers.pruning import adjusted_random_mask, count, first_conv_names, is_subset, kept_after_rounds
-from workers.stage_contract import StageContext
-from workers.stage_kinds import ticket_model
-from workers.stage_registry import parse_config
-from workers.tasks import ROTATIONS, UNLABELLED, evaluate_accuracy, exemplar_augment, get_task
+from workers.pruning.masks import adjusted_random_mask, count, first_conv_names, is_subset, kept_after_rounds
+from workers.stages.contract import StageContext
+from workers.stages.kinds import ticket_model
+from workers.stages.registry import parse_config
+from workers.tasks.objectives import ROTATIONS, UNLABELLED, evaluate_accuracy, exemplar_augment, get_task
 
 SUBSET = {"label_subset": {"kind": "images_per_class", "fraction": 0.1, "seed": 0}}
 
@@ -162,7 +162,7 @@ def test_adjusted_random_mask_stage_skips_the_dense_runs_zeros(tmp_path, sources
     zeroed = tmp_path / "zeroed"
     zeroed.mkdir()
     torch.save(final, zeroed / "final.pt")
-    from workers.mask_rules import derive_mask
+    from workers.pruning.rules import derive_mask
 
     model = build_model(COMMON["arch"], 10, 1, seed=0)
     rule = {"kind": "adjusted_random", "keep": {"rate": 0.2, "level": 1}}

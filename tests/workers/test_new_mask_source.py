@@ -11,14 +11,15 @@ import functools
 
 import pytest
 
-from orchestrator.planner import plan_sweep
+from orchestrator.planning.planner import plan_sweep
 from orchestrator.spec import validate_spec
-from orchestrator.workspace import materialise, stage_dir
-from workers import catalog, task_registry
-from workers.artifacts import read_done
+from orchestrator.state.workspace import materialise, stage_dir
+from workers import catalog
+from workers.tasks import registry as task_registry
+from workers.stages.artifacts import read_done
 from workers.entry import run_stage
-from workers.mask_sources import MASK_SOURCES, ImpSource, register_mask_source
-from workers.task_registry import TaskDeclaration
+from workers.pruning.mask_sources import MASK_SOURCES, ImpSource, register_mask_source
+from workers.tasks.registry import TaskDeclaration
 
 # ---- the whole mask source (as docs/extending/mask-source.md shows it) ------------------
 
@@ -31,7 +32,7 @@ def flip_task():
     """Predict whether an image was mirrored left-right; torch is imported only when a stage trains."""
     import torch
 
-    from workers.tasks import Task
+    from workers.tasks.objectives import Task
 
     def batch(images, labels):
         targets = torch.arange(2, device=images.device).repeat_interleave(images.shape[0])
@@ -86,4 +87,4 @@ def test_a_name_is_registered_once():
     with pytest.raises(ValueError, match="already registered"):
         register_mask_source(ImpSource("labels", "rotnet"))
     with pytest.raises(ValueError, match="already registered"):
-        task_registry.register_task(TaskDeclaration("labels", "workers.tasks:ROTNET"))
+        task_registry.register_task(TaskDeclaration("labels", "workers.tasks.objectives:ROTNET"))

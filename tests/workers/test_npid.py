@@ -21,12 +21,12 @@ from test_workers_support import DIGITS, SMALL_ARCH, load
 from test_workers_training import states_equal
 
 import results
-from workers import training
-from workers.data import dataset_spec, load_split
+from workers.training import loop as training
+from workers.data.datasets import dataset_spec, load_split
 from workers.models import build_model
-from workers.npid import EMBEDDING_DIM, NEGATIVES, TEMPERATURE, NpidHead, nce_loss, updated_rows
-from workers.preemption import save_progress
-from workers.tasks import get_task
+from workers.tasks.npid import EMBEDDING_DIM, NEGATIVES, TEMPERATURE, NpidHead, nce_loss, updated_rows
+from workers.training.preemption import save_progress
+from workers.tasks.objectives import get_task
 
 SPEC = dataset_spec(DIGITS)
 RECIPE = {"epochs": 3, "batch_size": 128, "optimizer": "sgd", "lr": 0.03, "momentum": 0.9, "weight_decay": 5e-4}

@@ -11,9 +11,9 @@ from data_folders import PLACES_CLASSES, write_places205
 
 import results
 from orchestrator.cli import main
-from workers.data import dataset_facts, load_split
-from workers.folders import DataFolderError
-from workers.places import IMAGES_FOLDER, LISTS_FOLDER, places_facts
+from workers.data.datasets import dataset_facts, load_split
+from workers.data.folders import DataFolderError
+from workers.data.places import IMAGES_FOLDER, LISTS_FOLDER, places_facts
 
 QUICK = {"epochs": 1, "batch_size": 256, "optimizer": "adam", "lr": 0.01}
 

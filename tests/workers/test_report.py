@@ -18,7 +18,7 @@ import yaml
 from conftest import ROOT, TINY, results_row
 
 import results
-from orchestrator.ledger import Ledger
+from orchestrator.state.ledger import Ledger
 from results.report import MAX_CURVES, MAX_ROWS, SECTIONS, Failure, WorkspaceState, build_report
 
 PNG = re.compile(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"')
@@ -208,7 +208,7 @@ def test_bad_options_exit_2_with_one_line(two_networks, tmp_path, args, needle):
 
 
 def test_plan_launch_and_status_never_load_the_report():
-    code = ("import sys, orchestrator.cli, orchestrator.driver, orchestrator.status, orchestrator.planner; "
+    code = ("import sys, orchestrator.cli, orchestrator.driver, orchestrator.commands.status, orchestrator.planning.planner; "
             "print(sorted(m for m in sys.modules if m.endswith(('report', 'report_command'))))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                           env=dict(os.environ, PYTHONPATH=str(ROOT)))

@@ -20,7 +20,7 @@ from conftest import ROOT, TINY, results_row
 from scipy import stats
 
 import results
-from orchestrator.artifact_stamps import SETTLED_S
+from orchestrator.state.artifact_stamps import SETTLED_S
 from results.comparison import format_comparison, parse_compare
 
 make_row = partial(results_row, sweep="cmp")

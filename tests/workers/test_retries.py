@@ -23,11 +23,11 @@ import yaml
 from conftest import ROOT, TINY, ledger_states
 
 from orchestrator import backends, driver
-from orchestrator.planner import plan_sweep
+from orchestrator.planning.planner import plan_sweep
 from orchestrator.spec import load_spec
-from orchestrator.workspace import stage_dir
-from workers.artifacts import CHECKPOINT_FILE, DONE_FILE, LOG_FILE, atomic_write_json
-from workers.stage_lock import holder
+from orchestrator.state.workspace import stage_dir
+from workers.stages.artifacts import CHECKPOINT_FILE, DONE_FILE, LOG_FILE, atomic_write_json
+from workers.stages.lock import holder
 
 HERE = Path(__file__).resolve().parent
 ENV = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(HERE)]))
@@ -198,7 +198,7 @@ def test_a_driver_killed_alone_takes_its_workers_and_resume_finishes(tmp_path, u
 ORPHAN = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from workers.stage_lock import hold
+    from workers.stages.lock import hold
     with hold(Path(sys.argv[1])):
         print("held", flush=True)
         time.sleep(600)

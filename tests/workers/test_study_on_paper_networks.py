@@ -10,7 +10,7 @@ import torch
 
 from data_folders import write_image_folder
 from test_workers_support import run
-from workers.pruning import count
+from workers.pruning.masks import count
 
 TINY = {"epochs": 1, "batch_size": 8, "optimizer": "adam", "lr": 0.003}
 ROUND = {"kind": "prune_round", "rate": 0.2, "scope": "global"}

@@ -10,7 +10,7 @@ import results
 from conftest import TINY
 from orchestrator.cli import main
 from orchestrator.errors import SpecError
-from orchestrator.planner import plan_sweep
+from orchestrator.planning.planner import plan_sweep
 from orchestrator.spec import validate_spec
 
 QUICK = {"epochs": 1, "batch_size": 256, "optimizer": "adam", "lr": 0.01}
@@ -140,8 +140,8 @@ def test_a_results_table_of_the_first_schema_is_read_and_migrated(tmp_path):
 
 
 def test_new_sections_leave_an_existing_sweeps_settings_fingerprint_alone(sweep_dict):
-    from orchestrator.planner import settings_fingerprint
-    from orchestrator.stage_identity import canonical_json
+    from orchestrator.planning.planner import settings_fingerprint
+    from orchestrator.planning.stage_identity import canonical_json
 
     spec = validate_spec(copy.deepcopy(sweep_dict), "t.yaml")
     before = {"dataset": spec.dataset.model_dump(), "arch": spec.arch.model_dump(),
@@ -155,8 +155,8 @@ def test_new_sections_leave_an_existing_sweeps_settings_fingerprint_alone(sweep_
 @pytest.mark.parametrize("kind", ["images_per_class", "classes"])
 def test_labelled_subset_size_on_a_folder_is_the_workers_exact_one(kind, tmp_path):
     from data_folders import write_cifar
-    from workers.data import load_split
-    from workers.label_subset import subset_indices
+    from workers.data.datasets import load_split
+    from workers.data.label_subset import subset_indices
 
     root = write_cifar(tmp_path / "cifar", per_batch=50)
     sweep = {**copy.deepcopy(STUDY), "dataset": {"name": "cifar10", "root": str(root)}, "rewind": ["1ep"],

@@ -11,8 +11,8 @@ from test_workers_support import COMMON, PRUNE_ROUND, load, run
 
 from workers import catalog
 from workers.models import build_model
-from workers.pruning import count, first_conv_names, prunable_names
-from workers.transfer import mean_average_precision, pooled_features
+from workers.pruning.masks import count, first_conv_names, prunable_names
+from workers.stages.transfer import mean_average_precision, pooled_features
 
 TARGET = {"name": "digits"}
 LINEAR = {"epochs": 4, "batch_size": 256, "optimizer": "adam", "lr": 0.01}
@@ -42,7 +42,7 @@ def test_features_are_the_pooled_input_of_the_head_of_the_pruned_network(pretext
     assert cached["train_features"].shape == (1347, 16) and cached["test_features"].shape == (450, 16)
     model = build_model(COMMON["arch"], 4, 1, seed=0)
     model.load_state_dict(load(pretext / "imp1" / "final.pt"))
-    from workers.data import load_split
+    from workers.data.datasets import load_split
 
     test = load_split(TARGET)
     assert torch.allclose(pooled_features(model, test.test_images), cached["test_features"], atol=1e-5)

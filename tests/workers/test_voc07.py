@@ -15,9 +15,9 @@ from data_folders import VOC_USED, write_voc07
 
 import results
 from orchestrator.cli import main
-from workers import voc
-from workers.folders import DataFolderError
-from workers.transfer import SVM_COSTS, svm_scores, voc07_average_precision, voc07_mean_average_precision
+from workers.data import voc
+from workers.data.folders import DataFolderError
+from workers.stages.transfer import SVM_COSTS, svm_scores, voc07_average_precision, voc07_mean_average_precision
 
 QUICK = {"epochs": 1, "batch_size": 256, "optimizer": "adam", "lr": 0.01}
 
@@ -129,7 +129,7 @@ def test_the_cost_is_the_one_scikit_learns_cross_validation_prefers():
     from sklearn.model_selection import cross_val_score
     from sklearn.svm import LinearSVC
 
-    from workers.seeds import derive_seed
+    from workers.training.seeds import derive_seed
 
     generator = torch.Generator().manual_seed(1)
     labels = torch.where(torch.rand(45, 1, generator=generator) > 0.6, 1, -1)
@@ -147,9 +147,9 @@ def test_the_cost_is_the_one_scikit_learns_cross_validation_prefers():
 
 def test_features_cached_with_one_label_per_image_are_refused_for_voc07(devkit, tmp_path):
     """Features a version reading VOC07 as a folder of classes cached carry (N,) labels."""
-    from workers.stage_contract import LinearEvalConfig, StageContext
-    from workers.training import save_state_dict
-    from workers.transfer import FEATURES_FILE, run_linear_eval
+    from workers.stages.contract import LinearEvalConfig, StageContext
+    from workers.training.loop import save_state_dict
+    from workers.stages.transfer import FEATURES_FILE, run_linear_eval
 
     old = tmp_path / "features-old"
     old.mkdir()

@@ -16,9 +16,15 @@ import yaml
 from data_folders import write_cifar, write_image_folder
 from test_workers_support import ROOT
 
-from workers import augment, catalog, data, folders
-from workers.image_folder import LazyImages
-from workers.training import epoch_batches
+from workers import catalog
+
+from workers.data import augment
+
+from workers.data import datasets as data
+
+from workers.data import folders
+from workers.data.image_folder import LazyImages
+from workers.training.loop import epoch_batches
 
 
 @pytest.fixture(scope="module")
@@ -238,7 +244,7 @@ def test_a_dense_stage_trains_on_a_data_folder(kind, cifar_root, folder_root, tm
 
 @pytest.mark.parametrize("loader_processes", ["0", "2"])
 def test_evaluation_batches_of_a_folder_are_its_central_crops_in_order(folder_root, monkeypatch, loader_processes):
-    from workers.image_folder import eval_batches
+    from workers.data.image_folder import eval_batches
 
     monkeypatch.setenv("PRUNESWEEP_LOADER_WORKERS", loader_processes)
     split = data.load_split({"name": "imagenet", "root": str(folder_root), "image_size": 12})

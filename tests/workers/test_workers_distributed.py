@@ -11,11 +11,11 @@ import pytest
 import torch
 from torch import nn
 
-from workers import distributed
-from workers.data import load_split
-from workers.pruning import random_mask
-from workers.tasks import get_task
-from workers.training import _check_shards, train
+from workers.training import distributed
+from workers.data.datasets import load_split
+from workers.pruning.masks import random_mask
+from workers.tasks.objectives import get_task
+from workers.training.loop import _check_shards, train
 
 RECIPE = {"epochs": 2, "batch_size": 128, "optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 1e-3}
 

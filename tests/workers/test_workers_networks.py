@@ -7,11 +7,11 @@ import torch
 from torch import nn
 
 from test_workers_support import ROOT  # noqa: F401  (puts the project on sys.path)
-from workers.data import DataSplit
+from workers.data.datasets import DataSplit
 from workers.models import build_model
-from workers.pruning import prunable_names, random_mask
-from workers.tasks import get_task
-from workers.training import train
+from workers.pruning.masks import prunable_names, random_mask
+from workers.tasks.objectives import get_task
+from workers.training.loop import train
 
 # name -> (smallest convenient input side, first prunable weight, number of prunable weights)
 NETWORKS = {

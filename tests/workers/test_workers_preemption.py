@@ -9,10 +9,10 @@ import torch
 
 from test_workers_support import DIGITS
 from test_workers_training import RECIPE, fresh_model, states_equal
-from workers import training
-from workers.data import load_split
-from workers.preemption import save_progress, update_guard
-from workers.tasks import EXEMPLAR_DIM, get_task
+from workers.training import loop as training
+from workers.data.datasets import load_split
+from workers.training.preemption import save_progress, update_guard
+from workers.tasks.objectives import EXEMPLAR_DIM, get_task
 
 
 class Preempted(Exception):
@@ -95,11 +95,11 @@ def test_a_save_requested_inside_the_forward_pass_resumes_bit_identically(tmp_pa
 
     import torch
 
-    from workers import training
-    from workers.data import load_split
+    from workers.training import loop as training
+    from workers.data.datasets import load_split
     from workers.models import build_model
-    from workers.preemption import save_progress
-    from workers.tasks import get_task
+    from workers.training.preemption import save_progress
+    from workers.tasks.objectives import get_task
 
     recipe = {"epochs": 3, "batch_size": 128, "optimizer": "sgd", "lr": 0.03}
     task, data = get_task("labels"), load_split({"name": "digits"})

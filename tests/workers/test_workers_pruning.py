@@ -7,14 +7,14 @@ import pytest
 import torch
 
 from test_workers_support import DIGITS
-from workers.data import load_split
+from workers.data.datasets import load_split
 from workers.models import build_model
-from workers.pruning import (MaskEnforcer, apply_mask, count, full_mask, is_subset,
+from workers.pruning.masks import (MaskEnforcer, apply_mask, count, full_mask, is_subset,
                              kept_after_rounds, prunable_names, prune_count, prune_global_round,
                              prune_one_shot, random_mask)
-from workers.mask_rules import derive_mask
-from workers.tasks import get_task
-from workers.training import train
+from workers.pruning.rules import derive_mask
+from workers.tasks.objectives import get_task
+from workers.training.loop import train
 
 CONV_WEIGHTS = ["features.0.weight", "features.3.weight", "features.7.weight",
                 "features.10.weight"]

@@ -12,11 +12,11 @@ import pytest
 import torch
 from test_workers_support import COMMON, PRUNE_ROUND, ROOT, SMALL_ARCH, UNTRAINED, load, make_stage, run
 
-from workers.artifacts import CorruptArtifact, verify_done
+from workers.stages.artifacts import CorruptArtifact, verify_done
 from workers.entry import run_stage
 from workers.models import build_model, redraw_head
-from workers.pruning import count, is_subset, kept_after_rounds
-from workers.seeds import derive_seed
+from workers.pruning.masks import count, is_subset, kept_after_rounds
+from workers.training.seeds import derive_seed
 
 DENSE_KEYS = {"task_accuracy", "test_top1", "kept", "total", "fraction_remaining", "zero_fraction",
               "epochs", "iterations", "wall_time_s"}

@@ -12,13 +12,13 @@ if str(ROOT) not in sys.path:  # lets a bare `pytest` import the project's packa
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from workers.artifacts import atomic_write_json  # noqa: E402
-from workers.data import DATASETS, load_split, train_size  # noqa: E402
+from workers.stages.artifacts import atomic_write_json  # noqa: E402
+from workers.data.datasets import DATASETS, load_split, train_size  # noqa: E402
 from workers.entry import run_stage  # noqa: E402
 from workers.models import build_model, redraw_head  # noqa: E402
-from workers.pruning import first_conv_names  # noqa: E402
-from workers.seeds import derive_seed  # noqa: E402
-from workers.tasks import evaluate_accuracy, get_task, rotate_batch  # noqa: E402
+from workers.pruning.masks import first_conv_names  # noqa: E402
+from workers.training.seeds import derive_seed  # noqa: E402
+from workers.tasks.objectives import evaluate_accuracy, get_task, rotate_batch  # noqa: E402
 
 # The small CNN gains nothing from intra-op threads, and on a shared 2-core machine two
 # OpenMP threads per process slow training down >10x; backends run workers with one.
@@ -120,14 +120,20 @@ def test_catalog_matches_the_registries_and_needs_no_torch():
     import inspect
     import subprocess
 
-    from workers import catalog, mask_rule_kinds, mask_sources, models, stage_registry
+    from workers import catalog, models
+
+    from workers.pruning import rule_kinds as mask_rule_kinds
+
+    from workers.pruning import mask_sources
+
+    from workers.stages import registry as stage_registry
     assert catalog.DATASETS["digits"] == {"num_classes": 10, "in_channels": 1,
                                           "train_size": 1347, "test_size": 450}
     assert set(catalog.ARCHITECTURES) == set(models.ARCHITECTURES)
     for name, options in catalog.ARCHITECTURES.items():
         signature = inspect.signature(models.ARCHITECTURES[name])
         assert {k: signature.parameters[k].default for k in options} == options
-    from workers.tasks import get_task
+    from workers.tasks.objectives import get_task
     assert list(catalog.TASKS) == list(mask_sources.TASKS) == [
         "labels", "rotnet", "exemplar", "s4l", "labels_10pct", "npid"]
     assert all(get_task(name).name == name for name in catalog.TASKS)  # every declared task has its implementation
@@ -141,13 +147,13 @@ def test_catalog_matches_the_registries_and_needs_no_torch():
     assert list(catalog.STAGE_KINDS) == ["dense", "rewind", "imp", "random_mask", "eval", "features", "linear_eval",
                                          "finetune"]
     assert all(callable(kind.load()) for kind in stage_registry.STAGE_KINDS.values())
-    from workers.stage_contract import StageConfig, StageMetrics
+    from workers.stages.contract import StageConfig, StageMetrics
     assert all(issubclass(kind.config_model(), StageConfig) and issubclass(kind.metrics_model(), StageMetrics)
                for kind in stage_registry.STAGE_KINDS.values())
     assert list(catalog.MASK_RULE_KINDS) == list(mask_rule_kinds.MASK_RULE_KINDS)
     assert all(callable(mask_rule_kinds.mask_rule_function(kind)) for kind in catalog.MASK_RULE_KINDS)
     assert catalog.iterations_per_epoch(1347, 64) == 22
-    probe = ("import sys, workers.catalog, workers.data, workers.entry, workers.stage_registry, "
-             "orchestrator.planner; "
+    probe = ("import sys, workers.catalog, workers.data.datasets, workers.entry, workers.stages.registry, "
+             "orchestrator.planning.planner; "
              "sys.exit(int('torch' in sys.modules or 'sklearn' in sys.modules))")
     assert subprocess.run([sys.executable, "-c", probe], cwd=ROOT).returncode == 0

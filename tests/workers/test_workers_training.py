@@ -7,12 +7,12 @@ import pytest
 import torch
 
 from test_workers_support import DIGITS, SMALL_ARCH
-from workers import training
-from workers.data import load_split
+from workers.training import loop as training
+from workers.data.datasets import load_split
 from workers.models import build_model
-from workers.schedule import iterations_per_epoch, learning_rate_at
-from workers.tasks import get_task
-from workers.training import rewind_file, train, validate_recipe
+from workers.training.schedule import iterations_per_epoch, learning_rate_at
+from workers.tasks.objectives import get_task
+from workers.training.loop import rewind_file, train, validate_recipe
 
 RECIPE = {"epochs": 3, "batch_size": 128, "optimizer": "sgd", "lr": 0.05, "momentum": 0.9,
           "weight_decay": 5e-4, "schedule": {"kind": "step", "milestones": [2], "gamma": 0.1}}

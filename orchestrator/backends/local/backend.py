@@ -4,11 +4,11 @@ Each worker process imports the entry point once and then runs one stage after a
 (one thread each by default, one process per core). A stage that raises is reported
 with its traceback's last lines, and is not retried: a deterministic failure. A worker
 process that dies (killed by a signal) is replaced and its stage is started again, from
-its last epoch checkpoint, up to ``retries`` times (:mod:`orchestrator.failure_classes`).
+its last epoch checkpoint, up to ``retries`` times (:mod:`orchestrator.backends.failure_classes`).
 Ctrl-C terminates the workers and reports the running stages as interrupted; whatever
 epochs they had checkpointed are kept. Workers die with the driver, even when it alone is
 killed (:mod:`.parent_death`). A stage this run waits for that a process of an earlier
-driver still runs (it holds the stage's lock, :mod:`workers.stage_lock`) is waited for,
+driver still runs (it holds the stage's lock, :mod:`workers.stages.lock`) is waited for,
 never started beside itself.
 """
 from __future__ import annotations
@@ -21,14 +21,13 @@ import traceback
 from pathlib import Path
 from typing import Optional
 
-from workers.error_record import read_error
-from workers.stage_lock import StageBusy
-
-from ...failure_classes import DEFAULT_RETRIES, RetryBudget, classify
-from ..base import DEFAULT_RUNNER, Backend, Checks, DependencyQueue, Events, Task, Verdict
-from ..processes import process_alive, resolve_runner, thread_env
-from .gpus import least_used_gpu, visible_gpus
-from .ranks import RankGroup
+from orchestrator.backends.base import DEFAULT_RUNNER, Backend, Checks, DependencyQueue, Events, Task, Verdict
+from orchestrator.backends.failure_classes import DEFAULT_RETRIES, RetryBudget, classify
+from orchestrator.backends.local.gpus import least_used_gpu, visible_gpus
+from orchestrator.backends.local.ranks import RankGroup
+from orchestrator.backends.processes import process_alive, resolve_runner, thread_env
+from workers.stages.error_record import read_error
+from workers.stages.lock import StageBusy
 
 #: lines of a traceback sent back with a failure.
 TRACEBACK_LINES = 12
@@ -38,7 +37,7 @@ HELD_POLL_S = 1.0
 
 def _worker_main(runner: str, threads: int, gpu: Optional[str], connection, driver_pid: int) -> None:
     """Body of one worker process: run the stage folders it is sent until told to stop."""
-    from .parent_death import die_with_parent
+    from orchestrator.backends.local.parent_death import die_with_parent
 
     die_with_parent(driver_pid)
     os.environ.update(thread_env(threads))

@@ -4,7 +4,7 @@ The local backend's stage processes are the driver's children: when the driver d
 by SIGKILL sent to it alone, the kernel kills them too (Linux's parent-death signal), so no
 stage goes on training without a driver to record it. What they had checkpointed is kept;
 ``resume`` continues from there. (An orphan that survives anyway, on a system without the
-signal, holds its stage's lock and is never started beside itself: :mod:`workers.stage_lock`.)
+signal, holds its stage's lock and is never started beside itself: :mod:`workers.stages.lock`.)
 """
 from __future__ import annotations
 

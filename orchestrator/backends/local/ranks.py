@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Optional
 
-from ..processes import free_port, rank_env, thread_env
+from orchestrator.backends.processes import free_port, rank_env, thread_env
 
 #: lines of a failed rank's stderr reported with the failure.
 STDERR_LINES = 12

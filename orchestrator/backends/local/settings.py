@@ -5,10 +5,9 @@ from typing import Optional
 
 from pydantic import Field, field_validator
 
+from orchestrator.backends.settings_base import KeyedError as _KeyedError
+from orchestrator.backends.settings_base import SettingsModel as _Strict
 from workers import catalog
-
-from ..settings_base import KeyedError as _KeyedError
-from ..settings_base import SettingsModel as _Strict
 
 
 class LocalSettings(_Strict):

@@ -7,14 +7,14 @@ Two ways to run:
   node sees the workspace, then submits each stage as soon as the stages it waits for are
   done, longest chain first, and reports through :class:`~.base.Events`. A task whose
   worker process dies (SIGKILL, node loss: an infrastructure failure,
-  :mod:`orchestrator.failure_classes`) is rerun by Ray up to ``retries`` times (Ray's own
+  :mod:`orchestrator.backends.failure_classes`) is rerun by Ray up to ``retries`` times (Ray's own
   ``max_retries`` where the sweep gives it); the runner resumes from the stage's last epoch
   checkpoint, and each rerun is noted in the ledger. A stage that raises is not retried: it
   fails with its traceback's last lines and its dependents are blocked. A stage the run
   waits for that a process not of this run holds (its lock) is waited for, never started
   beside it.
 - **detached** (an ``address``): ``run`` submits a driver to the cluster as a Ray job
-  (``python -m orchestrator.backends.ray.driver_job WORKSPACE``), waits only until that driver has seen
+  (``python -m orchestrator.driver_job WORKSPACE``), waits only until that driver has seen
   the workspace from every node, records the job in ``WORKSPACE/ray/driver.json`` and
   returns: a dropped SSH session loses nothing.
 
@@ -35,14 +35,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Optional
 
-from workers.artifacts import atomic_write_json
-from workers.stage_lock import StageBusy
-
-from ...errors import UserError
-from ...failure_classes import DEFAULT_RETRIES
-from ..base import DEFAULT_RUNNER, Backend, DependencyQueue, Events, Task
-from ..processes import resolve_runner, thread_env
-from .job_client import (
+from orchestrator.backends.base import DEFAULT_RUNNER, Backend, DependencyQueue, Events, Task
+from orchestrator.backends.failure_classes import DEFAULT_RETRIES
+from orchestrator.backends.processes import resolve_runner, thread_env
+from orchestrator.backends.ray.job_client import (
     DRIVER_RECORD,
     driver_status,
     job_client,
@@ -51,7 +47,10 @@ from .job_client import (
     stop_driver,
     write_driver_record,
 )
-from .ranks import StageRankError, check_cluster_fits, log_line, run_ranks
+from orchestrator.backends.ray.ranks import StageRankError, check_cluster_fits, log_line, run_ranks
+from orchestrator.errors import UserError
+from workers.stages.artifacts import atomic_write_json
+from workers.stages.lock import StageBusy
 
 #: lines of a traceback kept with a failure.
 TRACEBACK_LINES = 12
@@ -200,7 +199,7 @@ class RayBackend(Backend):
     def _submit_driver(self) -> None:
         address = self.settings["address"]
         client = job_client(address)
-        entrypoint = (f"{shlex.quote(sys.executable)} -m orchestrator.backends.ray.driver_job "
+        entrypoint = (f"{shlex.quote(sys.executable)} -m orchestrator.driver_job "
                       f"{shlex.quote(str(self.workspace))}")
         try:
             job = client.submit_job(entrypoint=entrypoint, runtime_env=self._runtime_env() or None,

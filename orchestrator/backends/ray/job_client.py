@@ -8,9 +8,8 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-from workers.artifacts import atomic_write_json
-
-from ...errors import UserError
+from orchestrator.errors import UserError
+from workers.stages.artifacts import atomic_write_json
 
 #: the driver job's record, relative to the workspace.
 DRIVER_RECORD = Path("ray") / "driver.json"

@@ -18,11 +18,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Optional
 
-from workers.artifacts import LOG_FILE, open_regular
-
-from ...errors import UserError
-from ..processes import free_port, rank_env, resolve_runner, thread_env
-from .job_client import one_line
+from orchestrator.backends.processes import free_port, rank_env, resolve_runner, thread_env
+from orchestrator.backends.ray.job_client import one_line
+from orchestrator.errors import UserError
+from workers.stages.artifacts import LOG_FILE, open_regular
 
 #: seconds between two checks that a placement group still waiting could be placed at all.
 PLACEMENT_CHECK_S = 10

@@ -6,8 +6,8 @@ from typing import Literal, Optional
 
 from pydantic import Field, field_validator, model_validator
 
-from ..settings_base import KeyedError as _KeyedError
-from ..settings_base import SettingsModel as _Strict
+from orchestrator.backends.settings_base import KeyedError as _KeyedError
+from orchestrator.backends.settings_base import SettingsModel as _Strict
 
 _RAY_ADDRESS = re.compile(r"^(auto|ray://[^\s/:]+:\d+|https?://[^\s/:]+(:\d+)?/?)$")
 #: names Ray reserves for its own resources (set them with num_cpus / num_gpus instead).

@@ -1,6 +1,6 @@
 """Automatic retries inside a SLURM job: which failures are retried, and the record status reads.
 
-The failure classes are those of :mod:`orchestrator.failure_classes`, shared by every backend.
+The failure classes are those of :mod:`orchestrator.backends.failure_classes`, shared by every backend.
 
 A SLURM job runs each stage as a child process (:mod:`.pack`). When that child dies by a
 signal (SIGKILL from a node's OOM killer or an administrator, a lost node's processes, a
@@ -23,10 +23,9 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from workers.artifacts import atomic_write_json
-
-from ...failure_classes import DETERMINISTIC, INFRASTRUCTURE, signal_name
-from .inputs import job_id_from
+from orchestrator.backends.failure_classes import DETERMINISTIC, INFRASTRUCTURE, signal_name
+from orchestrator.backends.slurm.inputs import job_id_from
+from workers.stages.artifacts import atomic_write_json
 
 #: the folder of attempt records, inside the backend's log folder.
 ATTEMPTS_DIR = "attempts"

@@ -47,13 +47,13 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Optional
 
-from ..base import DEFAULT_RUNNER, Backend, Checks, Events, Retry, Task, Verdict
-from ..processes import rank_env, split_runner, thread_env
-from . import time_limits
-from .attempts import read_record, recorded_keys, summary
-from .inputs import inputs_ready, read_blocked, stage_inputs
-from .pack import PackJob
-from .scheduler_output import (
+from orchestrator.backends.base import DEFAULT_RUNNER, Backend, Checks, Events, Retry, Task, Verdict
+from orchestrator.backends.processes import rank_env, split_runner, thread_env
+from orchestrator.backends.slurm import time_limits
+from orchestrator.backends.slurm.attempts import read_record, recorded_keys, summary
+from orchestrator.backends.slurm.inputs import inputs_ready, read_blocked, stage_inputs
+from orchestrator.backends.slurm.pack import PackJob
+from orchestrator.backends.slurm.scheduler_output import (
     ALIVE,
     FAILURE_REASONS,
     SACCT_FIELDS,
@@ -228,7 +228,7 @@ class SlurmBackend(Backend):
 
     def preflight(self) -> None:
         """Refuse (UserError, nothing submitted) unless SLURM answers and knows the partition."""
-        from ...errors import UserError
+        from orchestrator.errors import UserError
 
         try:
             result = subprocess.run(["sinfo", "-h", "-o", "%R"], capture_output=True, text=True, timeout=60)
@@ -443,7 +443,7 @@ def _sbatch_time_limit(seconds: int, shims: Path) -> Iterator[None]:
 
 def _submission_error(error: Exception, submitted: int, total: int):
     """A UserError explaining a failed sbatch, and what was submitted before it."""
-    from ...errors import UserError
+    from orchestrator.errors import UserError
 
     text = str(error)
     before = (f"{submitted} of {total} stage(s) were submitted before it and are queued; "
@@ -550,7 +550,7 @@ def blocked_while_queued(workspace: Path, queued: list[str], ledger_states: Mapp
     array before them ended; status says so at once. Transitive: a queued stage waiting for one
     found blocked here is blocked too.
     """
-    from ...workspace import stage_dir
+    from orchestrator.state.workspace import stage_dir
 
     state = dict(ledger_states)
     state.update({key: verdict.state for key, verdict in verdicts.items() if verdict.state != "running"})

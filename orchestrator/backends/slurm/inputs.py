@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Optional
 
-from workers.artifacts import DONE_FILE, STAGE_FILE, atomic_write_json
+from workers.stages.artifacts import DONE_FILE, STAGE_FILE, atomic_write_json
 
 #: the folder of blocked records, inside the backend's log folder (``WORKSPACE/slurm``).
 BLOCKED_DIR = "blocked"

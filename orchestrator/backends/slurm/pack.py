@@ -25,9 +25,9 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from ..processes import split_runner, thread_env
-from .attempts import describe_exit, failure_class, record_failure, retriable
-from .inputs import inputs_ready
+from orchestrator.backends.processes import split_runner, thread_env
+from orchestrator.backends.slurm.attempts import describe_exit, failure_class, record_failure, retriable
+from orchestrator.backends.slurm.inputs import inputs_ready
 
 #: exit status of a child stopped by SIGUSR2 after saving its progress (not a failure).
 PREEMPTED = 75

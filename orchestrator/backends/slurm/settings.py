@@ -6,10 +6,9 @@ from typing import Optional, Union
 
 from pydantic import Field, StrictBool, field_validator, model_validator
 
+from orchestrator.backends.settings_base import KeyedError as _KeyedError
+from orchestrator.backends.settings_base import SettingsModel as _Strict
 from workers import catalog
-
-from ..settings_base import KeyedError as _KeyedError
-from ..settings_base import SettingsModel as _Strict
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _SBATCH_OPTION = re.compile(r"^[a-z][a-z0-9_-]*$")
@@ -42,7 +41,7 @@ class SlurmSettings(_Strict):
     array_parallelism: int = Field(256, gt=0)
     #: overrides the cluster's MaxArraySize (read from `scontrol show config`).
     max_array_size: Optional[int] = Field(None, gt=0)
-    #: the partition's GPU as ``orchestrator/throughput.json`` names it: time limits of the kinds not in
+    #: the partition's GPU as ``orchestrator/planning/throughput.json`` names it: time limits of the kinds not in
     #: ``time_min`` are then derived from the measured throughput (see time_limits.py).
     device: Optional[str] = None
     #: the cap of a derived time limit (default: the partition's MaxTime from ``scontrol show partition``).

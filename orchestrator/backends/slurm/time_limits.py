@@ -1,9 +1,9 @@
 """SLURM time limits derived from the measured throughput table, per stage kind.
 
-When ``slurm.device`` names a device of ``orchestrator/throughput.json`` (the partition's GPU
+When ``slurm.device`` names a device of ``orchestrator/planning/throughput.json`` (the partition's GPU
 model, as the table spells it) and the table has the sweep's network and dataset on it, the
 time limit of each kind is the longest of its stages' estimated durations (training samples
-over the measured samples/s, :mod:`orchestrator.gpu_hours`) times :data:`SAFETY_FACTOR`, plus
+over the measured samples/s, :mod:`orchestrator.planning.gpu_hours`) times :data:`SAFETY_FACTOR`, plus
 :data:`MARGIN_MIN` for start-up and evaluation, rounded up to whole minutes, and capped by the
 partition's ``MaxTime`` (``scontrol show partition``) or ``slurm.max_time_min``. A kind the
 sweep gives in ``slurm.time_min`` keeps that; a kind the table cannot estimate gets
@@ -73,7 +73,7 @@ def partition_max_minutes(partition: Optional[str]) -> Optional[int]:
 
 def stage_seconds(spec, stage, rate: float, table: list[dict], device: str) -> Optional[float]:
     """Estimated training seconds of one stage on ``device`` (None: not a training stage, or not measured)."""
-    from ...gpu_hours import NOT_COUNTED, VIEWS, _train_images, measured_rate
+    from orchestrator.planning.gpu_hours import NOT_COUNTED, VIEWS, _train_images, measured_rate
 
     if stage.kind in NOT_COUNTED or not stage.epochs:
         return None
@@ -95,7 +95,7 @@ def stage_seconds(spec, stage, rate: float, table: list[dict], device: str) -> O
 def derive(spec, plan, settings: Mapping[str, Any], table: Optional[list[dict]] = None,
            partition_max: Optional[int] = None) -> dict[str, TimeLimit]:
     """Kind -> its time limit for the sweep ``spec`` planned as ``plan`` under the SLURM ``settings``."""
-    from ...gpu_hours import load_table, measured_rate
+    from orchestrator.planning.gpu_hours import load_table, measured_rate
 
     table = load_table() if table is None else table
     explicit = dict(settings.get("time_min") or {})
@@ -135,7 +135,7 @@ def describe(limits: Mapping[str, TimeLimit]) -> list[str]:
 
 def save_minutes(folder: Path, minutes: Mapping[str, int]) -> None:
     """Keep the derived limits (kind -> minutes) for later submissions of the workspace."""
-    from workers.artifacts import atomic_write_json
+    from workers.stages.artifacts import atomic_write_json
 
     atomic_write_json(Path(folder) / LIMITS_FILE, dict(minutes))
 

@@ -1,0 +1,142 @@
+"""``prunesweep report``: one self-contained HTML page of one workspace or several.
+
+This module reads what the ledgers know (sweeps, stage states, failures and their logs,
+missing cells) into :class:`results.report.WorkspaceState` values; :mod:`results.report`
+draws the page. Only the ``report`` command imports it: planning, launching and ``status``
+never load pandas or matplotlib through it.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+
+import results
+from orchestrator.backends import BACKENDS, backend_class
+from orchestrator.errors import UserError
+from orchestrator.state.ledger import STATES, Ledger
+from orchestrator.state.reconcile import bring_results_up_to_date, log_tail
+from results.comparison import parse_compare
+from results.export import target_problem
+from results.query import text_equalities
+from results.report import Failure, WorkspaceState, build_report, columns_needed, report_target_problem, write_report
+from results.row import COLUMN_TYPES
+from results.top1_drawing import DrawingProcess
+
+
+def make_report(workspaces: Sequence[Path], args) -> int:
+    """Check the target and the options, bring every workspace up to date as ``results`` does, read
+    its ledger and rows, and write the page to ``args.output``; nothing is written on bad input."""
+    workspaces = list(dict.fromkeys(workspaces))
+    problem = target_problem(args.output, list(workspaces)) or report_target_problem(args.output)
+    if problem:
+        raise UserError(f"-o: {problem}")
+    comparisons = _comparisons(args.compare)
+    drawer = DrawingProcess()  # imports matplotlib on another core while the rows are read
+    try:
+        return _make_report(workspaces, args, comparisons, drawer)
+    finally:
+        drawer.close()
+
+
+def _make_report(workspaces: list[Path], args, comparisons, drawer: DrawingProcess) -> int:
+    pending: dict[Path, list[dict]] = {}
+    states = [workspace_state(workspace, pending) for workspace in workspaces]
+    where = list(args.where) + ([f"sweep={args.sweep}"] if args.sweep else [])
+    # the rows of the filters' text equalities and the columns the page reads: what is read is read once
+    columns = (["workspace"] if len(workspaces) > 1 else []) + list(results.COLUMNS)
+    text = [column for column, sqltype in COLUMN_TYPES.items() if sqltype == "TEXT"]
+    frame = results.load(workspaces, pending=pending, only=text_equalities(where, columns, text),
+                         columns=columns_needed(where, comparisons, columns))
+    if len(workspaces) == 1:
+        frame = frame.drop(columns="workspace")
+    try:
+        frame = results.filter_rows(frame, where)
+    except ValueError as error:
+        raise UserError(f"--where: {error}") from None
+    for column, _a, _b in comparisons or []:
+        if column not in frame.columns:
+            raise UserError(f"--compare: unknown column {column!r}; allowed columns: {', '.join(frame.columns)}")
+    try:
+        page = build_report(frame, states, comparisons, title=args.title, filters=where, drawer=drawer)
+    except ValueError as error:  # a compared value the rows do not hold
+        raise UserError(f"--compare: {error}") from None
+    write_report(args.output, page)
+    print(f"wrote {args.output}: {len(frame):,} rows from {len(workspaces)} workspace(s)")
+    return 0
+
+
+def workspace_state(workspace: Path, pending: dict[Path, list[dict]] | None = None) -> WorkspaceState:
+    """What ``workspace``'s ledger says, after reconciling its stages with their artifacts and recording
+    the finished cells exactly as a reading ``results`` or ``status`` does; the rows it must not
+    record (a workspace it must not write) go to ``pending[workspace]``, for :func:`results.load`."""
+    ledger = Ledger(workspace, reading=True)
+    try:
+        rows = bring_results_up_to_date(workspace, ledger)
+        if pending is not None:
+            pending[workspace] = rows
+        stages = ledger.stages()
+        sweeps = [{"name": row["name"], "source": row["source"], "launched": _when(row["launched_at"])}
+                  for row in ledger.sweeps()]
+        cells = ledger.cells()
+    finally:
+        ledger.close()
+    counts = Counter((row["kind"], row["state"]) for row in stages)
+    present = {kind for kind, _ in counts}
+    kinds = []
+    if present:  # the catalog of kinds loads pydantic's models of them: not for a workspace without stages
+        from workers import catalog
+
+        kinds = [kind for kind in catalog.STAGE_KINDS if kind in present] + sorted(present - set(catalog.STAGE_KINDS))
+    per_kind = {kind: {state: counts[(kind, state)] for state in STATES} for kind in kinds}
+    failures = [_failure(workspace, row) for row in stages if row["state"] == "failed"]
+    state_of = {row["key"]: row["state"] for row in stages}
+    missing = [{**dict(cell), "state": state_of.get(cell["stage_key"], "unknown")}
+               for cell in cells if state_of.get(cell["stage_key"]) != "done"]
+    return WorkspaceState(name=str(workspace), sweeps=sweeps, stage_counts=per_kind, states=STATES,
+                          failures=failures, missing=missing, cells=len(cells))
+
+
+def _failure(workspace: Path, row) -> Failure:
+    """A failed stage with the tails of its own log and of its scheduler's logs."""
+    from orchestrator.state.workspace import stage_dir
+    from workers.stages.artifacts import LOG_FILE
+
+    where = f"job {row['job_id']}" if row["job_id"] else f"on {row['host'] or '?'}"
+    logs = []
+    own = stage_dir(workspace, row["key"]) / LOG_FILE
+    tail = log_tail(workspace, row["key"]) if own.is_file() else ""
+    if tail and tail != (row["error_message"] or "").strip():  # the local driver's message is this tail already
+        logs.append((str(own), tail))
+    if row["backend"] in BACKENDS:
+        for path in backend_class(row["backend"]).log_files(workspace, row):
+            logs.append((str(path), _tail(path)))
+    return Failure(key=row["key"], label=row["label"], error_class=row["error_class"] or "",
+                   message=row["error_message"] or "", attempts=row["attempts"],
+                   where=f"{row['backend'] or '?'} {where}", logs=logs)
+
+
+def _tail(path: Path, lines: int = 12) -> str:
+    """The last ``lines`` lines of a text file; empty when it cannot be read."""
+    try:
+        return "\n".join(path.read_text(errors="replace").rstrip().splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def _when(timestamp) -> str:
+    """A Unix time as ISO 8601 UTC text."""
+    if timestamp is None:
+        return ""
+    return datetime.fromtimestamp(float(timestamp), timezone.utc).isoformat(timespec="seconds")
+
+
+def _comparisons(values: Sequence[str]) -> list[tuple[str, str, str]] | None:
+    """Every ``--compare COLUMN=A,B`` as (column, a, b); None (the default comparisons) when none is given."""
+    if not values:
+        return None
+    try:
+        return [parse_compare(value) for value in values]
+    except ValueError as error:
+        raise UserError(f"--compare: {error}") from None

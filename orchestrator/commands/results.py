@@ -1,0 +1,159 @@
+"""``prunesweep results``: the central table of one workspace or several, queried, summarised,
+pivoted, compared, plotted or exported."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+import results
+from orchestrator.errors import UserError
+from orchestrator.state.ledger import Ledger
+from orchestrator.state.reconcile import bring_results_up_to_date
+from results.comparison import compare, format_comparison, parse_compare
+from results.frame_text import frame_text
+from results.query import columns_needed, grouping, text_equalities
+from results.row import COLUMN_TYPES
+
+
+def show_results(workspaces: Sequence[Path], args) -> int:
+    """Print the summary, pivot or comparison and write the plot/exports the arguments ask for.
+
+    Each workspace is first brought up to date as a single one is (stages reconciled with
+    their artifacts, finished cells recorded) through a reading ledger, which writes only
+    where a reading ``results`` of that one workspace would (elsewhere the cells it could not
+    record are shown from an in-memory copy of the table). Several workspaces are read
+    as one frame with a ``workspace`` column (:func:`results.load` of the list).
+    """
+    workspaces = list(workspaces)
+    from results.export import target_problem  # pandas-free: checked before anything is read or written
+
+    for option, target in (("--csv", args.csv), ("--parquet", args.parquet), ("--plot", args.plot)):
+        problem = target_problem(target, [Path(w) for w in workspaces], plot=option == "--plot") if target else None
+        if problem:
+            raise UserError(f"{option}: {problem}")
+    pending = {}  # rows of cells finished since the last writer, in a workspace this command must not write
+    for workspace in workspaces:
+        ledger = Ledger(workspace, reading=True)
+        try:
+            pending[workspace] = bring_results_up_to_date(workspace, ledger)
+        finally:
+            ledger.close()
+    frame = results.load(workspaces[0] if len(workspaces) == 1 else workspaces, pending=pending,
+                         **_reading(args, several=len(workspaces) > 1))
+    return _present(frame, ", ".join(map(str, workspaces)), args)
+
+
+def _reading(args, several: bool) -> dict:
+    """What of the tables the arguments use (:func:`results.load`'s ``only`` and ``columns``): the rows
+    their text equalities keep (``--sweep S``) and, unless a file of every column is exported, the
+    columns their filters, grouping, plot and comparison read. The frame then prints, plots and
+    compares as the whole one would, at a fraction of the cost of reading 100,000 rows (issue 16)."""
+    where = list(args.where) + ([f"sweep={args.sweep}"] if args.sweep else [])
+    columns = (["workspace"] if several else []) + list(results.COLUMNS)
+    text = [column for column, sqltype in COLUMN_TYPES.items() if sqltype == "TEXT"]
+    reading: dict = {"only": text_equalities(where, columns, text)}
+    if not (args.csv or args.parquet):
+        try:
+            by, comparison = _group_by(args.group_by), _compare_argument(args.compare)
+        except UserError:  # said by _present, after the whole table is read
+            return reading
+        reading["columns"] = columns_needed(where, by, comparison[0] if comparison else None, columns)
+    return reading
+
+
+def show_central_results(args) -> int:
+    """``results --db URL`` (or ``results`` alone with a database configured): the same
+    summaries, pivots, comparisons, plots and exports over the lab's central database,
+    with no workspace at hand (:func:`results.central_db.load`)."""
+    from orchestrator.state.central_results import ENV_VAR, config_file, configured_elsewhere
+    from results import central_db
+
+    if args.db is not None and args.workspaces:
+        raise UserError("results: give WORKSPACE... or --db URL, not both")
+    url = args.db if args.db is not None else configured_elsewhere()
+    if url is None:
+        raise UserError(f"results: give one or more WORKSPACE, or --db URL (or set {ENV_VAR} or results_db in "
+                        f"{config_file()})")
+    try:
+        central_db.check_url(url)
+    except ValueError as error:
+        raise UserError(f"--db: {error}") from None
+    from results.export import target_problem
+
+    for option, target in (("--csv", args.csv), ("--parquet", args.parquet), ("--plot", args.plot)):
+        problem = target_problem(target, [], plot=option == "--plot") if target else None
+        if problem:
+            raise UserError(f"{option}: {problem}")
+    try:
+        frame = central_db.load(url)
+    except central_db.CentralDbError as error:
+        raise UserError(f"--db: {error}") from None
+    return _present(frame, central_db.redact(url), args)
+
+
+def _present(frame: pd.DataFrame, names: str, args) -> int:
+    """Filter, summarize, pivot, compare, plot and export ``frame`` as the arguments ask."""
+    where = list(args.where) + ([f"sweep={args.sweep}"] if args.sweep else [])
+    by = _group_by(args.group_by)
+    comparison = _compare_argument(args.compare)
+    try:
+        frame = results.filter_rows(frame, where)
+    except ValueError as error:
+        raise UserError(f"--where: {error}") from None
+    try:
+        grouping(frame, by)
+    except ValueError as error:
+        raise UserError(f"--group-by: {error}") from None
+    if comparison is not None and comparison[0] not in frame.columns:
+        allowed = ", ".join(map(str, frame.columns))
+        raise UserError(f"--compare: unknown column {comparison[0]!r}; allowed columns: {allowed}")
+    if frame.empty:
+        print(f"{names}: no results yet" + (" match the filters" if where else ""))
+        return 0
+    with pd.option_context("display.width", 200, "display.max_columns", None, "display.max_rows", None):
+        if args.pivot:
+            try:
+                table = results.pivot(frame, by=by)
+            except ValueError as error:  # two settings in one cell: the message names the --where to add
+                raise UserError(str(error)) from None
+            print(table.to_string())
+        elif comparison is None:
+            print(frame_text(results.summarize(frame, by)))
+    if comparison is not None:
+        try:
+            outcome = compare(frame, *comparison, by=by)
+        except ValueError as error:
+            raise UserError(f"--compare: {error}") from None
+        if args.pivot:
+            print()
+        print(format_comparison(outcome))
+    for path, write in ((args.csv, results.export_csv), (args.parquet, results.export_parquet)):
+        if path:
+            write(frame, Path(path))
+            print(f"wrote {len(frame)} rows to {path}")
+    if args.plot:
+        results.plot_top1_vs_fraction(frame, Path(args.plot), by=by)
+        print(f"wrote {args.plot}")
+    return 0
+
+
+def _group_by(values: Sequence[str]) -> list[str] | None:
+    """The columns of every ``--group-by`` (each comma-separated), or None when there is none."""
+    if not values:
+        return None
+    columns = [column.strip() for value in values for column in value.split(",")]
+    if not all(columns):
+        raise UserError(f"--group-by: {','.join(values)!r}: expected column names separated by commas")
+    return columns
+
+
+def _compare_argument(text: str | None) -> tuple[str, str, str] | None:
+    """``--compare COLUMN=A,B`` as (column, a, b); exit 2 when malformed."""
+    if text is None:
+        return None
+    try:
+        return parse_compare(text)
+    except ValueError as error:
+        raise UserError(f"--compare: {error}") from None

@@ -1,0 +1,98 @@
+"""Expected device-hours of a plan, from the measured throughput table ``throughput.json``.
+
+A training stage processes ``epochs x training images x views`` samples (RotNet and S4L
+feed 4 rotations of every image, Exemplar 2 views; labels_10pct trains on its subset; a
+fine-tuning on the target's images). Its hours are those samples over the measured
+samples/s of the sweep's network on that dataset and device. Feature extraction and
+linear classifiers are left out (a forward pass over the target, and a linear layer).
+When the table has no entry for the pair, the estimate is unknown and says why: no
+figure is ever made up.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from orchestrator.planning.planner import Plan
+from orchestrator.spec import SweepSpec
+
+TABLE_FILE = Path(__file__).with_name("throughput.json")
+DEFAULT_DEVICE = "H100"
+#: samples per training image of each task's batches.
+VIEWS = {"rotnet": 4, "s4l": 4, "exemplar": 2}
+#: stage kinds whose cost is not counted (forward passes or a linear layer).
+NOT_COUNTED = ("features", "linear_eval", "random_mask")
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Device-hours planned and for the naive grid, or why there is no estimate."""
+
+    device: str
+    hours: Optional[float]
+    naive_hours: Optional[float]
+    reason: str = ""
+
+    def describe(self) -> str:
+        """One line for ``prunesweep plan``."""
+        if self.hours is None:
+            return f"GPU-hours: unknown ({self.reason})"
+        unit = "CPU-hours" if self.device.startswith("cpu") else "GPU-hours"
+        return (f"{unit} on {self.device}: {self.hours:,.1f} planned vs ~{self.naive_hours:,.1f} naive "
+                f"(naive scaled by epochs; feature extraction and linear classifiers not counted)")
+
+
+def load_table(path: Path = TABLE_FILE) -> list[dict]:
+    """The measured entries of the throughput table."""
+    return json.loads(Path(path).read_text())["entries"]
+
+
+def measured_rate(arch: str, dataset: str, device: str, table: list[dict]) -> Optional[float]:
+    """Samples/s measured for (network, dataset, device), or None."""
+    for entry in table:
+        if (entry["arch"], entry["dataset"], entry["device"]) == (arch, dataset, device):
+            return float(entry["samples_per_s"])
+    return None
+
+
+def _train_images(dataset) -> Optional[int]:
+    """Training images of a spec's dataset section (read from its folder where it has one)."""
+    try:
+        return dataset.facts["train_size"]
+    except ValueError:  # a folder that cannot be read: no estimate
+        return None
+
+
+def estimate(spec: SweepSpec, plan: Plan, device: str = DEFAULT_DEVICE, table: Optional[list[dict]] = None) -> Estimate:
+    """Device-hours of ``plan`` on ``device``; unknown (with the reason) when not measured."""
+    table = load_table() if table is None else table
+    arch, dataset = spec.arch.name, spec.dataset.name
+    rate = measured_rate(arch, dataset, device, table)
+    if rate is None:
+        return Estimate(device, None, None, f"no measured throughput for {arch} on {dataset} on {device}")
+    samples = 0.0
+    for stage in plan.stages.values():
+        if stage.kind in NOT_COUNTED or not stage.epochs:
+            continue
+        config = stage.config
+        if stage.kind == "finetune":
+            target = config["target"]["name"]
+            target_rate = measured_rate(arch, target, device, table)
+            assert spec.transfer is not None  # a finetune stage comes from the transfer section
+            images = _train_images(spec.transfer.dataset)
+            if target_rate is None or images is None:
+                return Estimate(device, None, None, f"no measured throughput for {arch} on {target} on {device}")
+            samples += stage.epochs * images * rate / target_rate  # in units of the sweep dataset's samples
+            continue
+        task = config.get("task", "labels")
+        images = _train_images(spec.dataset)
+        if images is None:
+            return Estimate(device, None, None, f"the training-set size of {dataset} is not known before reading it")
+        if task == "labels_10pct":
+            images = spec.labelled_subset_size() or max(1, round(spec.label_subset.fraction * images))
+        samples += stage.epochs * images * VIEWS.get(task, 1)
+    hours = samples / rate / 3600
+    naive = hours * plan.naive_epochs / plan.total_epochs if plan.total_epochs else 0.0
+    return Estimate(device, hours, naive)

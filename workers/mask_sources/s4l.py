@@ -1,6 +1,0 @@
-"""``s4l``: IMP on RotNet plus the labels loss on the labelled subset (semi-supervised)."""
-from workers.mask_sources.base import ImpSource
-from workers.task_registry import TaskDeclaration
-
-TASK = TaskDeclaration("s4l", "workers.tasks:S4L", label_subset=True)
-SOURCE = ImpSource("s4l", "s4l")

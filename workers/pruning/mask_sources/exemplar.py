@@ -1,0 +1,6 @@
+"""``exemplar``: IMP on instance discrimination (two augmented views, triplet loss)."""
+from workers.pruning.mask_sources.base import ImpSource
+from workers.tasks.registry import TaskDeclaration
+
+TASK = TaskDeclaration("exemplar", "workers.tasks.objectives:EXEMPLAR")
+SOURCE = ImpSource("exemplar", "exemplar")

@@ -1,0 +1,6 @@
+"""``rotnet``: IMP on predicting which of four rotations was applied to an image."""
+from workers.pruning.mask_sources.base import ImpSource
+from workers.tasks.registry import TaskDeclaration
+
+TASK = TaskDeclaration("rotnet", "workers.tasks.objectives:ROTNET")
+SOURCE = ImpSource("rotnet", "rotnet")
