@@ -57,15 +57,31 @@ def build_parser() -> argparse.ArgumentParser:
                                            "planned against the naive grid, and the total epochs. Writes nothing.")
     _add_sweep_arguments(plan)
     plan.add_argument("--graph", action="store_true", help="print every stage with the stages it depends on")
-    plan.add_argument("--gpu", default="H100", metavar="DEVICE",
+    plan.add_argument("--gpu", default=None, metavar="DEVICE",
                       help="the device of the GPU-hours estimate, a name of orchestrator/planning/throughput.json "
-                           "(default: H100)")
+                           "or of a passing preflight in the workspace (default: the device of the workspace's "
+                           "newest passing preflight, else H100)")
 
     launch = commands.add_parser("launch", help="plan a sweep into its workspace and run it",
                                  description="Plan a sweep into its workspace and run every stage not done yet. "
                                              "Stages already done in the workspace (by any sweep) are reused.")
     _add_sweep_arguments(launch)
     _add_run_arguments(launch, None)
+    launch.add_argument("--require-preflight", action="store_true",
+                        help="refuse to launch unless a preflight of this backend, its settings, the worker code "
+                             "and the packages passed in the workspace")
+
+    preflight = commands.add_parser(
+        "preflight", help="one short job on exactly what the sweep's stages get: data, steps, masks, resume, ranks",
+        description="Run one short job with the resources, environment and code the sweep's stages get on its "
+                    "backend; on the node, check each distinct (network, task, dataset, ranks) of the sweep: the "
+                    "environment, real batches from the data folders, a few training steps under the smallest "
+                    "mask, a checkpoint resumed in a fresh process, the distributed setup, and samples/s. Prints "
+                    "one table; exits 0 only when every check passed. See docs/gpu.md.")
+    _add_sweep_arguments(preflight)
+    _add_run_arguments(preflight, None)
+    preflight.add_argument("--timeout", type=_positive_int, default=600, metavar="SECONDS",
+                           help="the job's time limit and how long to wait for it (default 600)")
 
     status = commands.add_parser("status", help="states of a workspace's stages, failures and missing cells",
                                  description="Stage counts per kind and state, each failed stage with its reason, "
@@ -319,7 +335,11 @@ def _print_plan(args, absent: dict[str, str]) -> int:
     print(f"trainings: {plan.trainings} planned vs {plan.naive_trainings} naive "
           f"(every cell its own IMP chain from scratch): {ratio:.1f}x fewer")
     print(f"epochs: {plan.total_epochs:g} planned vs {plan.naive_epochs:g} naive")
-    print(estimate(spec, plan, args.gpu).describe())
+    from orchestrator.commands.preflight import workspace_throughput
+    from orchestrator.planning.gpu_hours import DEFAULT_DEVICE, load_table
+
+    measured, preflight_device = workspace_throughput(Path(spec.workspace))
+    print(estimate(spec, plan, args.gpu or preflight_device or DEFAULT_DEVICE, measured + load_table()).describe())
     _print_backend_plan(spec, plan)
     levels = sorted({(f, spec.level_for(f)) for f in spec.pruning.fractions}, reverse=True)
     if not spec.pruning.one_shot:
@@ -341,13 +361,47 @@ def _cmd_launch(args) -> int:
 
     check_settings()  # a malformed results-database URL in the environment or config file: exit 2 first
     spec = load_spec(args.sweep, args.overrides, max_stages=args.max_stages)
+    note = _check_preflight(spec, args)
     started = time.time()
     try:
         plan, summary = driver.launch(spec, args.sweep, args.backend, args.workers, progress=not args.no_progress)
     except KeyboardInterrupt:
         return _interrupted(spec.workspace)
     _print_summary(spec.workspace, summary, time.time() - started)
+    if note:
+        print(note, file=sys.stderr)
     return summary.exit_code
+
+
+def _check_preflight(spec, args) -> Optional[str]:
+    """The line ``launch`` prints when the sweep's backend, settings, worker code and packages have no
+    passing preflight in the workspace (None when they have one); with ``--require-preflight``, a refusal
+    (exit 2) instead."""
+    from orchestrator.commands.preflight import passing_record
+    from orchestrator.state.workspace import check_creatable
+
+    check_creatable(Path(spec.workspace), args.sweep)  # a workspace that cannot be is said first
+    name = args.backend or spec.backend
+    section = getattr(spec, name, None)
+    if passing_record(Path(spec.workspace), name, section.model_dump() if section else {}) is not None:
+        return None
+    message = (f"no passing preflight in {spec.workspace} for this backend ({name}), its settings, the worker code "
+               f"and the packages: `prunesweep preflight {args.sweep}` checks them in minutes")
+    if args.require_preflight:
+        raise UserError(f"{args.sweep}: --require-preflight: {message}")
+    return f"note: {message}"
+
+
+def _cmd_preflight(args) -> int:
+    from orchestrator.commands.preflight import preflight
+    from orchestrator.spec import load_spec
+
+    spec = load_spec(args.sweep, args.overrides, max_stages=args.max_stages)
+    try:
+        return preflight(spec, args.sweep, args.backend, float(args.timeout), args.workers)
+    except KeyboardInterrupt:
+        print("\nprunesweep: preflight cancelled", file=sys.stderr)
+        return 130
 
 
 def _cmd_resume(args) -> int:
@@ -442,8 +496,9 @@ def _cmd_cancel(args) -> int:
     return 0
 
 
-COMMANDS = {"plan": _cmd_plan, "cancel": _cmd_cancel, "launch": _cmd_launch, "status": _cmd_status,
-            "resume": _cmd_resume, "results": _cmd_results, "report": _cmd_report, "repair": _cmd_repair}
+COMMANDS = {"plan": _cmd_plan, "preflight": _cmd_preflight, "cancel": _cmd_cancel, "launch": _cmd_launch,
+            "status": _cmd_status, "resume": _cmd_resume, "results": _cmd_results, "report": _cmd_report,
+            "repair": _cmd_repair}
 
 
 if __name__ == "__main__":

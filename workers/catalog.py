@@ -15,7 +15,7 @@
 - ``TASKS``: the training tasks; ``SUBSET_TASKS``: those that read the labelled subset,
   ``SUBSET_ONLY_TASKS``: those that train on it only (an epoch counts its images);
 - ``MASK_SOURCES``: the mask sources;
-- ``STAGE_KINDS`` and ``MASK_RULE_KINDS``: what a stage.json may ask for;
+- ``STAGE_KINDS`` (the kinds a sweep plans) and ``MASK_RULE_KINDS``: what a planned stage.json may ask for;
 - :func:`iterations_per_epoch`: optimizer steps per epoch (the last batch may be smaller).
 
 The name lists are live views of the registries (:mod:`workers.pruning.mask_sources`,
@@ -89,7 +89,8 @@ TASKS: Sequence[str] = _Names(_TASKS)
 SUBSET_TASKS: Sequence[str] = _Names(_TASKS, lambda task: task.label_subset)
 SUBSET_ONLY_TASKS: Sequence[str] = _Names(_TASKS, lambda task: task.subset_only)
 MASK_SOURCES: Sequence[str] = _Names(_SOURCES)
-STAGE_KINDS: Sequence[str] = _Names(_STAGE_KINDS)
+#: the kinds a sweep plans (``preflight`` runs beside a sweep, with the resources of one of these).
+STAGE_KINDS: Sequence[str] = _Names(_STAGE_KINDS, only=lambda kind: kind.name != "preflight")
 MASK_RULE_KINDS: Sequence[str] = _Names(_RULES)
 
 __all__ = ["DATASETS", "DATASET_OPTIONS", "MULTI_LABEL_DATASETS", "SUBSET_KINDS", "DataFolderError", "dataset_facts",

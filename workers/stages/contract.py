@@ -142,6 +142,37 @@ class FinetuneConfig(TaskConfig):
     pruned_layers: int | None = None
 
 
+class PreflightTarget(StageConfig):
+    """One distinct (network, task, dataset, ranks) of a sweep that ``preflight`` tries on the node."""
+
+    label: str
+    dataset: dict[str, Any]
+    arch: dict[str, Any]
+    task: str
+    task_options: dict[str, Any] | None = None
+    #: the recipe of the sweep's training stages of this task (its batch size counts every rank).
+    recipe: dict[str, Any]
+    #: the smallest fraction of prunable weights the sweep keeps (the mask the steps train with).
+    fraction: float
+    #: samples per training image of the task's batches (RotNet 4, Exemplar 2, else 1).
+    views: int = 1
+    seed: int = 0
+
+
+class PreflightConfig(StageConfig):
+    """``preflight``: the checks of a sweep's code path on the node its stages get (docs/gpu.md)."""
+
+    targets: list[PreflightTarget]
+    #: optimizer steps of the training check (the checkpoint is taken after them, then one more step).
+    steps: int = 3
+    #: timed steps of the throughput figure (after half as many warm-up steps).
+    timed_steps: int = 8
+    #: at most this many images decoded from a data folder (all of them when it holds fewer).
+    decode_images: int = 256
+    #: distribution name -> version on the submitting side (compared with the node's).
+    packages: dict[str, str] = {}
+
+
 class StageMetrics(BaseModel):
     """What a kind reports in ``metrics.json``: exact keys (none missing, none unknown)."""
 
@@ -214,6 +245,14 @@ class FinetuneMetrics(_MaskCounts):
     mode: Literal["pruned", "prune_during"]
     epochs: int
     wall_time_s: float
+
+
+class PreflightMetrics(StageMetrics):
+    """``preflight``: whether every check passed; the rows are in ``preflight.json``."""
+
+    passed: bool
+    checks: int
+    failed: int
 
 
 Config = TypeVar("Config", bound=StageConfig, covariant=True)

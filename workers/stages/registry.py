@@ -72,6 +72,8 @@ STAGE_KINDS: dict[str, StageKind] = {
                   _contract("LinearEvalMetrics")),
         StageKind("finetune", "workers.stages.transfer:run_finetune", _contract("FinetuneConfig"),
                   _contract("FinetuneMetrics")),
+        StageKind("preflight", "workers.stages.preflight:run_preflight", _contract("PreflightConfig"),
+                  _contract("PreflightMetrics")),
     )
 }
 
