@@ -147,6 +147,12 @@ class Backend(ABC):
         return dict(settings)
 
     @classmethod
+    def blocking_settings(cls, settings: Mapping[str, Any]) -> dict[str, Any]:
+        """The settings under which ``run`` runs its tasks from this process and returns when they end,
+        where the backend can (``prunesweep preflight`` waits for its one task so). Default: as they are."""
+        return dict(settings)
+
+    @classmethod
     def plan_lines(cls, spec: Any, plan: Any, settings: Mapping[str, Any]) -> list[str]:
         """Lines ``prunesweep plan`` prints about running ``plan`` on this backend."""
         return []

@@ -206,6 +206,7 @@ def _run_one(backend_name: str, settings: dict[str, Any], workspace: Path, folde
              timeout: float, workers: Optional[int]) -> _Events:
     from orchestrator.backends import Task, backend_class, get_backend
 
+    settings = backend_class(backend_name).blocking_settings(settings)
     backend = get_backend(backend_name, workers=workers, settings=settings, workspace=workspace)
     events = _Events(folder)
     deadline = time.monotonic() + timeout
@@ -253,7 +254,7 @@ def _table(rows: list[dict[str, Any]]) -> list[str]:
     out = ["  ".join(h.ljust(w) for h, w in zip(["target", "check", "result", "figure"], widths, strict=False))]
     for row, line in zip(rows, lines, strict=False):
         out.append("  ".join(str(v).ljust(w) for v, w in zip(line, widths, strict=False)).rstrip())
-        if row["ok"] is False:
+        if row["ok"] is False or row["check"] == "environment":
             out.append(f"    {row['detail']}" + (f"\n    fix: {row['fix']}" if row["fix"] else ""))
     return out
 

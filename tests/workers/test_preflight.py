@@ -179,3 +179,29 @@ def test_job_failures_are_read_from_their_messages():
     assert job_failure_row("j", "failed", nccl, 1)["check"] == "job"  # one rank has no peers to miss
     assert job_failure_row("j", "failed", "timed out after 5 s (--timeout)", 1)["figure"] == "timed out"
     assert job_failure_row("j", "failed", "", 1)["detail"] == "no report"
+
+
+def test_the_gpus_bf16_autocast_branch_runs_on_the_cpu_with_masks_kept_exact(monkeypatch):
+    import math
+
+    import torch
+
+    from workers.data.datasets import load_split
+    from workers.models import build_model
+    from workers.pruning.masks import random_mask
+    from workers.tasks.objectives import get_task
+    from workers.training.loop import train
+
+    data, task = load_split({"name": "digits"}), get_task("labels")
+    recipe = {"epochs": 1, "batch_size": 128, "optimizer": "sgd", "lr": 0.1}
+    trained = {}
+    for bf16 in ("0", "1"):
+        monkeypatch.setenv("PRUNESWEEP_BF16", bf16)
+        model = build_model({"name": "small_cnn", "width": 8}, 10, 1, 0)
+        mask = random_mask(model, 300, 0)
+        result = train(model, task, data, recipe, 0, mask=mask, stop_at_iteration=4)
+        assert math.isfinite(result.last_loss)
+        assert all(int((model.get_parameter(n).detach()[~m] != 0).sum()) == 0 for n, m in mask.items())
+        assert model.get_parameter("head.weight").dtype == torch.float32  # autocast keeps fp32 master weights
+        trained[bf16] = result.last_loss
+    assert trained["0"] != trained["1"]  # bf16 arithmetic ran: the losses are not fp32's

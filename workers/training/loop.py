@@ -23,8 +23,9 @@ processes and pinned memory.
 On a GPU the forward pass and loss run under bf16 autocast, the model is channels-last
 and cuDNN picks its fastest kernels (so GPU runs are not bit-reproducible; CPU runs are).
 Environment switches: ``PRUNESWEEP_COMPILE=1`` trains a ``torch.compile``-d model;
-``PRUNESWEEP_BF16=0`` keeps fp32 on the GPU; ``PRUNESWEEP_DETERMINISTIC=1`` asks cuDNN for
-deterministic kernels; ``PRUNESWEEP_LOADER_WORKERS=N`` sets the DataLoader's processes.
+``PRUNESWEEP_BF16=0`` keeps fp32 on the GPU (``=1`` autocasts on the CPU too);
+``PRUNESWEEP_DETERMINISTIC=1`` asks cuDNN for deterministic kernels;
+``PRUNESWEEP_LOADER_WORKERS=N`` sets the DataLoader's processes.
 """
 from __future__ import annotations
 
@@ -218,7 +219,8 @@ def _prepare_device(model: nn.Module, data: DataSplit) -> tuple[torch.device, Da
         torch.backends.cudnn.deterministic = deterministic
         torch.backends.cudnn.benchmark = not deterministic
     model.to(device=device, memory_format=torch.channels_last)  # ~20% faster convs on CPU
-    return device, data.to(device), device.type == "cuda" and _flag("PRUNESWEEP_BF16", True)
+    # bf16 autocast: on by default on a GPU; PRUNESWEEP_BF16=1 turns it on on the CPU too (CI runs the GPU's branch)
+    return device, data.to(device), _flag("PRUNESWEEP_BF16", device.type == "cuda")
 
 
 def _resume(checkpoint_path: Path | None, fingerprint: dict, model: nn.Module, optimizer: SGD | Adam,

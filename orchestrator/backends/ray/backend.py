@@ -182,6 +182,11 @@ class RayBackend(Backend):
         record, job_status = driver
         return [f"Ray driver job {record['submission_id']} at {record['address']}: {job_status}"]
 
+    @classmethod
+    def blocking_settings(cls, settings: Mapping[str, Any]) -> dict[str, Any]:
+        """Attached to the cluster of ``address`` (this process must run on one of its nodes), else as they are."""
+        return dict(settings, attached=True) if settings.get("address") else dict(settings)
+
     def run(self, tasks: list[Task], events: Events) -> None:
         """Detached: submit the driver job and return. Attached: run every task, blocking."""
         if not tasks:
