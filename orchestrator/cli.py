@@ -335,11 +335,11 @@ def _print_plan(args, absent: dict[str, str]) -> int:
     print(f"trainings: {plan.trainings} planned vs {plan.naive_trainings} naive "
           f"(every cell its own IMP chain from scratch): {ratio:.1f}x fewer")
     print(f"epochs: {plan.total_epochs:g} planned vs {plan.naive_epochs:g} naive")
-    from orchestrator.commands.preflight import workspace_throughput
-    from orchestrator.planning.gpu_hours import DEFAULT_DEVICE, load_table
+    from orchestrator.planning.gpu_hours import DEFAULT_DEVICE, table_for, workspace_throughput
 
-    measured, preflight_device = workspace_throughput(Path(spec.workspace))
-    print(estimate(spec, plan, args.gpu or preflight_device or DEFAULT_DEVICE, measured + load_table()).describe())
+    _, preflight_device = workspace_throughput(Path(spec.workspace))
+    device = args.gpu or preflight_device or DEFAULT_DEVICE
+    print(estimate(spec, plan, device, table_for(Path(spec.workspace))).describe())
     _print_backend_plan(spec, plan)
     levels = sorted({(f, spec.level_for(f)) for f in spec.pruning.fractions}, reverse=True)
     if not spec.pruning.one_shot:

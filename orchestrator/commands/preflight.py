@@ -7,8 +7,8 @@ resources of the stage kind it stands for and a short time limit. Its rows are p
 table, and the run is recorded as ``WORKSPACE/preflight/<time>.json`` with the fingerprint of
 what it proved: the backend and its settings, the worker code and the packages. A passing
 record's measured throughput joins the table ``plan`` estimates GPU-hours with, for that
-workspace (:func:`workspace_throughput`); ``launch`` looks for a passing record of the same
-fingerprint (:func:`passing_record`).
+workspace (:func:`orchestrator.planning.gpu_hours.table_for`); ``launch`` looks for a passing
+record of the same fingerprint (:func:`passing_record`).
 """
 from __future__ import annotations
 
@@ -25,14 +25,12 @@ from pathlib import Path
 from typing import Any, Optional
 
 from orchestrator.errors import UserError
+from orchestrator.planning.gpu_hours import PREFLIGHT_DIR, preflight_records
 from workers.stages.artifacts import atomic_write_json, inspect_done
 from workers.stages.preflight import RESULT_FILE, installed_versions
 
-PREFLIGHT_DIR = "preflight"
 #: the stage kinds whose configs train a network (the targets come from them).
 _TRAINING_KINDS = ("dense", "imp", "eval", "finetune")
-#: largest record read back (a record is a few kB).
-_MAX_RECORD_BYTES = 4 << 20
 
 
 def _ranks(section: Any, kind: str) -> int:
@@ -93,55 +91,13 @@ def fingerprint(backend: str, settings: Mapping[str, Any]) -> dict[str, Any]:
             "code": code_digest(), "packages": installed_versions()}
 
 
-def _records(workspace: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
-    folder = Path(workspace) / PREFLIGHT_DIR
-    if not folder.is_dir() or folder.is_symlink():
-        return
-    for path in sorted(folder.glob("*.json"), reverse=True):  # newest first (names are times)
-        if path.name == "throughput.json" or path.is_symlink() or not path.is_file():
-            continue
-        if path.stat().st_size > _MAX_RECORD_BYTES:
-            continue
-        try:
-            record = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
-        if isinstance(record, dict) and isinstance(record.get("fingerprint"), dict):
-            yield path, record
-
-
 def passing_record(workspace: Path, backend: str, settings: Mapping[str, Any]) -> Optional[Path]:
     """The newest passing preflight of the workspace with this backend, settings, code and packages."""
     wanted = fingerprint(backend, settings)
-    for path, record in _records(workspace):
+    for path, record in preflight_records(workspace):
         if record.get("passed") is True and record["fingerprint"] == wanted:
             return path
     return None
-
-
-def _valid_entry(entry: Any) -> bool:
-    """Whether a throughput entry read back from a record has the table's shape (a record is read like input)."""
-    if not isinstance(entry, dict) or not all(isinstance(entry.get(k), str) for k in ("arch", "dataset", "device")):
-        return False
-    rate = entry.get("samples_per_s")
-    return isinstance(rate, (int, float)) and not isinstance(rate, bool) and math.isfinite(rate) and rate > 0
-
-
-def workspace_throughput(workspace: Path) -> tuple[list[dict[str, Any]], Optional[str]]:
-    """The throughput entries measured by the workspace's passing preflights, and the device of the newest."""
-    entries: list[dict[str, Any]] = []
-    device = None
-    for _, record in _records(workspace):
-        if record.get("passed") is not True or not isinstance(record.get("throughput"), list):
-            continue
-        for entry in record["throughput"]:
-            if not _valid_entry(entry):
-                continue
-            triple = (entry["arch"], entry["dataset"], entry["device"])
-            if not any((e["arch"], e["dataset"], e["device"]) == triple for e in entries):  # the newest wins
-                entries.append(entry)
-                device = device or entry["device"]
-    return entries, device
 
 
 class _Events:

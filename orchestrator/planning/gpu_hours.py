@@ -11,14 +11,20 @@ figure is ever made up.
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from orchestrator.planning.planner import Plan
 from orchestrator.spec import SweepSpec
 
 TABLE_FILE = Path(__file__).with_name("throughput.json")
+#: the workspace folder of ``prunesweep preflight``'s records.
+PREFLIGHT_DIR = "preflight"
+#: largest record read back (a record is a few kB).
+_MAX_RECORD_BYTES = 4 << 20
 DEFAULT_DEVICE = "H100"
 #: samples per training image of each task's batches.
 VIEWS = {"rotnet": 4, "s4l": 4, "exemplar": 2}
@@ -47,6 +53,54 @@ class Estimate:
 def load_table(path: Path = TABLE_FILE) -> list[dict]:
     """The measured entries of the throughput table."""
     return json.loads(Path(path).read_text())["entries"]
+
+
+def preflight_records(workspace: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """The records of the workspace's preflights (``prunesweep preflight``), newest first; unreadable ones skipped."""
+    folder = Path(workspace) / PREFLIGHT_DIR
+    if not folder.is_dir() or folder.is_symlink():
+        return
+    for path in sorted(folder.glob("*.json"), reverse=True):  # newest first (names are times)
+        if path.name == "throughput.json" or path.is_symlink() or not path.is_file():
+            continue
+        if path.stat().st_size > _MAX_RECORD_BYTES:
+            continue
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(record, dict) and isinstance(record.get("fingerprint"), dict):
+            yield path, record
+
+
+def _valid_entry(entry: Any) -> bool:
+    """Whether a throughput entry read back from a record has the table's shape (a record is read like input)."""
+    if not isinstance(entry, dict) or not all(isinstance(entry.get(k), str) for k in ("arch", "dataset", "device")):
+        return False
+    rate = entry.get("samples_per_s")
+    return isinstance(rate, (int, float)) and not isinstance(rate, bool) and math.isfinite(rate) and rate > 0
+
+
+def workspace_throughput(workspace: Path) -> tuple[list[dict[str, Any]], Optional[str]]:
+    """The throughput entries measured by the workspace's passing preflights, and the device of the newest."""
+    entries: list[dict[str, Any]] = []
+    device = None
+    for _, record in preflight_records(workspace):
+        if record.get("passed") is not True or not isinstance(record.get("throughput"), list):
+            continue
+        for entry in record["throughput"]:
+            if not _valid_entry(entry):
+                continue
+            triple = (entry["arch"], entry["dataset"], entry["device"])
+            if not any((e["arch"], e["dataset"], e["device"]) == triple for e in entries):  # the newest wins
+                entries.append(entry)
+                device = device or entry["device"]
+    return entries, device
+
+
+def table_for(workspace: Path) -> list[dict]:
+    """The throughput table for a workspace: what its passing preflights measured, then the shipped table."""
+    return workspace_throughput(workspace)[0] + load_table()
 
 
 def measured_rate(arch: str, dataset: str, device: str, table: list[dict]) -> Optional[float]:

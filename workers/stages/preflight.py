@@ -80,7 +80,7 @@ def environment() -> dict[str, Any]:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     facts: dict[str, Any] = {
         "host": socket.gethostname(), "python": platform.python_version(), "torch": torch.__version__,
-        "cuda": torch.version.cuda or "-", "cudnn": str(torch.backends.cudnn.version() or "-") if cuda else "-",
+        "cuda_build": torch.version.cuda or "-", "cudnn": str(torch.backends.cudnn.version() or "-") if cuda else "-",
         "nccl": ".".join(map(str, torch.cuda.nccl.version())) if cuda else "-",
         "driver": _driver_version() if cuda else "-", "cpu_cores": cores, "threads": torch.get_num_threads(),
         "device": torch.cuda.get_device_name(0) if cuda else f"CPU ({platform.processor() or platform.machine()})",

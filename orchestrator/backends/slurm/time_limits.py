@@ -95,9 +95,9 @@ def stage_seconds(spec, stage, rate: float, table: list[dict], device: str) -> O
 def derive(spec, plan, settings: Mapping[str, Any], table: Optional[list[dict]] = None,
            partition_max: Optional[int] = None) -> dict[str, TimeLimit]:
     """Kind -> its time limit for the sweep ``spec`` planned as ``plan`` under the SLURM ``settings``."""
-    from orchestrator.planning.gpu_hours import load_table, measured_rate
+    from orchestrator.planning.gpu_hours import measured_rate, table_for
 
-    table = load_table() if table is None else table
+    table = table_for(Path(spec.workspace)) if table is None else table
     explicit = dict(settings.get("time_min") or {})
     default = int(settings.get("default_time_min") or 60)
     device = str(settings.get("device") or "")
