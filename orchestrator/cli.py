@@ -136,7 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "what they leave out is pooled")
     res.add_argument("--compare", metavar="COLUMN=A,B",
                      help="mean paired difference A - B of top-1 per setting over the seeds both share, its standard "
-                          "error, n and a two-sided paired t-test p-value (* marks p < 0.05)")
+                          "error, n and the paired t-test's p-value: two-sided for A,B, one-sided for 'A>B' (A beats "
+                          "B) or 'A<B'; Holm-adjusted over the settings shown (* marks adjusted p < 0.05)")
     _add_report_parser(commands)
     repair = commands.add_parser("repair", help="rebuild a damaged workspace's ledger and results table from its "
                                                 "stage folders",
@@ -166,8 +167,8 @@ def _add_report_parser(commands) -> None:
                         help="keep the results rows where CONDITION holds, as `results --where`")
     report.add_argument("--sweep", help="only this sweep's results rows")
     report.add_argument("--compare", action="append", default=[], metavar="COLUMN=A,B",
-                        help="the paired comparisons to show (repeatable; default: init=winning_ticket,reinit and "
-                             "mask_source=labels,X for every other mask source X present)")
+                        help="the paired comparisons to show, as `results --compare` (repeatable; default: "
+                             "'init=winning_ticket>reinit' and mask_source=labels,X for every other mask source X)")
     report.add_argument("--title", help="the page's title")
 
 

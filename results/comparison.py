@@ -1,17 +1,22 @@
 """Paired comparisons of two values of one column: does ``labels`` beat ``rotnet``, seed for seed?
 
 :func:`compare` pairs the rows of the two values that agree on every other setting and on
-the seed, and tests the mean of the paired differences of top-1 with a two-sided paired
-t-test (what ``scipy.stats.ttest_rel`` computes, for every setting at once). Pairing
-removes what a seed shares on both sides (its data order, its initialisation), so a
-difference smaller than either side's spread can still hold. scipy is imported only when
-a comparison is made, and only ``scipy.special`` (Student's t distribution), which loads
-in a fifth of the time ``scipy.stats`` takes.
+the seed, and tests the mean of the paired differences of top-1 with a paired t-test (what
+``scipy.stats.ttest_rel`` computes, for every setting at once): **two-sided** for ``A,B`` (is
+there a difference?), **one-sided** for a stated direction ``A>B`` (does A beat B?) or ``A<B``.
+The settings of one comparison are a family of tests: their p-values are also given
+**Holm-adjusted** over the family, and a setting is marked significant by its adjusted p.
+Pairing removes what a seed shares on both sides (its data order, its initialisation), so a
+difference smaller than either side's spread can still hold; a seed is never counted twice
+(rows of one side that share a setting and a seed, such as the same run in two workspaces
+pooled by ``by``, are averaged into one). scipy is imported only when a comparison is made,
+and only ``scipy.special`` (Student's t distribution), which loads in a fifth of the time
+``scipy.stats`` takes.
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import cast
+from typing import NamedTuple, cast
 
 import numpy as np
 import pandas as pd
@@ -21,33 +26,69 @@ from results.query import _matches, grouping, percent_label
 
 #: A difference is marked significant when its p-value is below this.
 ALPHA = 0.05
-#: What the p-value comes from, as the output names it.
-TEST = "paired t-test, two-sided"
+#: the alternatives a comparison can test: a difference (two-sided), or A above (below) B.
+ALTERNATIVES = ("two-sided", "greater", "less")
 #: Differences that span less than this are equal: float noise (0.9 - 0.7 vs 0.8 - 0.6), not spread.
 _NO_SPREAD = 1e-12
 #: The columns of :func:`compare`'s result after the setting columns.
 COMPARE_STATS: tuple[str, ...] = (
-    "top1_a", "top1_b", "diff", "diff_se", "n", "t", "p", "significant", "measured_fraction",
+    "top1_a", "top1_b", "diff", "diff_se", "n", "t", "p", "p_holm", "significant", "measured_fraction",
 )
 
 
-def parse_compare(text: str) -> tuple[str, str, str]:
-    """``"COLUMN=A,B"`` -> ``(column, a, b)``; :class:`ValueError` unless exactly two distinct values."""
+class Comparison(NamedTuple):
+    """``--compare COLUMN=A,B`` (two-sided), ``COLUMN=A>B`` or ``COLUMN=A<B`` (one-sided, that direction)."""
+
+    column: str
+    a: str
+    b: str
+    alternative: str = "two-sided"
+
+
+def method_name(alternative: str) -> str:
+    """What the p-values come from, as the output names it."""
+    return "paired t-test, two-sided" if alternative == "two-sided" else \
+        f"paired t-test, one-sided (A {'>' if alternative == 'greater' else '<'} B)"
+
+
+def parse_compare(text: str) -> Comparison:
+    """``"COLUMN=A,B"``, ``"COLUMN=A>B"`` or ``"COLUMN=A<B"`` -> :class:`Comparison`; :class:`ValueError`
+    unless exactly two distinct values."""
     column, equals, values = text.partition("=")
     column = column.strip()
     if not equals or not column:
-        raise ValueError(f"{text!r}: expected COLUMN=VALUE1,VALUE2 (e.g. mask_source=labels,rotnet)")
-    parts = [value.strip() for value in values.split(",")]
+        raise ValueError(f"{text!r}: expected COLUMN=A,B (a difference, two-sided) or COLUMN=A>B (A beats B, "
+                         "one-sided), e.g. mask_source=labels,rotnet")
+    separators = [s for s in (",", ">", "<") if s in values]
+    if len(separators) != 1:
+        raise ValueError(f"{text!r}: expected exactly two values after '=', separated by ',' (two-sided) or by "
+                         "'>' or '<' (one-sided)")
+    parts = [value.strip() for value in values.split(separators[0])]
     if len(parts) != 2 or not all(parts):
-        raise ValueError(f"{text!r}: expected exactly two values after '=', separated by a comma "
+        raise ValueError(f"{text!r}: expected exactly two values after '=', separated by {separators[0]!r} "
                          f"(got {len([p for p in parts if p])})")
     if parts[0] == parts[1]:
         raise ValueError(f"{text!r}: the two values are the same")
-    return column, parts[0], parts[1]
+    alternative = {",": "two-sided", ">": "greater", "<": "less"}[separators[0]]
+    return Comparison(column, parts[0], parts[1], alternative)
+
+
+def holm(p: np.ndarray) -> np.ndarray:
+    """Holm's step-down adjustment of the p-values ``p`` (NaN stays NaN and is not counted in the family)."""
+    p = np.asarray(p, dtype=float)
+    adjusted = np.full_like(p, np.nan)
+    tested = np.flatnonzero(~np.isnan(p))
+    if not len(tested):
+        return adjusted
+    order = tested[np.argsort(p[tested], kind="stable")]
+    m = len(order)
+    steps = np.maximum.accumulate(np.minimum(1.0, (m - np.arange(m)) * p[order]))
+    adjusted[order] = steps
+    return adjusted
 
 
 def compare(df: pd.DataFrame, column: str, a: str, b: str, by: Sequence[str] | None = None,
-            alpha: float = ALPHA) -> pd.DataFrame:
+            alpha: float = ALPHA, alternative: str = "two-sided") -> pd.DataFrame:
     """The paired difference ``a - b`` of top-1 per setting, over the seeds both sides share.
 
     ``column`` is any column of ``df``; ``a`` and ``b`` are two of its values as text
@@ -61,17 +102,21 @@ def compare(df: pd.DataFrame, column: str, a: str, b: str, by: Sequence[str] | N
     one seed is paired, sorted as :func:`summarize` sorts: ``top1_a`` / ``top1_b`` (the
     two sides' means over the paired seeds), ``diff`` (mean of ``a - b``), ``diff_se``
     (its standard error: sample standard deviation / sqrt(n)), ``n`` (pairs), ``t`` and
-    ``p`` (the two-sided paired t-test, ``scipy.stats.ttest_rel``), ``significant``
-    (``p < alpha``) and ``measured_fraction`` (mean measured fraction remaining of the
-    paired rows). With n < 2 pairs, or differences all equal (within 1e-12), there is
+    ``p`` (the paired t-test, ``scipy.stats.ttest_rel`` with this ``alternative``: ``two-sided``,
+    ``greater`` for a > b, ``less``), ``p_holm`` (``p`` Holm-adjusted over the settings of the
+    result), ``significant`` (``p_holm < alpha``) and ``measured_fraction`` (mean measured
+    fraction remaining of the paired rows). With n < 2 pairs, or differences all equal (within 1e-12), there is
     no spread to test against: ``diff_se``, ``t`` and ``p`` are NaN and ``significant``
     is False.
-    ``result.attrs`` holds ``column``, ``a``, ``b``, ``alpha``, ``test`` and ``unpaired``
-    (settings with rows on both sides but no shared seed, or on one side only: left out).
+    ``result.attrs`` holds ``column``, ``a``, ``b``, ``alpha``, ``alternative``, ``test``,
+    ``unpaired`` (settings with rows on both sides but no shared seed, or on one side only: left
+    out) and ``averaged`` (rows merged into another of the same side, setting and seed).
 
     Raises :class:`ValueError` for a column the frame lacks, ``column`` = ``seed`` or
     ``top1``, a value that is not in the data, or a bad ``by``.
     """
+    if alternative not in ALTERNATIVES:
+        raise ValueError(f"alternative {alternative!r}; allowed: {', '.join(ALTERNATIVES)}")
     if column not in df.columns:
         raise ValueError(f"unknown column {column!r}; allowed columns: {', '.join(map(str, df.columns))}")
     if column in ("seed", "top1"):
@@ -80,6 +125,7 @@ def compare(df: pd.DataFrame, column: str, a: str, b: str, by: Sequence[str] | N
     if "seed" in keys:
         raise ValueError("'seed' is what pairs the two sides; leave it out of the grouping")
     sides = []
+    averaged = 0
     for value, suffix in ((a, "_a"), (b, "_b")):
         side = df[_matches(df[column], value, column)]
         if side.empty:
@@ -87,12 +133,13 @@ def compare(df: pd.DataFrame, column: str, a: str, b: str, by: Sequence[str] | N
             present = ", ".join(map(str, values[:20])) + (", ..." if len(values) > 20 else "")
             raise ValueError(f"{column}={value}: no row has this value; present: {present or 'none'}")
         means = side.groupby(keys + ["seed"], dropna=False, sort=False)[["top1", "measured_fraction"]].mean()
+        averaged += len(side) - len(means)
         sides.append(means.add_suffix(suffix))
     paired = pd.concat(sides, axis=1, join="inner").reset_index()
     paired["d"] = paired["top1_a"] - paired["top1_b"]
     paired["measured"] = paired[["measured_fraction_a", "measured_fraction_b"]].mean(axis=1)
 
-    result = _per_setting(paired, keys, alpha)
+    result = _per_setting(paired, keys, alpha, alternative)
     if keys:
         result = result.sort_values(keys, ascending=[c != "nominal_fraction" for c in keys],
                                     na_position="first", kind="stable").reset_index(drop=True)
@@ -101,15 +148,17 @@ def compare(df: pd.DataFrame, column: str, a: str, b: str, by: Sequence[str] | N
         unpaired = len(settings) - len(result)
     else:
         unpaired = 1 - len(result)
-    result.attrs.update(column=column, a=a, b=b, alpha=alpha, test=TEST, unpaired=unpaired)
+    result.attrs.update(column=column, a=a, b=b, alpha=alpha, alternative=alternative, test=method_name(alternative),
+                        unpaired=unpaired, averaged=averaged)
     return result
 
 
-def _per_setting(paired: pd.DataFrame, keys: list[str], alpha: float) -> pd.DataFrame:
+def _per_setting(paired: pd.DataFrame, keys: list[str], alpha: float, alternative: str) -> pd.DataFrame:
     """One row of statistics per setting of ``paired`` (columns ``keys``, ``top1_a``, ``top1_b``, ``d``).
 
-    The t statistic is mean(d) / (sd(d) / sqrt(n)) and p = 2 * P(T_{n-1} < -|t|), which
-    is what ``scipy.stats.ttest_rel`` computes pair by pair; done for all settings at once.
+    The t statistic is mean(d) / (sd(d) / sqrt(n)); p = 2 * P(T_{n-1} < -|t|) two-sided,
+    P(T_{n-1} > t) for ``greater``, P(T_{n-1} < t) for ``less``: what ``scipy.stats.ttest_rel``
+    computes pair by pair; done for all settings at once, then Holm-adjusted over them.
     """
     from scipy.special import stdtr  # the CDF of Student's t, as scipy.stats.t uses
     columns = [*keys, *COMPARE_STATS]
@@ -135,8 +184,11 @@ def _per_setting(paired: pd.DataFrame, keys: list[str], alpha: float) -> pd.Data
     se = np.where(testable, result["sd"].to_numpy(dtype=float) / np.sqrt(n), np.nan)
     with np.errstate(divide="ignore", invalid="ignore"):
         t = np.where(testable, result["diff"].to_numpy(dtype=float) / se, np.nan)
-        p = np.where(testable, 2.0 * stdtr(np.maximum(n - 1, 1), -np.abs(t)), np.nan)
-    result = result.assign(diff_se=se, t=t, p=p, significant=testable & (p < alpha))
+        dof = np.maximum(n - 1, 1)
+        tail = {"two-sided": 2.0 * stdtr(dof, -np.abs(t)), "greater": stdtr(dof, -t), "less": stdtr(dof, t)}
+        p = np.where(testable, tail[alternative], np.nan)
+    adjusted = holm(p)
+    result = result.assign(diff_se=se, t=t, p=p, p_holm=adjusted, significant=testable & (adjusted < alpha))
     result["n"] = result["n"].astype("Int64")
     return result[columns]
 
@@ -145,14 +197,16 @@ def format_comparison(result: pd.DataFrame) -> str:
     """The comparison as text: a header naming the test and threshold, the settings common to
     every row once, then one line per setting with top-1 and the difference in percentage points."""
     column, a, b = result.attrs["column"], result.attrs["a"], result.attrs["b"]
-    alpha = result.attrs.get("alpha", ALPHA)
     lines = [
         f"top-1 of {column}={a} minus {column}={b}, in percentage points, paired by seed over the seeds both share",
-        f"{result.attrs.get('test', TEST)}; * marks p < {alpha:g}; fewer than 2 pairs (or no spread) give no p-value",
+        describe_test(result),
     ]
     unpaired = result.attrs.get("unpaired", 0)
     if unpaired:
         lines.append(f"{unpaired} setting(s) with no seed on both sides are left out")
+    if result.attrs.get("averaged"):
+        lines.append(f"{result.attrs['averaged']} row(s) repeating a side's setting and seed (the same seed in "
+                     "several workspaces or pooled settings) averaged into one: no seed counts twice")
     if result.empty:
         lines.append("no setting has a seed on both sides")
         return "\n".join(lines)
@@ -162,6 +216,14 @@ def format_comparison(result: pd.DataFrame) -> str:
     with pd.option_context("display.width", 250, "display.max_columns", None, "display.max_rows", None):
         lines.append(frame_text(table))
     return "\n".join(lines)
+
+
+def describe_test(result: pd.DataFrame) -> str:
+    """One line naming the test, the family the Holm adjustment runs over and what ``*`` marks."""
+    alpha = result.attrs.get("alpha", ALPHA)
+    family = int(result["p"].notna().sum()) if "p" in result else 0
+    return (f"{result.attrs.get('test', method_name('two-sided'))}; p (Holm): adjusted over the {family} setting(s) "
+            f"tested here; * marks Holm-adjusted p < {alpha:g}; fewer than 2 pairs (or no spread) give no p-value")
 
 
 def comparison_display(result: pd.DataFrame, rows: int | None = None) -> tuple[str, pd.DataFrame]:
@@ -189,6 +251,7 @@ def comparison_display(result: pd.DataFrame, rows: int | None = None) -> tuple[s
     table["se"] = (100 * result["diff_se"]).map(lambda v: "—" if pd.isna(v) else f"{v:.2f}")
     table["n"] = result["n"].astype(int)
     table["p"] = result["p"].map(lambda v: "—" if pd.isna(v) else f"{v:.3g}")
+    table["p (Holm)"] = result["p_holm"].map(lambda v: "—" if pd.isna(v) else f"{v:.3g}")
     table[""] = result["significant"].map({True: "*", False: ""})
     return common, table
 

@@ -274,8 +274,10 @@ def summarize(df: pd.DataFrame, by: Sequence[str] | None = None) -> pd.DataFrame
 
     Columns: the grouping columns, then ``top1_mean``, ``top1_se`` (standard error: sample
     standard deviation / sqrt(n); NaN when n == 1 since one value gives no spread estimate),
-    ``n`` (number of rows: seeds, with the default grouping) and ``measured_fraction``
-    (mean measured fraction remaining). Missing values in grouping columns (``level`` of
+    ``n`` (number of seeds) and ``measured_fraction`` (mean measured fraction remaining).
+    A seed is never counted twice: rows of one group that share a seed (the same run in several
+    workspaces, or settings that ``by`` pools) are averaged into one first, and
+    ``summary.attrs["averaged"]`` says how many rows were merged so. Missing values in grouping columns (``level`` of
     one-shot runs) form their own group. Rows are sorted by the grouping columns in
     order, fractions from largest to smallest. A bad ``by`` raises :class:`ValueError`
     (see :func:`grouping`).
@@ -289,6 +291,12 @@ def summarize(df: pd.DataFrame, by: Sequence[str] | None = None) -> pd.DataFrame
         for stat in SUMMARY_STATS:
             empty[stat] = pd.Series(dtype="Int64" if stat == "n" else "float64")
         return empty.reset_index(drop=True)
+    averaged = 0
+    if "seed" in df.columns and "seed" not in keys:
+        per_seed = df.groupby([*keys, "seed"], dropna=False, sort=False)[["top1", "measured_fraction"]].mean()
+        averaged = len(df) - len(per_seed)
+        if averaged:
+            df = per_seed.reset_index()
     grouped = df.groupby(keys, dropna=False, sort=False)
     summary = grouped.agg(
         top1_mean=("top1", "mean"),
@@ -301,8 +309,9 @@ def summarize(df: pd.DataFrame, by: Sequence[str] | None = None) -> pd.DataFrame
     summary = summary[keys + list(SUMMARY_STATS)]
     summary = summary.sort_values(
         keys, ascending=[c != "nominal_fraction" for c in keys], na_position="first", kind="stable"
-    )
-    return summary.reset_index(drop=True)
+    ).reset_index(drop=True)
+    summary.attrs["averaged"] = averaged
+    return summary
 
 
 # --------------------------------------------------------------------------- labels

@@ -24,6 +24,7 @@ from typing import Any
 import pandas as pd
 
 from results.atomic_files import atomic_save_with
+from results.comparison import Comparison
 from results.top1_drawing import Curves, DrawingProcess
 
 #: At most this many curves in one figure; past it the figure (and its pivot table) pools
@@ -88,9 +89,11 @@ def report_target_problem(path: str | os.PathLike) -> str | None:
     return None
 
 
-def default_comparisons(df: pd.DataFrame) -> list[tuple[str, str, str]]:
-    """The comparisons the paper makes, where the rows hold both sides: the winning ticket against
-    re-initialising the same mask, and the labels mask against every other trained mask source.
+def default_comparisons(df: pd.DataFrame) -> list[Comparison]:
+    """The comparisons the paper makes, where the rows hold both sides: does the winning ticket beat
+    re-initialising the same mask (one-sided: the lottery-ticket claim has a direction), and does the
+    labels mask differ from every other trained mask source (two-sided: the study asks whether a
+    self-supervised mask is as good, so either direction is a finding).
 
     Random masks are left out: they have no rewinding point (``rewind`` is ``-``), so no row of
     theirs pairs with a trained mask's.
@@ -98,14 +101,14 @@ def default_comparisons(df: pd.DataFrame) -> list[tuple[str, str, str]]:
     pairs = []
     inits = set(df["init"].dropna().unique())
     if {"winning_ticket", "reinit"} <= inits:
-        pairs.append(("init", "winning_ticket", "reinit"))
+        pairs.append(Comparison("init", "winning_ticket", "reinit", "greater"))
     sources = set(df["mask_source"].dropna().unique()) - {"random"}
     if "labels" in sources:
-        pairs += [("mask_source", "labels", str(source)) for source in sorted(sources - {"labels"})]
+        pairs += [Comparison("mask_source", "labels", str(source)) for source in sorted(sources - {"labels"})]
     return pairs
 
 
-def columns_needed(where: Sequence[str], comparisons: Iterable[tuple[str, str, str]] | None,
+def columns_needed(where: Sequence[str], comparisons: Iterable[Comparison] | None,
                    columns: Sequence[str]) -> list[str] | None:
     """The columns of ``columns`` the page reads, in their order, with these filters and comparisons
     (:func:`results.load`'s ``columns``): the settings, top-1, the fractions, the seeds that pair
@@ -114,7 +117,7 @@ def columns_needed(where: Sequence[str], comparisons: Iterable[tuple[str, str, s
     from results.query import columns_needed as used_by_summaries
 
     needed = used_by_summaries(where, None, None, columns)
-    compared = [column for column, _a, _b in comparisons or []]
+    compared = [comparison.column for comparison in comparisons or []]
     if needed is None or any(column not in columns for column in compared):
         return None
     used = {*needed, *_PAGE_COLUMNS, *compared}
@@ -127,12 +130,12 @@ _PAGE_COLUMNS = ("seed", "eval_dataset", "metric")
 
 
 def build_report(df: pd.DataFrame, states: Sequence[WorkspaceState],
-                 comparisons: Iterable[tuple[str, str, str]] | None = None, title: str | None = None,
+                 comparisons: Iterable[Comparison] | None = None, title: str | None = None,
                  filters: Sequence[str] = (), drawer: DrawingProcess | None = None) -> str:
     """The page as text: every section of :data:`SECTIONS`, in order.
 
     ``df`` is the (filtered) frame of :func:`results.load`, of one workspace or several;
-    ``states`` what each workspace's ledger says; ``comparisons`` ``(column, a, b)`` triples
+    ``states`` what each workspace's ledger says; ``comparisons`` the :class:`~results.comparison.Comparison` list
     (default: :func:`default_comparisons`), each made with :func:`results.compare`, which
     raises :class:`ValueError` for a column or value the rows lack. ``filters`` are only named.
     ``drawer``: a :class:`~results.top1_drawing.DrawingProcess` started early, which draws the
@@ -147,7 +150,7 @@ def build_report(df: pd.DataFrame, states: Sequence[WorkspaceState],
         drawer.send(curves, FIGURE_DPI)  # drawn there while the comparisons are made here
     if comparisons is None:
         comparisons = default_comparisons(df) if not df.empty else []
-    compared = [_comparison(df, *triple) for triple in comparisons]
+    compared = [_comparison(df, comparison) for comparison in comparisons]
     generated = datetime.now(timezone.utc).isoformat(timespec="seconds")
     workspaces = ", ".join(state.name for state in states)
     meta = f"{len(df):,} results rows from {len(states)} workspace(s) ({workspaces}); generated {generated}"
@@ -292,7 +295,8 @@ def _curve_grouping(rows: pd.DataFrame) -> tuple[list[str] | None, str]:
     sweeps = rows[[c for c in ("workspace", "sweep") if c in rows.columns]].drop_duplicates()
     workspaces = rows["workspace"].nunique() if "workspace" in rows.columns else 1
     note = (f"{len(curves)} curves: pooled over {len(sweeps)} sweep(s) in {workspaces} workspace(s), one line per "
-            f"{' x '.join(by)} (n counts rows, not seeds); narrow with --where for one sweep's curves")
+            f"{' x '.join(by)} (n counts seeds: a seed's rows are averaged first, never counted twice); narrow with "
+            "--where for one sweep's curves")
     return by + ["nominal_fraction"], note
 
 
@@ -350,15 +354,18 @@ def _pivot_table(rows: pd.DataFrame, by: list[str] | None = None) -> str:
     return _table(header, body, numeric_from=1)
 
 
-def _comparison(df: pd.DataFrame, column: str, a: str, b: str) -> str:
-    from results.comparison import ALPHA, TEST, compare, comparison_display
+def _comparison(df: pd.DataFrame, comparison: Comparison) -> str:
+    from results.comparison import compare, comparison_display, describe_test
 
-    result = compare(df, column, a, b)
-    alpha = result.attrs.get("alpha", ALPHA)
-    parts = [f"<h3>{_e(column)}: {_e(a)} vs {_e(b)}</h3>",
+    column, a, b, alternative = comparison
+    result = compare(df, column, a, b, alternative=alternative)
+    sign = {"two-sided": "vs", "greater": "&gt;", "less": "&lt;"}[alternative]
+    parts = [f"<h3>{_e(column)}: {_e(a)} {sign} {_e(b)}</h3>",
              f"<p>Top-1 of {_e(column)}={_e(a)} minus {_e(column)}={_e(b)}, in percentage points, paired by seed "
-             f"over the seeds both share; {_e(TEST)}; * marks p &lt; {alpha:g}; fewer than 2 pairs (or no spread) "
-             "give no p-value."]
+             f"over the seeds both share; {_e(describe_test(result))}."]
+    if result.attrs.get("averaged"):
+        parts.append(f" {result.attrs['averaged']} row(s) repeating a side's setting and seed were averaged into one:"
+                     " no seed counts twice.")
     if result.attrs.get("unpaired"):
         parts.append(f" {result.attrs['unpaired']} setting(s) with no seed on both sides are left out.")
     parts.append("</p>")
@@ -371,8 +378,9 @@ def _comparison(df: pd.DataFrame, column: str, a: str, b: str) -> str:
     parts.append(_table(list(map(str, shown.columns)), shown.itertuples(index=False),
                         numeric_from=list(shown.columns).index(a), marked=significant))
     if len(result) > MAX_ROWS:
+        separator = {"two-sided": ",", "greater": ">", "less": "<"}[alternative]
         parts.append(f"<p>… and {len(result) - MAX_ROWS} more rows: <code>prunesweep results WS... --compare "
-                     f"{_e(column)}={_e(a)},{_e(b)}</code> prints them all.</p>")
+                     f"'{_e(column)}={_e(a)}{separator}{_e(b)}'</code> prints them all.</p>")
     return "".join(parts)
 
 

@@ -17,7 +17,7 @@ from orchestrator.backends import BACKENDS, backend_class
 from orchestrator.errors import UserError
 from orchestrator.state.ledger import STATES, Ledger
 from orchestrator.state.reconcile import bring_results_up_to_date, log_tail
-from results.comparison import parse_compare
+from results.comparison import Comparison, parse_compare
 from results.export import target_problem
 from results.query import text_equalities
 from results.report import Failure, WorkspaceState, build_report, columns_needed, report_target_problem, write_report
@@ -55,7 +55,7 @@ def _make_report(workspaces: list[Path], args, comparisons, drawer: DrawingProce
         frame = results.filter_rows(frame, where)
     except ValueError as error:
         raise UserError(f"--where: {error}") from None
-    for column, _a, _b in comparisons or []:
+    for column, *_ in comparisons or []:
         if column not in frame.columns:
             raise UserError(f"--compare: unknown column {column!r}; allowed columns: {', '.join(frame.columns)}")
     try:
@@ -132,8 +132,8 @@ def _when(timestamp) -> str:
     return datetime.fromtimestamp(float(timestamp), timezone.utc).isoformat(timespec="seconds")
 
 
-def _comparisons(values: Sequence[str]) -> list[tuple[str, str, str]] | None:
-    """Every ``--compare COLUMN=A,B`` as (column, a, b); None (the default comparisons) when none is given."""
+def _comparisons(values: Sequence[str]) -> list[Comparison] | None:
+    """Every ``--compare COLUMN=A,B`` (or ``A>B``, ``A<B``); None (the default comparisons) when none is given."""
     if not values:
         return None
     try:

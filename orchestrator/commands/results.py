@@ -11,7 +11,7 @@ import results
 from orchestrator.errors import UserError
 from orchestrator.state.ledger import Ledger
 from orchestrator.state.reconcile import bring_results_up_to_date
-from results.comparison import compare, format_comparison, parse_compare
+from results.comparison import Comparison, compare, format_comparison, parse_compare
 from results.frame_text import frame_text
 from results.query import columns_needed, grouping, text_equalities
 from results.row import COLUMN_TYPES
@@ -120,10 +120,15 @@ def _present(frame: pd.DataFrame, names: str, args) -> int:
                 raise UserError(str(error)) from None
             print(table.to_string())
         elif comparison is None:
-            print(frame_text(results.summarize(frame, by)))
+            summary = results.summarize(frame, by)
+            print(frame_text(summary))
+            if summary.attrs.get("averaged"):
+                print(f"note: {summary.attrs['averaged']} row(s) repeating a group's seed (the same seed in several "
+                      "workspaces or pooled settings) were averaged into one: n counts seeds, none twice")
     if comparison is not None:
         try:
-            outcome = compare(frame, *comparison, by=by)
+            outcome = compare(frame, comparison.column, comparison.a, comparison.b, by=by,
+                              alternative=comparison.alternative)
         except ValueError as error:
             raise UserError(f"--compare: {error}") from None
         if args.pivot:
@@ -149,8 +154,8 @@ def _group_by(values: Sequence[str]) -> list[str] | None:
     return columns
 
 
-def _compare_argument(text: str | None) -> tuple[str, str, str] | None:
-    """``--compare COLUMN=A,B`` as (column, a, b); exit 2 when malformed."""
+def _compare_argument(text: str | None) -> Comparison | None:
+    """``--compare COLUMN=A,B`` (or ``A>B``, ``A<B``); exit 2 when malformed."""
     if text is None:
         return None
     try:

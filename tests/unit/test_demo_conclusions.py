@@ -63,3 +63,19 @@ def test_no_significant_difference_is_a_two_sided_p_at_or_above_alpha():
 def test_the_stated_conclusions_compare_distinct_settings():
     assert len({(c.a, c.b) for c in dc.CONCLUSIONS}) == len(dc.CONCLUSIONS)
     assert all(c.a != c.b for c in dc.CONCLUSIONS)
+
+
+def test_a_held_out_set_starts_where_asked():
+    assert dc.seed_sets(1, 4, 12) == [[12, 13, 14, 15]]
+
+
+def test_the_beats_claims_of_a_set_are_holm_adjusted_together():
+    stats = pytest.importorskip("scipy.stats")
+    claims = (dc.Conclusion("a beats b", A, B), dc.Conclusion("a beats b again", A, B),
+              dc.Conclusion("no difference", A, B, beats=False))
+    a, b = [0.93, 0.95, 0.94, 0.96], [0.92, 0.93, 0.94, 0.935]
+    found = dc.check_set(frame(a, b), claims, [0, 1, 2, 3])
+    p = stats.ttest_rel(a, b, alternative="greater").pvalue
+    assert found[0]["p"] == pytest.approx(p) and found[0]["p_holm"] == pytest.approx(min(1.0, 2 * p))
+    assert found[0]["holds"] == (min(1.0, 2 * p) < dc.ALPHA)
+    assert found[2]["p_holm"] == found[2]["p"]  # "no difference" is not adjusted

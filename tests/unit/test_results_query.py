@@ -239,15 +239,16 @@ def test_summarize_by_pools_what_it_leaves_out(grid):
     by_mask = results.summarize(grid, by=["mask_source"])
     assert list(by_mask.columns) == ["mask_source", "top1_mean", "top1_se", "n", "measured_fraction"]
     assert by_mask["mask_source"].tolist() == ["labels", "random", "rotnet"]
-    assert by_mask["n"].tolist() == [9, 2, 3]
-    labels = grid[grid["mask_source"] == "labels"]["top1"]
+    # n counts seeds: a seed's rows over the pooled fractions are averaged first (never counted twice)
+    assert by_mask["n"].tolist() == [3, 2, 1] and by_mask.attrs["averaged"] == 6 + 0 + 2
+    labels = grid[grid["mask_source"] == "labels"].groupby("seed")["top1"].mean()
     assert by_mask["top1_mean"].iloc[0] == pytest.approx(labels.mean())
-    assert by_mask["top1_se"].iloc[0] == pytest.approx(labels.std() / 3)
+    assert by_mask["top1_se"].iloc[0] == pytest.approx(labels.std() / 3 ** 0.5)
     by_fraction = results.summarize(grid, by=["init", "nominal_fraction"])
     assert by_fraction[["init", "nominal_fraction"]].values.tolist() == [
         ["reinit", 1.0], ["reinit", 0.512], ["reinit", 0.107],
         ["winning_ticket", 1.0], ["winning_ticket", 0.512], ["winning_ticket", 0.107]]
-    assert by_fraction["n"].tolist() == [1, 3, 1, 3, 3, 3]
+    assert by_fraction["n"].tolist() == [1, 2, 1, 3, 3, 3]  # reinit at 51.2%: seeds 0 (rotnet, random) and 1
 
 
 @pytest.mark.parametrize("by,needle", [
@@ -262,7 +263,8 @@ def test_group_by_errors(grid, by, needle):
 def test_pivot_by(grid):
     table = results.pivot(grid, by=["init"])
     assert list(table.columns) == ["reinit", "winning_ticket"]
-    assert table.loc["51.2%", "reinit"] == "56.7 ± 12.0 (3)"  # rotnet 0.8 and random 0.4, 0.5 pooled
+    # rotnet 0.8 and random 0.4 (seed 0, averaged: 0.6) and random 0.5 (seed 1): two seeds, none twice
+    assert table.loc["51.2%", "reinit"] == "55.0 ± 5.0 (2)"
     assert list(results.pivot(grid, by=["nominal_fraction"]).columns) == ["all rows"]
     numbers = results.pivot(grid, numeric=True, by=["mask_source", "init"])
     assert numbers["n"].loc["51.2%", "labels / winning_ticket"] == 3

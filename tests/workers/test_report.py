@@ -101,8 +101,10 @@ def test_tables_hold_the_numbers_of_results(two_networks, tmp_path):
             cells = "".join(f'<td class="num">{value}</td>' for value in row)
             assert f"<tr><td>{fraction}</td>{cells}</tr>" in page
     # the default comparisons: winning ticket vs reinit, labels vs each other trained mask; never random
-    assert re.findall(r"<h3>(\w+): (\w+) vs (\w+)</h3>", page) == [
-        ("init", "winning_ticket", "reinit"), ("mask_source", "labels", "rotnet")]
+    # the winning ticket's claim has a direction (one-sided); labels vs another mask source does not
+    assert re.findall(r"<h3>(\w+): (\w+) (vs|&gt;) (\w+)</h3>", page) == [
+        ("init", "winning_ticket", "&gt;", "reinit"), ("mask_source", "labels", "vs", "rotnet")]
+    assert "paired t-test, one-sided (A &gt; B); p (Holm): adjusted over the" in page
     compared = results.compare(frame, "mask_source", "labels", "rotnet")
     assert len(compared) == 16 and compared["n"].eq(3).all()
     first = compared.iloc[0]
@@ -135,7 +137,7 @@ def test_many_curves_are_pooled_with_a_note(tmp_path):
     assert re.findall(r"<th[^>]*>(.*?)</th>", pivot_header) == [
         "fraction remaining", "labels / reinit", "labels / winning_ticket", "rotnet / reinit",
         "rotnet / winning_ticket"]
-    assert '<td class="num">50.5 ± 0.1 (24)</td>' in page  # 12 sweeps x 2 seeds in one cell
+    assert '<td class="num">50.5 ± 0.5 (2)</td>' in page  # 12 sweeps x 2 seeds in one cell: 2 seeds, none twice
 
 
 def test_ledger_sections_failures_and_missing_cells_escaped(tmp_path):
@@ -265,4 +267,4 @@ def test_one_report_over_two_networks_end_to_end(two_real_sweeps, tmp_path):
     assert "step 17\n" not in page  # a tail, not the whole log
     missing = re.search(r'<section id="missing">(.*?)</section>', page).group(1)
     assert f"<td>{failed}</td><td>failed</td>" in missing and f"{first}: 6 of 6 cells done, 0 missing" in missing
-    assert "<h3>init: winning_ticket vs reinit</h3>" in page
+    assert "<h3>init: winning_ticket &gt; reinit</h3>" in page

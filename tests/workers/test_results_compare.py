@@ -13,6 +13,7 @@ import sys
 import time
 from functools import partial
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -57,8 +58,8 @@ def _side(df, **where):
 def test_matches_scipy_paired_t_test(grid):
     result = results.compare(grid, "mask_source", "labels", "rotnet")
     assert len(result) == 4 and result.attrs["unpaired"] == 0
-    assert list(result.columns)[-9:] == ["top1_a", "top1_b", "diff", "diff_se", "n", "t", "p", "significant",
-                                         "measured_fraction"]
+    assert list(result.columns)[-10:] == ["top1_a", "top1_b", "diff", "diff_se", "n", "t", "p", "p_holm",
+                                          "significant", "measured_fraction"]
     assert "mask_source" not in result.columns and "seed" not in result.columns
     # sorted as summarize() sorts: by setting, fractions from largest to smallest
     assert result[["init", "nominal_fraction"]].values.tolist() == [
@@ -72,7 +73,7 @@ def test_matches_scipy_paired_t_test(grid):
         assert row.diff_se == pytest.approx(stats.sem(a - b))
         assert row.t == pytest.approx(float(expected.statistic))
         assert row.p == pytest.approx(float(expected.pvalue))
-        assert row.significant == (expected.pvalue < 0.05)
+        assert row.significant == (row.p_holm < 0.05)
         assert row.top1_a == pytest.approx(a.mean()) and row.top1_b == pytest.approx(b.mean())
     # the 4-point shift at 21% is found, the 80% rows are noise
     assert result.loc[result["nominal_fraction"] == 0.21, "significant"].all()
@@ -163,11 +164,14 @@ def test_bad_comparisons(grid, column, a, b, needle):
 
 
 def test_parse_compare():
-    assert parse_compare("mask_source=labels,rotnet") == ("mask_source", "labels", "rotnet")
-    assert parse_compare(" init = winning_ticket , reinit ") == ("init", "winning_ticket", "reinit")
+    assert parse_compare("mask_source=labels,rotnet") == ("mask_source", "labels", "rotnet", "two-sided")
+    assert parse_compare(" init = winning_ticket , reinit ") == ("init", "winning_ticket", "reinit", "two-sided")
+    assert parse_compare("init=winning_ticket>reinit") == ("init", "winning_ticket", "reinit", "greater")
+    assert parse_compare("init=reinit<winning_ticket").alternative == "less"
     for bad, needle in (("mask_source", "expected COLUMN"), ("=a,b", "expected COLUMN"),
                         ("mask_source=labels", "exactly two values"), ("mask_source=a,b,c", "exactly two"),
-                        ("mask_source=a,", "exactly two"), ("mask_source=a,a", "the same")):
+                        ("mask_source=a,", "exactly two"), ("mask_source=a,a", "the same"),
+                        ("mask_source=a>b,c", "exactly two values")):
         with pytest.raises(ValueError, match=needle):
             parse_compare(bad)
 
@@ -176,7 +180,8 @@ def test_format_names_the_test_and_marks_significance(grid):
     text = format_comparison(results.compare(grid, "mask_source", "labels", "rotnet"))
     lines = text.splitlines()
     assert lines[0].startswith("top-1 of mask_source=labels minus mask_source=rotnet, in percentage points")
-    assert "paired t-test, two-sided; * marks p < 0.05" in lines[1]
+    assert lines[1].startswith("paired t-test, two-sided; p (Holm): adjusted over the 4 setting(s) tested here; "
+                               "* marks Holm-adjusted p < 0.05")
     assert "in every row: sweep=cmp" in text
     marked = [line for line in lines if line.rstrip().endswith("*")]
     assert len(marked) == 2 and all("21.0%" in line for line in marked)
@@ -218,7 +223,8 @@ def test_compare_on_a_real_workspace(two_seeds):
     result = cli("results", two_seeds, "--compare", "init=winning_ticket,reinit")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert "paired t-test, two-sided; * marks p < 0.05" in lines[1]
+    assert lines[1].startswith("paired t-test, two-sided; p (Holm): adjusted over the 2 setting(s) tested here; "
+                               "* marks Holm-adjusted p < 0.05")
     assert "2 setting(s) with no seed on both sides are left out" in result.stdout  # random masks: reinit only
     expected = results.compare(results.load(two_seeds), "init", "winning_ticket", "reinit")
     assert expected["n"].tolist() == [2, 2]
@@ -308,3 +314,47 @@ def test_several_old_workspaces_are_read_and_left_byte_identical(tmp_path, capsy
     assert main(["results", str(first), str(second), "--pivot", "--where", "transfer=linear"]) == 0
     assert f"{second} / rotnet / linear" in capsys.readouterr().out
     assert files() == before
+
+
+def test_one_sided_tests_match_scipy_for_the_stated_direction(tmp_path):
+    rows = []
+    for seed, (a, b) in enumerate([(0.6, 0.5), (0.7, 0.5), (0.9, 0.6), (0.62, 0.64)]):
+        rows += [make_row(init="winning_ticket", seed=seed, top1=a), make_row(init="reinit", seed=seed, top1=b)]
+    df = loaded(tmp_path, rows)
+    a, b = np.array([0.6, 0.7, 0.9, 0.62]), np.array([0.5, 0.5, 0.6, 0.64])
+    for alternative in ("two-sided", "greater", "less"):
+        row = results.compare(df, "init", "winning_ticket", "reinit", alternative=alternative).iloc[0]
+        assert row["p"] == pytest.approx(float(stats.ttest_rel(a, b, alternative=alternative).pvalue))
+    assert results.compare(df, "init", "winning_ticket", "reinit", alternative="greater").attrs["test"] == \
+        "paired t-test, one-sided (A > B)"
+    with pytest.raises(ValueError, match="alternative"):
+        results.compare(df, "init", "winning_ticket", "reinit", alternative="bigger")
+
+
+def test_holm_adjusts_over_the_settings_of_one_comparison():
+    from results.comparison import holm
+
+    # by hand: sorted 0.01, 0.02, 0.04 (m = 3) -> 0.03, max(0.03, 0.04) = 0.04, max(0.04, 0.04) = 0.04
+    assert holm(np.array([0.04, 0.01, np.nan, 0.02])).tolist()[:2] == pytest.approx([0.04, 0.03])
+    assert np.isnan(holm(np.array([0.04, 0.01, np.nan, 0.02]))[2])
+    assert holm(np.array([0.5, 0.9])).tolist() == pytest.approx([1.0, 1.0])  # min(1, 2 x 0.5), then monotone
+    # a difference significant alone is not once twenty settings are tested together
+    p = np.full(20, 0.5)
+    p[0] = 0.01
+    assert holm(p)[0] == pytest.approx(0.2)
+
+
+def test_one_seed_in_two_workspaces_counts_once(tmp_path):
+    rows = [make_row(mask_source=m, seed=s, top1=0.5 + 0.1 * s + (0.05 if m == "labels" else 0))
+            for m in ("labels", "rotnet") for s in (0, 1, 2)]
+    (tmp_path / "a").mkdir()
+    once = loaded(tmp_path / "a", rows)
+    twice = pd.concat([once.assign(workspace="a"), once.assign(workspace="b")], ignore_index=True)
+    pooled = results.summarize(twice, by=["mask_source", "nominal_fraction"])
+    assert pooled["n"].tolist() == [3, 3] and pooled.attrs["averaged"] == 6
+    alone = results.summarize(once, by=["mask_source", "nominal_fraction"])
+    assert pooled["top1_se"].tolist() == pytest.approx(alone["top1_se"].tolist())  # error bars not shrunk
+    compared = results.compare(twice, "mask_source", "labels", "rotnet", by=["nominal_fraction"])
+    assert compared["n"].tolist() == [3] and compared.attrs["averaged"] == 6
+    per_workspace = results.compare(twice, "mask_source", "labels", "rotnet")  # (workspace, seed) pairs
+    assert per_workspace["n"].tolist() == [3, 3] and per_workspace.attrs["averaged"] == 0
