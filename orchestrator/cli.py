@@ -58,8 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sweep_arguments(plan)
     plan.add_argument("--graph", action="store_true", help="print every stage with the stages it depends on")
     plan.add_argument("--gpu", default="H100", metavar="DEVICE",
-                      help="the device of the GPU-hours estimate, a name of orchestrator/planning/throughput.json "
-                           "(default: H100)")
+                      help="the device of the GPU-hours estimate: a name of orchestrator/planning/throughput.json, "
+                           "a GPU short name (H100, A100, ...) or cpu-<N>thread (default: H100)")
 
     launch = commands.add_parser("launch", help="plan a sweep into its workspace and run it",
                                  description="Plan a sweep into its workspace and run every stage not done yet. "
@@ -289,11 +289,15 @@ def _cmd_plan(args) -> int:
 
 
 def _print_plan(args, absent: dict[str, str]) -> int:
-    from orchestrator.planning.gpu_hours import estimate
+    from orchestrator.planning.gpu_hours import check_device, estimate
     from orchestrator.planning.planner import plan_sweep
     from orchestrator.spec import load_spec
     from workers.data.known_datasets import describe
 
+    try:
+        check_device(args.gpu)
+    except ValueError as error:
+        raise UserError(f"--gpu: {error}") from None
     spec = load_spec(args.sweep, args.overrides, max_stages=args.max_stages)
     if Path(spec.workspace).is_dir():  # its dense stages may capture rewinding points already
         from orchestrator.state.workspace import existing_captures
