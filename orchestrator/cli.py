@@ -195,9 +195,9 @@ def console() -> None:
     args = parse_arguments(None)
     code = _run(args)
     if args.command in _NO_TEARDOWN:
-        central_db = sys.modules.get("results.central_db")
-        if central_db is not None:
-            central_db.close_connections()
+        for module, close in (("results.central_db", "close_connections"), ("results.versioned_sqlite", "close_all")):
+            if module in sys.modules:  # (a store left open would keep its -wal/-shm files)
+                getattr(sys.modules[module], close)()
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()

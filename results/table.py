@@ -171,7 +171,8 @@ def load(workspace: str | os.PathLike | Sequence[str | os.PathLike],
     extra = {Path(path).resolve(): rows for path, rows in (pending or {}).items() if rows}
     with _collector_paused():
         if isinstance(workspace, (str, os.PathLike)):
-            return _frame(_select(workspace, sql, parameters, pending=extra.get(Path(workspace).resolve())), read)
+            return _frame_of(_select(workspace, sql, parameters, pending=extra.get(Path(workspace).resolve())), read,
+                             [workspace])
         paths: dict[Path, str] = {}
         for path in workspace:
             paths.setdefault(Path(path).resolve(), os.fspath(path))
@@ -180,7 +181,7 @@ def load(workspace: str | os.PathLike | Sequence[str | os.PathLike],
             found = _select(resolved, sql, parameters, pending=extra.get(resolved))
             names.extend([name] * len(found))
             rows.extend(found)
-        frame = _frame(rows, read)
+        frame = _frame_of(rows, read, list(paths.values()))
     frame.insert(0, "workspace", pd.Series(_text_array(names, _pandas_dtypes()[0]), index=frame.index))
     return frame
 
@@ -234,6 +235,18 @@ def _frame(rows: list[tuple], columns: Sequence[str] = COLUMNS) -> pd.DataFrame:
     except (TypeError, ValueError):  # a value no column type takes: as pandas' own conversion says
         frame = pd.DataFrame.from_records(rows, columns=list(columns))
         return frame.astype({name: dtypes[COLUMN_TYPES[name]] for name in columns})
+
+
+def _frame_of(rows: list[tuple], columns: Sequence[str], workspaces: Sequence[str | os.PathLike]) -> pd.DataFrame:
+    """:func:`_frame`; :class:`results.stored_values.MisplacedValue` naming the file and the column where
+    a workspace's table holds a value of the wrong type (text in a number column)."""
+    try:
+        return _frame(rows, columns)
+    except (TypeError, ValueError):
+        from results.stored_values import raise_misplaced
+
+        raise_misplaced([db_path(workspace) for workspace in workspaces])
+        raise
 
 
 def _array(values: Sequence[Any], sqltype: str, text: Any) -> Any:
