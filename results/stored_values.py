@@ -8,15 +8,16 @@ only when the rows do not convert to the loaded frame's types (:func:`results.ta
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import closing
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, TypeVar
 
 from results.row import COLUMN_TYPES
 
 #: the SQLite storage classes each declared type of a results column holds (NULL aside).
 ACCEPTED = {"TEXT": ("text",), "INTEGER": ("integer",), "REAL": ("real", "integer")}
+T = TypeVar("T")
 _EXPECTED = {"TEXT": "text", "INTEGER": "an integer", "REAL": "a number"}
 
 
@@ -61,13 +62,19 @@ def misplaced_value(path: Path) -> Optional[str]:
         return None
 
 
-def raise_misplaced(paths: Sequence[Path]) -> None:
-    """Raise :class:`MisplacedValue` for the first of the stores at ``paths`` holding a value of the
-    wrong type (rows that would not convert were read from them); return when none does."""
-    for path in paths:
-        problem = misplaced_value(path)
-        if problem:
-            raise MisplacedValue(path, problem)
+def frame_naming_misplaced(make_frame: Callable[[list[tuple], Sequence[str]], T], rows: list[tuple],
+                           columns: Sequence[str], paths: Sequence[Path]) -> T:
+    """``make_frame(rows, columns)``; when the rows do not convert (the frame's types refuse a value),
+    :class:`MisplacedValue` naming the first of the stores at ``paths`` (where they were read) that
+    holds a value of the wrong type, and the column."""
+    try:
+        return make_frame(rows, columns)
+    except (TypeError, ValueError):
+        for path in paths:
+            problem = misplaced_value(path)
+            if problem:
+                raise MisplacedValue(path, problem) from None
+        raise
 
 
 def _shown(value: Any) -> str:

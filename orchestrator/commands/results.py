@@ -92,7 +92,7 @@ def show_central_results(args) -> int:
         frame = central_db.load(url)
     except central_db.CentralDbError as error:
         raise UserError(f"--db: {error}") from None
-    return _present(frame, central_db.redact(url), args)
+    return _present(frame, central_db.shown(url), args)
 
 
 def _present(frame: pd.DataFrame, names: str, args) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any, Literal, Optional, Union
 
-from pydantic import Field, ValidationInfo, create_model, field_validator, model_validator
+from pydantic import Field, ValidationInfo, create_model, field_serializer, field_validator, model_validator
 
 from orchestrator.backends import BACKENDS, settings_model
 from orchestrator.backends.local.settings import LocalSettings
@@ -49,6 +49,14 @@ class _SweepFields(StrictSection):
         if url is not None:
             check_url(url)  # a ValueError names the URL with its password hidden
         return url
+
+    @field_serializer("results_db")
+    def _only_the_target(self, url: Optional[str]) -> Optional[str]:
+        """A dump of the sweep (what the ledger and the sweep record keep) names the database by user,
+        host, port and database: never its password (the driver takes it from the URL itself)."""
+        from results.central_db import target
+
+        return target(url) if url else url
 
     @field_validator("recipes")
     @classmethod
