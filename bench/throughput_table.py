@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 import yaml  # noqa: E402
 
-from orchestrator.planning.gpu_hours import TABLE_FILE  # noqa: E402
+from orchestrator.planning.gpu_hours import SHORT_NAMES, TABLE_FILE  # noqa: E402
 from workers.stages.artifacts import atomic_write_json  # noqa: E402
 from workers.data.datasets import DataSplit  # noqa: E402
 from workers.models import build_model  # noqa: E402
@@ -39,7 +39,7 @@ from workers.training.loop import pick_device, train  # noqa: E402
 
 #: image side and classes of each dataset the paper sweeps use.
 SHAPES = {"cifar10": (32, 10), "imagenet": (224, 1000), "places205": (224, 205), "voc07": (224, 20)}
-_SHORT_NAME = re.compile(r"\b(GH200|GB200|B200|H200|H100|A100|A10G|A10|L40S|L40|L4|V100|T4)\b")
+_SHORT_NAME = re.compile(rf"\b({'|'.join(SHORT_NAMES)})\b")
 
 
 def paper_pairs() -> list[tuple[str, str, int]]:

@@ -58,9 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sweep_arguments(plan)
     plan.add_argument("--graph", action="store_true", help="print every stage with the stages it depends on")
     plan.add_argument("--gpu", default=None, metavar="DEVICE",
-                      help="the device of the GPU-hours estimate, a name of orchestrator/planning/throughput.json "
-                           "or of a passing preflight in the workspace (default: the device of the workspace's "
-                           "newest passing preflight, else H100)")
+                      help="the device of the GPU-hours estimate: a name of orchestrator/planning/throughput.json "
+                           "or of a passing preflight in the workspace, a GPU short name (H100, A100, ...) or "
+                           "cpu-<N>thread (default: the device of the workspace's newest passing preflight, else H100)")
 
     launch = commands.add_parser("launch", help="plan a sweep into its workspace and run it",
                                  description="Plan a sweep into its workspace and run every stage not done yet. "
@@ -212,9 +212,9 @@ def console() -> None:
     args = parse_arguments(None)
     code = _run(args)
     if args.command in _NO_TEARDOWN:
-        central_db = sys.modules.get("results.central_db")
-        if central_db is not None:
-            central_db.close_connections()
+        for module, close in (("results.central_db", "close_connections"), ("results.versioned_sqlite", "close_all")):
+            if module in sys.modules:  # (a store left open would keep its -wal/-shm files)
+                getattr(sys.modules[module], close)()
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()
@@ -306,12 +306,18 @@ def _cmd_plan(args) -> int:
 
 
 def _print_plan(args, absent: dict[str, str]) -> int:
-    from orchestrator.planning.gpu_hours import estimate
+    from orchestrator.planning.gpu_hours import DEFAULT_DEVICE, check_device, estimate, table_for, workspace_throughput
     from orchestrator.planning.planner import plan_sweep
     from orchestrator.spec import load_spec
     from workers.data.known_datasets import describe
 
     spec = load_spec(args.sweep, args.overrides, max_stages=args.max_stages)
+    table = table_for(Path(spec.workspace))  # the shipped table and the workspace's passing preflights
+    if args.gpu is not None:
+        try:
+            check_device(args.gpu, table)
+        except ValueError as error:
+            raise UserError(f"--gpu: {error}") from None
     if Path(spec.workspace).is_dir():  # its dense stages may capture rewinding points already
         from orchestrator.state.workspace import existing_captures
 
@@ -336,11 +342,8 @@ def _print_plan(args, absent: dict[str, str]) -> int:
     print(f"trainings: {plan.trainings} planned vs {plan.naive_trainings} naive "
           f"(every cell its own IMP chain from scratch): {ratio:.1f}x fewer")
     print(f"epochs: {plan.total_epochs:g} planned vs {plan.naive_epochs:g} naive")
-    from orchestrator.planning.gpu_hours import DEFAULT_DEVICE, table_for, workspace_throughput
-
     _, preflight_device = workspace_throughput(Path(spec.workspace))
-    device = args.gpu or preflight_device or DEFAULT_DEVICE
-    print(estimate(spec, plan, device, table_for(Path(spec.workspace))).describe())
+    print(estimate(spec, plan, args.gpu or preflight_device or DEFAULT_DEVICE, table).describe())
     _print_backend_plan(spec, plan)
     levels = sorted({(f, spec.level_for(f)) for f in spec.pruning.fractions}, reverse=True)
     if not spec.pruning.one_shot:

@@ -16,6 +16,7 @@ from orchestrator.backends import BACKENDS, Task, backend_class, by_backend, get
 from orchestrator.backends.failure_classes import failure_class
 from orchestrator.commands.repair import keep_sweep_record, remove_leftover_temps
 from orchestrator.errors import UserError
+from orchestrator.state.central_results import remember
 from orchestrator.state.ledger import Ledger
 from orchestrator.state.reconcile import IngestSession, ingest_results, log_tail, reconcile
 from orchestrator.state.workspace import WorkspaceLock, check_creatable, existing_captures, materialise, stage_dir
@@ -163,6 +164,7 @@ def launch(spec: SweepSpec, source: str, backend_name: Optional[str] = None, wor
 
     workspace = Path(spec.workspace)
     check_creatable(workspace, source)
+    remember(spec.results_db)  # the ledger keeps its target only: this run's pushes need its password
     workspace.mkdir(parents=True, exist_ok=True)
     with WorkspaceLock(workspace):
         ledger = Ledger(workspace)

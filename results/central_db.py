@@ -18,13 +18,13 @@ The central table carries its schema version in a small table (``prunesweep_sche
 :data:`CENTRAL_MIGRATIONS` takes it from one version to the next, applied by the first
 writer under a lock, and a database of a newer version is refused.
 
-SQLAlchemy and psycopg are imported only when a database is used; URLs are printed with
-their password hidden (:func:`redact`).
+SQLAlchemy and psycopg are imported only when a database is used. A URL is parsed by
+:mod:`results.db_url`; what is shown or stored names the database by its target (user, host,
+port, database), never by its password, which only reaches the driver.
 """
 from __future__ import annotations
 
 import os
-import re
 import socket
 import time
 import uuid
@@ -33,6 +33,7 @@ from contextlib import closing
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
+from results.db_url import ALLOWED_URLS, DatabaseUrl, parse, redact, shown
 from results.migrations import MIGRATIONS as _RESULTS_MIGRATIONS
 from results.migrations import TABLE as _RESULTS_TABLE
 from results.row import COLUMN_TYPES, COLUMNS, PRIMARY_KEY
@@ -53,11 +54,6 @@ EXTRA_COLUMNS = ("workspace_id", "workspace", "row_number")
 #: rows per INSERT statement (PostgreSQL allows 65,535 parameters per statement).
 BATCH = 1000
 CONNECT_TIMEOUT_S = 5
-ALLOWED_URLS = "postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE (or postgresql+psycopg://...), sqlite:///PATH"
-
-_URL = re.compile(r"^(?P<scheme>postgresql|postgresql\+psycopg|postgres|sqlite)://(?P<rest>.*)$", re.DOTALL)
-_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^:@/\s]*):(?P<password>[^/\s]*)@")
-
 
 class CentralDbError(RuntimeError):
     """The central database cannot be used: unreachable, refused us, or of a newer schema."""
@@ -66,49 +62,26 @@ class CentralDbError(RuntimeError):
 # --------------------------------------------------------------------------- URLs
 
 
-def redact(url: str) -> str:
-    """``url`` (or any text holding URLs) with each password replaced by ``***``."""
-    return _CREDENTIALS.sub(lambda m: f"{m['scheme']}{m['user']}:***@", str(url))
-
-
 def check_url(url: str) -> str:
-    """The SQLAlchemy form of a central database URL; ``ValueError`` (URL redacted) if it is not one.
+    """The SQLAlchemy form of a central database URL; ``ValueError`` (URL without secrets) if it is not one.
 
     ``postgresql://`` and ``postgres://`` mean psycopg 3 (``postgresql+psycopg://``); a
     PostgreSQL URL needs a host and a database name, a SQLite one a file path.
     """
-    if not isinstance(url, str) or not url.strip():
-        raise ValueError(f"expected a database URL; allowed: {ALLOWED_URLS}")
-    match = _URL.match(url.strip())
-    if match is None:
-        raise ValueError(f"{redact(url)!r} is not a supported database URL; allowed: {ALLOWED_URLS}")
-    scheme, rest = match["scheme"], match["rest"]
-    if scheme == "sqlite":
-        if not rest.startswith("/") or rest in ("/", "//"):
-            raise ValueError(f"{redact(url)!r}: a SQLite URL names a file: sqlite:///relative/path or "
-                             "sqlite:////absolute/path")
+    found = parse(url)
+    if found.kind == "sqlite":
         return url.strip()
-    authority, slash, database = rest.partition("/")
-    host = authority.rpartition("@")[2]
-    hostname, colon, port = host.rpartition(":") if not host.startswith("[") else (host, "", "")
-    if not colon:
-        hostname = host
-    if not hostname or not slash or not database.split("?")[0]:
-        raise ValueError(f"{redact(url)!r}: expected postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE "
-                         "(a host and a database name)")
-    if colon and not port.isdigit():
-        raise ValueError(f"{redact(url)!r}: the port must be a number, got {port!r}")
-    return "postgresql+psycopg://" + rest
+    return "postgresql+psycopg://" + url.strip().split("://", 1)[1]
 
 
 def describe(url: str) -> str:
     """Where the database is, for a status line: ``HOST:PORT/DATABASE`` or the SQLite file."""
-    url = check_url(url)
-    if url.startswith("sqlite"):
-        return url.split("://", 1)[1][1:] or url
-    rest = url.split("://", 1)[1]
-    authority, _, database = rest.partition("/")
-    return f"{authority.rpartition('@')[2]}/{database.split('?')[0]}"
+    return parse(url).where
+
+
+def target(url: str) -> str:
+    """The database of ``url`` as a workspace stores it: user, host, port and database, no secret."""
+    return parse(url).target
 
 
 # --------------------------------------------------------------------------- the workspace's side
@@ -123,12 +96,30 @@ def _state_migrations() -> list[Migration]:
     )]
 
 
-STATE_MIGRATIONS: list[Migration] = _state_migrations()
+def _targets_without_secrets(conn) -> None:
+    """Version 2: a target of version 1 was the URL less its password, which kept a password= option
+    and a password holding a '/' or a blank; each becomes user, host, port and database (two that
+    name one database keep the later mark), and the recorded errors, which quoted such URLs, go."""
+    rows = conn.execute("SELECT target, last_rowid, pushed_at, failed_at FROM pushed").fetchall()
+    conn.execute("DELETE FROM pushed")
+    for old, last_rowid, pushed_at, failed_at in rows:
+        try:
+            new = _target(old)
+        except ValueError:  # no longer a URL we read: its rows are pushed again (the upsert makes that harmless)
+            continue
+        conn.execute("INSERT INTO pushed (target, last_rowid, pushed_at, failed_at) VALUES (?, ?, ?, ?) "
+                     "ON CONFLICT(target) DO UPDATE SET last_rowid = max(last_rowid, excluded.last_rowid)",
+                     (new, last_rowid, pushed_at, failed_at))
+
+
+STATE_MIGRATIONS: list[Migration] = [*_state_migrations(), _targets_without_secrets]
 
 
 def _target(url: str) -> str:
-    """How the workspace names a database: its URL without the password."""
-    return redact(check_url(url)).replace(":***@", "@")
+    """How central_db.sqlite names a database: user, host, port and database (as before the
+    password was kept out of it, so a mark made then still counts)."""
+    found = parse(url)
+    return found.target if found.kind == "sqlite" else found.target.replace("postgresql://", "postgresql+psycopg://", 1)
 
 
 def _open_state(workspace: Path):
@@ -226,7 +217,7 @@ def push(workspace: str | os.PathLike, url: str) -> int:
     except Exception as error:  # any driver or network error: the rows wait
         message = _reason(error, url)
         _mark(workspace, target, None, message)
-        raise CentralDbError(f"{redact(url)}: {message}") from None
+        raise CentralDbError(f"{shown(url)}: {message}") from None
     _mark(workspace, target, rows[-1][0], None)
     return len(records)
 
@@ -237,15 +228,16 @@ _ENGINES: dict[str, Engine] = {}
 
 
 def _engine(url: str) -> Engine:
-    """One engine per URL and process (a pool of connections), made on first use."""
-    url = check_url(url)
+    """One engine per URL and process (a pool of connections), made on first use from the URL's parts
+    (SQLAlchemy's own parser misreads some passwords)."""
+    found = parse(url)
     if url not in _ENGINES:
         from sqlalchemy import create_engine
 
-        if url.startswith("sqlite"):
-            _ENGINES[url] = create_engine(url, connect_args={"timeout": 60})
+        if found.kind == "sqlite":
+            _ENGINES[url] = create_engine(found.sqlalchemy_url(), connect_args={"timeout": 60})
         else:
-            _ENGINES[url] = create_engine(url, pool_pre_ping=True,
+            _ENGINES[url] = create_engine(found.sqlalchemy_url(), pool_pre_ping=True,
                                           connect_args={"connect_timeout": CONNECT_TIMEOUT_S})
     return _ENGINES[url]
 
@@ -257,13 +249,10 @@ def close_connections() -> None:
 
 
 def _reason(error: BaseException, url: str) -> str:
-    """One line of why a database operation failed, without the password."""
+    """One line of why a database operation failed, without any secret of ``url``."""
     original = getattr(error, "orig", None) or error
-    text = " ".join(str(original).split()) or type(original).__name__
-    password = _CREDENTIALS.search(url.strip())
-    if password and password["password"]:
-        text = text.replace(password["password"], "***")
-    return redact(text)[:300]
+    text = str(original) or type(original).__name__
+    return " ".join(parse(url).hide(text).split())[:300]
 
 
 def _sqltype(name: str):
@@ -321,7 +310,7 @@ def _ensure_schema(conn: Connection, url: str) -> None:
         conn.execute(versions.insert().values(version=0))
     version = conn.execute(select(versions.c.version)).scalar_one()
     if version > len(CENTRAL_MIGRATIONS):
-        raise CentralDbError(f"{redact(url)}: schema version {version} was made by a newer prunesweep (this one "
+        raise CentralDbError(f"{shown(url)}: schema version {version} was made by a newer prunesweep (this one "
                              f"knows up to version {len(CENTRAL_MIGRATIONS)}); upgrade prunesweep")
     for step in CENTRAL_MIGRATIONS[version:]:
         step(conn)
@@ -349,7 +338,7 @@ def schema_version(url: str) -> int:
                 return 0
             return int(conn.execute(select(_version_table().c.version)).scalar_one())
     except Exception as error:
-        raise CentralDbError(f"{redact(url)}: {_reason(error, url)}") from None
+        raise CentralDbError(f"{shown(url)}: {_reason(error, url)}") from None
 
 
 def load(url: str) -> pd.DataFrame:
@@ -372,7 +361,7 @@ def load(url: str) -> pd.DataFrame:
             else:
                 version = conn.execute(select(_version_table().c.version)).scalar_one()
                 if version > len(CENTRAL_MIGRATIONS):
-                    raise CentralDbError(f"{redact(url)}: schema version {version} was made by a newer "
+                    raise CentralDbError(f"{shown(url)}: schema version {version} was made by a newer "
                                          f"prunesweep (this one knows up to version {len(CENTRAL_MIGRATIONS)})")
                 table = _table()
                 found = conn.execute(select(table.c.workspace_id, table.c.workspace,
@@ -381,8 +370,11 @@ def load(url: str) -> pd.DataFrame:
     except CentralDbError:
         raise
     except Exception as error:
-        raise CentralDbError(f"{redact(url)}: {_reason(error, url)}") from None
-    frame = _frame([tuple(row[2:]) for row in found])
+        raise CentralDbError(f"{shown(url)}: {_reason(error, url)}") from None
+    try:
+        frame = _frame([tuple(row[2:]) for row in found])
+    except (TypeError, ValueError) as error:  # a value no column type takes (a shared SQLite file edited by hand)
+        raise CentralDbError(f"{shown(url)}: a value of the wrong type in {TABLE} ({error})") from None
     ids = [row[0] for row in found]
     if len(set(ids)) > 1:
         labels = [row[1] for row in found]
@@ -402,5 +394,6 @@ def _text_series(values: list[str], dtype, index):
     return pd.Series(values, dtype=dtype, index=index)
 
 
-__all__ = ["CENTRAL_MIGRATIONS", "CentralDbError", "KEY", "STATE_FILE", "TABLE", "VERSION_TABLE", "check_url",
-           "describe", "load", "push", "redact", "schema_version", "waiting", "workspace_id"]
+__all__ = ["ALLOWED_URLS", "CENTRAL_MIGRATIONS", "parse", "CentralDbError", "DatabaseUrl", "KEY", "STATE_FILE", "TABLE",
+           "VERSION_TABLE", "check_url", "describe", "load", "push", "redact", "schema_version", "shown", "target",
+           "waiting", "workspace_id"]

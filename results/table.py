@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from results.migrations import MIGRATIONS, TABLE
 from results.row import COLUMN_TYPES, COLUMNS, NOT_NULL, OPTIONAL, PRIMARY_KEY, REQUIRED
+from results.stored_values import frame_naming_misplaced
 from results.versioned_sqlite import migrate, open_for_reading, open_for_writing, table_columns, with_retry
 
 if TYPE_CHECKING:
@@ -171,7 +172,8 @@ def load(workspace: str | os.PathLike | Sequence[str | os.PathLike],
     extra = {Path(path).resolve(): rows for path, rows in (pending or {}).items() if rows}
     with _collector_paused():
         if isinstance(workspace, (str, os.PathLike)):
-            return _frame(_select(workspace, sql, parameters, pending=extra.get(Path(workspace).resolve())), read)
+            found = _select(workspace, sql, parameters, pending=extra.get(Path(workspace).resolve()))
+            return frame_naming_misplaced(_frame, found, read, [db_path(workspace)])
         paths: dict[Path, str] = {}
         for path in workspace:
             paths.setdefault(Path(path).resolve(), os.fspath(path))
@@ -180,7 +182,7 @@ def load(workspace: str | os.PathLike | Sequence[str | os.PathLike],
             found = _select(resolved, sql, parameters, pending=extra.get(resolved))
             names.extend([name] * len(found))
             rows.extend(found)
-        frame = _frame(rows, read)
+        frame = frame_naming_misplaced(_frame, rows, read, [db_path(path) for path in paths])
     frame.insert(0, "workspace", pd.Series(_text_array(names, _pandas_dtypes()[0]), index=frame.index))
     return frame
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Optional, TypeVar
@@ -79,9 +80,32 @@ def migrate(conn: sqlite3.Connection, path: Path, migrations: Sequence[Migration
     return len(migrations)
 
 
+class _StoreConnection(sqlite3.Connection):
+    """A connection to a store's file, known to :func:`close_all` until it is garbage."""
+
+
+_OPEN: weakref.WeakSet[_StoreConnection] = weakref.WeakSet()
+
+
+def _connect(database: str | Path, **options) -> sqlite3.Connection:
+    conn = sqlite3.connect(database, factory=_StoreConnection, **options)
+    _OPEN.add(conn)
+    return conn
+
+
+def close_all() -> None:
+    """Close every store connection of this process that is still open.
+
+    A process that ends without the interpreter's teardown (``os._exit``: ``plan``, ``results`` and
+    ``report``) would leave a WAL store it still holds with its -wal/-shm files.
+    """
+    for conn in list(_OPEN):
+        conn.close()
+
+
 def open_for_writing(path: Path, migrations: Sequence[Migration]) -> sqlite3.Connection:
     """Open (creating if needed) the store in WAL mode and bring it to the current version."""
-    conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+    conn = _connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
     try:
         conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
         check_version(schema_version(conn), path, migrations)
@@ -141,15 +165,19 @@ def _open_existing(path: Path) -> sqlite3.Connection:
     modes = ("mode=rw", "mode=ro", "mode=ro&immutable=1")
     for mode in modes:
         uri = path.resolve().as_uri() + f"?{mode}"
+        conn: Optional[sqlite3.Connection] = None
         try:
-            conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+            conn = _connect(uri, uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None)
             conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
             conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
             return conn
-        except sqlite3.OperationalError as error:
+        except BaseException as error:
+            if conn is not None:
+                conn.close()
             text = str(error).lower()
             # "disk I/O error": SQLite could not make the -shm file (a full disk)
-            if mode == modes[-1] or not any(word in text for word in ("readonly", "unable to open", "disk i/o")):
+            if (not isinstance(error, sqlite3.OperationalError) or mode == modes[-1]
+                    or not any(word in text for word in ("readonly", "unable to open", "disk i/o"))):
                 raise
     raise AssertionError("unreachable")
 

@@ -211,6 +211,7 @@ def repair(workspace: Path, sweep_files: tuple[str, ...] = ()) -> list[str]:
     from orchestrator.state.reconcile import ingest_results, reconcile
     from orchestrator.state.workspace import existing_captures, materialise
     from results.migrations import MIGRATIONS as RESULTS_MIGRATIONS
+    from results.stored_values import misplaced_value
     from results.table import keep_only_stages
 
     work = _Repair(workspace)
@@ -218,7 +219,8 @@ def repair(workspace: Path, sweep_files: tuple[str, ...] = ()) -> list[str]:
     # judged before anything is touched: a bad sweep file or a store of a newer prunesweep stops here
     specs_from_files = [load_spec(path) for path in sweep_files]
     ledger_problem = work.check_store(LEDGER_FILE, _LEDGER_TABLES, len(LEDGER_MIGRATIONS))
-    results_problem = work.check_store(RESULTS_FILE, frozenset(), len(RESULTS_MIGRATIONS))
+    results_problem = (work.check_store(RESULTS_FILE, frozenset(), len(RESULTS_MIGRATIONS))
+                       or misplaced_value(workspace / RESULTS_FILE))  # text in a number column, say
     for path in remove_leftover_temps(workspace):
         work.say(f"removed {path.relative_to(workspace)}: a temp file left by a killed writer")
     for name, problem in ((LEDGER_FILE, ledger_problem), (RESULTS_FILE, results_problem)):

@@ -17,6 +17,7 @@ from orchestrator.backends import BACKENDS, backend_class
 from orchestrator.errors import UserError
 from orchestrator.state.ledger import STATES, Ledger
 from orchestrator.state.reconcile import bring_results_up_to_date, log_tail
+from orchestrator.state.store_health import table_refusals
 from results.comparison import Comparison, parse_compare
 from results.export import target_problem
 from results.query import text_equalities
@@ -47,8 +48,9 @@ def _make_report(workspaces: list[Path], args, comparisons, drawer: DrawingProce
     # the rows of the filters' text equalities and the columns the page reads: what is read is read once
     columns = (["workspace"] if len(workspaces) > 1 else []) + list(results.COLUMNS)
     text = [column for column, sqltype in COLUMN_TYPES.items() if sqltype == "TEXT"]
-    frame = results.load(workspaces, pending=pending, only=text_equalities(where, columns, text),
-                         columns=columns_needed(where, comparisons, columns))
+    with table_refusals():
+        frame = results.load(workspaces, pending=pending, only=text_equalities(where, columns, text),
+                             columns=columns_needed(where, comparisons, columns))
     if len(workspaces) == 1:
         frame = frame.drop(columns="workspace")
     try:

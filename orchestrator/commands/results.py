@@ -11,6 +11,7 @@ import results
 from orchestrator.errors import UserError
 from orchestrator.state.ledger import Ledger
 from orchestrator.state.reconcile import bring_results_up_to_date
+from orchestrator.state.store_health import table_refusals
 from results.comparison import Comparison, compare, format_comparison, parse_compare
 from results.frame_text import frame_text
 from results.query import columns_needed, grouping, text_equalities
@@ -40,8 +41,9 @@ def show_results(workspaces: Sequence[Path], args) -> int:
             pending[workspace] = bring_results_up_to_date(workspace, ledger)
         finally:
             ledger.close()
-    frame = results.load(workspaces[0] if len(workspaces) == 1 else workspaces, pending=pending,
-                         **_reading(args, several=len(workspaces) > 1))
+    with table_refusals():
+        frame = results.load(workspaces[0] if len(workspaces) == 1 else workspaces, pending=pending,
+                             **_reading(args, several=len(workspaces) > 1))
     return _present(frame, ", ".join(map(str, workspaces)), args)
 
 
@@ -90,7 +92,7 @@ def show_central_results(args) -> int:
         frame = central_db.load(url)
     except central_db.CentralDbError as error:
         raise UserError(f"--db: {error}") from None
-    return _present(frame, central_db.redact(url), args)
+    return _present(frame, central_db.shown(url), args)
 
 
 def _present(frame: pd.DataFrame, names: str, args) -> int:

@@ -10,8 +10,10 @@ figure is ever made up.
 """
 from __future__ import annotations
 
+import difflib
 import json
 import math
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +28,10 @@ PREFLIGHT_DIR = "preflight"
 #: largest record read back (a record is a few kB).
 _MAX_RECORD_BYTES = 4 << 20
 DEFAULT_DEVICE = "H100"
+#: the GPU models' short names under which ``bench/throughput_table.py`` records a GPU (one whose
+#: name holds none of them is recorded under its full name); a CPU is ``cpu-<threads>thread``.
+SHORT_NAMES = ("GH200", "GB200", "B200", "H200", "H100", "A100", "A10G", "A10", "L40S", "L40", "L4", "V100", "T4")
+_CPU_NAME = re.compile(r"cpu-[1-9][0-9]{0,3}thread")
 #: samples per training image of each task's batches.
 VIEWS = {"rotnet": 4, "s4l": 4, "exemplar": 2}
 #: stage kinds whose cost is not counted (forward passes or a linear layer).
@@ -101,6 +107,20 @@ def workspace_throughput(workspace: Path) -> tuple[list[dict[str, Any]], Optiona
 def table_for(workspace: Path) -> list[dict]:
     """The throughput table for a workspace: what its passing preflights measured, then the shipped table."""
     return workspace_throughput(workspace)[0] + load_table()
+def check_device(name: str, table: Optional[list[dict]] = None) -> str:
+    """``name`` if the table holds it or could (a GPU short name, ``cpu-<N>thread``); else a
+    ``ValueError`` listing the names it knows, with the nearest one for a typo."""
+    table = load_table() if table is None else table
+    measured = list(dict.fromkeys(str(entry["device"]) for entry in table))
+    if name in measured or name in SHORT_NAMES or _CPU_NAME.fullmatch(name):
+        return name
+    known = list(dict.fromkeys([*measured, *SHORT_NAMES]))
+    by_folded = {known_name.casefold(): known_name for known_name in known}
+    nearest = difflib.get_close_matches(name.casefold(), list(by_folded), n=1, cutoff=0.6)
+    hint = f"; did you mean {by_folded[nearest[0]]}?" if nearest else ""
+    raise ValueError(f"{name[:40]!r} is not a device of the throughput table; allowed: "
+                     f"{', '.join(measured) or 'none'} (measured), {', '.join(SHORT_NAMES)} or cpu-<N>thread "
+                     f"(not measured yet: GPU-hours unknown){hint}")
 
 
 def measured_rate(arch: str, dataset: str, device: str, table: list[dict]) -> Optional[float]:

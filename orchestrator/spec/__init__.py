@@ -20,6 +20,7 @@ from orchestrator.spec.bounds import (
                      MAX_BATCH_SIZE,
                      MAX_EPOCHS,
                      MAX_IMAGE_SIZE,
+                     MAX_LEVELS,
                      MAX_SEED,
                      MAX_WIDTH,
                      MIN_RATE,
@@ -44,5 +45,5 @@ from orchestrator.spec.sweep import SweepSpec
 __all__ = ["load_spec", "validate_spec", "apply_override", "SweepSpec", "RewindPoint", "parse_rewind", "Recipe",
            "Schedule", "Dataset", "DatasetSubset", "Arch", "Pruning", "LabelSubset", "LinearTransfer",
            "FinetuneTransfer", "Transfer", "checked_path", "DEFAULT_MAX_STAGES", "MAX_EPOCHS", "MAX_BATCH_SIZE",
-           "MAX_WIDTH", "MAX_IMAGE_SIZE", "MAX_SEED", "MIN_RATE", "LocalBackend", "SlurmSettings", "SlurmRanks",
-           "RaySettings", "RayResources", "RayStageResources", "RayRuntimeEnv"]
+           "MAX_WIDTH", "MAX_IMAGE_SIZE", "MAX_SEED", "MAX_LEVELS", "MIN_RATE", "LocalBackend", "SlurmSettings",
+           "SlurmRanks", "RaySettings", "RayResources", "RayStageResources", "RayRuntimeEnv"]

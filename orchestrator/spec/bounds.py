@@ -15,6 +15,8 @@ MAX_IMAGE_SIZE = 4096
 MAX_SEED = 2**32 - 1
 #: the smallest pruning rate (fraction of the remaining weights pruned per IMP round).
 MIN_RATE = 1e-6
+#: the most IMP rounds of one chain (each round is a training run after the one before it)
+MAX_LEVELS = 1_000
 #: the most stages ``plan``/``launch`` build unless ``--max-stages`` says otherwise.
 DEFAULT_MAX_STAGES = 100_000
 

@@ -15,9 +15,9 @@ from orchestrator.spec.sweep import SweepSpec
 def shown(override: str, limit: int = 80) -> str:
     """An override as an error message quotes it: cut to ``limit`` characters, so one line stays readable,
     and a URL's password hidden."""
-    from results.central_db import redact
+    from results.central_db import shown as without_secrets
 
-    override = redact(override)
+    override = without_secrets(override)
     return repr(override if len(override) <= limit else override[:limit] + "...")
 
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any, Literal, Optional, Union
 
-from pydantic import Field, ValidationInfo, create_model, field_validator, model_validator
+from pydantic import Field, ValidationInfo, create_model, field_serializer, field_validator, model_validator
 
 from orchestrator.backends import BACKENDS, settings_model
 from orchestrator.backends.local.settings import LocalSettings
 from orchestrator.backends.ray.settings import RaySettings
 from orchestrator.backends.settings_base import KeyedError as _KeyedError
 from orchestrator.backends.slurm.settings import SlurmSettings
-from orchestrator.spec.bounds import MAX_SEED, checked_path
+from orchestrator.spec.bounds import MAX_LEVELS, MAX_SEED, checked_path
 from orchestrator.spec.rewind import RewindPoint, parse_rewind
 from orchestrator.spec.sections import Arch, Dataset, LabelSubset, Pruning, Recipe, StrictSection, Transfer, members
 from workers import catalog
@@ -49,6 +49,14 @@ class _SweepFields(StrictSection):
         if url is not None:
             check_url(url)  # a ValueError names the URL with its password hidden
         return url
+
+    @field_serializer("results_db")
+    def _only_the_target(self, url: Optional[str]) -> Optional[str]:
+        """A dump of the sweep (what the ledger and the sweep record keep) names the database by user,
+        host, port and database: never its password (the driver takes it from the URL itself)."""
+        from results.central_db import target
+
+        return target(url) if url else url
 
     @field_validator("recipes")
     @classmethod
@@ -132,6 +140,33 @@ class _SweepFields(StrictSection):
             if bound > limit:
                 raise _KeyedError((culprit,), f"this sweep would plan up to {bound:,} stages, above the limit of "
                                               f"{limit:,}; check {culprit}, or raise the limit with --max-stages")
+        return self
+
+    @model_validator(mode="after")
+    def _fractions_leave_weights(self) -> _SweepFields:
+        """Each fraction keeps at least one prunable weight of the network, in at most MAX_LEVELS IMP rounds."""
+        pruning = self.pruning
+        in_channels = int(catalog.DATASETS[self.dataset.name]["in_channels"] or 3)
+        total = catalog.prunable_weights(self.arch.model_dump(), in_channels, pruning.layers)
+        chain = [total]  # weights left after each number of rounds, while any is left, up to MAX_LEVELS
+        while not pruning.one_shot and chain[-1] and len(chain) <= MAX_LEVELS:
+            chain.append(catalog.kept_after_rounds(chain[-1], pruning.rate, 1))
+        deepest = max(level for level, kept in enumerate(chain) if kept)
+        smallest = 1 / total if pruning.one_shot else (1 - pruning.rate) ** deepest
+        for i, fraction in enumerate(pruning.fractions):
+            level = 0 if pruning.one_shot else self.level_for(fraction)
+            if not pruning.one_shot and level > MAX_LEVELS and chain[-1]:
+                raise _KeyedError(("pruning", "fractions", i),
+                                  f"{fraction:g} takes {level:,} IMP rounds at rate {pruning.rate:g}, above the limit "
+                                  f"of {MAX_LEVELS:,}; raise pruning.rate or the fraction")
+            kept = round(fraction * total) if pruning.one_shot else chain[level] if level < len(chain) else 0
+            if kept < 1:
+                layers = f" (its first {pruning.layers} convolutions)" if pruning.layers else ""
+                rounds = "" if pruning.one_shot else f" after {level:,} rounds at rate {pruning.rate:g}"
+                raise _KeyedError(("pruning", "fractions", i),
+                                  f"{fraction:g} leaves no weight of the {total:,} prunable weights of "
+                                  f"{self.arch.name}{layers}{rounds}; the smallest meaningful fraction is "
+                                  f"{smallest:.4g}")
         return self
 
     def stage_bound(self) -> tuple[int, str]:

@@ -8,6 +8,12 @@ The database URL comes from, first to last:
 3. the user's config file ``$XDG_CONFIG_HOME/prunesweep/config.yaml`` (default
    ``~/.config/prunesweep/config.yaml``), key ``results_db``.
 
+The workspace keeps only the database's target (user, host, port, database: the sweep's
+``results_db`` is stored that way, :mod:`orchestrator.spec.sweep`), never a password. The
+password of a push comes from the URL this process was given for that target (``launch``'s
+sweep file, :func:`remember`), else from the environment's or the config file's URL when it
+names the same target, else from libpq itself (``PGPASSWORD``, ``~/.pgpass``).
+
 Without any, nothing here imports SQLAlchemy and nothing is pushed. With one, each command
 that records results rows (launch, resume, and the reading commands that bring the table up
 to date) then pushes the rows the database lacks (:func:`results.central_db.push`); a
@@ -33,6 +39,8 @@ CONFIG_KEYS = ("results_db",)
 RETRY_AFTER_S = 30.0
 
 _failed_at: dict[str, float] = {}
+#: target -> the whole URL (password included) this process was given for it; never written anywhere.
+_GIVEN: dict[str, str] = {}
 
 
 def config_file() -> Path:
@@ -91,13 +99,32 @@ def configured_elsewhere() -> Optional[str]:
     return _from_environment() or _from_config()
 
 
+def remember(url: Optional[str]) -> None:
+    """Keep ``url`` (a sweep file's, with its password) for this process's pushes to its target."""
+    if url:
+        _GIVEN[central_db.target(url)] = url
+
+
 def configured_url(ledger: Ledger) -> Optional[str]:
-    """The database the workspace of ``ledger`` reports to, or None."""
+    """The database the workspace of ``ledger`` reports to (with the password found for it), or None."""
     for row in reversed(ledger.sweeps()):  # the most recently launched first
         url = json.loads(row["spec"]).get("results_db")
         if url:
-            return str(url)
+            return _with_password(str(url))
     return configured_elsewhere()
+
+
+def _with_password(url: str) -> str:
+    """``url`` when it holds a secret (a workspace of an older prunesweep stored it); else the URL of the
+    same target this process was given, or the environment's or config file's; else ``url`` (libpq's
+    ``PGPASSWORD`` or ``~/.pgpass`` may have one)."""
+    parsed = central_db.parse(url)
+    if parsed.secrets:
+        return url
+    for candidate in (_GIVEN.get(parsed.target), _from_environment(), _from_config()):
+        if candidate and central_db.target(candidate) == parsed.target:
+            return candidate
+    return url
 
 
 def push_waiting(workspace: Path, ledger: Ledger) -> None:
@@ -120,9 +147,17 @@ def push_waiting(workspace: Path, ledger: Ledger) -> None:
         central_db.push(workspace, url)
     except Exception as error:  # the database, the URL or the workspace's state: never fail the command
         _failed_at[url or ""] = time.monotonic()
-        message = central_db.redact(str(error).splitlines()[0] if str(error) else type(error).__name__)
+        message = _without_secrets(str(error).splitlines()[0] if str(error) else type(error).__name__, url)
         print(f"prunesweep: results database not updated: {message}; the rows wait in the workspace "
               "and go with the next command that records results", file=sys.stderr)
+
+
+def _without_secrets(text: str, url: Optional[str]) -> str:
+    """``text`` with every secret of ``url`` (when it parses) and whatever looks like a password hidden."""
+    try:
+        return central_db.parse(url).hide(text) if url else central_db.redact(text)
+    except ValueError:
+        return central_db.redact(text)
 
 
 def waiting_line(workspace: Path, ledger: Ledger) -> Optional[str]:
@@ -136,7 +171,8 @@ def waiting_line(workspace: Path, ledger: Ledger) -> Optional[str]:
     try:
         count = central_db.waiting(workspace, url)
     except Exception as error:  # a damaged central_db.sqlite must not stop `status`
-        return f"results database {central_db.describe(url)}: cannot count the waiting rows ({error})"
+        return (f"results database {central_db.describe(url)}: cannot count the waiting rows "
+                f"({_without_secrets(str(error), url)})")
     if not count:
         return None
     return f"{count} row{'s' if count != 1 else ''} waiting for {central_db.describe(url)}"

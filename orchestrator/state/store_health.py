@@ -10,6 +10,8 @@ import fcntl
 import os
 import sqlite3
 import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
@@ -107,6 +109,21 @@ def check_stores(workspace: Path, writing: bool = False) -> None:
     if writing and not os.access(workspace, os.W_OK | os.X_OK):
         raise UserError(f"{workspace}: the workspace folder is read-only for you; `status` and `results` can read "
                         "it, but to run stages in it you need write access (or a copy of the workspace)")
+
+
+@contextmanager
+def table_refusals() -> Iterator[None]:
+    """What reading the rows of results tables can meet, as one line (exit 2): a value of the wrong
+    type in a column (damage ``repair`` mends) or a table of a newer prunesweep."""
+    from results.stored_values import MisplacedValue
+    from results.versioned_sqlite import StoreVersionError
+
+    try:
+        yield
+    except MisplacedValue as error:
+        raise _damaged(error.path, error.problem, error.path.parent) from None
+    except StoreVersionError as error:
+        raise UserError(str(error)) from None
 
 
 _AFTER_SPACE = ("nothing done is lost: free some space, then run the command again (`prunesweep resume WORKSPACE` "

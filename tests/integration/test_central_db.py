@@ -159,8 +159,13 @@ def test_a_database_that_is_down_never_fails_a_stage(postgres_server, tmp_path):
         assert f"4 rows waiting for {where}" in status.stdout.splitlines()
         assert postgres_server.password not in status.stdout + status.stderr
     assert len(results.load(workspace)) == 4
-    cli("resume", workspace)  # the next command that records results pushes them
+    # the next command that records results pushes them; the workspace keeps no password (issue 25), so
+    # this process finds it in the environment's URL of the same database
+    resumed = cli("resume", workspace, env={"PRUNESWEEP_RESULTS_DB": url})
+    assert postgres_server.password not in resumed.stdout + resumed.stderr
     assert len(_central_keys(postgres_server, url)) == 4
+    for path in workspace.rglob("*"):
+        assert not path.is_file() or postgres_server.password.encode() not in path.read_bytes(), path
     assert "waiting for" not in cli("status", workspace).stdout
 
 
@@ -180,3 +185,26 @@ def test_bad_urls_exit_2_in_one_line(postgres_server, tmp_path):
         assert not result.stdout
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
+
+
+@pytest.mark.parametrize("written", ["{password}", "{escaped}"], ids=["as-is", "percent-escaped"])
+def test_a_password_of_any_characters_reaches_the_server_and_nowhere_else(postgres_server, tmp_path, written):
+    """'/', '@', '?', blanks and '%' in a password (issue 25): the URL is read from its last '@'."""
+    from urllib.parse import quote
+
+    import psycopg
+
+    password = "Zq8Kx/Pw7 @Lm?x%zz"  # (a % before two hex digits would be read as an escape)
+    role = f"r_{os.getpid()}_{len(written)}"
+    with psycopg.connect(postgres_server.url, autocommit=True) as conn:
+        conn.execute(f"DROP ROLE IF EXISTS {role}")
+        conn.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{password}'")
+    database = postgres_server.new_database().rsplit("/", 1)[1]
+    secret = written.format(password=password, escaped=quote(password, safe=""))
+    url = f"postgresql://{role}:{secret}@127.0.0.1:{postgres_server.port}/{database}"
+    result = cli("results", "--db", url)
+    assert result.stdout.strip() == f"postgresql://{role}:***@127.0.0.1:{postgres_server.port}/{database}: no results yet"
+    wrong = cli("results", "--db", url.replace("Zq8Kx", "Zq8Kz"), check=False)
+    assert wrong.returncode == 2 and "password authentication failed" in wrong.stderr, wrong.stderr
+    for output in (result.stdout + result.stderr, wrong.stdout + wrong.stderr):
+        assert not any(piece in output for piece in ("Zq8K", "Pw7", "Lm?x", quote(password, safe="")))

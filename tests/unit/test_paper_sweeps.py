@@ -34,6 +34,8 @@ def _on_digits(path):
     small_convs = catalog.CONVOLUTIONS["small_cnn"]
     if raw.get("pruning", {}).get("layers", 0) > small_convs:  # AlexNet's conv1-5 on a 4-conv network
         overrides.append(f"pruning.layers={small_convs}")
+    if raw.get("pruning", {}).get("layers"):  # conv1 of width 16 holds 144 weights, too few for 0.12%
+        overrides[1] = "arch={name: small_cnn, width: 256}"
     if raw.get("label_subset", {}).get("kind") == "classes":
         overrides.append("rewind=[5it]")  # digits cannot count a classes subset before loading: steps only
     return load_spec(path, overrides)

@@ -14,6 +14,8 @@ from collections.abc import Iterable, Mapping
 import torch
 from torch import nn
 
+from workers.pruning.counts import kept_after_rounds, prune_count  # noqa: F401 (kept_after_rounds: re-exported)
+
 Mask = dict[str, torch.Tensor]
 
 _PRUNABLE_MODULES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
@@ -59,27 +61,6 @@ def count(mask: Mapping[str, torch.Tensor]) -> tuple[int, int]:
     kept = sum(int(m.sum()) for m in mask.values())
     total = sum(m.numel() for m in mask.values())
     return kept, total
-
-
-def prune_count(remaining: int, rate: float) -> int:
-    """How many of ``remaining`` weights one round at ``rate`` removes: ``ceil(rate * remaining)``.
-
-    The product is rounded to 9 decimals first so that float noise (``0.2 * 35`` is
-    ``7.000000000000001``) does not remove one weight too many.
-    """
-    if not 0.0 < rate < 1.0:
-        raise ValueError(f"pruning rate must be in (0, 1), got {rate}")
-    return min(remaining, math.ceil(round(rate * remaining, 9)))
-
-
-def kept_after_rounds(total: int, rate: float, level: int) -> int:
-    """Weights left after ``level`` global rounds at ``rate`` starting from ``total`` (same recurrence)."""
-    if level < 0:
-        raise ValueError(f"level must be >= 0, got {level}")
-    remaining = int(total)
-    for _ in range(level):
-        remaining -= prune_count(remaining, rate)
-    return remaining
 
 
 def _split_like(flat: torch.Tensor, shapes: Mapping[str, torch.Size]) -> Mask:
