@@ -422,9 +422,16 @@ def _cmd_resume(args) -> int:
     except KeyboardInterrupt:
         return _interrupted(str(workspace))
     if summary is None:
+        from orchestrator.state.ledger import Ledger
+
         print(f"would run {len(keys)} stage(s):")
-        for key in keys:
-            print(f"  {key}")
+        ledger = Ledger(workspace, reading=True)
+        try:
+            for row in ledger.stages(keys):
+                why = f": {row['error_class']}" if row["error_class"] else ""
+                print(f"  {row['key']}  {row['label']}  [{row['state']}{why}]")
+        finally:
+            ledger.close()
         return 0
     _print_summary(str(workspace), summary, time.time() - started)
     return summary.exit_code
@@ -441,8 +448,10 @@ def _print_summary(workspace: str, summary, seconds: float) -> None:
         print(f"submitted {summary.submitted} stage(s) in {seconds:.1f} s; they run without this command. "
               f"Watch with `prunesweep status {workspace}`; cancel with `prunesweep cancel {workspace}`")
         return
+    retried = (f"; {summary.retried} attempt(s) died and were retried automatically (`prunesweep status "
+               f"{workspace}` lists them)" if summary.retried else "")
     print(f"ran {summary.ran} stage(s) in {seconds:.1f} s: {summary.done} done, {summary.failed} failed, "
-          f"{summary.blocked} blocked")
+          f"{summary.blocked} blocked{retried}")
     if summary.exit_code:
         print(f"see `prunesweep status {workspace}` for the reasons; fix them and run `prunesweep resume {workspace}`")
     else:

@@ -37,6 +37,8 @@ class RunSummary:
     ran: int
     #: stages handed to a detached backend (SLURM): they run after the command returns.
     submitted: int = 0
+    #: attempts that failed for a reason another attempt may survive and were started again.
+    retried: int = 0
 
     @property
     def exit_code(self) -> int:
@@ -54,6 +56,7 @@ class _LedgerEvents:
         self.bar = tqdm(total=total, desc="stages", unit="stage", disable=not progress or not total, file=sys.stderr,
                         dynamic_ncols=True)
         self.failures = 0
+        self.retries = 0
         self.ingestion = IngestSession(workspace)  # one results connection for the whole run
 
     def started(self, key, host, pid, job_id=None):
@@ -83,6 +86,7 @@ class _LedgerEvents:
         self.bar.update(1)
 
     def retrying(self, key, error_class, message):
+        self.retries += 1
         row = self.ledger.stages([key])[0]
         last = ((message or "").strip().splitlines() or [""])[-1]
         self.ledger.note_retry(key, f"attempt {row['attempts']} ({row['host'] or '?'} pid {row['pid'] or '?'}): "
@@ -147,6 +151,7 @@ def run_pending(workspace: Path, ledger: Ledger, keys: Iterable[str], backend_na
         blocked=sum(state == "blocked" for state in states.values()),
         ran=len(tasks),
         submitted=len(tasks) if backend.detached else 0,
+        retried=events.retries,
     )
 
 

@@ -1,6 +1,7 @@
 """``prunesweep status``: what every stage of a workspace is doing, and what is missing."""
 from __future__ import annotations
 
+import re
 import textwrap
 from collections import Counter
 from pathlib import Path
@@ -46,8 +47,8 @@ def print_status(workspace: Path, all_missing: bool = False, rehash: bool = Fals
             print(f"\nfailed stages ({len(failed)}):")
             for row in failed:
                 where = f"job {row['job_id']}" if row["job_id"] else f"on {row['host'] or '?'}"
-                print(f"  {row['key']}  {row['label']}  [{describe(row['error_class'], row['attempts'])}, "
-                      f"{row['backend'] or '?'} {where}]")
+                print(f"  {row['key']}  {row['label']}  [{describe(row['error_class'], row['attempts'])}"
+                      f"{_how(row['error_message'])}, {row['backend'] or '?'} {where}]")
                 for log in _scheduler_logs(workspace, row):
                     print(f"      log: {log}")
                 print(textwrap.indent(row["error_message"] or "(no message)", "      "))
@@ -68,8 +69,22 @@ def print_status(workspace: Path, all_missing: bool = False, rehash: bool = Fals
                   f"({cell['state'] or 'unknown'})")
         if len(missing) > MISSING_SHOWN and not all_missing:
             print(f"  ... and {len(missing) - MISSING_SHOWN} more (--all-missing lists them)")
+        if any(row["state"] in ("failed", "blocked") or (row["state"] == "planned" and row["error_class"])
+               for row in stages) or missing and not any(row["state"] == "running" for row in stages):
+            print(f"\nnext: {'fix what the failed stages say, then ' if failed else ''}"
+                  f"`prunesweep resume {workspace}` reruns what is not done")
     finally:
         ledger.close()
+
+
+#: how a stage's process ended, as its message says it (an exception is named by the error class already).
+_HOW = re.compile(r"(killed by SIG[A-Z0-9]+|exited with code -?\d+)")
+
+
+def _how(message: str | None) -> str:
+    """``: killed by SIGKILL`` from a failed stage's message, for its headline."""
+    found = _HOW.findall(message or "")
+    return f": {found[-1].strip()}" if found else ""
 
 
 def print_blocked_and_running(workspace: Path, stages) -> None:

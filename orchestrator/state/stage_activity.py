@@ -37,12 +37,15 @@ def activity_lines(workspace: Path, stages, shown: int) -> list[str]:
     lines: list[str] = []
     blocked = [row for row in stages if row["state"] == "blocked"]
     if blocked:
-        lines.append(f"\nblocked stages ({len(blocked)}):")
-        for row in blocked[:shown]:
-            lines.append(f"  {row['key']}  {row['label']}  [{row['error_class'] or 'blocked'}] "
-                         f"{row['error_message'] or ''}".rstrip())
-        if len(blocked) > shown:
-            lines.append(f"  ... and {len(blocked) - shown} more")
+        causes: dict[str, list] = {}
+        for row in blocked:  # one line per cause: a failed stage blocks every stage after it
+            causes.setdefault(row["error_message"] or row["error_class"] or "blocked", []).append(row)
+        lines.append(f"\nblocked stages ({len(blocked)}, by cause):")
+        for cause, group in sorted(causes.items(), key=lambda item: -len(item[1]))[:shown]:
+            examples = ", ".join(row["key"] for row in group[:3]) + (", ..." if len(group) > 3 else "")
+            lines.append(f"  {len(group)} blocked: {cause} ({examples})")
+        if len(causes) > shown:
+            lines.append(f"  ... and {len(causes) - shown} more causes")
     described = phases(workspace, stages)
     rows = {row["key"]: row for row in stages}
     running = [key for key, (phase, _) in described.items() if phase != "queued"]
