@@ -212,3 +212,29 @@ def test_a_refused_rename_makes_repair_fail_in_one_line(workspace, monkeypatch):
     folder = _stage(workspace, "dense")
     (folder / DONE_FILE).write_text("{not json")
     _refused_rename_is_one_line(workspace, folder)
+
+
+# ------------------------------------------------------------------ the workspace's own files and folders
+
+
+def test_a_linked_store_is_damage_and_repair_moves_the_link_not_its_target(workspace, tmp_path):
+    elsewhere = tmp_path / "elsewhere.sqlite"
+    shutil.move(workspace / "ledger.sqlite", elsewhere)
+    (workspace / "ledger.sqlite").symlink_to(elsewhere)
+    before = elsewhere.read_bytes()
+    code, out, err = run_cli("status", workspace)
+    assert code == 2 and "ledger.sqlite: is a symbolic link" in err and "prunesweep repair" in err, err
+    code, out, err = run_cli("repair", workspace)
+    assert code == 0 and "moved ledger.sqlite to quarantine/" in out, out + err
+    assert elsewhere.read_bytes() == before and (workspace / "quarantine").glob("*/ledger.sqlite")
+    assert not (workspace / "ledger.sqlite").is_symlink()
+
+
+@pytest.mark.parametrize("folder", ["stages", "sweeps"])
+def test_every_command_refuses_a_linked_folder_of_the_workspace(workspace, tmp_path, folder):
+    shutil.move(workspace / folder, tmp_path / "elsewhere")
+    (workspace / folder).symlink_to(tmp_path / "elsewhere")
+    for command in (("status",), ("results",), ("resume", "--dry-run")):
+        code, out, err = run_cli(command[0], workspace, *command[1:])
+        assert code == 2 and str(workspace / folder) in err and "symbolic link" in err, (command, out, err)
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err

@@ -34,6 +34,10 @@ class DiskFull(OSError):
         return (_disk_full_again, (str(self.path), str(self.strerror), self.errno))
 
 
+# the name tracebacks and logs have always shown (workers.stages.artifacts re-exports it)
+DiskFull.__module__ = "workers.stages.artifacts"
+
+
 def _disk_full_again(path: str, message: str, code: int) -> DiskFull:
     error = DiskFull.__new__(DiskFull)
     OSError.__init__(error, code, message)

@@ -337,14 +337,15 @@ def open_regular(path: PathArg, append: bool = True, root: Optional[PathArg] = N
     return os.fdopen(fd, "a+" if append else "r+", encoding="utf-8")
 
 
-def atomic_write_bytes(path: PathArg, data: bytes, root: Optional[PathArg] = None) -> None:
-    """Write ``data`` to ``path`` atomically (a new temp file in the same folder, fsync, rename)."""
-    _atomic_write(path, lambda handle: handle.write(data), root)
+def atomic_write_bytes(path: PathArg, data: bytes, root: Optional[PathArg] = None, mode: int = 0o666) -> None:
+    """Write ``data`` to ``path`` atomically (a new temp file in the same folder, fsync, rename), with
+    ``mode`` less the umask (0o777 for a script)."""
+    _atomic_write(path, lambda handle: handle.write(data), root, mode)
 
 
 def atomic_save_with(path: PathArg, save: Callable[[Any], Any], root: Optional[PathArg] = None) -> None:
     """Atomically write ``path`` with a writer such as ``lambda f: torch.save(obj, f)``."""
-    _atomic_write(path, save, root)
+    _atomic_write(path, save, root, 0o666)
 
 
 def _new_temp(folder: int, name: str) -> tuple[int, str]:
@@ -359,7 +360,7 @@ def _new_temp(folder: int, name: str) -> tuple[int, str]:
     raise FileExistsError(errno.EEXIST, "no unused temp name", name)
 
 
-def _atomic_write(path: PathArg, write: Callable[[Any], Any], root: Optional[PathArg]) -> None:
+def _atomic_write(path: PathArg, write: Callable[[Any], Any], root: Optional[PathArg], mode: int) -> None:
     if not is_writer():  # a rank other than 0 of a distributed stage: rank 0 writes the same
         return
     try:
@@ -376,7 +377,7 @@ def _atomic_write(path: PathArg, write: Callable[[Any], Any], root: Optional[Pat
                 raise DiskFull(Path(path), error) from error
             raise
         try:
-            os.fchmod(fd, 0o666 & ~process_umask())  # a lab's shared workspace needs the umask
+            os.fchmod(fd, mode & ~process_umask())  # a lab's shared workspace needs the umask
             with os.fdopen(fd, "wb") as handle:
                 write(handle)
                 handle.flush()
