@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from orchestrator.errors import UserError, WorkspaceBusy
+from orchestrator.errors import EnvironmentProblem, UserError, WorkspaceBusy
 
 DEMO_HINT = "prunesweep results WORKSPACE --pivot"
 #: as orchestrator.spec.DEFAULT_MAX_STAGES (not imported: --help must not load pydantic models)
@@ -234,7 +234,7 @@ def _run(args) -> int:
     signal.signal(signal.SIGTERM, _stop_like_ctrl_c)  # `kill` stops the workers too, as Ctrl-C does
     try:
         return COMMANDS[args.command](args)
-    except UserError as error:
+    except (UserError, EnvironmentProblem) as error:
         print(f"prunesweep: error: {error}", file=sys.stderr)
         return error.exit_code
     except WorkspaceBusy as busy:

@@ -26,3 +26,10 @@ class WorkspaceBusy(Exception):
     """Another live launch/resume holds the workspace lock."""
 
     exit_code = 3
+
+
+class EnvironmentProblem(Exception):
+    """The system refused what a command must do (a file it may not move, an immutable folder): printed
+    as one message naming the file and what to do, exit code 1."""
+
+    exit_code = 1

@@ -6,7 +6,6 @@ A backend about to lose the machine (preemption, time limit) calls :func:`save_p
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import threading
 import time
@@ -30,6 +29,7 @@ from workers.stages.artifacts import (
     write_done,
 )
 from workers.stages.error_record import clear_error, write_error
+from workers.stages.workspace_files import read_json
 from workers.training.preemption import save_progress  # noqa: F401  (backends call it before a preemption)
 
 log = logging.getLogger("workers")
@@ -95,7 +95,7 @@ def _run_stage(stage_dir: Path) -> dict:
     from workers.training import distributed
 
     if distributed.current() is None and verify_done(stage_dir)[0]:  # done: skipped without touching a file
-        return json.loads((stage_dir / DONE_FILE).read_text())
+        return read_json(stage_dir / DONE_FILE)
     # rank 0 holds the stage's lock for the whole run: while it lives no other process runs the stage
     with stage_lock.hold(stage_dir) if distributed.is_writer() else contextlib.nullcontext():
         return _run_locked(stage_dir)
@@ -109,7 +109,7 @@ def _run_locked(stage_dir: Path) -> dict:
     stage = read_stage(stage_dir)
     done, reason = distributed.broadcast_from_writer(verify_done(stage_dir))
     if done:
-        return json.loads((stage_dir / DONE_FILE).read_text())
+        return read_json(stage_dir / DONE_FILE)
     kind, key = stage.get("kind"), stage.get("key", stage_dir.name)
     writer = distributed.is_writer()
     if writer:
@@ -138,7 +138,7 @@ def _run_locked(stage_dir: Path) -> dict:
                 (stage_dir / CHECKPOINT_FILE).unlink(missing_ok=True)
             distributed.barrier()
             if not writer:
-                return json.loads((stage_dir / DONE_FILE).read_text())
+                return read_json(stage_dir / DONE_FILE)
             log.info("stage %s (%s) done in %.2f s", key, kind, time.perf_counter() - started)
             return manifest
         except (SystemExit, KeyboardInterrupt) as stop:  # preempted, timed out or stopped: not a failure

@@ -203,6 +203,25 @@ def job_failure_row(target: str, state: str, message: str, ranks: int) -> dict[s
             "fix": "read the stage's log.txt in the preflight folder"}
 
 
+def _report(path: Path, workspace: Path) -> Optional[dict[str, Any]]:
+    """The stage's ``preflight.json``, checked like input (the node wrote it), or None when it is not one."""
+    from workers.stages.workspace_files import read_json
+
+    try:
+        report = read_json(path, root=workspace)
+    except (OSError, ValueError):
+        return None
+    rows = report.get("rows") if isinstance(report, dict) else None
+    environment = report.get("environment") if isinstance(report, dict) else None
+    fields = {"target": str, "check": str, "figure": str, "detail": str, "fix": str}
+    if not isinstance(rows, list) or not isinstance(environment, dict) or not all(
+            isinstance(row, dict) and row.get("ok") in (True, False, None)
+            and all(isinstance(row.get(name), kind) for name, kind in fields.items()) for row in rows):
+        return None
+    return {"rows": [{name: row[name] for name in (*fields, "ok")} for row in rows],
+            "environment": {str(k): str(v)[:200] for k, v in environment.items()}}
+
+
 def _table(rows: list[dict[str, Any]]) -> list[str]:
     marks = {True: "ok", False: "FAIL", None: "-"}
     lines = [[row["target"], row["check"], marks[row["ok"]], row["figure"]] for row in rows]
@@ -264,9 +283,12 @@ def preflight(spec: Any, source: str, backend_name: Optional[str], timeout: floa
             rows.append(job_failure_row(f"job {index} ({kind}, {ranks} rank{'s' if ranks > 1 else ''})",
                                         events.state, events.message, ranks))
             continue
-        report = json.loads(result.read_text())
+        report = _report(result, workspace)
+        if report is None:
+            rows.append(job_failure_row(f"job {index} ({kind})", "damaged", f"{result}: not a preflight report", 1))
+            continue
         rows += report["rows"]
-        environment = environment or report.get("environment", {})
+        environment = environment or report["environment"]
     passed = all(row["ok"] is not False for row in rows)
     for line in _table(rows):
         print(line)

@@ -6,10 +6,14 @@ ledger and the results table are caches of them. A command that meets a damaged 
 pointing here. :func:`repair` then:
 
 - removes the temp files of killed writers (ours only, never through a link);
-- moves every malformed file aside into ``WORKSPACE/quarantine/<UTC time>/`` (same relative
-  path): a store that is not a sound SQLite database of ours, a ``stage.json`` that is not a
-  stage's, a ``DONE.json`` that is malformed or whose artifacts no longer match (with the
-  artifacts it lists, so the stage is recomputed from scratch);
+- moves every malformed file aside into a new ``WORKSPACE/quarantine/<UTC time>/`` (same
+  relative path; ``<UTC time>.2``, ... when a repair of the same second made one already: nothing
+  quarantined is ever overwritten): a store that is not a sound SQLite database of ours, a
+  ``stage.json`` that is not a stage's (a link or a FIFO included: never followed, never waited
+  on), a ``DONE.json`` that is malformed or whose artifacts no longer match (with the artifacts it
+  lists, so the stage is recomputed from scratch). Every move stays inside the workspace: a
+  ``quarantine``, ``stages`` or ``sweeps`` that is a link is refused before anything is touched
+  (exit 2), a move the system refuses (an immutable folder) is one line, exit 1;
 - rebuilds the ledger when it was moved aside: the sweeps from the records ``launch`` keeps in
   ``WORKSPACE/sweeps/<name>.json`` (and from sweep files named on the command line), their
   stages and cells planned again, every other stage folder from its ``stage.json``; a missing
@@ -29,16 +33,19 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any, Optional
 
-from orchestrator.errors import UserError
+from orchestrator.errors import EnvironmentProblem, UserError
 from orchestrator.state.ledger import LEDGER_FILE, Ledger
 from orchestrator.state.store_health import RESULTS_FILE, store_problem
-from workers.stages.artifacts import (
-    DONE_FILE,
-    STAGE_FILE,
-    atomic_write_json,
-    manifest_problem,
+from orchestrator.state.workspace import refuse_linked_folders
+from workers.stages.artifacts import DONE_FILE, STAGE_FILE, atomic_write_json, manifest_problem, verify_done
+from workers.stages.disk_space import SPACE_ERRNOS
+from workers.stages.workspace_files import (
+    LinkedFolder,
+    list_folder,
+    make_unique_folder,
+    move_within,
+    read_json,
     remove_temp_files,
-    verify_done,
 )
 
 QUARANTINE_DIR = "quarantine"
@@ -62,12 +69,11 @@ def remove_leftover_temps(workspace: Path, ledger: Optional[Ledger] = None) -> l
     running = set()
     if ledger is not None:
         running = {row["key"] for row in ledger.stages() if row["state"] == "running"}
-    removed = remove_temp_files(workspace)
+    removed = remove_temp_files(workspace, workspace)
     stages = workspace / "stages"
-    if stages.is_dir() and not stages.is_symlink():
-        for entry in sorted(os.scandir(stages), key=lambda e: e.name):
-            if entry.is_dir(follow_symlinks=False) and entry.name not in running:
-                removed += remove_temp_files(Path(entry.path))
+    for name, is_folder in list_folder(stages, workspace):
+        if is_folder and name not in running:
+            removed += remove_temp_files(stages / name, workspace)
     return removed
 
 
@@ -77,7 +83,7 @@ def remove_leftover_temps(workspace: Path, ledger: Optional[Ledger] = None) -> l
 def keep_sweep_record(workspace: Path, name: str, source: str, settings: str, spec: dict) -> None:
     """Keep what ``launch`` registered for sweep ``name``, so ``repair`` can plan it again."""
     atomic_write_json(Path(workspace) / SWEEPS_DIR / f"{name}.json",
-                      {"name": name, "source": source, "settings": settings, "spec": spec})
+                      {"name": name, "source": source, "settings": settings, "spec": spec}, Path(workspace))
 
 
 def _without_none(value: Any) -> Any:
@@ -94,18 +100,32 @@ def _without_none(value: Any) -> Any:
 class _Repair:
     def __init__(self, workspace: Path):
         self.workspace = Path(workspace)
-        self.quarantine = self.workspace / QUARANTINE_DIR / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        self.name = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        self.quarantine: Optional[Path] = None  # made at the first move, under a name no repair used
         self.lines: list[str] = []
 
     def say(self, line: str) -> None:
         self.lines.append(line)
 
     def move_aside(self, path: Path, why: str) -> None:
-        """Move ``path`` (a file, a link or a folder) into the quarantine folder at its relative path."""
+        """Move ``path`` (a file, a link or a folder) into the quarantine folder at its relative path,
+        never through a link, never over a file."""
         relative = path.relative_to(self.workspace)
-        target = self.quarantine / relative
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(path, target)  # a rename inside the workspace: never follows a link
+        try:
+            if self.quarantine is None:
+                self.quarantine = make_unique_folder(self.workspace / QUARANTINE_DIR, self.name, self.workspace)
+            target = self.quarantine / relative
+            move_within(path, target, self.workspace)
+        except LinkedFolder as error:
+            raise UserError(str(error.strerror)) from None
+        except OSError as error:
+            if error.errno in SPACE_ERRNOS:
+                raise
+            where = self.quarantine or self.workspace / QUARANTINE_DIR
+            raise EnvironmentProblem(
+                f"{path}: cannot be moved aside into {where} ({error.strerror}); nothing was lost: make the folders "
+                f"writable (`chattr -i` for an immutable one), then run `prunesweep repair {self.workspace}` again"
+            ) from None
         self.say(f"moved {relative} to {target.relative_to(self.workspace)}: {why}")
 
     # -- stores
@@ -150,19 +170,18 @@ class _Repair:
         """Quarantine malformed stage.json and DONE.json files; return key -> sound stage.json."""
         stages: dict[str, dict] = {}
         root = self.workspace / "stages"
-        if not root.is_dir():
-            return stages
-        for folder in sorted(root.iterdir()):
-            if folder.is_symlink() or not folder.is_dir():
+        for name, is_folder in list_folder(root, self.workspace):
+            if not is_folder:
                 continue
+            folder = root / name
             stage_file = folder / STAGE_FILE
             if os.path.lexists(stage_file):
-                try:
-                    stage = json.loads(stage_file.read_text()) if not stage_file.is_symlink() else None
+                try:  # a link or a FIFO is no stage's description: never followed, never waited on
+                    stage = read_json(stage_file, self.workspace)
                 except (OSError, ValueError):
                     stage = None
                 if _stage_problem(stage, folder.name) is None:
-                    stages[folder.name] = stage  # type: ignore[assignment]
+                    stages[folder.name] = stage
                 else:
                     self.move_aside(stage_file, _stage_problem(stage, folder.name) or "malformed")
             done_file = folder / DONE_FILE
@@ -173,7 +192,7 @@ class _Repair:
                 continue
             listed: list[str] = []
             try:
-                manifest = json.loads(done_file.read_text())
+                manifest = read_json(done_file, self.workspace)
                 if manifest_problem(manifest) is None:
                     listed = list(manifest["files"])
             except (OSError, ValueError):
@@ -216,6 +235,7 @@ def repair(workspace: Path, sweep_files: tuple[str, ...] = ()) -> list[str]:
 
     work = _Repair(workspace)
     workspace = work.workspace
+    refuse_linked_folders(workspace)  # before anything is touched: no move may leave the workspace
     # judged before anything is touched: a bad sweep file or a store of a newer prunesweep stops here
     specs_from_files = [load_spec(path) for path in sweep_files]
     ledger_problem = work.check_store(LEDGER_FILE, _LEDGER_TABLES, len(LEDGER_MIGRATIONS))
@@ -235,9 +255,12 @@ def repair(workspace: Path, sweep_files: tuple[str, ...] = ()) -> list[str]:
         if not rebuilt:
             for row in ledger.sweeps():
                 sweeps[row["name"]] = (row["source"], row["settings"], json.loads(row["spec"]), None)
-        for record_path in sorted((workspace / SWEEPS_DIR).glob("*.json")):
+        for record_name, _ in list_folder(workspace / SWEEPS_DIR, workspace):
+            if not record_name.endswith(".json"):
+                continue
+            record_path = workspace / SWEEPS_DIR / record_name
             try:
-                record = json.loads(record_path.read_text())
+                record = read_json(record_path, workspace)
                 sweeps.setdefault(record["name"], (record["source"], record["settings"], record["spec"], None))
             except (OSError, ValueError, KeyError, TypeError):
                 work.move_aside(record_path, "not a sweep record")
@@ -294,6 +317,6 @@ def repair(workspace: Path, sweep_files: tuple[str, ...] = ()) -> list[str]:
         work.say("stages: " + (", ".join(f"{n} {state}" for state, n in sorted(states.items())) or "none"))
     finally:
         ledger.close()
-    if work.quarantine.exists():
+    if work.quarantine is not None:
         work.say(f"what was moved aside is in {work.quarantine}; delete it once you no longer need it")
     return work.lines

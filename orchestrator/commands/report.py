@@ -16,7 +16,7 @@ import results
 from orchestrator.backends import BACKENDS, backend_class
 from orchestrator.errors import UserError
 from orchestrator.state.ledger import STATES, Ledger
-from orchestrator.state.reconcile import bring_results_up_to_date, log_tail
+from orchestrator.state.reconcile import bring_results_up_to_date, file_tail, log_tail
 from orchestrator.state.store_health import table_refusals
 from results.comparison import Comparison, parse_compare
 from results.export import target_problem
@@ -108,23 +108,15 @@ def _failure(workspace: Path, row) -> Failure:
     where = f"job {row['job_id']}" if row["job_id"] else f"on {row['host'] or '?'}"
     logs = []
     own = stage_dir(workspace, row["key"]) / LOG_FILE
-    tail = log_tail(workspace, row["key"]) if own.is_file() else ""
+    tail = log_tail(workspace, row["key"])
     if tail and tail != (row["error_message"] or "").strip():  # the local driver's message is this tail already
         logs.append((str(own), tail))
     if row["backend"] in BACKENDS:
         for path in backend_class(row["backend"]).log_files(workspace, row):
-            logs.append((str(path), _tail(path)))
+            logs.append((str(path), file_tail(path, workspace)))
     return Failure(key=row["key"], label=row["label"], error_class=row["error_class"] or "",
                    message=row["error_message"] or "", attempts=row["attempts"],
                    where=f"{row['backend'] or '?'} {where}", logs=logs)
-
-
-def _tail(path: Path, lines: int = 12) -> str:
-    """The last ``lines`` lines of a text file; empty when it cannot be read."""
-    try:
-        return "\n".join(path.read_text(errors="replace").rstrip().splitlines()[-lines:])
-    except OSError:
-        return ""
 
 
 def _when(timestamp) -> str:

@@ -9,7 +9,6 @@ now. When nothing is queued or running any more it prints the full ``status`` on
 """
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
@@ -22,6 +21,7 @@ from orchestrator.state.reconcile import reconcile_and_record
 from orchestrator.state.stage_activity import phases
 from orchestrator.state.workspace import stage_dir
 from workers.stages.artifacts import DONE_FILE
+from workers.stages.workspace_files import read_json
 
 #: seconds between two refreshes unless ``--interval`` says otherwise.
 DEFAULT_INTERVAL_S = 10.0
@@ -94,7 +94,7 @@ def snapshot(workspace: Path, durations: dict[str, float]) -> Snapshot:
     for key in done:
         if key not in durations:
             try:
-                durations[key] = float(json.loads((stage_dir(workspace, key) / DONE_FILE).read_text())
+                durations[key] = float(read_json(stage_dir(workspace, key) / DONE_FILE, workspace)
                                        ["metrics"]["wall_time_s"])
             except (OSError, ValueError, KeyError, TypeError):
                 continue

@@ -66,13 +66,11 @@ def preflight_records(workspace: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
     folder = Path(workspace) / PREFLIGHT_DIR
     if not folder.is_dir() or folder.is_symlink():
         return
+    from workers.stages.workspace_files import read_json
+
     for path in sorted(folder.glob("*.json"), reverse=True):  # newest first (names are times)
-        if path.name == "throughput.json" or path.is_symlink() or not path.is_file():
-            continue
-        if path.stat().st_size > _MAX_RECORD_BYTES:
-            continue
-        try:
-            record = json.loads(path.read_text())
+        try:  # no link followed, no FIFO waited on, bounded: a record is read like input
+            record = read_json(path, root=workspace, limit=_MAX_RECORD_BYTES)
         except (OSError, ValueError):
             continue
         if isinstance(record, dict) and isinstance(record.get("fingerprint"), dict):

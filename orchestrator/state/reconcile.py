@@ -8,7 +8,6 @@ Only verified artifacts are ingested into the results table, and each cell once.
 """
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
@@ -23,6 +22,7 @@ from orchestrator.state.ledger import Ledger
 from orchestrator.state.workspace import STAGES_DIR, WorkspaceLock, stage_dir
 from workers.stages.artifacts import DONE_FILE, LOG_FILE, invalidate
 from workers.stages.lock import holder
+from workers.stages.workspace_files import read_json, read_tail, unreadable
 
 LOG_TAIL_LINES = 12
 
@@ -126,12 +126,22 @@ def _keep_job_retries(workspace: Path, ledger: Ledger, rows: list) -> None:
 
 
 def log_tail(workspace: Path, key: str, lines: int = LOG_TAIL_LINES) -> str:
-    """The last lines of a stage's log, or an empty string."""
-    path = stage_dir(workspace, key) / LOG_FILE
+    """The last lines of a stage's log, or an empty string (see :func:`file_tail`)."""
+    return file_tail(stage_dir(workspace, key) / LOG_FILE, workspace, lines)
+
+
+def file_tail(path: Path, workspace: Path, lines: int = LOG_TAIL_LINES) -> str:
+    """The last lines of a log in ``workspace``, or an empty string when there is none. A link, a FIFO
+    or a linked folder on the way is named, never read: a colleague's link must not put a file of
+    yours into what status prints or a report shows."""
+    inside = os.path.abspath(path).startswith(os.path.join(os.path.abspath(workspace), ""))
     try:
-        return "\n".join(path.read_text(errors="replace").rstrip().splitlines()[-lines:])
+        text = read_tail(path, workspace if inside else None)
     except FileNotFoundError:
         return ""
+    except OSError as error:
+        return f"({unreadable(path, error)}; not shown)"
+    return "\n".join(text.rstrip().splitlines()[-lines:])
 
 
 class IngestSession:
@@ -236,7 +246,7 @@ def _build_rows(workspace: Path, ledger: Ledger, missing: list, specs: dict[str,
 
     def metrics_of(key: str) -> dict:
         if key not in manifests:
-            manifests[key] = json.loads((stage_dir(workspace, key) / DONE_FILE).read_text())
+            manifests[key] = read_json(stage_dir(workspace, key) / DONE_FILE, workspace)
         return manifests[key]["metrics"]
 
     deps = ledger.deps() if len(missing) > _BY_KEY_LIMIT else _DepsByKey(ledger)  # one query, or a few by key

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Optional
 
 from orchestrator.errors import UserError
+from workers.stages.workspace_files import open_file
 
 LEDGER_FILE = "ledger.sqlite"  # as orchestrator.state.ledger (which imports this module)
 RESULTS_FILE = "results.sqlite"  # as results.table.DB_FILE (not imported: pandas)
@@ -29,18 +30,23 @@ def store_problem(path: Path) -> Optional[str]:
     """What makes the store file ``path`` unusable, from its metadata and SQLite header; None if it
     looks sound or does not exist. Reads 100 bytes, never opens it with SQLite, writes nothing."""
     try:
-        info = os.stat(path)
+        info = os.lstat(path)
     except FileNotFoundError:
         return None
     except OSError as error:
         return f"cannot be read ({error.strerror})"
+    if stat.S_ISLNK(info.st_mode):  # SQLite would open what it points to: a file outside the workspace
+        return "is a symbolic link, which prunesweep does not follow"
     if stat.S_ISDIR(info.st_mode):
         return "is a folder, not a database"
     if not stat.S_ISREG(info.st_mode):
         return "is not a regular file"
     try:
-        with open(path, "rb") as handle:
-            header = handle.read(100)
+        fd = open_file(path)[0]
+        try:
+            header = os.read(fd, 100)
+        finally:
+            os.close(fd)
     except OSError as error:
         return f"cannot be read ({error.strerror})"
     if info.st_size == 0:
@@ -75,7 +81,7 @@ def must_not_write(workspace: Path) -> bool:
         if (workspace / name).exists() and not os.access(workspace / name, os.W_OK):
             return True
     try:
-        fd = os.open(workspace / LOCK_FILE, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = open_file(workspace / LOCK_FILE)[0]
     except FileNotFoundError:
         return False
     except OSError:

@@ -23,15 +23,9 @@ from orchestrator.errors import UserError, WorkspaceBusy
 from orchestrator.planning.stage_identity import Stage
 from orchestrator.state.ledger import LEDGER_FILE
 from orchestrator.state.store_health import check_stores
-from workers.stages.artifacts import (
-    STAGE_FILE,
-    MalformedStageFile,
-    NotARegularFile,
-    atomic_write_new_files,
-    json_file_bytes,
-    open_regular,
-    read_stage,
-)
+from workers.stages.artifacts import STAGE_FILE, MalformedStageFile, json_file_bytes, read_stage
+from workers.stages.new_files import atomic_write_new_files
+from workers.stages.workspace_files import LinkedFolder, NotARegularFile, open_file, open_folder, open_regular
 
 STAGES_DIR = "stages"
 LOCK_FILE = ".lock"
@@ -88,6 +82,23 @@ def check_creatable(workspace: Path, source: str) -> None:
                         "choose a folder on a disk")
     if workspace.is_dir():
         check_stores(workspace, writing=True)
+        refuse_linked_folders(workspace)
+
+
+#: the workspace's own folders: each must be a real folder (a link there is refused, never followed).
+OWN_FOLDERS = (STAGES_DIR, "quarantine", "sweeps", "slurm", "ray")
+
+
+def refuse_linked_folders(workspace: Path) -> None:
+    """UserError (exit 2) naming the first of the workspace's own folders that is a symbolic link or not a
+    folder: a command would otherwise read, write or move files outside the workspace through it."""
+    for name in OWN_FOLDERS:
+        try:
+            os.close(open_folder(Path(workspace) / name, Path(workspace)))
+        except FileNotFoundError:
+            continue
+        except LinkedFolder as error:
+            raise UserError(str(error.strerror)) from None
 
 
 def require_workspace(workspace: Path, writing: bool = False) -> Path:
@@ -100,6 +111,7 @@ def require_workspace(workspace: Path, writing: bool = False) -> Path:
                             "it from the stage folders")
         raise UserError(f"{workspace}: not a prunesweep workspace (no {LEDGER_FILE}); launch a sweep into it first")
     check_stores(workspace, writing)
+    refuse_linked_folders(workspace)
     return workspace
 
 
@@ -145,7 +157,7 @@ def materialise(workspace: Path, stages: list[Stage]) -> None:
                 read_stage(folder)
             except MalformedStageFile as error:
                 raise UserError(str(error)) from None
-    atomic_write_new_files(new)
+    atomic_write_new_files(new, Path(workspace))
 
 
 def _stage_file(stage: Stage) -> bytes:
@@ -203,7 +215,7 @@ class WorkspaceLock:
     def holder(self) -> Optional[dict]:
         """Who holds the lock now (host, pid, since), or None when it is free."""
         try:  # read-only and without writing: a reading command may not own the workspace
-            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            fd = open_file(self.path)[0]
         except FileNotFoundError:
             return None
         except OSError as error:

@@ -22,7 +22,6 @@ all kept and the counts (``keep``, ``fraction``) are over the pruned layers only
 """
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -44,6 +43,7 @@ from workers.pruning.masks import (
 )
 from workers.pruning.rule_kinds import mask_rule_function
 from workers.stages.artifacts import DONE_FILE
+from workers.stages.workspace_files import read_json, reading
 from workers.training.loop import save_state_dict
 from workers.training.seeds import derive_seed
 
@@ -54,7 +54,8 @@ SCOPES = ("global",)
 
 def load_tensors(path: Path) -> dict[str, torch.Tensor]:
     """Load a saved dict of tensors (state dict or mask) onto the CPU."""
-    return torch.load(Path(path), map_location="cpu", weights_only=True)
+    with reading(path) as handle:  # never through a link, never waiting on a FIFO
+        return torch.load(handle, map_location="cpu", weights_only=True)
 
 
 def save_mask(path: Path, mask: Mapping[str, torch.Tensor]) -> None:
@@ -64,7 +65,7 @@ def save_mask(path: Path, mask: Mapping[str, torch.Tensor]) -> None:
 
 def stage_lists(stage_dir: Path, name: str) -> bool:
     """True when a (done) stage's ``DONE.json`` lists the artifact ``name``."""
-    manifest = json.loads((Path(stage_dir) / DONE_FILE).read_text())
+    manifest = read_json(Path(stage_dir) / DONE_FILE)
     return name in manifest.get("files", {})
 
 

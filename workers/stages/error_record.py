@@ -7,7 +7,6 @@ the record when an attempt starts, so one that is there belongs to the latest at
 """
 from __future__ import annotations
 
-import json
 import os
 import socket
 import time
@@ -15,6 +14,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from workers.stages.artifacts import atomic_write_json
+from workers.stages.workspace_files import read_json
 
 ERROR_FILE = "error.json"
 
@@ -34,9 +34,7 @@ def write_error(stage_dir: Path, error: BaseException, traceback_tail: str) -> N
 def read_error(stage_dir: Path) -> Optional[dict[str, Any]]:
     """The latest attempt's error record, or None when there is none (or it cannot be read)."""
     try:  # never through a symbolic link: a planted one must not decide how a stage failed
-        fd = os.open(Path(stage_dir) / ERROR_FILE, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
-        with os.fdopen(fd, "r", encoding="utf-8") as handle:
-            record = json.loads(handle.read())
+        record = read_json(Path(stage_dir) / ERROR_FILE, limit=1 << 20)
     except (OSError, ValueError):
         return None
     return record if isinstance(record, dict) else None

@@ -25,7 +25,6 @@ import fcntl
 import json
 import os
 import socket
-import stat
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from workers.stages.artifacts import open_regular
+from workers.stages.workspace_files import NotARegularFile, open_file, open_regular
 
 LOCK_FILE = "stage.lock"
 #: seconds :func:`hold` keeps trying while someone holds the lock (a reader's probe holds it for microseconds).
@@ -113,14 +112,14 @@ def holder(stage_dir: Path) -> Optional[Holder]:
     file and writes nothing, so a reading command (``status``) may call it.
     """
     try:
-        fd = os.open(Path(stage_dir) / LOCK_FILE, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+        fd = open_file(Path(stage_dir) / LOCK_FILE)[0]
+    except NotARegularFile:  # a link or a FIFO is no lock file of ours
+        return None
     except OSError as error:
-        if error.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):  # a link is none of ours: no lock
+        if error.errno in (errno.ENOENT, errno.ENOTDIR):
             return None
         raise
     with os.fdopen(fd, "r", encoding="utf-8") as handle:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):  # not a lock file of ours
-            return None
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except OSError as error:

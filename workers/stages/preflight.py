@@ -15,7 +15,6 @@ The module imports torch only inside the functions that run on the node:
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import platform
@@ -31,6 +30,7 @@ from typing import Any, Optional
 
 from workers.stages.artifacts import atomic_write_json
 from workers.stages.contract import PreflightConfig, PreflightTarget, StageContext, StageOutcome
+from workers.stages.workspace_files import open_regular, read_json, read_tail
 
 RESULT_FILE = "preflight.json"
 #: the distributions whose versions must be the same where the sweep is submitted and on the node.
@@ -149,18 +149,18 @@ def _run_steps(folder: Path, order: dict[str, Any]) -> dict[str, Any]:
     environ = {name: value for name, value in os.environ.items() if name not in _RANK_VARIABLES}
     root = str(Path(__file__).resolve().parents[2])  # the worker code this stage runs (a job's snapshot)
     environ["PYTHONPATH"] = os.pathsep.join(filter(None, [root, environ.get("PYTHONPATH")]))
-    with open(folder / f"{order['phase']}.log", "wb") as log:
+    log_file, result_file = folder / f"{order['phase']}.log", folder / f"{order['phase']}.json"
+    result_file.unlink(missing_ok=True)  # an earlier attempt's report is not this one's
+    with open_regular(log_file) as log:
         done = subprocess.run([sys.executable, "-m", "workers.stages.preflight_steps", str(order_file)],
                               stdout=log, stderr=subprocess.STDOUT, env=environ, check=False)
-    result_file = folder / f"{order['phase']}.json"
     if done.returncode < 0:
         name = signal.Signals(-done.returncode).name
         return {"error": f"the process was killed by {name}" + (
             " (out of memory: the job's memory limit or the node's)" if name == "SIGKILL" else ""), "signal": name}
     if not result_file.exists():
-        tail = (folder / f"{order['phase']}.log").read_text(errors="replace")[-600:]
-        return {"error": f"exited {done.returncode} without a report: {tail}"}
-    return json.loads(result_file.read_text())
+        return {"error": f"exited {done.returncode} without a report: {read_tail(log_file)[-600:]}"}
+    return read_json(result_file)
 
 
 def _training_rows(target: PreflightTarget, config: PreflightConfig, folder: Path, world: int

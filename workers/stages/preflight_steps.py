@@ -18,7 +18,6 @@ Writes ``<phase>.json`` in the folder. Knows nothing of backends or the orchestr
 """
 from __future__ import annotations
 
-import json
 import math
 import sys
 import time
@@ -32,6 +31,7 @@ from workers.data.datasets import dataset_spec, load_split
 from workers.models import build_model
 from workers.pruning.masks import count, prunable_names, random_mask
 from workers.stages.artifacts import atomic_write_json
+from workers.stages.workspace_files import read_json
 from workers.tasks.objectives import get_task
 from workers.training.loop import pick_device, train
 
@@ -129,7 +129,7 @@ def run(order: dict[str, Any], folder: Path) -> dict[str, Any]:
 def main(argv: list[str]) -> int:
     """``python -m workers.stages.preflight_steps ORDER.json``: writes ``<phase>.json`` beside it."""
     order_file = Path(argv[0])
-    order = json.loads(order_file.read_text())
+    order = read_json(order_file)
     folder = order_file.parent
     try:
         report = run(order, folder)

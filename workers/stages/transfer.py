@@ -48,6 +48,7 @@ from workers.stages.contract import (
     StageContext,
     StageOutcome,
 )
+from workers.stages.workspace_files import read_bytes
 from workers.tasks.objectives import Task, evaluate_accuracy, get_task
 from workers.training.loop import cpu_state_dict, pick_device, save_state_dict, train
 from workers.training.seeds import derive_seed
@@ -81,7 +82,7 @@ def _target_split(ctx: StageContext[FeaturesConfig | FinetuneConfig]) -> tuple[A
 
 def _features_metrics(path: Path) -> FeaturesMetrics:
     """The metrics of a (done) features stage, read with its kind's model."""
-    return FeaturesMetrics.model_validate_json((Path(path) / METRICS_FILE).read_text())
+    return FeaturesMetrics.model_validate_json(read_bytes(Path(path) / METRICS_FILE))
 
 
 def _pruning_metrics(ctx: StageContext[FeaturesConfig | FinetuneConfig], mask: dict, model: nn.Module) -> dict:

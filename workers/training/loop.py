@@ -46,6 +46,7 @@ from workers.data.datasets import DataSplit
 from workers.data.image_folder import LazyImages, train_loader
 from workers.pruning.masks import MaskEnforcer, apply_mask
 from workers.stages.artifacts import atomic_save_with
+from workers.stages.workspace_files import reading
 from workers.tasks.objectives import Task
 from workers.training import distributed
 from workers.training.preemption import saving_with, update_guard
@@ -437,7 +438,8 @@ def _save_checkpoint(path: Path, fingerprint: dict, model: nn.Module,
 def _read_checkpoint(path: Path, fingerprint: dict, device: torch.device) -> dict | None:
     """A checkpoint written for this exact configuration, or ``None`` if it is unusable."""
     try:
-        state = torch.load(path, map_location=device, weights_only=True)
+        with reading(path) as handle:  # never through a link, never waiting on a FIFO
+            state = torch.load(handle, map_location=device, weights_only=True)
     except Exception as error:  # a damaged checkpoint only costs a restart from scratch
         log.warning("ignoring unreadable checkpoint %s: %s", path.name, error)
         return None

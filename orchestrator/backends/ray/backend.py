@@ -51,6 +51,7 @@ from orchestrator.backends.ray.ranks import StageRankError, check_cluster_fits, 
 from orchestrator.errors import UserError
 from workers.stages.artifacts import atomic_write_json
 from workers.stages.lock import StageBusy
+from workers.stages.workspace_files import read_bytes
 
 #: lines of a traceback kept with a failure.
 TRACEBACK_LINES = 12
@@ -80,7 +81,7 @@ def _stage_task(runner: str, folder: str, key: str, threads: int, reporter) -> N
 def _read_token(path: str) -> tuple[str, str]:
     """Body of the workspace probe: this node's host name and the token file's content (or why not)."""
     try:
-        return socket.gethostname(), Path(path).read_text()
+        return socket.gethostname(), read_bytes(path, limit=1 << 12).decode(errors="replace")
     except OSError as error:
         return socket.gethostname(), f"cannot read it: {error.strerror or error}"
 

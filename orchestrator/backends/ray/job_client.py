@@ -3,13 +3,13 @@ job submission calls that ask for its status or stop it (no Ray core connection 
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any, Optional
 
 from orchestrator.errors import UserError
 from workers.stages.artifacts import atomic_write_json
+from workers.stages.workspace_files import FileTooLarge, NotARegularFile, read_json
 
 #: the driver job's record, relative to the workspace.
 DRIVER_RECORD = Path("ray") / "driver.json"
@@ -18,15 +18,16 @@ DRIVER_RECORD = Path("ray") / "driver.json"
 def read_driver_record(workspace: Path) -> Optional[dict]:
     """The last driver job submitted for ``workspace`` (address, submission id, state), or None."""
     try:
-        return json.loads((Path(workspace) / DRIVER_RECORD).read_text())
-    except (FileNotFoundError, ValueError):
+        record = read_json(Path(workspace) / DRIVER_RECORD, Path(workspace))
+    except (FileNotFoundError, NotARegularFile, FileTooLarge, ValueError):  # none of ours: written anew
         return None
+    return record if isinstance(record, dict) else None
 
 
 def write_driver_record(workspace: Path, **fields: Any) -> dict:
     """Update the driver record atomically; return it."""
     record = {**(read_driver_record(workspace) or {}), **fields}
-    atomic_write_json(Path(workspace) / DRIVER_RECORD, record)
+    atomic_write_json(Path(workspace) / DRIVER_RECORD, record, Path(workspace))
     return record
 
 

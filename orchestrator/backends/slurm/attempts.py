@@ -15,7 +15,6 @@ job id; reconcile copies the retried ones into the ledger (``SlurmBackend.job_re
 """
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -26,6 +25,7 @@ from typing import Optional
 from orchestrator.backends.failure_classes import DETERMINISTIC, INFRASTRUCTURE, signal_name
 from orchestrator.backends.slurm.inputs import job_id_from
 from workers.stages.artifacts import atomic_write_json
+from workers.stages.workspace_files import read_json
 
 #: the folder of attempt records, inside the backend's log folder.
 ATTEMPTS_DIR = "attempts"
@@ -79,7 +79,7 @@ def recorded_keys(workspace: Path) -> set[str]:
 def read_record(workspace: Path, key: str, job_id: Optional[str]) -> Optional[list[dict]]:
     """The failed attempts job ``job_id`` recorded for stage ``key`` (None: no record of that job)."""
     try:
-        record = json.loads(record_path(workspace, key).read_text())
+        record = read_json(record_path(workspace, key), workspace)
     except (OSError, ValueError):
         return None
     if not isinstance(record, dict) or record.get("job_id") != job_id or not isinstance(record.get("failures"), list):

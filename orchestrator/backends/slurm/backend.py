@@ -65,6 +65,14 @@ from orchestrator.backends.slurm.scheduler_output import (
     parse_sacct,
     parse_squeue,
 )
+from workers.stages.workspace_files import (
+    atomic_write_bytes,
+    make_unique_folder,
+    move_within,
+    read_bytes,
+    read_json,
+    read_tail,
+)
 
 
 class StageJob:
@@ -135,19 +143,18 @@ def snapshot_code(runner: str, into: Path) -> Path:
         raise RuntimeError(f"cannot snapshot {package!r}: it is not a package")
     source = Path(list(spec.submodule_search_locations)[0])
     files = sorted(path for path in source.rglob("*.py") if "__pycache__" not in path.parts)
+    contents = {path.relative_to(source): path.read_bytes() for path in files}
     digest = hashlib.sha256()
-    for path in files:
-        digest.update(str(path.relative_to(source)).encode() + b"\0" + path.read_bytes() + b"\0")
+    for relative, data in contents.items():
+        digest.update(str(relative).encode() + b"\0" + data + b"\0")
     target = Path(into) / digest.hexdigest()[:16]
     if not (target / package).is_dir():
-        staging = Path(into) / f".{target.name}.{os.getpid()}.tmp"
-        shutil.rmtree(staging, ignore_errors=True)
-        for path in files:
-            destination = staging / package / path.relative_to(source)
-            destination.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(path, destination)
+        # a new folder of our own (never one planted there), filled and renamed without following a link
+        staging = make_unique_folder(into, f".{target.name}.{os.getpid()}.tmp")
+        for relative, data in contents.items():
+            atomic_write_bytes(staging / package / relative, data, staging)
         try:
-            staging.rename(target)
+            move_within(staging, target, into)
         except OSError:  # another launch made the same snapshot meanwhile
             shutil.rmtree(staging, ignore_errors=True)
     return target
@@ -427,12 +434,12 @@ def _sbatch_time_limit(seconds: int, shims: Path) -> Iterator[None]:
     folder = Path(shims) / f"sbatch-timeout-{seconds}"
     script = f'#!/bin/sh\nexec timeout --kill-after=10 {seconds} {shlex.quote(real)} "$@"\n'
     shim = folder / "sbatch"
-    if not shim.is_file() or shim.read_text() != script:
-        folder.mkdir(parents=True, exist_ok=True)
-        partial = folder / f".sbatch.{os.getpid()}.tmp"
-        partial.write_text(script)
-        partial.chmod(0o755)
-        os.replace(partial, shim)
+    try:
+        current = read_bytes(shim, limit=1 << 16)
+    except OSError:
+        current = b""
+    if current != script.encode():
+        atomic_write_bytes(shim, script.encode(), mode=0o777)
     path = os.environ.get("PATH", "")
     os.environ["PATH"] = f"{folder}{os.pathsep}{path}"
     try:
@@ -472,7 +479,7 @@ def job_states(job_ids: list[str], cache: Optional[Path] = None) -> dict[str, tu
         return {}
     if cache is not None:
         try:
-            cached = json.loads(Path(cache).read_text())
+            cached = read_json(cache)
             if time.time() - cached["time"] < STATE_CACHE_S and set(job_ids) <= set(cached["states"]):
                 return {job_id: tuple(cached["states"][job_id]) for job_id in job_ids}
         except (OSError, ValueError, KeyError, TypeError):
@@ -480,11 +487,7 @@ def job_states(job_ids: list[str], cache: Optional[Path] = None) -> dict[str, tu
     states = _ask_scheduler(job_ids)
     answered = {job_id: states.get(job_id) for job_id in job_ids}
     if cache is not None and all(answered.values()):  # a job the scheduler forgot is worth asking again
-        cache = Path(cache)
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        partial = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
-        partial.write_text(json.dumps({"time": time.time(), "states": answered}))
-        os.replace(partial, cache)
+        atomic_write_bytes(cache, json.dumps({"time": time.time(), "states": answered}).encode())
     return states
 
 
@@ -512,7 +515,7 @@ def explain_failed_job(log_folder: Path, job_id: str) -> tuple[str, str]:
     texts = []
     for log in sorted((Path(log_folder) / job_id).glob(f"{job_id}_*_log.err")):
         try:
-            texts.append(log.read_text(errors="replace")[-20000:])
+            texts.append(read_tail(log, limit=20000))
         except OSError:
             pass
     return failed_job_reason(texts)

@@ -11,7 +11,6 @@ missing in turn, so exactly the transitive dependents of a failure are blocked, 
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections.abc import Mapping
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Optional
 
 from workers.stages.artifacts import DONE_FILE, STAGE_FILE, atomic_write_json
+from workers.stages.workspace_files import read_json
 
 #: the folder of blocked records, inside the backend's log folder (``WORKSPACE/slurm``).
 BLOCKED_DIR = "blocked"
@@ -33,7 +33,7 @@ def job_id_from(environ: Mapping[str, str]) -> Optional[str]:
 
 def stage_inputs(folder: Path) -> list[str]:
     """The dependency stages (folder names, i.e. keys) of the stage in ``folder``, from its ``stage.json``."""
-    stage = json.loads((Path(folder) / STAGE_FILE).read_text())
+    stage = read_json(Path(folder) / STAGE_FILE)
     return sorted(set((stage.get("deps") or {}).values()))
 
 
@@ -59,7 +59,7 @@ def inputs_ready(folder: str | Path, environ: Mapping[str, str] = os.environ) ->
     if not missing:
         return True
     atomic_write_json(blocked_record_path(folder.parent.parent, folder.name),
-                      {"job_id": job_id_from(environ), "missing": missing})
+                      {"job_id": job_id_from(environ), "missing": missing}, folder.parent.parent)
     print(f"prunesweep: stage {folder.name} is blocked: its input(s) {', '.join(missing)} did not finish; "
           "not running it", file=sys.stderr, flush=True)
     return False
@@ -68,7 +68,7 @@ def inputs_ready(folder: str | Path, environ: Mapping[str, str] = os.environ) ->
 def read_blocked(workspace: Path, key: str, job_id: str) -> Optional[list[str]]:
     """The missing inputs job ``job_id`` of stage ``key`` recorded, or None when it recorded none."""
     try:
-        record = json.loads(blocked_record_path(workspace, key).read_text())
+        record = read_json(blocked_record_path(workspace, key), workspace)
     except (OSError, ValueError):
         return None
     if not isinstance(record, dict) or record.get("job_id") != job_id:

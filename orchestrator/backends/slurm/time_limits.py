@@ -12,7 +12,6 @@ sweep gives in ``slurm.time_min`` keeps that; a kind the table cannot estimate g
 """
 from __future__ import annotations
 
-import json
 import math
 import re
 import subprocess
@@ -143,7 +142,9 @@ def save_minutes(folder: Path, minutes: Mapping[str, int]) -> None:
 def load(folder: Path) -> dict[str, int]:
     """The derived limits a launch kept (kind -> minutes); empty when there are none."""
     try:
-        saved = json.loads((Path(folder) / LIMITS_FILE).read_text())
+        from workers.stages.workspace_files import read_json
+
+        saved = read_json(Path(folder) / LIMITS_FILE)
     except (OSError, ValueError):
         return {}
     return {str(kind): int(minutes) for kind, minutes in saved.items()
