@@ -159,7 +159,7 @@ class _Repair:
             if os.path.lexists(stage_file):
                 try:
                     stage = json.loads(stage_file.read_text()) if not stage_file.is_symlink() else None
-                except (OSError, ValueError):
+                except (OSError, ValueError, RecursionError):
                     stage = None
                 if _stage_problem(stage, folder.name) is None:
                     stages[folder.name] = stage  # type: ignore[assignment]
@@ -176,7 +176,7 @@ class _Repair:
                 manifest = json.loads(done_file.read_text())
                 if manifest_problem(manifest) is None:
                     listed = list(manifest["files"])
-            except (OSError, ValueError):
+            except (OSError, ValueError, RecursionError):
                 pass
             self.move_aside(done_file, f"{reason}; the stage will be recomputed")
             for name in listed:  # plain names inside the folder (manifest_problem checked them)
@@ -186,15 +186,21 @@ class _Repair:
 
 
 def _stage_problem(stage: Any, folder: str) -> Optional[str]:
-    if not isinstance(stage, dict):
-        return f"{STAGE_FILE} is unreadable or not a mapping"
-    if stage.get("key") != folder:
-        return f"{STAGE_FILE} names the stage {str(stage.get('key'))[:80]!r}, not its folder {folder!r}"
-    if not isinstance(stage.get("kind"), str) or not isinstance(stage.get("config"), dict):
-        return f"{STAGE_FILE} has no 'kind' text and 'config' mapping"
-    deps = stage.get("deps", {})
-    if not isinstance(deps, dict) or not all(isinstance(v, str) for v in deps.values()):
-        return f"{STAGE_FILE} has a 'deps' that is not a mapping of role to stage"
+    from orchestrator.state.workspace import stage_record_problem
+
+    return stage_record_problem(stage, folder)
+
+
+def _sweep_record_problem(record: Any, path: Path) -> Optional[str]:
+    """What makes a parsed ``sweeps/<name>.json`` unfit to plan its sweep again, or None."""
+    if not isinstance(record, dict):
+        return "unreadable or not a mapping"
+    if record.get("name") != path.stem:
+        return f"it names the sweep {str(record.get('name'))[:80]!r}, not its file's {path.stem!r}"
+    if not isinstance(record.get("source"), str) or not isinstance(record.get("settings"), str):
+        return "no 'source' and 'settings' text"
+    if not isinstance(record.get("spec"), dict):
+        return "no 'spec' mapping"
     return None
 
 
@@ -236,9 +242,12 @@ def repair(workspace: Path, sweep_files: tuple[str, ...] = ()) -> list[str]:
         for record_path in sorted((workspace / SWEEPS_DIR).glob("*.json")):
             try:
                 record = json.loads(record_path.read_text())
+            except (OSError, ValueError, RecursionError):
+                record = None
+            if _sweep_record_problem(record, record_path) is None:
                 sweeps.setdefault(record["name"], (record["source"], record["settings"], record["spec"], None))
-            except (OSError, ValueError, KeyError, TypeError):
-                work.move_aside(record_path, "not a sweep record")
+            else:
+                work.move_aside(record_path, f"not a sweep record ({_sweep_record_problem(record, record_path)})")
         for spec, source in zip(specs_from_files, sweep_files, strict=True):
             settings = settings_fingerprint(spec)
             if spec.name in sweeps and sweeps[spec.name][1] != settings:
@@ -281,7 +290,7 @@ def repair(workspace: Path, sweep_files: tuple[str, ...] = ()) -> list[str]:
         removed = keep_only_stages(workspace, done)
         if removed:
             work.say(f"removed {removed} row(s) of {RESULTS_FILE} whose stage is not verified done "
-                     "(their artifacts were moved aside or are gone)")
+                     "(their artifacts were moved aside or are gone) or that held a value their column does not take")
         recorded = ingest_results(workspace, ledger, done)
         if results_moved or recorded:
             work.say(f"{'rebuilt' if results_moved else 'completed'} {RESULTS_FILE}: recorded {recorded} row(s) "

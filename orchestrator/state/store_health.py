@@ -11,9 +11,12 @@ import os
 import sqlite3
 import stat
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from orchestrator.errors import UserError
+
+if TYPE_CHECKING:
+    from results.row import DamagedValue
 
 LEDGER_FILE = "ledger.sqlite"  # as orchestrator.state.ledger (which imports this module)
 RESULTS_FILE = "results.sqlite"  # as results.table.DB_FILE (not imported: pandas)
@@ -90,6 +93,12 @@ def must_not_write(workspace: Path) -> bool:
 def _damaged(path: Path, problem: str, workspace: Path) -> UserError:
     return UserError(f"{path}: {problem}; run `prunesweep repair {workspace}` to move it aside and rebuild it "
                      "from the stage folders")
+
+
+def damaged_value(error: DamagedValue) -> UserError:
+    """One line for a results table holding a value its column does not take, and the repair that mends it."""
+    return UserError(f"{error}; run `prunesweep repair {error.workspace}` to remove the row and record it again "
+                     "from its stage")
 
 
 def check_stores(workspace: Path, writing: bool = False) -> None:
