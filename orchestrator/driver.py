@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -14,13 +15,21 @@ from typing import TYPE_CHECKING, Optional
 
 from orchestrator.backends import BACKENDS, Task, backend_class, by_backend, get_backend
 from orchestrator.backends.failure_classes import failure_class
-from orchestrator.commands.repair import keep_sweep_record, remove_leftover_temps
+from orchestrator.commands.repair import _without_none, keep_sweep_record, remove_leftover_temps
 from orchestrator.errors import UserError
 from orchestrator.state.central_results import remember
 from orchestrator.state.ledger import Ledger
 from orchestrator.state.reconcile import IngestSession, ingest_results, log_tail, reconcile
-from orchestrator.state.workspace import WorkspaceLock, check_creatable, existing_captures, materialise, stage_dir
-from workers.stages.artifacts import inspect_done
+from orchestrator.state.workspace import (
+    WorkspaceLock,
+    check_creatable,
+    existing_captures,
+    materialise,
+    rewrite_stage_file,
+    stage_dir,
+    stage_file_problem,
+)
+from workers.stages.artifacts import DONE_FILE, STAGE_FILE, inspect_done
 
 if TYPE_CHECKING:  # planning (pydantic) loads in `launch` only: resume and cancel read the ledger
     from orchestrator.planning.planner import Plan
@@ -116,10 +125,11 @@ def _priorities(keys: list[str], ledger: Ledger) -> dict[str, float]:
 
 def run_pending(workspace: Path, ledger: Ledger, keys: Iterable[str], backend_name: str,
                 workers: Optional[int] = None, progress: bool = True,
-                backend_settings: Optional[dict] = None) -> RunSummary:
+                backend_settings: Optional[dict] = None, check_stage_files: bool = False) -> RunSummary:
     """Run (or submit) every stage of ``keys`` that is neither done nor queued/running.
 
-    The caller holds the workspace lock.
+    ``check_stage_files``: first write again from the plan each damaged ``stage.json`` of those
+    stages (:func:`restore_stage_files`). The caller holds the workspace lock.
     """
     keys = list(keys)
     done = reconcile(workspace, ledger, lock_held_by_us=True)
@@ -127,6 +137,8 @@ def run_pending(workspace: Path, ledger: Ledger, keys: Iterable[str], backend_na
     ingest_results(workspace, ledger, done)
     rows = {row["key"]: row for row in ledger.stages()}
     todo = [key for key in keys if rows[key]["state"] not in ("done", "running")]
+    if check_stage_files:
+        restore_stage_files(workspace, ledger, todo)
     _cancel_stale_jobs([rows[key] for key in todo])
     deps = ledger.deps()
     priority = _priorities(keys, ledger)
@@ -153,6 +165,58 @@ def run_pending(workspace: Path, ledger: Ledger, keys: Iterable[str], backend_na
         submitted=len(tasks) if backend.detached else 0,
         retried=events.retries,
     )
+
+
+def restore_stage_files(workspace: Path, ledger: Ledger, keys: Iterable[str]) -> list[str]:
+    """Write again, from the plans of the workspace's sweeps, each ``stage.json`` of ``keys`` (stages
+    about to run) that is missing or damaged (:func:`~.state.workspace.stage_file_problem`); the keys
+    rewritten.
+
+    Only a stage without a ``DONE.json`` is rewritten (it has not run, so nothing it computed is
+    judged by the description replaced); else, or when no sweep plans the stage, UserError names
+    the file and ``prunesweep repair``. The caller holds the workspace lock.
+    """
+    damaged = {key: problem for key in keys if (problem := stage_file_problem(stage_dir(workspace, key)))}
+    if not damaged:
+        return []
+
+    def refused(key: str, why: str) -> UserError:
+        return UserError(f"{stage_dir(workspace, key) / STAGE_FILE}: {damaged[key].partition(' ')[2]}{why}; run "
+                         f"`prunesweep repair {workspace}` to move it aside and write it again from the sweep")
+
+    for key in damaged:
+        folder = stage_dir(workspace, key)
+        if os.path.lexists(folder / DONE_FILE):
+            raise refused(key, f" and the stage has a {DONE_FILE}")
+        stage_file = folder / STAGE_FILE
+        if os.path.lexists(folder) and (os.path.islink(folder) or not os.path.isdir(folder)
+                                        or (os.path.isdir(stage_file) and not os.path.islink(stage_file))):
+            raise refused(key, "")  # no file of ours replaces a folder, nor is written through a link
+    planned = _planned_stages(workspace, ledger, set(damaged))
+    for key in damaged:
+        if key not in planned:
+            raise refused(key, " and no sweep of this workspace plans the stage")
+        rewrite_stage_file(workspace, planned[key])
+    return list(damaged)
+
+
+def _planned_stages(workspace: Path, ledger: Ledger, damaged: set[str]) -> dict:
+    """Key -> planned stage of every sweep the ledger records, planned again (the earliest sweep's
+    stage where several share one: it made the folder)."""
+    from orchestrator.planning.planner import plan_sweep
+    from orchestrator.spec.loading import validate_spec
+
+    captures = existing_captures(workspace)
+    planned: dict = {}
+    for row in ledger.sweeps():
+        try:
+            spec = validate_spec(_without_none(json.loads(row["spec"])), row["source"])
+        except (UserError, ValueError, TypeError):  # a sweep this prunesweep cannot plan plans nothing here
+            continue
+        plan = plan_sweep(spec, lambda key: None if key in damaged else captures(key))
+        for key, stage in plan.stages.items():
+            planned.setdefault(key, stage)
+    return planned
 
 
 def _cancel_stale_jobs(rows) -> None:
@@ -214,7 +278,8 @@ def resume(workspace: Path, backend_name: str = "local", workers: Optional[int] 
             settings = backend_settings
             if settings is None:
                 settings = (json.loads(sweeps[-1]["spec"]).get(backend_name) or {}) if sweeps else {}
-            summary = run_pending(workspace, ledger, keys, backend_name, workers, progress, settings)
+            summary = run_pending(workspace, ledger, keys, backend_name, workers, progress, settings,
+                                  check_stage_files=True)
             return keys, summary
         finally:
             ledger.close()

@@ -32,7 +32,7 @@ _EXPORTS = {
     "build_row": "row", "dense_ancestor": "row", "NO_REWIND": "row",
     "COLUMNS": "table", "PRIMARY_KEY": "table", "db_path": "table", "load": "table", "record": "table",
     "Recorder": "table", "recorded_among": "table", "recorded_cells": "table", "upgrade": "table",
-    "StoreVersionError": "versioned_sqlite", "MisplacedValue": "stored_values",
+    "StoreVersionError": "versioned_sqlite",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -11,7 +11,7 @@ and, for ``natural_sparsity``, the metrics of the dense run its mask comes from.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -66,6 +66,36 @@ PRIMARY_KEY: tuple[str, ...] = (
 REQUIRED: tuple[str, ...] = tuple(c for c in COLUMNS if c != "recorded_at" and c not in OPTIONAL)
 #: Columns that may not be None/NaN: the primary key plus what a result is about.
 NOT_NULL: tuple[str, ...] = PRIMARY_KEY + ("dataset", "arch", "top1", "recorded_at")
+
+#: the Python types of the values SQLite gives for each column type (None, for NULL, aside) ...
+_TAKES: dict[str, tuple[type, ...]] = {"TEXT": (str,), "INTEGER": (int,), "REAL": (int, float)}
+#: ... and SQLite's ``typeof`` of them.
+_TYPEOF = {"TEXT": "'text'", "INTEGER": "'integer'", "REAL": "'integer', 'real'"}
+#: SQL: a row holding a value its column's type does not take (text in a number column, a blob).
+MISTYPED_SQL = " OR ".join(f"typeof({column.name}) NOT IN ('null', {_TYPEOF[column.sqltype]})" for column in ROW)
+
+
+class DamagedValue(ValueError):
+    """A value of a results table its column's type does not take: the table was changed behind our back.
+
+    ``workspace`` is the workspace whose table holds it, once known.
+    """
+
+    def __init__(self, message: str, row: int, workspace: Optional[str] = None):
+        super().__init__(message)
+        self.row, self.workspace = row, workspace
+
+
+def mistyped_value(rows: Sequence[Sequence[Any]], columns: Sequence[str]) -> Optional[DamagedValue]:
+    """The first value of ``rows`` (values of ``columns``, as SQLite gives them) that its column's
+    type does not take, as a :class:`DamagedValue`; None when every value fits."""
+    for index, row in enumerate(rows):
+        for name, value in zip(columns, row, strict=True):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, _TAKES[COLUMN_TYPES[name]])):
+                return DamagedValue(f"column {name!r} holds {repr(value)[:60]}, not a {COLUMN_TYPES[name]} value",
+                                    index)
+    return None
+
 
 #: dependency roles in the order they lead back to the mask's own dense run.
 _ROLES = ("previous", "model", "features", "mask", "rewind", "dense")

@@ -20,6 +20,7 @@ import numbers
 import os
 import sqlite3
 import sys
+import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import closing, contextmanager
 from datetime import datetime, timezone
@@ -27,8 +28,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from results.migrations import MIGRATIONS, TABLE
-from results.row import COLUMN_TYPES, COLUMNS, NOT_NULL, OPTIONAL, PRIMARY_KEY, REQUIRED
-from results.stored_values import frame_naming_misplaced
+from results.row import (
+    COLUMN_TYPES,
+    COLUMNS,
+    MISTYPED_SQL,
+    NOT_NULL,
+    OPTIONAL,
+    PRIMARY_KEY,
+    REQUIRED,
+    DamagedValue,
+    mistyped_value,
+)
 from results.versioned_sqlite import migrate, open_for_reading, open_for_writing, table_columns, with_retry
 
 if TYPE_CHECKING:
@@ -173,7 +183,8 @@ def load(workspace: str | os.PathLike | Sequence[str | os.PathLike],
     with _collector_paused():
         if isinstance(workspace, (str, os.PathLike)):
             found = _select(workspace, sql, parameters, pending=extra.get(Path(workspace).resolve()))
-            return frame_naming_misplaced(_frame, found, read, [db_path(workspace)])
+            names = [os.fspath(workspace)] * len(found)
+            return _named_frame(found, read, names)
         paths: dict[Path, str] = {}
         for path in workspace:
             paths.setdefault(Path(path).resolve(), os.fspath(path))
@@ -182,9 +193,18 @@ def load(workspace: str | os.PathLike | Sequence[str | os.PathLike],
             found = _select(resolved, sql, parameters, pending=extra.get(resolved))
             names.extend([name] * len(found))
             rows.extend(found)
-        frame = frame_naming_misplaced(_frame, rows, read, [db_path(path) for path in paths])
+        frame = _named_frame(rows, read, names)
     frame.insert(0, "workspace", pd.Series(_text_array(names, _pandas_dtypes()[0]), index=frame.index))
     return frame
+
+
+def _named_frame(rows: list[tuple], columns: Sequence[str], names: list[str]) -> pd.DataFrame:
+    """:func:`_frame`, a :class:`DamagedValue` naming the database (``names``: each row's workspace)."""
+    try:
+        return _frame(rows, columns)
+    except DamagedValue as error:
+        error.workspace = names[error.row]
+        raise DamagedValue(f"{db_path(error.workspace)}: {error}", error.row, error.workspace) from None
 
 
 @contextmanager
@@ -231,9 +251,14 @@ def _frame(rows: list[tuple], columns: Sequence[str] = COLUMNS) -> pd.DataFrame:
     text, dtypes = _pandas_dtypes()
     try:
         values = list(zip(*rows, strict=True)) if rows else [()] * len(columns)
-        return pd.DataFrame({name: _array(column_values, COLUMN_TYPES[name], text)
-                             for name, column_values in zip(columns, values, strict=True)})
-    except (TypeError, ValueError):  # a value no column type takes: as pandas' own conversion says
+        with warnings.catch_warnings():  # numpy's warning of a cast that fails: the failure is said below
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return pd.DataFrame({name: _array(column_values, COLUMN_TYPES[name], text)
+                                 for name, column_values in zip(columns, values, strict=True)})
+    except (TypeError, ValueError, OverflowError):  # a value no column type takes (damaged behind our back)?
+        damaged = mistyped_value(rows, columns)
+        if damaged is not None:
+            raise damaged from None
         frame = pd.DataFrame.from_records(rows, columns=list(columns))
         return frame.astype({name: dtypes[COLUMN_TYPES[name]] for name in columns})
 
@@ -290,7 +315,8 @@ _SELECT_KEY = (f"SELECT {', '.join(PRIMARY_KEY)} FROM {TABLE} "
 
 def keep_only_stages(workspace: str | os.PathLike, stage_keys: Iterable[str]) -> int:
     """Delete every row whose stage is not in ``stage_keys`` (``prunesweep repair``: the table is
-    rebuilt from the artifacts, so a row of a stage not verified done goes); return how many went.
+    rebuilt from the artifacts, so a row of a stage not verified done goes), and every row holding
+    a value its column's type does not take (recorded again from its stage); return how many went.
 
     One transaction; a workspace without a database is left without one.
     """
@@ -302,7 +328,8 @@ def keep_only_stages(workspace: str | os.PathLike, stage_keys: Iterable[str]) ->
         try:
             conn.execute("CREATE TEMP TABLE keep (stage_key TEXT PRIMARY KEY)")
             conn.executemany("INSERT OR IGNORE INTO keep VALUES (?)", ((key,) for key in stage_keys))
-            removed = conn.execute(f"DELETE FROM {TABLE} WHERE stage_key NOT IN (SELECT stage_key FROM keep)").rowcount
+            removed = conn.execute(f"DELETE FROM {TABLE} WHERE stage_key NOT IN (SELECT stage_key FROM keep) "
+                                   f"OR {MISTYPED_SQL}").rowcount
             conn.execute("DROP TABLE keep")
             conn.execute("COMMIT")
         except BaseException:

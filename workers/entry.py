@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import stat
 import threading
 import time
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 from workers.stages import lock as stage_lock
 from workers.stages.artifacts import (
@@ -20,6 +23,7 @@ from workers.stages.artifacts import (
     DONE_FILE,
     LOG_FILE,
     METRICS_FILE,
+    NotARegularFile,
     atomic_write_json,
     invalidate,
     open_regular,
@@ -37,11 +41,35 @@ log = logging.getLogger("workers")
 ERROR_LINES = 12
 
 
+def open_log(stage_dir: Path) -> IO[str]:
+    """``stage_dir/log.txt`` opened for appending, never through a symbolic link.
+
+    A link, a FIFO or any other special file found there is no log of ours (a planted link would
+    send our lines, and later log tails, outside the workspace): it is removed, never what it
+    points to, and a new log is started. A folder there is left alone: the OSError names it.
+    The caller holds the stage's lock, so the log is nobody else's.
+    """
+    path = Path(stage_dir) / LOG_FILE
+    try:
+        return open_regular(path)
+    except NotARegularFile:
+        try:
+            found = os.lstat(path)
+        except FileNotFoundError:  # removed meanwhile
+            return open_regular(path)
+        if stat.S_ISDIR(found.st_mode):
+            raise
+        os.unlink(path)  # unlink removes a link itself, never its target
+    handle = open_regular(path)
+    handle.write(f"(log.txt was {'a symbolic link' if stat.S_ISLNK(found.st_mode) else 'not a regular file'}: "
+                 "removed, never followed; this log starts anew)\n")
+    return handle
+
+
 @contextmanager
 def stage_log(stage_dir: Path) -> Iterator[None]:
     """Append the ``workers`` loggers' INFO lines of this thread to ``stage_dir/log.txt``."""
-    # opened without following a symbolic link (a link there would send our lines outside the workspace)
-    handler = logging.StreamHandler(open_regular(Path(stage_dir) / LOG_FILE))
+    handler = logging.StreamHandler(open_log(Path(stage_dir)))
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.setLevel(logging.INFO)
     thread = threading.get_ident()

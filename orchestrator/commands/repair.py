@@ -178,7 +178,7 @@ class _Repair:
             if os.path.lexists(stage_file):
                 try:  # a link or a FIFO is no stage's description: never followed, never waited on
                     stage = read_json(stage_file, self.workspace)
-                except (OSError, ValueError):
+                except (OSError, ValueError, RecursionError):
                     stage = None
                 if _stage_problem(stage, folder.name) is None:
                     stages[folder.name] = stage
@@ -195,7 +195,7 @@ class _Repair:
                 manifest = read_json(done_file, self.workspace)
                 if manifest_problem(manifest) is None:
                     listed = list(manifest["files"])
-            except (OSError, ValueError):
+            except (OSError, ValueError, RecursionError):
                 pass
             self.move_aside(done_file, f"{reason}; the stage will be recomputed")
             for name in listed:  # plain names inside the folder (manifest_problem checked them)
@@ -205,15 +205,21 @@ class _Repair:
 
 
 def _stage_problem(stage: Any, folder: str) -> Optional[str]:
-    if not isinstance(stage, dict):
-        return f"{STAGE_FILE} is unreadable or not a mapping"
-    if stage.get("key") != folder:
-        return f"{STAGE_FILE} names the stage {str(stage.get('key'))[:80]!r}, not its folder {folder!r}"
-    if not isinstance(stage.get("kind"), str) or not isinstance(stage.get("config"), dict):
-        return f"{STAGE_FILE} has no 'kind' text and 'config' mapping"
-    deps = stage.get("deps", {})
-    if not isinstance(deps, dict) or not all(isinstance(v, str) for v in deps.values()):
-        return f"{STAGE_FILE} has a 'deps' that is not a mapping of role to stage"
+    from orchestrator.state.workspace import stage_record_problem
+
+    return stage_record_problem(stage, folder)
+
+
+def _sweep_record_problem(record: Any, path: Path) -> Optional[str]:
+    """What makes a parsed ``sweeps/<name>.json`` unfit to plan its sweep again, or None."""
+    if not isinstance(record, dict):
+        return "unreadable or not a mapping"
+    if record.get("name") != path.stem:
+        return f"it names the sweep {str(record.get('name'))[:80]!r}, not its file's {path.stem!r}"
+    if not isinstance(record.get("source"), str) or not isinstance(record.get("settings"), str):
+        return "no 'source' and 'settings' text"
+    if not isinstance(record.get("spec"), dict):
+        return "no 'spec' mapping"
     return None
 
 
@@ -230,7 +236,6 @@ def repair(workspace: Path, sweep_files: tuple[str, ...] = ()) -> list[str]:
     from orchestrator.state.reconcile import ingest_results, reconcile
     from orchestrator.state.workspace import existing_captures, materialise
     from results.migrations import MIGRATIONS as RESULTS_MIGRATIONS
-    from results.stored_values import misplaced_value
     from results.table import keep_only_stages
 
     work = _Repair(workspace)
@@ -239,8 +244,7 @@ def repair(workspace: Path, sweep_files: tuple[str, ...] = ()) -> list[str]:
     # judged before anything is touched: a bad sweep file or a store of a newer prunesweep stops here
     specs_from_files = [load_spec(path) for path in sweep_files]
     ledger_problem = work.check_store(LEDGER_FILE, _LEDGER_TABLES, len(LEDGER_MIGRATIONS))
-    results_problem = (work.check_store(RESULTS_FILE, frozenset(), len(RESULTS_MIGRATIONS))
-                       or misplaced_value(workspace / RESULTS_FILE))  # text in a number column, say
+    results_problem = work.check_store(RESULTS_FILE, frozenset(), len(RESULTS_MIGRATIONS))
     for path in remove_leftover_temps(workspace):
         work.say(f"removed {path.relative_to(workspace)}: a temp file left by a killed writer")
     for name, problem in ((LEDGER_FILE, ledger_problem), (RESULTS_FILE, results_problem)):
@@ -261,9 +265,12 @@ def repair(workspace: Path, sweep_files: tuple[str, ...] = ()) -> list[str]:
             record_path = workspace / SWEEPS_DIR / record_name
             try:
                 record = read_json(record_path, workspace)
+            except (OSError, ValueError, RecursionError):
+                record = None
+            if _sweep_record_problem(record, record_path) is None:
                 sweeps.setdefault(record["name"], (record["source"], record["settings"], record["spec"], None))
-            except (OSError, ValueError, KeyError, TypeError):
-                work.move_aside(record_path, "not a sweep record")
+            else:
+                work.move_aside(record_path, f"not a sweep record ({_sweep_record_problem(record, record_path)})")
         for spec, source in zip(specs_from_files, sweep_files, strict=True):
             settings = settings_fingerprint(spec)
             if spec.name in sweeps and sweeps[spec.name][1] != settings:
@@ -306,7 +313,7 @@ def repair(workspace: Path, sweep_files: tuple[str, ...] = ()) -> list[str]:
         removed = keep_only_stages(workspace, done)
         if removed:
             work.say(f"removed {removed} row(s) of {RESULTS_FILE} whose stage is not verified done "
-                     "(their artifacts were moved aside or are gone)")
+                     "(their artifacts were moved aside or are gone) or that held a value their column does not take")
         recorded = ingest_results(workspace, ledger, done)
         if results_moved or recorded:
             work.say(f"{'rebuilt' if results_moved else 'completed'} {RESULTS_FILE}: recorded {recorded} row(s) "

@@ -17,12 +17,12 @@ from orchestrator.backends import BACKENDS, backend_class
 from orchestrator.errors import UserError
 from orchestrator.state.ledger import STATES, Ledger
 from orchestrator.state.reconcile import bring_results_up_to_date, file_tail, log_tail
-from orchestrator.state.store_health import table_refusals
+from orchestrator.state.store_health import damaged_value, table_refusals
 from results.comparison import Comparison, parse_compare
 from results.export import target_problem
 from results.query import text_equalities
 from results.report import Failure, WorkspaceState, build_report, columns_needed, report_target_problem, write_report
-from results.row import COLUMN_TYPES
+from results.row import COLUMN_TYPES, DamagedValue
 from results.top1_drawing import DrawingProcess
 
 
@@ -49,8 +49,11 @@ def _make_report(workspaces: list[Path], args, comparisons, drawer: DrawingProce
     columns = (["workspace"] if len(workspaces) > 1 else []) + list(results.COLUMNS)
     text = [column for column, sqltype in COLUMN_TYPES.items() if sqltype == "TEXT"]
     with table_refusals():
-        frame = results.load(workspaces, pending=pending, only=text_equalities(where, columns, text),
-                             columns=columns_needed(where, comparisons, columns))
+        try:
+            frame = results.load(workspaces, pending=pending, only=text_equalities(where, columns, text),
+                                 columns=columns_needed(where, comparisons, columns))
+        except DamagedValue as error:
+            raise damaged_value(error) from None
     if len(workspaces) == 1:
         frame = frame.drop(columns="workspace")
     try:

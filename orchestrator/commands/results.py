@@ -11,11 +11,11 @@ import results
 from orchestrator.errors import UserError
 from orchestrator.state.ledger import Ledger
 from orchestrator.state.reconcile import bring_results_up_to_date
-from orchestrator.state.store_health import table_refusals
+from orchestrator.state.store_health import damaged_value, table_refusals
 from results.comparison import Comparison, compare, format_comparison, parse_compare
 from results.frame_text import frame_text
 from results.query import columns_needed, grouping, text_equalities
-from results.row import COLUMN_TYPES
+from results.row import COLUMN_TYPES, DamagedValue
 
 
 def show_results(workspaces: Sequence[Path], args) -> int:
@@ -42,8 +42,11 @@ def show_results(workspaces: Sequence[Path], args) -> int:
         finally:
             ledger.close()
     with table_refusals():
-        frame = results.load(workspaces[0] if len(workspaces) == 1 else workspaces, pending=pending,
-                             **_reading(args, several=len(workspaces) > 1))
+        try:
+            frame = results.load(workspaces[0] if len(workspaces) == 1 else workspaces, pending=pending,
+                                 **_reading(args, several=len(workspaces) > 1))
+        except DamagedValue as error:
+            raise damaged_value(error) from None
     return _present(frame, ", ".join(map(str, workspaces)), args)
 
 

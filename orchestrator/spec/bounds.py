@@ -17,6 +17,9 @@ MAX_SEED = 2**32 - 1
 MIN_RATE = 1e-6
 #: the most IMP rounds of one chain (each round is a training run after the one before it)
 MAX_LEVELS = 1_000
+#: the longest sweep name: it names the file ``sweeps/<name>.json`` (and that file's temp name, 19 characters
+#: longer) in a workspace, where a file system allows 255 bytes.
+MAX_SWEEP_NAME = 100
 #: the most stages ``plan``/``launch`` build unless ``--max-stages`` says otherwise.
 DEFAULT_MAX_STAGES = 100_000
 

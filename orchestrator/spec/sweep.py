@@ -11,7 +11,7 @@ from orchestrator.backends.local.settings import LocalSettings
 from orchestrator.backends.ray.settings import RaySettings
 from orchestrator.backends.settings_base import KeyedError as _KeyedError
 from orchestrator.backends.slurm.settings import SlurmSettings
-from orchestrator.spec.bounds import MAX_LEVELS, MAX_SEED, checked_path
+from orchestrator.spec.bounds import MAX_LEVELS, MAX_SEED, MAX_SWEEP_NAME, checked_path
 from orchestrator.spec.rewind import RewindPoint, parse_rewind
 from orchestrator.spec.sections import Arch, Dataset, LabelSubset, Pruning, Recipe, StrictSection, Transfer, members
 from workers import catalog
@@ -35,6 +35,14 @@ class _SweepFields(StrictSection):
     transfer: Optional[Transfer] = None
     #: the lab's central results database (results.central_db), e.g. postgresql://user@host/db
     results_db: Optional[str] = None
+
+    @field_validator("name", mode="before")
+    @classmethod
+    def _short_name(cls, name: Any) -> Any:
+        if isinstance(name, str) and len(name) > MAX_SWEEP_NAME:
+            raise ValueError(f"a sweep name is at most {MAX_SWEEP_NAME} characters (it names the file "
+                             f"sweeps/<name>.json in the workspace), got {len(name)}: {name[:40]!r}...")
+        return name
 
     @field_validator("workspace")
     @classmethod

@@ -13,10 +13,13 @@ import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from orchestrator.errors import UserError
 from workers.stages.workspace_files import open_file
+
+if TYPE_CHECKING:
+    from results.row import DamagedValue
 
 LEDGER_FILE = "ledger.sqlite"  # as orchestrator.state.ledger (which imports this module)
 RESULTS_FILE = "results.sqlite"  # as results.table.DB_FILE (not imported: pandas)
@@ -100,6 +103,12 @@ def _damaged(path: Path, problem: str, workspace: Path) -> UserError:
                      "from the stage folders")
 
 
+def damaged_value(error: DamagedValue) -> UserError:
+    """One line for a results table holding a value its column does not take, and the repair that mends it."""
+    return UserError(f"{error}; run `prunesweep repair {error.workspace}` to remove the row and record it again "
+                     "from its stage")
+
+
 def check_stores(workspace: Path, writing: bool = False) -> None:
     """Raise UserError (exit 2, one line naming the file and what to do) when a store of
     ``workspace`` is damaged, or, for a ``writing`` command, cannot be written."""
@@ -119,15 +128,12 @@ def check_stores(workspace: Path, writing: bool = False) -> None:
 
 @contextmanager
 def table_refusals() -> Iterator[None]:
-    """What reading the rows of results tables can meet, as one line (exit 2): a value of the wrong
-    type in a column (damage ``repair`` mends) or a table of a newer prunesweep."""
-    from results.stored_values import MisplacedValue
+    """What reading the rows of results tables can meet, as one line (exit 2): a table of a newer
+    prunesweep (a value of the wrong type is :func:`damaged_value`'s)."""
     from results.versioned_sqlite import StoreVersionError
 
     try:
         yield
-    except MisplacedValue as error:
-        raise _damaged(error.path, error.problem, error.path.parent) from None
     except StoreVersionError as error:
         raise UserError(str(error)) from None
 

@@ -17,18 +17,23 @@ import socket
 import sys
 import time
 from pathlib import Path
-from typing import IO, Optional
+from typing import IO, Any, Optional
 
 from orchestrator.errors import UserError, WorkspaceBusy
-from orchestrator.planning.stage_identity import Stage
+from orchestrator.planning.stage_identity import Stage, stage_key
 from orchestrator.state.ledger import LEDGER_FILE
 from orchestrator.state.store_health import check_stores
-from workers.stages.artifacts import STAGE_FILE, MalformedStageFile, json_file_bytes, read_stage
+from workers.stages.artifacts import STAGE_FILE, MalformedStageFile, atomic_write_bytes, json_file_bytes, read_stage
+from workers.stages.lock import describe_since, read_record
 from workers.stages.new_files import atomic_write_new_files
 from workers.stages.workspace_files import LinkedFolder, NotARegularFile, open_file, open_folder, open_regular
 
 STAGES_DIR = "stages"
 LOCK_FILE = ".lock"
+#: the text fields of the workspace lock's record.
+_TEXTS = ("host", "command")
+#: the most of a ``stage.json`` read back to check it (ours are a few KiB).
+MAX_STAGE_FILE_BYTES = 1 << 20
 
 
 def stage_dir(workspace: Path, key: str) -> Path:
@@ -160,6 +165,66 @@ def materialise(workspace: Path, stages: list[Stage]) -> None:
     atomic_write_new_files(new, Path(workspace))
 
 
+def stage_record_problem(stage: Any, folder: str) -> Optional[str]:
+    """What makes a parsed ``stage.json`` unfit to describe the stage of folder ``folder``, or None.
+
+    Checked like user input: a mapping whose ``key`` is its folder's name, whose ``kind`` and
+    ``identity`` hash to that name (:func:`~orchestrator.planning.stage_identity.stage_key`: a
+    description copied from another folder or edited is not this stage's), with a ``config``
+    mapping and ``deps`` naming sibling stage folders.
+    """
+    if not isinstance(stage, dict):
+        return f"{STAGE_FILE} is unreadable or not a mapping"
+    if stage.get("key") != folder:
+        return f"{STAGE_FILE} names the stage {str(stage.get('key'))[:80]!r}, not its folder {folder!r}"
+    if not isinstance(stage.get("kind"), str) or not isinstance(stage.get("config"), dict):
+        return f"{STAGE_FILE} has no 'kind' text and 'config' mapping"
+    identity = stage.get("identity")
+    try:
+        named = stage_key(stage["kind"], identity) if isinstance(identity, dict) else None
+    except (TypeError, ValueError, RecursionError):
+        named = None
+    if named != folder:
+        return f"{STAGE_FILE} has a kind and identity that are not those of the stage {folder!r}"
+    deps = stage.get("deps", {})
+    if not isinstance(deps, dict) or not all(isinstance(dep, str) and dep not in ("", ".", "..") and "/" not in dep
+                                             and "\0" not in dep for dep in deps.values()):
+        return f"{STAGE_FILE} has a 'deps' that is not a mapping of role to stage"
+    return None
+
+
+def stage_file_problem(folder: Path) -> Optional[str]:
+    """What makes the ``stage.json`` of ``folder`` unfit to run its stage, or None.
+
+    Read without following a symbolic link or waiting on a FIFO, at most
+    :data:`MAX_STAGE_FILE_BYTES`, then checked by :func:`stage_record_problem`.
+    """
+    from workers.stages.workspace_files import FileTooLarge, read_bytes
+
+    try:
+        data = read_bytes(Path(folder) / STAGE_FILE, limit=MAX_STAGE_FILE_BYTES)
+    except FileNotFoundError:
+        return f"{STAGE_FILE} is missing"
+    except FileTooLarge:
+        return f"{STAGE_FILE} is longer than {MAX_STAGE_FILE_BYTES} bytes"
+    except NotARegularFile:
+        link = (Path(folder) / STAGE_FILE).is_symlink()
+        return f"{STAGE_FILE} is a symbolic link" if link else f"{STAGE_FILE} is not a regular file"
+    except OSError:
+        return f"{STAGE_FILE} cannot be read"
+    try:
+        stage = json.loads(data)
+    except (ValueError, RecursionError):
+        return f"{STAGE_FILE} is not JSON"
+    return stage_record_problem(stage, Path(folder).name)
+
+
+def rewrite_stage_file(workspace: Path, stage: Stage) -> None:
+    """Replace the ``stage.json`` of ``stage``'s folder with what its plan says (atomically; a link or
+    any other file in its place is replaced, never followed)."""
+    atomic_write_bytes(stage_dir(workspace, stage.key) / STAGE_FILE, _stage_file(stage))
+
+
 def _stage_file(stage: Stage) -> bytes:
     """``stage.json``'s bytes: :meth:`Stage.to_json` as one line of key-sorted JSON.
 
@@ -192,18 +257,10 @@ class WorkspaceLock:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            handle.seek(0)
-            try:
-                holder = json.loads(handle.read() or "{}")
-            except ValueError:
-                holder = {}
+            who = self._describe_holder(*read_record(handle.fileno(), _TEXTS))
             handle.close()
-            since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(holder.get("since", 0)))
-            raise WorkspaceBusy(
-                f"{self.path.parent}: already in use by {holder.get('command', 'another prunesweep')} "
-                f"(pid {holder.get('pid', '?')} on host {holder.get('host', '?')}, since {since}); "
-                "wait for it to finish or stop it, then run `prunesweep resume`"
-            ) from None
+            raise WorkspaceBusy(f"{self.path.parent}: already {who}; wait for it to finish or stop it, then run "
+                                "`prunesweep resume`") from None
         handle.seek(0)
         handle.truncate()
         handle.write(json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "since": time.time(),
@@ -225,14 +282,18 @@ class WorkspaceLock:
             try:
                 fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
             except BlockingIOError:
-                try:
-                    holder = json.loads(handle.read() or "{}")
-                except ValueError:
-                    holder = {}
-                return {"message": f"in use by {holder.get('command', 'another prunesweep')} (pid "
-                                   f"{holder.get('pid', '?')} on host {holder.get('host', '?')})", **holder}
+                fields, damage = read_record(handle.fileno(), _TEXTS)
+                return {"message": self._describe_holder(fields, damage), **fields}
             fcntl.flock(handle, fcntl.LOCK_UN)
         return None
+
+    def _describe_holder(self, fields: dict, damage: str) -> str:
+        """``in use by prunesweep resume (pid 12 on host node7, since ...)``: the holder's record, checked like
+        input (:func:`workers.stages.lock.read_record`)."""
+        if damage:
+            return f"in use by another process (its lock record {self.path} is damaged: {damage})"
+        return (f"in use by {fields.get('command', 'another prunesweep')} (pid {fields.get('pid', '?')} on host "
+                f"{fields.get('host', '?')}, since {describe_since(fields.get('since'))})")
 
     def release(self) -> None:
         """Let go of the lock."""

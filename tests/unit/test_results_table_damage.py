@@ -51,10 +51,10 @@ def test_a_value_of_the_wrong_type_is_damage_named_in_one_line_and_repair_mends_
     for args in (("results", workspace, "--pivot"), ("results", workspace),
                  ("report", workspace, "-o", tmp_path / "page.html")):
         code, out, err = run_cli(*args)
-        _one_line(code, err, f"{workspace / DB_FILE}: ", f"column {column} holds", "prunesweep repair")
+        _one_line(code, err, f"{workspace / DB_FILE}: ", f"column '{column}' holds", "prunesweep repair")
     assert not (tmp_path / "page.html").exists()
-    code, out, err = run_cli("repair", workspace)
-    assert code == 0 and f"moved {DB_FILE} to quarantine/" in out and f"column {column}" in out, out + err
+    code, out, err = run_cli("repair", workspace)  # the row is removed and recorded again from its stage
+    assert code == 0 and "held a value their column does not take" in out, out + err
     code, again, err = run_cli("results", workspace, "--pivot")
     assert code == 0 and again == pivot, err
 
@@ -62,7 +62,7 @@ def test_a_value_of_the_wrong_type_is_damage_named_in_one_line_and_repair_mends_
 def test_a_command_that_reads_every_column_names_any_of_them(workspace, tmp_path):
     _set(workspace, "seed", "x")
     code, out, err = run_cli("results", workspace, "--csv", tmp_path / "rows.csv")
-    _one_line(code, err, f"{workspace / DB_FILE}: column seed holds 'x' (SQLite text) in row ", "an integer",
+    _one_line(code, err, f"{workspace / DB_FILE}: column 'seed' holds 'x', not a INTEGER value",
               f"prunesweep repair {workspace}")
     assert not (tmp_path / "rows.csv").exists()
 

@@ -76,7 +76,9 @@ def test_the_lock_of_a_read_only_workspace_can_be_asked(tmp_path):
         os.chmod(tmp_path, 0o755)
 
 
-def test_a_symlinked_stage_log_is_refused_and_its_target_untouched(tmp_path):
+def test_a_symlinked_stage_log_is_replaced_never_followed(tmp_path):
+    import logging
+
     from workers.entry import stage_log
 
     outside = tmp_path / "outside.txt"
@@ -84,7 +86,13 @@ def test_a_symlinked_stage_log_is_refused_and_its_target_untouched(tmp_path):
     stage = tmp_path / "stage"
     stage.mkdir()
     (stage / "log.txt").symlink_to(outside)
-    with pytest.raises(NotARegularFile, match="symbolic link"):
+    with stage_log(stage):
+        logging.getLogger("workers").info("a line of ours")
+    log = stage / "log.txt"
+    assert not log.is_symlink() and outside.read_text() == "precious"
+    assert "symbolic link: removed, never followed" in log.read_text() and "a line of ours" in log.read_text()
+    (stage / "log.txt").unlink()
+    (stage / "log.txt").mkdir()  # a folder is left alone: the stage fails naming it
+    with pytest.raises(OSError, match="log.txt"):
         with stage_log(stage):
             pass
-    assert outside.read_text() == "precious"

@@ -85,6 +85,8 @@ def read_stage(stage_dir: Path) -> dict:
         stage = read_json(path)
     except (ValueError, NotARegularFile) as error:  # a link or a FIFO is no stage's description either
         stage = error
+    except RecursionError:
+        stage = ValueError("nested too deep")
     if not isinstance(stage, dict):
         why = (stage.strerror if isinstance(stage, OSError) else stage if isinstance(stage, ValueError)
                else f"a {type(stage).__name__}, not a mapping")
@@ -149,7 +151,7 @@ def inspect_done(stage_dir: Path | str) -> DoneCheck:
         return DoneCheck(False, f"{DONE_FILE} is unreadable", None, {})
     try:
         manifest = json.loads(data)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deep to parse
         return DoneCheck(False, f"{DONE_FILE} is unreadable", None, {})
     problem = manifest_problem(manifest) or _missing_required(folder, manifest)
     if problem:
@@ -207,7 +209,7 @@ def _missing_required(stage_dir: Path | str, manifest: dict) -> str | None:
 
     try:
         stage = read_json(os.path.join(stage_dir, STAGE_FILE))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # RecursionError: JSON nested too deep to parse
         return None
     if not isinstance(stage, dict):
         return None
@@ -235,7 +237,9 @@ def invalidate(stage_dir: Path) -> None:
     stage_dir = Path(stage_dir)
     try:
         listed = read_json(stage_dir / DONE_FILE).get("files", {})
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError, RecursionError):
+        listed = {}
+    if not isinstance(listed, (dict, list)):  # a damaged manifest lists nothing to remove
         listed = {}
     (stage_dir / DONE_FILE).unlink(missing_ok=True)
     (stage_dir / CHECKPOINT_FILE).unlink(missing_ok=True)

@@ -39,18 +39,77 @@ LOCK_FILE = "stage.lock"
 ACQUIRE_GRACE_S = 2.0
 
 
+#: the most of a lock record read (ours are under 200 bytes): a longer one is damage, never read whole.
+MAX_RECORD_BYTES = 4096
+#: the longest text field of a lock record shown (a host name is at most 253 characters).
+MAX_RECORD_TEXT = 255
+#: Linux's largest pid_max.
+MAX_PID = 2**22
+#: the latest start time believed (the end of year 9999 UTC): every platform's clock functions take it.
+LATEST_SINCE = 253402300799.0
+
+
+_JSON_KINDS = {type(None): "null", bool: "true or false", int: "a number", float: "a number", list: "a list"}
+
+
+def parse_record(data: bytes, texts: tuple[str, ...] = ("host",)) -> tuple[dict, str]:
+    """A lock record read back, checked like user input: ``(fields, "")``, or ``({}, what is wrong)``.
+
+    ``texts`` name the fields that must be one short printable line where present; ``pid``
+    must be a process id and ``since`` a time from 1970 to 9999 (finite). An empty record is
+    one its holder is writing right now: no fields, nothing wrong.
+    """
+    if len(data) > MAX_RECORD_BYTES:
+        return {}, f"it is longer than {MAX_RECORD_BYTES} bytes"
+    if not data.strip():
+        return {}, ""
+    try:
+        record = json.loads(data.decode("utf-8"))
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError; RecursionError: deep nesting
+        return {}, "it is not JSON"
+    if not isinstance(record, dict):
+        return {}, f"it is JSON {_JSON_KINDS.get(type(record), 'text')}, not a mapping"
+    for name in texts:
+        text = record.get(name)
+        if text is not None and not (isinstance(text, str) and len(text) <= MAX_RECORD_TEXT and text.isprintable()):
+            return {}, f"its {name!r} is not a line of text of at most {MAX_RECORD_TEXT} characters"
+    pid = record.get("pid")
+    if pid is not None and not (type(pid) is int and 0 < pid <= MAX_PID):
+        return {}, f"its 'pid' is not a process id (1..{MAX_PID})"
+    since = record.get("since")
+    if since is not None and not (type(since) in (int, float) and 0 <= since <= LATEST_SINCE):  # NaN fails too
+        return {}, "its 'since' is not a time (seconds since 1970, up to the year 9999)"
+    return {name: record[name] for name in (*texts, "pid", "since") if record.get(name) is not None}, ""
+
+
+def read_record(fd: int, texts: tuple[str, ...] = ("host",)) -> tuple[dict, str]:
+    """:func:`parse_record` of the record in the open file ``fd`` (a bounded read from its start)."""
+    return parse_record(os.pread(fd, MAX_RECORD_BYTES + 1, 0), texts)
+
+
+def describe_since(since: Optional[float]) -> str:
+    """A checked start time as ``2026-12-01 04:50:00 UTC``; ``?`` when unknown."""
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(since)) if since is not None else "?"
+
+
 @dataclass(frozen=True)
 class Holder:
-    """Who holds a stage's lock: a live process on ``host`` with ``pid``, running since ``since`` (epoch s)."""
+    """Who holds a stage's lock: a live process on ``host`` with ``pid``, running since ``since`` (epoch s).
+
+    ``damage`` says why the record could not be trusted (then nothing else of it is known).
+    """
 
     host: str
     pid: Optional[int]
     since: Optional[float]
+    damage: str = ""
 
     def describe(self) -> str:
         """``pid 123 on node7 since 2026-12-01 04:50:00 UTC``."""
-        when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(self.since)) if self.since else "?"
-        return f"pid {self.pid if self.pid is not None else '?'} on {self.host or '?'} since {when}"
+        if self.damage:
+            return f"a live process whose {LOCK_FILE} record is damaged ({self.damage})"
+        pid = self.pid if self.pid is not None else "?"
+        return f"pid {pid} on {self.host or '?'} since {describe_since(self.since)}"
 
 
 class StageBusy(RuntimeError):
@@ -62,17 +121,9 @@ class StageBusy(RuntimeError):
         self.holder = holder
 
 
-def _read_holder(handle) -> Optional[Holder]:
-    handle.seek(0)
-    try:
-        record = json.loads(handle.read() or "null")
-    except ValueError:  # being written by its holder right now
-        record = None
-    if not isinstance(record, dict):
-        return None
-    pid, since = record.get("pid"), record.get("since")
-    return Holder(str(record.get("host") or ""), pid if isinstance(pid, int) else None,
-                  float(since) if isinstance(since, (int, float)) else None)
+def _read_holder(handle) -> Holder:
+    fields, damage = read_record(handle.fileno())
+    return Holder(fields.get("host", ""), fields.get("pid"), fields.get("since"), damage)
 
 
 @contextmanager
@@ -125,5 +176,5 @@ def holder(stage_dir: Path) -> Optional[Holder]:
         except OSError as error:
             if error.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
                 raise
-            return _read_holder(handle) or Holder("", None, None)
+            return _read_holder(handle)
         return None  # closing the file releases the probe's lock
