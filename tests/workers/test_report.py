@@ -76,7 +76,7 @@ def test_one_call_gives_every_section_and_a_figure_per_network(two_networks, tmp
     out = tmp_path / "report.html"
     done = cli("report", *two_networks, "-o", out)
     assert done.returncode == 0, done.stderr
-    assert done.stdout == f"wrote {out}: {2 * 66:,} rows from 2 workspace(s)\n"
+    assert done.stdout == f"wrote {out}: {2 * 66:,} rows from 2 workspaces\n"
     page = out.read_text()
     assert re.findall(r"<h2>(.*?)</h2>", page) == list(SECTIONS.values())
     images = PNG.findall(page)
