@@ -9,22 +9,26 @@ import sqlite3
 import sys
 import time
 from pathlib import Path
-from typing import Optional
+from typing import NoReturn, Optional
 
+from orchestrator.commands.wording import count, plain_number
 from orchestrator.errors import EnvironmentProblem, UserError, WorkspaceBusy
 
 DEMO_HINT = "prunesweep results WORKSPACE --pivot"
-#: as orchestrator.spec.DEFAULT_MAX_STAGES (not imported: --help must not load pydantic models)
+#: as orchestrator.spec.DEFAULT_MAX_STAGES and orchestrator.backends.local.settings.MAX_WORKERS (not
+#: imported: --help must not load pydantic models)
 DEFAULT_MAX_STAGES = 100_000
+MAX_WORKERS = 1024
 
 
-def _positive_int(text: str) -> int:
+def _positive_int(text: str, most: Optional[int] = None) -> int:
+    allowed = f"an integer from 1 to {most:,}" if most else "a positive integer"
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected {allowed}, got {text!r}") from None
+    if value < 1 or (most is not None and value > most):
+        raise argparse.ArgumentTypeError(f"expected {allowed}, got {text!r}")
     return value
 
 
@@ -41,15 +45,23 @@ def _add_run_arguments(parser: argparse.ArgumentParser, default_backend: Optiona
 
     parser.add_argument("--backend", choices=BACKENDS, default=default_backend,
                         help="where stages run (default: the sweep's `backend`, else local)")
-    parser.add_argument("--workers", type=int, default=None,
-                        help="parallel worker processes of the local backend (default: one per core)")
+    parser.add_argument("--workers", type=lambda text: _positive_int(text, MAX_WORKERS), default=None, metavar="N",
+                        help=f"parallel worker processes of the local backend, 1 to {MAX_WORKERS} (default: one per "
+                             "core)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, whose refusals are one line as any bad input's (not a usage block, then the error)."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"prunesweep: error: {message} (see `{self.prog} --help`)", file=sys.stderr)
+        raise SystemExit(2)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
-    parser = argparse.ArgumentParser(prog="prunesweep",
-                                     description="Sweep orchestrator for neural-network pruning studies.")
+    parser = _Parser(prog="prunesweep", description="Sweep orchestrator for neural-network pruning studies.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     plan = commands.add_parser("plan", help="validate a sweep and print its DAG of stages",
@@ -134,6 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     res.add_argument("--group-by", action="append", default=[], metavar="COLUMNS",
                      help="summarize per value of these columns (comma-separated) instead of per setting; "
                           "what they leave out is pooled")
+    _add_label_argument(res)
     res.add_argument("--compare", metavar="COLUMN=A,B",
                      help="mean paired difference A - B of top-1 per setting over the seeds both share, its standard "
                           "error, n and the paired t-test's p-value: two-sided for A,B, one-sided for 'A>B' (A beats "
@@ -170,6 +183,13 @@ def _add_report_parser(commands) -> None:
                         help="the paired comparisons to show, as `results --compare` (repeatable; default: "
                              "'init=winning_ticket>reinit' and mask_source=labels,X for every other mask source X)")
     report.add_argument("--title", help="the page's title")
+    _add_label_argument(report)
+
+
+def _add_label_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--label", action="append", default=[], metavar="NAME",
+                        help="the workspaces' labels in the tables, one per WORKSPACE in their order (repeat it; "
+                             "default: the folder's name, with its parents where two are alike)")
 
 
 def parse_arguments(argv: Optional[list[str]] = None) -> argparse.Namespace:
@@ -185,6 +205,11 @@ def parse_arguments(argv: Optional[list[str]] = None) -> argparse.Namespace:
         takes_overrides = hasattr(args, "overrides")
         stray = [arg for arg in extras if not takes_overrides or arg.startswith("-") or "=" not in arg]
         if stray:
+            from orchestrator.spec.habits import argument_habit
+
+            for habit in filter(None, (argument_habit(arg, takes_overrides) for arg in stray)):
+                print(f"prunesweep: error: {habit}", file=sys.stderr)  # one line, as any bad input
+                raise SystemExit(2)
             parser.error(f"unrecognized arguments: {' '.join(stray)}")
         args.overrides = [*args.overrides, *extras]
     return args
@@ -328,20 +353,21 @@ def _print_plan(args, absent: dict[str, str]) -> int:
         print("note: data folder missing: " + "; ".join(f"{root} ({describe(name)})" for root, name in absent.items())
               + ": planned from the published sizes; `launch` needs the folder")
     print(f"sweep {spec.name}: {spec.dataset.name} / {spec.arch.name}, workspace {spec.workspace}")
-    print(f"grid: {len(plan.cells)} cells ({len(spec.mask_source)} mask sources x {len(spec.init)} inits x "
-          f"{len(spec.rewind)} rewind points x {len(spec.pruning.fractions)} fractions x {len(spec.seeds)} seeds; "
+    axes = ((spec.mask_source, "mask source"), (spec.init, "init"), (spec.rewind, "rewind point"),
+            (spec.pruning.fractions, "fraction"), (spec.seeds, "seed"))
+    print(f"grid: {count(len(plan.cells), 'cell')} ({' x '.join(count(len(axis), noun) for axis, noun in axes)}; "
           "random masks are always re-initialised)")
     transfer_cells = sum(cell.transfer is not None for cell in plan.cells)
     if transfer_cells and spec.transfer is not None:
-        print(f"      ({transfer_cells} of them transfer {', '.join(spec.transfer_sources)} to "
+        print(f"      ({transfer_cells:,} of them transfer {', '.join(spec.transfer_sources)} to "
               f"{spec.transfer.dataset.name}: linear / finetune / finetune_prune_during)")
     counts = plan.counts_by_kind()
     order = ("dense", "rewind", "imp", "random_mask", "eval", "features", "linear_eval", "finetune")
-    print("stages: " + ", ".join(f"{kind} {counts[kind]}" for kind in order if counts[kind]))
+    print("stages: " + ", ".join(f"{kind} {counts[kind]:,}" for kind in order if counts[kind]))
     ratio = plan.naive_trainings / plan.trainings if plan.trainings else float("nan")
-    print(f"trainings: {plan.trainings} planned vs {plan.naive_trainings} naive "
+    print(f"trainings: {plan.trainings:,} planned vs {plan.naive_trainings:,} naive "
           f"(every cell its own IMP chain from scratch): {ratio:.1f}x fewer")
-    print(f"epochs: {plan.total_epochs:g} planned vs {plan.naive_epochs:g} naive")
+    print(f"epochs: {plain_number(plan.total_epochs)} planned vs {plain_number(plan.naive_epochs)} naive")
     _, preflight_device = workspace_throughput(Path(spec.workspace))
     print(estimate(spec, plan, args.gpu or preflight_device or DEFAULT_DEVICE, table).describe())
     _print_backend_plan(spec, plan)
@@ -349,7 +375,7 @@ def _print_plan(args, absent: dict[str, str]) -> int:
     if not spec.pruning.one_shot:
         rate = spec.pruning.rate
         print("fractions -> IMP rounds: " + ", ".join(
-            f"{f:g} -> {level} ({(1 - rate) ** level:.4g})" for f, level in levels))
+            f"{plain_number(f, 6)} -> {level} ({plain_number((1 - rate) ** level)})" for f, level in levels))
     if args.graph:
         print()
         for key, stage in plan.stages.items():

@@ -4,9 +4,14 @@ PyYAML's ``safe_load`` already refuses to build arbitrary objects; on top of it 
 (or an override's value) is refused when it is not UTF-8 text, when a mapping names a key
 twice (the later value silently winning hides mistakes), when it nests deeper than
 :data:`MAX_DEPTH`, or when it expands (through aliases) to more than :data:`MAX_NODES` values.
+
+Numbers in exponent notation are read as YAML 1.2 reads them: ``1e-3``, ``5E4`` and ``1.0e5`` are
+numbers (floats), where PyYAML's YAML 1.1 rules read them as text unless they hold a dot and a
+signed exponent (``1.0e-3``).
 """
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import yaml
@@ -25,8 +30,13 @@ def _where(mark: Any) -> str:
     return f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
 
 
+#: the exponent forms of YAML 1.2's floats that YAML 1.1 leaves as text (no dot, or an unsigned exponent);
+#: the forms with a dot and a signed exponent are YAML 1.1's floats already, and match the resolver before this one
+_EXPONENT_FLOAT = re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9][0-9_]*)[eE][-+]?[0-9]+$")
+
+
 class _StrictLoader(yaml.SafeLoader):
-    """``SafeLoader`` that refuses duplicate keys in a mapping."""
+    """``SafeLoader`` that refuses duplicate keys in a mapping and reads YAML 1.2's exponent numbers."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
         seen: dict[Any, Any] = {}
@@ -43,6 +53,10 @@ class _StrictLoader(yaml.SafeLoader):
                                      f"{_where(first)}); each key may appear once in a mapping")
             seen[key] = key_node.start_mark
         return super().construct_mapping(node, deep=deep)
+
+
+# a copy of SafeLoader's resolvers with this one appended: SafeLoader itself is left as it is
+_StrictLoader.add_implicit_resolver("tag:yaml.org,2002:float", _EXPONENT_FLOAT, list("-+.0123456789"))
 
 
 def _check_shape(value: Any) -> None:

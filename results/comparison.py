@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from results.frame_text import frame_text
+from results.hints import absent_value, did_you_mean
 from results.query import _matches, grouping, percent_label
 
 #: A difference is marked significant when its p-value is below this.
@@ -118,7 +119,9 @@ def compare(df: pd.DataFrame, column: str, a: str, b: str, by: Sequence[str] | N
     if alternative not in ALTERNATIVES:
         raise ValueError(f"alternative {alternative!r}; allowed: {', '.join(ALTERNATIVES)}")
     if column not in df.columns:
-        raise ValueError(f"unknown column {column!r}; allowed columns: {', '.join(map(str, df.columns))}")
+        allowed = list(map(str, df.columns))
+        raise ValueError(f"unknown column {column!r}{did_you_mean(column, allowed)}; allowed columns: "
+                         f"{', '.join(allowed)}")
     if column in ("seed", "top1"):
         raise ValueError(f"{column!r} cannot be compared: pairs are made by seed and differ in top1")
     keys = [c for c in grouping(df, by) if c != column]
@@ -129,9 +132,7 @@ def compare(df: pd.DataFrame, column: str, a: str, b: str, by: Sequence[str] | N
     for value, suffix in ((a, "_a"), (b, "_b")):
         side = df[_matches(df[column], value, column)]
         if side.empty:
-            values = sorted(df[column].dropna().unique().tolist())
-            present = ", ".join(map(str, values[:20])) + (", ..." if len(values) > 20 else "")
-            raise ValueError(f"{column}={value}: no row has this value; present: {present or 'none'}")
+            raise ValueError(f"{column}={value}: {absent_value(value, df[column])}")
         means = side.groupby(keys + ["seed"], dropna=False, sort=False)[["top1", "measured_fraction"]].mean()
         averaged += len(side) - len(means)
         sides.append(means.add_suffix(suffix))

@@ -19,22 +19,22 @@ if TYPE_CHECKING:
 SMALL = 500
 
 
-def frame_text(frame: pd.DataFrame) -> str:
-    """``frame.to_string(index=False)`` under the current pandas display options."""
+def frame_text(frame: pd.DataFrame, na_rep: str = "NaN") -> str:
+    """``frame.to_string(index=False, na_rep=na_rep)`` under the current pandas display options."""
     import pandas as pd
 
     if not _by_distinct_values(frame, pd):
-        return frame.to_string(index=False)
+        return frame.to_string(index=False, na_rep=na_rep)
     columns = []
     for position in range(frame.shape[1]):
-        fixed = _fixed_point(frame.iloc[:, position], pd)
+        fixed = _fixed_point(frame.iloc[:, position], pd, na_rep)
         if fixed is not None:
             columns.append(fixed)
             continue
         codes, firsts = _distinct(frame.iloc[:, position], pd)
-        lines = frame.iloc[firsts, [position]].to_string(index=False).split("\n")
+        lines = frame.iloc[firsts, [position]].to_string(index=False, na_rep=na_rep).split("\n")
         if len(lines) != len(firsts) + 1:  # a header or value over several lines: not one line per row
-            return frame.to_string(index=False)
+            return frame.to_string(index=False, na_rep=na_rep)
         cells = _object_array(lines[1:])
         columns.append([lines[0], *cells[codes].tolist()])
     return "\n".join(" ".join(cells) for cells in zip(*columns, strict=True))
@@ -47,12 +47,12 @@ def _by_distinct_values(frame: pd.DataFrame, pd: Any) -> bool:
     return all(isinstance(label, str) and label == label.strip() and label.isprintable() for label in frame.columns)
 
 
-def _fixed_point(series: pd.Series, pd: Any) -> list[str] | None:
+def _fixed_point(series: pd.Series, pd: Any, na_rep: str = "NaN") -> list[str] | None:
     """The header and cells of a float column as pandas writes it in fixed-point notation, when it does
     under its default display options; None otherwise (pandas writes it).
 
     That is each value with ``display.precision`` decimals, less the trailing zeros every value has
-    (one decimal at least), ``NaN`` for a missing one, right-aligned under the label led by a blank:
+    (one decimal at least), ``na_rep`` for a missing one, right-aligned under the label led by a blank:
     the text of a column of means where each value is distinct.
     """
     import numpy as np
@@ -68,19 +68,20 @@ def _fixed_point(series: pd.Series, pd: Any) -> list[str] | None:
     magnitudes = np.abs(values)
     if (magnitudes > 1e6).any() or ((magnitudes < 10 ** (-precision)) & (magnitudes > 0)).any():
         return None  # pandas may write the column in scientific notation
-    texts = ["NaN" if value != value else f"{value:.{precision}f}" for value in values.tolist()]
-    numbers = [text for text in texts if text != "NaN"] if precision > 0 else []
+    texts = [None if value != value else f"{value:.{precision}f}" for value in values.tolist()]
+    numbers = [text for text in texts if text is not None] if precision > 0 else []
     if numbers:
         decimals = max(len(text.rstrip("0")) - text.index(".") - 1 for text in numbers)
         cut = precision - max(decimals, 1)
         if cut:
-            texts = [text if text == "NaN" else text[:-cut] for text in texts]
+            texts = [text if text is None else text[:-cut] for text in texts]
+    cells = [na_rep if text is None else text for text in texts]
     header = " " + str(series.name)
-    width = max(len(header), max(map(len, texts)))
+    width = max(len(header), max(map(len, cells)))
     limit = pd.get_option("display.max_colwidth")
     if limit is not None and width > limit:
         return None
-    return [header.rjust(width), *(text.rjust(width) for text in texts)]
+    return [header.rjust(width), *(cell.rjust(width) for cell in cells)]
 
 
 def _distinct(series: pd.Series, pd: Any) -> tuple[Any, Any]:

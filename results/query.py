@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from results.hints import did_you_mean
 from results.row import NO_REWIND
 
 #: the ``rewind`` value of cells whose init depends on no rewinding point (random masks).
@@ -83,7 +84,8 @@ def _parse_condition(text: str, columns: list[str]) -> Condition:
     op = " ".join(match["op"].lower().split())
     op = "=" if op == "==" else op
     if column not in columns:
-        raise ValueError(f"filter {text!r}: unknown column {column!r}; allowed columns: {', '.join(columns)}")
+        raise ValueError(f"filter {text!r}: unknown column {column!r}{did_you_mean(column, columns)}; "
+                         f"allowed columns: {', '.join(columns)}")
     if op in ("in", "not in"):
         if raw[:1] + raw[-1:] in ("()", "[]", "{}"):
             raw = raw[1:-1]
@@ -256,7 +258,8 @@ def grouping(df: pd.DataFrame, by: Sequence[str] | None = None) -> list[str]:
         if column in _SUMMARIZED:
             raise ValueError(f"{column!r} is what is summarized, not a grouping; allowed columns: {', '.join(allowed)}")
         if column not in df.columns:
-            raise ValueError(f"unknown column {column!r}; allowed columns: {', '.join(allowed)}")
+            raise ValueError(f"unknown column {column!r}{did_you_mean(column, allowed)}; allowed columns: "
+                             f"{', '.join(allowed)}")
     repeated = sorted({column for column in by if by.count(column) > 1})
     if repeated:
         raise ValueError(f"column {repeated[0]!r} given twice")

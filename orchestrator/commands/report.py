@@ -14,16 +14,20 @@ from pathlib import Path
 
 import results
 from orchestrator.backends import BACKENDS, backend_class
+from orchestrator.commands.results import labels_argument, refuse_values_in_no_row
+from orchestrator.commands.wording import count
 from orchestrator.errors import UserError
 from orchestrator.state.ledger import STATES, Ledger
 from orchestrator.state.reconcile import bring_results_up_to_date, file_tail, log_tail
 from orchestrator.state.store_health import damaged_value, table_refusals
 from results.comparison import Comparison, parse_compare
 from results.export import target_problem
+from results.hints import did_you_mean
 from results.query import text_equalities
 from results.report import Failure, WorkspaceState, build_report, columns_needed, report_target_problem, write_report
 from results.row import COLUMN_TYPES, DamagedValue
 from results.top1_drawing import DrawingProcess
+from results.workspace_labels import relabel
 
 
 def make_report(workspaces: Sequence[Path], args) -> int:
@@ -34,6 +38,7 @@ def make_report(workspaces: Sequence[Path], args) -> int:
     if problem:
         raise UserError(f"-o: {problem}")
     comparisons = _comparisons(args.compare)
+    labels_argument(args, workspaces)  # checked before anything is read
     drawer = DrawingProcess()  # imports matplotlib on another core while the rows are read
     try:
         return _make_report(workspaces, args, comparisons, drawer)
@@ -48,27 +53,34 @@ def _make_report(workspaces: list[Path], args, comparisons, drawer: DrawingProce
     # the rows of the filters' text equalities and the columns the page reads: what is read is read once
     columns = (["workspace"] if len(workspaces) > 1 else []) + list(results.COLUMNS)
     text = [column for column, sqltype in COLUMN_TYPES.items() if sqltype == "TEXT"]
-    with table_refusals():
-        try:
-            frame = results.load(workspaces, pending=pending, only=text_equalities(where, columns, text),
-                                 columns=columns_needed(where, comparisons, columns))
-        except DamagedValue as error:
-            raise damaged_value(error) from None
-    if len(workspaces) == 1:
-        frame = frame.drop(columns="workspace")
+    labels = labels_argument(args, workspaces)
+
+    def read(only=None, columns=None):
+        with table_refusals():
+            try:
+                frame = results.load(workspaces, pending=pending, only=only, columns=columns)
+            except DamagedValue as error:
+                raise damaged_value(error) from None
+        return frame.drop(columns="workspace") if len(workspaces) == 1 else relabel(frame, labels)
+
+    frame = read(text_equalities(where, columns, text), columns_needed(where, comparisons, columns))
     try:
-        frame = results.filter_rows(frame, where)
+        kept = results.filter_rows(frame, where)
     except ValueError as error:
         raise UserError(f"--where: {error}") from None
+    refuse_values_in_no_row(where, frame, lambda needed: read(columns=needed), args.sweep)
+    frame = kept
     for column, *_ in comparisons or []:
         if column not in frame.columns:
-            raise UserError(f"--compare: unknown column {column!r}; allowed columns: {', '.join(frame.columns)}")
+            allowed = list(map(str, frame.columns))
+            raise UserError(f"--compare: unknown column {column!r}{did_you_mean(column, allowed)}; allowed columns: "
+                            f"{', '.join(allowed)}")
     try:
         page = build_report(frame, states, comparisons, title=args.title, filters=where, drawer=drawer)
     except ValueError as error:  # a compared value the rows do not hold
         raise UserError(f"--compare: {error}") from None
     write_report(args.output, page)
-    print(f"wrote {args.output}: {len(frame):,} rows from {len(workspaces)} workspace(s)")
+    print(f"wrote {args.output}: {count(len(frame), 'row')} from {count(len(workspaces), 'workspace')}")
     return 0
 
 

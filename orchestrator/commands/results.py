@@ -2,20 +2,24 @@
 pivoted, compared, plotted or exported."""
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pandas as pd
 
 import results
+from orchestrator.commands.wording import count
 from orchestrator.errors import UserError
 from orchestrator.state.ledger import Ledger
 from orchestrator.state.reconcile import bring_results_up_to_date
 from orchestrator.state.store_health import damaged_value, table_refusals
 from results.comparison import Comparison, compare, format_comparison, parse_compare
+from results.filter_values import value_in_no_row
 from results.frame_text import frame_text
+from results.hints import did_you_mean
 from results.query import columns_needed, grouping, text_equalities
 from results.row import COLUMN_TYPES, DamagedValue
+from results.workspace_labels import check_labels, relabel
 
 
 def show_results(workspaces: Sequence[Path], args) -> int:
@@ -25,9 +29,11 @@ def show_results(workspaces: Sequence[Path], args) -> int:
     their artifacts, finished cells recorded) through a reading ledger, which writes only
     where a reading ``results`` of that one workspace would (elsewhere the cells it could not
     record are shown from an in-memory copy of the table). Several workspaces are read
-    as one frame with a ``workspace`` column (:func:`results.load` of the list).
+    as one frame with a ``workspace`` column (:func:`results.load` of the list), each workspace
+    labelled by ``--label`` or its folder's name (:mod:`results.workspace_labels`).
     """
     workspaces = list(workspaces)
+    labels = labels_argument(args, workspaces)
     from results.export import target_problem  # pandas-free: checked before anything is read or written
 
     for option, target in (("--csv", args.csv), ("--parquet", args.parquet), ("--plot", args.plot)):
@@ -41,13 +47,27 @@ def show_results(workspaces: Sequence[Path], args) -> int:
             pending[workspace] = bring_results_up_to_date(workspace, ledger)
         finally:
             ledger.close()
-    with table_refusals():
-        try:
-            frame = results.load(workspaces[0] if len(workspaces) == 1 else workspaces, pending=pending,
-                                 **_reading(args, several=len(workspaces) > 1))
-        except DamagedValue as error:
-            raise damaged_value(error) from None
-    return _present(frame, ", ".join(map(str, workspaces)), args)
+    read = workspaces[0] if len(workspaces) == 1 else workspaces
+
+    def load(**reading):
+        with table_refusals():
+            try:
+                return relabel(results.load(read, pending=pending, **reading), labels)
+            except DamagedValue as error:
+                raise damaged_value(error) from None
+
+    frame = load(**_reading(args, several=len(workspaces) > 1))
+    return _present(frame, ", ".join(map(str, workspaces)), args, whole=lambda columns: load(columns=columns))
+
+
+def labels_argument(args, workspaces: Sequence[Path]) -> dict[str, str] | None:
+    """The workspaces' ``--label`` values (workspace as read -> label), checked; None when there is none."""
+    if not getattr(args, "label", None):
+        return None
+    try:
+        return check_labels(args.label, [str(workspace) for workspace in workspaces])
+    except ValueError as error:
+        raise UserError(f"--label: {error}") from None
 
 
 def _reading(args, several: bool) -> dict:
@@ -77,6 +97,9 @@ def show_central_results(args) -> int:
 
     if args.db is not None and args.workspaces:
         raise UserError("results: give WORKSPACE... or --db URL, not both")
+    if args.label:
+        raise UserError("--label: names the WORKSPACE arguments in their order; the database's workspaces are "
+                        "labelled by their folder names")
     url = args.db if args.db is not None else configured_elsewhere()
     if url is None:
         raise UserError(f"results: give one or more WORKSPACE, or --db URL (or set {ENV_VAR} or results_db in "
@@ -92,28 +115,32 @@ def show_central_results(args) -> int:
         if problem:
             raise UserError(f"{option}: {problem}")
     try:
-        frame = central_db.load(url)
+        frame = relabel(central_db.load(url))
     except central_db.CentralDbError as error:
         raise UserError(f"--db: {error}") from None
-    return _present(frame, central_db.shown(url), args)
+    return _present(frame, central_db.shown(url), args, whole=lambda columns: frame[columns])
 
 
-def _present(frame: pd.DataFrame, names: str, args) -> int:
-    """Filter, summarize, pivot, compare, plot and export ``frame`` as the arguments ask."""
+def _present(frame: pd.DataFrame, names: str, args, whole: Callable[[list[str]], pd.DataFrame]) -> int:
+    """Filter, summarize, pivot, compare, plot and export ``frame`` as the arguments ask; ``whole(columns)``
+    gives those columns of every row of the table (``frame`` may be only the rows the filters keep)."""
     where = list(args.where) + ([f"sweep={args.sweep}"] if args.sweep else [])
     by = _group_by(args.group_by)
     comparison = _compare_argument(args.compare)
     try:
-        frame = results.filter_rows(frame, where)
+        kept = results.filter_rows(frame, where)
     except ValueError as error:
         raise UserError(f"--where: {error}") from None
+    refuse_values_in_no_row(where, frame, whole, args.sweep)
+    frame = kept
     try:
         grouping(frame, by)
     except ValueError as error:
         raise UserError(f"--group-by: {error}") from None
     if comparison is not None and comparison[0] not in frame.columns:
-        allowed = ", ".join(map(str, frame.columns))
-        raise UserError(f"--compare: unknown column {comparison[0]!r}; allowed columns: {allowed}")
+        allowed = list(map(str, frame.columns))
+        raise UserError(f"--compare: unknown column {comparison[0]!r}{did_you_mean(comparison[0], allowed)}; "
+                        f"allowed columns: {', '.join(allowed)}")
     if frame.empty:
         print(f"{names}: no results yet" + (" match the filters" if where else ""))
         return 0
@@ -126,7 +153,7 @@ def _present(frame: pd.DataFrame, names: str, args) -> int:
             print(table.to_string())
         elif comparison is None:
             summary = results.summarize(frame, by)
-            print(frame_text(summary))
+            print(summary_text(summary))
             if summary.attrs.get("averaged"):
                 print(f"note: {summary.attrs['averaged']} row(s) repeating a group's seed (the same seed in several "
                       "workspaces or pooled settings) were averaged into one: n counts seeds, none twice")
@@ -142,11 +169,38 @@ def _present(frame: pd.DataFrame, names: str, args) -> int:
     for path, write in ((args.csv, results.export_csv), (args.parquet, results.export_parquet)):
         if path:
             write(frame, Path(path))
-            print(f"wrote {len(frame)} rows to {path}")
+            print(f"wrote {count(len(frame), 'row')} to {path}")
     if args.plot:
         results.plot_top1_vs_fraction(frame, Path(args.plot), by=by)
         print(f"wrote {args.plot}")
     return 0
+
+
+def refuse_values_in_no_row(where: list[str], frame: pd.DataFrame, whole: Callable[[list[str]], pd.DataFrame],
+                            sweep: str | None) -> None:
+    """Exit 2 when a value of a ``--where`` (or ``--sweep``) filter is held by no row of the table, naming the
+    values there are (:func:`results.filter_values.value_in_no_row`); a typo would otherwise match nothing, silently."""
+    absent = value_in_no_row(where, frame, whole) if where else None
+    if absent is not None:
+        text, problem = absent
+        option = "--sweep" if sweep is not None and text == f"sweep={sweep}" else "--where"
+        raise UserError(f"{option}: filter {text!r}: {problem}")
+
+
+def summary_text(summary: pd.DataFrame) -> str:
+    """A summary as ``results`` prints it: top-1 and its standard error in percent with one decimal, as the
+    pivot's cells show them, and ``-`` for a missing value."""
+    import numpy as np
+
+    shown = summary.copy()
+    for column in ("top1_mean", "top1_se"):
+        percent = 100 * shown[column].to_numpy(dtype=float)
+        rounded = {value: float(f"{value:.1f}") for value in np.unique(percent[~np.isnan(percent)]).tolist()}
+        shown[column] = pd.Series(percent, index=shown.index).map(rounded)
+    for column in shown.columns:  # a nullable integer column prints a missing value as <NA> whatever na_rep says
+        if isinstance(shown[column].dtype, pd.Int64Dtype) and shown[column].isna().any():
+            shown[column] = shown[column].astype("str")
+    return frame_text(shown.rename(columns={"top1_mean": "top1_mean_%", "top1_se": "top1_se_%"}), na_rep="-")
 
 
 def _group_by(values: Sequence[str]) -> list[str] | None:

@@ -8,6 +8,7 @@ from pydantic import ValidationError
 
 from orchestrator.errors import SpecError
 from orchestrator.spec.bounds import DEFAULT_MAX_STAGES
+from orchestrator.spec.habits import as_list_where_expected, key_habit
 from orchestrator.spec.messages import describe, shown, within
 from orchestrator.spec.sweep import SweepSpec
 from orchestrator.yaml_input import YamlInputError, load_yaml
@@ -44,10 +45,17 @@ def load_spec(path: Union[str, Path], overrides: Optional[list[str]] = None,
 
 
 def apply_override(raw: dict, override: str, source: str) -> str:
-    """Apply one ``a.b.c=value`` override (value read as YAML) to ``raw`` in place."""
+    """Apply one ``a.b.c=value`` override (value read as YAML) to ``raw`` in place.
+
+    A single value where the schema takes a list is that one-element list (``mask_source=rotnet``);
+    Hydra's forms (``seeds=0,1,2``, ``+key=v``, ``~key``) are refused naming the form to write.
+    """
+    key_path, _, text = override.partition("=")
+    habit = key_habit(override)
+    if habit:
+        raise SpecError(source, key_path.strip(), f"override {shown(override)}: {habit}")
     if "=" not in override:
         raise SpecError(source, override, "an override must look like key.path=value (e.g. pruning.rate=0.5)")
-    key_path, _, text = override.partition("=")
     keys = key_path.strip().split(".")
     if not all(keys):
         raise SpecError(source, key_path, f"override {shown(override)}: empty key in the key path")
@@ -55,6 +63,9 @@ def apply_override(raw: dict, override: str, source: str) -> str:
         value = load_yaml(text) if text.strip() else None
     except YamlInputError as err:
         raise SpecError(source, key_path, f"override {shown(override)}: the value is not valid YAML ({err})") from None
+    value, habit = as_list_where_expected(keys, value, text)
+    if habit:
+        raise SpecError(source, ".".join(keys), f"override {shown(override)}: {habit}")
     node = raw
     for depth, key in enumerate(keys[:-1]):
         child = node.setdefault(key, {})

@@ -1,6 +1,7 @@
 """Turning pydantic's validation errors into one line: the key path and what is allowed there."""
 from __future__ import annotations
 
+import re
 import typing
 from typing import Any
 
@@ -10,6 +11,7 @@ from pydantic_core import ErrorDetails
 from orchestrator.backends.settings_base import KeyedError as _KeyedError
 from orchestrator.spec.sections import Recipe
 from orchestrator.spec.sweep import SweepSpec
+from results.hints import did_you_mean
 
 
 def shown(override: str, limit: int = 80) -> str:
@@ -26,16 +28,17 @@ def within(path: str, prefix: str) -> bool:
 
 
 def describe(error: ErrorDetails) -> tuple[str, str]:
-    """The key path of a pydantic error and the problem there, in words."""
+    """The key path of a pydantic error and the problem there, in words (with the allowed word closest
+    to a misspelt key or value, and the bracketed form of a single value where a list is asked)."""
     loc = list(error["loc"])
     context_error = (error.get("ctx") or {}).get("error")
     if isinstance(context_error, _KeyedError):
         loc += list(context_error.sub_path)
-        return _format_loc(loc), context_error.message
+        return _format_loc(loc), _with_closest(context_error.message, loc)
     kind = error["type"]
     if kind == "extra_forbidden":
         allowed = _allowed_keys(loc[:-1])
-        return _format_loc(loc), f"unknown key; allowed here: {', '.join(allowed)}"
+        return _format_loc(loc), f"unknown key{did_you_mean(str(loc[-1]), allowed)}; allowed here: {', '.join(allowed)}"
     if kind == "missing":
         return _format_loc(loc), "required key is missing"
     message = error["msg"]
@@ -43,7 +46,28 @@ def describe(error: ErrorDetails) -> tuple[str, str]:
         message = message[len("Value error, "):]
     if kind not in ("value_error",) and "input" in error and not isinstance(error["input"], (dict, list)):
         message += f", got {error['input']!r}"
-    return _format_loc(loc), message
+    if kind == "literal_error":
+        message += did_you_mean(error.get("input"), re.findall(r"'([^']*)'", str((error.get("ctx") or {}).get(
+            "expected", ""))))
+    elif kind == "list_type" and isinstance(error.get("input"), (str, int, float)):
+        message += f"; a list is written in brackets: [{error['input']}]"
+    return _format_loc(loc), _with_closest(message, loc)
+
+
+#: ``unknown WHAT 'WORD'; allowed: A, B`` (or ``unknown WHAT; allowed ...`` of a key): the refusals of a word
+#: outside a known set, as the sections' validators word them.
+_UNKNOWN = re.compile(r"^unknown [^';]*?(?: '(?P<word>[^']*)')?; allowed(?: here)?: (?P<allowed>[^;(]*)")
+
+
+def _with_closest(message: str, loc: list) -> str:
+    """``message`` with the allowed word closest to the one it refuses, when it refuses one of a known set."""
+    match = _UNKNOWN.match(message)
+    if not match or "(did you mean" in message:
+        return message
+    word = match["word"] if match["word"] is not None else str(loc[-1]) if loc else ""
+    hint = did_you_mean(word, [item.strip() for item in match["allowed"].split(",")])
+    at = message.index("; allowed")
+    return message[:at] + hint + message[at:]
 
 
 def _format_loc(loc: list) -> str:

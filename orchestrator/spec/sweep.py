@@ -66,9 +66,11 @@ class _SweepFields(StrictSection):
 
         return target(url) if url else url
 
-    @field_validator("recipes")
+    @field_validator("recipes", mode="before")  # before the recipes: a misspelt task explains what they lack
     @classmethod
-    def _recipe_names(cls, recipes: dict[str, Recipe]) -> dict[str, Recipe]:
+    def _recipe_names(cls, recipes: Any) -> Any:
+        if not isinstance(recipes, dict):
+            return recipes  # the type check says what is wrong
         allowed = (*catalog.TASKS, "eval")
         for name in recipes:
             if name not in allowed:

@@ -123,7 +123,7 @@ def test_overrides_may_follow_options():
 def test_an_override_after_an_option_reaches_the_plan(tmp_path):
     result = run_cli("plan", ROOT / "sweeps" / "digits.yaml", "--gpu", "H100", "seeds=[0]")
     assert result.returncode == 0, result.stderr
-    assert "x 1 seeds" in result.stdout
+    assert "x 1 seed;" in result.stdout
 
 
 @pytest.mark.parametrize("args", [["plan", "s.yaml", "--gpu", "H100", "--bogus"],

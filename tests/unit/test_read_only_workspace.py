@@ -190,7 +190,7 @@ def test_a_reader_shows_the_rows_of_cells_finished_since_the_last_writer(done_wo
             assert done.stdout.replace(str(copy), "WS") == expected, (name, done.stdout)
         page = tmp_path / "report.html"
         done = run_as_reader("report", copy, "-o", page)
-        assert done.returncode == 0 and "1 rows from 1 workspace" in done.stdout, done.stdout + done.stderr
+        assert done.returncode == 0 and "1 row from 1 workspace" in done.stdout, done.stdout + done.stderr
         assert snapshot(copy) == before
     finally:
         for path in [copy, *copy.rglob("*")]:

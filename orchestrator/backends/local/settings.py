@@ -9,11 +9,14 @@ from orchestrator.backends.settings_base import KeyedError as _KeyedError
 from orchestrator.backends.settings_base import SettingsModel as _Strict
 from workers import catalog
 
+#: the most worker processes one machine runs; more is a typo (the command line's --workers has the same bound).
+MAX_WORKERS = 1024
+
 
 class LocalSettings(_Strict):
     """Settings of the local backend."""
 
-    workers: Optional[int] = Field(None, gt=0)
+    workers: Optional[int] = Field(None, gt=0, le=MAX_WORKERS)
     #: with GPUs, the default number of workers on each one (each worker runs one stage at a time).
     stages_per_gpu: int = Field(1, gt=0)
     #: processes (DDP ranks) per stage of a kind, e.g. {dense: 4}; each holds one worker slot.
