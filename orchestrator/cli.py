@@ -290,7 +290,7 @@ def _cmd_plan(args) -> int:
 
 def _print_plan(args, absent: dict[str, str]) -> int:
     from orchestrator.planning.gpu_hours import estimate
-    from orchestrator.planning.planner import plan_sweep
+    from orchestrator.planning.planner import plan_sweep, rewind_steps
     from orchestrator.spec import load_spec
     from workers.data.known_datasets import describe
 
@@ -326,6 +326,7 @@ def _print_plan(args, absent: dict[str, str]) -> int:
         rate = spec.pruning.rate
         print("fractions -> IMP rounds: " + ", ".join(
             f"{f:g} -> {level} ({(1 - rate) ** level:.4g})" for f, level in levels))
+    print("\n".join(rewind_steps(spec)))
     if args.graph:
         print()
         for key, stage in plan.stages.items():

@@ -37,6 +37,7 @@ from typing import Any, Optional
 from orchestrator.planning.stage_identity import Cell, Stage, canonical_json
 from orchestrator.spec import RewindPoint, SweepSpec
 from results.row import NO_REWIND  # the rewind label of cells that need no rewinding point
+from workers import catalog
 from workers.pruning.mask_sources import MASK_SOURCES, subset_tasks
 
 DEFAULT_RATE = 0.2
@@ -92,6 +93,28 @@ def settings_fingerprint(spec: SweepSpec) -> str:
         if linear.get("classifier") == "sgd":
             del linear["classifier"]
     return canonical_json(settings)
+
+
+def rewind_steps(spec: SweepSpec) -> list[str]:
+    """One line per training task of ``spec``: the step k of each rewinding point. For a task of
+    several samples per image, k under the other reading of its ``batch_size`` follows (``batch_counts``)."""
+    lines = []
+    for task in spec.tasks:
+        recipe = spec.recipes[task]
+        per_epoch = spec.iterations_per_epoch(task)
+        steps = ", ".join(f"{point.text} = {point.iterations(per_epoch):,}" for point in spec.rewind_points)
+        line = f"rewind step k, {task}: {steps} ({per_epoch:,} steps per epoch"
+        if catalog.samples_per_image(task) > 1:
+            other = "samples" if recipe.batch_counts == "images" else "images"
+            try:
+                other_epoch = spec.iterations_per_epoch(task, other)
+                read_so = ", ".join(f"{point.text} = {point.iterations(other_epoch):,}" for point in spec.rewind_points)
+            except ValueError:
+                read_so = f"impossible ({recipe.batch_size} is not a multiple of {catalog.samples_per_image(task)})"
+            line += (f"; batch_size {recipe.batch_size:,} counts {recipe.batch_counts} (batch_counts); "
+                     f"read as {other}: {read_so}")
+        lines.append(line + ")")
+    return lines
 
 
 def plan_sweep(spec: SweepSpec, captured: Callable[[str], Optional[list[int]]] = lambda key: None) -> Plan:

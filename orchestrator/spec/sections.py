@@ -11,6 +11,7 @@ from orchestrator.spec.bounds import (
     MAX_BATCH_SIZE,
     MAX_EPOCHS,
     MAX_IMAGE_SIZE,
+    MAX_NEGATIVES,
     MAX_SEED,
     MAX_WIDTH,
     MIN_RATE,
@@ -34,7 +35,9 @@ class Schedule(StrictSection):
 
 
 class Recipe(StrictSection):
-    """How one task is trained."""
+    """How one task is trained. ``negatives`` and ``batch_counts`` belong to the tasks that
+    declare them (``recipes.npid``; ``recipes.rotnet``, ``s4l``, ``exemplar``); a recipe
+    leaves them out of what it writes at their defaults, so they change no stage key there."""
 
     epochs: int = Field(gt=0, le=MAX_EPOCHS)
     batch_size: int = Field(gt=0, le=MAX_BATCH_SIZE)
@@ -46,6 +49,31 @@ class Recipe(StrictSection):
     #: an absent section is its defaults (equal to Schedule(), which would build Schedule's own validator
     #: at startup: the sweep's validator already checks a given one)
     schedule: Schedule = Field(default_factory=Schedule.model_construct)
+    #: NPID: negatives drawn from the memory bank per positive (the paper: 16,384).
+    negatives: int = Field(catalog.DEFAULT_NEGATIVES, gt=0, le=MAX_NEGATIVES)
+    #: a task of several samples per image: whether ``batch_size`` counts images or samples.
+    batch_counts: Literal["images", "samples"] = "images"
+
+    @model_serializer(mode="wrap")
+    def _task_options_at_defaults_left_out(self, handler):
+        defaults = catalog.TASK_RECIPE_OPTIONS
+        return {key: value for key, value in handler(self).items() if key not in defaults or value != defaults[key]}
+
+    def check_task_options(self, task: Optional[str]) -> None:
+        """``_KeyedError`` (relative to the recipe) for a task option ``task`` does not take
+        (``None``: a transfer recipe, which takes none) or a batch that ``batch_counts: samples``
+        cannot split into whole images."""
+        allowed = catalog.recipe_options(task) if task is not None else ()
+        for key in sorted(self.model_fields_set & set(catalog.TASK_RECIPE_OPTIONS) - set(allowed)):
+            owners = [name for name in catalog.TASKS if key in catalog.recipe_options(name)]
+            raise _KeyedError((key,), f"a setting of the recipes of {', '.join(owners)} only, not of "
+                                      f"{'a transfer recipe' if task is None else task + chr(39) + 's'}")
+        if task is not None and self.batch_counts == "samples":
+            per_image = catalog.samples_per_image(task)
+            if self.batch_size % per_image:
+                raise _KeyedError(("batch_size",), f"with batch_counts: samples, must be a multiple of the "
+                                                   f"{per_image} samples {task} makes of each image, got "
+                                                   f"{self.batch_size}")
 
     @model_validator(mode="after")
     def _schedule_fits(self) -> Recipe:
@@ -193,6 +221,8 @@ class LinearTransfer(StrictSection):
 
     @model_validator(mode="after")
     def _recipe_for_sgd(self) -> LinearTransfer:
+        if self.recipe is not None:
+            within_recipe(self.recipe, None, ("recipe",))
         if self.classifier == "sgd" and self.recipe is None:
             raise _KeyedError(("recipe",), "required with classifier: sgd (how the linear layer is trained)")
         if self.classifier == "svm" and self.recipe is not None:
@@ -207,6 +237,11 @@ class FinetuneTransfer(StrictSection):
 
     recipe: Recipe
     compare_prune_during: bool = False
+
+    @model_validator(mode="after")
+    def _plain_recipe(self) -> FinetuneTransfer:
+        within_recipe(self.recipe, None, ("recipe",))
+        return self
 
 
 class Transfer(StrictSection):
@@ -227,6 +262,14 @@ class Transfer(StrictSection):
                 and self.linear.metric != "map":
             raise _KeyedError(("linear", "metric"), f"{self.dataset.name} is multi-label: its metric is map")
         return self
+
+
+def within_recipe(recipe: Recipe, task: Optional[str], path: tuple) -> None:
+    """:meth:`Recipe.check_task_options`, its error's key path led by ``path`` (where the recipe is)."""
+    try:
+        recipe.check_task_options(task)
+    except _KeyedError as error:
+        raise _KeyedError((*path, *error.sub_path), error.message) from None
 
 
 def members(values: list[str], allowed, what: str) -> list[str]:

@@ -8,5 +8,5 @@ stage, since it serves the model it is attached to.
 from workers.pruning.mask_sources.base import ImpSource
 from workers.tasks.registry import TaskDeclaration
 
-TASK = TaskDeclaration("npid", "workers.tasks.npid:npid_task")
+TASK = TaskDeclaration("npid", "workers.tasks.npid:npid_task", recipe_options=("negatives",))
 SOURCE = ImpSource("npid", "npid")
