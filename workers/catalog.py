@@ -34,8 +34,8 @@ from workers.data.datasets import DATASETS as _FIXED
 from workers.data.datasets import KINDS as _KINDS
 from workers.data.folders import SUBSET_KINDS, DataFolderError
 from workers.data.known_datasets import dataset_facts  # the folder's facts; published sizes while planning without it
-from workers.pruning.mask_sources import MASK_SOURCES as _SOURCES
 from workers.pruning.mask_sources import DEFAULT_NEGATIVES, TASK_RECIPE_OPTIONS
+from workers.pruning.mask_sources import MASK_SOURCES as _SOURCES
 from workers.pruning.mask_sources import TASKS as _TASKS
 from workers.pruning.mask_sources import task_declaration as _declaration
 from workers.pruning.rule_kinds import MASK_RULE_KINDS as _RULES

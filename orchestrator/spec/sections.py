@@ -211,13 +211,21 @@ class LabelSubset(StrictSection):
 
 class LinearTransfer(StrictSection):
     """A linear classifier on the frozen pooled features; ``metric``: top1, or map (mean over
-    classes of the one-vs-rest average precision, as for VOC07). ``classifier``: ``sgd`` (a
-    linear layer trained with ``recipe``) or ``svm`` (per-class linear SVMs, cost chosen by
-    3-fold cross-validation as in Goyal et al. 2019; no recipe)."""
+    classes of the one-vs-rest average precision; on VOC07 the benchmark's, as the paper).
+    ``classifier``: ``sgd`` (a linear layer trained with ``recipe``) or ``svm`` (per-class linear
+    SVMs, cost chosen by 3-fold cross-validation as in Goyal et al. 2019; no recipe).
+    ``difficult`` (``svm`` on a multi-label target only): the difficult-only images of a class
+    are SVM training ``negative``s (the default, as Goyal et al.'s benchmark and the paper) or
+    left out (``ignore``); the test ignores them either way."""
 
     recipe: Optional[Recipe] = None
     metric: Literal["top1", "map"] = "top1"
     classifier: Literal["sgd", "svm"] = "sgd"
+    difficult: Optional[Literal["negative", "ignore"]] = None
+
+    @model_serializer(mode="wrap")
+    def _difficult_only_when_given(self, handler):
+        return {key: value for key, value in handler(self).items() if key != "difficult" or value is not None}
 
     @model_validator(mode="after")
     def _recipe_for_sgd(self) -> LinearTransfer:
@@ -227,6 +235,8 @@ class LinearTransfer(StrictSection):
             raise _KeyedError(("recipe",), "required with classifier: sgd (how the linear layer is trained)")
         if self.classifier == "svm" and self.recipe is not None:
             raise _KeyedError(("recipe",), "not used with classifier: svm (its cost is cross-validated); remove it")
+        if self.classifier != "svm" and self.difficult is not None:
+            raise _KeyedError(("difficult",), "a setting of classifier: svm only (how its SVMs train); remove it")
         return self
 
 
@@ -258,10 +268,22 @@ class Transfer(StrictSection):
     def _something(self) -> Transfer:
         if self.linear is None and self.finetune is None:
             raise ValueError("a transfer section needs linear: and/or finetune:")
-        if self.linear is not None and self.dataset.name in catalog.MULTI_LABEL_DATASETS \
-                and self.linear.metric != "map":
+        multi_label = self.dataset.name in catalog.MULTI_LABEL_DATASETS
+        if self.linear is not None and multi_label and self.linear.metric != "map":
             raise _KeyedError(("linear", "metric"), f"{self.dataset.name} is multi-label: its metric is map")
+        if self.linear is not None and self.linear.difficult is not None and not multi_label:
+            raise _KeyedError(("linear", "difficult"), f"{self.dataset.name} has no difficult-only labels: only a "
+                                                       f"multi-label target ({', '.join(catalog.MULTI_LABEL_DATASETS)})"
+                                                       " takes it")
         return self
+
+    def svm_difficult(self) -> Optional[str]:
+        """How the SVMs train on difficult-only images (``negative`` unless the file says ``ignore``);
+        None where there are none (no SVMs, or a single-label target)."""
+        if self.linear is None or self.linear.classifier != "svm" or \
+                self.dataset.name not in catalog.MULTI_LABEL_DATASETS:
+            return None
+        return self.linear.difficult or "negative"
 
 
 def within_recipe(recipe: Recipe, task: Optional[str], path: tuple) -> None:

@@ -6,7 +6,8 @@ random from the stage's seed). The probability that ``f`` is image ``i`` is the
 non-parametric softmax ``exp(v_i . f / tau) / Z`` with ``tau = 0.07``; training minimises
 noise-contrastive estimation (NCE) against ``m`` negatives drawn uniformly from the bank for
 every positive (with replacement, so also when the bank holds fewer images, as on digits):
-``recipes.npid.negatives``, 4,096 unless given (the paper's 16,384 in ``sweeps/paper/``). ``Z`` is the paper's Monte-Carlo estimate, ``N`` times the mean of ``exp(v . f / tau)``
+``recipes.npid.negatives``, 4,096 unless given (the paper's 16,384 in ``sweeps/paper/``).
+``Z`` is the paper's Monte-Carlo estimate, ``N`` times the mean of ``exp(v . f / tau)``
 over the batch's positives and negatives (a constant for the gradient), computed for every
 batch rather than once from the first one as the paper does: on digits the constant from the
 random bank of the first batch is soon orders of magnitude too small, every negative then

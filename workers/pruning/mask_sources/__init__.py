@@ -53,5 +53,6 @@ def subset_tasks() -> tuple[str, ...]:
     return tuple(name for name, task in TASKS.items() if task.label_subset)
 
 
-__all__ = ["BUILTIN", "DEFAULT_NEGATIVES", "INITS", "MASK_SOURCES", "TASKS", "TASK_RECIPE_OPTIONS", "ImpSource", "MaskSource", "RandomSource", "TaskDeclaration",
+__all__ = ["BUILTIN", "DEFAULT_NEGATIVES", "INITS", "MASK_SOURCES", "TASKS", "TASK_RECIPE_OPTIONS", "ImpSource",
+           "MaskSource", "RandomSource", "TaskDeclaration",
            "register_mask_source", "register_task", "subset_tasks", "task_declaration"]
