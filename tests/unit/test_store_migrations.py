@@ -216,3 +216,38 @@ def test_a_new_results_column_is_one_definition_plus_two_migrations(old, tmp_pat
     newer = len(RESULTS_MIGRATIONS) + 1
     with pytest.raises(StoreVersionError, match=f"{old / DB_FILE}: schema version {newer} was made by a newer"):
         results.load(old)
+
+
+def _version_2_store(workspace: Path, rows: list[dict]) -> None:
+    """A results table as version 2 left it (no map_11point), holding ``rows``."""
+    from conftest import results_row
+
+    workspace.mkdir(parents=True, exist_ok=True)
+    with closing(open_for_writing(workspace / DB_FILE, RESULTS_MIGRATIONS[:2])) as conn, conn:
+        for overrides in rows:
+            row = {**results_row(**overrides), "recorded_at": "2024-01-01T00:00:00"}
+            conn.execute(f"INSERT INTO results ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
+                         tuple(row.values()))
+
+
+def test_voc07_rows_of_earlier_versions_say_they_hold_the_11_point_map(tmp_path):
+    """Step 3: top1 of a VOC07 evaluation is the benchmark's mAP from now on; a row recorded before
+    held the devkit's 11-point mAP there (metric map) and is named for it, read or upgraded."""
+    workspace = tmp_path / "ws"
+    transfer = {"init": "pretrained", "transfer": "linear", "metric": "map"}
+    _version_2_store(workspace, [{**transfer, "eval_dataset": "voc07", "top1": 0.81, "seed": 0},
+                                 {**transfer, "eval_dataset": "places205", "top1": 0.4, "seed": 1},
+                                 {"top1": 0.9, "seed": 2}])
+    expected = {0: ("map_11point", 0.81, 0.81), 1: ("map", 0.4, None), 2: (None, 0.9, None)}
+
+    def seen(frame: pd.DataFrame) -> dict:
+        return {int(r.seed): (None if pd.isna(r.metric) else r.metric, r.top1,
+                              None if pd.isna(r.map_11point) else r.map_11point) for r in frame.itertuples()}
+
+    assert seen(results.load(workspace)) == expected  # read through the migrations: nothing written
+    assert _version(workspace / DB_FILE) == 2
+    from conftest import results_row
+    new = {**results_row(**transfer, seed=3), "eval_dataset": "voc07", "top1": 0.85, "map_11point": 0.82}
+    assert results.record(workspace, [new]) == 1
+    assert _version(workspace / DB_FILE) == len(RESULTS_MIGRATIONS)
+    assert seen(results.load(workspace)) == {**expected, 3: ("map", 0.85, 0.82)}
