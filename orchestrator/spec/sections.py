@@ -66,8 +66,9 @@ class Recipe(StrictSection):
         allowed = catalog.recipe_options(task) if task is not None else ()
         for key in sorted(self.model_fields_set & set(catalog.TASK_RECIPE_OPTIONS) - set(allowed)):
             owners = [name for name in catalog.TASKS if key in catalog.recipe_options(name)]
-            raise _KeyedError((key,), f"a setting of the recipes of {', '.join(owners)} only, not of "
-                                      f"{'a transfer recipe' if task is None else task + chr(39) + 's'}")
+            reader = "a transfer recipe" if task is None else f"task {task}"
+            raise _KeyedError((key,), f"a setting of the recipes of {', '.join(owners)} only; {reader} does not "
+                                      "read it")
         if task is not None and self.batch_counts == "samples":
             per_image = catalog.samples_per_image(task)
             if self.batch_size % per_image:
