@@ -290,7 +290,7 @@ def _cmd_plan(args) -> int:
 
 def _print_plan(args, absent: dict[str, str]) -> int:
     from orchestrator.planning.gpu_hours import estimate
-    from orchestrator.planning.planner import plan_sweep, rewind_steps
+    from orchestrator.planning.planner import depth_lines, plan_sweep
     from orchestrator.spec import load_spec
     from workers.data.known_datasets import describe
 
@@ -321,12 +321,7 @@ def _print_plan(args, absent: dict[str, str]) -> int:
     print(f"epochs: {plan.total_epochs:g} planned vs {plan.naive_epochs:g} naive")
     print(estimate(spec, plan, args.gpu).describe())
     _print_backend_plan(spec, plan)
-    levels = sorted({(f, spec.level_for(f)) for f in spec.pruning.fractions}, reverse=True)
-    if not spec.pruning.one_shot:
-        rate = spec.pruning.rate
-        print("fractions -> IMP rounds: " + ", ".join(
-            f"{f:g} -> {level} ({(1 - rate) ** level:.4g})" for f, level in levels))
-    print("\n".join(rewind_steps(spec)))
+    print("\n".join(depth_lines(spec)))
     if args.graph:
         print()
         for key, stage in plan.stages.items():

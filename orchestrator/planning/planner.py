@@ -108,10 +108,15 @@ def settings_fingerprint(spec: SweepSpec) -> str:
     return canonical_json(settings)
 
 
-def rewind_steps(spec: SweepSpec) -> list[str]:
-    """One line per training task of ``spec``: the step k of each rewinding point. For a task of
+def depth_lines(spec: SweepSpec) -> list[str]:
+    """What ``plan`` prints after the counts: the IMP round of each fraction (iterative pruning), then
+    one line per training task of ``spec`` with the step k of each rewinding point; for a task of
     several samples per image, k under the other reading of its ``batch_size`` follows (``batch_counts``)."""
     lines = []
+    if not spec.pruning.one_shot:
+        levels = sorted({(f, spec.level_for(f)) for f in spec.pruning.fractions}, reverse=True)
+        lines.append("fractions -> IMP rounds: " + ", ".join(
+            f"{f:g} -> {level} ({(1 - spec.pruning.rate) ** level:.4g})" for f, level in levels))
     for task in spec.tasks:
         recipe = spec.recipes[task]
         per_epoch = spec.iterations_per_epoch(task)
