@@ -332,7 +332,7 @@ def _cmd_plan(args) -> int:
 
 def _print_plan(args, absent: dict[str, str]) -> int:
     from orchestrator.planning.gpu_hours import DEFAULT_DEVICE, check_device, estimate, table_for, workspace_throughput
-    from orchestrator.planning.planner import plan_sweep
+    from orchestrator.planning.planner import depth_lines, plan_sweep
     from orchestrator.spec import load_spec
     from workers.data.known_datasets import describe
 
@@ -371,11 +371,7 @@ def _print_plan(args, absent: dict[str, str]) -> int:
     _, preflight_device = workspace_throughput(Path(spec.workspace))
     print(estimate(spec, plan, args.gpu or preflight_device or DEFAULT_DEVICE, table).describe())
     _print_backend_plan(spec, plan)
-    levels = sorted({(f, spec.level_for(f)) for f in spec.pruning.fractions}, reverse=True)
-    if not spec.pruning.one_shot:
-        rate = spec.pruning.rate
-        print("fractions -> IMP rounds: " + ", ".join(
-            f"{plain_number(f, 6)} -> {level} ({plain_number((1 - rate) ** level)})" for f, level in levels))
+    print("\n".join(depth_lines(spec, lambda f: plain_number(f, 6), plain_number)))
     if args.graph:
         print()
         for key, stage in plan.stages.items():

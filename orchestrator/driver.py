@@ -243,8 +243,9 @@ def launch(spec: SweepSpec, source: str, backend_name: Optional[str] = None, wor
             if previous is not None and previous != settings:
                 raise UserError(
                     f"{source}: name: a sweep named {spec.name!r} was launched in {workspace} with other settings "
-                    "(dataset, arch, recipes or pruning); only grid axes (fractions, rewind, mask_source, init, seeds) "
-                    "may change under one name: give this sweep a new name"
+                    "(dataset, arch, recipes, pruning, label_subset or transfer, or a default of theirs that changed "
+                    "meaning); only grid axes (fractions, rewind, mask_source, init, seeds) may change under one "
+                    "name: give this sweep a new name"
                 )
             plan = plan_sweep(spec, existing_captures(workspace))
             materialise(workspace, list(plan.stages.values()))

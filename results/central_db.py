@@ -15,8 +15,8 @@ rows *waiting*; :func:`push` sends them in order and moves the mark, so a databa
 down only delays them, and a push cut short is simply repeated (the upsert is idempotent).
 
 The central table carries its schema version in a small table (``prunesweep_schema``);
-:data:`CENTRAL_MIGRATIONS` takes it from one version to the next, applied by the first
-writer under a lock, and a database of a newer version is refused.
+:data:`results.central_migrations.CENTRAL_MIGRATIONS` takes it from one version to the next,
+applied by the first writer under a lock, and a database of a newer version is refused.
 
 SQLAlchemy and psycopg are imported only when a database is used. A URL is parsed by
 :mod:`results.db_url`; what is shown or stored names the database by its target (user, host,
@@ -28,15 +28,16 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import closing
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
+from results.central_migrations import CENTRAL_MIGRATIONS, KEY, TABLE, sqltype
 from results.db_url import ALLOWED_URLS, DatabaseUrl, parse, redact, shown
 from results.migrations import MIGRATIONS as _RESULTS_MIGRATIONS
 from results.migrations import TABLE as _RESULTS_TABLE
-from results.row import COLUMN_TYPES, COLUMNS, PRIMARY_KEY
+from results.row import COLUMN_TYPES, COLUMNS
 from results.versioned_sqlite import Migration, open_for_reading, open_for_writing, sql, with_retry
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -44,11 +45,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from sqlalchemy.engine import Connection, Engine
 
 STATE_FILE = "central_db.sqlite"
-#: the central table and its schema-version table.
-TABLE = "prunesweep_results"
+#: the central table's schema-version table (the table, its key and its migrations: results.central_migrations).
 VERSION_TABLE = "prunesweep_schema"
-#: a central row's key: the workspace's id and the row's key in its workspace.
-KEY: tuple[str, ...] = ("workspace_id", *PRIMARY_KEY)
 #: columns of the central table besides the results row's: who wrote the row, and its place there.
 EXTRA_COLUMNS = ("workspace_id", "workspace", "row_number")
 #: rows per INSERT statement (PostgreSQL allows 65,535 parameters per statement).
@@ -255,12 +253,6 @@ def _reason(error: BaseException, url: str) -> str:
     return " ".join(parse(url).hide(text).split())[:300]
 
 
-def _sqltype(name: str):
-    from sqlalchemy import BigInteger, Double, Text
-
-    return {"TEXT": Text, "INTEGER": BigInteger, "REAL": Double}[name]
-
-
 def _table():
     """The central table as SQLAlchemy Core sees it (the current version's columns)."""
     from sqlalchemy import BigInteger, Column, MetaData, PrimaryKeyConstraint, Table, Text
@@ -268,7 +260,7 @@ def _table():
     metadata = MetaData()
     columns: list[Any] = [Column("workspace_id", Text, nullable=False), Column("workspace", Text, nullable=False),
                           Column("row_number", BigInteger, nullable=False)]
-    columns += [Column(name, _sqltype(sqltype)) for name, sqltype in COLUMN_TYPES.items()]
+    columns += [Column(name, sqltype(kind)) for name, kind in COLUMN_TYPES.items()]
     return Table(TABLE, metadata, *columns, PrimaryKeyConstraint(*KEY))
 
 
@@ -276,26 +268,6 @@ def _version_table():
     from sqlalchemy import Column, Integer, MetaData, Table
 
     return Table(VERSION_TABLE, MetaData(), Column("version", Integer, nullable=False))
-
-
-def _create_v1(conn: Connection) -> None:
-    """Version 1: the results row of results.row as it was then (20 columns), keyed per workspace."""
-    from sqlalchemy import BigInteger, Column, MetaData, PrimaryKeyConstraint, Table, Text
-
-    v1 = {"sweep": "TEXT", "stage_key": "TEXT", "dataset": "TEXT", "arch": "TEXT", "mask_source": "TEXT",
-          "init": "TEXT", "rewind": "TEXT", "rewind_iteration": "INTEGER", "level": "INTEGER",
-          "nominal_fraction": "REAL", "measured_fraction": "REAL", "seed": "INTEGER", "top1": "REAL",
-          "epochs": "INTEGER", "wall_time_s": "REAL", "recorded_at": "TEXT", "natural_sparsity": "REAL",
-          "metric": "TEXT", "eval_dataset": "TEXT", "transfer": "TEXT"}
-    columns: list[Any] = [Column("workspace_id", Text, nullable=False), Column("workspace", Text, nullable=False),
-                          Column("row_number", BigInteger, nullable=False)]
-    columns += [Column(name, _sqltype(sqltype)) for name, sqltype in v1.items()]
-    Table(TABLE, MetaData(), *columns, PrimaryKeyConstraint(*KEY)).create(conn)
-
-
-#: ``CENTRAL_MIGRATIONS[i]`` takes the central database from version ``i`` to ``i + 1``; a column
-#: added to :data:`results.row.ROW` needs one here too (tests/unit/test_central_db.py checks it).
-CENTRAL_MIGRATIONS: list[Callable[[Connection], None]] = [_create_v1]
 
 
 def _ensure_schema(conn: Connection, url: str) -> None:

@@ -39,4 +39,9 @@ MIGRATIONS: tuple[Migration, ...] = (
     sql("ALTER TABLE results ADD COLUMN transfer TEXT",
         "UPDATE results SET transfer = init, init = 'pretrained' "
         "WHERE init IN ('linear', 'finetune', 'finetune_prune_during')"),
+    # 3: VOC07's devkit 11-point mAP beside the benchmark's, which top1 holds from now on; the rows
+    # before held the 11-point mAP in top1 and say so (results.row.ELEVEN_POINT_BEFORE, issue 28).
+    sql("ALTER TABLE results ADD COLUMN map_11point REAL",
+        "UPDATE results SET map_11point = top1, metric = 'map_11point' "
+        "WHERE metric = 'map' AND eval_dataset = 'voc07'"),
 )

@@ -392,7 +392,7 @@ def _transfer(rows: pd.DataFrame) -> str:
     parts = []
     for (dataset, arch, target, metric), group in rows.groupby(["dataset", "arch", "eval_dataset", "metric"],
                                                                 sort=False, dropna=False):
-        what = "mAP" if metric == "map" else "top-1"
+        what = {"map": "mAP", "map_11point": "11-point mAP"}.get(str(metric), "top-1")
         parts.append(f"<h3>{_e(dataset)} / {_e(arch)} → {_e(target)} ({_e(what)})</h3>")
         parts.append(f"<p>{_e(what)} in percent, mean ± standard error (n) over seeds; columns: mask source / "
                      "linear classifier, fine-tuning or pruning during fine-tuning.</p>")

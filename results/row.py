@@ -49,9 +49,12 @@ ROW: tuple[Column, ...] = (
     Column("wall_time_s", "REAL"),
     Column("recorded_at", "TEXT"),  # ISO 8601 time; filled in by record() when absent
     Column("natural_sparsity", "REAL", optional=True),  # fraction of prunable weights exactly zero after the dense run
-    Column("metric", "TEXT", optional=True),  # what top1 holds: "top1" (default when NULL) or "map"
+    # what top1 holds: "top1" (default when NULL), "map" (on VOC07 the benchmark's mAP) or "map_11point"
+    Column("metric", "TEXT", optional=True),
     Column("eval_dataset", "TEXT", optional=True),  # the dataset a transfer evaluation ran on; NULL: the sweep's
     Column("transfer", "TEXT", optional=True),  # linear, finetune, finetune_prune_during; NULL: the pruning grid
+    # a multi-label target's (VOC07's) devkit 11-point mAP beside the benchmark's in top1; NULL elsewhere
+    Column("map_11point", "REAL", optional=True),
 )
 
 COLUMNS: tuple[str, ...] = tuple(column.name for column in ROW)
@@ -66,6 +69,10 @@ PRIMARY_KEY: tuple[str, ...] = (
 REQUIRED: tuple[str, ...] = tuple(c for c in COLUMNS if c != "recorded_at" and c not in OPTIONAL)
 #: Columns that may not be None/NaN: the primary key plus what a result is about.
 NOT_NULL: tuple[str, ...] = PRIMARY_KEY + ("dataset", "arch", "top1", "recorded_at")
+
+#: the multi-label targets whose evaluations reported the devkit's 11-point mAP alone in ``top1``
+#: (``metric: map``) before issue 28 made it the benchmark's: such rows say ``map_11point`` instead.
+ELEVEN_POINT_BEFORE: tuple[str, ...] = ("voc07",)
 
 #: the Python types of the values SQLite gives for each column type (None, for NULL, aside) ...
 _TAKES: dict[str, tuple[type, ...]] = {"TEXT": (str,), "INTEGER": (int,), "REAL": (int, float)}
@@ -142,6 +149,14 @@ def build_row(cell: Mapping[str, Any], spec: Mapping[str, Any], metrics: Mapping
         "seed": cell["seed"], "top1": metrics.get("top1", metrics.get("test_top1")),
         "epochs": metrics["epochs"], "wall_time_s": metrics["wall_time_s"],
         "natural_sparsity": (dense_metrics or {}).get("zero_fraction"),
-        "metric": metrics.get("metric"), "eval_dataset": metrics.get("eval_dataset"),
-        "transfer": cell["transfer"],
+        "eval_dataset": metrics.get("eval_dataset"), "transfer": cell["transfer"], **_metric(metrics),
     }
+
+
+def _metric(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """``metric`` and ``map_11point`` of a row: a multi-label evaluation made before issue 28
+    (``map``, no ``map_11point``) held the 11-point mAP in ``top1`` and is named for it."""
+    metric, eleven_point = metrics.get("metric"), metrics.get("map_11point")
+    if metric == "map" and "map_11point" not in metrics and metrics.get("eval_dataset") in ELEVEN_POINT_BEFORE:
+        metric, eleven_point = "map_11point", metrics.get("top1")
+    return {"metric": metric, "map_11point": eleven_point}

@@ -18,7 +18,10 @@
   ``SUBSET_ONLY_TASKS``: those that train on it only (an epoch counts its images);
 - ``MASK_SOURCES``: the mask sources;
 - ``STAGE_KINDS`` (the kinds a sweep plans) and ``MASK_RULE_KINDS``: what a planned stage.json may ask for;
-- :func:`iterations_per_epoch`: optimizer steps per epoch (the last batch may be smaller).
+- :func:`iterations_per_epoch`: optimizer steps per epoch (the last batch may be smaller);
+  :func:`images_per_step`: the images of one step of a recipe on a task (``batch_counts``);
+- ``TASK_RECIPE_OPTIONS``: the recipe keys a task may own, with their defaults;
+  :func:`recipe_options` and :func:`samples_per_image`: a task's keys and samples per image.
 
 The name lists are live views of the registries (:mod:`workers.pruning.mask_sources`,
 :mod:`workers.stages.registry`, :mod:`workers.pruning.rule_kinds`, all torch-free), so a mask
@@ -34,10 +37,13 @@ from workers.data.datasets import KINDS as _KINDS
 from workers.data.folders import SUBSET_KINDS, DataFolderError
 from workers.data.known_datasets import dataset_facts  # the folder's facts; published sizes while planning without it
 from workers.pruning.counts import kept_after_rounds
+from workers.pruning.mask_sources import DEFAULT_NEGATIVES, TASK_RECIPE_OPTIONS
 from workers.pruning.mask_sources import MASK_SOURCES as _SOURCES
 from workers.pruning.mask_sources import TASKS as _TASKS
+from workers.pruning.mask_sources import task_declaration as _declaration
 from workers.pruning.rule_kinds import MASK_RULE_KINDS as _RULES
 from workers.stages.registry import STAGE_KINDS as _STAGE_KINDS
+from workers.training.recipe import images_per_step
 from workers.training.schedule import iterations_per_epoch
 
 
@@ -148,7 +154,19 @@ MASK_SOURCES: Sequence[str] = _Names(_SOURCES)
 STAGE_KINDS: Sequence[str] = _Names(_STAGE_KINDS, only=lambda kind: kind.name != "preflight")
 MASK_RULE_KINDS: Sequence[str] = _Names(_RULES)
 
+
+
+def recipe_options(task: str) -> tuple[str, ...]:
+    """The keys of :data:`TASK_RECIPE_OPTIONS` a recipe of ``task`` takes (none for an unknown name)."""
+    return _declaration(task).recipe_options if task in _TASKS else ()
+
+
+def samples_per_image(task: str) -> int:
+    """Samples a batch of ``task`` makes of each image (RotNet 4, Exemplar 2, most tasks 1)."""
+    return _declaration(task).samples_per_image
+
+
 __all__ = ["DATASETS", "DATASET_OPTIONS", "MULTI_LABEL_DATASETS", "SUBSET_KINDS", "DataFolderError", "dataset_facts",
            "ARCHITECTURES", "CONVOLUTIONS", "prunable_weights", "kept_after_rounds", "TASKS", "SUBSET_TASKS",
-           "SUBSET_ONLY_TASKS", "MASK_SOURCES", "STAGE_KINDS",
-           "MASK_RULE_KINDS", "iterations_per_epoch"]
+           "SUBSET_ONLY_TASKS", "MASK_SOURCES", "STAGE_KINDS", "MASK_RULE_KINDS", "iterations_per_epoch",
+           "images_per_step", "DEFAULT_NEGATIVES", "TASK_RECIPE_OPTIONS", "recipe_options", "samples_per_image"]

@@ -283,6 +283,11 @@ def repair(workspace: Path, sweep_files: tuple[str, ...] = ()) -> list[str]:
             except UserError as error:
                 work.say(f"sweep {name}: could not be planned again ({error}); launch it again to restore its cells")
                 continue
+            if given is None and settings_fingerprint(spec) != settings:
+                # a default changed meaning (issue 28: VOC07's AP): planning it again would plan other stages
+                work.say(f"sweep {name}: its settings mean something else in this prunesweep; not planned again "
+                         "(its done stages and rows are kept); launch its file under a new name to compute it anew")
+                continue
             plan = plan_sweep(spec, existing_captures(workspace))
             missing = [stage for stage in plan.stages.values() if stage.key not in stages]
             materialise(workspace, missing)

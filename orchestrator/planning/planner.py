@@ -13,10 +13,14 @@ Stage kinds and what each is keyed by:
 - ``eval``: the mask's provenance, the init, the eval recipe, seed. Retrains on labels.
 - ``features``: a pruned pretext-trained network (an IMP level or the dense run) and the
   target dataset. Extracts its pooled features of the target's images once.
-- ``linear_eval``: the features stage, the classifier recipe, the metric, seed. Trains a
+- ``linear_eval``: the features stage, the classifier recipe, the metric, seed (SVMs on a
+  multi-label target: how they read difficult-only images when ``ignore``). Trains a
   linear classifier on the cached features; top-1 or mAP on the target's test split.
 - ``finetune``: the pruned pretext-trained network, the target, the recipe, seed (and, for
   pruning during transfer, the dense run whose weights are fine-tuned then pruned).
+
+Both evaluation kinds on a multi-label target add the average precision they report
+(:data:`MULTI_LABEL_AP`), which changed in issue 28: stages of earlier versions stay theirs.
 
 The subset tasks (s4l and labels_10pct, declared with ``label_subset``) add the labelled
 subset to their dense identity; a layer-wise sweep (``pruning.layers``) adds ``layers`` to
@@ -37,10 +41,14 @@ from typing import Any, Optional
 from orchestrator.planning.stage_identity import Cell, Stage, canonical_json
 from orchestrator.spec import RewindPoint, SweepSpec
 from results.row import NO_REWIND  # the rewind label of cells that need no rewinding point
+from workers import catalog
 from workers.pruning.mask_sources import MASK_SOURCES, subset_tasks
 
 DEFAULT_RATE = 0.2
 DEFAULT_SCOPE = "global"
+#: the average precision a multi-label target's evaluations report (issue 28): part of their identity,
+#: so none is the stage of an earlier version that reported the devkit's 11-point AP alone.
+MULTI_LABEL_AP = "benchmark"  # the worker's name for it (workers.stages.contract.MultiLabelAP)
 
 
 @dataclass
@@ -91,7 +99,41 @@ def settings_fingerprint(spec: SweepSpec) -> str:
         linear = settings["transfer"].get("linear") or {}
         if linear.get("classifier") == "sgd":
             del linear["classifier"]
+        if linear.get("difficult") == "negative":
+            del linear["difficult"]
+        if spec.transfer.dataset.name in catalog.MULTI_LABEL_DATASETS:
+            # top1 holds the benchmark's AP there since issue 28, the 11-point AP before: a name launched
+            # before stands for the 11-point one (its rows and these are never one sweep's)
+            settings["transfer"]["average_precision"] = MULTI_LABEL_AP
     return canonical_json(settings)
+
+
+def depth_lines(spec: SweepSpec, fraction_text: Callable[[float], str] = lambda f: f"{f:g}",
+                number_text: Callable[[float], str] = lambda v: f"{v:.4g}") -> list[str]:
+    """What ``plan`` prints after the counts: the IMP round of each fraction (iterative pruning), then
+    one line per training task of ``spec`` with the step k of each rewinding point; for a task of
+    several samples per image, k under the other reading of its ``batch_size`` follows (``batch_counts``)."""
+    lines = []
+    if not spec.pruning.one_shot:
+        levels = sorted({(f, spec.level_for(f)) for f in spec.pruning.fractions}, reverse=True)
+        lines.append("fractions -> IMP rounds: " + ", ".join(
+            f"{fraction_text(f)} -> {level} ({number_text((1 - spec.pruning.rate) ** level)})" for f, level in levels))
+    for task in spec.tasks:
+        recipe = spec.recipes[task]
+        per_epoch = spec.iterations_per_epoch(task)
+        steps = ", ".join(f"{point.text} = {point.iterations(per_epoch):,}" for point in spec.rewind_points)
+        line = f"rewind step k, {task}: {steps} ({per_epoch:,} steps per epoch"
+        if catalog.samples_per_image(task) > 1:
+            other = "samples" if recipe.batch_counts == "images" else "images"
+            try:
+                other_epoch = spec.iterations_per_epoch(task, other)
+                read_so = ", ".join(f"{point.text} = {point.iterations(other_epoch):,}" for point in spec.rewind_points)
+            except ValueError:
+                read_so = f"impossible ({recipe.batch_size} is not a multiple of {catalog.samples_per_image(task)})"
+            line += (f"; batch_size {recipe.batch_size:,} counts {recipe.batch_counts} (batch_counts); "
+                     f"read as {other}: {read_so}")
+        lines.append(line + ")")
+    return lines
 
 
 def plan_sweep(spec: SweepSpec, captured: Callable[[str], Optional[list[int]]] = lambda key: None) -> Plan:
@@ -289,6 +331,9 @@ class _Planner:
         assert transfer is not None, "only a sweep with transfer settings has transfer sources"
         target = transfer.dataset.model_dump()
         target_id = transfer.dataset.model_dump(exclude_defaults=True, exclude={"root"})
+        multi_label = transfer.dataset.name in catalog.MULTI_LABEL_DATASETS
+        ap_id = {"average_precision": MULTI_LABEL_AP} if multi_label else {}
+        difficult = transfer.svm_difficult()
         common = {**self.base_config, "task": task, "seed": seed, "target": target, **self.task_config(task)}
         if self.layers_id:
             common["pruned_layers"] = spec.pruning.layers
@@ -311,14 +356,20 @@ class _Planner:
                     identity["classifier"] = config["classifier"] = transfer.linear.classifier
                 if transfer.linear.metric != "top1":
                     identity["metric"] = transfer.linear.metric
+                identity.update(ap_id)
+                config.update(ap_id)
+                if difficult is not None:
+                    config["difficult"] = difficult
+                    if difficult != "negative":
+                        identity["difficult"] = difficult
                 planned.append(("linear", Stage(
                     "linear_eval", identity, config, deps={"features": features}, label=f"linear_eval {where}",
                     epochs=recipe.epochs if recipe is not None else 0)))
             if transfer.finetune is not None:
                 recipe = transfer.finetune.recipe
                 identity = {"model": model_key, "target": target_id, "recipe": recipe.model_dump(exclude_defaults=True),
-                            "seed": seed}
-                config = {**common, "recipe": recipe.model_dump(), "mode": "pruned"}
+                            "seed": seed, **ap_id}
+                config = {**common, "recipe": recipe.model_dump(), "mode": "pruned", **ap_id}
                 planned.append(("finetune", Stage("finetune", identity, config, deps={"model": model_key},
                                                   label=f"finetune {where}", epochs=recipe.epochs)))
                 if transfer.finetune.compare_prune_during:

@@ -11,6 +11,8 @@ MAX_EPOCHS = 100_000
 MAX_BATCH_SIZE = 1_000_000
 MAX_WIDTH = 4096
 MAX_IMAGE_SIZE = 4096
+#: NPID's negatives per positive (the paper draws 16,384).
+MAX_NEGATIVES = 1_048_576
 #: seeds seed numpy (below 2**32) and are stored in SQLite (64-bit).
 MAX_SEED = 2**32 - 1
 #: the smallest pruning rate (fraction of the remaining weights pruned per IMP round).

@@ -12,6 +12,7 @@ from orchestrator.backends.settings_base import KeyedError as _KeyedError
 from orchestrator.spec.sections import Recipe
 from orchestrator.spec.sweep import SweepSpec
 from results.hints import did_you_mean
+from workers import catalog
 
 
 def shown(override: str, limit: int = 80) -> str:
@@ -86,11 +87,12 @@ def _allowed_keys(loc: list) -> list[str]:
     """Field names of the model found by walking ``loc`` from the top of the spec."""
     model: Any = SweepSpec
     inside_recipes = False
+    task = None  # the task a recipe of ``recipes`` trains (a transfer recipe has none)
     for part in loc:
         if isinstance(part, int):
             continue
         if inside_recipes:
-            model, inside_recipes = Recipe, False
+            model, inside_recipes, task = Recipe, False, "labels" if part == "eval" else str(part)
             continue
         if model is SweepSpec and part == "recipes":
             inside_recipes = True
@@ -110,6 +112,9 @@ def _allowed_keys(loc: list) -> list[str]:
         if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
             break
         model = annotation
+    if model is Recipe:  # the task options a recipe of another task refuses are not allowed there
+        return [key for key in model.model_fields
+                if key not in catalog.TASK_RECIPE_OPTIONS or key in catalog.recipe_options(task or "")]
     return list(model.model_fields)
 
 

@@ -11,6 +11,7 @@ from orchestrator.spec.bounds import (
     MAX_BATCH_SIZE,
     MAX_EPOCHS,
     MAX_IMAGE_SIZE,
+    MAX_NEGATIVES,
     MAX_SEED,
     MAX_WIDTH,
     MIN_RATE,
@@ -34,7 +35,9 @@ class Schedule(StrictSection):
 
 
 class Recipe(StrictSection):
-    """How one task is trained."""
+    """How one task is trained. ``negatives`` and ``batch_counts`` belong to the tasks that
+    declare them (``recipes.npid``; ``recipes.rotnet``, ``s4l``, ``exemplar``); a recipe
+    leaves them out of what it writes at their defaults, so they change no stage key there."""
 
     epochs: int = Field(gt=0, le=MAX_EPOCHS)
     batch_size: int = Field(gt=0, le=MAX_BATCH_SIZE)
@@ -46,6 +49,32 @@ class Recipe(StrictSection):
     #: an absent section is its defaults (equal to Schedule(), which would build Schedule's own validator
     #: at startup: the sweep's validator already checks a given one)
     schedule: Schedule = Field(default_factory=Schedule.model_construct)
+    #: NPID: negatives drawn from the memory bank per positive (the paper: 16,384).
+    negatives: int = Field(catalog.DEFAULT_NEGATIVES, gt=0, le=MAX_NEGATIVES)
+    #: a task of several samples per image: whether ``batch_size`` counts images or samples.
+    batch_counts: Literal["images", "samples"] = "images"
+
+    @model_serializer(mode="wrap")
+    def _task_options_at_defaults_left_out(self, handler):
+        defaults = catalog.TASK_RECIPE_OPTIONS
+        return {key: value for key, value in handler(self).items() if key not in defaults or value != defaults[key]}
+
+    def check_task_options(self, task: Optional[str]) -> None:
+        """``_KeyedError`` (relative to the recipe) for a task option ``task`` does not take
+        (``None``: a transfer recipe, which takes none) or a batch that ``batch_counts: samples``
+        cannot split into whole images."""
+        allowed = catalog.recipe_options(task) if task is not None else ()
+        for key in sorted(self.model_fields_set & set(catalog.TASK_RECIPE_OPTIONS) - set(allowed)):
+            owners = [name for name in catalog.TASKS if key in catalog.recipe_options(name)]
+            reader = "a transfer recipe" if task is None else f"task {task}"
+            raise _KeyedError((key,), f"a setting of the recipes of {', '.join(owners)} only; {reader} does not "
+                                      "read it")
+        if task is not None and self.batch_counts == "samples":
+            per_image = catalog.samples_per_image(task)
+            if self.batch_size % per_image:
+                raise _KeyedError(("batch_size",), f"with batch_counts: samples, must be a multiple of the "
+                                                   f"{per_image} samples {task} makes of each image, got "
+                                                   f"{self.batch_size}")
 
     @model_validator(mode="after")
     def _schedule_fits(self) -> Recipe:
@@ -183,20 +212,32 @@ class LabelSubset(StrictSection):
 
 class LinearTransfer(StrictSection):
     """A linear classifier on the frozen pooled features; ``metric``: top1, or map (mean over
-    classes of the one-vs-rest average precision, as for VOC07). ``classifier``: ``sgd`` (a
-    linear layer trained with ``recipe``) or ``svm`` (per-class linear SVMs, cost chosen by
-    3-fold cross-validation as in Goyal et al. 2019; no recipe)."""
+    classes of the one-vs-rest average precision; on VOC07 the benchmark's, as the paper).
+    ``classifier``: ``sgd`` (a linear layer trained with ``recipe``) or ``svm`` (per-class linear
+    SVMs, cost chosen by 3-fold cross-validation as in Goyal et al. 2019; no recipe).
+    ``difficult`` (``svm`` on a multi-label target only): the difficult-only images of a class
+    are SVM training ``negative``s (the default, as Goyal et al.'s benchmark and the paper) or
+    left out (``ignore``); the test ignores them either way."""
 
     recipe: Optional[Recipe] = None
     metric: Literal["top1", "map"] = "top1"
     classifier: Literal["sgd", "svm"] = "sgd"
+    difficult: Optional[Literal["negative", "ignore"]] = None
+
+    @model_serializer(mode="wrap")
+    def _difficult_only_when_given(self, handler):
+        return {key: value for key, value in handler(self).items() if key != "difficult" or value is not None}
 
     @model_validator(mode="after")
     def _recipe_for_sgd(self) -> LinearTransfer:
+        if self.recipe is not None:
+            within_recipe(self.recipe, None, ("recipe",))
         if self.classifier == "sgd" and self.recipe is None:
             raise _KeyedError(("recipe",), "required with classifier: sgd (how the linear layer is trained)")
         if self.classifier == "svm" and self.recipe is not None:
             raise _KeyedError(("recipe",), "not used with classifier: svm (its cost is cross-validated); remove it")
+        if self.classifier != "svm" and self.difficult is not None:
+            raise _KeyedError(("difficult",), "a setting of classifier: svm only (how its SVMs train); remove it")
         return self
 
 
@@ -207,6 +248,11 @@ class FinetuneTransfer(StrictSection):
 
     recipe: Recipe
     compare_prune_during: bool = False
+
+    @model_validator(mode="after")
+    def _plain_recipe(self) -> FinetuneTransfer:
+        within_recipe(self.recipe, None, ("recipe",))
+        return self
 
 
 class Transfer(StrictSection):
@@ -223,10 +269,30 @@ class Transfer(StrictSection):
     def _something(self) -> Transfer:
         if self.linear is None and self.finetune is None:
             raise ValueError("a transfer section needs linear: and/or finetune:")
-        if self.linear is not None and self.dataset.name in catalog.MULTI_LABEL_DATASETS \
-                and self.linear.metric != "map":
+        multi_label = self.dataset.name in catalog.MULTI_LABEL_DATASETS
+        if self.linear is not None and multi_label and self.linear.metric != "map":
             raise _KeyedError(("linear", "metric"), f"{self.dataset.name} is multi-label: its metric is map")
+        if self.linear is not None and self.linear.difficult is not None and not multi_label:
+            raise _KeyedError(("linear", "difficult"), f"{self.dataset.name} has no difficult-only labels: only a "
+                                                       f"multi-label target ({', '.join(catalog.MULTI_LABEL_DATASETS)})"
+                                                       " takes it")
         return self
+
+    def svm_difficult(self) -> Optional[str]:
+        """How the SVMs train on difficult-only images (``negative`` unless the file says ``ignore``);
+        None where there are none (no SVMs, or a single-label target)."""
+        if self.linear is None or self.linear.classifier != "svm" or \
+                self.dataset.name not in catalog.MULTI_LABEL_DATASETS:
+            return None
+        return self.linear.difficult or "negative"
+
+
+def within_recipe(recipe: Recipe, task: Optional[str], path: tuple) -> None:
+    """:meth:`Recipe.check_task_options`, its error's key path led by ``path`` (where the recipe is)."""
+    try:
+        recipe.check_task_options(task)
+    except _KeyedError as error:
+        raise _KeyedError((*path, *error.sub_path), error.message) from None
 
 
 def members(values: list[str], allowed, what: str) -> list[str]:

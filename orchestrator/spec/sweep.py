@@ -13,7 +13,17 @@ from orchestrator.backends.settings_base import KeyedError as _KeyedError
 from orchestrator.backends.slurm.settings import SlurmSettings
 from orchestrator.spec.bounds import MAX_LEVELS, MAX_SEED, MAX_SWEEP_NAME, checked_path
 from orchestrator.spec.rewind import RewindPoint, parse_rewind
-from orchestrator.spec.sections import Arch, Dataset, LabelSubset, Pruning, Recipe, StrictSection, Transfer, members
+from orchestrator.spec.sections import (
+    Arch,
+    Dataset,
+    LabelSubset,
+    Pruning,
+    Recipe,
+    StrictSection,
+    Transfer,
+    members,
+    within_recipe,
+)
 from workers import catalog
 from workers.pruning.mask_sources import INITS, MASK_SOURCES
 
@@ -77,6 +87,13 @@ class _SweepFields(StrictSection):
                 raise _KeyedError((name,), f"unknown recipe; allowed: {', '.join(allowed)}")
         if "labels" not in recipes:
             raise ValueError("a 'labels' recipe is required (evaluations retrain on labels)")
+        return recipes
+
+    @field_validator("recipes")
+    @classmethod
+    def _recipe_options_of_their_task(cls, recipes: dict[str, Recipe]) -> dict[str, Recipe]:
+        for name, recipe in recipes.items():
+            within_recipe(recipe, "labels" if name == "eval" else name, (name,))
         return recipes
 
     @field_validator("rewind")
@@ -236,13 +253,17 @@ class _SweepFields(StrictSection):
         """The recipe of retraining on labels (``recipes.eval``, else ``recipes.labels``)."""
         return self.recipes.get("eval", self.recipes["labels"])
 
-    def iterations_per_epoch(self, task: str) -> int:
-        """Optimizer steps per epoch of a task's recipe on this dataset."""
+    def iterations_per_epoch(self, task: str, batch_counts: Optional[str] = None) -> int:
+        """Optimizer steps per epoch of a task's recipe on this dataset, its ``batch_size`` read as the
+        worker reads it (or as ``batch_counts`` says; ``ValueError`` if that reading cannot split it)."""
         train_size = self.dataset.facts["train_size"]
         if task in catalog.SUBSET_ONLY_TASKS:  # trains on the labelled subset only
             # where its size is unknown (validation then allows rewinding in steps only) the expected one stands in
             train_size = self.labelled_subset_size() or max(1, round(self.label_subset.fraction * train_size))
-        return catalog.iterations_per_epoch(train_size, self.recipes[task].batch_size)
+        recipe = self.recipes[task].model_dump()
+        if batch_counts is not None:
+            recipe["batch_counts"] = batch_counts
+        return catalog.iterations_per_epoch(train_size, catalog.images_per_step(recipe, task))
 
     def labelled_subset_size(self) -> Optional[int]:
         """Training images of the labelled subset (``label_subset``), None where unknown before reading the data.

@@ -269,3 +269,34 @@ def test_push_waiting_never_raises_and_says_so_once(tmp_path, capsys, monkeypatc
     assert err.count("results database not updated") == 1 and "hidden" not in err
     assert central_results.waiting_line(Path(tmp_path), _Ledger({})) == "1 row waiting for 127.0.0.1:1/db"
     central_results._failed_at.clear()
+
+
+def test_a_central_database_of_version_1_names_the_11_point_map_of_its_voc07_rows(tmp_path):
+    """Central step 2, as the workspace's step 3: rows pushed before issue 28 held VOC07's 11-point
+    mAP in top1 (metric map); the first push of this version adds the column and names them."""
+    import pandas as pd
+    from sqlalchemy import text
+
+    from results.central_migrations import CENTRAL_MIGRATIONS
+
+    url = f"sqlite:///{tmp_path / 'central.sqlite'}"
+    with central_db._engine(url).begin() as conn:
+        conn.execute(text(f"CREATE TABLE {central_db.VERSION_TABLE} (version INTEGER NOT NULL)"))
+        conn.execute(text(f"INSERT INTO {central_db.VERSION_TABLE} VALUES (1)"))
+        CENTRAL_MIGRATIONS[0](conn)
+        for seed, dataset in ((0, "voc07"), (1, "places205")):
+            row = {**results_row(seed=seed, init="pretrained", transfer="linear", top1=0.5 + seed / 10),
+                   "metric": "map", "eval_dataset": dataset, "recorded_at": "2024-01-01T00:00:00",
+                   "workspace_id": "old", "workspace": "elsewhere:/ws", "row_number": seed + 1}
+            conn.execute(text(f"INSERT INTO {central_db.TABLE} ({', '.join(row)}) "
+                              f"VALUES ({', '.join(':' + k for k in row)})"), row)
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    results.record(workspace, [{**results_row(seed=2, init="pretrained", transfer="linear", top1=0.7),
+                                "metric": "map", "eval_dataset": "voc07", "map_11point": 0.65}])
+    assert central_db.push(workspace, url) == 1
+    assert central_db.schema_version(url) == len(CENTRAL_MIGRATIONS) == 2
+    frame = central_db.load(url).set_index("seed")
+    assert frame.loc[0, ["metric", "top1", "map_11point"]].tolist() == ["map_11point", 0.5, 0.5]
+    assert frame.loc[1, "metric"] == "map" and pd.isna(frame.loc[1, "map_11point"])
+    assert frame.loc[2, ["metric", "top1", "map_11point"]].tolist() == ["map", 0.7, 0.65]

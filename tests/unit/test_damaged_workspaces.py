@@ -327,3 +327,20 @@ def test_repair_removes_the_rows_of_stages_whose_artifacts_it_moved_aside(worksp
     assert set(results.load(workspace)["stage_key"]) <= done and len(results.load(workspace)) == 0
     code, out, err = run_cli("repair", workspace)  # a second repair finds nothing more to remove
     assert code == 0 and "removed" not in out and "row(s)" not in out, out + err
+
+
+def test_repair_plans_no_recorded_sweep_whose_settings_changed_meaning(workspace):
+    """A sweep recorded by an earlier prunesweep whose settings plan other stages now (issue 28 gave
+    VOC07's evaluations new keys): repair writes no stage of the new plan and restores no cell pointing
+    at one, so resume still runs nothing; launching the file under a new name computes it anew."""
+    record_path = next((workspace / "sweeps").glob("*.json"))
+    record = json.loads(record_path.read_text())
+    record["spec"]["recipes"]["labels"]["epochs"] += 1  # plans other stages; the recorded settings do not say so
+    record_path.write_text(json.dumps(record))
+    (workspace / "ledger.sqlite").unlink()
+    folders = sorted(path.name for path in (workspace / "stages").iterdir())
+    code, out, err = run_cli("repair", workspace)
+    assert code == 0 and f"sweep {record['name']}: its settings mean something else" in out, out + err
+    assert sorted(path.name for path in (workspace / "stages").iterdir()) == folders
+    code, out, err = run_cli("resume", workspace, "--dry-run")
+    assert code == 0 and "would run 0 stage(s)" in out, out + err

@@ -3,6 +3,7 @@ and `plan` prints their GPU-hours or says that none was measured."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -83,7 +84,7 @@ def test_plan_prints_unknown_gpu_hours_rather_than_a_made_up_figure(capsys):
     assert main(["plan", str(PAPER / "cifar10_resnet18.yaml"), "dataset={name: digits}", "arch={name: small_cnn}"]) == 0
     out = capsys.readouterr().out
     assert "GPU-hours: unknown (no measured throughput for small_cnn on digits on H100)" in out
-    assert "trainings: 1134 planned vs 8364 naive" in out
+    assert "trainings: 1,134 planned vs 8,364 naive" in out
 
 
 def test_gpu_hours_follow_the_measured_table():
@@ -154,3 +155,50 @@ def test_the_transfer_sweeps_evaluate_as_the_paper(tmp_path):
     assert linear and all(stage.config["classifier"] == "svm" and "recipe" not in stage.config for stage in linear)
     for stage in linear:
         parse_config(stage.kind, "k", json.loads(json.dumps(stage.config)))
+
+
+def test_the_sweeps_state_how_batches_count_and_npid_draws_the_papers_negatives():
+    """Every recipe of a task with several samples per image says what its batch size counts (the
+    paper does not); NPID draws the paper's 16,384 negatives, and the worker is told so."""
+    stated, npid = 0, 0
+    for path in SWEEPS:
+        raw = _raw(path)
+        for task, recipe in raw["recipes"].items():
+            if catalog.samples_per_image(task) > 1:
+                assert recipe.get("batch_counts") == "images", (path.name, task)
+                stated += 1
+        if "npid" in raw["recipes"]:
+            spec = _on_digits(path)
+            assert spec.recipes["npid"].negatives == 16384
+            trainings = [s for s in plan_sweep(spec).stages.values() if s.config.get("task") == "npid"
+                         and s.kind in ("dense", "imp")]
+            assert trainings and all(s.config["recipe"]["negatives"] == 16384 for s in trainings)
+            npid += 1
+    assert stated and npid == 3
+
+
+def test_plan_prints_the_rewind_step_k_of_each_batch_reading(capsys):
+    path = PAPER / "imagenet_resnet50.yaml"
+    assert main(["plan", str(path), "dataset={name: digits}", "arch={name: small_cnn}"]) == 0
+    out = capsys.readouterr().out
+    spec = _on_digits(path)
+    images = spec.dataset.facts["train_size"]
+    for task, per_image in (("rotnet", 4), ("exemplar", 2), ("labels", 1)):
+        batch = spec.recipes[task].batch_size
+        k = 3 * math.ceil(images / batch)  # 3ep, batch_size counting images
+        line = next(line for line in out.splitlines() if line.startswith(f"rewind step k, {task}: "))
+        assert line.startswith(f"rewind step k, {task}: 3ep = {k:,} ({math.ceil(images / batch):,} steps per epoch")
+        if per_image > 1:
+            as_samples = 3 * math.ceil(images / (batch // per_image))
+            assert as_samples != k and line.endswith(f"counts images (batch_counts); read as samples: 3ep = "
+                                                     f"{as_samples:,})")
+        else:
+            assert "read as" not in line
+    # read as samples, k is the larger one and the other reading follows
+    assert main(["plan", str(path), "dataset={name: digits}", "arch={name: small_cnn}",
+                 "recipes.rotnet.batch_counts=samples"]) == 0
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("rewind step k, rotnet: "))
+    batch = spec.recipes["rotnet"].batch_size
+    k, as_samples = 3 * math.ceil(images / batch), 3 * math.ceil(images / (batch // 4))
+    assert line.startswith(f"rewind step k, rotnet: 3ep = {as_samples:,} (") and \
+        line.endswith(f"counts samples (batch_counts); read as images: 3ep = {k:,})")

@@ -38,6 +38,7 @@ def test_schema_constant_is_the_documented_one():
         "sweep", "stage_key", "dataset", "arch", "mask_source", "init", "rewind",
         "rewind_iteration", "level", "nominal_fraction", "measured_fraction", "seed", "top1",
         "epochs", "wall_time_s", "recorded_at", "natural_sparsity", "metric", "eval_dataset", "transfer",
+        "map_11point",
     )
     assert PRIMARY_KEY == ("sweep", "mask_source", "init", "rewind", "nominal_fraction", "seed", "stage_key")
 

@@ -204,3 +204,41 @@ def test_absent_sections_are_their_validated_defaults(sweep_dict):
            {key: section.model_dump() for key, section in validated.items()}
     for model in (RayResources, RayStageResources, RayRuntimeEnv):
         assert model.model_construct() == model.model_validate({})
+
+
+_NPID = {"epochs": 2, "batch_size": 128, "optimizer": "sgd", "lr": 0.03}
+
+
+@pytest.mark.parametrize("changes,key_path,needle", [
+    ({"recipes.labels.negatives": 16384}, "recipes.labels.negatives", "a setting of the recipes of npid only"),
+    ({"recipes.rotnet.negatives": 16384}, "recipes.rotnet.negatives", "a setting of the recipes of npid only"),
+    ({"recipes.labels.batch_counts": "images"}, "recipes.labels.batch_counts",
+     "recipes of rotnet, exemplar, s4l only; task labels does not read it"),
+    ({"recipes.eval": {**_NPID, "negatives": 5}}, "recipes.eval.negatives", "npid only"),
+    ({"recipes.rotnet.batch_counts": "rows"}, "recipes.rotnet.batch_counts", "'images' or 'samples', got 'rows'"),
+    ({"recipes.rotnet.batch_counts": "samples", "recipes.rotnet.batch_size": 130}, "recipes.rotnet.batch_size",
+     "with batch_counts: samples, must be a multiple of the 4 samples rotnet makes of each image, got 130"),
+    ({"mask_source": ["labels", "npid"], "recipes.npid": {**_NPID, "negatives": 0}}, "recipes.npid.negatives",
+     "greater than 0"),
+    ({"transfer": {"dataset": {"name": "digits"}, "finetune": {"recipe": {**_NPID, "batch_counts": "images"}}}},
+     "transfer.finetune.recipe.batch_counts", "a transfer recipe does not read it"),
+    ({"recipes.labels.foo": 1}, "recipes.labels.foo", "allowed here: epochs, batch_size, optimizer, lr, momentum, "
+                                                      "nesterov, weight_decay, schedule"),
+    ({"recipes.rotnet.foo": 1}, "recipes.rotnet.foo", "weight_decay, schedule, batch_counts"),
+    ({"mask_source": ["labels", "npid"], "recipes.npid": {**_NPID, "foo": 1}}, "recipes.npid.foo",
+     "weight_decay, schedule, negatives"),
+])
+def test_task_recipe_options_belong_to_their_tasks(write_sweep, sweep_dict, tmp_path, capsys, changes, key_path,
+                                                    needle):
+    """``negatives`` (NPID) and ``batch_counts`` (tasks of several samples per image) elsewhere, or
+    out of range: exit 2, one line naming the file and the key, nothing written."""
+    from orchestrator.cli import main
+
+    sweep = sweep_dict
+    for dotted, value in changes.items():
+        sweep = _set(sweep, dotted, value)
+    path = write_sweep(sweep)
+    assert main(["launch", str(path), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(path) in err and f"{key_path}: " in err and needle in err, err
+    assert "Traceback" not in err and not (tmp_path / "ws").exists()

@@ -37,3 +37,25 @@ def test_pins_survive_new_options_at_their_defaults(sweep_dict):
     plan = plan_sweep(validate_spec(sweep_dict, "test.yaml"))
     by_label = {stage.label: key for key, stage in plan.stages.items()}
     assert {label: by_label[label] for label in PINNED_KEYS} == PINNED_KEYS
+
+
+def test_task_recipe_options_at_their_defaults_rename_nothing(sweep_dict):
+    """``negatives`` (NPID) and ``batch_counts`` (RotNet) written at their defaults keep every key,
+    the pinned ones included; another value renames the stages of that task only."""
+    sweep_dict["mask_source"].append("npid")
+    sweep_dict["recipes"]["npid"] = {"epochs": 2, "batch_size": 128, "optimizer": "sgd", "lr": 0.03}
+
+    def keys(npid=None, rotnet=None):
+        sweep = {**sweep_dict, "recipes": {**sweep_dict["recipes"]}}
+        sweep["recipes"]["npid"] = {**sweep["recipes"]["npid"], **(npid or {})}
+        sweep["recipes"]["rotnet"] = {**sweep["recipes"]["rotnet"], **(rotnet or {})}
+        return {stage.label: key for key, stage in plan_sweep(validate_spec(sweep, "test.yaml")).stages.items()}
+
+    plain = keys()
+    at_defaults = keys({"negatives": 4096}, {"batch_counts": "images"})
+    assert at_defaults == plain and {label: plain[label] for label in PINNED_KEYS} == PINNED_KEYS
+    more_negatives, samples = keys({"negatives": 16384}), keys(rotnet={"batch_counts": "samples"})
+    for changed, task in ((more_negatives, "npid"), (samples, "rotnet")):
+        renamed = {label for label in plain if changed[label] != plain[label]}
+        assert f"dense {task} seed=0" in renamed
+        assert all(f" {task} " in label for label in renamed), renamed

@@ -1,6 +1,6 @@
 """Versioned stores: a workspace made before the ledger and the results table carried a
 schema version opens, reads without being written, and is upgraded in place by the first
-writing command; a new results column takes one definition and one migration."""
+writing command; a new results column takes one definition and a migration of each store."""
 from __future__ import annotations
 
 import os
@@ -162,6 +162,7 @@ _ADD_COLUMN = r'''
 import sqlite3, sys
 from pathlib import Path
 import results
+from results import central_db
 from results.row import COLUMNS
 
 workspace = Path(sys.argv[1])
@@ -174,30 +175,79 @@ assert results.record(workspace, [{**row, "stage_key": "eval-new", "gpu": "H200"
 new = results.load(workspace)
 assert len(new) == 8 and new["gpu"].tolist()[-1] == "H200" and new["gpu"].isna().sum() == 7
 assert set(new["transfer"].dropna()) == {"linear", "finetune"}
-print("version", sqlite3.connect(workspace / "results.sqlite").execute("PRAGMA user_version").fetchone()[0])
+url = "sqlite:///" + str(workspace.parent / "central.sqlite")
+assert central_db.push(workspace, url) == 8              # the central table: created, then given the column
+assert central_db.load(url)["gpu"].tolist() == new["gpu"].tolist()
+print("version", sqlite3.connect(workspace / "results.sqlite").execute("PRAGMA user_version").fetchone()[0],
+      central_db.schema_version(url))
 '''
 
 
-def test_a_new_results_column_is_one_definition_plus_one_migration(old, tmp_path):
-    """Copy the results package, make exactly the two edits of docs/extending/results-column.md,
-    and use the copy on the old workspace: it reads, writes and upgrades the existing table."""
+def _append_to_tuple(path: Path, anchor: str, line: str) -> None:
+    # after the last line of the sequence that starts at ``anchor`` (up to its closing bracket at column 0)
+    text = path.read_text()
+    start = text.index(anchor)
+    end = min(i for i in (text.find("\n)", start), text.find("\n]", start)) if i >= 0)
+    path.write_text(text[:end] + "\n" + line + text[end:])
+
+
+def test_a_new_results_column_is_one_definition_plus_two_migrations(old, tmp_path):
+    """Copy the results package, make exactly the edits of docs/extending/results-column.md to the
+    results package (the definition, the workspace's migration, the central database's migration),
+    and use the copy on the old workspace: it reads, writes and upgrades the existing table, and
+    pushes the rows to a central database of its schema."""
+    from results.central_migrations import CENTRAL_MIGRATIONS
+
     package = tmp_path / "pkg"
     shutil.copytree(ROOT / "results", package / "results", ignore=shutil.ignore_patterns("__pycache__"))
-    row_py, migrations_py = package / "results" / "row.py", package / "results" / "migrations.py"
-    text = row_py.read_text()
-    last = '    Column("transfer", "TEXT", optional=True),'
-    assert text.count(last) == 1
-    row_py.write_text(text.replace(last, last + '\n    Column("gpu", "TEXT", optional=True),'))
-    text = migrations_py.read_text()
-    assert text.rstrip().endswith(")")
-    migrations_py.write_text(text.rstrip()[:-1] + '    sql("ALTER TABLE results ADD COLUMN gpu TEXT"),\n)\n')
+    results_dir = package / "results"
+    _append_to_tuple(results_dir / "row.py", "ROW: tuple[Column, ...] = (", '    Column("gpu", "TEXT", optional=True),')
+    _append_to_tuple(results_dir / "migrations.py", "MIGRATIONS: tuple[Migration, ...] = (",
+                     '    sql("ALTER TABLE results ADD COLUMN gpu TEXT"),')
+    _append_to_tuple(results_dir / "central_migrations.py", "CENTRAL_MIGRATIONS: list[",
+                     '    add_column("gpu", "TEXT"),')
 
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(package), str(ROOT)]))
     run = subprocess.run([sys.executable, "-c", _ADD_COLUMN, str(old), str(package)], capture_output=True,
                          text=True, env=env, cwd=tmp_path, timeout=120)
     assert run.returncode == 0, run.stdout + run.stderr
-    assert run.stdout.split() == ["version", str(len(RESULTS_MIGRATIONS) + 1)]
+    assert run.stdout.split() == ["version", str(len(RESULTS_MIGRATIONS) + 1), str(len(CENTRAL_MIGRATIONS) + 1)]
     # this prunesweep, one migration behind, refuses the upgraded table rather than misreading it
     newer = len(RESULTS_MIGRATIONS) + 1
     with pytest.raises(StoreVersionError, match=f"{old / DB_FILE}: schema version {newer} was made by a newer"):
         results.load(old)
+
+
+def _version_2_store(workspace: Path, rows: list[dict]) -> None:
+    """A results table as version 2 left it (no map_11point), holding ``rows``."""
+    from conftest import results_row
+
+    workspace.mkdir(parents=True, exist_ok=True)
+    with closing(open_for_writing(workspace / DB_FILE, RESULTS_MIGRATIONS[:2])) as conn, conn:
+        for overrides in rows:
+            row = {**results_row(**overrides), "recorded_at": "2024-01-01T00:00:00"}
+            conn.execute(f"INSERT INTO results ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
+                         tuple(row.values()))
+
+
+def test_voc07_rows_of_earlier_versions_say_they_hold_the_11_point_map(tmp_path):
+    """Step 3: top1 of a VOC07 evaluation is the benchmark's mAP from now on; a row recorded before
+    held the devkit's 11-point mAP there (metric map) and is named for it, read or upgraded."""
+    workspace = tmp_path / "ws"
+    transfer = {"init": "pretrained", "transfer": "linear", "metric": "map"}
+    _version_2_store(workspace, [{**transfer, "eval_dataset": "voc07", "top1": 0.81, "seed": 0},
+                                 {**transfer, "eval_dataset": "places205", "top1": 0.4, "seed": 1},
+                                 {"top1": 0.9, "seed": 2}])
+    expected = {0: ("map_11point", 0.81, 0.81), 1: ("map", 0.4, None), 2: (None, 0.9, None)}
+
+    def seen(frame: pd.DataFrame) -> dict:
+        return {int(r.seed): (None if pd.isna(r.metric) else r.metric, r.top1,
+                              None if pd.isna(r.map_11point) else r.map_11point) for r in frame.itertuples()}
+
+    assert seen(results.load(workspace)) == expected  # read through the migrations: nothing written
+    assert _version(workspace / DB_FILE) == 2
+    from conftest import results_row
+    new = {**results_row(**transfer, seed=3), "eval_dataset": "voc07", "top1": 0.85, "map_11point": 0.82}
+    assert results.record(workspace, [new]) == 1
+    assert _version(workspace / DB_FILE) == len(RESULTS_MIGRATIONS)
+    assert seen(results.load(workspace)) == {**expected, 3: ("map", 0.85, 0.82)}

@@ -34,6 +34,7 @@ ALLOWED = {
     ("workers/stages/disk_space.py", "process_umask", ".read_text"): "/proc/self/status",
     ("orchestrator/backends/slurm/backend.py", "snapshot_code", ".read_bytes"): "the package's own source files",
     ("orchestrator/commands/preflight.py", "code_digest", ".read_bytes"): "the package's own source files",
+    ("orchestrator/commands/results.py", "summary_text", ".rename"): "a DataFrame's columns, no file",
     # a dataset's files (read by the worker), not a workspace's
     ("workers/data/folders.py", "read_cifar_batch", "open"): "a CIFAR batch file",
     ("workers/data/image_folder.py", "open", ".open"): "an image, through PIL",

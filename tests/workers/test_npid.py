@@ -24,7 +24,16 @@ import results
 from workers.training import loop as training
 from workers.data.datasets import dataset_spec, load_split
 from workers.models import build_model
-from workers.tasks.npid import EMBEDDING_DIM, NEGATIVES, TEMPERATURE, NpidHead, nce_loss, updated_rows
+from workers.tasks.npid import (
+    EMBEDDING_DIM,
+    NEGATIVES,
+    TEMPERATURE,
+    NpidHead,
+    bank_scores,
+    chunk_rows,
+    nce_loss,
+    updated_rows,
+)
 from workers.training.preemption import save_progress
 from workers.tasks.objectives import get_task
 
@@ -91,6 +100,85 @@ def test_one_training_step_scores_its_positive_against_seeded_negatives_and_upda
     others[positions] = False
     assert torch.equal(head.memory[others], before[others])
     assert torch.allclose(head.memory[positions], updated_rows(before, positions, embedding))
+
+
+def _bank_case(batch=7, bank=50, negatives=9, dim=16):
+    """Embeddings from a linear layer (so the gradient reaches weights), a bank, columns with repeats."""
+    generator = torch.Generator().manual_seed(4)
+    layer = torch.nn.Linear(6, dim, dtype=torch.float64)
+    with torch.no_grad():
+        layer.weight.copy_(torch.randn(dim, 6, generator=generator, dtype=torch.float64))
+    inputs = torch.randn(batch, 6, generator=generator, dtype=torch.float64)
+    memory = F.normalize(torch.randn(bank, dim, generator=generator, dtype=torch.float64), dim=1)
+    columns = torch.randint(bank, (batch, 1 + negatives), generator=generator)
+    columns[0, 3] = columns[0, 0]  # a negative that is the positive's own row
+    return layer, inputs, memory, columns
+
+
+@pytest.mark.parametrize("rows", [1, 2, 3, 7, 100])
+def test_chunked_scores_give_the_loss_and_gradients_of_the_unchunked_ones(rows):
+    layer, inputs, memory, columns = _bank_case()
+    found = []
+    for chunk in (None, rows):
+        layer.zero_grad()
+        embedding = F.normalize(layer(inputs), dim=1)
+        loss = nce_loss(bank_scores(embedding, memory, columns, chunk), memory.shape[0])
+        loss.backward()
+        found.append((loss.detach(), layer.weight.grad.clone(), layer.bias.grad.clone()))
+    (loss_a, weight_a, bias_a), (loss_b, weight_b, bias_b) = found
+    assert weight_a.abs().sum() > 0  # there is a gradient to agree on
+    assert torch.allclose(loss_a, loss_b, rtol=1e-13, atol=0)
+    assert torch.allclose(weight_a, weight_b, rtol=1e-12, atol=1e-15)
+    assert torch.allclose(bias_a, bias_b, rtol=1e-12, atol=1e-15)
+
+
+def _largest_tensor_made_in_backward(rows):
+    """The most elements of one tensor any operation makes while the scores' gradient is computed."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Largest(TorchDispatchMode):
+        most = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for tensor in out if isinstance(out, (tuple, list)) else (out,):
+                if isinstance(tensor, torch.Tensor):
+                    Largest.most = max(Largest.most, tensor.numel())
+            return out
+
+    # 2-d embeddings: no copy of the bank (300 x 2) is as large as the score gradients measured
+    layer, inputs, memory, columns = _bank_case(batch=12, bank=300, negatives=4, dim=2)
+    embedding = F.normalize(layer(inputs), dim=1)
+    scores = bank_scores(embedding, memory, columns, rows)
+    with Largest():
+        scores.backward(torch.ones_like(scores))
+    return Largest.most
+
+
+def test_chunking_bounds_what_the_gradient_forms_at_once():
+    """Unchunked, the backward pass forms the gradient of all batch x bank scores at once; chunked,
+    at most rows x bank (here 12 x 300 against 3 x 300)."""
+    assert _largest_tensor_made_in_backward(None) == 12 * 300
+    assert _largest_tensor_made_in_backward(3) == 3 * 300
+    assert chunk_rows(300, budget=3 * 300 * 4) == 3 and chunk_rows(10**9, budget=1) == 1
+
+
+def test_the_recipe_sets_the_negatives_each_positive_is_scored_against(monkeypatch):
+    """``negatives`` of the recipe reaches the loss through the training loop (4,096 when absent)."""
+    import workers.tasks.npid as npid
+
+    drawn = []
+    original = npid.nce_loss
+    monkeypatch.setattr(npid, "nce_loss", lambda scores, bank_size: drawn.append(scores.shape[1]) or
+                        original(scores, bank_size))
+    for recipe, negatives in (({**RECIPE, "epochs": 1, "negatives": 5}, 5), ({**RECIPE, "epochs": 1}, NEGATIVES)):
+        drawn.clear()
+        task, model = npid_model()
+        result = training.train(model, task, task.prepare(load_split(DIGITS), {}), recipe, seed=0)
+        assert drawn and set(drawn) == {1 + negatives} and len(drawn) == result.iterations
+    assert NEGATIVES == 4096
+    with pytest.raises(ValueError, match="negatives must be an integer > 0"):
+        training.validate_recipe({**RECIPE, "negatives": 0})
 
 
 class Crash(Exception):

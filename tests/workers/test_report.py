@@ -268,3 +268,19 @@ def test_one_report_over_two_networks_end_to_end(two_real_sweeps, tmp_path):
     missing = re.search(r'<section id="missing">(.*?)</section>', page).group(1)
     assert f"<td>{failed}</td><td>failed</td>" in missing and f"{first}: 6 of 6 cells done, 0 missing" in missing
     assert "<h3>init: winning_ticket &gt; reinit</h3>" in page
+
+
+def test_voc07_rows_of_either_average_precision_get_tables_of_their_own(tmp_path):
+    """Rows whose top1 holds VOC07's 11-point mAP (recorded before issue 28) are never shown as the
+    benchmark's mAP: a table of each, named for its metric."""
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    Ledger(workspace).close()
+    rows = [results_row(dataset="imagenet", mask_source="rotnet", init="pretrained", transfer="linear",
+                        eval_dataset="voc07", metric=metric, level=3, nominal_fraction=0.21, seed=seed, top1=top1)
+            for seed, (metric, top1) in enumerate((("map", 0.61), ("map_11point", 0.58)))]
+    assert results.record(workspace, rows) == 2
+    out = tmp_path / "report.html"
+    assert cli("report", workspace, "-o", out).returncode == 0
+    page = out.read_text()
+    assert "<h3>imagenet / lenet → voc07 (mAP)</h3>" in page and "<h3>imagenet / lenet → voc07 (11-point mAP)</h3>" in page

@@ -1,6 +1,7 @@
 """Training: schedules, captures at exact iterations, resume after a crash."""
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -158,3 +159,24 @@ def test_training_seconds_add_up_over_a_resume(tmp_path):
     resumed = train(fresh_model(), task, data, RECIPE, seed=0, checkpoint_path=checkpoint)
     assert resumed.epochs == 3 and 1000.0 < resumed.seconds < 1060.0
     assert torch.load(checkpoint, weights_only=True)["seconds"] == pytest.approx(resumed.seconds, abs=1.0)
+
+
+@pytest.mark.parametrize("batch_counts, images_per_step", [("images", 128), ("samples", 32)])
+def test_a_rotnet_batch_size_counts_images_or_samples_as_the_recipe_says(sweep_dict, batch_counts, images_per_step):
+    """``batch_counts: samples`` reads RotNet's batch_size 128 as 128 rotated samples, 32 images a step,
+    and the planner counts the same steps per epoch (so the rewind step k is the one the worker takes)."""
+    from orchestrator.spec import validate_spec
+
+    recipe = {"epochs": 1, "batch_size": 128, "optimizer": "adam", "lr": 0.01, "batch_counts": batch_counts}
+    seen = []
+    task = get_task("rotnet")
+    counting = dataclasses.replace(task, make_batch=lambda images, labels: (
+        seen.append(images.shape[0]) or task.make_batch(images, labels)))
+    data = load_split(DIGITS)
+    result = train(fresh_model(outputs=4), counting, data, recipe, seed=0)
+    n = data.train_images.shape[0]
+    assert result.iterations == math.ceil(n / images_per_step) and seen[0] == images_per_step
+    assert sum(seen) == n and all(count <= images_per_step for count in seen)
+    sweep_dict["recipes"]["rotnet"] = recipe
+    assert validate_spec(sweep_dict, "t.yaml").iterations_per_epoch("rotnet") == result.iterations
+    assert training.total_iterations(recipe, n, "rotnet") == result.iterations

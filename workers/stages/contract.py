@@ -116,6 +116,12 @@ class FeaturesConfig(TaskConfig):
     pruned_layers: int | None = None
 
 
+#: what a transfer stage on a multi-label target reports in ``top1`` (:mod:`workers.stages.average_precision`):
+#: the benchmark's mAP, the 11-point one beside it (the planner writes it), or, in a stage.json planned
+#: before issue 28 (hence the default), the devkit's 11-point mAP alone.
+MultiLabelAP = Literal["benchmark", "voc07_11point"]
+
+
 class LinearEvalConfig(StageConfig):
     """``linear_eval``: a linear classifier on the cached features of ``target``: a linear layer
     trained with ``recipe`` (``classifier: sgd``) or per-class linear SVMs (``svm``, no recipe)."""
@@ -125,6 +131,10 @@ class LinearEvalConfig(StageConfig):
     metric: Literal["top1", "map"] = "top1"
     classifier: Literal["sgd", "svm"] = "sgd"
     seed: int
+    #: how the SVMs train on a multi-label target's difficult-only images (:mod:`workers.stages.svm`):
+    #: the planner writes it; a stage.json planned before it existed left them out, hence the default.
+    difficult: Literal["negative", "ignore"] = "ignore"
+    average_precision: MultiLabelAP = "voc07_11point"
 
     @model_validator(mode="after")
     def _recipe_for_sgd(self) -> LinearEvalConfig:
@@ -140,6 +150,7 @@ class FinetuneConfig(TaskConfig):
     recipe: dict[str, Any]
     mode: Literal["pruned", "prune_during"] = "pruned"
     pruned_layers: int | None = None
+    average_precision: MultiLabelAP = "voc07_11point"
 
 
 class PreflightTarget(StageConfig):
@@ -224,10 +235,12 @@ class FeaturesMetrics(_MaskCounts):
 
 
 class LinearEvalMetrics(_MaskCounts, _Run):
-    """``linear_eval``: ``top1`` holds the value of ``metric`` (top-1 or mAP); ``test_top1`` is
-    None on a multi-label target; an SVM classifier adds the cost chosen for each class."""
+    """``linear_eval``: ``top1`` holds the value of ``metric`` (top-1 or mAP: on a multi-label
+    target the benchmark's, its devkit 11-point mAP in ``map_11point``); ``test_top1`` is None on
+    a multi-label target; an SVM classifier adds the cost chosen for each class."""
 
     top1: float
+    map_11point: float | None = None
     metric: Literal["top1", "map"]
     test_top1: float | None
     eval_dataset: str
@@ -236,9 +249,11 @@ class LinearEvalMetrics(_MaskCounts, _Run):
 
 
 class FinetuneMetrics(_MaskCounts):
-    """``finetune``: top-1 on the target's test split (``metric: map``: VOC07 mAP, ``test_top1`` None)."""
+    """``finetune``: top-1 on the target's test split (``metric: map``: the VOC07 mAPs as
+    ``linear_eval`` reports them, ``test_top1`` None)."""
 
     top1: float
+    map_11point: float | None = None
     test_top1: float | None
     metric: Literal["top1", "map"]
     eval_dataset: str

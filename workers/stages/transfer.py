@@ -9,16 +9,18 @@ functions of the ``features``, ``linear_eval`` and ``finetune`` stage kinds
 - ``linear_eval``: a linear classifier on the cached features. ``classifier: sgd``: a linear
   layer trained with the stage's recipe on the features standardised with the training
   mean and std, on the GPU when there is one. ``classifier: svm`` (Goyal et al. 2019's
-  protocol, :func:`svm_scores`): per-class linear SVMs on the L2-normalised features, each
-  class's cost chosen by 3-fold cross-validation on the training split among
-  :data:`SVM_COSTS`. ``metric`` top1, or map: on a multi-label target (VOC07) the mean over
-  the classes of the VOC07 11-point average precision (:func:`voc07_average_precision`,
-  difficult-only labels ignored); on a single-label one the mean one-vs-rest
+  benchmark, :func:`workers.stages.svm.svm_scores`): per-class linear SVMs on the
+  L2-normalised features, each class's cost chosen by 3-fold cross-validation on the training
+  split among :data:`SVM_COSTS`, the difficult-only images of a multi-label target trained on
+  as negatives or left out (the config's ``difficult``). ``metric`` top1, or map: on a
+  multi-label target (VOC07) the mean over the classes of the benchmark's average precision
+  (:mod:`workers.stages.average_precision`; difficult-only labels ignored), the devkit's
+  11-point mAP beside it (``map_11point``); on a single-label one the mean one-vs-rest
   (non-interpolated) average precision (:func:`mean_average_precision`).
 - ``finetune``: the whole network, body from the ``model`` dependency and a fresh head
   for the target's classes, trained on the target with the recipe, mask kept exact
   (``mode: pruned``); on a multi-label target with a binary cross-entropy per class
-  (difficult-only labels ignored), reporting the VOC07 mAP. ``mode: prune_during`` (ours:
+  (difficult-only labels ignored), reporting both mAPs as ``linear_eval`` does. ``mode: prune_during`` (ours:
   the paper does not spell it out) fine-tunes the dense network of the ``model``
   dependency, prunes it by global magnitude to as many weights as the ``mask`` dependency
   keeps, and fine-tunes it again.
@@ -26,7 +28,6 @@ functions of the ``features``, ``linear_eval`` and ``finetune`` stage kinds
 from __future__ import annotations
 
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -35,11 +36,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from workers.data.datasets import DataSplit, dataset_spec, load_split
-from workers.data.image_folder import eval_batches, loader_workers
+from workers.data.image_folder import eval_batches
 from workers.models import build_model, redraw_head
 from workers.pruning.masks import check_mask, count, prune_one_shot
 from workers.pruning.rules import FINAL_FILE, MASK_FILE, load_tensors, previous_mask, pruned_names, save_mask
 from workers.stages.artifacts import METRICS_FILE
+from workers.stages.average_precision import (
+    mean_average_precision,
+    multilabel_metrics,
+    voc07_average_precision,
+    voc07_mean_average_precision,
+)
 from workers.stages.contract import (
     FeaturesConfig,
     FeaturesMetrics,
@@ -48,17 +55,13 @@ from workers.stages.contract import (
     StageContext,
     StageOutcome,
 )
+from workers.stages.svm import SVM_COSTS, SVM_FOLDS, svm_scores
 from workers.stages.workspace_files import read_bytes
 from workers.tasks.objectives import Task, evaluate_accuracy, get_task
 from workers.training.loop import cpu_state_dict, pick_device, save_state_dict, train
 from workers.training.seeds import derive_seed
 
 FEATURES_FILE = "features.pt"
-#: Goyal et al. 2019's grid of SVM costs (their released benchmark: 1e-7 .. 100 by decades,
-#: to which their script appends 2^-4 .. 2^-19), ascending.
-SVM_COSTS = tuple(sorted((1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 0.1, 1.0, 10.0, 100.0,
-                          *(0.5 ** k for k in range(4, 20)))))
-SVM_FOLDS = 3
 
 
 def _source_model(ctx: StageContext[FeaturesConfig | FinetuneConfig], seed: int) -> nn.Module:
@@ -134,47 +137,6 @@ def run_features(ctx: StageContext[FeaturesConfig]) -> StageOutcome:
     return StageOutcome([FEATURES_FILE], metrics)
 
 
-def mean_average_precision(scores: torch.Tensor, labels: torch.Tensor) -> float:
-    """Mean over the classes present of the one-vs-rest average precision of ``scores``."""
-    aps = []
-    for c in range(scores.shape[1]):
-        positive = labels == c
-        if not positive.any():
-            continue
-        order = torch.argsort(scores[:, c], descending=True, stable=True)
-        hits = positive[order].float()
-        precision_at = hits.cumsum(0) / torch.arange(1, hits.numel() + 1, device=hits.device)
-        aps.append(float((precision_at * hits).sum() / hits.sum()))
-    return sum(aps) / len(aps) if aps else 0.0
-
-
-def voc07_average_precision(scores: torch.Tensor, labels: torch.Tensor) -> float:
-    """The VOC07 11-point average precision of one class: ``labels`` 1 (positive), -1
-    (negative) or 0 (difficult: ignored); the mean over recall thresholds 0, 0.1, ..., 1 of
-    the best precision at a recall at least that high (0 where none reaches it).
-    Ties in ``scores`` keep the images' order. ``nan`` when no image is positive."""
-    keep = labels != 0
-    scores, positive = scores[keep].double(), labels[keep] == 1
-    if not positive.any():
-        return float("nan")
-    hits = positive[torch.argsort(scores, descending=True, stable=True)].double()
-    true_positives = hits.cumsum(0)
-    precision = true_positives / torch.arange(1, hits.numel() + 1, dtype=torch.float64)
-    recall = true_positives / hits.sum()
-    points = []
-    for threshold in torch.linspace(0, 1, 11, dtype=torch.float64):
-        reached = recall >= threshold - 1e-12
-        points.append(float(precision[reached].max()) if reached.any() else 0.0)
-    return sum(points) / len(points)
-
-
-def voc07_mean_average_precision(scores: torch.Tensor, labels: torch.Tensor) -> float:
-    """Mean of :func:`voc07_average_precision` over the classes (columns) with a positive image."""
-    aps = [voc07_average_precision(scores[:, c], labels[:, c]) for c in range(labels.shape[1])]
-    present = [ap for ap in aps if ap == ap]
-    return sum(present) / len(present) if present else 0.0
-
-
 def _multilabel_loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     known = (targets != 0).float()
     losses = F.binary_cross_entropy_with_logits(outputs.float(), (targets == 1).float(), reduction="none")
@@ -199,79 +161,9 @@ def _one_vs_rest(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     return torch.where(torch.nn.functional.one_hot(labels, num_classes) == 1, 1, -1)
 
 
-def _svm(cost: float, seed: int):
-    from sklearn.svm import LinearSVC
-
-    return LinearSVC(C=cost, class_weight={1: 2, -1: 1}, loss="squared_hinge", penalty="l2", dual=True,
-                     tol=1e-4, max_iter=2000, random_state=derive_seed(seed, "svm"))
-
-
-def _fold_ap(cost: float, seed: int, x, y, train: Any, held_out: Any) -> float:
-    """scikit-learn's average precision on one held-out fold of an SVM fitted on the others."""
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.metrics import average_precision_score
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)  # max_iter is part of the protocol
-        classifier = _svm(cost, seed).fit(x[train], y[train])
-    return float(average_precision_score(y[held_out] == 1, classifier.decision_function(x[held_out])))
-
-
-def svm_scores(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, seed: int,
-               costs: tuple[float, ...] = SVM_COSTS, folds: int = SVM_FOLDS) -> tuple[torch.Tensor, list[float]]:
-    """Scores ``(N_test, C)`` of one linear SVM per class, and the cost chosen for each
-    (``nan`` for a class not trained).
-
-    Goyal et al. 2019's protocol: features L2-normalised; per class, labels 1 / -1 (0, the
-    difficult-only images, left out); scikit-learn's ``LinearSVC`` (squared hinge, L2,
-    ``class_weight {1: 2, -1: 1}``, tol 1e-4, at most 2,000 iterations); the cost with the
-    best mean average precision (scikit-learn's) over ``folds``-fold stratified
-    cross-validation on the training split (unshuffled, as their ``cross_val_score(cv=3)``;
-    ties: the smallest cost), then refitted on all of it. The (cost, fold) fits of a class run
-    in :func:`workers.data.image_folder.loader_workers` processes. A class without both positives
-    and negatives scores 0 everywhere; one with fewer than 2 of either is fitted at the
-    smallest cost without cross-validation.
-    """
-    import numpy as np
-    from joblib import Parallel, delayed
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.model_selection import StratifiedKFold
-
-    def normalised(x: torch.Tensor) -> np.ndarray:
-        array = x.double().numpy()
-        return array / (np.linalg.norm(array, axis=1, keepdims=True) + 1e-5)
-
-    features, test_features, labels = normalised(train_x), normalised(test_x), train_y.numpy()
-    scores = np.zeros((test_features.shape[0], labels.shape[1]))
-    chosen: list[float] = []
-    ordered = sorted(costs)
-    with Parallel(n_jobs=max(1, loader_workers())) as parallel:
-        for c in range(labels.shape[1]):
-            keep = labels[:, c] != 0
-            x, y = features[keep], labels[keep, c]
-            fewest = min(int((y == 1).sum()), int((y == -1).sum()))
-            if not fewest:
-                chosen.append(float("nan"))
-                continue
-            best = ordered[0]
-            if fewest >= 2:
-                splits = list(StratifiedKFold(n_splits=min(folds, fewest)).split(x, y))
-                aps = parallel(delayed(_fold_ap)(cost, seed, x, y, train, held_out)
-                               for cost in ordered for train, held_out in splits)
-                means = [float(np.mean(aps[i * len(splits):(i + 1) * len(splits)])) for i in range(len(ordered))]
-                best = ordered[int(np.argmax(means))]  # the first of the best: the smallest cost
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", ConvergenceWarning)
-                classifier = _svm(best, seed).fit(x, y)
-            scores[:, c] = classifier.decision_function(test_features)
-            chosen.append(best)
-    return torch.from_numpy(scores), chosen
-
-
 def run_linear_eval(ctx: StageContext[LinearEvalConfig]) -> StageOutcome:
     """Train a linear classifier on the cached features; report top-1 or mAP on the test features."""
     seed = ctx.config.seed
-    metric = ctx.config.metric
     cached = load_tensors(ctx.dep("features") / FEATURES_FILE)
     target = dataset_spec(ctx.config.target)
     if cached["train_labels"].dim() != (2 if target.multi_label else 1):
@@ -299,24 +191,27 @@ def run_linear_eval(ctx: StageContext[LinearEvalConfig]) -> StageOutcome:
         classifier.eval()
         scores = classifier(test_x).float().cpu()
     top1 = None if target.multi_label else evaluate_accuracy(classifier, labels, test_x, test_y)
-    value = _metric_value(metric, scores, test_y.cpu(), target.multi_label, top1)
-    return StageOutcome([], {**_linear_metrics(ctx, value, top1), "epochs": result.epochs,
+    values = _metric_values(ctx, scores, test_y.cpu(), target.multi_label, top1)
+    return StageOutcome([], {**_linear_metrics(ctx, values, top1), "epochs": result.epochs,
                              "iterations": result.iterations, "wall_time_s": round(result.seconds, 3)})
 
 
-def _metric_value(metric: str, scores: torch.Tensor, labels: torch.Tensor, multi_label: bool,
-                  top1: float | None) -> float:
+def _metric_values(ctx: StageContext[LinearEvalConfig], scores: torch.Tensor, labels: torch.Tensor,
+                   multi_label: bool, top1: float | None) -> dict[str, float]:
+    """``top1``: the value of the config's ``metric``; on a multi-label target also ``map_11point``."""
+    metric = ctx.config.metric
     if multi_label:
         if metric != "map":
             raise ValueError("a multi-label target is evaluated by map, not top1")
-        return voc07_mean_average_precision(scores, labels)
+        return multilabel_metrics(scores, labels, ctx.config.average_precision)
     assert top1 is not None
-    return top1 if metric == "top1" else mean_average_precision(scores, labels)
+    return {"top1": top1 if metric == "top1" else mean_average_precision(scores, labels)}
 
 
-def _linear_metrics(ctx: StageContext[LinearEvalConfig], value: float, top1: float | None) -> dict[str, Any]:
+def _linear_metrics(ctx: StageContext[LinearEvalConfig], values: dict[str, float],
+                    top1: float | None) -> dict[str, Any]:
     features_metrics = _features_metrics(ctx.dep("features"))
-    return {"top1": value, "metric": ctx.config.metric, "test_top1": top1, "eval_dataset": ctx.config.target["name"],
+    return {**values, "metric": ctx.config.metric, "test_top1": top1, "eval_dataset": ctx.config.target["name"],
             "kept": features_metrics.kept, "total": features_metrics.total,
             "fraction_remaining": features_metrics.fraction_remaining}
 
@@ -326,10 +221,10 @@ def _linear_svm(ctx: StageContext[LinearEvalConfig], cached: dict, target: Any) 
     started = time.perf_counter()
     train_y, test_y = cached["train_labels"].long(), cached["test_labels"].long()
     scores, costs = svm_scores(cached["train_features"], _one_vs_rest(train_y, target.num_classes),
-                               cached["test_features"], ctx.config.seed)
+                               cached["test_features"], ctx.config.seed, difficult=ctx.config.difficult)
     top1 = None if target.multi_label else float((scores.argmax(dim=1) == test_y).double().mean())
-    value = _metric_value(ctx.config.metric, scores, test_y, target.multi_label, top1)
-    return StageOutcome([], {**_linear_metrics(ctx, value, top1), "classifier": "svm",
+    values = _metric_values(ctx, scores, test_y, target.multi_label, top1)
+    return StageOutcome([], {**_linear_metrics(ctx, values, top1), "classifier": "svm",
                              "svm_costs": [c if c == c else None for c in costs],
                              "epochs": 0, "iterations": 0, "wall_time_s": round(time.perf_counter() - started, 3)})
 
@@ -374,13 +269,19 @@ def run_finetune(ctx: StageContext[FinetuneConfig]) -> StageOutcome:
         raise ValueError(f"stage {ctx.key}: mode must be 'pruned' or 'prune_during', got {mode!r}")
     device = pick_device()
     if target.multi_label:
-        value, top1, metric = voc07_mean_average_precision(_outputs(model, data.test_images.to(device)),
-                                                           data.test_labels.cpu()), None, "map"
+        values, top1, metric = multilabel_metrics(_outputs(model, data.test_images.to(device)), data.test_labels.cpu(),
+                                                  ctx.config.average_precision), None, "map"
     else:
         top1 = evaluate_accuracy(model, labels, data.test_images.to(device), data.test_labels.to(device))
-        value, metric = top1, "top1"
+        values, metric = {"top1": top1}, "top1"
     save_mask(ctx.stage_dir / MASK_FILE, mask)
     save_state_dict(ctx.stage_dir / FINAL_FILE, cpu_state_dict(model))
-    metrics = {"top1": value, "test_top1": top1, "metric": metric, "eval_dataset": target.name, "mode": mode,
+    metrics = {**values, "test_top1": top1, "metric": metric, "eval_dataset": target.name, "mode": mode,
                **_pruning_metrics(ctx, mask, model), "epochs": epochs, "wall_time_s": round(seconds, 3)}
     return StageOutcome([MASK_FILE, FINAL_FILE], metrics)
+
+
+#: what this module offered before the metrics and the SVMs got modules of their own.
+__all__ = ["FEATURES_FILE", "MULTILABEL", "SVM_COSTS", "SVM_FOLDS", "mean_average_precision", "pooled_features",
+           "run_features", "run_finetune", "run_linear_eval", "svm_scores", "voc07_average_precision",
+           "voc07_mean_average_precision"]

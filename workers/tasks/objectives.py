@@ -60,6 +60,10 @@ def _nothing_after_step() -> None:
     return None
 
 
+def _reads_no_recipe(recipe: Mapping[str, Any]) -> None:
+    return None
+
+
 @dataclass(frozen=True)
 class Task:
     """A registered task: output count per dataset, batch builder, loss, score and data preparation."""
@@ -85,6 +89,9 @@ class Task:
     #: training state changes (NPID's bank update), so a save requested during the step's
     #: loss or backward pass sees that state and the weights at the same step.
     after_step: Callable[[], None] = _nothing_after_step
+    #: ``read_recipe(recipe)``: the training loop hands the validated recipe over before the first
+    #: step, so a task reads the keys only it has (NPID's ``negatives``).
+    read_recipe: Callable[[Mapping[str, Any]], None] = _reads_no_recipe
 
     @property
     def label_head(self) -> bool:

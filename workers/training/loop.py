@@ -5,7 +5,11 @@ A recipe is a dict::
     {"epochs": 20, "batch_size": 64, "optimizer": "sgd" | "adam", "lr": 0.1,
      "momentum": 0.9, "weight_decay": 5e-4, "nesterov": False,
      "schedule": {"kind": "constant" | "step" | "cosine", "milestones": [10, 15],
-                  "gamma": 0.1, "warmup_epochs": 0}}
+                  "gamma": 0.1, "warmup_epochs": 0},
+     "batch_counts": "images" | "samples", "negatives": 4096}   # the last two: some tasks only
+
+(:mod:`workers.training.recipe`: a step takes :func:`~workers.training.recipe.images_per_step`
+images; the task reads its own keys, NPID's ``negatives``, through ``Task.read_recipe``.)
 
 The learning rate is set before every step from the number of steps taken
 (:mod:`workers.training.schedule`), and the data order of epoch ``e`` is a permutation drawn from
@@ -50,14 +54,12 @@ from workers.stages.workspace_files import reading
 from workers.tasks.objectives import Task
 from workers.training import distributed
 from workers.training.preemption import saving_with, update_guard
-from workers.training.schedule import iterations_per_epoch, learning_rate_at, validate_schedule
+from workers.training.recipe import images_per_step, validate_recipe
+from workers.training.schedule import iterations_per_epoch, learning_rate_at
 from workers.training.seeds import derive_seed
 
 log = logging.getLogger(__name__)
 
-OPTIMIZERS = ("sgd", "adam")
-_RECIPE_KEYS = {"epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay",
-                "nesterov", "schedule"}
 DATA_ORDER_STRIDE = 1_000_003
 
 
@@ -67,24 +69,6 @@ def pick_device() -> torch.device:
         return torch.device("cpu")
     ranks = distributed.current()
     return torch.device("cuda", ranks.local_rank % torch.cuda.device_count()) if ranks else torch.device("cuda")
-
-
-def validate_recipe(recipe: Mapping[str, Any]) -> dict:
-    """Return the recipe with defaults filled in; ``ValueError`` naming the bad key otherwise."""
-    unknown = set(recipe) - _RECIPE_KEYS
-    if unknown:
-        raise ValueError(f"recipe has unknown keys {sorted(unknown)}; allowed: {sorted(_RECIPE_KEYS)}")
-    for key in ("epochs", "batch_size", "optimizer", "lr"):
-        if key not in recipe:
-            raise ValueError(f"recipe lacks {key!r}")
-    spec = {"momentum": 0.9, "weight_decay": 0.0, "nesterov": False, **recipe}
-    if spec["optimizer"] not in OPTIMIZERS:
-        raise ValueError(f"recipe.optimizer must be one of {OPTIMIZERS}, got {spec['optimizer']!r}")
-    if int(spec["epochs"]) < 0 or int(spec["batch_size"]) <= 0:
-        raise ValueError("recipe.epochs must be >= 0 and recipe.batch_size > 0")
-    spec["epochs"], spec["batch_size"] = int(spec["epochs"]), int(spec["batch_size"])
-    spec["schedule"] = validate_schedule(spec.get("schedule"))
-    return spec
 
 
 def make_optimizer(model: nn.Module, recipe: Mapping[str, Any]) -> SGD | Adam:
@@ -161,10 +145,10 @@ class TrainResult:
     seconds: float = 0.0
 
 
-def total_iterations(recipe: Mapping[str, Any], train_size: int) -> int:
-    """Optimizer steps of a whole training with ``recipe`` on ``train_size`` images."""
+def total_iterations(recipe: Mapping[str, Any], train_size: int, task: str = "labels") -> int:
+    """Optimizer steps of a whole training with ``recipe`` on ``train_size`` images of ``task``."""
     spec = validate_recipe(recipe)
-    return spec["epochs"] * iterations_per_epoch(train_size, spec["batch_size"])
+    return spec["epochs"] * iterations_per_epoch(train_size, images_per_step(spec, task))
 
 
 class RewindCaptures:
@@ -304,7 +288,9 @@ class _Loop:
                  stop_at_iteration: int | None, captures: RewindCaptures):
         self.model, self.task, self.data, self.spec, self.seed = model, task, data, spec, int(seed)
         self.device, self.bf16, self.captures = device, bf16, captures
-        self.n_train, self.batch_size, self.epochs = data.train_images.shape[0], spec["batch_size"], spec["epochs"]
+        self.n_train, self.epochs = data.train_images.shape[0], spec["epochs"]
+        self.batch_size = images_per_step(spec, task.name)  # images; batch_counts: samples divides
+        task.read_recipe(spec)
         self.steps_per_epoch = iterations_per_epoch(self.n_train, self.batch_size)
         self.ranks = distributed.current()
         if self.ranks is not None:

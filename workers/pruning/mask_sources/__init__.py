@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 
 from workers.pruning.mask_sources.base import INITS, ImpSource, MaskSource, RandomSource
-from workers.tasks.registry import TASKS, TaskDeclaration, register_task
+from workers.tasks.registry import DEFAULT_NEGATIVES, TASK_RECIPE_OPTIONS, TASKS, TaskDeclaration, register_task
 
 #: the built-in mask-source modules, in the order their names are listed.
 BUILTIN = ("labels", "rotnet", "exemplar", "s4l", "labels_10pct", "random_mask", "adjusted_random", "npid")
@@ -53,5 +53,6 @@ def subset_tasks() -> tuple[str, ...]:
     return tuple(name for name, task in TASKS.items() if task.label_subset)
 
 
-__all__ = ["BUILTIN", "INITS", "MASK_SOURCES", "TASKS", "ImpSource", "MaskSource", "RandomSource", "TaskDeclaration",
+__all__ = ["BUILTIN", "DEFAULT_NEGATIVES", "INITS", "MASK_SOURCES", "TASKS", "TASK_RECIPE_OPTIONS", "ImpSource",
+           "MaskSource", "RandomSource", "TaskDeclaration",
            "register_mask_source", "register_task", "subset_tasks", "task_declaration"]

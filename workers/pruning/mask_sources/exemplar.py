@@ -2,5 +2,6 @@
 from workers.pruning.mask_sources.base import ImpSource
 from workers.tasks.registry import TaskDeclaration
 
-TASK = TaskDeclaration("exemplar", "workers.tasks.objectives:EXEMPLAR")
+TASK = TaskDeclaration("exemplar", "workers.tasks.objectives:EXEMPLAR", samples_per_image=2,
+                       recipe_options=("batch_counts",))
 SOURCE = ImpSource("exemplar", "exemplar")

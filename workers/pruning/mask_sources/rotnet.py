@@ -2,5 +2,6 @@
 from workers.pruning.mask_sources.base import ImpSource
 from workers.tasks.registry import TaskDeclaration
 
-TASK = TaskDeclaration("rotnet", "workers.tasks.objectives:ROTNET")
+TASK = TaskDeclaration("rotnet", "workers.tasks.objectives:ROTNET", samples_per_image=4,
+                       recipe_options=("batch_counts",))
 SOURCE = ImpSource("rotnet", "rotnet")
