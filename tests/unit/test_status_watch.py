@@ -33,3 +33,13 @@ def test_the_summary_line_counts_states_and_gives_the_eta_while_anything_is_acti
     assert not idle.active and "ETA" not in idle.line(0)
     unknown = Snapshot(total=3, counts={}, queued=3, running=0, eta_s=None)
     assert unknown.line(0).endswith("ETA unknown (no stage done yet)")
+
+
+def test_a_stage_lasts_from_its_start_to_its_end_as_the_ledger_saw_them():
+    from orchestrator.commands.status_watch import wall_seconds
+
+    assert wall_seconds({"started_at": 100.0, "ended_at": 130.5}) == 30.5
+    for started, ended in ((None, 130.0), (100.0, None), (130.0, 100.0), (0.0, 1e300), (True, 5.0),
+                           (float("nan"), 5.0), ("100", 130.0)):
+        assert wall_seconds({"started_at": started, "ended_at": ended}) is None
+    assert wall_seconds(None) is None
