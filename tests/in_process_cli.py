@@ -29,3 +29,14 @@ def run_cli(*args):
     finally:
         signal.signal(signal.SIGTERM, handler)
     return code, out.getvalue(), err.getvalue()
+
+
+def launch_mini(root):
+    """Write the mini sweep into ``root`` (its workspace ``root/ws``) and launch it to the end; its sweep file."""
+    import yaml
+
+    sweep = root / "mini.yaml"
+    sweep.write_text(yaml.safe_dump({**MINI, "workspace": str(root / "ws")}))
+    code, out, err = run_cli("launch", sweep, "--no-progress", "--workers", "1")
+    assert code == 0, out + err
+    return sweep

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import ROOT
-from in_process_cli import MINI, run_cli
+from in_process_cli import MINI, run_cli, launch_mini
 
 from workers.stages.artifacts import DONE_FILE, METRICS_FILE, STAGE_FILE, remove_temp_files, verify_done, write_done
 
@@ -33,10 +33,7 @@ def run_process(*args):
 def done_workspace(tmp_path_factory):
     """A workspace whose mini sweep ran to the end, and its summary table."""
     root = tmp_path_factory.mktemp("damaged")
-    sweep = root / "mini.yaml"
-    sweep.write_text(yaml.safe_dump({**MINI, "workspace": str(root / "ws")}))
-    code, out, err = run_cli("launch", sweep, "--no-progress", "--workers", "1")
-    assert code == 0, out + err
+    sweep = launch_mini(root)
     code, table, err = run_cli("results", root / "ws")
     assert code == 0 and "mini" in table, err
     return root / "ws", table, sweep

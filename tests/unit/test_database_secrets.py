@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from in_process_cli import MINI, run_cli
+from in_process_cli import MINI, run_cli, launch_mini
 
 from orchestrator.state import central_results
 from results import central_db
@@ -35,10 +35,7 @@ IDS = ["slash", "blanks", "at-and-question-mark", "percent-escapes", "password-o
 def finished(tmp_path_factory):
     """A workspace whose mini sweep ran to the end (no database named)."""
     root = tmp_path_factory.mktemp("secrets")
-    sweep = root / "mini.yaml"
-    sweep.write_text(yaml.safe_dump({**MINI, "workspace": str(root / "ws")}))
-    code, out, err = run_cli("launch", sweep, "--no-progress", "--workers", "1")
-    assert code == 0, out + err
+    sweep = launch_mini(root)
     return root / "ws"
 
 

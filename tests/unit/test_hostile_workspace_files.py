@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import ROOT
-from in_process_cli import MINI, run_cli
+from in_process_cli import MINI, run_cli, launch_mini
 
 from workers.stages.artifacts import DONE_FILE, LOG_FILE, STAGE_FILE
 
@@ -32,10 +32,7 @@ def run_process(*args, timeout=120):
 def done_workspace(tmp_path_factory):
     """A workspace whose mini sweep ran to the end."""
     root = tmp_path_factory.mktemp("hostile")
-    sweep = root / "mini.yaml"
-    sweep.write_text(yaml.safe_dump({**MINI, "workspace": str(root / "ws")}))
-    code, out, err = run_cli("launch", sweep, "--no-progress", "--workers", "1")
-    assert code == 0, out + err
+    sweep = launch_mini(root)
     return root / "ws"
 
 

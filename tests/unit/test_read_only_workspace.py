@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import ROOT
-from in_process_cli import MINI, run_cli
+from in_process_cli import MINI, run_cli, launch_mini
 
 from orchestrator.state.artifact_stamps import SETTLED_S
 
@@ -71,10 +71,7 @@ def snapshot(folder: Path, folder_times: bool = True) -> dict:
 def done_workspace(tmp_path_factory):
     """A workspace whose mini sweep ran to the end (settled: a status has recorded its stamps)."""
     root = tmp_path_factory.mktemp("readonly")
-    sweep = root / "mini.yaml"
-    sweep.write_text(yaml.safe_dump({**MINI, "workspace": str(root / "ws")}))
-    code, out, err = run_cli("launch", sweep, "--no-progress", "--workers", "1")
-    assert code == 0, out + err
+    sweep = launch_mini(root)
     # artifacts written less than SETTLED_S before a status are hashed but not stamped (racy
     # stamps), so the next status would stamp them: settle only once they are old enough
     time.sleep(SETTLED_S + 0.5)

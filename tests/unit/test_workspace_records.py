@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import ROOT
-from in_process_cli import MINI, run_cli
+from in_process_cli import MINI, run_cli, launch_mini
 
 from workers.stages.artifacts import DONE_FILE, LOG_FILE, STAGE_FILE
 
@@ -50,10 +50,7 @@ def held(path: Path, record: bytes):
 def done_workspace(tmp_path_factory):
     """A workspace whose mini sweep ran to the end, and its summary table."""
     root = tmp_path_factory.mktemp("records")
-    sweep = root / "mini.yaml"
-    sweep.write_text(yaml.safe_dump({**MINI, "workspace": str(root / "ws")}))
-    code, out, err = run_cli("launch", sweep, "--no-progress", "--workers", "1")
-    assert code == 0, out + err
+    sweep = launch_mini(root)
     code, table, err = run_cli("results", root / "ws")
     assert code == 0 and "mini" in table, err
     return root / "ws", table

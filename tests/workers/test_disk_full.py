@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import ROOT
-from in_process_cli import MINI, run_cli
+from in_process_cli import MINI, run_cli, launch_mini
 
 
 def _limit_file_size(limit: int):
@@ -40,10 +40,7 @@ def run_process(*args, module="orchestrator", file_size_limit=None):
 def reference(tmp_path_factory):
     """The mini sweep run with room to spare: its workspace, sweep file and results table."""
     root = tmp_path_factory.mktemp("diskfull")
-    sweep = root / "mini.yaml"
-    sweep.write_text(yaml.safe_dump({**MINI, "workspace": str(root / "ws")}))
-    code, out, err = run_cli("launch", sweep, "--no-progress", "--workers", "1")
-    assert code == 0, out + err
+    sweep = launch_mini(root)
     return root / "ws", sweep, run_cli("results", root / "ws")[1]
 
 
