@@ -4,8 +4,9 @@ A fenced ``bash``, ``console`` or ``python`` block right after a line ``<!-- doc
 (or ``<!-- doctest: run exit=N -->``) is an example to run; a ``text`` block after
 ``<!-- doctest: output -->`` right below a ``bash`` or ``python`` one shows lines its output holds.
 docs/testing.md ("Writing docs") describes the convention. A ``bash`` block's commands are also
-checked for the key lines each command prints and the files it is asked to write (``KEY_LINES``). The commands run from a scratch directory that holds this
-repository's ``sweeps/`` and ``runs/digits``, a small demo workspace built once per session.
+checked for the key lines each command prints and the files it is asked to write (``KEY_LINES``).
+The commands run from a scratch directory that holds this repository's ``sweeps/`` and
+``runs/digits``, a small demo workspace built once per session.
 """
 from __future__ import annotations
 
