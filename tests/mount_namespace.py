@@ -66,6 +66,8 @@ class SmallDisk:
         unshare, why = private_mounts()
         if not unshare:
             cannot(f"a small disk needs a tmpfs of our own: {why}")
+        if not shutil.which("nsenter"):
+            cannot("a small disk needs nsenter(1) (util-linux) to run commands where it is mounted")
         path.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.holder = subprocess.Popen(
