@@ -66,10 +66,17 @@ def test_launch_returns_at_once_and_matches_a_local_run(slurm_cluster, tmp_path,
     result = cli("launch", path, env=slurm_cluster.env)
     assert "submitted 17 stage(s)" in result.stdout and time.time() - started < 60
     workspace = tmp_path / "slurm"
-    job_ids = {row["job_id"] for row in _states(workspace).values()}
-    arrays = {job_id.split("_")[0] for job_id in job_ids}
+    job_ids = {key: row["job_id"] for key, row in _states(workspace).items()}
+    arrays = {job_id.split("_")[0] for job_id in job_ids.values()}
     assert len(arrays) > 5  # waves x kinds, chunked to MaxArraySize 3
-    assert {row["job_id"] for row in _states(workspace).values()} == job_ids  # relaunch submits nothing new
+    known = set(slurm_cluster.run("squeue", "--noheader", "--states=all", "--format=%F").stdout.split())
+    assert arrays <= known, (arrays, known)
+    # launching the same sweep again while its jobs are queued or running submits nothing new
+    again = cli("launch", path, env=slurm_cluster.env)
+    assert "submitted" not in again.stdout and "ran 0 stage(s)" in again.stdout, again.stdout
+    assert {key: row["job_id"] for key, row in _states(workspace).items()} == job_ids
+    after = set(slurm_cluster.run("squeue", "--noheader", "--states=all", "--format=%F").stdout.split())
+    assert after <= known, f"the relaunch submitted {after - known}"
     _wait(workspace, slurm_cluster.env, lambda s: all(r["state"] == "done" for r in s.values()))
     assert _top1(workspace) == _top1(local_reference)
 

@@ -94,7 +94,14 @@ def test_random_sweeps_and_overrides_exit_0_or_2_and_write_nothing(tmp_path, mon
     base = yaml.safe_load((ROOT / "sweeps" / "digits.yaml").read_text())
     base.update(seeds=[0], workspace=str(tmp_path / "ws"))
     base["pruning"]["fractions"] = [0.8, 0.05]
-    monkeypatch.chdir(tmp_path)
+    # the values include "~", "~/x" and "../..": plan runs two folders below tmp_path (so ".." and "../.."
+    # name the test's own folders) with HOME a fresh folder of the test's own, and all of them are watched
+    cwd, home = tmp_path / "up" / "cwd", tmp_path / "home"
+    cwd.mkdir(parents=True)
+    home.mkdir()
+    monkeypatch.chdir(cwd)
+    monkeypatch.setenv("HOME", str(home))
+    watched = ["home", "sweep.yaml", "up", "up/cwd"]
     rng = random.Random(SEED)
     codes = {0: 0, 2: 0}
     for i in range(N):
@@ -118,7 +125,8 @@ def test_random_sweeps_and_overrides_exit_0_or_2_and_write_nothing(tmp_path, mon
         if code == 2:
             assert len(err.getvalue().strip().splitlines()) <= 2, f"seed {SEED}, mutation {i}: {err.getvalue()}"
         codes[code] += 1
-        assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep.yaml"], f"seed {SEED}, mutation {i} wrote"
+        assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == watched, \
+            f"seed {SEED}, mutation {i} wrote"
     assert codes[0] > N // 20 and codes[2] > N // 4, codes  # both paths were exercised
 
 

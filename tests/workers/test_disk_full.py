@@ -2,9 +2,11 @@
 message naming the file (or the workspace) and the space left, nothing done lost, and ``resume`` after
 space is freed completes the sweep with the same results.
 
-The launch and export tests run on a real small file system (a tmpfs, which needs root and mount
-rights: they skip with the reason elsewhere); the stage test needs no mount: it runs the stage under
-``RLIMIT_FSIZE``, the per-process file size limit, whose writes fail as a full disk's do.
+The launch and export tests run on a real small file system: a 4 MiB tmpfs mounted in a mount
+namespace of the test's own (a user namespace where mount(2) is not allowed, as in an unprivileged
+container; ``tests/mount_namespace.py``), where the commands run; they skip only where no such
+namespace can be made, and fail there under ``CI=true``. The stage test needs no mount: it runs the
+stage under ``RLIMIT_FSIZE``, the per-process file size limit, whose writes fail as a full disk's do.
 """
 from __future__ import annotations
 
@@ -20,7 +22,8 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import ROOT
-from in_process_cli import MINI, run_cli, launch_mini
+from in_process_cli import MINI, launch_mini, run_cli
+from mount_namespace import SmallDisk
 
 
 def _limit_file_size(limit: int):
@@ -30,9 +33,11 @@ def _limit_file_size(limit: int):
     return apply
 
 
-def run_process(*args, module="orchestrator", file_size_limit=None):
+def run_process(*args, module="orchestrator", file_size_limit=None, prefix=()):
+    """``python -m module ARGS``; ``prefix`` runs it elsewhere (in the small disk's namespace)."""
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return subprocess.run([sys.executable, "-m", module, *map(str, args)], capture_output=True, text=True, env=env,
+    return subprocess.run([*prefix, sys.executable, "-m", module, *map(str, args)], capture_output=True, text=True,
+                          env=env,
                           timeout=300, preexec_fn=_limit_file_size(file_size_limit) if file_size_limit else None)
 
 
@@ -46,17 +51,11 @@ def reference(tmp_path_factory):
 
 @pytest.fixture
 def small_disk(tmp_path):
-    """A 4 MiB tmpfs mounted for the test (skips where it cannot be mounted)."""
-    if os.geteuid() != 0 or not shutil.which("mount"):
-        pytest.skip("mounting a tmpfs needs root and mount(8): the RLIMIT_FSIZE test covers a full disk here")
-    mount_point = tmp_path / "disk"
-    mount_point.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount_point)],
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip()}): the RLIMIT_FSIZE test covers a full disk")
-    yield mount_point
-    subprocess.run(["umount", "-l", str(mount_point)], check=False)
+    """A 4 MiB tmpfs of the test's own: commands run with ``prefix`` see it at ``path``, the test at ``view``
+    (skips where no mount namespace can be made, fails there under ``CI=true``)."""
+    disk = SmallDisk(tmp_path / "disk", size="4m")
+    yield disk
+    disk.close()
 
 
 def fill(disk: Path, leave: int) -> Path:
@@ -83,29 +82,30 @@ def _workspace_size(workspace: Path) -> int:
 def test_a_launch_on_a_full_disk_says_so_and_resume_finishes_with_the_same_results(reference, small_disk, share):
     """``share``: the free space left, as a share of what the finished workspace holds (nothing, about the
     databases, about the databases and the first stage): the disk fills at different writes."""
-    workspace = small_disk / "ws"
-    sweep = small_disk.parent / "mini.yaml"
+    workspace, seen = small_disk.path / "ws", small_disk.view / "ws"  # as the commands and as this test see it
+    sweep = small_disk.path.parent / "mini.yaml"
     sweep.write_text(yaml.safe_dump({**MINI, "workspace": str(workspace)}))
-    filler = fill(small_disk, int(share * _workspace_size(reference[0])))
-    done = run_process("launch", sweep, "--no-progress", "--workers", "1")
+    filler = fill(small_disk.view, int(share * _workspace_size(reference[0])))
+    done = run_process("launch", sweep, "--no-progress", "--workers", "1", prefix=small_disk.prefix)
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stdout + done.stderr
     if done.stderr.strip():  # the command's own write failed: one line naming where and the space left
         assert done.stderr.count("\n") == 1 and "free there" in done.stderr, done.stderr
         assert str(workspace) in done.stderr and "free some space, then run the command again" in done.stderr
         # as the message says: resume once the sweep is recorded, else the same launch again
-        again = ("resume", workspace) if (workspace / "sweeps" / "mini.json").exists() else ("launch", sweep)
+        again = ("resume", workspace) if (seen / "sweeps" / "mini.json").exists() else ("launch", sweep)
         print("the launch stopped at:", done.stderr, "then:", again[0])
     else:  # a stage failed for want of space: its reason names the file and the space left
-        status = run_process("status", workspace).stdout
+        status = run_process("status", workspace, prefix=small_disk.prefix).stdout
         assert "DiskFull" in status and "free there" in status, status
         again = ("resume", workspace)
-    kept = {path: path.read_bytes() for path in workspace.glob("stages/*/DONE.json")}
+    kept = {path: path.read_bytes() for path in seen.glob("stages/*/DONE.json")}
     filler.unlink()
-    resumed = run_process(*again, "--no-progress")
+    resumed = run_process(*again, "--no-progress", prefix=small_disk.prefix)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert {path: path.read_bytes() for path in kept} == kept  # nothing done was lost or redone
-    assert run_cli("results", workspace)[1] == reference[2]
-    assert not [path for path in workspace.rglob("*.tmp")], "a temp file outlived the resume"
+    shown = run_process("results", workspace, prefix=small_disk.prefix)
+    assert (shown.returncode, shown.stdout) == (0, reference[2]), shown.stdout + shown.stderr
+    assert not [path for path in seen.rglob("*.tmp")], "a temp file outlived the resume"
 
 
 def test_a_stage_over_the_file_size_limit_fails_naming_the_file_and_resume_redoes_it(reference, tmp_path):
@@ -126,13 +126,14 @@ def test_a_stage_over_the_file_size_limit_fails_naming_the_file_and_resume_redoe
 
 
 def test_an_export_to_a_full_disk_says_so_and_leaves_the_old_file(reference, small_disk):
-    target = small_disk / "rows.csv"
-    target.write_text("the previous export\n")
-    fill(small_disk, 0)
-    done = run_process("results", reference[0], "--csv", target)
+    target = small_disk.path / "rows.csv"  # where the command writes; this test reads it through the view
+    (small_disk.view / "rows.csv").write_text("the previous export\n")
+    fill(small_disk.view, 0)
+    done = run_process("results", reference[0], "--csv", target, prefix=small_disk.prefix)
     assert done.returncode == 1 and done.stderr.count("\n") == 1 and "Traceback" not in done.stderr, done.stderr
     assert f"cannot write {target}: no space left on the device" in done.stderr and "free there" in done.stderr
-    assert target.read_text() == "the previous export\n" and not list(small_disk.glob(".*.tmp"))
+    assert (small_disk.view / "rows.csv").read_text() == "the previous export\n"
+    assert not list(small_disk.view.glob(".*.tmp"))
 
 
 def test_a_plot_over_the_file_size_limit_says_so(reference, tmp_path):
