@@ -32,7 +32,7 @@ def model(**kwargs) -> Model:
     return Model(**{"gpus": 1, "human_delay_s": H, "restart_s": R, **kwargs})
 
 
-@pytest.mark.parametrize("policy", ["old", "new"])
+@pytest.mark.parametrize("policy", ["afterok", "per_stage", "shipped"])
 def test_a_chain_on_one_gpu_takes_the_sum_of_its_durations(policy):
     out = simulate(chain("a", [100, 250, 50]), model(policy=policy))
     assert out.makespan_s == 400 and out.done == 3 and out.unfinished == 0
@@ -40,7 +40,7 @@ def test_a_chain_on_one_gpu_takes_the_sum_of_its_durations(policy):
     assert out.human_interventions == 0
 
 
-@pytest.mark.parametrize("policy", ["old", "new"])
+@pytest.mark.parametrize("policy", ["afterok", "per_stage", "shipped"])
 def test_two_independent_chains_on_two_gpus_take_the_longer(policy):
     dag = chain("a", [100, 200], kind="imp") + chain("b", [300, 50], kind="eval")  # arrays of their own
     assert simulate(dag, model(gpus=2, policy=policy)).makespan_s == 350
@@ -50,8 +50,8 @@ def test_two_independent_chains_on_two_gpus_take_the_longer(policy):
 
 def test_the_old_policy_waits_for_the_whole_array_of_the_wave_before():
     dag = chain("a", [100, 200]) + chain("b", [300, 50])  # one kind: arrays [a0, b0] then [a1, b1]
-    assert simulate(dag, model(gpus=2, policy="new")).makespan_s == 350
-    old = simulate(dag, model(gpus=2, policy="old"))
+    assert simulate(dag, model(gpus=2, policy="per_stage")).makespan_s == 350
+    old = simulate(dag, model(gpus=2, policy="afterok"))
     assert old.makespan_s == 300 + 200 and old.finished_at["a1"] == 500
 
 
@@ -65,10 +65,10 @@ def test_stages_ask_for_gpus_per_stage_gpus():
 def test_an_infrastructure_failure_costs_the_old_policy_a_human_and_the_new_one_a_retry():
     dag = chain("a", [100, 200, 50])
     fate = fails({("a1", 0): Fate(infra_after_s=80)})
-    old = simulate(dag, model(policy="old"), fate)
+    old = simulate(dag, model(policy="afterok"), fate)
     assert old.makespan_s == 100 + 80 + H + R + 200 + 50
     assert (old.human_interventions, old.automatic_retries, old.done) == (1, 0, 3)
-    new = simulate(dag, model(policy="new"), fate)
+    new = simulate(dag, model(policy="per_stage"), fate)
     assert new.makespan_s == 100 + 80 + R + 200 + 50
     assert (new.human_interventions, new.automatic_retries, new.done) == (0, 1, 3)
     for out in (old, new):  # the 80 s lost and the restart
@@ -77,7 +77,7 @@ def test_an_infrastructure_failure_costs_the_old_policy_a_human_and_the_new_one_
 
 def test_a_retry_resumes_from_the_last_epoch_checkpoint():
     dag = chain("a", [400], epochs=4)  # 100 s an epoch
-    out = simulate(dag, model(policy="new"), fails({("a0", 0): Fate(infra_after_s=250)}))
+    out = simulate(dag, model(policy="per_stage"), fails({("a0", 0): Fate(infra_after_s=250)}))
     assert out.makespan_s == 250 + R + 200  # epochs 3 and 4 again; half an epoch lost
     assert out.gpu_hours_wasted == pytest.approx((50 + R) / 3600)
 
@@ -86,15 +86,15 @@ def test_the_old_policy_couples_independent_chains_the_new_one_does_not():
     # wave 0: a0, b0 (one array); wave 1: a1, b1 (one array, afterok on wave 0's)
     dag = chain("a", [100, 100]) + chain("b", [100, 100])
     fate = fails({("a0", 0): Fate(infra_after_s=50)})
-    new = simulate(dag, model(gpus=2, policy="new", retries=0), fate)
+    new = simulate(dag, model(gpus=2, policy="per_stage", retries=0), fate)
     # b's chain goes on; a0 waits for a human, then a0 and a1 run
     assert new.finished_at["b1"] == 200
     assert new.makespan_s == 50 + H + R + 100 + 100 and new.human_interventions == 1
-    old = simulate(dag, model(gpus=2, policy="old"), fate)
+    old = simulate(dag, model(gpus=2, policy="afterok"), fate)
     # b1 waits for the whole wave-0 array: the resume resubmits a0 and b1 (one array) and a1
     assert old.finished_at["b1"] == 50 + H + 100
     assert old.makespan_s == 50 + H + R + 100 + 100 and old.human_interventions == 1
-    with_retries = simulate(dag, model(gpus=2, policy="new"), fate)
+    with_retries = simulate(dag, model(gpus=2, policy="per_stage"), fate)
     assert with_retries.makespan_s == 50 + R + 100 + 100 and with_retries.human_interventions == 0
 
 
@@ -103,19 +103,19 @@ def test_a_failure_blocks_its_wave_arrays_dependents_only_under_the_old_policy()
     dag = chain("a", [100, 100, 100]) + chain("b", [100, 100, 100])
     fate = fails({("a0", 0): Fate(infra_after_s=50)})
     never = dict(gpus=2, retries=0, max_resumes=0)
-    new = simulate(dag, model(policy="new", **never), fate)
+    new = simulate(dag, model(policy="per_stage", **never), fate)
     assert (new.done, new.unfinished, new.makespan_s) == (3, 3, 300)  # b's chain, a0 failed, a1 a2 blocked
-    old = simulate(dag, model(policy="old", **never), fate)
+    old = simulate(dag, model(policy="afterok", **never), fate)
     assert (old.done, old.unfinished, old.makespan_s) == (1, 5, 100)  # b0 only: b1 waits on a0's array
 
 
 def test_a_deterministic_failure_is_not_retried_and_blocks_only_its_dependents():
     dag = chain("a", [100, 100, 100]) + chain("b", [100, 100, 100])
     broken = lambda stage, attempt: Fate(broken_at=0.5) if stage.key == "a1" else Fate()  # noqa: E731
-    new = simulate(dag, model(gpus=2, policy="new"), broken)
+    new = simulate(dag, model(gpus=2, policy="per_stage"), broken)
     assert (new.done, new.unfinished, new.automatic_retries, new.human_interventions) == (4, 2, 0, 0)
     assert new.makespan_s == 300 and new.failures == {"deterministic": 1}
-    old = simulate(dag, model(gpus=2, policy="old"), broken)
+    old = simulate(dag, model(gpus=2, policy="afterok"), broken)
     # a1 fails at 150; b2 (wave 2) waits on a1's array: a human resumes at 150 + H, a1 fails again at
     # 150 + H + R + 50 while b2 finishes at 250 + H; the next visit finds only the deterministic failure: still
     # progress since (b2), so a second resume reruns a1, which fails again; the third visit gives up
@@ -125,22 +125,22 @@ def test_a_deterministic_failure_is_not_retried_and_blocks_only_its_dependents()
     assert old.gpu_hours_wasted == pytest.approx(3 * 50 / 3600 + 2 * R / 3600)
 
 
-def test_a_preemption_requeues_and_costs_a_restart_until_the_requeue_budget_is_spent():
+@pytest.mark.parametrize("policy", ["afterok", "per_stage", "shipped"])
+def test_a_preemption_requeues_after_slurms_begin_time_and_never_fails_the_stage(policy):
     dag = chain("a", [100])
     once = fails({("a0", 0): Fate(preempt_after_s=40)})
-    out = simulate(dag, model(policy="old"), once)
-    assert out.makespan_s == 40 + R + 60 and out.preemptions == 1 and out.human_interventions == 0
+    out = simulate(dag, model(policy=policy, requeue_delay_s=121), once)
+    assert out.makespan_s == 40 + 121 + R + 60 and out.preemptions == 1 and out.human_interventions == 0
+    # submitit requeues a preempted job without limit (only time-outs count against max_requeues)
     always = lambda stage, attempt: Fate(preempt_after_s=R + 10)  # noqa: E731  (10 s of progress a restart)
-    dag = chain("a", [1000])
-    old = simulate(dag, model(policy="old", max_requeues=1), always)
-    assert old.human_interventions >= 1  # past the budget: a failure that needs a human
-    new = simulate(dag, model(policy="new", max_requeues=1), always)
-    assert new.automatic_retries >= 1 and new.failures["infrastructure"] >= 1
+    out = simulate(chain("a", [1000]), model(policy=policy), always)  # the first attempt pays no restart: 310 s
+    assert out.done == 1 and out.preemptions == 69 and out.human_interventions == 0 and not out.failures
+    assert out.makespan_s == 70 * (R + 10)
 
 
 def test_runs_are_a_function_of_the_seed():
     dag = chain("a", [3600] * 10, epochs=10) + chain("b", [1800] * 10, epochs=10)
-    runs = [simulate(dag, Model(gpus=2, policy="new", failure_p=0.3, preemptions_per_hour=0.5, seed=seed))
+    runs = [simulate(dag, Model(gpus=2, policy="per_stage", failure_p=0.3, preemptions_per_hour=0.5, seed=seed))
             for seed in (1, 1, 2)]
     assert runs[0] == runs[1] and runs[0] != runs[2]
     assert runs[0].automatic_retries > 0 and runs[0].preemptions > 0
@@ -172,7 +172,7 @@ def _random_dag(seed: int, n: int = 40) -> list[StageSpec]:
     return stages
 
 
-@pytest.mark.parametrize("policy", ["old", "new"])
+@pytest.mark.parametrize("policy", ["afterok", "per_stage", "shipped"])
 def test_every_gpu_hour_is_either_kept_work_or_wasted_and_no_stage_starts_before_its_dependencies(policy):
     for seed in range(5):
         dag = _random_dag(seed)
@@ -191,9 +191,12 @@ def test_every_gpu_hour_is_either_kept_work_or_wasted_and_no_stage_starts_before
         assert stormy.makespan_s > calm.makespan_s
 
 
-def test_the_critical_path_bounds_every_run():
-    from campaign_model import critical_path_s
+def test_the_lower_bound_is_the_critical_path_or_the_work_over_the_gpus():
+    from campaign_model import critical_path_s, lower_bound_s
 
     dag = chain("a", [100, 200]) + chain("b", [300, 50]) + [StageSpec("c", "eval", 10, ("a1", "b1"))]
-    assert critical_path_s(dag) == 360
-    assert simulate(dag, model(gpus=3)).makespan_s == 360
+    assert critical_path_s(dag) == 360 and lower_bound_s(dag, gpus=3) == 360
+    assert lower_bound_s(dag, gpus=1) == 660 and lower_bound_s(dag, gpus=3, gpus_per_stage=2) == 440
+    assert simulate(dag, model(gpus=3, policy="per_stage")).makespan_s == 360
+    # shipped: a1 and b1 form the wave-1 array, which waits for the whole wave-0 array (b0 ends at 300)
+    assert simulate(dag, model(gpus=3, policy="shipped")).makespan_s == 300 + 200 + 10

@@ -1,13 +1,14 @@
 """SLURM through submitit: the DAG submitted as job arrays chained with ``afterany``.
 
-``run`` submits and returns: stages of one kind and one wave (their depth in the DAG)
-form one array (chunked to the cluster's ``MaxArraySize``), and each array waits with
-``--dependency=afterany:`` for the arrays holding its stages' dependencies, so no driver
-process has to stay alive. A failure holds back only its own dependents: each job first
-checks that its stage's inputs exist and ends at once as *blocked* when one does not
-(:mod:`.inputs`); the other stages of the same arrays run on. Each stage runs as a submitit ``Checkpointable``: on the
-signal before preemption or the time limit it is requeued with the same stage folder
-and resumes from its epoch checkpoint (all mutable state lives in the stage folder).
+``run`` submits the arrays of :func:`.submission.plan_arrays` and returns: stages of one
+kind and one wave (their depth in the DAG) form one array (chunked to the cluster's
+``MaxArraySize``), and each array waits with ``--dependency=afterany:`` for the arrays
+holding its stages' dependencies, so no driver process has to stay alive. A failure
+holds back only its own dependents: each job first checks that its stage's inputs exist
+and ends at once as *blocked* when one does not (:mod:`.inputs`); the other stages of the
+same arrays run on. Each stage runs as a submitit ``Checkpointable``: on the signal
+before preemption or the time limit it is requeued with the same stage folder and
+resumes from its epoch checkpoint (all mutable state lives in the stage folder).
 
 The code a job runs is fixed at submission: the runner's package is copied into
 ``<log folder>/code/<digest>/`` and put first on the job's import path, so editing the
@@ -42,7 +43,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections import defaultdict
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Optional
@@ -65,6 +65,7 @@ from orchestrator.backends.slurm.scheduler_output import (
     parse_sacct,
     parse_squeue,
 )
+from orchestrator.backends.slurm.submission import DEFAULT_ARRAY_PARALLELISM, DEFAULT_MAX_ARRAY_SIZE, plan_arrays
 
 
 class StageJob:
@@ -160,25 +161,8 @@ def max_array_size(override: Optional[int] = None) -> int:
     try:
         output = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, timeout=30).stdout
     except (OSError, subprocess.TimeoutExpired):
-        return 1000
-    return parse_max_array_size(output) or 1000
-
-
-def waves(tasks: list[Task]) -> dict[int, list[Task]]:
-    """Tasks by depth: a task's wave is one more than the deepest task it waits for."""
-    by_key = {task.key: task for task in tasks}
-    depth: dict[str, int] = {}
-
-    def depth_of(key: str) -> int:
-        if key not in depth:
-            needs = [k for k in by_key[key].waits_for if k in by_key]
-            depth[key] = 1 + max((depth_of(k) for k in needs), default=-1)
-        return depth[key]
-
-    grouped: dict[int, list[Task]] = defaultdict(list)
-    for task in tasks:
-        grouped[depth_of(task.key)].append(task)
-    return dict(sorted(grouped.items()))
+        return DEFAULT_MAX_ARRAY_SIZE
+    return parse_max_array_size(output) or DEFAULT_MAX_ARRAY_SIZE
 
 
 class SlurmBackend(Backend):
@@ -204,7 +188,7 @@ class SlurmBackend(Backend):
             "time": settings.get("time_min", {}).get(kind) or self._derived_time_min().get(kind)
             or settings.get("default_time_min", 60),
             "cpus_per_task": settings.get("cpus_per_task", 1),
-            "array_parallelism": settings.get("array_parallelism", 256),
+            "array_parallelism": settings.get("array_parallelism", DEFAULT_ARRAY_PARALLELISM),
             "signal_delay_s": settings.get("signal_delay_s", 90),
             # one math thread per allocated CPU, as the local backend does: same numbers everywhere
             "setup": ["export " + " ".join(f"{name}={value}" for name, value in thread_env(self._cpus()).items()),
@@ -245,49 +229,38 @@ class SlurmBackend(Backend):
             raise UserError(f"slurm.partition: unknown partition {partition!r}; sinfo knows: {', '.join(known)}")
 
     def run(self, tasks: list[Task], events: Events) -> None:
-        """Submit every task as arrays per wave and kind, chained with afterany; return at once."""
+        """Submit the arrays of :func:`.submission.plan_arrays` (per wave and kind, ``afterany``); return at once."""
         if not tasks:
             return
         self.preflight()
-        limit = max_array_size(self.settings.get("max_array_size"))
-        array_of: dict[str, str] = {}  # task key -> the array job id that runs it
+        plan = plan_arrays(tasks, self.settings, max_array_size(self.settings.get("max_array_size")))
+        array_ids: dict[int, str] = {}  # position in the plan -> the array's job id
+        submitted_stages = 0
         code = str(snapshot_code(self.runner, self.log_folder / "code"))
         job = StageJob(self.runner, code)
         interval = float(self.settings.get("submit_interval_s", 0.1))
         last_submission = 0.0
         with _sbatch_time_limit(int(self.settings.get("submit_timeout_s", 120)), self.log_folder / "bin"):
-            for wave in waves(tasks).values():
-                by_kind: dict[str, list[Task]] = defaultdict(list)
-                for task in wave:
-                    by_kind[task.kind].append(task)
-                for kind, members in by_kind.items():
-                    per_job = int(self.settings.get("stages_per_job", {}).get(kind, 1))
-                    packs = [members[i:i + per_job] for i in range(0, len(members), per_job)]
-                    # a distributed stage runs in the job's own processes; any other as a child process of
-                    # the job (a pack, of one when not shared), which retries it after an infrastructure failure
-                    runs = job if kind in self.settings.get("ranks", {}) else PackJob(
-                        self.runner, code, max(1, self._cpus() // per_job),
-                        retries=int(self.settings.get("retries", 2)))
-                    for start in range(0, len(packs), limit):
-                        chunk = packs[start:start + limit]
-                        needed = sorted({array_of[k] for pack in chunk for task in pack for k in task.waits_for
-                                         if k in array_of}
-                                        | {job_id.split("_")[0] for pack in chunk for task in pack
-                                           for job_id in task.after_jobs})
-                        # afterany: a failed stage must not stop the arrays after it (see .inputs)
-                        dependency = "afterany:" + ":".join(needed) if needed else None
-                        executor = self._executor(kind, dependency)
-                        time.sleep(max(0.0, last_submission + interval - time.monotonic()))
-                        last_submission = time.monotonic()
-                        try:
-                            with executor.batch():
-                                jobs = [executor.submit(runs, *self._arguments(pack, runs is job)) for pack in chunk]
-                        except Exception as error:
-                            raise _submission_error(error, len(array_of), len(tasks)) from None
-                        for pack, submitted in zip(chunk, jobs, strict=True):
-                            for task in pack:  # a pack's stages share its job id, each keeps its own row
-                                array_of[task.key] = submitted.job_id.split("_")[0]
-                                events.started(task.key, host=None, pid=None, job_id=submitted.job_id)
+            for index, array in enumerate(plan):
+                per_job = max(len(pack) for pack in array.packs)
+                # a distributed stage runs in the job's own processes; any other as a child process of
+                # the job (a pack, of one when not shared), which retries it after an infrastructure failure
+                runs = job if array.distributed else PackJob(self.runner, code, max(1, self._cpus() // per_job),
+                                                             retries=array.retries)
+                executor = self._executor(array.kind, array.dependency(array_ids))
+                time.sleep(max(0.0, last_submission + interval - time.monotonic()))
+                last_submission = time.monotonic()
+                try:
+                    with executor.batch():
+                        jobs = [executor.submit(runs, *self._arguments(list(pack), runs is job))
+                                for pack in array.packs]
+                except Exception as error:
+                    raise _submission_error(error, submitted_stages, len(tasks)) from None
+                for pack, submitted in zip(array.packs, jobs, strict=True):
+                    array_ids[index] = submitted.job_id.split("_")[0]
+                    for task in pack:  # a pack's stages share its job id, each keeps its own row
+                        submitted_stages += 1
+                        events.started(task.key, host=None, pid=None, job_id=submitted.job_id)
 
     def _derived_time_min(self) -> dict[str, int]:
         """Kind -> minutes derived at launch (and kept for resume, which has no plan at hand)."""
