@@ -59,7 +59,8 @@ def sleep_stage(folder: Path) -> None:
     start = time.time()
     config = json.loads((folder / "stage.json").read_text())
     attempt = attempts_so_far(folder)
-    _append(folder / TIMES_FILE, {"attempt": attempt, "start": start, "job_start": job_started()})
+    _append(folder / TIMES_FILE, {"attempt": attempt, "start": start, "job_start": job_started(),
+                                     "process_start": _process_start(os.getpid())})
     total, epochs = float(config["sleep_s"]), int(config.get("epochs") or 0)
     try:
         kept = float(json.loads((folder / PROGRESS_FILE).read_text())["kept_s"])
@@ -89,12 +90,11 @@ def sleep_stage(folder: Path) -> None:
 
 
 def _process_start(pid: int) -> float:
-    """When process ``pid`` started (wall clock), from /proc."""
+    """When process ``pid`` started (wall clock), from /proc (to the clock tick)."""
     ticks = os.sysconf("SC_CLK_TCK")
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    with open("/proc/stat") as stat:
-        boot = next(float(line.split()[1]) for line in stat if line.startswith("btime"))
-    return boot + int(fields[19]) / ticks
+    started = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]) / ticks
+    uptime = float(Path("/proc/uptime").read_text().split()[0])
+    return time.time() - uptime + started
 
 
 def job_started() -> float | None:
