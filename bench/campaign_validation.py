@@ -220,14 +220,15 @@ def calibrate(workspace: Path) -> Costs:
     retry = next(r["start"] for r in records[1] if r.get("attempt") == 1 and "start" in r)
     return Costs(job_start_s=statistics.mean(r["start"] - r["job_start"] for r in firsts),
                  check_s=statistics.mean(r["process_start"] - r["job_start"] for r in firsts),
-                 job_end_s=statistics.mean(rs[0]["job_start"] - end for rs, end in zip(records[1:], ends[:-1])),
+                 job_end_s=statistics.mean(rs[0]["job_start"] - end for rs, end in zip(records[1:], ends[:-1], strict=True)),
                  restart_s=retry - killed)
 
 
-def simulate_on(stages: list[Stage], costs: Costs, slots: int, per_node: int) -> tuple[Run, float]:
-    """The model's ``shipped`` policy on the same DAG, failures and slots; and the DAG's lower bound."""
+def simulate_on(stages: list[Stage], costs: Costs, slots: int, per_node: int, policy: str = "shipped"
+                ) -> tuple[Run, float]:
+    """The model's ``policy`` on the same DAG, failures and slots; and the DAG's lower bound."""
     specs = [stage.spec for stage in stages]
-    model = Model(gpus=slots, gpus_per_node=per_node, policy="shipped", slurm=SETTINGS, max_array_size=1000,
+    model = Model(gpus=slots, gpus_per_node=per_node, policy=policy, slurm=SETTINGS, max_array_size=1000,
                   job_start_s=costs.job_start_s, check_s=costs.check_s, job_end_s=costs.job_end_s,
                   restart_s=costs.restart_s, human_delay_s=float("inf"))
     out = simulate(specs, model, fates(stages))
@@ -250,8 +251,9 @@ def compare(real: Run, simulated: Run) -> list[str]:
     return problems
 
 
-def table(stages: list[Stage], real: Run, simulated: Run, bound: float, costs: Costs, slots: int) -> list[str]:
-    """The side-by-side table (markdown) of one validation."""
+def table(stages: list[Stage], real: Run, simulated: Run, bound: float, costs: Costs, slots: int,
+          baseline: Run | None = None) -> list[str]:
+    """The side-by-side table (markdown) of one validation; ``baseline``: the per-stage policy simulated."""
     def names(keys):
         return ", ".join(sorted(keys)) or "none"
 
@@ -268,6 +270,9 @@ def table(stages: list[Stage], real: Run, simulated: Run, bound: float, costs: C
                      f"{' (same stages)' if real.of(state) == simulated.of(state) else ' (DIFFERENT stages)'} |")
     lines.append(f"| retried in their job | {names(real.retried)} | "
                  f"{'the same' if real.retried == simulated.retried else names(simulated.retried)} |")
+    if baseline is not None:
+        lines.append(f"| makespan if each stage waited for its own inputs only (simulated) | | "
+                     f"{baseline.makespan_s:.1f} ({baseline.makespan_s / real.makespan_s:.3f}x real) |")
     both = sorted(set(real.finished_at) & set(simulated.finished_at))
     if both:
         gaps = [abs(real.finished_at[k] - simulated.finished_at[k]) for k in both]
@@ -276,14 +281,33 @@ def table(stages: list[Stage], real: Run, simulated: Run, bound: float, costs: C
     return lines
 
 
-def validate(workspace: Path, seed: int, shortest_s: float = 2.0, longest_s: float = 8.0):
-    """Calibrate, run for real, simulate; return (stages, real, simulated, lower bound, costs, slots)."""
+@dataclass
+class Validation:
+    """One validation: the DAG, both runs, the lower bound, the measured costs, the slots."""
+
+    stages: list[Stage]
+    real: Run
+    simulated: Run
+    bound: float
+    costs: Costs
+    slots: int
+    #: the per-stage baseline policy on the same DAG (what the test could not tell apart otherwise).
+    baseline: Run
+
+    def table(self) -> list[str]:
+        """The side-by-side table."""
+        return table(self.stages, self.real, self.simulated, self.bound, self.costs, self.slots, self.baseline)
+
+
+def validate(workspace: Path, seed: int, shortest_s: float = 2.0, longest_s: float = 8.0) -> Validation:
+    """Calibrate, run for real, simulate."""
     slots, per_node = cluster_slots()
     costs = calibrate(Path(workspace, "calibration"))
     stages = validation_dag(seed, shortest_s, longest_s)
     real = run_on_slurm(Path(workspace, "dag"), stages)
     simulated, bound = simulate_on(stages, costs, slots, per_node)
-    return stages, real, simulated, bound, costs, slots
+    baseline, _ = simulate_on(stages, costs, slots, per_node, policy="per_stage")
+    return Validation(stages, real, simulated, bound, costs, slots, baseline)
 
 
 def main() -> None:
@@ -295,9 +319,9 @@ def main() -> None:
     args = parser.parse_args()
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="prunesweep-validation-") as tmp:
-        stages, real, simulated, bound, costs, slots = validate(Path(tmp), args.seed, args.shortest_s, args.longest_s)
-    print("\n".join(table(stages, real, simulated, bound, costs, slots)))
-    problems = compare(real, simulated)
+        validation = validate(Path(tmp), args.seed, args.shortest_s, args.longest_s)
+    print("\n".join(validation.table()))
+    problems = compare(validation.real, validation.simulated)
     print()
     print("agree: makespan within 10%, the same stages done, failed, blocked and retried" if not problems
           else "DISAGREE:\n  " + "\n  ".join(problems))
