@@ -113,7 +113,7 @@ class Simulation:
             self._at(self.model.bad_node_at_s, "bad_node")
         if self.model.outage_at_s is not None and self.model.outage_s > 0:
             self._at(self.model.outage_at_s, "outage")
-        self._schedule()
+        self._at(0.0, "launched")  # after what happens at time 0: jobs start once it is in place
         while self.events:
             self.now, _, what, index, token, detail = heapq.heappop(self.events)
             if index is None:
@@ -154,6 +154,9 @@ class Simulation:
                 continue
             del self.queue[i]
             self._start_job(job, allocation)
+
+    def _launched(self) -> None:
+        pass
 
     def _make_pending(self, job: _Job) -> None:
         job.state = PENDING

@@ -200,3 +200,96 @@ def test_the_lower_bound_is_the_critical_path_or_the_work_over_the_gpus():
     assert simulate(dag, model(gpus=3, policy="per_stage")).makespan_s == 360
     # shipped: a1 and b1 form the wave-1 array, which waits for the whole wave-0 array (b0 ends at 300)
     assert simulate(dag, model(gpus=3, policy="shipped")).makespan_s == 300 + 200 + 10
+
+
+# ---- the shipped policy: the SLURM backend's own arrays, afterany, in-job retries --------------------------
+def test_a_job_costs_its_start_up_and_holds_its_gpus_a_while_after_its_stage():
+    out = simulate(chain("a", [100, 200]), model(job_start_s=7, job_end_s=3))
+    assert out.finished_at == {"a0": 7 + 100, "a1": 7 + 100 + 3 + 7 + 200}
+    assert out.gpu_hours == pytest.approx((110 + 210) / 3600) and out.gpu_hours_wasted == pytest.approx(20 / 3600)
+
+
+def test_a_failed_stage_blocks_its_dependents_only_when_their_jobs_start():
+    # a0 -> a1 -> a2 and b0 -> b1 -> b2 on 2 GPUs, one kind: arrays [a0 b0], [a1 b1], [a2 b2], each afterany
+    dag = chain("a", [100, 100, 100]) + chain("b", [100, 100, 100])
+    out = simulate(dag, model(gpus=2, check_s=2, job_end_s=1, max_resumes=0, slurm={"retries": 0}),
+                   fails({("a0", 0): Fate(infra_after_s=50)}))
+    assert out.states == {"a0": "failed", "a1": "blocked", "a2": "blocked", "b0": "done", "b1": "done", "b2": "done"}
+    # b0 ends at 100 (+1): the wave-1 array starts; a1's job finds a0 missing and ends after its check
+    assert out.finished_at == {"b0": 100, "b1": 201, "b2": 302} and out.gpu_hours_wasted > 0
+
+
+def test_resume_reruns_the_failed_stage_and_the_queued_stages_behind_it():
+    dag = chain("a", [100, 100, 100]) + chain("b", [100, 100, 100])
+    fate = fails({("a0", 0): Fate(infra_after_s=50)})
+    out = simulate(dag, model(gpus=2, slurm={"retries": 0}), fate)
+    assert out.human_interventions == 1 and out.unfinished == 0
+    assert out.makespan_s == 50 + H + R + 100 + 100 + 100  # a0 resumed (a restart), then a1, a2: fresh arrays
+    assert out.submissions == 3 + 3
+
+
+def test_an_in_job_retry_keeps_its_gpu_a_requeue_keeps_its_place_a_resubmission_goes_last():
+    dag = [StageSpec(k, "eval", 100) for k in ("a", "b", "c")]  # one array, a first; one GPU
+    fate = fails({("a", 0): Fate(infra_after_s=50)})
+    in_job = simulate(dag, model(), fate)
+    assert in_job.finished_at == {"a": 50 + R + 100, "b": 50 + R + 200, "c": 50 + R + 300}
+    assert in_job.retried == {"a"} and in_job.automatic_retries == 1
+    requeue = simulate(dag, model(retry_mode="requeue", requeue_delay_s=10), fate)  # b takes the GPU meanwhile
+    assert requeue.finished_at == {"b": 150, "a": 150 + R + 100, "c": 250 + R + 100}
+    resubmit = simulate(dag, model(retry_mode="resubmit"), fate)
+    assert resubmit.finished_at == {"b": 150, "c": 250, "a": 250 + R + 100} and resubmit.submissions == 2
+
+
+def test_a_node_failure_is_requeued_by_slurm_or_fails_the_stage():
+    dag = chain("a", [100, 100])
+    fate = fails({("a0", 0): Fate(node_after_s=40)})
+    requeued = simulate(dag, model(requeue_delay_s=121), fate)
+    assert requeued.makespan_s == 40 + 121 + R + 100 + 100 and requeued.node_requeues == 1
+    assert requeued.human_interventions == 0 and requeued.automatic_retries == 0
+    lost = simulate(dag, model(node_requeue=False), fate)
+    assert lost.human_interventions == 1 and lost.makespan_s == 40 + H + R + 100 + 100
+    assert lost.failures == {"node failure": 1}
+
+
+def test_a_bad_node_fails_every_stage_it_gets_until_it_is_drained():
+    # two 1-GPU nodes; node 0 is bad from the start and fails each attempt after 10 s; drained at 1000 s
+    dag = [StageSpec(f"s{i}", "eval", 100) for i in range(4)]
+    out = simulate(dag, model(gpus=2, restart_s=0, bad_node_at_s=0, bad_node_fail_s=10, drain_after_s=1000,
+                              max_resumes=0))
+    # s0 on node 0: 3 attempts (2 in-job retries) fail by 30 s; the freed bad node takes s2, then s3
+    assert out.states == {"s0": "failed", "s1": "done", "s2": "failed", "s3": "failed"}
+    assert out.failures == {"bad node": 9} and out.automatic_retries == 6
+    resumed = simulate(dag, model(gpus=2, restart_s=0, bad_node_at_s=0, bad_node_fail_s=10, drain_after_s=1000))
+    # the human comes 12 h after the first failure (30 s); the bad node is drained by then: one node for three stages
+    assert resumed.unfinished == 0 and resumed.makespan_s == 30 + H + 300
+
+
+def test_an_outage_stops_every_running_job_and_slurm_requeues_them_after_it():
+    dag = chain("a", [100], epochs=10) + chain("b", [100], epochs=10)
+    common = dict(gpus=2, outage_at_s=55, outage_s=3600, requeue_delay_s=121)
+    out = simulate(dag, model(**common))
+    assert out.node_requeues == 2 and out.human_interventions == 0
+    assert out.makespan_s == 55 + 3600 + R + 50  # back at 3655 (BeginTime passed), from the checkpoint at 50 s
+    no_requeue = simulate(dag, model(**common, node_requeue=False))
+    assert no_requeue.human_interventions == 1 and no_requeue.makespan_s == 55 + H + R + 50
+
+
+def test_the_shipped_policy_is_the_backends_own_plan(monkeypatch):
+    from orchestrator.backends.slurm import submission
+
+    dag = chain("a", [100, 200]) + chain("b", [300, 50])
+    assert simulate(dag, model(gpus=2)).makespan_s == 300 + 200  # a1 waits for the whole wave-0 array
+
+    def one_array_per_stage(tasks, settings, max_array_size):
+        position = {task.key: i for i, task in enumerate(tasks)}
+        return [submission.ArraySubmission(task.kind, ((task,),), tuple(position[k] for k in task.waits_for), (),
+                                           False, 2, 256) for task in tasks]
+
+    monkeypatch.setattr(submission, "plan_arrays", one_array_per_stage)  # as if the backend changed its policy
+    assert simulate(dag, model(gpus=2)).makespan_s == 350
+    monkeypatch.setattr(submission, "DEPENDENCY", "afterok")
+    out = simulate(dag, model(gpus=2, max_resumes=0), fails({("a0", 0): Fate(broken_at=0.5)}))
+    assert out.states["a1"] == "blocked" and out.human_interventions == 0 and out.finished_at["b1"] == 350
+    monkeypatch.setattr(submission, "DEPENDENCY", "aftercorr")
+    with pytest.raises(NotImplementedError):
+        simulate(dag, model(gpus=2))
