@@ -390,6 +390,12 @@ class Simulation:
 
     def _drain(self) -> None:
         self.cluster.drained.add(0)
+        if self.model.repair_s is not None:
+            self._at(self.now + self.model.repair_s, "repaired")
+
+    def _repaired(self) -> None:
+        self.cluster.drained.discard(0)
+        self.cluster.bad.discard(0)
 
     def _outage(self) -> None:
         self.cluster.down = True

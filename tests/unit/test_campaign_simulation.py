@@ -262,6 +262,11 @@ def test_a_bad_node_fails_every_stage_it_gets_until_it_is_drained():
     resumed = simulate(dag, model(gpus=2, restart_s=0, bad_node_at_s=0, bad_node_fail_s=10, drain_after_s=1000))
     # the human comes 12 h after the first failure (30 s); the bad node is drained by then: one node for three stages
     assert resumed.unfinished == 0 and resumed.makespan_s == 30 + H + 300
+    # drained at 30 s, as s0 fails its last attempt; back, repaired, 100 s later
+    repaired = simulate(dag, model(gpus=2, restart_s=0, bad_node_at_s=0, bad_node_fail_s=10, drain_after_s=30,
+                                   repair_s=100, max_resumes=0))
+    assert repaired.states == {"s0": "failed", "s1": "done", "s2": "done", "s3": "done"}
+    assert repaired.finished_at == {"s1": 100, "s2": 200, "s3": 230}
 
 
 def test_an_outage_stops_every_running_job_and_slurm_requeues_them_after_it():
