@@ -6,7 +6,9 @@ A node is *bad* (every attempt on it fails), *drained* (no new job) or *down* (a
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
+
+from campaign_model import NODE_FAILURE
 
 #: what a job holds: (node index, GPUs) pairs.
 Allocation = list[tuple[int, int]]
@@ -65,3 +67,58 @@ class Cluster:
         usable = [node for node in range(len(self.size)) if node not in self.drained]
         whole = sum(1 for node in usable if self.free[node] == self.size[node] == self.per_node)
         return max([whole * self.per_node] + [self.free[node] for node in usable])
+
+
+class NodeEvents:
+    """What happens to nodes in the campaign model's event loop (mixed into its ``Simulation``): a bad
+    node (the first: the one that takes jobs first), its drain and repair, a partition outage."""
+
+    cluster: Cluster
+    model: Any
+    now: float
+
+    def _bad_node(self) -> None:
+        self.cluster.bad.add(0)
+        self._at(self.now + self.model.drain_after_s, "drain")
+
+    def _drain(self) -> None:
+        self.cluster.drained.add(0)
+        if self.model.repair_s is not None:
+            self._at(self.now + self.model.repair_s, "repaired")
+
+    def _repaired(self) -> None:
+        self.cluster.drained.discard(0)
+        self.cluster.bad.discard(0)
+
+    def _outage(self) -> None:
+        """Every node down: each running stage fails as on a node failure; nothing starts until it is over."""
+        self.cluster.down = True
+        for job in [job for job in self.jobs if job.state == "running"]:
+            stage = self.stages[job.key]
+            if stage.state != "running":
+                continue  # ending anyway (blocked, or done and leaving)
+            job.token += 1
+            stage.progress = self._checkpoint(stage)
+            self.out.failures[NODE_FAILURE] += 1
+            self._process_died(job) if self.model.policy == "per_stage" else self._node_failed(job)
+        self._at(self.now + self.model.outage_s, "outage_over")
+
+    def _outage_over(self) -> None:
+        self.cluster.down = False
+
+    # provided by the event loop
+    jobs: list
+    stages: dict
+    out: Any
+
+    def _at(self, time: float, what: str, job: Any = None, detail: str = "") -> None:
+        raise NotImplementedError
+
+    def _checkpoint(self, stage: Any) -> float:
+        raise NotImplementedError
+
+    def _process_died(self, job: Any) -> None:
+        raise NotImplementedError
+
+    def _node_failed(self, job: Any) -> None:
+        raise NotImplementedError

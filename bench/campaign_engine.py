@@ -11,7 +11,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Optional
 
-from campaign_cluster import Allocation, Cluster
+from campaign_cluster import Allocation, Cluster, NodeEvents
+from campaign_jobs import DELAYED, ENDED, HELD, PENDING, RUNNING, Array, Job, Stage, queued_behind
 from campaign_model import (
     BAD_NODE,
     DETERMINISTIC,
@@ -26,52 +27,8 @@ from campaign_model import (
 from orchestrator.backends.base import Task
 from orchestrator.backends.slurm import submission as slurm_submission
 
-#: job states: waiting for its dependencies, for its BeginTime (a requeue), for GPUs, running, ended.
-HELD, DELAYED, PENDING, RUNNING, ENDED = "held", "delayed", "pending", "running", "ended"
 
-
-class _Stage:
-    __slots__ = ("spec", "gpus", "state", "progress", "attempts", "retries_used", "failure", "job", "began",
-                 "overhead", "waiting_on", "released")
-
-    def __init__(self, spec: StageSpec, gpus: int):
-        self.spec, self.gpus = spec, gpus
-        self.state = "waiting"  # waiting (for a job or in one), running, done, failed, blocked
-        self.progress = 0.0  # seconds of work kept (checkpointed)
-        self.attempts = self.retries_used = self.waiting_on = 0
-        self.failure: Optional[str] = None
-        self.job: Optional[int] = None
-        self.began = self.overhead = 0.0
-        self.released = False  # done and its job ended (per_stage: its dependents may start)
-
-
-class _Job:
-    __slots__ = ("index", "key", "array", "priority", "state", "allocation", "started", "token")
-
-    def __init__(self, index: int, key: str, array: int, priority: tuple):
-        self.index, self.key, self.array, self.priority = index, key, array, priority
-        self.state = HELD
-        self.allocation: Optional[Allocation] = None
-        self.started = 0.0
-        self.token = 0  # bumped whenever what the job was doing stops: stale events are skipped
-
-
-class _Array:
-    __slots__ = ("jobs", "after", "dependents", "ended", "failed", "dead", "released", "running", "parallelism",
-                 "retries")
-
-    def __init__(self, after: list[int], parallelism: int, retries: int):
-        self.jobs: list[int] = []
-        self.after, self.parallelism, self.retries = after, parallelism, retries
-        self.dependents: list[int] = []
-        self.ended = self.failed = self.running = 0
-        self.dead = self.released = False
-
-    def complete(self) -> bool:
-        return self.ended == len(self.jobs)
-
-
-class Simulation:
+class Simulation(NodeEvents):
     """One run of ``model`` over the DAG ``specs`` (in dependency order)."""
 
     def __init__(self, specs: list[StageSpec], model: Model, fate: FateFunction):
@@ -81,7 +38,7 @@ class Simulation:
         if self.dependency not in ("afterany", "afterok"):
             raise NotImplementedError(f"the backend's dependency {self.dependency!r} is not modelled")
         self.order = [spec.key for spec in specs]
-        self.stages = {spec.key: _Stage(spec, spec.gpus or model.gpus_per_stage) for spec in specs}
+        self.stages = {spec.key: Stage(spec, spec.gpus or model.gpus_per_stage) for spec in specs}
         position = {key: i for i, key in enumerate(self.order)}
         for spec in specs:
             missing = [d for d in spec.deps if position.get(d, len(specs)) > position[spec.key]]
@@ -95,8 +52,8 @@ class Simulation:
                 self.dependents[dep].append(spec.key)
         self.uniform = len({stage.gpus for stage in self.stages.values()}) <= 1
         self.cluster = Cluster(model.gpus, model.node_gpus)
-        self.jobs: list[_Job] = []
-        self.arrays: list[_Array] = []
+        self.jobs: list[Job] = []
+        self.arrays: list[Array] = []
         self.queue: list[tuple[tuple, int]] = []  # (priority, job) of pending jobs, in priority order
         self.events: list[tuple] = []
         self.sequence = self.submitted = 0
@@ -132,7 +89,7 @@ class Simulation:
         out.gpu_hours_wasted = max(0.0, out.gpu_hours - kept)
         return out
 
-    def _at(self, time: float, what: str, job: Optional[_Job] = None, detail: str = "") -> None:
+    def _at(self, time: float, what: str, job: Optional[Job] = None, detail: str = "") -> None:
         self.sequence += 1
         heapq.heappush(self.events, (time, self.sequence, what, None if job is None else job.index,
                                      0 if job is None else job.token, detail))
@@ -158,11 +115,11 @@ class Simulation:
     def _launched(self) -> None:
         pass
 
-    def _make_pending(self, job: _Job) -> None:
+    def _make_pending(self, job: Job) -> None:
         job.state = PENDING
         bisect.insort(self.queue, (job.priority, job.index))
 
-    def _eligible(self, job: _Job) -> None:  # a requeued job's BeginTime
+    def _eligible(self, job: Job) -> None:  # a requeued job's BeginTime
         self._make_pending(job)
 
     # ---- submission ----------------------------------------------------------------------------
@@ -173,7 +130,7 @@ class Simulation:
         for key in keys:
             stage = self.stages[key]
             pending = tuple(d for d in stage.spec.deps if self.stages[d].state != "done")
-            elsewhere = tuple(f"{self.jobs[self.stages[d].job].array}_0" for d in pending  # type: ignore[index]
+            elsewhere = tuple(f"{self.jobs[self.stages[d].job].array}_0" for d in pending
                               if d not in inside and self._alive(self.stages[d]))
             tasks.append(Task(key, Path(key), pending, kind=stage.spec.kind, after_jobs=elsewhere))
         first = len(self.arrays)
@@ -182,14 +139,14 @@ class Simulation:
                 raise NotImplementedError("slurm.stages_per_job: the model runs one stage per job")
             retries = {"shipped": submission.retries, "per_stage": self.model.retries, "afterok": 0}[self.policy]
             index = len(self.arrays)
-            array = _Array(sorted({first + i for i in submission.after} | {int(j) for j in submission.after_jobs}),
+            array = Array(sorted({first + i for i in submission.after} | {int(j) for j in submission.after_jobs}),
                            submission.parallelism, retries)
             self.arrays.append(array)
             self.submitted += 1
             for dep in array.after:
                 self.arrays[dep].dependents.append(index)
             for position, (task,) in enumerate(submission.packs):
-                job = _Job(len(self.jobs), task.key, index, (self.submitted, position))
+                job = Job(len(self.jobs), task.key, index, (self.submitted, position))
                 self.jobs.append(job)
                 array.jobs.append(job.index)
                 stage = self.stages[task.key]
@@ -200,14 +157,14 @@ class Simulation:
                 states = [self.stages[d].state for d in stage.spec.deps]
                 stage.waiting_on = sum(not self.stages[d].released for d in stage.spec.deps)
                 if any(state in ("failed", "blocked") for state in states):
-                    self._withdraw(self.jobs[stage.job], "blocked")  # type: ignore[index]
+                    self._withdraw(self.jobs[stage.job], "blocked")
                 elif stage.waiting_on == 0:
-                    self._make_pending(self.jobs[stage.job])  # type: ignore[index]
+                    self._make_pending(self.jobs[stage.job])
             return
         for index in range(first, len(self.arrays)):
             self._try_release(index)
 
-    def _alive(self, stage: _Stage) -> bool:
+    def _alive(self, stage: Stage) -> bool:
         return stage.job is not None and self.jobs[stage.job].state != ENDED
 
     def _try_release(self, index: int) -> None:
@@ -229,7 +186,7 @@ class Simulation:
                 self._make_pending(self.jobs[j])
 
     # ---- a job's life ------------------------------------------------------------------------------
-    def _start_job(self, job: _Job, allocation: Allocation) -> None:
+    def _start_job(self, job: Job, allocation: Allocation) -> None:
         job.state, job.allocation, job.started = RUNNING, allocation, self.now
         self.arrays[job.array].running += 1
         stage = self.stages[job.key]
@@ -239,7 +196,7 @@ class Simulation:
             return
         self._begin_attempt(job, self.model.job_start_s)
 
-    def _begin_attempt(self, job: _Job, overhead: float) -> None:
+    def _begin_attempt(self, job: Job, overhead: float) -> None:
         stage = self.stages[job.key]
         spec = stage.spec
         fate = self.fate(spec, stage.attempts)
@@ -262,10 +219,10 @@ class Simulation:
         after, what = min(ends, key=lambda end: (end[0], end[1] != "finish"))
         self._at(self.now + after, "attempt_ended", job, what)
 
-    def _reached(self, stage: _Stage) -> float:
+    def _reached(self, stage: Stage) -> float:
         return stage.progress + max(0.0, self.now - stage.began - stage.overhead)
 
-    def _checkpoint(self, stage: _Stage) -> float:
+    def _checkpoint(self, stage: Stage) -> float:
         """The work kept when an attempt dies now: up to the last epoch checkpoint."""
         spec = stage.spec
         if not spec.epochs:
@@ -273,7 +230,7 @@ class Simulation:
         epoch = spec.duration_s / spec.epochs
         return max(stage.progress, int(self._reached(stage) / epoch + 1e-9) * epoch)
 
-    def _attempt_ended(self, job: _Job, what: str) -> None:
+    def _attempt_ended(self, job: Job, what: str) -> None:
         stage, model = self.stages[job.key], self.model
         if what == "finish":
             stage.progress, stage.state = stage.spec.duration_s, "done"
@@ -297,7 +254,7 @@ class Simulation:
         else:
             self._process_died(job)
 
-    def _process_died(self, job: _Job) -> None:
+    def _process_died(self, job: Job) -> None:
         """An infrastructure failure: retried (in the job, by a requeue or by a fresh submission) or failed."""
         stage, model = self.stages[job.key], self.model
         if stage.retries_used >= self.arrays[job.array].retries:
@@ -315,7 +272,7 @@ class Simulation:
         else:
             self._requeue(job, model.requeue_delay_s)
 
-    def _node_failed(self, job: _Job) -> None:
+    def _node_failed(self, job: Job) -> None:
         """The job went down with its node: SLURM requeues it (``JobRequeue``), or the stage fails ``NodeFailure``."""
         if self.model.node_requeue:
             self.out.node_requeues += 1
@@ -323,7 +280,7 @@ class Simulation:
         else:
             self._fail(job, INFRASTRUCTURE, at_once=True)
 
-    def _requeue(self, job: _Job, delay: float) -> None:
+    def _requeue(self, job: Job, delay: float) -> None:
         """Give the job's GPUs back; it is pending again after ``delay`` with the priority it has."""
         self._free(job)
         self.stages[job.key].state = "waiting"
@@ -334,7 +291,7 @@ class Simulation:
         else:
             self._make_pending(job)
 
-    def _free(self, job: _Job) -> None:
+    def _free(self, job: Job) -> None:
         if job.allocation is None:
             return
         self.cluster.release(job.allocation)
@@ -342,7 +299,7 @@ class Simulation:
         self.arrays[job.array].running -= 1
         job.allocation = None
 
-    def _fail(self, job: _Job, failure: str, at_once: bool = False) -> None:
+    def _fail(self, job: Job, failure: str, at_once: bool = False) -> None:
         stage = self.stages[job.key]
         stage.state, stage.failure = "failed", failure
         self.arrays[job.array].failed += 1
@@ -355,7 +312,7 @@ class Simulation:
         if failure == INFRASTRUCTURE or arrays_die:
             self._call_human()
 
-    def _end_job(self, job: _Job) -> None:
+    def _end_job(self, job: Job) -> None:
         self._free(job)
         job.token += 1
         job.state = ENDED
@@ -375,42 +332,13 @@ class Simulation:
             for index in array.dependents:
                 self._try_release(index)
 
-    def _withdraw(self, job: _Job, state: str) -> None:
+    def _withdraw(self, job: Job, state: str) -> None:
         """A job that will never run (its stage is ``state``); it ends without counting for its array."""
         if job.state == PENDING:
             self.queue.remove((job.priority, job.index))
         job.token += 1
         job.state = ENDED
         self.stages[job.key].state = state
-
-    # ---- correlated failures ----------------------------------------------------------------------
-    def _bad_node(self) -> None:
-        self.cluster.bad.add(0)  # the first node: the one that takes jobs first
-        self._at(self.now + self.model.drain_after_s, "drain")
-
-    def _drain(self) -> None:
-        self.cluster.drained.add(0)
-        if self.model.repair_s is not None:
-            self._at(self.now + self.model.repair_s, "repaired")
-
-    def _repaired(self) -> None:
-        self.cluster.drained.discard(0)
-        self.cluster.bad.discard(0)
-
-    def _outage(self) -> None:
-        self.cluster.down = True
-        for job in [job for job in self.jobs if job.state == RUNNING]:
-            stage = self.stages[job.key]
-            if stage.state != "running":
-                continue  # ending anyway (blocked, or done and leaving)
-            job.token += 1
-            stage.progress = self._checkpoint(stage)
-            self.out.failures[NODE_FAILURE] += 1
-            self._process_died(job) if self.policy == "per_stage" else self._node_failed(job)
-        self._at(self.now + self.model.outage_s, "outage_over")
-
-    def _outage_over(self) -> None:
-        self.cluster.down = False
 
     # ---- blocking and humans ------------------------------------------------------------------
     def _block_dependents(self, key: str) -> None:
@@ -451,13 +379,8 @@ class Simulation:
             return
         again = {k for k in self.order if self.stages[k].state in ("failed", "blocked")}
         if self.policy == "shipped":  # status shows a stage queued behind a failed or blocked one blocked
-            queued = []
-            for key in self.order:
-                stage = self.stages[key]
-                job = self.jobs[stage.job] if stage.job is not None else None
-                if job is not None and job.state in (HELD, PENDING) and any(d in again for d in stage.spec.deps):
-                    again.add(key)
-                    queued.append(job)
+            queued = queued_behind(again, self.order, self.stages, self.jobs)
+            again |= {job.key for job in queued}
             for job in queued:  # withdrawn first, so that no array they end releases one of them
                 self._withdraw(job, "blocked")
             for job in queued:

@@ -46,8 +46,9 @@ Poisson process of ``preemptions_per_hour`` per running job; the job saves a mid
 checkpoint and is requeued (submitit requeues a preempted job without limit). Correlated
 failures: a *bad node* (``bad_node_at_s``) fails every attempt that starts on it after
 ``bad_node_fail_s`` (the stage process dies, so the job retries it on the same node) until it
-is drained ``drain_after_s`` later (and back, repaired, ``repair_s`` after that); a *partition outage* (``outage_at_s``, ``outage_s``) takes
-every node down: running jobs fail as on a node failure, nothing starts until it ends.
+is drained ``drain_after_s`` later (and back, repaired, ``repair_s`` after that); a *partition
+outage* (``outage_at_s``, ``outage_s``) takes every node down: running jobs fail as on a node
+failure, nothing starts until it ends.
 
 **Costs**: every job start takes ``job_start_s`` before the stage works (the blocked check:
 ``check_s``); every attempt after a stage's first ``restart_s`` more (reading the checkpoint);

@@ -84,7 +84,7 @@ def throughput(device: str, override: float | None) -> tuple[float, str]:
     measured = gpu_hours.measured_rate("resnet50", "imagenet", device, gpu_hours.load_table())
     if measured is not None:
         return measured, f"orchestrator/planning/throughput.json (resnet50, imagenet, {device})"
-    return ASSUMED_SAMPLES_PER_S, f"assumed: no resnet50/imagenet/{device} entry in orchestrator/planning/throughput.json"
+    return ASSUMED_SAMPLES_PER_S, f"assumed: no resnet50/imagenet/{device} entry in {gpu_hours.TABLE_FILE.relative_to(ROOT)}"
 
 
 

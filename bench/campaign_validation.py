@@ -218,9 +218,10 @@ def calibrate(workspace: Path) -> Costs:
     ends = [next(r["end"] for r in rs if r.get("how") == "done") for rs in records]
     killed = next(r["end"] for r in records[1] if r.get("how") == "signal")
     retry = next(r["start"] for r in records[1] if r.get("attempt") == 1 and "start" in r)
+    links = zip(records[1:], ends[:-1], strict=True)  # a stage's end -> the next stage's job start
     return Costs(job_start_s=statistics.mean(r["start"] - r["job_start"] for r in firsts),
                  check_s=statistics.mean(r["process_start"] - r["job_start"] for r in firsts),
-                 job_end_s=statistics.mean(rs[0]["job_start"] - end for rs, end in zip(records[1:], ends[:-1], strict=True)),
+                 job_end_s=statistics.mean(rs[0]["job_start"] - end for rs, end in links),
                  restart_s=retry - killed)
 
 
