@@ -58,7 +58,7 @@ class Simulation(NodeEvents):
         self.events: list[tuple] = []
         self.sequence = self.submitted = 0
         self.now = 0.0
-        self.human_due = self.human_gave_up = False
+        self.human_due = self.human_gave_up = self.launched = False
         self.done_since_resume = 0
         self.out = Outcome(0.0, 0, 0, 0.0, 0.0, 0, 0, defaultdict(int))
 
@@ -70,7 +70,7 @@ class Simulation(NodeEvents):
             self._at(self.model.bad_node_at_s, "bad_node")
         if self.model.outage_at_s is not None and self.model.outage_s > 0:
             self._at(self.model.outage_at_s, "outage")
-        self._at(0.0, "launched")  # after what happens at time 0: jobs start once it is in place
+        self._at(self.model.launch_s, "launched")  # the first jobs start then (after what happens at time 0)
         while self.events:
             self.now, _, what, index, token, detail = heapq.heappop(self.events)
             if index is None:
@@ -97,7 +97,7 @@ class Simulation(NodeEvents):
     def _schedule(self) -> None:
         """Start pending jobs in priority order while GPUs are free (later ones where an earlier does not fit)."""
         i = 0
-        while i < len(self.queue) and self.cluster.free_gpus() > 0:
+        while self.launched and i < len(self.queue) and self.cluster.free_gpus() > 0:
             job = self.jobs[self.queue[i][1]]
             array = self.arrays[job.array]
             if self.policy != "per_stage" and array.running >= array.parallelism:
@@ -113,7 +113,7 @@ class Simulation(NodeEvents):
             self._start_job(job, allocation)
 
     def _launched(self) -> None:
-        pass
+        self.launched = True
 
     def _make_pending(self, job: Job) -> None:
         job.state = PENDING

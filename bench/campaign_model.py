@@ -105,6 +105,8 @@ class Model:
     retry_mode: str = "in_job"
     human_delay_s: float = 12 * 3600.0
     restart_s: float = 0.0
+    #: from the launch to the first job's start (the submission, the scheduler's first pass).
+    launch_s: float = 0.0
     job_start_s: float = 0.0
     check_s: float = 0.0
     job_end_s: float = 0.0
