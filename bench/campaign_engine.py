@@ -22,6 +22,7 @@ from campaign_model import (
     Model,
     Outcome,
     StageSpec,
+    remaining_chain_s,
 )
 
 from orchestrator.backends.base import Task
@@ -51,6 +52,7 @@ class Simulation(NodeEvents):
             for dep in spec.deps:
                 self.dependents[dep].append(spec.key)
         self.uniform = len({stage.gpus for stage in self.stages.values()}) <= 1
+        self.rank = remaining_chain_s(specs) if model.critical_path_first else {}  # first: the longest chain
         self.cluster = Cluster(model.gpus, model.node_gpus)
         self.jobs: list[Job] = []
         self.arrays: list[Array] = []
@@ -119,9 +121,6 @@ class Simulation(NodeEvents):
         job.state = PENDING
         bisect.insort(self.queue, (job.priority, job.index))
 
-    def _eligible(self, job: Job) -> None:  # a requeued job's BeginTime
-        self._make_pending(job)
-
     # ---- submission ----------------------------------------------------------------------------
     def _submit(self, keys: list[str]) -> None:
         """Submit ``keys`` (in dependency order) as the backend's ``plan_arrays`` groups them: a launch or a resume."""
@@ -146,7 +145,7 @@ class Simulation(NodeEvents):
             for dep in array.after:
                 self.arrays[dep].dependents.append(index)
             for position, (task,) in enumerate(submission.packs):
-                job = Job(len(self.jobs), task.key, index, (self.submitted, position))
+                job = Job(len(self.jobs), task.key, index, (-self.rank.get(task.key, 0.0), self.submitted, position))
                 self.jobs.append(job)
                 array.jobs.append(job.index)
                 stage = self.stages[task.key]
@@ -267,7 +266,7 @@ class Simulation(NodeEvents):
             self._begin_attempt(job, 0.0)  # same job, same node, no queue
         elif self.policy == "shipped" and model.retry_mode == "resubmit":
             self.submitted += 1
-            job.priority = (self.submitted, 0)  # the back of the queue
+            job.priority = (-self.rank.get(job.key, 0.0), self.submitted, 0)  # the back of the queue
             self._requeue(job, 0.0)
         else:
             self._requeue(job, model.requeue_delay_s)
@@ -287,7 +286,7 @@ class Simulation(NodeEvents):
         job.token += 1
         job.state = DELAYED
         if delay > 0:
-            self._at(self.now + delay, "eligible", job)
+            self._at(self.now + delay, "make_pending", job)  # its BeginTime
         else:
             self._make_pending(job)
 

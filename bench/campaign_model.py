@@ -103,6 +103,8 @@ class Model:
     #: retries of the ``per_stage`` baseline (``shipped`` reads the backend's own from ``slurm``).
     retries: int = 2
     retry_mode: str = "in_job"
+    #: a what-if: pending jobs start longest remaining chain first, not in submission order.
+    critical_path_first: bool = False
     human_delay_s: float = 12 * 3600.0
     restart_s: float = 0.0
     #: from the launch to the first job's start (the submission, the scheduler's first pass).
@@ -209,6 +211,18 @@ def critical_path_s(specs: list[StageSpec]) -> float:
     for spec in specs:
         ends[spec.key] = spec.duration_s + max((ends[d] for d in spec.deps), default=0.0)
     return max(ends.values(), default=0.0)
+
+
+def remaining_chain_s(specs: list[StageSpec]) -> dict[str, float]:
+    """Stage -> its duration plus the longest chain of durations after it (in dependency order)."""
+    after: dict[str, float] = {}
+    dependents: dict[str, list[str]] = {spec.key: [] for spec in specs}
+    for spec in specs:
+        for dep in spec.deps:
+            dependents[dep].append(spec.key)
+    for spec in reversed(specs):
+        after[spec.key] = spec.duration_s + max((after[k] for k in dependents[spec.key]), default=0.0)
+    return after
 
 
 def lower_bound_s(specs: list[StageSpec], gpus: int, gpus_per_stage: int = 1) -> float:

@@ -298,3 +298,13 @@ def test_the_shipped_policy_is_the_backends_own_plan(monkeypatch):
     monkeypatch.setattr(submission, "DEPENDENCY", "aftercorr")
     with pytest.raises(NotImplementedError):
         simulate(dag, model(gpus=2))
+
+
+def test_critical_path_first_starts_the_longest_remaining_chain_first():
+    from campaign_model import remaining_chain_s
+
+    dag = [StageSpec("x", "eval", 100), StageSpec("z", "eval", 100)] + chain("y", [100, 100])
+    assert remaining_chain_s(dag) == {"x": 100, "z": 100, "y0": 200, "y1": 100}
+    # two GPUs: in submission order x and z go first and the chain runs after them
+    assert simulate(dag, model(gpus=2, policy="per_stage")).makespan_s == 300
+    assert simulate(dag, model(gpus=2, policy="per_stage", critical_path_first=True)).makespan_s == 200
