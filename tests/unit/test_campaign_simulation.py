@@ -308,3 +308,20 @@ def test_critical_path_first_starts_the_longest_remaining_chain_first():
     # two GPUs: in submission order x and z go first and the chain runs after them
     assert simulate(dag, model(gpus=2, policy="per_stage")).makespan_s == 300
     assert simulate(dag, model(gpus=2, policy="per_stage", critical_path_first=True)).makespan_s == 200
+
+
+def test_the_validation_dag_is_the_planners_with_a_raising_stage_and_two_killed_ones():
+    from campaign_validation import Costs, barrier_dag, simulate_on, validation_dag
+
+    stages = validation_dag(seed=0)
+    assert 40 <= len(stages) <= 80 and len({s.spec.kind for s in stages}) == 4
+    assert sorted(s.fail for s in stages if s.fail) == ["raise", "signal", "signal"]
+    free = Costs(0.0, 0.0, 0.0, 0.0, 0.0)
+    run, bound = simulate_on(stages, free, slots=2, per_node=2)
+    broken = next(s.spec.key for s in stages if s.fail == "raise")
+    assert run.of("failed") == {broken} and run.of("blocked") and run.retried == {
+        s.spec.key for s in stages if s.fail == "signal"}
+    assert bound > 0  # over all the work, the blocked stages' too: a failure-free run's bound
+    barrier = barrier_dag()  # six waves of one 6 s stage and one 1 s stage each
+    assert simulate_on(barrier, free, 2, 2)[0].makespan_s == 36
+    assert simulate_on(barrier, free, 2, 2, policy="per_stage")[0].makespan_s == 21
