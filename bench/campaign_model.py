@@ -1,61 +1,73 @@
-"""A discrete-event model of a sweep's DAG running on a GPU cluster, under two submission policies.
+"""A discrete-event model of a sweep's DAG running on a GPU cluster, under three submission policies.
 
-Pure Python, no project imports: ``bench/campaign_simulation.py`` feeds it the planner's DAG
-and ``tests/unit/test_campaign_simulation.py`` checks it on DAGs small enough to add up by hand.
+``bench/campaign_simulation.py`` feeds it the planner's DAG, ``bench/campaign_validation.py``
+checks it against the real local SLURM cluster, and ``tests/unit/test_campaign_simulation.py``
+checks it on DAGs small enough to add up by hand. The event loop is ``bench/campaign_engine.py``,
+the nodes ``bench/campaign_cluster.py``.
 
-The cluster has ``gpus`` GPUs; every stage's job asks for the same ``gpus_per_stage`` (the
-SLURM backend's ``gpus_per_node`` is one setting for every kind), so ``gpus // gpus_per_stage``
-stages run at once. Pending jobs start in priority order (submission order, then wave, kind and
-index, as SLURM orders the elements of arrays submitted one after another); a job that is
-requeued or retried keeps its place.
+**The cluster** has ``gpus`` GPUs in nodes of ``gpus_per_node`` (default: one stage's GPUs). A
+stage's job asks for its :attr:`StageSpec.gpus` (default ``gpus_per_stage``): within one node
+when it fits, else whole nodes. Eligible pending jobs start in priority order, the first node(s)
+that fit first; SLURM's default ``priority/basic`` orders jobs by submission, and the tasks of an
+array by index. A job that does not fit lets later ones start (backfill without reservations).
 
-Policies:
+**Policies** (every one submits its arrays or jobs in the order of
+``orchestrator/backends/slurm/submission.py``'s ``plan_arrays``, from the same settings):
 
-- ``old`` (the SLURM backend before issue 11): one array per DAG wave and kind, each waiting
-  ``afterok`` on the whole arrays that hold its members' dependencies. A stage that fails for
-  good (anything but a preemption within ``max_requeues``) kills its array: every array that
-  waits on it, and transitively every later one, can never start. A human notices
-  ``human_delay_s`` after the first such failure and runs ``resume``, which resubmits every
-  failed and blocked stage the same way (new arrays per wave and kind among them, ``afterok`` on
-  the new arrays and on the live arrays of dependencies still queued or running). The human
-  gives up when the only failures left are deterministic and the previous resume made no progress
-  (nothing finished since), or after ``max_resumes``.
-- ``new`` (issue 11): each stage waits for its own dependencies only. An infrastructure failure
-  is retried automatically up to ``retries`` times; a deterministic failure is not, and blocks
-  exactly its transitive dependents. A stage still failing after its retries is left to a human
-  ``resume`` (same delay), which reruns infrastructure failures and what they blocked; nothing a
-  resume can do helps a deterministic failure, so it schedules none.
+- ``shipped``, what the SLURM backend does, taken from its own code: the arrays of
+  ``plan_arrays`` (one per DAG wave and kind, chunked to ``max_array_size``, throttled to
+  ``array_parallelism`` running tasks), each waiting ``afterany`` for the whole arrays before
+  it; each job first checks its stage's inputs and ends blocked within ``check_s`` when one is
+  missing; a stage process killed by a signal is restarted inside its job (same node, no queue)
+  up to the backend's ``retries``; a deterministic failure fails the stage. ``retry_mode``
+  ``requeue`` or ``resubmit`` asks what the same retries would cost as a SLURM requeue
+  (the job keeps its priority, after ``requeue_delay_s``) or a fresh submission (the back of
+  the queue).
+- ``per_stage`` (the baseline of issue 11): each stage waits for its own dependencies only, a
+  retry is requeued, a failure blocks exactly its dependents at once.
+- ``afterok`` (the SLURM backend before issue 11): the same arrays waiting ``afterok``; no
+  retries; a failure kills its array and, transitively, every array after it.
 
-Failures (common random numbers: the same seed gives both policies the same draws, attempt by
-attempt):
+A stage still failing after its retries, or blocked, waits for a human who runs ``resume``
+``human_delay_s`` after the first such failure: it reruns every failed and blocked stage (and,
+under ``shipped``, cancels and reruns the queued stages behind them, which ``status`` shows
+blocked). The human is not called for a deterministic failure alone, and gives up when only
+deterministic failures are left and nothing finished since the previous resume, or after
+``max_resumes``.
 
-- *infrastructure* (node failure, a worker killed by a signal): each attempt fails with
-  probability ``failure_p x (1 - deterministic_share)``, after a running time drawn uniformly
-  over the stage's full duration (a shorter, resumed attempt may finish first); the next attempt
-  resumes from the last epoch checkpoint, so the work since that checkpoint is lost;
-- *deterministic* (an exception in the stage's code, out of memory, bad data): a stage is
-  broken with probability ``failure_p x deterministic_share``; it fails at the same point of its
-  work on every attempt;
-- *preemption*: a Poisson process of ``preemptions_per_hour`` per running job. The job saves a
-  mid-epoch checkpoint at the signal and requeues itself (nothing lost but the restart); past
-  ``max_requeues`` it fails as an infrastructure failure.
+**Failures** (common random numbers: the same seed gives every policy the same draws, attempt by
+attempt): an attempt fails with probability ``failure_p``; a share ``deterministic_share`` of
+stages are broken (an exception at the same point of every attempt); of the other failures a
+share ``node_failure_share`` takes the job's node down (SLURM requeues the job when
+``node_requeue``, its ``JobRequeue``/``--requeue``; otherwise the stage fails ``NodeFailure``),
+the rest kill the stage process (retried). Each happens after a running time drawn uniformly
+over the stage; a resumed attempt starts from the last epoch checkpoint. Preemptions: a
+Poisson process of ``preemptions_per_hour`` per running job; the job saves a mid-epoch
+checkpoint and is requeued (submitit requeues a preempted job without limit). Correlated
+failures: a *bad node* (``bad_node_at_s``) fails every attempt that starts on it after
+``bad_node_fail_s`` (the stage process dies, so the job retries it on the same node) until it
+is drained ``drain_after_s`` later (and back, repaired, ``repair_s`` after that); a *partition
+outage* (``outage_at_s``, ``outage_s``) takes every node down: running jobs fail as on a node
+failure, nothing starts until it ends.
 
-Every attempt after a stage's first pays ``restart_s`` (job start, imports, reading the
-checkpoint). GPU-hours wasted are GPU time that did not turn into kept progress: lost work
-since a checkpoint, restarts, and the reruns of a deterministic failure. GPUs idle while a
-human is awaited are not counted as wasted (the cluster's other users take them).
+**Costs**: every job start takes ``job_start_s`` before the stage works (the blocked check:
+``check_s``); every attempt after a stage's first ``restart_s`` more (reading the checkpoint);
+every job holds its GPUs ``job_end_s`` after its stage ends. GPU-hours are counted while a job
+holds GPUs; wasted ones did not become kept work (lost work since a checkpoint, start-ups,
+restarts, blocked jobs). GPUs idle while a human is awaited are not counted (others take them).
 """
 from __future__ import annotations
 
-import heapq
 import random
-from collections import defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Optional
 
-POLICIES = ("old", "new")
-INFRASTRUCTURE, DETERMINISTIC = "infrastructure", "deterministic"
+POLICIES = ("shipped", "per_stage", "afterok")
+RETRY_MODES = ("in_job", "requeue", "resubmit")
+INFRASTRUCTURE, DETERMINISTIC, NODE_FAILURE, BAD_NODE = "infrastructure", "deterministic", "node failure", "bad node"
+#: seconds SLURM keeps a requeued batch job pending (its BeginTime): ``cred_expire`` (default 120 s) + 1.
+SLURM_REQUEUE_DELAY_S = 121.0
 
 
 @dataclass(frozen=True)
@@ -68,41 +80,74 @@ class StageSpec:
     deps: tuple[str, ...] = ()
     #: epoch checkpoints: the work is kept in steps of ``duration_s / epochs`` (0: none).
     epochs: int = 0
+    #: GPUs of its job (0: the model's ``gpus_per_stage``).
+    gpus: int = 0
 
 
 @dataclass(frozen=True)
 class Model:
-    """The cluster, the policy and the failure model of one run."""
+    """The cluster, the policy and the failure model of one run (see the module's docstring)."""
 
     gpus: int
-    policy: str = "new"
+    policy: str = "shipped"
     gpus_per_stage: int = 1
+    gpus_per_node: int = 0
+    #: the sweep's ``slurm:`` section: what ``plan_arrays`` and the in-job retries read.
+    slurm: Mapping = field(default_factory=dict)
+    max_array_size: int = 1000
     failure_p: float = 0.0
     deterministic_share: float = 0.0
+    node_failure_share: float = 0.0
+    node_requeue: bool = True
     preemptions_per_hour: float = 0.0
-    max_requeues: int = 3
+    #: retries of the ``per_stage`` baseline (``shipped`` reads the backend's own from ``slurm``).
     retries: int = 2
+    retry_mode: str = "in_job"
+    #: a what-if: pending jobs start longest remaining chain first, not in submission order.
+    critical_path_first: bool = False
     human_delay_s: float = 12 * 3600.0
     restart_s: float = 0.0
+    #: from the launch to the first job's start (the submission, the scheduler's first pass).
+    launch_s: float = 0.0
+    job_start_s: float = 0.0
+    check_s: float = 0.0
+    job_end_s: float = 0.0
+    requeue_delay_s: float = 0.0
     max_resumes: int = 100
+    bad_node_at_s: Optional[float] = None
+    bad_node_fail_s: float = 60.0
+    drain_after_s: float = 6 * 3600.0
+    #: a drained node is back (repaired) this long after it was drained (None: never).
+    repair_s: Optional[float] = None
+    outage_at_s: Optional[float] = None
+    outage_s: float = 0.0
     seed: int = 0
 
     def __post_init__(self):
         if self.policy not in POLICIES:
             raise ValueError(f"policy: {self.policy!r}; allowed: {', '.join(POLICIES)}")
+        if self.retry_mode not in RETRY_MODES:
+            raise ValueError(f"retry_mode: {self.retry_mode!r}; allowed: {', '.join(RETRY_MODES)}")
         if self.gpus < self.gpus_per_stage:
             raise ValueError(f"gpus: {self.gpus} cannot hold one stage of {self.gpus_per_stage} GPUs")
+
+    @property
+    def node_gpus(self) -> int:
+        """GPUs per node."""
+        return self.gpus_per_node or self.gpus_per_stage
 
 
 @dataclass(frozen=True)
 class Fate:
-    """What happens to one attempt: an infrastructure failure after ``infra_after_s`` of running
-    (None: none), a deterministic failure at ``broken_at`` (a fraction of the stage's work; None:
-    the stage is sound), a preemption after ``preempt_after_s`` of running (None: none)."""
+    """What happens to one attempt: its stage process is killed after ``infra_after_s`` of running
+    (None: not), it raises at ``broken_at`` (a fraction of the stage's work; None: the stage is
+    sound), it is preempted after ``preempt_after_s`` of running, its node fails after
+    ``node_after_s`` of running."""
 
     infra_after_s: Optional[float] = None
     broken_at: Optional[float] = None
     preempt_after_s: Optional[float] = None
+    node_after_s: Optional[float] = None
 
 
 #: (stage, attempt number from 0) -> Fate; the default draws from the model's seed.
@@ -122,8 +167,16 @@ class Outcome:
     automatic_retries: int
     failures: dict = field(default_factory=dict)
     preemptions: int = 0
-    #: stage key -> when it was done.
+    #: stage key -> when its work was done.
     finished_at: dict = field(default_factory=dict)
+    #: stage key -> its state at the end: done, failed, blocked, or waiting (never started).
+    states: dict = field(default_factory=dict)
+    #: the stages some attempt of which was retried automatically.
+    retried: set = field(default_factory=set)
+    #: sbatch calls (arrays, or jobs of the per-stage baseline) over the run.
+    submissions: int = 0
+    #: jobs SLURM requeued after a node failure.
+    node_requeues: int = 0
 
 
 def drawn_fates(model: Model) -> FateFunction:
@@ -138,318 +191,18 @@ def drawn_fates(model: Model) -> FateFunction:
         draw = random.Random(f"{model.seed}/{stage.key}/{attempt}")
         infra = draw.random() * stage.duration_s if draw.random() < p_infra else None
         preempt = draw.expovariate(rate) if rate > 0 else None
+        if infra is not None and draw.random() < model.node_failure_share:
+            return Fate(None, broken_at, preempt, infra)
         return Fate(infra, broken_at, preempt)
 
     return fate
 
 
-class _Stage:
-    __slots__ = ("spec", "state", "progress", "attempts", "retries_used", "requeues", "priority", "array",
-                 "failure", "waiting_on")
-
-    def __init__(self, spec: StageSpec):
-        self.spec = spec
-        self.state = "waiting"  # waiting, pending, running, done, failed, blocked
-        self.progress = 0.0  # seconds of work kept (checkpointed)
-        self.attempts = 0
-        self.retries_used = 0
-        self.requeues = 0
-        self.priority: tuple = ()
-        self.array: Optional[int] = None
-        self.failure: Optional[str] = None
-        self.waiting_on = 0
-
-
-class _Array:
-    __slots__ = ("members", "deps", "dependents", "missing", "ok", "dead")
-
-    def __init__(self, members: list[str], deps: set[int]):
-        self.members = members
-        self.deps = deps
-        self.dependents: list[int] = []
-        self.missing = len(members)  # members not done yet
-        self.ok = False
-        self.dead = False
-
-
-def _waves(keys: list[str], stages: Mapping[str, _Stage]) -> dict[str, int]:
-    """Depth of each of ``keys`` among ``keys`` (dependencies outside them count as wave -1)."""
-    inside = set(keys)
-    wave: dict[str, int] = {}
-    for key in keys:  # keys come in dependency order
-        wave[key] = 1 + max((wave[d] for d in stages[key].spec.deps if d in inside), default=-1)
-    return wave
-
-
-class Simulation:
-    """One run of ``model`` over the DAG ``specs`` (in dependency order)."""
-
-    def __init__(self, specs: list[StageSpec], model: Model, fate: Optional[FateFunction] = None):
-        self.model = model
-        self.fate = fate or drawn_fates(model)
-        self.order = [spec.key for spec in specs]
-        self.stages = {spec.key: _Stage(spec) for spec in specs}
-        position = {key: i for i, key in enumerate(self.order)}
-        for spec in specs:
-            missing = [d for d in spec.deps if position.get(d, len(specs)) > position[spec.key]]
-            if missing:
-                raise ValueError(f"stage {spec.key}: dependencies not listed before it: {missing}")
-        self.dependents: dict[str, list[str]] = defaultdict(list)
-        for spec in specs:
-            for dep in spec.deps:
-                self.dependents[dep].append(spec.key)
-        self.kinds = {kind: i for i, kind in enumerate(dict.fromkeys(spec.kind for spec in specs))}
-        self.slots = model.gpus // model.gpus_per_stage
-        self.running = 0
-        self.queue: list[tuple[tuple, str]] = []
-        self.events: list[tuple[float, int, str, str, int]] = []
-        self.sequence = 0
-        self.now = 0.0
-        self.arrays: list[_Array] = []
-        self.submissions = 0
-        self.human_due = False
-        self.human_gave_up = False
-        self.done_since_resume = 0
-        self._began: dict[str, float] = {}  # the running attempt's start and restart cost, by stage
-        self._overhead: dict[str, float] = {}
-        self.out = Outcome(0.0, 0, 0, 0.0, 0.0, 0, 0, defaultdict(int))
-
-    # ---- the event loop -----------------------------------------------------------------
-    def run(self) -> Outcome:
-        """Simulate until nothing can happen any more; return the outcome."""
-        self._submit(self.order)
-        self._start_ready()
-        while self.events:
-            self.now, _, what, key, token = heapq.heappop(self.events)
-            if what == "human":
-                self._human()
-            else:
-                stage = self.stages[key]
-                if stage.state != "running" or stage.attempts != token:
-                    continue
-                getattr(self, "_" + what)(stage)
-            self._start_ready()
-        self.out.unfinished = sum(s.state != "done" for s in self.stages.values())
-        self.out.failures = dict(self.out.failures)
-        return self.out
-
-    def _at(self, time: float, what: str, key: str = "", token: int = 0) -> None:
-        self.sequence += 1
-        heapq.heappush(self.events, (time, self.sequence, what, key, token))
-
-    def _start_ready(self) -> None:
-        while self.running < self.slots and self.queue:
-            _, key = heapq.heappop(self.queue)
-            stage = self.stages[key]
-            if stage.state == "pending":
-                self._start(stage)
-
-    def _enqueue(self, stage: _Stage) -> None:
-        stage.state = "pending"
-        heapq.heappush(self.queue, (stage.priority, stage.spec.key))
-
-    def _start(self, stage: _Stage) -> None:
-        spec = stage.spec
-        fate = self.fate(spec, stage.attempts)
-        overhead = self.model.restart_s if stage.attempts else 0.0
-        stage.attempts += 1
-        stage.state = "running"
-        self.running += 1
-        remaining = spec.duration_s - stage.progress
-        ends = [(overhead + remaining, "finish")]
-        if fate.infra_after_s is not None and fate.infra_after_s < remaining:
-            ends.append((overhead + fate.infra_after_s, "infra"))
-        if fate.broken_at is not None and fate.broken_at * spec.duration_s >= stage.progress:
-            ends.append((overhead + fate.broken_at * spec.duration_s - stage.progress, "broken"))
-        if fate.preempt_after_s is not None and fate.preempt_after_s < overhead + remaining:
-            ends.append((fate.preempt_after_s, "preempt"))
-        after, what = min(ends, key=lambda end: (end[0], end[1] != "finish"))
-        self._at(self.now + after, what, spec.key, stage.attempts)
-        self._began[spec.key], self._overhead[spec.key] = self.now, overhead
-
-    def _stop(self, stage: _Stage, kept_until: float) -> None:
-        """End the running attempt; the work is kept up to ``kept_until`` (seconds of the stage)."""
-        key = stage.spec.key
-        ran = self.now - self._began[key]
-        gained = max(0.0, kept_until - stage.progress)
-        gpus = self.model.gpus_per_stage
-        self.out.gpu_hours += ran * gpus / 3600
-        self.out.gpu_hours_wasted += (ran - gained) * gpus / 3600
-        stage.progress = max(stage.progress, kept_until)
-        self.running -= 1
-
-    def _checkpoint(self, stage: _Stage, reached: float) -> float:
-        """The work kept when an attempt dies at ``reached``: up to the last epoch checkpoint."""
-        spec = stage.spec
-        if not spec.epochs:
-            return 0.0
-        epoch = spec.duration_s / spec.epochs
-        return max(stage.progress, int(reached / epoch + 1e-9) * epoch)
-
-    def _reached(self, stage: _Stage) -> float:
-        return stage.progress + max(0.0, self.now - self._began[stage.spec.key] - self._overhead[stage.spec.key])
-
-    # ---- what ends an attempt --------------------------------------------------------------
-    def _finish(self, stage: _Stage) -> None:
-        self._stop(stage, stage.spec.duration_s)
-        stage.state = "done"
-        self.out.done += 1
-        self.done_since_resume += 1
-        self.out.makespan_s = max(self.out.makespan_s, self.now)
-        self.out.finished_at[stage.spec.key] = self.now
-        if self.model.policy == "new":
-            for key in self.dependents[stage.spec.key]:
-                waiter = self.stages[key]
-                waiter.waiting_on -= 1
-                if waiter.state == "waiting" and waiter.waiting_on == 0:
-                    self._enqueue(waiter)
-        elif stage.array is not None:
-            array = self.arrays[stage.array]
-            array.missing -= 1
-            if array.missing == 0 and not array.dead:
-                array.ok = True
-                for index in array.dependents:
-                    self._release(index)
-
-    def _infra(self, stage: _Stage) -> None:
-        self._stop(stage, self._checkpoint(stage, self._reached(stage)))
-        self._failed(stage, INFRASTRUCTURE)
-
-    def _broken(self, stage: _Stage) -> None:
-        self._stop(stage, self._checkpoint(stage, self._reached(stage)))
-        self._failed(stage, DETERMINISTIC)
-
-    def _preempt(self, stage: _Stage) -> None:
-        self._stop(stage, self._reached(stage))  # the signal saves a mid-epoch checkpoint
-        self.out.preemptions += 1
-        stage.requeues += 1
-        if stage.requeues > self.model.max_requeues:
-            self._failed(stage, INFRASTRUCTURE)
-        else:
-            self._enqueue(stage)
-
-    def _failed(self, stage: _Stage, failure: str) -> None:
-        self.out.failures[failure] += 1
-        if self.model.policy == "new" and failure == INFRASTRUCTURE and stage.retries_used < self.model.retries:
-            stage.retries_used += 1
-            stage.requeues = 0
-            self.out.automatic_retries += 1
-            self._enqueue(stage)
-            return
-        stage.state, stage.failure = "failed", failure
-        if self.model.policy == "new":
-            self._block_dependents(stage.spec.key)
-            if failure == INFRASTRUCTURE:
-                self._call_human()
-        else:
-            if stage.array is not None:
-                self._kill_array(stage.array)
-            self._call_human()
-
-    # ---- blocking and humans ------------------------------------------------------------------
-    def _block_dependents(self, key: str) -> None:
-        todo = list(self.dependents[key])
-        while todo:
-            waiter = self.stages[todo.pop()]
-            if waiter.state == "waiting":
-                waiter.state = "blocked"
-                todo.extend(self.dependents[waiter.spec.key])
-
-    def _kill_array(self, index: int) -> None:
-        """An array that can never complete: so can no array that waits on it (DependencyNeverSatisfied)."""
-        todo = [index]
-        while todo:
-            current = todo.pop()
-            array = self.arrays[current]
-            if array.dead or array.ok:
-                continue
-            array.dead = True
-            todo.extend(array.dependents)
-            for key in array.members:
-                member = self.stages[key]
-                if member.state == "waiting" and member.array == current:
-                    member.state = "blocked"
-                    self._call_human()  # status shows it blocked: someone has to resume
-
-    def _call_human(self) -> None:
-        if not self.human_due and not self.human_gave_up:
-            self.human_due = True
-            self._at(self.now + self.model.human_delay_s, "human")
-
-    def _human(self) -> None:
-        self.human_due = False
-        failed = [s.failure for s in self.stages.values() if s.state == "failed"]
-        futile = self.out.human_interventions and self.done_since_resume == 0 and DETERMINISTIC in failed \
-            and INFRASTRUCTURE not in failed
-        if futile or self.out.human_interventions >= self.model.max_resumes:
-            self.human_gave_up = True
-            return
-        if self.model.policy == "new":
-            again = [k for k in self.order if self.stages[k].state == "failed"
-                     and self.stages[k].failure == INFRASTRUCTURE]
-            again += [k for k in self.order if self.stages[k].state == "blocked"]
-        else:
-            again = [k for k in self.order if self.stages[k].state in ("failed", "blocked")]
-        if not again:
-            return
-        self.out.human_interventions += 1
-        self.done_since_resume = 0
-        for key in again:
-            stage = self.stages[key]
-            stage.state, stage.failure, stage.retries_used, stage.requeues = "waiting", None, 0, 0
-        self._submit([k for k in self.order if k in set(again)])
-
-    # ---- submission ----------------------------------------------------------------------------
-    def _submit(self, keys: list[str]) -> None:
-        """Submit ``keys`` (in dependency order) as the policy does: a launch or a resume."""
-        self.submissions += 1
-        wave = _waves(keys, self.stages)
-        if self.model.policy == "new":
-            for index, key in enumerate(keys):
-                stage = self.stages[key]
-                stage.priority = (self.submissions, wave[key], self.kinds[stage.spec.kind], index)
-            for key in keys:  # in dependency order: a stage behind a deterministic failure stays blocked
-                stage = self.stages[key]
-                states = [self.stages[d].state for d in stage.spec.deps]
-                stage.waiting_on = sum(state != "done" for state in states)
-                if any(state in ("failed", "blocked") for state in states):
-                    stage.state = "blocked"
-                elif stage.waiting_on == 0:
-                    self._enqueue(stage)
-            return
-        groups: dict[tuple[int, int], list[str]] = defaultdict(list)
-        for key in keys:
-            groups[(wave[key], self.kinds[self.stages[key].spec.kind])].append(key)
-        for (w, kind), members in sorted(groups.items()):
-            deps = {self.stages[d].array for key in members for d in self.stages[key].spec.deps
-                    if self.stages[d].state != "done"}
-            index = len(self.arrays)
-            array = _Array(members, {d for d in deps if d is not None})
-            self.arrays.append(array)
-            for position, key in enumerate(members):
-                stage = self.stages[key]
-                stage.array, stage.priority = index, (self.submissions, w, kind, position)
-            for dep in array.deps:
-                self.arrays[dep].dependents.append(index)
-            self._release(index)
-
-    def _release(self, index: int) -> None:
-        """Start an old-policy array's members once every array it waits for is complete."""
-        array = self.arrays[index]
-        if array.dead:
-            return
-        if any(self.arrays[d].dead for d in array.deps):
-            self._kill_array(index)
-            return
-        if all(self.arrays[d].ok for d in array.deps):
-            for key in array.members:
-                if self.stages[key].state == "waiting":
-                    self._enqueue(self.stages[key])
-
-
 def simulate(specs: list[StageSpec], model: Model, fate: Optional[FateFunction] = None) -> Outcome:
     """Run ``model`` over ``specs`` (in dependency order) once."""
-    return Simulation(specs, model, fate).run()
+    from campaign_engine import Simulation
+
+    return Simulation(specs, model, fate or drawn_fates(model)).run()
 
 
 def critical_path_s(specs: list[StageSpec]) -> float:
@@ -458,3 +211,21 @@ def critical_path_s(specs: list[StageSpec]) -> float:
     for spec in specs:
         ends[spec.key] = spec.duration_s + max((ends[d] for d in spec.deps), default=0.0)
     return max(ends.values(), default=0.0)
+
+
+def remaining_chain_s(specs: list[StageSpec]) -> dict[str, float]:
+    """Stage -> its duration plus the longest chain of durations after it (in dependency order)."""
+    after: dict[str, float] = {}
+    dependents: dict[str, list[str]] = {spec.key: [] for spec in specs}
+    for spec in specs:
+        for dep in spec.deps:
+            dependents[dep].append(spec.key)
+    for spec in reversed(specs):
+        after[spec.key] = spec.duration_s + max((after[k] for k in dependents[spec.key]), default=0.0)
+    return after
+
+
+def lower_bound_s(specs: list[StageSpec], gpus: int, gpus_per_stage: int = 1) -> float:
+    """max(critical path, GPU-seconds of work / GPUs): no policy on ``gpus`` GPUs finishes sooner."""
+    work = sum(spec.duration_s * (spec.gpus or gpus_per_stage) for spec in specs)
+    return max(critical_path_s(specs), work / gpus)

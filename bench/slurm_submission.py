@@ -3,7 +3,8 @@
 Needs a reachable SLURM (e.g. ``tests/cluster/slurm.sh start`` then
 ``. /tmp/prunesweep-slurm/env.sh``). Builds a synthetic DAG of ``--chains`` chains of
 ``--length`` stages whose worker sleeps briefly, submits it through the SLURM backend
-(arrays per wave, chained with afterok) with a counting ``sbatch`` on PATH, then times
+(one array per wave and kind, each waiting ``afterany`` for the arrays before it:
+``orchestrator/backends/slurm/submission.py``) with a counting ``sbatch`` on PATH, then times
 plain ``sbatch`` of one job per stage on ``--single`` stages and scales it to the DAG.
 Every job it submits is cancelled at the end.
 
@@ -81,7 +82,7 @@ def main() -> None:
         subprocess.run(["scancel", *arrays, *singles], capture_output=True)
     per_stage = single_seconds / args.single
     print(f"{len(tasks)} stages ({args.chains} chains x {args.length} levels):")
-    print(f"  prunesweep launch (arrays + afterok): {dag_calls} sbatch calls, {dag_seconds:.2f} s to return")
+    print(f"  prunesweep launch (arrays + afterany): {dag_calls} sbatch calls, {dag_seconds:.2f} s to return")
     print(f"  one sbatch per stage: {args.single} calls took {single_seconds:.2f} s "
           f"-> {len(tasks)} calls ~ {per_stage * len(tasks):.1f} s "
           f"({per_stage * len(tasks) / dag_seconds:.1f}x longer), and no dependencies between them")

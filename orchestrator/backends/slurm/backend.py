@@ -1,13 +1,14 @@
 """SLURM through submitit: the DAG submitted as job arrays chained with ``afterany``.
 
-``run`` submits and returns: stages of one kind and one wave (their depth in the DAG)
-form one array (chunked to the cluster's ``MaxArraySize``), and each array waits with
-``--dependency=afterany:`` for the arrays holding its stages' dependencies, so no driver
-process has to stay alive. A failure holds back only its own dependents: each job first
-checks that its stage's inputs exist and ends at once as *blocked* when one does not
-(:mod:`.inputs`); the other stages of the same arrays run on. Each stage runs as a submitit ``Checkpointable``: on the
-signal before preemption or the time limit it is requeued with the same stage folder
-and resumes from its epoch checkpoint (all mutable state lives in the stage folder).
+``run`` submits the arrays of :func:`.submission.plan_arrays` and returns: stages of one
+kind and one wave (their depth in the DAG) form one array (chunked to the cluster's
+``MaxArraySize``), and each array waits with ``--dependency=afterany:`` for the arrays
+holding its stages' dependencies, so no driver process has to stay alive. A failure
+holds back only its own dependents: each job first checks that its stage's inputs exist
+and ends at once as *blocked* when one does not (:mod:`.inputs`); the other stages of the
+same arrays run on. Each stage runs as a submitit ``Checkpointable``: on the signal
+before preemption or the time limit it is requeued with the same stage folder and
+resumes from its epoch checkpoint (all mutable state lives in the stage folder).
 
 The code a job runs is fixed at submission: the runner's package is copied into
 ``<log folder>/code/<digest>/`` and put first on the job's import path, so editing the
@@ -25,25 +26,21 @@ that fails ends the others); :class:`StageJob` gives each the torch environment
 together in one array task (:mod:`.pack`).
 
 Where a job stands comes from ``squeue``/``scontrol`` first and ``sacct`` only where
-accounting answers (see :func:`job_states`); answers are cached for a few seconds so a
+accounting answers (see :func:`.job_status.job_states`); answers are cached for a few seconds so a
 status loop in many shells does not hammer the controller.
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import importlib
 import importlib.util
-import json
 import os
-import shlex
 import shutil
 import signal
 import subprocess
 import sys
 import time
-from collections import defaultdict
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Optional
 
@@ -51,27 +48,19 @@ from orchestrator.backends.base import DEFAULT_RUNNER, Backend, Checks, Events, 
 from orchestrator.backends.processes import rank_env, split_runner, thread_env
 from orchestrator.backends.slurm import time_limits
 from orchestrator.backends.slurm.attempts import read_record, recorded_keys, summary
-from orchestrator.backends.slurm.inputs import inputs_ready, read_blocked, stage_inputs
+from orchestrator.backends.slurm.inputs import inputs_ready
+from orchestrator.backends.slurm.job_status import blocked_while_queued, cancel, job_states, judge_job
 from orchestrator.backends.slurm.pack import PackJob
+from orchestrator.backends.slurm.sbatch_limits import sbatch_time_limit, submission_error
 from orchestrator.backends.slurm.scheduler_output import (
-    ALIVE,
-    FAILURE_REASONS,
-    SACCT_FIELDS,
-    SQUEUE_FORMAT,
-    array_ids,
     describe,
-    failed_job_reason,
     parse_max_array_size,
-    parse_sacct,
-    parse_squeue,
 )
+from orchestrator.backends.slurm.submission import DEFAULT_ARRAY_PARALLELISM, DEFAULT_MAX_ARRAY_SIZE, plan_arrays
 from workers.stages.workspace_files import (
     atomic_write_bytes,
     make_unique_folder,
     move_within,
-    read_bytes,
-    read_json,
-    read_tail,
 )
 
 
@@ -167,25 +156,8 @@ def max_array_size(override: Optional[int] = None) -> int:
     try:
         output = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, timeout=30).stdout
     except (OSError, subprocess.TimeoutExpired):
-        return 1000
-    return parse_max_array_size(output) or 1000
-
-
-def waves(tasks: list[Task]) -> dict[int, list[Task]]:
-    """Tasks by depth: a task's wave is one more than the deepest task it waits for."""
-    by_key = {task.key: task for task in tasks}
-    depth: dict[str, int] = {}
-
-    def depth_of(key: str) -> int:
-        if key not in depth:
-            needs = [k for k in by_key[key].waits_for if k in by_key]
-            depth[key] = 1 + max((depth_of(k) for k in needs), default=-1)
-        return depth[key]
-
-    grouped: dict[int, list[Task]] = defaultdict(list)
-    for task in tasks:
-        grouped[depth_of(task.key)].append(task)
-    return dict(sorted(grouped.items()))
+        return DEFAULT_MAX_ARRAY_SIZE
+    return parse_max_array_size(output) or DEFAULT_MAX_ARRAY_SIZE
 
 
 class SlurmBackend(Backend):
@@ -211,7 +183,7 @@ class SlurmBackend(Backend):
             "time": settings.get("time_min", {}).get(kind) or self._derived_time_min().get(kind)
             or settings.get("default_time_min", 60),
             "cpus_per_task": settings.get("cpus_per_task", 1),
-            "array_parallelism": settings.get("array_parallelism", 256),
+            "array_parallelism": settings.get("array_parallelism", DEFAULT_ARRAY_PARALLELISM),
             "signal_delay_s": settings.get("signal_delay_s", 90),
             # one math thread per allocated CPU, as the local backend does: same numbers everywhere
             "setup": ["export " + " ".join(f"{name}={value}" for name, value in thread_env(self._cpus()).items()),
@@ -252,49 +224,38 @@ class SlurmBackend(Backend):
             raise UserError(f"slurm.partition: unknown partition {partition!r}; sinfo knows: {', '.join(known)}")
 
     def run(self, tasks: list[Task], events: Events) -> None:
-        """Submit every task as arrays per wave and kind, chained with afterany; return at once."""
+        """Submit the arrays of :func:`.submission.plan_arrays` (per wave and kind, ``afterany``); return at once."""
         if not tasks:
             return
         self.preflight()
-        limit = max_array_size(self.settings.get("max_array_size"))
-        array_of: dict[str, str] = {}  # task key -> the array job id that runs it
+        plan = plan_arrays(tasks, self.settings, max_array_size(self.settings.get("max_array_size")))
+        array_ids: dict[int, str] = {}  # position in the plan -> the array's job id
+        submitted_stages = 0
         code = str(snapshot_code(self.runner, self.log_folder / "code"))
         job = StageJob(self.runner, code)
         interval = float(self.settings.get("submit_interval_s", 0.1))
         last_submission = 0.0
-        with _sbatch_time_limit(int(self.settings.get("submit_timeout_s", 120)), self.log_folder / "bin"):
-            for wave in waves(tasks).values():
-                by_kind: dict[str, list[Task]] = defaultdict(list)
-                for task in wave:
-                    by_kind[task.kind].append(task)
-                for kind, members in by_kind.items():
-                    per_job = int(self.settings.get("stages_per_job", {}).get(kind, 1))
-                    packs = [members[i:i + per_job] for i in range(0, len(members), per_job)]
-                    # a distributed stage runs in the job's own processes; any other as a child process of
-                    # the job (a pack, of one when not shared), which retries it after an infrastructure failure
-                    runs = job if kind in self.settings.get("ranks", {}) else PackJob(
-                        self.runner, code, max(1, self._cpus() // per_job),
-                        retries=int(self.settings.get("retries", 2)))
-                    for start in range(0, len(packs), limit):
-                        chunk = packs[start:start + limit]
-                        needed = sorted({array_of[k] for pack in chunk for task in pack for k in task.waits_for
-                                         if k in array_of}
-                                        | {job_id.split("_")[0] for pack in chunk for task in pack
-                                           for job_id in task.after_jobs})
-                        # afterany: a failed stage must not stop the arrays after it (see .inputs)
-                        dependency = "afterany:" + ":".join(needed) if needed else None
-                        executor = self._executor(kind, dependency)
-                        time.sleep(max(0.0, last_submission + interval - time.monotonic()))
-                        last_submission = time.monotonic()
-                        try:
-                            with executor.batch():
-                                jobs = [executor.submit(runs, *self._arguments(pack, runs is job)) for pack in chunk]
-                        except Exception as error:
-                            raise _submission_error(error, len(array_of), len(tasks)) from None
-                        for pack, submitted in zip(chunk, jobs, strict=True):
-                            for task in pack:  # a pack's stages share its job id, each keeps its own row
-                                array_of[task.key] = submitted.job_id.split("_")[0]
-                                events.started(task.key, host=None, pid=None, job_id=submitted.job_id)
+        with sbatch_time_limit(int(self.settings.get("submit_timeout_s", 120)), self.log_folder / "bin"):
+            for index, array in enumerate(plan):
+                per_job = max(len(pack) for pack in array.packs)
+                # a distributed stage runs in the job's own processes; any other as a child process of
+                # the job (a pack, of one when not shared), which retries it after an infrastructure failure
+                runs = job if array.distributed else PackJob(self.runner, code, max(1, self._cpus() // per_job),
+                                                             retries=array.retries)
+                executor = self._executor(array.kind, array.dependency(array_ids))
+                time.sleep(max(0.0, last_submission + interval - time.monotonic()))
+                last_submission = time.monotonic()
+                try:
+                    with executor.batch():
+                        jobs = [executor.submit(runs, *self._arguments(list(pack), runs is job))
+                                for pack in array.packs]
+                except Exception as error:
+                    raise submission_error(error, submitted_stages, len(tasks)) from None
+                for pack, submitted in zip(array.packs, jobs, strict=True):
+                    array_ids[index] = submitted.job_id.split("_")[0]
+                    for task in pack:  # a pack's stages share its job id, each keeps its own row
+                        submitted_stages += 1
+                        events.started(task.key, host=None, pid=None, job_id=submitted.job_id)
 
     def _derived_time_min(self) -> dict[str, int]:
         """Kind -> minutes derived at launch (and kept for resume, which has no plan at hand)."""
@@ -413,174 +374,6 @@ class SlurmBackend(Backend):
 def log_folder(workspace: Path) -> Path:
     """Where the SLURM backend keeps submitit's files, job state cache and code snapshots."""
     return Path(workspace) / "slurm"
-
-
-#: the exit status of coreutils' ``timeout`` when it had to stop the command.
-_TIMED_OUT = 124
-
-
-@contextlib.contextmanager
-def _sbatch_time_limit(seconds: int, shims: Path) -> Iterator[None]:
-    """Run every ``sbatch`` started in the block under ``timeout`` (sbatch waits forever on a full queue).
-
-    submitit runs ``sbatch`` by name, and builds its array executors itself, so an executor
-    subclass cannot reach every submission: instead ``shims/`` holds an ``sbatch`` that runs
-    the real one under coreutils' ``timeout``, first on ``PATH`` for the block.
-    """
-    real = shutil.which("sbatch")
-    if real is None:  # preflight said SLURM answers; without sbatch submitit's own error is the clearest
-        yield
-        return
-    folder = Path(shims) / f"sbatch-timeout-{seconds}"
-    script = f'#!/bin/sh\nexec timeout --kill-after=10 {seconds} {shlex.quote(real)} "$@"\n'
-    shim = folder / "sbatch"
-    try:
-        current = read_bytes(shim, limit=1 << 16)
-    except OSError:
-        current = b""
-    if current != script.encode():
-        atomic_write_bytes(shim, script.encode(), mode=0o777)
-    path = os.environ.get("PATH", "")
-    os.environ["PATH"] = f"{folder}{os.pathsep}{path}"
-    try:
-        yield
-    finally:
-        os.environ["PATH"] = path
-
-
-def _submission_error(error: Exception, submitted: int, total: int):
-    """A UserError explaining a failed sbatch, and what was submitted before it."""
-    from orchestrator.errors import UserError
-
-    text = str(error)
-    before = (f"{submitted} of {total} stage(s) were submitted before it and are queued; "
-              "`prunesweep resume WORKSPACE --backend slurm` submits the rest"
-              ) if submitted else "nothing was submitted"
-    if getattr(error.__cause__, "returncode", None) == _TIMED_OUT:  # submitit's FailedJobError wraps the exit
-        return UserError(f"backend slurm: sbatch did not answer in time (slurm.submit_timeout_s); the controller may "
-                         f"be overloaded or the queue full (MaxJobCount); {before}")
-    last = (text.strip().splitlines() or ["no message"])[-1]
-    return UserError(f"backend slurm: sbatch failed: {last}; {before}")
-
-
-#: seconds a cached answer of the scheduler is reused by status queries.
-STATE_CACHE_S = 5.0
-
-
-def job_states(job_ids: list[str], cache: Optional[Path] = None) -> dict[str, tuple[str, ...]]:
-    """job id -> (SLURM state, reason, nodes, start) from ``squeue``, then ``sacct`` where accounting answers.
-
-    One ``squeue`` for all arrays at once. Without accounting ``sacct`` fails quietly;
-    ``squeue -t all`` still knows every job the controller remembers (``MinJobAge``), so
-    status stays right. With ``cache`` (a JSON file), an answer about the same jobs younger
-    than :data:`STATE_CACHE_S` is reused instead of asking again.
-    """
-    if not job_ids:
-        return {}
-    if cache is not None:
-        try:
-            cached = read_json(cache)
-            if time.time() - cached["time"] < STATE_CACHE_S and set(job_ids) <= set(cached["states"]):
-                return {job_id: tuple(cached["states"][job_id]) for job_id in job_ids}
-        except (OSError, ValueError, KeyError, TypeError):
-            pass
-    states = _ask_scheduler(job_ids)
-    answered = {job_id: states.get(job_id) for job_id in job_ids}
-    if cache is not None and all(answered.values()):  # a job the scheduler forgot is worth asking again
-        atomic_write_bytes(cache, json.dumps({"time": time.time(), "states": answered}).encode())
-    return states
-
-
-def _ask_scheduler(job_ids: list[str]) -> dict[str, tuple[str, ...]]:
-    try:
-        output = subprocess.run(["squeue", "-h", "-t", "all", "-r", "-j", ",".join(array_ids(job_ids)),
-                                 "-o", SQUEUE_FORMAT], capture_output=True, text=True, timeout=60).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        output = ""
-    states = parse_squeue(output, job_ids)
-    missing = [job_id for job_id in job_ids if job_id not in states]
-    if missing:
-        try:
-            result = subprocess.run(["sacct", "-n", "-P", "-X", "-j", ",".join(array_ids(missing)), "-o", SACCT_FIELDS],
-                                    capture_output=True, text=True, timeout=60)
-            output = result.stdout if result.returncode == 0 else ""
-        except (OSError, subprocess.TimeoutExpired):
-            output = ""
-        states.update(parse_sacct(output, missing))
-    return states
-
-
-def explain_failed_job(log_folder: Path, job_id: str) -> tuple[str, str]:
-    """(reason class, one line) for a job SLURM calls FAILED, read from submitit's stderr logs (one per rank)."""
-    texts = []
-    for log in sorted((Path(log_folder) / job_id).glob(f"{job_id}_*_log.err")):
-        try:
-            texts.append(read_tail(log, limit=20000))
-        except OSError:
-            pass
-    return failed_job_reason(texts)
-
-
-def judge_job(job_id: str, job: Optional[tuple[str, ...]], log_folder: Path, log_tail: str,
-              key: Optional[str] = None) -> Verdict:
-    """What the ledger should say of a stage without artifacts whose job SLURM reports as ``job``
-    ((state, reason), or None when neither squeue nor sacct knows it). With ``key``, a job that
-    ended after recording its stage blocked (:mod:`.inputs`) makes the stage blocked."""
-    missing = read_blocked(Path(log_folder).parent, key, job_id) if key else None
-    if missing:
-        return Verdict("blocked", "DependencyFailed", ", ".join(missing))
-    if job is None:  # what SLURM does with an array task cancelled while still pending
-        return Verdict("failed", "Cancelled", f"job {job_id} is unknown to squeue and sacct: cancelled before it "
-                                              "started (or forgotten by the controller)")
-    state, reason = job[0], job[1]
-    if state in ALIVE:
-        if "DependencyNeverSatisfied" in reason:
-            return Verdict("blocked", message=f"job {job_id} (DependencyNeverSatisfied: a job it waits for failed)")
-        return Verdict("running")
-    error_class = FAILURE_REASONS.get(state, "CompletedWithoutArtifacts" if state == "COMPLETED" else state.title())
-    detail = log_tail or f"job {job_id} ended {state}"
-    if state == "FAILED":
-        error_class, why = explain_failed_job(log_folder, job_id)
-        detail = f"{why}\n{detail}" if why else detail
-    return Verdict("failed", error_class, f"job {job_id} ended {state}\n{detail}")
-
-
-def blocked_while_queued(workspace: Path, queued: list[str], ledger_states: Mapping[str, str],
-                         verdicts: Mapping[str, Verdict]) -> dict[str, Verdict]:
-    """Verdicts for queued stages that can never run: one of their inputs failed or is blocked.
-
-    Their jobs wait with ``afterany`` and would only find out (and end blocked) once the whole
-    array before them ended; status says so at once. Transitive: a queued stage waiting for one
-    found blocked here is blocked too.
-    """
-    from orchestrator.state.workspace import stage_dir
-
-    state = dict(ledger_states)
-    state.update({key: verdict.state for key, verdict in verdicts.items() if verdict.state != "running"})
-    blocked: dict[str, Verdict] = {}
-    pending = list(queued)
-    changed = True
-    while changed:
-        changed = False
-        for key in list(pending):
-            try:
-                inputs = stage_inputs(stage_dir(workspace, key))
-            except (OSError, ValueError):
-                pending.remove(key)
-                continue
-            failed = [name for name in inputs if state.get(name) in ("failed", "blocked")]
-            if failed:
-                blocked[key] = Verdict("blocked", "DependencyFailed", ", ".join(failed))
-                state[key] = "blocked"
-                pending.remove(key)
-                changed = True
-    return blocked
-
-
-def cancel(job_ids: list[str]) -> None:
-    """``scancel`` the given jobs (and nothing else)."""
-    if job_ids:
-        subprocess.run(["scancel", *sorted(set(job_ids))], capture_output=True, timeout=60)
 
 
 #: the class the backend registry builds.

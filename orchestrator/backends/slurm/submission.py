@@ -1,0 +1,113 @@
+"""The SLURM backend's submission policy as data: which arrays one launch submits and what each waits for.
+
+:meth:`SlurmBackend.run <orchestrator.backends.slurm.backend.SlurmBackend.run>` submits exactly
+the arrays :func:`plan_arrays` returns, in that order, and the campaign simulator
+(``bench/campaign_model.py``) runs the same plan, so a change of policy here changes both:
+
+- the tasks of one launch (or resume) are grouped by *wave* (their depth among the tasks of
+  that launch, :func:`waves`) and kind, in the order the tasks come (the planner's
+  dependency order); the stages of a kind listed in ``stages_per_job`` are packed that many
+  to a job; the jobs of a group form one array, chunked to ``MaxArraySize``;
+- each array waits with :data:`DEPENDENCY` (``afterany``: the arrays it waits for ended,
+  however they ended) for every array of the launch that holds a dependency of one of its
+  stages, and for the arrays of dependencies queued or running from an earlier launch;
+- each job checks its stage's inputs first and ends at once, *blocked*, when one is missing
+  (:mod:`.inputs`); a stage process killed by a signal is started again inside its job up to
+  :attr:`ArraySubmission.retries` times (:mod:`.pack`); a distributed stage (``ranks``) runs in
+  the job's own processes and is not retried inside its job.
+
+SLURM orders pending jobs by priority, then submission: with the default ``priority/basic``
+every array submitted earlier comes first, and the tasks of one array by index.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from orchestrator.backends.base import Task
+from orchestrator.backends.failure_classes import DEFAULT_RETRIES
+
+#: how an array waits for the arrays before it: started once they ended, however they ended.
+DEPENDENCY = "afterany"
+#: the SLURM default of ``MaxArraySize`` (used when ``scontrol show config`` does not answer).
+DEFAULT_MAX_ARRAY_SIZE = 1000
+#: the default ``%N`` throttle of each array (``array_parallelism``).
+DEFAULT_ARRAY_PARALLELISM = 256
+
+
+@dataclass(frozen=True)
+class ArraySubmission:
+    """One ``sbatch`` of the plan: an array of jobs of one kind, each running one pack of tasks."""
+
+    kind: str
+    #: the tasks of each array job, in array index order (one task each unless ``stages_per_job``).
+    packs: tuple[tuple[Task, ...], ...]
+    #: positions, in the plan, of the earlier arrays this one waits for.
+    after: tuple[int, ...]
+    #: array job ids outside the plan (dependencies queued or running from an earlier launch).
+    after_jobs: tuple[str, ...]
+    #: runs in the job's own processes (``ranks``): no restart inside the job.
+    distributed: bool
+    #: restarts inside a job of a stage process killed by a signal.
+    retries: int
+    #: the array's ``%N`` throttle: at most this many of its jobs run at once.
+    parallelism: int
+
+    def dependency(self, array_ids: Mapping[int, str]) -> str | None:
+        """The ``--dependency`` value, given the job ids of the plan's arrays submitted so far."""
+        needed = sorted({array_ids[index] for index in self.after} | set(self.after_jobs))
+        return f"{DEPENDENCY}:" + ":".join(needed) if needed else None
+
+
+def waves(tasks: list[Task]) -> dict[int, list[Task]]:
+    """Tasks by depth: a task's wave is one more than the deepest task it waits for."""
+    by_key = {task.key: task for task in tasks}
+    depth: dict[str, int] = {}
+
+    def depth_of(key: str) -> int:
+        if key not in depth:
+            needs = [k for k in by_key[key].waits_for if k in by_key]
+            depth[key] = 1 + max((depth_of(k) for k in needs), default=-1)
+        return depth[key]
+
+    grouped: dict[int, list[Task]] = defaultdict(list)
+    for task in tasks:
+        grouped[depth_of(task.key)].append(task)
+    return dict(sorted(grouped.items()))
+
+
+def is_distributed(settings: Mapping[str, Any], kind: str) -> bool:
+    """Whether the stages of ``kind`` run in their job's own processes (listed in ``ranks``)."""
+    return kind in (settings.get("ranks") or {})
+
+
+def in_job_retries(settings: Mapping[str, Any], kind: str) -> int:
+    """Restarts, inside its job, of a stage of ``kind`` whose process was killed by a signal."""
+    return 0 if is_distributed(settings, kind) else int(settings.get("retries", DEFAULT_RETRIES))
+
+
+def plan_arrays(tasks: list[Task], settings: Mapping[str, Any], max_array_size: int) -> list[ArraySubmission]:
+    """The arrays one launch of ``tasks`` submits, in submission order (see the module's docstring)."""
+    plan: list[ArraySubmission] = []
+    array_of: dict[str, int] = {}  # task key -> position of its array in the plan
+    per_job = settings.get("stages_per_job") or {}
+    parallelism = int(settings.get("array_parallelism", DEFAULT_ARRAY_PARALLELISM))
+    for wave in waves(tasks).values():
+        by_kind: dict[str, list[Task]] = defaultdict(list)
+        for task in wave:
+            by_kind[task.kind].append(task)
+        for kind, members in by_kind.items():
+            size = int(per_job.get(kind, 1))
+            packs = [tuple(members[i:i + size]) for i in range(0, len(members), size)]
+            for start in range(0, len(packs), max_array_size):
+                chunk = tuple(packs[start:start + max_array_size])
+                stages = [task for pack in chunk for task in pack]
+                after = sorted({array_of[k] for task in stages for k in task.waits_for if k in array_of})
+                outside = sorted({job_id.split("_")[0] for task in stages for job_id in task.after_jobs})
+                plan.append(ArraySubmission(kind, chunk, tuple(after), tuple(outside), is_distributed(settings, kind),
+                                            in_job_retries(settings, kind), parallelism))
+                for task in stages:
+                    array_of[task.key] = len(plan) - 1
+    return plan

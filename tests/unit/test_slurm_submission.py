@@ -1,0 +1,82 @@
+"""The SLURM backend's submission policy (orchestrator/backends/slurm/submission.py) and that
+``SlurmBackend.run`` submits exactly its arrays: what the campaign simulator runs is what ships.
+No cluster: submitit's executor is replaced by one that records each array."""
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+from orchestrator.backends.base import Task
+from orchestrator.backends.slurm import backend as slurm_backend
+from orchestrator.backends.slurm.pack import PackJob
+from orchestrator.backends.slurm.submission import DEPENDENCY, plan_arrays
+
+
+def _dag() -> list[Task]:
+    """Two IMP chains under one dense stage, an evaluation per round, a stage queued by an earlier launch."""
+    tasks = [Task("dense", Path("dense"), kind="dense")]
+    for chain in "ab":
+        previous = "dense"
+        for level in range(3):
+            key = f"imp-{chain}{level}"
+            tasks.append(Task(key, Path(key), (previous,), kind="imp"))
+            tasks.append(Task(f"eval-{chain}{level}", Path(f"eval-{chain}{level}"), (key,), kind="eval"))
+            previous = key
+    tasks.append(Task("late", Path("late"), ("elsewhere",), kind="eval", after_jobs=("77_3",)))
+    return tasks
+
+
+def test_arrays_per_wave_and_kind_chunked_each_waiting_afterany_for_the_arrays_it_needs():
+    plan = plan_arrays(_dag(), {"retries": 3, "ranks": {"dense": {"nodes": 2}}}, max_array_size=1)
+    described = [(a.kind, [t.key for (t,) in a.packs], a.after, a.after_jobs, a.distributed, a.retries) for a in plan]
+    assert described == [
+        ("dense", ["dense"], (), (), True, 0),  # distributed: no retry inside its job
+        ("eval", ["late"], (), ("77",), False, 3),  # wave 0 too: its input is not in this launch
+        ("imp", ["imp-a0"], (0,), (), False, 3), ("imp", ["imp-b0"], (0,), (), False, 3),  # chunked to 1
+        # wave 2: the kinds in the order their first stage comes (the planner's order)
+        ("eval", ["eval-a0"], (2,), (), False, 3), ("eval", ["eval-b0"], (3,), (), False, 3),
+        ("imp", ["imp-a1"], (2,), (), False, 3), ("imp", ["imp-b1"], (3,), (), False, 3),
+        ("eval", ["eval-a1"], (6,), (), False, 3), ("eval", ["eval-b1"], (7,), (), False, 3),
+        ("imp", ["imp-a2"], (6,), (), False, 3), ("imp", ["imp-b2"], (7,), (), False, 3),
+        ("eval", ["eval-a2"], (10,), (), False, 3), ("eval", ["eval-b2"], (11,), (), False, 3),
+    ]
+    assert DEPENDENCY == "afterany" and plan[4].dependency({2: "12"}) == "afterany:12"
+    assert plan[-2].dependency({10: "3", 11: "4"}) == "afterany:3"
+    assert plan[1].dependency({}) == "afterany:77" and plan[0].dependency({}) is None
+    packed = plan_arrays(_dag(), {"stages_per_job": {"eval": 2}}, max_array_size=1000)
+    assert [len(pack) for pack in packed[-1].packs] == [2] and packed[-1].after == (6,) and len(packed) == 8
+
+
+def test_the_backend_submits_exactly_the_planned_arrays(monkeypatch, tmp_path):
+    arrays: list[dict] = []
+
+    class Executor:
+        def __init__(self, kind, dependency):
+            self.array = {"kind": kind, "dependency": dependency, "jobs": []}
+
+        @contextlib.contextmanager
+        def batch(self):
+            yield
+            arrays.append(self.array)
+
+        def submit(self, runs, folders):
+            self.array["jobs"].append((type(runs).__name__, getattr(runs, "retries", None), folders))
+            return type("Job", (), {"job_id": f"{100 + len(arrays)}_{len(self.array['jobs']) - 1}"})()
+
+    monkeypatch.setattr(slurm_backend.SlurmBackend, "preflight", lambda self: None)
+    monkeypatch.setattr(slurm_backend.SlurmBackend, "_executor", lambda self, kind, needs: Executor(kind, needs))
+    monkeypatch.setattr(slurm_backend, "snapshot_code", lambda runner, into: tmp_path)
+    settings = {"max_array_size": 1, "retries": 3, "submit_interval_s": 0, "ranks": {"dense": {"nodes": 2}}}
+    started = []
+    events = type("Events", (), {"started": lambda self, key, host, pid, job_id=None: started.append((key, job_id))})()
+    slurm_backend.SlurmBackend(settings, tmp_path / "slurm").run(_dag(), events)
+    plan = plan_arrays(_dag(), settings, max_array_size=1)
+    ids = {i: str(100 + i) for i in range(len(plan))}
+    assert [(a["kind"], a["dependency"]) for a in arrays] == [(p.kind, p.dependency(ids)) for p in plan]
+    for array, planned in zip(arrays, plan, strict=True):
+        folders = [str(task.folder) for (task,) in planned.packs]
+        if planned.distributed:
+            assert array["jobs"] == [("StageJob", None, folder) for folder in folders]
+        else:
+            assert array["jobs"] == [(PackJob.__name__, planned.retries, [folder]) for folder in folders]
+    assert [key for key, _ in started] == [task.key for p in plan for (task,) in p.packs]
