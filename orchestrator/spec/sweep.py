@@ -13,7 +13,17 @@ from orchestrator.backends.settings_base import KeyedError as _KeyedError
 from orchestrator.backends.slurm.settings import SlurmSettings
 from orchestrator.spec.bounds import MAX_SEED, checked_path
 from orchestrator.spec.rewind import RewindPoint, parse_rewind
-from orchestrator.spec.sections import Arch, Dataset, LabelSubset, Pruning, Recipe, StrictSection, Transfer, members
+from orchestrator.spec.sections import (
+    Arch,
+    Dataset,
+    LabelSubset,
+    Pruning,
+    Recipe,
+    StrictSection,
+    Tracking,
+    Transfer,
+    members,
+)
 from workers import catalog
 from workers.pruning.mask_sources import INITS, MASK_SOURCES
 
@@ -35,6 +45,8 @@ class _SweepFields(StrictSection):
     transfer: Optional[Transfer] = None
     #: the lab's central results database (results.central_db), e.g. postgresql://user@host/db
     results_db: Optional[str] = None
+    #: per-epoch metrics to TensorBoard and MLflow too (no part of any stage's identity)
+    tracking: Tracking = Field(default_factory=Tracking.model_construct)  # see Recipe.schedule
 
     @field_validator("workspace")
     @classmethod
