@@ -9,13 +9,13 @@ backend, before the backend sees them; a done stage's folder is never touched.
 """
 from __future__ import annotations
 
-import json
+import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Optional
 
 from orchestrator.state.ledger import Ledger
-from orchestrator.state.workspace import stage_dir
+from orchestrator.state.workspace import STAGES_DIR, stage_dir
 from workers.stages.artifacts import atomic_write_new_files, json_file_bytes
 from workers.stages.epochs import TRACKING_FILE
 
@@ -38,13 +38,15 @@ def cell_label(cell: Mapping[str, Any]) -> str:
 
 def write_tracking_files(workspace: Path, ledger: Ledger, keys: Iterable[str], sweep: Optional[str],
                          tracking: Optional[Mapping[str, Any]]) -> None:
-    """Give each stage of ``keys`` the ``tracking.json`` of ``tracking`` (launched as ``sweep``), or take it
-    away when ``tracking`` is None and an earlier sweep of the workspace asked for some."""
+    """Give each stage of ``keys`` the ``tracking.json`` of ``tracking`` (launched as ``sweep``), or take
+    away the one an earlier launch gave it when ``tracking`` is None."""
     keys = list(keys)
-    if tracking is None:
-        if any(tracking_of(json.loads(row["spec"])) for row in ledger.sweeps()):
-            for key in keys:
-                (stage_dir(workspace, key) / TRACKING_FILE).unlink(missing_ok=True)
+    if tracking is None:  # one unlink per stage (0.5 s for 50,000): a stale file would send metrics on
+        for key in keys:
+            try:
+                os.unlink(os.path.join(workspace, STAGES_DIR, key, TRACKING_FILE))
+            except FileNotFoundError:
+                pass
         return
     cells: dict[str, list[str]] = {}
     for row in ledger.cells_of(keys):
