@@ -110,10 +110,9 @@ def _line_style_keys(curve: pd.DataFrame, label: str) -> dict:
     how = one("transfer") or one("init")
     named = [part for part in (source, how) if part is not None]
     rest = " / ".join(part for part in label.split(" / ") if part not in named)
-    if "rewind" in curve.columns and curve["rewind"].notna().all():
-        random = bool((curve["rewind"] == NO_REWIND).all())
-    else:
-        random = source is not None and source.endswith("random")
+    # a random mask has no rewinding point; a custom grouping may leave the rewind column out
+    random = (source is not None and source.endswith("random")) or bool(
+        "rewind" in curve.columns and (curve["rewind"] == NO_REWIND).all())
     return {"mask_source": source, "init": how, "rest": rest, "random": random}
 
 
