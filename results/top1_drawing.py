@@ -97,10 +97,24 @@ def draw(curves: Curves):
         handles = [container for container in axes[0].containers]
         legend = figure.legend(handles, [line["label"] for line in lines], loc="outside lower center",
                                ncols=min(len(lines), 3 if zoom else 2), title=curves.get("note"), frameon=False)
-        for i, (handle, text) in enumerate(zip(legend.legend_handles, legend.texts, strict=True)):
-            handle.set_gid(f"legend-handle-{i}")
-            text.set_gid(f"legend-text-{i}")
+        _legend_ids(legend, [line["label"] for line in lines])
     return figure
+
+
+def _legend_ids(legend, labels: list[str]) -> None:
+    """Name each legend entry's text and line after its curve (``legend-text-<i>``, ``legend-line-<i>``), so
+    that a browser can tell which curve an entry stands for."""
+    from matplotlib.lines import Line2D
+
+    for column in legend._legend_handle_box.get_children():  # entries: (handle area, text area)
+        for entry in column.get_children():
+            area, text_area = entry.get_children()
+            text = text_area.get_children()[0]
+            index = labels.index(text.get_text())
+            text.set_gid(f"legend-text-{index}")
+            for artist in area.get_children():
+                if isinstance(artist, Line2D) and artist.get_linestyle() not in ("None", ""):
+                    artist.set_gid(f"legend-line-{index}")
 
 
 def _draw_line(ax, line: dict, style: dict, panel: int) -> None:
