@@ -26,7 +26,7 @@ def draw_epochs(curves: dict[str, Any]):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from results.top1_drawing import FONT, HEIGHT, PALETTE, SVG_SETTINGS, TWO_PANEL_WIDTH
+    from results.top1_drawing import FONT, HEIGHT, PALETTE, SVG_SETTINGS, TWO_PANEL_WIDTH, _legend_ids
 
     with matplotlib.rc_context({**FONT, **SVG_SETTINGS}):
         figure = Figure(figsize=(TWO_PANEL_WIDTH, HEIGHT * 0.85), layout="constrained")
@@ -45,10 +45,10 @@ def draw_epochs(curves: dict[str, Any]):
                              markersize=4)
             epochs, loss = _mean_by_epoch(series["stages"], "epoch", "train_loss")
             handles += loss_ax.plot(epochs, loss, color=colour, linewidth=2.5, marker="o", markersize=4,
-                                    label=series["label"], gid=f"epochs-{number}")
+                                    label=series["label"], gid=f"curve-{number}-p0")
             epochs, test = _mean_by_epoch(series["stages"], "test_epoch", "test")
             test_ax.plot(epochs, test, color=colour, linewidth=0, marker="D", markersize=8,
-                         markeredgecolor="black", gid=f"epochs-test-{number}")
+                         markeredgecolor="black")
         loss_ax.set_title("Training loss")
         loss_ax.set_ylabel("loss (mean over the epoch)")
         test_ax.set_title("Test top-1 (a pretext task: its own accuracy), where measured")
@@ -58,7 +58,8 @@ def draw_epochs(curves: dict[str, Any]):
             ax.grid(True, alpha=0.3)
             ax.xaxis.get_major_locator().set_params(integer=True)
         figure.suptitle(curves["title"])
-        figure.legend(handles, [series["label"] for series in curves["series"]], loc="outside lower center",
-                      ncols=min(len(handles), 4), frameon=False,
-                      title="bold: mean over the series' stages; faint: single stages")
+        labels = [series["label"] for series in curves["series"]]
+        legend = figure.legend(handles, labels, loc="outside lower center", ncols=min(len(handles), 4),
+                               frameon=False, title="bold: mean over the series' stages; faint: single stages")
+        _legend_ids(legend, labels)
     return figure

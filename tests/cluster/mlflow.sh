@@ -28,7 +28,7 @@ PORT_FILE=$DIR/port
 PID_FILE=$DIR/pid
 PYTHON=${PYTHON:-python3}
 # the `mlflow` extra of setup.cfg: the versions the tests ran with
-REQUIREMENT='mlflow>=3.1,<4'
+REQUIREMENT='mlflow>=3.17,<4'
 
 info() { printf '%s: %s\n' "$SELF" "$*" >&2; }
 fail() {
