@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -103,7 +104,7 @@ def top1_curves(df: pd.DataFrame, title: str | None = None, by: Sequence[str] | 
 def _line_style_keys(curve: pd.DataFrame, label: str) -> dict:
     """``mask_source``, ``init``, ``rest`` and ``random`` of one curve (see :func:`top1_curves`)."""
     def one(column: str) -> str | None:
-        values = curve[column].dropna().unique() if column in curve.columns else []
+        values: list[Any] = curve[column].dropna().unique().tolist() if column in curve.columns else []
         return str(values[0]) if len(values) == 1 else None
 
     source = one("mask_source")

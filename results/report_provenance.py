@@ -148,7 +148,7 @@ def epoch_curves(states: Sequence[Any]) -> list[dict[str, Any]]:
                     "epoch": [e["epoch"] for e in entries if "train_loss" in e],
                     "train_loss": [e["train_loss"] for e in entries if "train_loss" in e],
                     "test_epoch": [e["epoch"] for e in entries if _test(e) is not None],
-                    "test": [100.0 * _test(e) for e in entries if _test(e) is not None]})
+                    "test": [100.0 * value for value in map(_test, entries) if value is not None]})
             total = state.epoch_totals.get(kind, len(stages))
             figures.append({"type": "epochs", "title": f"{state.name}: {kind} stages", "kind": kind,
                             "workspace": state.name, "series": [{"label": label, "stages": runs}

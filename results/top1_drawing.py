@@ -32,7 +32,7 @@ Curves = dict[str, Any]
 #: the width of a figure of two panels, in inches (one panel: :data:`ONE_PANEL_WIDTH`), and its height.
 TWO_PANEL_WIDTH, ONE_PANEL_WIDTH, HEIGHT = 13.0, 7.5, 5.6
 #: the text, in points: at the report's width (about 1,330 CSS pixels for 13 inches) a point is 1.4 px.
-FONT = {"font.size": 11.5, "axes.titlesize": 13, "axes.labelsize": 12.5, "xtick.labelsize": 11.5,
+FONT: dict[Any, Any] = {"font.size": 11.5, "axes.titlesize": 13, "axes.labelsize": 12.5, "xtick.labelsize": 11.5,
         "ytick.labelsize": 11.5, "legend.fontsize": 11.5, "legend.title_fontsize": 11.5, "figure.titlesize": 14}
 #: one line style per init (how the masked network starts), then these for any other.
 INIT_STYLES = {"winning_ticket": "-", "reinit": "--", "pretrained": ":"}
@@ -43,7 +43,7 @@ MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#bcbd22")
 RANDOM_COLOURS = ("#555555", "#999999")
 #: the SVG ids are the same for the same figure (the page is the same whichever process drew it)
-SVG_SETTINGS = {"svg.hashsalt": "prunesweep", "svg.fonttype": "none", "font.family": "DejaVu Sans"}
+SVG_SETTINGS: dict[Any, Any] = {"svg.hashsalt": "prunesweep", "svg.fonttype": "none", "font.family": "DejaVu Sans"}
 
 
 def _styles(lines: list[dict]) -> list[dict]:

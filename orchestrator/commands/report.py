@@ -124,7 +124,7 @@ def stage_records(workspace: Path, stages: list, cells: list) -> dict:
             times.setdefault(row["kind"], []).append(max(0.0, float(row["ended_at"]) - float(row["started_at"])))
     ran = [row for row in stages if row["attempts"] or row["state"] == "done"]
     found = [read_provenance(stage_dir(workspace, row["key"])) for row in _spread(ran, MAX_READ)]
-    cell_of = {}
+    cell_of: dict[str, str] = {}
     for cell in cells:
         cell_of.setdefault(cell["stage_key"], f"{cell['mask_source']} / {cell['transfer'] or cell['init']}")
     trained: dict[str, list] = {}

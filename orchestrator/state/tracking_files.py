@@ -27,8 +27,9 @@ def tracking_of(spec: Mapping[str, Any]) -> Optional[dict[str, Any]]:
     return wanted or None
 
 
-def cell_label(cell: Mapping[str, Any]) -> str:
-    """A cell as its MLflow tag reads: ``labels / winning_ticket / rewind 0 / 51.2% / seed 0``."""
+def cell_label(cell: Any) -> str:
+    """A cell (a ledger row or a mapping) as its MLflow tag reads: ``labels / winning_ticket / rewind 0 / 51.2% /
+    seed 0``."""
     parts = [cell["mask_source"], cell["init"]]
     if cell["transfer"]:
         parts.append(cell["transfer"])

@@ -264,7 +264,7 @@ def train(model: nn.Module, task: Task, data: DataSplit, recipe: Mapping[str, An
           capture_iterations: Iterable[int] = (),
           capture_dir: Path | None = None,
           stop_at_iteration: int | None = None,
-          on_epoch: Callable[[dict[str, float]], None] | None = None) -> TrainResult:
+          on_epoch: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
     """Train ``model`` in place on ``task`` with ``recipe``; data order drawn from ``seed``.
 
     - ``mask``: pruned weights are zeroed first and kept exactly zero throughout;
@@ -305,7 +305,7 @@ class _Loop:
     def __init__(self, model: nn.Module, task: Task, data: DataSplit, spec: dict, seed: int,
                  device: torch.device, bf16: bool, mask: Mapping[str, torch.Tensor] | None,
                  stop_at_iteration: int | None, captures: RewindCaptures,
-                 on_epoch: Callable[[dict[str, float]], None] | None = None):
+                 on_epoch: Callable[[dict[str, Any]], None] | None = None):
         self.on_epoch = on_epoch
         self.model, self.task, self.data, self.spec, self.seed = model, task, data, spec, int(seed)
         self.device, self.bf16, self.captures = device, bf16, captures
