@@ -3,7 +3,7 @@
 Left: the training loss per epoch; right: the test top-1 (%) where measured. One faint line
 per stage (at most ``max_faint`` of them), one bold mean per series over its stages, a colour
 per series. The figure's data is a :data:`results.top1_drawing.Curves` of ``"type": "epochs"``
-made by :func:`results.report_provenance.epoch_curves`.
+made by :func:`results.report_provenance.epoch_curves`; its style is :mod:`results.figure_style`'s.
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def draw_epochs(curves: dict[str, Any]):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from results.top1_drawing import FONT, HEIGHT, PALETTE, SVG_SETTINGS, TWO_PANEL_WIDTH, _legend_ids
+    from results.figure_style import FONT, HEIGHT, PALETTE, SVG_SETTINGS, TWO_PANEL_WIDTH, legend_ids
 
     with matplotlib.rc_context({**FONT, **SVG_SETTINGS}):
         figure = Figure(figsize=(TWO_PANEL_WIDTH, HEIGHT * 0.85), layout="constrained")
@@ -61,5 +61,5 @@ def draw_epochs(curves: dict[str, Any]):
         labels = [series["label"] for series in curves["series"]]
         legend = figure.legend(handles, labels, loc="outside lower center", ncols=min(len(handles), 4),
                                frameon=False, title="bold: mean over the series' stages; faint: single stages")
-        _legend_ids(legend, labels)
+        legend_ids(legend, labels)
     return figure

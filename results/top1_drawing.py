@@ -23,27 +23,25 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
+from results.figure_style import (
+    FONT,
+    HEIGHT,
+    INIT_STYLES,
+    MARKERS,
+    ONE_PANEL_WIDTH,
+    OTHER_STYLES,
+    PALETTE,
+    RANDOM_COLOURS,
+    SVG_SETTINGS,
+    TWO_PANEL_WIDTH,
+    legend_ids,
+)
+
 #: ``{"title": str, "note": str, "lines": [{"label", "x", "y", "yerr", "n", "points": {"x", "y"}, "mask_source",
 #: "init", "rest", "random"}], "xlim": [left, right], "ticks": [x...] | None, "tick_labels": [str...] | None}``:
 #: x and y in percent (:func:`results.plot.top1_curves`); or, with ``"type": "epochs"``, the per-epoch
 #: curves of :mod:`results.epoch_drawing`.
 Curves = dict[str, Any]
-
-#: the width of a figure of two panels, in inches (one panel: :data:`ONE_PANEL_WIDTH`), and its height.
-TWO_PANEL_WIDTH, ONE_PANEL_WIDTH, HEIGHT = 13.0, 7.5, 5.6
-#: the text, in points: at the report's width (about 1,330 CSS pixels for 13 inches) a point is 1.4 px.
-FONT: dict[Any, Any] = {"font.size": 11.5, "axes.titlesize": 13, "axes.labelsize": 12.5, "xtick.labelsize": 11.5,
-        "ytick.labelsize": 11.5, "legend.fontsize": 11.5, "legend.title_fontsize": 11.5, "figure.titlesize": 14}
-#: one line style per init (how the masked network starts), then these for any other.
-INIT_STYLES = {"winning_ticket": "-", "reinit": "--", "pretrained": ":"}
-OTHER_STYLES = ("-.", (0, (5, 1, 1, 1, 1, 1)), (0, (1, 1)))
-#: one marker per remaining part of a label (sweep, workspace, rewind point)
-MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
-#: trained mask sources take the colours in turn; random masks are grey, as in the paper
-PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#bcbd22")
-RANDOM_COLOURS = ("#555555", "#999999")
-#: the SVG ids are the same for the same figure (the page is the same whichever process drew it)
-SVG_SETTINGS: dict[Any, Any] = {"svg.hashsalt": "prunesweep", "svg.fonttype": "none", "font.family": "DejaVu Sans"}
 
 
 def _styles(lines: list[dict]) -> list[dict]:
@@ -97,24 +95,8 @@ def draw(curves: Curves):
         handles = [container for container in axes[0].containers]
         legend = figure.legend(handles, [line["label"] for line in lines], loc="outside lower center",
                                ncols=min(len(lines), 3 if zoom else 2), title=curves.get("note"), frameon=False)
-        _legend_ids(legend, [line["label"] for line in lines])
+        legend_ids(legend, [line["label"] for line in lines])
     return figure
-
-
-def _legend_ids(legend, labels: list[str]) -> None:
-    """Name each legend entry's text and line after its curve (``legend-text-<i>``, ``legend-line-<i>``), so
-    that a browser can tell which curve an entry stands for."""
-    from matplotlib.lines import Line2D
-
-    for column in legend._legend_handle_box.get_children():  # entries: (handle area, text area)
-        for entry in column.get_children():
-            area, text_area = entry.get_children()
-            text = text_area.get_children()[0]
-            index = labels.index(text.get_text())
-            text.set_gid(f"legend-text-{index}")
-            for artist in area.get_children():
-                if isinstance(artist, Line2D) and artist.get_linestyle() not in ("None", ""):
-                    artist.set_gid(f"legend-line-{index}")
 
 
 def _draw_line(ax, line: dict, style: dict, panel: int) -> None:

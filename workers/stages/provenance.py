@@ -89,7 +89,6 @@ def gpu_models() -> list[str]:
 @functools.lru_cache(maxsize=1)
 def _process_facts() -> dict[str, Any]:
     """What stays the same for every stage a worker process runs (its code is imported once)."""
-    import workers
     from workers.stages.preflight import installed_versions
 
     packages = installed_versions()
@@ -99,7 +98,8 @@ def _process_facts() -> dict[str, Any]:
         except metadata.PackageNotFoundError:
             pass
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return {"code": code_version(Path(workers.__file__).parent), "packages": packages,
+    workers_package = Path(__file__).resolve().parent.parent  # this file is workers/stages/provenance.py
+    return {"code": code_version(workers_package), "packages": packages,
             "host": socket.gethostname(), "cpu": cpu_model(), "cpu_cores": cores, "gpus": gpu_models()}
 
 
