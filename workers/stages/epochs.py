@@ -21,7 +21,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -69,6 +70,18 @@ def read_epochs(stage_dir: Path) -> list[dict[str, Any]]:
         if isinstance(entry, dict) and type(entry.get("epoch")) is int:
             entries[entry["epoch"]] = entry
     return [entries[epoch] for epoch in sorted(entries)]
+
+
+@contextmanager
+def recording(stage_dir: Path, key: str, seed: int) -> Iterator[EpochRecorder]:
+    """An :class:`EpochRecorder` for the block, its trackers closed after it with how it ended."""
+    recorder = EpochRecorder(stage_dir, key, seed)
+    try:
+        yield recorder
+    except BaseException as error:
+        recorder.close("KILLED" if isinstance(error, (SystemExit, KeyboardInterrupt)) else "FAILED")
+        raise
+    recorder.close()
 
 
 class EpochRecorder:

@@ -36,7 +36,7 @@ from workers.stages.contract import (
     StageContext,
     StageOutcome,
 )
-from workers.stages.epochs import EpochRecorder
+from workers.stages.epochs import recording
 from workers.tasks.objectives import Task, evaluate_accuracy, get_task
 from workers.training.loop import cpu_state_dict, pick_device, rewind_file, save_state_dict, train
 from workers.training.seeds import derive_seed
@@ -76,16 +76,11 @@ def _train_and_measure(ctx: StageContext[DenseConfig | ImpConfig | EvalConfig], 
     """Train on the stage's recipe and data order seed; save ``final.pt``; return metrics, accuracy."""
     seed = ctx.config.seed
     data = training_data(ctx, task)
-    epochs = EpochRecorder(ctx.stage_dir, ctx.key, seed)
-    try:
+    with recording(ctx.stage_dir, ctx.key, seed) as epochs:
         result = train(model, task, data, ctx.config.recipe, seed, mask=mask,
                        checkpoint_path=ctx.checkpoint, on_epoch=epochs.record, **train_options)
         accuracy = evaluate_accuracy(model, task, data.test_images, data.test_labels)
         epochs.measured(accuracy, task.label_head)
-    except BaseException as error:
-        epochs.close("KILLED" if isinstance(error, (SystemExit, KeyboardInterrupt)) else "FAILED")
-        raise
-    epochs.close()
     wall_time = result.seconds  # over every attempt, up to the checkpoint each resumed from
     save_state_dict(ctx.stage_dir / FINAL_FILE, cpu_state_dict(model))
     log.info("%s test accuracy %.4f after %d epochs (%d iterations, %.2f s)", task.name, accuracy,
