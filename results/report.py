@@ -1,12 +1,14 @@
 """``prunesweep report``: one self-contained HTML page of one workspace or several.
 
-The page holds the sweeps, the stage states per kind, the failures with their log tails, the
-missing cells, one figure per (dataset, network) of top-1 vs fraction remaining (drawn by
-:func:`results.plot.top1_figure`, embedded as base64 PNG), the pivot tables, the paired
-comparisons (:func:`results.compare`) and the transfer tables. It needs no server and no
+The page holds the sweeps, their provenance (:mod:`results.report_provenance`), the stage
+states per kind, the failures with their log tails, the missing cells, one figure per
+(dataset, network) of top-1 vs fraction remaining (:mod:`results.top1_drawing`, inline SVG),
+the per-epoch curves, the pivot tables, the paired comparisons (:func:`results.compare`) and
+the transfer tables. It needs no server and no
 network: no script, no style sheet, no image, no font is fetched from anywhere.
 
-What the ledger knows (sweeps, stages, failures, cells) comes in as plain
+What the ledger and the stage folders know (sweeps, stages, failures, cells, provenance,
+per-epoch metrics) comes in as plain
 :class:`WorkspaceState` values: this package reads no ledger (it imports nothing from the
 orchestrator); ``orchestrator/commands/report.py`` fills them in.
 """
