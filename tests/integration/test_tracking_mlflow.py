@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import uuid
 
 import pytest
 import yaml
@@ -31,18 +32,19 @@ def launch(path, sweep):
 def test_one_run_per_training_stage_with_its_epochs(mlflow_server, tmp_path):
     from mlflow.tracking import MlflowClient
 
+    name = f"prunesweep-{uuid.uuid4().hex[:12]}"  # the server may keep the runs of earlier sessions
     sweep = dict(SWEEP, name="mlflow-tiny", workspace=str(tmp_path / "ws"),
-                 tracking={"mlflow": {"uri": mlflow_server, "experiment": f"prunesweep-{tmp_path.name}"}})
+                 tracking={"mlflow": {"uri": mlflow_server, "experiment": name}})
     stages = launch(tmp_path / "s.yaml", sweep)
     client = MlflowClient(tracking_uri=mlflow_server)
-    experiment = client.get_experiment_by_name(f"prunesweep-{tmp_path.name}")
+    experiment = client.get_experiment_by_name(name)
     runs = {run.info.run_name: run for run in client.search_runs([experiment.experiment_id], max_results=100)}
     assert set(runs) == set(stages)
     for key, run in runs.items():
         assert run.info.status == "FINISHED"
         tags = run.data.tags
         assert tags["sweep"] == "mlflow-tiny" and tags["seed"] == "0" and tags["stage_key"] == key
-        assert tags["stage_kind"] == stages[key]["kind"]
+        assert tags["stage_kind"] == stages[key]["kind"] and tags["workspace"] == str((tmp_path / "ws").resolve())
         if stages[key]["kind"] == "eval":  # one cell each; a dense run serves many
             assert tags["cell"].endswith("/ 80% / seed 0") and tags["cell"].split(" / ")[0] in ("labels", "random")
         epochs = read_epochs(tmp_path / "ws" / "stages" / key)
@@ -65,3 +67,21 @@ def test_a_server_that_is_down_never_fails_a_stage(tmp_path):
         folder = tmp_path / "ws" / "stages" / key
         assert "tracking: no MLflow run" in (folder / "log.txt").read_text()
         assert [entry["epoch"] for entry in read_epochs(folder)] == [1, 2]
+
+
+def test_the_same_stage_in_another_workspace_is_another_run(mlflow_server, tmp_path):
+    """Stage keys are the same in every workspace of the same sweep: each workspace's stage gets its own run,
+    never the metrics of the other appended to its history."""
+    from mlflow.tracking import MlflowClient
+
+    name = f"prunesweep-{uuid.uuid4().hex[:12]}"
+    sweep = dict(SWEEP, name="mlflow-twice", init=["reinit"], mask_source=["random"],
+                 tracking={"mlflow": {"uri": mlflow_server, "experiment": name}})
+    first = launch(tmp_path / "a.yaml", dict(sweep, workspace=str(tmp_path / "a")))
+    second = launch(tmp_path / "b.yaml", dict(sweep, workspace=str(tmp_path / "b")))
+    assert set(first) == set(second)
+    client = MlflowClient(tracking_uri=mlflow_server)
+    runs = client.search_runs([client.get_experiment_by_name(name).experiment_id], max_results=100)
+    assert sorted(run.info.run_name for run in runs) == sorted([*first, *second])
+    for run in runs:
+        assert [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")] == [1, 2]

@@ -102,7 +102,8 @@ class EpochRecorder:
 
             stage = read_stage(Path(stage_dir))
             self.trackers = open_trackers(Path(stage_dir), {"key": key, "seed": seed, "kind": stage.get("kind"),
-                                                            "label": stage.get("label")}, settings)
+                                                            "label": stage.get("label"), "dir": str(stage_dir)},
+                                          settings)
 
     def record(self, entry: Mapping[str, Any]) -> None:
         """One whole epoch: replaces what an earlier attempt wrote for it and for every later epoch."""

@@ -11,7 +11,8 @@ file's ``tracking:`` section; never part of a stage's identity)::
   ``torch.utils.tensorboard`` (the ``tensorboard`` extra);
 - **MLflow** (the ``mlflow`` extra): one run per stage in the experiment (the sweep's name unless
   given), named after the stage key and tagged with ``sweep``, ``cell``, ``seed``, ``stage_key``,
-  ``stage_kind`` and ``stage_label``; a resumed attempt continues the run of the earlier one.
+  ``stage_kind``, ``stage_label`` and ``workspace`` (and a digest of its path, ``workspace_id``); a
+  resumed attempt continues the run of the earlier one in the same workspace.
   ``uri`` absent: ``MLFLOW_TRACKING_URI`` of the worker's environment.
 
 A tracker that cannot start (package missing, server down) is logged in ``log.txt`` and left
@@ -19,6 +20,7 @@ out: tracking never fails or slows a stage by more than a few seconds.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from pathlib import Path
@@ -108,11 +110,16 @@ class MlflowTracker:
         experiment = str(options.get("experiment") or settings.get("sweep") or "prunesweep")
         experiment_id = self._experiment(experiment)
         key = str(stage["key"])
+        workspace = str(Path(stage["dir"]).resolve().parent.parent)
+        # the same stage key in another workspace (a copy, a rerun elsewhere) is another run
+        workspace_id = hashlib.sha256(workspace.encode()).hexdigest()[:16]
         tags = {"sweep": str(settings.get("sweep", "-")), "cell": cell_tag(settings.get("cells")),
                 "seed": str(stage.get("seed", "-")), "stage_key": key, "stage_kind": str(stage.get("kind", "-")),
-                "stage_label": str(stage.get("label", "-"))}
+                "stage_label": str(stage.get("label", "-")), "workspace": workspace, "workspace_id": workspace_id}
         tags = {name: value[:MAX_TAG] for name, value in tags.items()}
-        earlier = self.client.search_runs([experiment_id], filter_string=f"tags.stage_key = '{key}'", max_results=1)
+        earlier = self.client.search_runs(
+            [experiment_id], filter_string=f"tags.stage_key = '{key}' and tags.workspace_id = '{workspace_id}'",
+            max_results=1)
         if earlier:  # an earlier attempt of this stage: its run goes on
             self.run_id = earlier[0].info.run_id
             self.client.update_run(self.run_id, status="RUNNING")
