@@ -20,6 +20,7 @@ from orchestrator.errors import UserError
 from orchestrator.state.central_results import remember
 from orchestrator.state.ledger import Ledger
 from orchestrator.state.reconcile import IngestSession, ingest_results, log_tail, reconcile
+from orchestrator.state.tracking_files import tracking_of, write_tracking_files
 from orchestrator.state.workspace import (
     WorkspaceLock,
     check_creatable,
@@ -125,11 +126,13 @@ def _priorities(keys: list[str], ledger: Ledger) -> dict[str, float]:
 
 def run_pending(workspace: Path, ledger: Ledger, keys: Iterable[str], backend_name: str,
                 workers: Optional[int] = None, progress: bool = True,
-                backend_settings: Optional[dict] = None, check_stage_files: bool = False) -> RunSummary:
+                backend_settings: Optional[dict] = None, check_stage_files: bool = False,
+                sweep_spec: Optional[dict] = None) -> RunSummary:
     """Run (or submit) every stage of ``keys`` that is neither done nor queued/running.
 
     ``check_stage_files``: first write again from the plan each damaged ``stage.json`` of those
-    stages (:func:`restore_stage_files`). The caller holds the workspace lock.
+    stages (:func:`restore_stage_files`). ``sweep_spec``: the settings of the sweep this run is for
+    (its ``name`` and ``tracking``). The caller holds the workspace lock.
     """
     keys = list(keys)
     done = reconcile(workspace, ledger, lock_held_by_us=True)
@@ -150,6 +153,8 @@ def run_pending(workspace: Path, ledger: Ledger, keys: Iterable[str], backend_na
         tasks.append(Task(key, stage_dir(workspace, key), tuple(pending), priority.get(key, 0.0),
                           kind=rows[key]["kind"], after_jobs=elsewhere))
     ledger.mark_planned_many(todo)  # one transaction, not one commit per stage (50k at a first launch)
+    spec = sweep_spec or {}
+    write_tracking_files(workspace, ledger, todo, spec.get("name"), tracking_of(spec))
     backend = get_backend(backend_name, workers=workers, settings=backend_settings, workspace=workspace)
     events = _LedgerEvents(workspace, ledger, backend.name, 0 if backend.detached else len(tasks), progress)
     try:
@@ -256,7 +261,7 @@ def launch(spec: SweepSpec, source: str, backend_name: Optional[str] = None, wor
             settings_for_run = backend_class(backend_name).planned_settings(
                 spec, plan, section.model_dump() if section is not None else {})
             summary = run_pending(workspace, ledger, plan.stages.keys(), backend_name, workers, progress,
-                                  settings_for_run)
+                                  settings_for_run, sweep_spec=spec.model_dump())
         finally:
             ledger.close()
     return plan, summary
@@ -266,7 +271,8 @@ def resume(workspace: Path, backend_name: str = "local", workers: Optional[int] 
            dry_run: bool = False, backend_settings: Optional[dict] = None) -> tuple[list[str], Optional[RunSummary]]:
     """Rerun every failed, blocked, interrupted or missing stage of the workspace; never a done one.
 
-    The backend's settings are the latest sweep's section for it, unless ``backend_settings`` is given.
+    The backend's settings are the latest sweep's section for it, unless ``backend_settings`` is given; so
+    is its tracking (``tracking:``).
     """
     with WorkspaceLock(workspace):
         ledger = Ledger(workspace)
@@ -276,11 +282,12 @@ def resume(workspace: Path, backend_name: str = "local", workers: Optional[int] 
                 reconcile(workspace, ledger, lock_held_by_us=True)
                 return [row["key"] for row in ledger.stages() if row["state"] not in ("done", "running")], None
             sweeps = ledger.sweeps()
+            latest = json.loads(sweeps[-1]["spec"]) if sweeps else {}
             settings = backend_settings
             if settings is None:
-                settings = (json.loads(sweeps[-1]["spec"]).get(backend_name) or {}) if sweeps else {}
+                settings = latest.get(backend_name) or {}
             summary = run_pending(workspace, ledger, keys, backend_name, workers, progress, settings,
-                                  check_stage_files=True)
+                                  check_stage_files=True, sweep_spec=latest)
             return keys, summary
         finally:
             ledger.close()

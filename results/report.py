@@ -1,18 +1,19 @@
 """``prunesweep report``: one self-contained HTML page of one workspace or several.
 
-The page holds the sweeps, the stage states per kind, the failures with their log tails, the
-missing cells, one figure per (dataset, network) of top-1 vs fraction remaining (drawn by
-:func:`results.plot.top1_figure`, embedded as base64 PNG), the pivot tables, the paired
-comparisons (:func:`results.compare`) and the transfer tables. It needs no server and no
+The page holds the sweeps, their provenance (:mod:`results.report_provenance`), the stage
+states per kind, the failures with their log tails, the missing cells, one figure per
+(dataset, network) of top-1 vs fraction remaining (:mod:`results.top1_drawing`, inline SVG),
+the per-epoch curves, the pivot tables, the paired comparisons (:func:`results.compare`) and
+the transfer tables. It needs no server and no
 network: no script, no style sheet, no image, no font is fetched from anywhere.
 
-What the ledger knows (sweeps, stages, failures, cells) comes in as plain
+What the ledger and the stage folders know (sweeps, stages, failures, cells, provenance,
+per-epoch metrics) comes in as plain
 :class:`WorkspaceState` values: this package reads no ledger (it imports nothing from the
 orchestrator); ``orchestrator/commands/report.py`` fills them in.
 """
 from __future__ import annotations
 
-import base64
 import html
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -25,6 +26,7 @@ import pandas as pd
 
 from results.atomic_files import atomic_save_with
 from results.comparison import Comparison
+from results.report_provenance import curves_section, epoch_curves, inline_svg, provenance_section
 from results.top1_drawing import Curves, DrawingProcess
 
 #: At most this many curves in one figure; past it the figure (and its pivot table) pools
@@ -38,10 +40,12 @@ SUFFIXES = (".html", ".htm")
 #: The sections of the page in order: id -> heading.
 SECTIONS = {
     "sweeps": "Sweeps",
+    "provenance": "Provenance",
     "stages": "Stage states",
     "failures": "Failures",
     "missing": "Missing cells",
     "figures": "Top-1 vs fraction of weights remaining",
+    "curves": "Per-epoch training curves",
     "pivots": "Pivot tables",
     "comparisons": "Paired comparisons",
     "transfer": "Transfer tables",
@@ -69,7 +73,11 @@ class WorkspaceState:
     kind -> state -> number of stages, kinds in the order shown; ``states``: the states, in the
     order of the columns; ``missing``: the cells not done (mappings with ``sweep``,
     ``mask_source``, ``init``, ``transfer``, ``rewind``, ``nominal_fraction``, ``seed``,
-    ``stage_key`` and ``state``); ``cells``: how many cells the sweeps hold in all.
+    ``stage_key`` and ``state``); ``cells``: how many cells the sweeps hold in all. A sweep's
+    ``spec`` is its resolved sweep file. ``provenance``: the ``provenance.json`` records read
+    (of ``provenance_total`` stages that ran; ``provenance_missing`` had none); ``stage_times``:
+    kind -> seconds of each done stage; ``epochs``: per stage read, ``key``, ``kind``, ``series``
+    and the ``entries`` of its ``epochs.jsonl`` (of ``epoch_totals[kind]`` stages that have one).
     """
 
     name: str
@@ -79,6 +87,12 @@ class WorkspaceState:
     failures: list[Failure] = field(default_factory=list)
     missing: Sequence[Mapping[str, Any]] = field(default_factory=list)
     cells: int = 0
+    provenance: Sequence[Mapping[str, Any]] = field(default_factory=list)
+    provenance_total: int = 0
+    provenance_missing: int = 0
+    stage_times: Mapping[str, Sequence[float]] = field(default_factory=dict)
+    epochs: Sequence[Mapping[str, Any]] = field(default_factory=list)
+    epoch_totals: Mapping[str, int] = field(default_factory=dict)
 
 
 def report_target_problem(path: str | os.PathLike) -> str | None:
@@ -146,8 +160,9 @@ def build_report(df: pd.DataFrame, states: Sequence[WorkspaceState],
     transfer = df[df["transfer"].notna()] if not df.empty else df
     groups = _groups(grid, ["dataset", "arch"])
     curves = _curves(groups)
+    epochs = epoch_curves(states)
     if drawer is not None:
-        drawer.send(curves, FIGURE_DPI)  # drawn there while the comparisons are made here
+        drawer.send(curves + epochs)  # drawn there while the comparisons are made here
     if comparisons is None:
         comparisons = default_comparisons(df) if not df.empty else []
     compared = [_comparison(df, comparison) for comparison in comparisons]
@@ -161,10 +176,11 @@ def build_report(df: pd.DataFrame, states: Sequence[WorkspaceState],
         f'<p class="meta">{_e(meta)}</p>',
         "<nav>" + " · ".join(f'<a href="#{key}">{_e(name)}</a>' for key, name in SECTIONS.items()) + "</nav>",
         _section("sweeps", _sweeps(states)),
+        _section("provenance", provenance_section(states)),
         _section("stages", _stages(states)),
         _section("failures", _failures(states)),
         _section("missing", _missing(states)),
-        _section("figures", _figures(groups, curves, drawer)),
+        *_figure_sections(groups, curves, epochs, drawer),
         _section("pivots", _pivots(groups)),
         _section("comparisons", "".join(compared) or "<p>No comparison: the rows hold no two sides to pair.</p>"),
         _section("transfer", _transfer(transfer)),
@@ -300,10 +316,6 @@ def _curve_grouping(rows: pd.DataFrame) -> tuple[list[str] | None, str]:
     return by + ["nominal_fraction"], note
 
 
-#: the resolution of the page's figures (7 x 4.8 inches).
-FIGURE_DPI = 110
-
-
 def _curves(groups: list[_Group]) -> list[Curves]:
     """What each group's figure draws."""
     if not groups:
@@ -313,22 +325,23 @@ def _curves(groups: list[_Group]) -> list[Curves]:
     return [top1_curves(group.rows, title=group.name, by=group.by) for group in groups]
 
 
-def _figures(groups: list[_Group], curves: list[Curves], drawer: DrawingProcess | None) -> str:
-    if not groups:
-        return "<p>No results on the pruning grid yet.</p>"
-    images = drawer.pngs() if drawer is not None else None
+def _figure_sections(groups: list[_Group], curves: list[Curves], epochs: list[Curves],
+                     drawer: DrawingProcess | None) -> list[str]:
+    """The sections of the top-1 figures and of the per-epoch curves, their SVGs drawn by ``drawer``."""
+    images = drawer.images() if drawer is not None and (curves or epochs) else None
     if images is None:  # no second process, or it failed: drawn here, the same figures
-        from results.top1_drawing import png
+        from results.top1_drawing import svg
 
-        images = [png(one, FIGURE_DPI) for one in curves]
-    parts = ['<div class="figures">']
-    for group, image in zip(groups, images, strict=True):
-        data = base64.b64encode(image).decode("ascii")
-        parts.append(f'<figure><img src="data:image/png;base64,{data}" alt="top-1 vs fraction remaining: '
-                     f'{_e(group.name)}"><figcaption>{_e(group.name)} ({_e(group.sources())})'
-                     + (f"<br>{_e(group.note)}" if group.note else "") + "</figcaption></figure>")
-    parts.append("</div>")
-    return "".join(parts)
+        images = [svg(one) for one in curves + epochs]
+    top1 = "<p>No results on the pruning grid yet.</p>"
+    if groups:
+        parts = ['<div class="figures">']
+        for number, (group, one, image) in enumerate(zip(groups, curves, images, strict=False)):
+            parts.append(f"<figure>{inline_svg(image, f'top-1 vs fraction remaining: {group.name}', f'f{number}')}"
+                         f"<figcaption>{_e(group.name)} ({_e(group.sources())}): {_e(one['note'])}"
+                         + (f"<br>{_e(group.note)}" if group.note else "") + "</figcaption></figure>")
+        top1 = "".join(parts) + "</div>"
+    return [_section("figures", top1), _section("curves", curves_section(epochs, images[len(curves):]))]
 
 
 def _pivots(groups: list[_Group]) -> str:
@@ -444,9 +457,9 @@ table { border-collapse: collapse; margin: .5em 0 1em; font-size: .9em; }
 th, td { border: 1px solid #ddd; padding: .2em .5em; text-align: left; white-space: nowrap; }
 th { background: #f3f3f3; } td.num, th.num { text-align: right; }
 tr.total td { font-weight: bold; } tr.sig td { background: #fff3c4; }
-.figures { display: flex; flex-wrap: wrap; gap: 1em; }
-figure { margin: 0; } figure img { width: 600px; max-width: 100%; height: auto; border: 1px solid #eee; }
-figcaption { font-size: .9em; color: #444; max-width: 600px; }
+.figures { display: flex; flex-direction: column; gap: 1.5em; }
+figure { margin: 0; } svg.plot { display: block; width: 100%; max-width: 1500px; height: auto; }
+figcaption { color: #444; } details { margin: .4em 0; } summary { cursor: pointer; }
 pre { background: #f7f7f7; padding: .5em; overflow-x: auto; max-height: 20em; }
 .failure { border-left: 3px solid #c33; padding-left: .8em; margin-bottom: 1em; }
 .label { font-weight: normal; color: #555; } .problem { color: #a00; }

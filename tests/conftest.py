@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-# real local SLURM and Ray clusters, a headless Chromium and a PostgreSQL server (tests/cluster/)
-pytest_plugins = ["cluster.slurm_fixture", "cluster.ray_fixture", "cluster.chromium", "cluster.postgres_fixture"]
+# real local SLURM and Ray clusters, a headless Chromium, a PostgreSQL and an MLflow server (tests/cluster/)
+pytest_plugins = ["cluster.slurm_fixture", "cluster.ray_fixture", "cluster.chromium", "cluster.postgres_fixture",
+                  "cluster.mlflow_fixture"]
 
 ROOT = Path(__file__).resolve().parent.parent
 

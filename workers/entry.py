@@ -154,6 +154,8 @@ def _run_locked(stage_dir: Path) -> dict:
             log.info("stage %s (%s) starting%s", key, kind,
                      f" on {ranks.world_size} ranks" if ranks and writer else "")
             started = time.perf_counter()
+            if writer:
+                _record_provenance(stage_dir)
             distributed.barrier()  # every rank past the invalidation before any reads
             deps = resolve_deps(stage_dir, stage.get("deps") or {})
             context = StageContext(stage_dir=stage_dir, key=key, config=config, deps=deps)
@@ -178,3 +180,16 @@ def _run_locked(stage_dir: Path) -> dict:
                 lines = traceback.format_exc().rstrip().splitlines()
                 write_error(stage_dir, error, "\n".join(lines[-ERROR_LINES:]))
             raise
+
+
+def _record_provenance(stage_dir: Path) -> None:
+    """Write what runs this attempt (:mod:`workers.stages.provenance`); a failure costs only the record."""
+    from workers.stages.artifacts import DiskFull
+    from workers.stages.provenance import write_provenance
+
+    try:
+        write_provenance(stage_dir)
+    except DiskFull:  # the stage could write nothing else either: as any write, it fails the stage
+        raise
+    except Exception as error:  # noqa: BLE001 - the code, packages or machine could not be told
+        log.warning("no %s: %s: %s", "provenance.json", type(error).__name__, error)

@@ -13,7 +13,6 @@ record of the same fingerprint (:func:`passing_record`).
 from __future__ import annotations
 
 import datetime
-import hashlib
 import json
 import math
 import signal
@@ -24,10 +23,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Optional
 
+import workers
 from orchestrator.errors import UserError
 from orchestrator.planning.gpu_hours import PREFLIGHT_DIR, preflight_records
 from workers.stages.artifacts import atomic_write_json, inspect_done
 from workers.stages.preflight import RESULT_FILE, installed_versions
+from workers.stages.provenance import code_digest
 
 #: the stage kinds whose configs train a network (the targets come from them).
 _TRAINING_KINDS = ("dense", "imp", "eval", "finetune")
@@ -74,21 +75,10 @@ def targets(spec: Any, plan: Any, section: Any) -> dict[tuple[int, str], list[di
     return grouped
 
 
-def code_digest() -> str:
-    """sha256 of the worker code a stage would run (every ``.py`` file of the ``workers`` package)."""
-    import workers
-
-    root = Path(workers.__file__).resolve().parent
-    digest = hashlib.sha256()
-    for path in sorted(root.rglob("*.py")):
-        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
-    return digest.hexdigest()[:16]
-
-
 def fingerprint(backend: str, settings: Mapping[str, Any]) -> dict[str, Any]:
     """What a preflight proves: the backend and its settings, the worker code, the packages."""
     return {"backend": backend, "settings": json.loads(json.dumps(settings, sort_keys=True, default=str)),
-            "code": code_digest(), "packages": installed_versions()}
+            "code": code_digest(Path(workers.__file__).resolve().parent), "packages": installed_versions()}
 
 
 def passing_record(workspace: Path, backend: str, settings: Mapping[str, Any]) -> Optional[Path]:

@@ -7,6 +7,7 @@ never load pandas or matplotlib through it.
 """
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime, timezone
@@ -28,6 +29,9 @@ from results.report import Failure, WorkspaceState, build_report, columns_needed
 from results.row import COLUMN_TYPES, DamagedValue
 from results.top1_drawing import DrawingProcess
 from results.workspace_labels import relabel
+
+#: at most this many stages' provenance.json, and this many per kind of epochs.jsonl, are read per workspace.
+MAX_READ = 2000
 
 
 def make_report(workspaces: Sequence[Path], args) -> int:
@@ -94,8 +98,8 @@ def workspace_state(workspace: Path, pending: dict[Path, list[dict]] | None = No
         if pending is not None:
             pending[workspace] = rows
         stages = ledger.stages()
-        sweeps = [{"name": row["name"], "source": row["source"], "launched": _when(row["launched_at"])}
-                  for row in ledger.sweeps()]
+        sweeps = [{"name": row["name"], "source": row["source"], "launched": _when(row["launched_at"]),
+                   "spec": json.loads(row["spec"])} for row in ledger.sweeps()]
         cells = ledger.cells()
     finally:
         ledger.close()
@@ -112,7 +116,49 @@ def workspace_state(workspace: Path, pending: dict[Path, list[dict]] | None = No
     missing = [{**dict(cell), "state": state_of.get(cell["stage_key"], "unknown")}
                for cell in cells if state_of.get(cell["stage_key"]) != "done"]
     return WorkspaceState(name=str(workspace), sweeps=sweeps, stage_counts=per_kind, states=STATES,
-                          failures=failures, missing=missing, cells=len(cells))
+                          failures=failures, missing=missing, cells=len(cells),
+                          **stage_records(workspace, stages, cells))
+
+
+def _spread(rows: list, limit: int) -> list:
+    """At most ``limit`` of ``rows``, evenly spread over them (all when they are fewer)."""
+    if len(rows) <= limit:
+        return rows
+    return [rows[i * len(rows) // limit] for i in range(limit)]
+
+
+def stage_records(workspace: Path, stages: list, cells: list) -> dict:
+    """What the stage folders say beyond the ledger: the ``provenance.json`` of the stages that ran, the
+    ``epochs.jsonl`` of the done training stages (at most :data:`MAX_READ` of each kind, evenly
+    spread), and the ledger's wall time of each done stage per kind."""
+    from orchestrator.state.workspace import stage_dir
+    from workers.stages.epochs import read_epochs
+    from workers.stages.provenance import read_provenance
+
+    times: dict[str, list[float]] = {}
+    for row in stages:
+        if row["state"] == "done" and row["started_at"] is not None and row["ended_at"] is not None:
+            times.setdefault(row["kind"], []).append(max(0.0, float(row["ended_at"]) - float(row["started_at"])))
+    ran = [row for row in stages if row["attempts"] or row["state"] == "done"]
+    found = [read_provenance(stage_dir(workspace, row["key"])) for row in _spread(ran, MAX_READ)]
+    cell_of: dict[str, str] = {}
+    for cell in cells:
+        cell_of.setdefault(cell["stage_key"], f"{cell['mask_source']} / {cell['transfer'] or cell['init']}")
+    trained: dict[str, list] = {}
+    for row in stages:
+        if row["state"] == "done" and row["epochs"] > 0:
+            trained.setdefault(row["kind"], []).append(row)
+    epochs = []
+    for kind, rows in trained.items():
+        for row in _spread(sorted(rows, key=lambda r: r["key"]), MAX_READ):
+            entries = read_epochs(stage_dir(workspace, row["key"]))
+            if entries:
+                words = str(row["label"]).split()
+                series = cell_of.get(row["key"]) if kind == "eval" else (words[1] if len(words) > 1 else kind)
+                epochs.append({"key": row["key"], "kind": kind, "series": series or kind, "entries": entries})
+    return {"provenance": [record for record in found if record is not None], "provenance_total": len(ran),
+            "provenance_missing": sum(record is None for record in found), "stage_times": times, "epochs": epochs,
+            "epoch_totals": {kind: len(rows) for kind, rows in trained.items()}}
 
 
 def _failure(workspace: Path, row) -> Failure:

@@ -38,12 +38,14 @@ from orchestrator.spec.sections import (
                      Pruning,
                      Recipe,
                      Schedule,
+                     Tracking,
                      Transfer,
 )
 from orchestrator.spec.sweep import SweepSpec
 
 __all__ = ["load_spec", "validate_spec", "apply_override", "SweepSpec", "RewindPoint", "parse_rewind", "Recipe",
            "Schedule", "Dataset", "DatasetSubset", "Arch", "Pruning", "LabelSubset", "LinearTransfer",
-           "FinetuneTransfer", "Transfer", "checked_path", "DEFAULT_MAX_STAGES", "MAX_EPOCHS", "MAX_BATCH_SIZE",
-           "MAX_WIDTH", "MAX_IMAGE_SIZE", "MAX_SEED", "MAX_LEVELS", "MIN_RATE", "LocalBackend", "SlurmSettings",
+           "FinetuneTransfer", "Transfer", "Tracking", "checked_path", "DEFAULT_MAX_STAGES", "MAX_EPOCHS",
+           "MAX_BATCH_SIZE", "MAX_WIDTH", "MAX_IMAGE_SIZE", "MAX_SEED", "MAX_LEVELS", "MIN_RATE", "LocalBackend",
+           "SlurmSettings",
            "SlurmRanks", "RaySettings", "RayResources", "RayStageResources", "RayRuntimeEnv"]

@@ -1,4 +1,4 @@
-"""The sections of a sweep file: recipes, dataset, network, pruning, label subset, transfer."""
+"""The sections of a sweep file: recipes, dataset, network, pruning, label subset, transfer, tracking."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -293,6 +293,30 @@ def within_recipe(recipe: Recipe, task: Optional[str], path: tuple) -> None:
         recipe.check_task_options(task)
     except _KeyedError as error:
         raise _KeyedError((*path, *error.sub_path), error.message) from None
+
+
+class MlflowTracking(StrictSection):
+    """An MLflow tracking server (the ``mlflow`` extra): ``uri`` (default: the workers'
+    ``MLFLOW_TRACKING_URI``) and ``experiment`` (default: the sweep's name)."""
+
+    uri: Optional[str] = Field(None, min_length=1, pattern=r"^(https?|file|sqlite|postgresql|databricks)[:+]")
+    experiment: Optional[str] = Field(None, min_length=1, max_length=500)
+
+
+class Tracking(StrictSection):
+    """Where the training stages also send their per-epoch metrics (``epochs.jsonl`` is always written).
+
+    Never part of a stage's identity or of the sweep's settings: turning it on or off renames
+    nothing and may change under one sweep name.
+    """
+
+    tensorboard: bool = False
+    mlflow: Optional[MlflowTracking] = None
+
+    @property
+    def on(self) -> bool:
+        """Whether any tracker is asked for."""
+        return self.tensorboard or self.mlflow is not None
 
 
 def members(values: list[str], allowed, what: str) -> list[str]:

@@ -20,6 +20,7 @@ from orchestrator.spec.sections import (
     Pruning,
     Recipe,
     StrictSection,
+    Tracking,
     Transfer,
     members,
     within_recipe,
@@ -45,6 +46,8 @@ class _SweepFields(StrictSection):
     transfer: Optional[Transfer] = None
     #: the lab's central results database (results.central_db), e.g. postgresql://user@host/db
     results_db: Optional[str] = None
+    #: per-epoch metrics to TensorBoard and MLflow too (no part of any stage's identity)
+    tracking: Tracking = Field(default_factory=Tracking.model_construct)  # see Recipe.schedule
 
     @field_validator("name", mode="before")
     @classmethod

@@ -33,7 +33,8 @@ ALLOWED = {
     ("orchestrator/state/workspace.py", "file_system_type", ".read_text"): "/proc/self/mountinfo",
     ("workers/stages/disk_space.py", "process_umask", ".read_text"): "/proc/self/status",
     ("orchestrator/backends/slurm/backend.py", "snapshot_code", ".read_bytes"): "the package's own source files",
-    ("orchestrator/commands/preflight.py", "code_digest", ".read_bytes"): "the package's own source files",
+    ("workers/stages/provenance.py", "code_digest", ".read_bytes"): "the package's own source files",
+    ("workers/stages/provenance.py", "cpu_model", ".read_text"): "/proc/cpuinfo",
     ("orchestrator/commands/results.py", "summary_text", ".rename"): "a DataFrame's columns, no file",
     # a dataset's files (read by the worker), not a workspace's
     ("workers/data/folders.py", "read_cifar_batch", "open"): "a CIFAR batch file",

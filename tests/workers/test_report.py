@@ -4,24 +4,25 @@ networks, one `report` call, one figure per network side by side. The page in a 
 tests/integration/test_report_browser.py."""
 from __future__ import annotations
 
-import base64
+import html
 import os
 import random
+import statistics
 import re
-import struct
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT, TINY, results_row
+from conftest import ROOT, TINY, ledger_states, results_row
 
 import results
 from orchestrator.state.ledger import Ledger
 from results.report import MAX_CURVES, MAX_ROWS, SECTIONS, Failure, WorkspaceState, build_report
 
-PNG = re.compile(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"')
+#: a figure of the page: an inline SVG (scaled to the page's width by its class) and its viewBox in points
+FIGURE = re.compile(r'<svg [^>]*class="plot"[^>]*>')
 
 
 def cli(*args):
@@ -29,11 +30,10 @@ def cli(*args):
                           env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=900)
 
 
-def png_size(data: str) -> tuple[int, int]:
-    """Width and height of a base64 PNG, from its IHDR chunk."""
-    raw = base64.b64decode(data)
-    assert raw[:8] == b"\x89PNG\r\n\x1a\n" and raw[12:16] == b"IHDR"
-    return struct.unpack(">II", raw[16:24])
+def figure_sizes(page: str) -> list[tuple[float, float]]:
+    """Width and height, in points, of every top-1 figure of a page."""
+    tags = [tag for tag in FIGURE.findall(page) if 'aria-label="top-1 vs fraction remaining: ' in tag]
+    return [tuple(map(float, re.search(r'viewBox="0 0 ([\d.]+) ([\d.]+)"', tag).groups())) for tag in tags]
 
 
 def record_study(workspace: Path, arch: str, sweep: str, seeds=range(3), rng_seed=0) -> int:
@@ -79,9 +79,9 @@ def test_one_call_gives_every_section_and_a_figure_per_network(two_networks, tmp
     assert done.stdout == f"wrote {out}: {2 * 66:,} rows from 2 workspaces\n"
     page = out.read_text()
     assert re.findall(r"<h2>(.*?)</h2>", page) == list(SECTIONS.values())
-    images = PNG.findall(page)
-    assert len(images) == 2 and all(min(png_size(image)) > 300 for image in images)
-    captions = re.findall(r"<figcaption>(.*?)</figcaption>", page)
+    sizes = figure_sizes(page)
+    assert len(sizes) == 2 and all(width > 900 and height > 350 for width, height in sizes)  # two panels each
+    captions = re.findall(r"<figcaption>(.*?)</figcaption>", page)[:2]
     assert [caption.split(" (")[0] for caption in captions] == ["imagenet / resnet50", "imagenet / alexnet"]
     assert "resnet50: fig3-resnet50" in captions[0] and str(two_networks[0]) not in captions[0]  # its label
     # self-contained: nothing is fetched, no script runs
@@ -170,7 +170,7 @@ def test_an_empty_workspace_gives_a_page_that_says_so(tmp_path):
     assert done.returncode == 0, done.stderr
     page = (tmp_path / "r.html").read_text()
     assert "No results on the pruning grid yet." in page and "No transfer evaluation" in page
-    assert "No comparison" in page and not PNG.search(page)
+    assert "No comparison" in page and not figure_sizes(page) and "<svg" not in page
 
 
 @pytest.mark.parametrize("target,needle", [
@@ -255,13 +255,14 @@ def test_one_report_over_two_networks_end_to_end(two_real_sweeps, tmp_path):
     done = cli("report", first, second, "-o", out)
     assert done.returncode == 0, done.stderr
     page = out.read_text()
-    captions = [caption.split(" (")[0] for caption in re.findall(r"<figcaption>(.*?)</figcaption>", page)]
+    captions = [caption.split(" (")[0] for caption in re.findall(r"<figcaption>(.*?)</figcaption>", page)][:2]
     assert captions == ["digits / small_cnn(width=4)", "digits / small_cnn(width=8)"]
-    assert all(min(png_size(image)) > 300 for image in PNG.findall(page))
+    assert len(figure_sizes(page)) == 2
     for workspace, name in ((first, "tiny-w4"), (second, "tiny-w8")):
         assert f"<tr><td>{workspace}</td><td>{name}</td>" in page
     # the stage states: one table per workspace, the failure with its log's last lines, the cell it leaves missing
-    assert page.count("<th>kind</th>") == 2
+    stages = re.search(r'<section id="stages">(.*?)</section>', page).group(1)
+    assert stages.count("<th>kind</th>") == 2
     assert f"<h3>{second}: 1 failed stage(s)</h3>" in page and f"<h4>{failed} " in page
     assert "RuntimeError, attempt" in page and "step 29\nRuntimeError: out of luck</pre>" in page
     assert "step 17\n" not in page  # a tail, not the whole log
@@ -284,3 +285,71 @@ def test_voc07_rows_of_either_average_precision_get_tables_of_their_own(tmp_path
     assert cli("report", workspace, "-o", out).returncode == 0
     page = out.read_text()
     assert "<h3>imagenet / lenet → voc07 (mAP)</h3>" in page and "<h3>imagenet / lenet → voc07 (11-point mAP)</h3>" in page
+
+
+def test_the_provenance_and_per_epoch_curves_of_real_stages(two_real_sweeps, tmp_path):
+    """Issue 27: the resolved sweep file, the code, packages and machines that ran the stages, the stage time per
+    kind and the per-epoch curves, all from what the real stages wrote."""
+    from importlib import metadata
+
+    from workers.stages.provenance import cpu_model, read_provenance
+
+    (first, second), _ = two_real_sweeps
+    out = tmp_path / "r.html"
+    assert cli("report", first, second, "-o", out).returncode == 0
+    page = out.read_text()
+    provenance = re.search(r'<section id="provenance">(.*?)</section>', page, re.S).group(1)
+    assert provenance.count("<details><summary>resolved sweep file of") == 2 and "recipes:" in provenance
+    record = read_provenance(next((first / "stages").glob("eval-*")))
+    code = record["code"]
+    assert (f"git commit {code['commit']}" if code["commit"] else f"sha256 {code['digest']}") in provenance
+    assert f"<td>torch</td><td>{metadata.version('torch')}</td>" in provenance
+    assert f"<td>{html.escape(cpu_model())}</td>" in provenance
+    ledger = Ledger(first, reading=True)
+    try:
+        evals = [row["ended_at"] - row["started_at"] for row in ledger.stages() if row["kind"] == "eval"]
+    finally:
+        ledger.close()
+    times = re.search(r"<h4>Stage time per kind</h4>.*?</table>", provenance, re.S).group(0)
+    assert (f'<tr><td>eval</td><td class="num">{len(evals)}</td><td class="num">{statistics.median(evals):.1f} s</td>'
+            f'<td class="num">{max(evals):.1f} s</td>') in times
+    curves = re.search(r'<section id="curves">(.*?)</section>', page, re.S).group(1)
+    labels = re.findall(r'<svg [^>]*aria-label="([^"]*)"', curves)
+    assert labels == [f"{workspace}: {kind} stages" for workspace in (first, second) for kind in ("dense", "imp", "eval")]
+    evaluations = sum(row["kind"] == "eval" and row["state"] == "done" for row in ledger_states(first).values())
+    assert f"{first}: eval stages: {evaluations} stage(s) with per-epoch metrics" in curves
+    assert "labels / reinit" in curves and "random / reinit" in curves  # the eval series: their cells
+
+
+def test_stage_times_are_the_median_and_max_of_each_kind(tmp_path):
+    results.record(tmp_path, [results_row()])
+    times = {"dense": [40.0, 50.0], "eval": [1.0, 3.0, 10.0, 600.0]}
+    page = build_report(results.load(tmp_path), [WorkspaceState("ws", stage_times=times)])
+    for kind, seconds in times.items():
+        median, longest = statistics.median(seconds), max(seconds)
+        shown = [f"{value:.1f} s" if value < 120 else f"{value / 60:.1f} min" for value in (median, longest)]
+        assert (f'<tr><td>{kind}</td><td class="num">{len(seconds)}</td><td class="num">{shown[0]}</td>'
+                f'<td class="num">{shown[1]}</td>') in page
+
+
+def test_an_old_workspace_opens_unchanged_and_reports_the_same_rows(tmp_path):
+    """The workspace of an earlier version (tests/fixtures/workspace_v1): no provenance.json, no epochs.jsonl; the
+    page says so, its tables hold the rows `results` reads, and no stage folder changes."""
+    import shutil
+
+    workspace = tmp_path / "workspace_v1"
+    shutil.copytree(ROOT / "tests" / "fixtures" / "workspace_v1", workspace)
+    before = {path: path.read_bytes() for path in (workspace / "stages").rglob("*") if path.is_file()}
+    out = tmp_path / "old.html"
+    done = cli("report", workspace, "-o", out)
+    assert done.returncode == 0, done.stderr
+    page = out.read_text()
+    assert {path: path.read_bytes() for path in (workspace / "stages").rglob("*") if path.is_file()} == before
+    frame = results.load(workspace)
+    assert done.stdout == f"wrote {out}: {len(frame):,} rows from 1 workspace(s)\n"
+    grid = frame[frame["transfer"].isna()]
+    for fraction, row in results.pivot(grid).iterrows():
+        assert f"<tr><td>{fraction}</td>" + "".join(f'<td class="num">{value}</td>' for value in row) in page
+    stages = len(ledger_states(workspace))
+    assert f"0 of {stages} stage(s) ran with a <code>provenance.json</code>; {stages} made before" in page
+    assert "No per-epoch metrics" in page

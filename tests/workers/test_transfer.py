@@ -12,6 +12,7 @@ from test_workers_support import COMMON, PRUNE_ROUND, load, run
 from workers import catalog
 from workers.models import build_model
 from workers.pruning.masks import count, first_conv_names, prunable_names
+from workers.stages.epochs import read_epochs
 from workers.stages.transfer import mean_average_precision, pooled_features
 
 TARGET = {"name": "digits"}
@@ -55,6 +56,8 @@ def test_linear_classifier_on_rotnet_features_beats_chance_and_reports_map(prete
                {"target": TARGET, "recipe": LINEAR, "metric": "top1", "seed": 0}, {"features": "features_imp1"})
     m = top1["metrics"]
     assert m["top1"] == m["test_top1"] > 0.3 and m["metric"] == "top1" and m["eval_dataset"] == "digits"
+    epochs = read_epochs(pretext / "linear_top1")  # the linear layer's training, epoch by epoch (issue 27)
+    assert [e["epoch"] for e in epochs] == list(range(1, LINEAR["epochs"] + 1)) and epochs[-1]["test_top1"] == m["top1"]
     mean_ap = run(pretext, "linear_map", "linear_eval",
                   {"target": TARGET, "recipe": LINEAR, "metric": "map", "seed": 0}, {"features": "features_imp1"})
     assert mean_ap["metrics"]["metric"] == "map" and 0.3 < mean_ap["metrics"]["top1"] <= 1
@@ -79,6 +82,7 @@ def test_finetuning_keeps_the_mask_and_pruning_during_transfer_matches_its_count
                        torch.cat([m.flatten() for m in load(pretext / "imp1" / "mask.pt").values()]))
     assert all(not final[n][~mask[n]].any() for n in mask)
     assert final["head.weight"].shape[0] == 10 and pruned["top1"] > 0.3
+    assert [e["epoch"] for e in read_epochs(pretext / "ft")] == list(range(1, FINETUNE["epochs"] + 1))
     during = run(pretext, "ft_during", "finetune", {**common, "mode": "prune_during"},
                  {"model": "dense", "mask": "imp1"})["metrics"]
     assert during["kept"] == pruned["kept"] and during["epochs"] == 2 * FINETUNE["epochs"]

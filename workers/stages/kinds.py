@@ -36,6 +36,7 @@ from workers.stages.contract import (
     StageContext,
     StageOutcome,
 )
+from workers.stages.epochs import recording
 from workers.tasks.objectives import Task, evaluate_accuracy, get_task
 from workers.training.loop import cpu_state_dict, pick_device, rewind_file, save_state_dict, train
 from workers.training.seeds import derive_seed
@@ -75,10 +76,12 @@ def _train_and_measure(ctx: StageContext[DenseConfig | ImpConfig | EvalConfig], 
     """Train on the stage's recipe and data order seed; save ``final.pt``; return metrics, accuracy."""
     seed = ctx.config.seed
     data = training_data(ctx, task)
-    result = train(model, task, data, ctx.config.recipe, seed, mask=mask,
-                   checkpoint_path=ctx.checkpoint, **train_options)
+    with recording(ctx.stage_dir, ctx.key, seed) as epochs:
+        result = train(model, task, data, ctx.config.recipe, seed, mask=mask,
+                       checkpoint_path=ctx.checkpoint, on_epoch=epochs.record, **train_options)
+        accuracy = evaluate_accuracy(model, task, data.test_images, data.test_labels)
+        epochs.measured(accuracy, task.label_head)
     wall_time = result.seconds  # over every attempt, up to the checkpoint each resumed from
-    accuracy = evaluate_accuracy(model, task, data.test_images, data.test_labels)
     save_state_dict(ctx.stage_dir / FINAL_FILE, cpu_state_dict(model))
     log.info("%s test accuracy %.4f after %d epochs (%d iterations, %.2f s)", task.name, accuracy,
              result.epochs, result.iterations, wall_time)

@@ -55,6 +55,7 @@ from workers.stages.contract import (
     StageContext,
     StageOutcome,
 )
+from workers.stages.epochs import recording
 from workers.stages.svm import SVM_COSTS, SVM_FOLDS, svm_scores
 from workers.stages.workspace_files import read_bytes
 from workers.tasks.objectives import Task, evaluate_accuracy, get_task
@@ -184,13 +185,17 @@ def run_linear_eval(ctx: StageContext[LinearEvalConfig]) -> StageOutcome:
         classifier.add_module("head", nn.Linear(train_x.shape[1], num_classes))
     labels = MULTILABEL if target.multi_label else get_task("labels")
     assert ctx.config.recipe is not None, "the stage contract gives classifier sgd a recipe"
-    result = train(classifier, labels, data, ctx.config.recipe, seed, checkpoint_path=ctx.checkpoint)
-    device = pick_device()
-    test_x, test_y = data.test_images.to(device), data.test_labels.to(device)
-    with torch.no_grad():
-        classifier.eval()
-        scores = classifier(test_x).float().cpu()
-    top1 = None if target.multi_label else evaluate_accuracy(classifier, labels, test_x, test_y)
+    with recording(ctx.stage_dir, ctx.key, seed) as epochs:
+        result = train(classifier, labels, data, ctx.config.recipe, seed, checkpoint_path=ctx.checkpoint,
+                       on_epoch=epochs.record)
+        device = pick_device()
+        test_x, test_y = data.test_images.to(device), data.test_labels.to(device)
+        with torch.no_grad():
+            classifier.eval()
+            scores = classifier(test_x).float().cpu()
+        top1 = None if target.multi_label else evaluate_accuracy(classifier, labels, test_x, test_y)
+        if top1 is not None:
+            epochs.measured(top1, label_head=True)
     values = _metric_values(ctx, scores, test_y.cpu(), target.multi_label, top1)
     return StageOutcome([], {**_linear_metrics(ctx, values, top1), "epochs": result.epochs,
                              "iterations": result.iterations, "wall_time_s": round(result.seconds, 3)})
@@ -250,7 +255,9 @@ def run_finetune(ctx: StageContext[FinetuneConfig]) -> StageOutcome:
     recipe = ctx.config.recipe
     if mode == "pruned":
         mask = previous_mask(model, ctx.dep("model"))
-        result = train(model, labels, data, recipe, seed, mask=mask, checkpoint_path=ctx.checkpoint)
+        with recording(ctx.stage_dir, ctx.key, seed) as recorder:  # the test top-1 comes after, unrecorded
+            result = train(model, labels, data, recipe, seed, mask=mask, checkpoint_path=ctx.checkpoint,
+                           on_epoch=recorder.record)
         epochs, seconds = result.epochs, result.seconds
     elif mode == "prune_during":
         kept_as = check_mask(model, load_tensors(ctx.dep("mask") / MASK_FILE))

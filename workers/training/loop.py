@@ -36,7 +36,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -248,7 +248,8 @@ def train(model: nn.Module, task: Task, data: DataSplit, recipe: Mapping[str, An
           checkpoint_path: Path | None = None,
           capture_iterations: Iterable[int] = (),
           capture_dir: Path | None = None,
-          stop_at_iteration: int | None = None) -> TrainResult:
+          stop_at_iteration: int | None = None,
+          on_epoch: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
     """Train ``model`` in place on ``task`` with ``recipe``; data order drawn from ``seed``.
 
     - ``mask``: pruned weights are zeroed first and kept exactly zero throughout;
@@ -260,14 +261,17 @@ def train(model: nn.Module, task: Task, data: DataSplit, recipe: Mapping[str, An
       (``k = 0``: before training) is saved as ``capture_dir / rewind_<k>.pt`` as soon as
       it is reached, unless that file already exists;
     - ``stop_at_iteration``: stop after exactly that many steps (same learning rates as
-      the full training).
+      the full training);
+    - ``on_epoch``: called after every whole epoch, before its checkpoint, with ``epoch``,
+      ``iteration``, ``train_loss``, ``train_accuracy``, ``lr`` and ``seconds`` (a resumed run
+      calls it again for an epoch whose checkpoint a kill prevented).
 
     Model and data go to CUDA when it is visible, else stay on the CPU.
     """
     spec = validate_recipe(recipe)
     device, data, bf16 = _prepare_device(model, data)
     loop = _Loop(model, task, data, spec, seed, device, bf16, mask, stop_at_iteration,
-                 RewindCaptures(capture_iterations, capture_dir, model))
+                 RewindCaptures(capture_iterations, capture_dir, model), on_epoch)
     clock = time.perf_counter()
     progress = _resume(checkpoint_path, loop.fingerprint, model, loop.optimizer, loop.captures, device)
     progress.clock = clock
@@ -285,7 +289,9 @@ class _Loop:
 
     def __init__(self, model: nn.Module, task: Task, data: DataSplit, spec: dict, seed: int,
                  device: torch.device, bf16: bool, mask: Mapping[str, torch.Tensor] | None,
-                 stop_at_iteration: int | None, captures: RewindCaptures):
+                 stop_at_iteration: int | None, captures: RewindCaptures,
+                 on_epoch: Callable[[dict[str, Any]], None] | None = None):
+        self.on_epoch = on_epoch
         self.model, self.task, self.data, self.spec, self.seed = model, task, data, spec, int(seed)
         self.device, self.bf16, self.captures = device, bf16, captures
         self.n_train, self.epochs = data.train_images.shape[0], spec["epochs"]
@@ -339,6 +345,10 @@ class _Loop:
                     log.info("epoch %d/%d: loss %.4f, %s accuracy %.4f (train, iteration %d, lr %.3g)",
                              progress.epochs_done, self.epochs, loss, self.task.name, accuracy, progress.iteration,
                              lr)
+                    if self.on_epoch is not None:
+                        self.on_epoch({"epoch": progress.epochs_done, "iteration": progress.iteration,
+                                       "train_loss": loss, "train_accuracy": accuracy, "lr": lr,
+                                       "seconds": round(progress.seconds(), 3)})
                 save(progress)
         return TrainResult(epochs=progress.epochs_done, iterations=progress.iteration, last_loss=last[0],
                            last_accuracy=last[1], seconds=progress.seconds())
