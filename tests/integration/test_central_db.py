@@ -19,6 +19,7 @@ from conftest import BASE_SWEEP, ROOT
 import results
 from orchestrator.cli import main
 from results import central_db
+from results.central_migrations import CENTRAL_MIGRATIONS
 
 pytestmark = pytest.mark.postgres
 
@@ -68,7 +69,7 @@ def test_upserts_are_idempotent_across_relaunch_resume_and_a_second_writer(postg
     assert len(local) == 4  # 2 mask sources x 2 fractions
     keys = _central_keys(postgres_server, url)
     assert len(keys) == len(set(keys)) == len(local)
-    assert postgres_server.query(url, "SELECT version FROM prunesweep_schema") == [(1,)]
+    assert postgres_server.query(url, "SELECT version FROM prunesweep_schema") == [(len(CENTRAL_MIGRATIONS),)]
 
     cli("launch", sweep)  # a relaunch: nothing new
     cli("resume", workspace)
@@ -105,7 +106,7 @@ def test_upserts_are_idempotent_across_relaunch_resume_and_a_second_writer(postg
         output = pusher.communicate(timeout=120)[0]
         assert pusher.returncode == 0, output
     assert sorted(_central_keys(postgres_server, fresh)) == sorted(keys)
-    assert postgres_server.query(fresh, "SELECT version FROM prunesweep_schema") == [(1,)]
+    assert postgres_server.query(fresh, "SELECT version FROM prunesweep_schema") == [(len(CENTRAL_MIGRATIONS),)]
 
     # a second workspace (another cluster's) adds its own rows under its own id
     other = _sweep(tmp_path, "other", url, seeds=[1])
