@@ -252,7 +252,7 @@ def test_a_cancelled_stage_holds_back_only_its_dependents(slurm_cluster, tmp_pat
         waits_for = set(plan.stages[key].deps.values()) & (dependents | {victim})
         assert any(k in states[key]["error_message"] for k in waits_for), states[key]["error_message"]
     status = cli("status", workspace, env=slurm_cluster.env).stdout
-    assert "Cancelled" in status and f"blocked stages ({len(dependents)})" in status
+    assert "Cancelled" in status and f"blocked stages ({len(dependents)}, by cause)" in status
     with slurm_cluster.accounting(False):  # status stays right without sacct
         cli("status", workspace, env=slurm_cluster.env)
         assert _states(workspace)[victim]["state"] == "failed"
