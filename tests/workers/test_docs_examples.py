@@ -158,9 +158,9 @@ KEY_LINES: list[tuple[str, str | None, list[str]]] = [
     ("resume", "--dry-run", [r"would run 0 stage\(s\):"]),
     ("results", "--pivot", [r"setting .+", r"fraction remaining", r"\d+\.\d% .*\(\d+\).*"]),
     ("results", "--group-by", [r"(mask_source|init|nominal_fraction|seed|setting)\b.*"]),
-    ("results", None, [r"sweep dataset arch mask_source init transfer rewind level nominal_fraction top1_mean "
-                       r"top1_se n measured_fraction", r"digits digits small_cnn\S* \w+ \w+ .*"]),
-    ("report", None, [r"wrote {out}: \d+ rows from 1 workspace\(s\)"]),
+    ("results", None, [r"sweep dataset arch mask_source init transfer rewind level nominal_fraction top1_mean_% "
+                       r"top1_se_% n measured_fraction", r"digits digits small_cnn\S* \w+ \w+ .*"]),
+    ("report", None, [r"wrote {out}: [\d,]+ rows? from 1 workspace"]),
 ]
 #: options naming a file the command writes: the line it prints, and how the file begins.
 WRITTEN = {"--csv": (r"wrote \d+ rows to {out}", b"sweep,"), "--parquet": (r"wrote \d+ rows to {out}", b"PAR1"),
