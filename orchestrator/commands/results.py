@@ -194,7 +194,8 @@ def summary_text(summary: pd.DataFrame) -> str:
 
     shown = summary.copy()
     for column in ("top1_mean", "top1_se"):
-        percent = 100 * shown[column].to_numpy(dtype=float)
+        with np.errstate(over="ignore"):  # a damaged row's huge value prints as inf, as it is
+            percent = 100 * shown[column].to_numpy(dtype=float)
         rounded = {value: float(f"{value:.1f}") for value in np.unique(percent[~np.isnan(percent)]).tolist()}
         shown[column] = pd.Series(percent, index=shown.index).map(rounded)
     for column in shown.columns:  # a nullable integer column prints a missing value as <NA> whatever na_rep says

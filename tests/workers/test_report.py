@@ -346,7 +346,7 @@ def test_an_old_workspace_opens_unchanged_and_reports_the_same_rows(tmp_path):
     page = out.read_text()
     assert {path: path.read_bytes() for path in (workspace / "stages").rglob("*") if path.is_file()} == before
     frame = results.load(workspace)
-    assert done.stdout == f"wrote {out}: {len(frame):,} rows from 1 workspace(s)\n"
+    assert done.stdout == f"wrote {out}: {len(frame):,} rows from 1 workspace\n"
     grid = frame[frame["transfer"].isna()]
     for fraction, row in results.pivot(grid).iterrows():
         assert f"<tr><td>{fraction}</td>" + "".join(f'<td class="num">{value}</td>' for value in row) in page
