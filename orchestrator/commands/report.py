@@ -131,8 +131,8 @@ def stage_records(workspace: Path, stages: list, cells: list) -> dict:
     """What the stage folders say beyond the ledger: the ``provenance.json`` of the stages that ran, the
     ``epochs.jsonl`` of the done training stages (at most :data:`MAX_READ` of each kind, evenly
     spread), and the ledger's wall time of each done stage per kind."""
-    from orchestrator.state.workspace import stage_dir
     from workers.stages.epochs import read_epochs
+    from workers.stages.paths import stage_dir
     from workers.stages.provenance import read_provenance
 
     times: dict[str, list[float]] = {}
@@ -163,8 +163,7 @@ def stage_records(workspace: Path, stages: list, cells: list) -> dict:
 
 def _failure(workspace: Path, row) -> Failure:
     """A failed stage with the tails of its own log and of its scheduler's logs."""
-    from orchestrator.state.workspace import stage_dir
-    from workers.stages.artifacts import LOG_FILE
+    from workers.stages.paths import LOG_FILE, stage_dir
 
     where = f"job {row['job_id']}" if row["job_id"] else f"on {row['host'] or '?'}"
     logs = []

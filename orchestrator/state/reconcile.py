@@ -19,9 +19,10 @@ from orchestrator.errors import UserError
 from orchestrator.state.artifact_stamps import folder_glance, verify_stage
 from orchestrator.state.central_results import push_waiting
 from orchestrator.state.ledger import Ledger
-from orchestrator.state.workspace import STAGES_DIR, WorkspaceLock, stage_dir
-from workers.stages.artifacts import DONE_FILE, LOG_FILE, invalidate
+from orchestrator.state.workspace import WorkspaceLock
+from workers.stages.artifacts import invalidate
 from workers.stages.lock import holder
+from workers.stages.paths import DONE_FILE, LOG_FILE, STAGES_DIR, stage_dir
 from workers.stages.workspace_files import read_json, read_tail, unreadable
 
 LOG_TAIL_LINES = 12

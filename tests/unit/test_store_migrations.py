@@ -17,7 +17,8 @@ from conftest import ROOT
 
 import results
 from orchestrator.cli import main
-from orchestrator.state.ledger import LEDGER_FILE, Ledger
+from orchestrator.state.ledger import Ledger
+from workers.stages.paths import LEDGER_FILE
 from orchestrator.state.ledger import MIGRATIONS as LEDGER_MIGRATIONS
 from results.migrations import MIGRATIONS as RESULTS_MIGRATIONS
 from results.table import DB_FILE

@@ -23,7 +23,7 @@ from typing import Any, Generic, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 from workers.pruning.mask_sources import task_declaration
-from workers.stages.artifacts import CHECKPOINT_FILE
+from workers.stages.paths import CHECKPOINT_FILE
 
 EVAL_INITS = ("winning_ticket", "reinit")
 
