@@ -1,4 +1,4 @@
-"""The central results table of a workspace: ``WORKSPACE/results.sqlite``.
+"""The results table of a workspace: ``WORKSPACE/results.sqlite``.
 
 One row per evaluated grid cell (one seed of one setting at one fraction of weights
 remaining); its columns are defined in :mod:`results.row`, its schema history in

@@ -28,7 +28,7 @@ from workers.stages.workspace_files import read_json, read_tail, unreadable
 LOG_TAIL_LINES = 12
 
 
-class _Checks:
+class _LedgerChecks:
     """What a backend may ask while judging its running stages (see :class:`~.backends.base.Checks`)."""
 
     def __init__(self, workspace: Path, lock_held_by_us: bool, ledger: Optional[Ledger] = None):
@@ -102,7 +102,7 @@ def _reconcile(workspace: Path, ledger: Ledger, lock_held_by_us: bool, rehash: b
                                 "the ledger said done but its artifacts are gone; it will be rerun")
         elif row is not None:
             running.append(row)
-    checks = _Checks(workspace, lock_held_by_us, ledger)
+    checks = _LedgerChecks(workspace, lock_held_by_us, ledger)
     for name, rows in by_backend(running).items():
         for key, verdict in backend_class(name).judge_running(rows, checks).items():
             if verdict.state == "blocked":

@@ -142,11 +142,11 @@ _AFTER_SPACE = ("nothing done is lost: free some space, then run the command aga
 
 def explain_space_error(error: OSError, workspace: Optional[Path]) -> str:
     """One line for a write that failed for want of space: the file and the space left there."""
-    from results.atomic_files import OutOfSpace
+    from results.atomic_files import DiskFull as ExportDiskFull
     from workers.stages.artifacts import DiskFull, free_space
 
     where = Path(error.filename) if error.filename else workspace
-    if isinstance(error, (DiskFull, OutOfSpace)) or where is None:  # those two name the file and the space
+    if isinstance(error, (DiskFull, ExportDiskFull)) or where is None:  # those two name the file and the space
         return str(error)
     return f"cannot write {where}: {error.strerror} ({free_space(where)} free there); {_AFTER_SPACE}"
 

@@ -4,7 +4,7 @@ Layout::
 
     WORKSPACE/
       ledger.sqlite        stage states, sweeps, cells (orchestrator.state.ledger)
-      results.sqlite       the central results table (results.table)
+      results.sqlite       the results table (results.table)
       stages/<key>/        one folder per stage (workers.stages.artifacts)
       .lock                held by the one launch/resume running here
 """
