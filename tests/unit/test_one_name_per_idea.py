@@ -47,6 +47,7 @@ def test_no_two_modules_share_a_file_name_for_two_ideas():
     for package in PACKAGES:
         for path in (ROOT / package).rglob("*.py"):
             names[path.name].append(str(path.relative_to(ROOT)))
-    sources = {path.stem for path in (ROOT / "workers" / "pruning" / "mask_sources").glob("*.py")} - {"__init__", "base"}
+    sources = {path.stem for path in (ROOT / "workers" / "pruning" / "mask_sources").glob("*.py")}
+    sources -= {"__init__", "base"}
     shared = {name: paths for name, paths in names.items() if name[:-3] in sources and len(paths) > 1}
     assert not shared, shared

@@ -16,9 +16,8 @@ from conftest import ROOT
 from orchestrator.state.ledger import Ledger
 from orchestrator.planning.stage_identity import Stage
 from orchestrator.state.workspace import materialise
-from workers.stages.paths import STAGES_DIR, stage_dir
+from workers.stages.paths import STAGES_DIR, STAGE_FILE, stage_dir
 from workers.stages.artifacts import read_stage
-from workers.stages.paths import STAGE_FILE
 
 N = 3000
 

@@ -12,9 +12,8 @@ import pytest
 
 from workers.stages.artifacts import NotARegularFile
 from workers.stages.error_record import clear_error, read_error, write_error
-from workers.stages.paths import ERROR_FILE
+from workers.stages.paths import ERROR_FILE, STAGE_LOCK_FILE
 from workers.stages.lock import StageBusy, hold, holder
-from workers.stages.paths import STAGE_LOCK_FILE
 
 HOLDER_SCRIPT = textwrap.dedent("""
     import sys, time

@@ -47,7 +47,8 @@ def test_no_other_module_spells_a_stage_or_workspace_file():
     names = {value for name, value in vars(paths).items() if name.isupper() and isinstance(value, str)}
     allowed = {ROOT / "workers" / "stages" / "paths.py", ROOT / "results" / "migrations.py",
                ROOT / "results" / "central_db.py", ROOT / "results" / "export.py"}
-    #: still spelt there (the guard of `repair`): cli.py is being changed on another branch; route it through paths there
+    #: still spelt there (the guard of `repair`): cli.py is being changed on another branch; route it
+    #: through paths there
     pending = {"orchestrator/cli.py: 'ledger.sqlite'"}
     found = []
     for package in ("orchestrator", "workers", "results"):

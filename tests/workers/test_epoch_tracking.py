@@ -20,10 +20,8 @@ from orchestrator.driver import resume
 from orchestrator.planning.planner import plan_sweep, settings_fingerprint
 from orchestrator.spec import validate_spec
 from workers.stages.epochs import EpochRecorder, read_epochs
-from workers.stages.paths import EPOCHS_FILE, TRACKING_FILE
+from workers.stages.paths import EPOCHS_FILE, PROVENANCE_FILE, TENSORBOARD_DIR, TRACKING_FILE
 from workers.stages.provenance import code_digest, code_version, read_provenance
-from workers.stages.paths import PROVENANCE_FILE
-from workers.stages.paths import TENSORBOARD_DIR
 
 SWEEP = dict(TINY, name="tracked", mask_source=["labels", "random"], init=["winning_ticket", "reinit"],
              pruning={"fractions": [0.8]}, tracking={"tensorboard": True})

@@ -16,9 +16,8 @@ from conftest import ROOT, TINY
 from orchestrator.state.ledger import Ledger
 from orchestrator.planning.planner import plan_sweep
 from orchestrator.spec import load_spec
-from workers.stages.paths import stage_dir
+from workers.stages.paths import DONE_FILE, stage_dir
 from workers.stages.artifacts import atomic_write_json
-from workers.stages.paths import DONE_FILE
 
 ENV = dict(os.environ, PYTHONPATH=str(ROOT))
 
