@@ -60,9 +60,9 @@ from orchestrator.state.ledger import Ledger  # noqa: E402
 from orchestrator.planning.planner import plan_sweep, settings_fingerprint  # noqa: E402
 from orchestrator.state.reconcile import ingest_results, reconcile  # noqa: E402
 from orchestrator.spec import validate_spec  # noqa: E402
-from orchestrator.state.workspace import materialise, stage_dir  # noqa: E402
+from orchestrator.state.workspace import materialise
+from workers.stages.paths import required_files, stage_dir  # noqa: E402
 from workers.stages.artifacts import write_done  # noqa: E402
-from workers.stages.files import required_files  # noqa: E402
 
 HELD_OUT = 100
 TARGETS = {"driver_ms": 5.0, "status_s": 1.0, "first_status_s": 2.0, "launch_s": 5.0, "plan_s": 0.25,

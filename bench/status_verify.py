@@ -24,7 +24,8 @@ sys.path.insert(0, str(ROOT))
 from orchestrator.state.ledger import Ledger  # noqa: E402
 from orchestrator.state.reconcile import reconcile  # noqa: E402
 from orchestrator.planning.stage_identity import Stage  # noqa: E402
-from orchestrator.state.workspace import materialise, stage_dir  # noqa: E402
+from orchestrator.state.workspace import materialise
+from workers.stages.paths import stage_dir  # noqa: E402
 from workers.stages.artifacts import write_done  # noqa: E402
 
 

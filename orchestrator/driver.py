@@ -27,10 +27,10 @@ from orchestrator.state.workspace import (
     existing_captures,
     materialise,
     rewrite_stage_file,
-    stage_dir,
     stage_file_problem,
 )
-from workers.stages.artifacts import DONE_FILE, STAGE_FILE, inspect_done
+from workers.stages.artifacts import inspect_done
+from workers.stages.paths import DONE_FILE, STAGE_FILE, stage_dir
 
 if TYPE_CHECKING:  # planning (pydantic) loads in `launch` only: resume and cancel read the ledger
     from orchestrator.planning.planner import Plan

@@ -18,8 +18,10 @@ from typing import Any
 SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 
 
-class OutOfSpace(OSError):
-    """An export failed for want of space; the message names the file and the space left."""
+class DiskFull(OSError):
+    """A write of the results package (an export, a report) failed for want of space; the message names the
+    file and the space left. The workers' writes raise their own ``workers.stages.disk_space.DiskFull``
+    (results imports nothing from workers): one idea, one name in each package."""
 
     def __init__(self, path: Path, code: int):
         what = {errno.EDQUOT: "the disk quota is exceeded", errno.EFBIG: "the file size limit is exceeded"}.get(
@@ -58,7 +60,7 @@ def _out_of_space(error: BaseException, folder: Path) -> int | None:
 def atomic_save_with(path: Path, save: Callable[[Any], Any]) -> None:
     """Write ``path`` atomically with ``save(handle)``, e.g. ``lambda f: df.to_csv(f)``.
 
-    A full disk (or quota) raises :class:`OutOfSpace` naming the file and the space left;
+    A full disk (or quota) raises :class:`DiskFull` naming the file and the space left;
     the temp file is removed and ``path`` keeps its old content.
     """
     path = Path(path)
@@ -66,7 +68,7 @@ def atomic_save_with(path: Path, save: Callable[[Any], Any]) -> None:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as error:
         if error.errno in SPACE_ERRNOS:
-            raise OutOfSpace(path, error.errno) from error
+            raise DiskFull(path, error.errno) from error
         raise
     try:
         mask = os.umask(0o022)
@@ -82,7 +84,7 @@ def atomic_save_with(path: Path, save: Callable[[Any], Any]) -> None:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
-        code = None if isinstance(error, OutOfSpace) else _out_of_space(error, path.parent)
+        code = None if isinstance(error, DiskFull) else _out_of_space(error, path.parent)
         if code is not None:
-            raise OutOfSpace(path, code) from error
+            raise DiskFull(path, code) from error
         raise

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from results.central_migrations import CENTRAL_MIGRATIONS, KEY, TABLE, sqltype
 from results.db_url import ALLOWED_URLS, DatabaseUrl, parse, redact, shown
+from results.migrations import DB_FILE as _RESULTS_FILE
 from results.migrations import MIGRATIONS as _RESULTS_MIGRATIONS
 from results.migrations import TABLE as _RESULTS_TABLE
 from results.row import COLUMN_TYPES, COLUMNS
@@ -44,6 +45,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
     from sqlalchemy.engine import Connection, Engine
 
+#: as ``workers.stages.paths.CENTRAL_STATE_FILE`` (``tests/unit/test_stage_paths.py`` checks that they agree).
 STATE_FILE = "central_db.sqlite"
 #: the central table's schema-version table (the table, its key and its migrations: results.central_migrations).
 VERSION_TABLE = "prunesweep_schema"
@@ -140,7 +142,7 @@ def waiting(workspace: str | os.PathLike, url: str) -> int:
     """How many of the workspace's rows the database has not received yet (reads only)."""
     workspace = Path(workspace)
     last = _last_pushed(workspace, _target(url))
-    conn = open_for_reading(workspace / "results.sqlite", _RESULTS_MIGRATIONS)
+    conn = open_for_reading(workspace / _RESULTS_FILE, _RESULTS_MIGRATIONS)
     if conn is None:
         return 0
     with closing(conn):
@@ -176,7 +178,7 @@ def _mark(workspace: Path, target: str, last_rowid: Optional[int], error: Option
 
 def _rows_after(workspace: Path, last: int) -> list[tuple]:
     """(rowid, *COLUMNS) of the workspace's rows after ``last``, in order."""
-    conn = open_for_reading(workspace / "results.sqlite", _RESULTS_MIGRATIONS)
+    conn = open_for_reading(workspace / _RESULTS_FILE, _RESULTS_MIGRATIONS)
     if conn is None:
         return []
     with closing(conn):

@@ -6,6 +6,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from results.atomic_files import atomic_save_with
+from results.central_db import STATE_FILE
+from results.migrations import DB_FILE
+
+#: the workspace's own stores and lock, and the folder of its stages, which an export never replaces (as
+#: ``workers.stages.paths`` names them; ``tests/unit/test_stage_paths.py`` checks that they agree).
+WORKSPACE_STATE = ("ledger.sqlite", DB_FILE, STATE_FILE, ".lock")
+STAGES_FOLDER = "stages"
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -34,9 +41,8 @@ def target_problem(path: str | os.PathLike, protected: list[Path], plot: bool = 
     resolved = target.resolve()
     for folder in protected:
         state = folder.resolve()
-        inside = resolved.parent == state and resolved.name.startswith(
-            ("ledger.sqlite", "results.sqlite", "central_db.sqlite", ".lock"))
-        if inside or state / "stages" in resolved.parents:
+        inside = resolved.parent == state and resolved.name.startswith(WORKSPACE_STATE)
+        if inside or state / STAGES_FOLDER in resolved.parents:
             return f"{target} is part of the workspace {folder}'s own state; write the export elsewhere"
     if plot and (target.suffix.lstrip(".").lower() or "png") not in PLOT_FORMATS:
         return f"unknown plot format {target.suffix!r}; allowed: {', '.join('.' + f for f in PLOT_FORMATS)}"

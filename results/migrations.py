@@ -11,6 +11,9 @@ import sqlite3
 
 from results.versioned_sqlite import Migration, sql, table_columns
 
+#: the store of a workspace's results rows (as ``workers.stages.paths.RESULTS_FILE``: results imports nothing
+#: from workers; ``tests/unit/test_stage_paths.py`` checks that they agree).
+DB_FILE = "results.sqlite"
 TABLE = "results"
 
 _FIRST_SCHEMA = """CREATE TABLE IF NOT EXISTS results (

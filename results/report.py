@@ -53,7 +53,7 @@ SECTIONS = {
 
 
 @dataclass
-class Failure:
+class FailedStage:
     """A failed stage: its identity, why it failed and the tails of its logs (``(path, text)``)."""
 
     key: str
@@ -84,7 +84,7 @@ class WorkspaceState:
     sweeps: Sequence[Mapping[str, Any]] = field(default_factory=list)
     stage_counts: dict[str, dict[str, int]] = field(default_factory=dict)
     states: tuple[str, ...] = ("planned", "running", "done", "failed", "blocked")
-    failures: list[Failure] = field(default_factory=list)
+    failures: list[FailedStage] = field(default_factory=list)
     missing: Sequence[Mapping[str, Any]] = field(default_factory=list)
     cells: int = 0
     provenance: Sequence[Mapping[str, Any]] = field(default_factory=list)
@@ -122,15 +122,15 @@ def default_comparisons(df: pd.DataFrame) -> list[Comparison]:
     return pairs
 
 
-def columns_needed(where: Sequence[str], comparisons: Iterable[Comparison] | None,
+def page_columns(where: Sequence[str], comparisons: Iterable[Comparison] | None,
                    columns: Sequence[str]) -> list[str] | None:
     """The columns of ``columns`` the page reads, in their order, with these filters and comparisons
     (:func:`results.load`'s ``columns``): the settings, top-1, the fractions, the seeds that pair
     rows, the transfer targets and metrics, and what the filters and comparisons name. None (all)
     when a filter or a compared column is not one of ``columns`` (the message then names them all)."""
-    from results.query import columns_needed as used_by_summaries
+    from results.query import columns_needed
 
-    needed = used_by_summaries(where, None, None, columns)
+    needed = columns_needed(where, None, None, columns)
     compared = [comparison.column for comparison in comparisons or []]
     if needed is None or any(column not in columns for column in compared):
         return None
@@ -293,12 +293,12 @@ def _groups(df: pd.DataFrame, columns: list[str]) -> list[_Group]:
     for values, rows in df.groupby(columns, sort=False, dropna=False):
         values = values if isinstance(values, tuple) else (values,)
         name = " / ".join(map(str, values))
-        by, note = _curve_grouping(rows)
+        by, note = _pooled_curves(rows)
         groups.append(_Group(name, rows, by, note))
     return groups
 
 
-def _curve_grouping(rows: pd.DataFrame) -> tuple[list[str] | None, str]:
+def _pooled_curves(rows: pd.DataFrame) -> tuple[list[str] | None, str]:
     """None (a curve per setting, as ``results --plot``) unless that is more than :data:`MAX_CURVES` curves;
     then the mask source x init curves pooled over the sweeps and workspaces, and a note saying so."""
     identity = [c for c in ("workspace", "sweep", "mask_source", "init", "rewind") if c in rows.columns]

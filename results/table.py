@@ -1,4 +1,4 @@
-"""The central results table of a workspace: ``WORKSPACE/results.sqlite``.
+"""The results table of a workspace: ``WORKSPACE/results.sqlite``.
 
 One row per evaluated grid cell (one seed of one setting at one fraction of weights
 remaining); its columns are defined in :mod:`results.row`, its schema history in
@@ -27,7 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from results.migrations import MIGRATIONS, TABLE
+from results.migrations import DB_FILE, MIGRATIONS, TABLE
 from results.row import (
     COLUMN_TYPES,
     COLUMNS,
@@ -47,7 +47,6 @@ if TYPE_CHECKING:
 __all__ = ["COLUMNS", "DB_FILE", "PRIMARY_KEY", "TABLE", "Recorder", "db_path", "load", "record", "recorded_among",
            "recorded_cells", "upgrade"]
 
-DB_FILE = "results.sqlite"
 
 _INSERT_SQL = (
     f"INSERT OR IGNORE INTO {TABLE} ({', '.join(COLUMNS)}) "

@@ -19,10 +19,6 @@ from typing import IO
 
 from workers.stages import lock as stage_lock
 from workers.stages.artifacts import (
-    CHECKPOINT_FILE,
-    DONE_FILE,
-    LOG_FILE,
-    METRICS_FILE,
     NotARegularFile,
     atomic_write_json,
     invalidate,
@@ -33,6 +29,7 @@ from workers.stages.artifacts import (
     write_done,
 )
 from workers.stages.error_record import clear_error, write_error
+from workers.stages.paths import CHECKPOINT_FILE, DONE_FILE, LOG_FILE, METRICS_FILE, PROVENANCE_FILE
 from workers.stages.workspace_files import read_json
 from workers.training.preemption import save_progress  # noqa: F401  (backends call it before a preemption)
 
@@ -192,4 +189,4 @@ def _record_provenance(stage_dir: Path) -> None:
     except DiskFull:  # the stage could write nothing else either: as any write, it fails the stage
         raise
     except Exception as error:  # noqa: BLE001 - the code, packages or machine could not be told
-        log.warning("no %s: %s: %s", "provenance.json", type(error).__name__, error)
+        log.warning("no %s: %s: %s", PROVENANCE_FILE, type(error).__name__, error)

@@ -25,9 +25,10 @@ from typing import Any, Optional
 
 import workers
 from orchestrator.errors import UserError
-from orchestrator.planning.gpu_hours import PREFLIGHT_DIR, preflight_records
+from orchestrator.planning.gpu_hours import preflight_records
 from workers.stages.artifacts import atomic_write_json, inspect_done
-from workers.stages.preflight import RESULT_FILE, installed_versions
+from workers.stages.paths import ERROR_FILE, PREFLIGHT_DIR, PREFLIGHT_RESULT_FILE, STAGE_FILE
+from workers.stages.preflight import installed_versions
 from workers.stages.provenance import code_digest
 
 #: the stage kinds whose configs train a network (the targets come from them).
@@ -137,7 +138,7 @@ def _deadline(seconds: float) -> Iterator[None]:
 
 def _wait_detached(folder: Path, events: _Events, deadline: float) -> None:
     """A detached backend's job (SLURM): wait for its ``DONE.json`` or ``error.json``, with a progress line."""
-    while not inspect_done(folder).ok and not (folder / "error.json").exists():
+    while not inspect_done(folder).ok and not (folder / ERROR_FILE).exists():
         left = deadline - time.monotonic()
         if left <= 0:
             raise _TimedOut()
@@ -263,12 +264,12 @@ def preflight(spec: Any, source: str, backend_name: Optional[str], timeout: floa
         folder = workspace / PREFLIGHT_DIR / f"{stamp}-{index}"
         folder.mkdir(parents=True)
         key = folder.name
-        atomic_write_json(folder / "stage.json", {"kind": "preflight", "key": key, "identity": {}, "deps": {},
+        atomic_write_json(folder / STAGE_FILE, {"kind": "preflight", "key": key, "identity": {}, "deps": {},
                                                   "config": {"targets": group, "packages": proved["packages"]}})
         print(f"preflight: {len(group)} target(s) on {backend_name} with the resources of a {kind} stage "
               f"({ranks} rank{'s' if ranks > 1 else ''}), at most {timeout:g} s", file=sys.stderr)
         events = _run_one(backend_name, run_settings, workspace, folder, kind, timeout, workers)
-        result = folder / RESULT_FILE
+        result = folder / PREFLIGHT_RESULT_FILE
         if events.state != "done" or not result.exists():
             rows.append(job_failure_row(f"job {index} ({kind}, {ranks} rank{'s' if ranks > 1 else ''})",
                                         events.state, events.message, ranks))

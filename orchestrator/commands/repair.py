@@ -34,11 +34,20 @@ from pathlib import Path
 from typing import Any, Optional
 
 from orchestrator.errors import EnvironmentProblem, UserError
-from orchestrator.state.ledger import LEDGER_FILE, Ledger
-from orchestrator.state.store_health import RESULTS_FILE, store_problem
+from orchestrator.state.ledger import Ledger
+from orchestrator.state.store_health import store_problem
 from orchestrator.state.workspace import refuse_linked_folders
-from workers.stages.artifacts import DONE_FILE, STAGE_FILE, atomic_write_json, manifest_problem, verify_done
+from workers.stages.artifacts import atomic_write_json, manifest_problem, verify_done
 from workers.stages.disk_space import SPACE_ERRNOS
+from workers.stages.paths import (
+    DONE_FILE,
+    LEDGER_FILE,
+    QUARANTINE_DIR,
+    RESULTS_FILE,
+    STAGE_FILE,
+    STAGES_DIR,
+    SWEEPS_DIR,
+)
 from workers.stages.workspace_files import (
     LinkedFolder,
     list_folder,
@@ -48,9 +57,6 @@ from workers.stages.workspace_files import (
     remove_temp_files,
 )
 
-QUARANTINE_DIR = "quarantine"
-#: where ``launch`` keeps a record of each sweep it registered (what ``repair`` plans again).
-SWEEPS_DIR = "sweeps"
 #: the tables each store must hold.
 _LEDGER_TABLES = frozenset({"stages", "deps", "sweeps", "verified", "cells"})
 _SIDE_FILES = ("-wal", "-shm", "-journal")
@@ -70,7 +76,7 @@ def remove_leftover_temps(workspace: Path, ledger: Optional[Ledger] = None) -> l
     if ledger is not None:
         running = {row["key"] for row in ledger.stages() if row["state"] == "running"}
     removed = remove_temp_files(workspace, workspace)
-    stages = workspace / "stages"
+    stages = workspace / STAGES_DIR
     for name, is_folder in list_folder(stages, workspace):
         if is_folder and name not in running:
             removed += remove_temp_files(stages / name, workspace)
@@ -169,7 +175,7 @@ class _Repair:
     def check_stage_folders(self) -> dict[str, dict]:
         """Quarantine malformed stage.json and DONE.json files; return key -> sound stage.json."""
         stages: dict[str, dict] = {}
-        root = self.workspace / "stages"
+        root = self.workspace / STAGES_DIR
         for name, is_folder in list_folder(root, self.workspace):
             if not is_folder:
                 continue

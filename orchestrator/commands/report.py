@@ -25,7 +25,7 @@ from results.comparison import Comparison, parse_compare
 from results.export import target_problem
 from results.hints import did_you_mean
 from results.query import text_equalities
-from results.report import Failure, WorkspaceState, build_report, columns_needed, report_target_problem, write_report
+from results.report import FailedStage, WorkspaceState, build_report, page_columns, report_target_problem, write_report
 from results.row import COLUMN_TYPES, DamagedValue
 from results.top1_drawing import DrawingProcess
 from results.workspace_labels import relabel
@@ -67,7 +67,7 @@ def _make_report(workspaces: list[Path], args, comparisons, drawer: DrawingProce
                 raise damaged_value(error) from None
         return frame.drop(columns="workspace") if len(workspaces) == 1 else relabel(frame, labels)
 
-    frame = read(text_equalities(where, columns, text), columns_needed(where, comparisons, columns))
+    frame = read(text_equalities(where, columns, text), page_columns(where, comparisons, columns))
     try:
         kept = results.filter_rows(frame, where)
     except ValueError as error:
@@ -131,8 +131,8 @@ def stage_records(workspace: Path, stages: list, cells: list) -> dict:
     """What the stage folders say beyond the ledger: the ``provenance.json`` of the stages that ran, the
     ``epochs.jsonl`` of the done training stages (at most :data:`MAX_READ` of each kind, evenly
     spread), and the ledger's wall time of each done stage per kind."""
-    from orchestrator.state.workspace import stage_dir
     from workers.stages.epochs import read_epochs
+    from workers.stages.paths import stage_dir
     from workers.stages.provenance import read_provenance
 
     times: dict[str, list[float]] = {}
@@ -161,10 +161,9 @@ def stage_records(workspace: Path, stages: list, cells: list) -> dict:
             "epoch_totals": {kind: len(rows) for kind, rows in trained.items()}}
 
 
-def _failure(workspace: Path, row) -> Failure:
+def _failure(workspace: Path, row) -> FailedStage:
     """A failed stage with the tails of its own log and of its scheduler's logs."""
-    from orchestrator.state.workspace import stage_dir
-    from workers.stages.artifacts import LOG_FILE
+    from workers.stages.paths import LOG_FILE, stage_dir
 
     where = f"job {row['job_id']}" if row["job_id"] else f"on {row['host'] or '?'}"
     logs = []
@@ -175,7 +174,7 @@ def _failure(workspace: Path, row) -> Failure:
     if row["backend"] in BACKENDS:
         for path in backend_class(row["backend"]).log_files(workspace, row):
             logs.append((str(path), file_tail(path, workspace)))
-    return Failure(key=row["key"], label=row["label"], error_class=row["error_class"] or "",
+    return FailedStage(key=row["key"], label=row["label"], error_class=row["error_class"] or "",
                    message=row["error_message"] or "", attempts=row["attempts"],
                    where=f"{row['backend'] or '?'} {where}", logs=logs)
 

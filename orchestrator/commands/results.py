@@ -1,4 +1,4 @@
-"""``prunesweep results``: the central table of one workspace or several, queried, summarised,
+"""``prunesweep results``: the results table of one workspace or several, queried, summarised,
 pivoted, compared, plotted or exported."""
 from __future__ import annotations
 

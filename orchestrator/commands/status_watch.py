@@ -22,8 +22,7 @@ from typing import Any, Optional
 from orchestrator.state.ledger import Ledger
 from orchestrator.state.reconcile import reconcile_and_record
 from orchestrator.state.stage_activity import phases
-from orchestrator.state.workspace import stage_dir
-from workers.stages.artifacts import DONE_FILE
+from workers.stages.paths import DONE_FILE, stage_dir
 from workers.stages.workspace_files import read_json
 
 #: seconds between two refreshes unless ``--interval`` says otherwise.

@@ -21,10 +21,9 @@ from typing import Any, Optional
 
 from orchestrator.planning.planner import Plan
 from orchestrator.spec import SweepSpec
+from workers.stages.paths import PREFLIGHT_DIR
 
 TABLE_FILE = Path(__file__).with_name("throughput.json")
-#: the workspace folder of ``prunesweep preflight``'s records.
-PREFLIGHT_DIR = "preflight"
 #: largest record read back (a record is a few kB).
 _MAX_RECORD_BYTES = 4 << 20
 DEFAULT_DEVICE = "H100"

@@ -38,11 +38,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from pydantic import BaseModel
+
 from orchestrator.planning.stage_identity import Cell, Stage, canonical_json
 from orchestrator.spec import RewindPoint, SweepSpec
 from results.row import NO_REWIND  # the rewind label of cells that need no rewinding point
 from workers import catalog
 from workers.pruning.mask_sources import MASK_SOURCES, subset_tasks
+from workers.stages.identity import Setting
 
 DEFAULT_RATE = 0.2
 DEFAULT_SCOPE = "global"
@@ -136,6 +139,12 @@ def depth_lines(spec: SweepSpec, fraction_text: Callable[[float], str] = lambda 
     return lines
 
 
+def setting(model: BaseModel) -> Setting:
+    """A section of the sweep file as a stage takes it: whole in its config, its defaults left out of its
+    identity (so that an option added with a default renames nothing)."""
+    return Setting(model.model_dump(), model.model_dump(exclude_defaults=True))
+
+
 def plan_sweep(spec: SweepSpec, captured: Callable[[str], Optional[list[int]]] = lambda key: None) -> Plan:
     """Expand ``spec`` into a Plan.
 
@@ -151,11 +160,10 @@ class _Planner:
         self.spec = spec
         self.captured = captured
         self.plan = Plan(sweep=spec.name)
-        # where the data lives is not what it is: moving a dataset (another mount, another
-        # cluster) keeps every stage's key; a workspace holds one copy of each dataset name
-        self.dataset_id = spec.dataset.model_dump(exclude_defaults=True, exclude={"root"})
-        self.arch_id = spec.arch.model_dump(exclude_defaults=True)
-        self.base_config = {"dataset": spec.dataset.model_dump(), "arch": spec.arch.model_dump()}
+        # where the data lives is not what it is (the contract leaves the dataset's root out of every
+        # identity): moving a dataset keeps every stage's key; a workspace holds one copy of each dataset name
+        self.settings: dict[int, Setting] = {}  # id of a section of the spec (which outlives the planner) -> it
+        self.network: dict[str, Any] = {"dataset": setting(spec.dataset), "arch": setting(spec.arch)}
         pruning = spec.pruning
         self.rule_id = {
             name: value
@@ -165,35 +173,36 @@ class _Planner:
         }
         self.layers_id = {} if pruning.layers is None else {"layers": pruning.layers}
         self.eval_recipe = spec.eval_recipe
-        self.eval_recipe_id = self.eval_recipe.model_dump(exclude_defaults=True)
         # the labels IMP training at level L is the labels winning-ticket eval at L
         self.labels_chain_is_eval = self.eval_recipe == spec.recipes["labels"]
         self.levels = sorted({spec.level_for(f) for f in pruning.fractions})
+
+    def setting(self, model) -> Setting:
+        """:func:`setting` of a section of the sweep file, made once per section (dumping one is not cheap)."""
+        made = self.settings.get(id(model))
+        if made is None:
+            made = self.settings[id(model)] = setting(model)
+        return made
 
     # ---- the trunk: dense runs, rewind points, IMP chains ---------------------------
     def dense(self, task: str, seed: int) -> tuple[str, dict[int, str]]:
         """Plan the dense run of ``task``; return its key and k -> stage holding W_k."""
         recipe = self.spec.recipes[task]
         needed = sorted({point.iterations(self.spec.iterations_per_epoch(task)) for point in self.spec.rewind_points})
-        identity = {"dataset": self.dataset_id, "arch": self.arch_id, "task": task,
-                    "recipe": recipe.model_dump(exclude_defaults=True), "seed": seed, **self.task_id(task)}
-        config = {**self.base_config, "task": task, "recipe": recipe.model_dump(), "seed": seed,
-                  **self.task_config(task)}
-        probe = Stage("dense", identity, config)
-        existing = self.captured(probe.key)
+        trained = {**self.network, "task": task, "recipe": self.setting(recipe), "seed": seed, **self.task_config(task)}
+        existing = self.captured(Stage.planned("dense", **trained).key)  # the captures are no part of the key
         capture = sorted(existing) if existing is not None else needed
-        dense = Stage("dense", identity, {**config, "capture_iterations": capture},
-                      label=f"dense {task} seed={seed}", epochs=recipe.epochs)
-        dense_key = self.plan.add(dense)
+        dense_key = self.plan.add(Stage.planned("dense", **trained, capture_iterations=capture,
+                                                label=f"dense {task} seed={seed}", epochs=recipe.epochs))
         providers = {}
         ipe = self.spec.iterations_per_epoch(task)
         for k in needed:
             if k in capture:
                 providers[k] = dense_key
             else:
-                rewind = Stage("rewind", {"dense": dense_key, "iteration": k}, {**config, "rewind_iteration": k},
-                               label=f"rewind {task} seed={seed} k={k}", epochs=k / ipe)
-                providers[k] = self.plan.add(rewind)
+                providers[k] = self.plan.add(Stage.planned(
+                    "rewind", refs={"dense": dense_key}, **trained, rewind_iteration=k,
+                    label=f"rewind {task} seed={seed} k={k}", epochs=k / ipe))
         return dense_key, providers
 
     def chain(self, task: str, seed: int, point: RewindPoint, top_level: int):
@@ -206,48 +215,43 @@ class _Planner:
         recipe = self.spec.recipes[task]
         keys = [dense_key]
         for level in range(1, top_level + 1):
-            identity = {"previous": keys[-1], "rewind": {"dense": dense_key, "iteration": k}, **self.rule_id}
-            config = {**self.base_config, "task": task, "recipe": recipe.model_dump(), "seed": seed,
-                      "rewind_iteration": k, "level": level, "mask_rule": self.prune_rule(), **self.task_config(task)}
-            imp = Stage("imp", identity, config, deps={"previous": keys[-1], "rewind": providers[k]},
-                        label=f"imp {task} seed={seed} k={point.text} level={level}", epochs=recipe.epochs)
-            keys.append(self.plan.add(imp))
+            keys.append(self.plan.add(Stage.planned(
+                "imp", refs={"previous": keys[-1], "rewind": {"dense": dense_key, "iteration": k}},
+                deps={"previous": keys[-1], "rewind": providers[k]}, **self.network, task=task,
+                recipe=self.setting(recipe), seed=seed, rewind_iteration=k, level=level, mask_rule=self.prune_rule(),
+                **self.task_config(task), label=f"imp {task} seed={seed} k={point.text} level={level}",
+                epochs=recipe.epochs)))
         return dense_key, providers, keys, k
 
-    def prune_rule(self) -> dict:
-        return {"kind": "prune_round", "rate": self.spec.pruning.rate, "scope": self.spec.pruning.scope,
-                **self.layers_id}
-
-    def task_id(self, task: str) -> dict:
-        """What a task adds to a dense identity: the labelled subset of s4l and labels_10pct."""
-        if task in subset_tasks():
-            return {"label_subset": self.spec.label_subset.model_dump()}
-        return {}
+    def prune_rule(self) -> Setting:
+        """The rule of an IMP round: whole in the config, its settings off their defaults in the identity."""
+        return Setting({"kind": "prune_round", "rate": self.spec.pruning.rate, "scope": self.spec.pruning.scope,
+                        **self.layers_id}, self.rule_id)
 
     def task_config(self, task: str) -> dict:
-        """``task_options`` of a training on ``task`` (none for the tasks that need none)."""
-        options = self.task_id(task)
-        return {"task_options": options} if options else {}
+        """``task_options`` of a training on ``task``: the labelled subset of s4l and labels_10pct (none for
+        the tasks that need none)."""
+        if task in subset_tasks():
+            return {"task_options": {"label_subset": self.spec.label_subset.model_dump()}}
+        return {}
 
     # ---- evaluations ------------------------------------------------------------------
-    def evaluation(self, seed: int, mask_id, mask_rule: dict, mask_deps: dict, init: str,
+    def evaluation(self, seed: int, mask_id, mask_rule: dict | Setting, mask_deps: dict, init: str,
                    rewind_ref: Optional[tuple[str, str, int]], source_task: Optional[str], label: str) -> str:
         """Plan one retraining on labels; ``rewind_ref`` = (dense key, W_k provider key, k)."""
-        identity = {"mask": mask_id, "init": init, "recipe": self.eval_recipe_id,
-                    "dataset": self.dataset_id, "arch": self.arch_id, "seed": seed}
-        config = {**self.base_config, "task": "labels", "recipe": self.eval_recipe.model_dump(), "seed": seed,
-                  "init": init, "mask_rule": mask_rule}
+        fields: dict[str, Any] = {**self.network, "task": "labels", "recipe": self.setting(self.eval_recipe),
+                                  "seed": seed, "init": init, "mask_rule": mask_rule}
         if self.layers_id:
-            config["pruned_layers"] = self.spec.pruning.layers
+            fields["pruned_layers"] = self.spec.pruning.layers
         deps = dict(mask_deps)
         if init == "winning_ticket":
             assert rewind_ref is not None, "a winning ticket needs its rewinding point"
             dense_key, provider, k = rewind_ref
-            identity["init"] = {"winning_ticket": {"dense": dense_key, "iteration": k}}
-            config.update(rewind_iteration=k, source_task=source_task)
+            fields.update(init=Setting(init, {init: {"dense": dense_key, "iteration": k}}), rewind_iteration=k,
+                          source_task=source_task)
             deps["rewind"] = provider
-        stage = Stage("eval", identity, config, deps=deps, label=label, epochs=self.eval_recipe.epochs)
-        return self.plan.add(stage)
+        return self.plan.add(Stage.planned("eval", refs={"mask": mask_id}, deps=deps, label=label,
+                                           epochs=self.eval_recipe.epochs, **fields))
 
     def imp_source_cells(self, source: str) -> None:
         spec = self.spec
@@ -306,18 +310,15 @@ class _Planner:
                 if keep.get("level") == 0 or keep.get("fraction") == 1.0:
                     key = self.evaluation(seed, "full", {"kind": "full"}, {}, "reinit", None, None, label)
                 else:
-                    identity = {"dataset": self.dataset_id, "arch": self.arch_id, "keep": keep, "seed": seed,
-                                **self.layers_id}
-                    rule = {"kind": "random", "keep": keep, **self.layers_id}
-                    deps = {}
+                    refs, deps = {}, {}
                     if adjusted:  # the zeros of the dense labels run of this seed are pruned first
                         dense_key, _ = self.dense("labels", seed)
-                        identity["zeros_of"] = deps["previous"] = dense_key
-                        rule["kind"] = "adjusted_random"
-                    mask_label = f"random_mask {'adjusted ' if adjusted else ''}seed={seed} f={fraction}"
-                    mask = Stage("random_mask", identity, {**self.base_config, "seed": seed, "mask_rule": rule},
-                                 deps=deps, label=mask_label)
-                    mask_key = self.plan.add(mask)
+                        refs["zeros_of"] = deps["previous"] = dense_key
+                    rule = {"kind": "adjusted_random" if adjusted else "random", "keep": keep, **self.layers_id}
+                    mask_key = self.plan.add(Stage.planned(
+                        "random_mask", refs=refs, deps=deps, **self.network, seed=seed,
+                        mask_rule=Setting(rule, {"keep": keep, **self.layers_id}),
+                        label=f"random_mask {'adjusted ' if adjusted else ''}seed={seed} f={fraction}"))
                     key = self.evaluation(seed, {"given": mask_key}, {"kind": "given"}, {"mask": mask_key}, "reinit",
                                           None, None, label)
                 self.plan.cells.append(Cell(source, "reinit", NO_REWIND, None, fraction, level, seed, key))
@@ -329,12 +330,11 @@ class _Planner:
         """Linear and fine-tuning transfer of the pretext-trained network at each fraction's level."""
         spec, transfer = self.spec, self.spec.transfer
         assert transfer is not None, "only a sweep with transfer settings has transfer sources"
-        target = transfer.dataset.model_dump()
-        target_id = transfer.dataset.model_dump(exclude_defaults=True, exclude={"root"})
+        target = self.setting(transfer.dataset)
         multi_label = transfer.dataset.name in catalog.MULTI_LABEL_DATASETS
         ap_id = {"average_precision": MULTI_LABEL_AP} if multi_label else {}
         difficult = transfer.svm_difficult()
-        common = {**self.base_config, "task": task, "seed": seed, "target": target, **self.task_config(task)}
+        common = {**self.network, "task": task, "seed": seed, "target": target, **self.task_config(task)}
         if self.layers_id:
             common["pruned_layers"] = spec.pruning.layers
         for fraction in spec.pruning.fractions:
@@ -343,40 +343,30 @@ class _Planner:
             where = f"{source} seed={seed} k={point.text} f={fraction}"
             planned = []
             if transfer.linear is not None:
-                features = self.plan.add(Stage(
-                    "features", {"model": model_key, "target": target_id}, common,
-                    deps={"model": model_key}, label=f"features {where}"))
+                features = self.plan.add(Stage.planned(
+                    "features", refs={"model": model_key}, deps={"model": model_key}, **common,
+                    label=f"features {where}"))
                 recipe = transfer.linear.recipe
-                identity: dict[str, Any] = {"features": features, "seed": seed}
-                config: dict[str, Any] = {"target": target, "metric": transfer.linear.metric, "seed": seed}
+                linear: dict[str, Any] = {"target": target, "metric": transfer.linear.metric, "seed": seed, **ap_id}
                 if recipe is not None:
-                    identity["recipe"] = recipe.model_dump(exclude_defaults=True)
-                    config["recipe"] = recipe.model_dump()
-                if transfer.linear.classifier != "sgd":  # absent at its default: the keys of sgd stages stay
-                    identity["classifier"] = config["classifier"] = transfer.linear.classifier
-                if transfer.linear.metric != "top1":
-                    identity["metric"] = transfer.linear.metric
-                identity.update(ap_id)
-                config.update(ap_id)
+                    linear["recipe"] = self.setting(recipe)
+                if transfer.linear.classifier != "sgd":  # absent at its default: the stage.json of sgd stages stays
+                    linear["classifier"] = transfer.linear.classifier
                 if difficult is not None:
-                    config["difficult"] = difficult
-                    if difficult != "negative":
-                        identity["difficult"] = difficult
-                planned.append(("linear", Stage(
-                    "linear_eval", identity, config, deps={"features": features}, label=f"linear_eval {where}",
-                    epochs=recipe.epochs if recipe is not None else 0)))
+                    linear["difficult"] = difficult
+                planned.append(("linear", Stage.planned(
+                    "linear_eval", refs={"features": features}, deps={"features": features}, **linear,
+                    label=f"linear_eval {where}", epochs=recipe.epochs if recipe is not None else 0)))
             if transfer.finetune is not None:
                 recipe = transfer.finetune.recipe
-                identity = {"model": model_key, "target": target_id, "recipe": recipe.model_dump(exclude_defaults=True),
-                            "seed": seed, **ap_id}
-                config = {**common, "recipe": recipe.model_dump(), "mode": "pruned", **ap_id}
-                planned.append(("finetune", Stage("finetune", identity, config, deps={"model": model_key},
-                                                  label=f"finetune {where}", epochs=recipe.epochs)))
+                finetune = {**common, "recipe": self.setting(recipe), **ap_id}
+                planned.append(("finetune", Stage.planned(
+                    "finetune", refs={"model": model_key}, deps={"model": model_key}, **finetune, mode="pruned",
+                    label=f"finetune {where}", epochs=recipe.epochs)))
                 if transfer.finetune.compare_prune_during:
-                    identity = {**identity, "model": chain[0], "kept_as": model_key}
-                    planned.append(("finetune_prune_during", Stage(
-                        "finetune", identity, {**config, "mode": "prune_during"},
-                        deps={"model": chain[0], "mask": model_key},
+                    planned.append(("finetune_prune_during", Stage.planned(
+                        "finetune", refs={"model": chain[0], "kept_as": model_key},
+                        deps={"model": chain[0], "mask": model_key}, **finetune, mode="prune_during",
                         label=f"finetune prune_during {where}", epochs=2 * recipe.epochs)))
             for evaluation, stage in planned:
                 key = self.plan.add(stage)

@@ -4,6 +4,10 @@ A stage's key hashes only its *identity*: the settings it depends on, with
 default-valued settings left out and dependencies referred to by their own keys. Adding
 an option (with a default that keeps old behaviour) or an unrelated grid axis therefore
 never renames an existing stage. ``tests/unit/test_stage_keys.py`` pins the keys.
+
+What of a stage's config is its identity is declared on the kind's config model, the one the
+worker parses ``stage.json`` with (``identity_fields``: :mod:`workers.stages.contract`,
+:mod:`workers.stages.identity`); :meth:`Stage.planned` builds both from values given once.
 """
 from __future__ import annotations
 
@@ -13,6 +17,9 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Optional
+
+from workers.stages.identity import plan_stage
+from workers.stages.registry import STAGE_KINDS
 
 KEY_LENGTH = 12
 
@@ -41,6 +48,14 @@ class Stage:
     label: str = ""
     #: epochs of training this stage runs (0 for a random mask).
     epochs: float = 0
+
+    @classmethod
+    def planned(cls, kind: str, *, refs: Optional[Mapping[str, Any]] = None, deps: Optional[Mapping[str, str]] = None,
+                label: str = "", epochs: float = 0, **fields: Any) -> Stage:
+        """A stage of ``kind`` whose config and identity follow from ``fields`` by the kind's config model
+        (:func:`workers.stages.identity.plan_stage`); ``refs``: the keys of the stages its identity names."""
+        identity, config = plan_stage(STAGE_KINDS[kind].config_model(), refs, **fields)
+        return cls(kind, identity, config, deps=dict(deps or {}), label=label, epochs=epochs)
 
     @property
     def key(self) -> str:

@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Optional
 
 from orchestrator.state.ledger import Ledger
-from orchestrator.state.workspace import STAGES_DIR
-from workers.stages.artifacts import DONE_FILE, inspect_done
+from workers.stages.artifacts import inspect_done
+from workers.stages.paths import DONE_FILE, STAGES_DIR
 
 #: a file modified less than this many seconds before its hash was taken gets no stamp.
 SETTLED_S = 2.0

@@ -32,8 +32,8 @@ from results.versioned_sqlite import (
     schema_version,
     sql,
 )
+from workers.stages.paths import LEDGER_FILE
 
-LEDGER_FILE = "ledger.sqlite"
 #: state changes queued by :meth:`Ledger.batched` are written at most this many at a time.
 BATCH_ROWS = 2000
 STATES = ("planned", "running", "done", "failed", "blocked")

@@ -19,15 +19,16 @@ from orchestrator.errors import UserError
 from orchestrator.state.artifact_stamps import folder_glance, verify_stage
 from orchestrator.state.central_results import push_waiting
 from orchestrator.state.ledger import Ledger
-from orchestrator.state.workspace import STAGES_DIR, WorkspaceLock, stage_dir
-from workers.stages.artifacts import DONE_FILE, LOG_FILE, invalidate
+from orchestrator.state.workspace import WorkspaceLock
+from workers.stages.artifacts import invalidate
 from workers.stages.lock import holder
+from workers.stages.paths import DONE_FILE, LOG_FILE, STAGES_DIR, stage_dir
 from workers.stages.workspace_files import read_json, read_tail, unreadable
 
 LOG_TAIL_LINES = 12
 
 
-class _Checks:
+class _LedgerChecks:
     """What a backend may ask while judging its running stages (see :class:`~.backends.base.Checks`)."""
 
     def __init__(self, workspace: Path, lock_held_by_us: bool, ledger: Optional[Ledger] = None):
@@ -101,7 +102,7 @@ def _reconcile(workspace: Path, ledger: Ledger, lock_held_by_us: bool, rehash: b
                                 "the ledger said done but its artifacts are gone; it will be rerun")
         elif row is not None:
             running.append(row)
-    checks = _Checks(workspace, lock_held_by_us, ledger)
+    checks = _LedgerChecks(workspace, lock_held_by_us, ledger)
     for name, rows in by_backend(running).items():
         for key, verdict in backend_class(name).judge_running(rows, checks).items():
             if verdict.state == "blocked":

@@ -11,8 +11,8 @@ from collections import Counter
 from pathlib import Path
 
 from orchestrator.backends import BACKENDS, backend_class, by_backend
-from orchestrator.state.workspace import stage_dir
 from workers.stages.lock import holder
+from workers.stages.paths import stage_dir
 
 
 def phases(workspace: Path, stages) -> dict[str, tuple[str, str]]:

@@ -16,14 +16,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
 from orchestrator.errors import UserError
+from workers.stages.paths import LEDGER_FILE, RESULTS_FILE, WORKSPACE_LOCK_FILE
 from workers.stages.workspace_files import open_file
 
 if TYPE_CHECKING:
     from results.row import DamagedValue
 
-LEDGER_FILE = "ledger.sqlite"  # as orchestrator.state.ledger (which imports this module)
-RESULTS_FILE = "results.sqlite"  # as results.table.DB_FILE (not imported: pandas)
-LOCK_FILE = ".lock"  # as orchestrator.state.workspace
 #: below this much free space a reading command writes nothing (it reads through a copy).
 READ_ONLY_BELOW_BYTES = 1 << 20
 _SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -84,7 +82,7 @@ def must_not_write(workspace: Path) -> bool:
         if (workspace / name).exists() and not os.access(workspace / name, os.W_OK):
             return True
     try:
-        fd = open_file(workspace / LOCK_FILE)[0]
+        fd = open_file(workspace / WORKSPACE_LOCK_FILE)[0]
     except FileNotFoundError:
         return False
     except OSError:
@@ -144,11 +142,11 @@ _AFTER_SPACE = ("nothing done is lost: free some space, then run the command aga
 
 def explain_space_error(error: OSError, workspace: Optional[Path]) -> str:
     """One line for a write that failed for want of space: the file and the space left there."""
-    from results.atomic_files import OutOfSpace
+    from results.atomic_files import DiskFull as ExportDiskFull
     from workers.stages.artifacts import DiskFull, free_space
 
     where = Path(error.filename) if error.filename else workspace
-    if isinstance(error, (DiskFull, OutOfSpace)) or where is None:  # those two name the file and the space
+    if isinstance(error, (DiskFull, ExportDiskFull)) or where is None:  # those two name the file and the space
         return str(error)
     return f"cannot write {where}: {error.strerror} ({free_space(where)} free there); {_AFTER_SPACE}"
 

@@ -15,9 +15,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 from orchestrator.state.ledger import Ledger
-from orchestrator.state.workspace import STAGES_DIR, stage_dir
 from workers.stages.artifacts import atomic_write_new_files, json_file_bytes
-from workers.stages.epochs import TRACKING_FILE
+from workers.stages.paths import STAGES_DIR, TRACKING_FILE, stage_dir
 
 
 def tracking_of(spec: Mapping[str, Any]) -> Optional[dict[str, Any]]:

@@ -4,7 +4,7 @@ Layout::
 
     WORKSPACE/
       ledger.sqlite        stage states, sweeps, cells (orchestrator.state.ledger)
-      results.sqlite       the central results table (results.table)
+      results.sqlite       the results table (results.table)
       stages/<key>/        one folder per stage (workers.stages.artifacts)
       .lock                held by the one launch/resume running here
 """
@@ -21,24 +21,18 @@ from typing import IO, Any, Optional
 
 from orchestrator.errors import UserError, WorkspaceBusy
 from orchestrator.planning.stage_identity import Stage, stage_key
-from orchestrator.state.ledger import LEDGER_FILE
 from orchestrator.state.store_health import check_stores
-from workers.stages.artifacts import STAGE_FILE, MalformedStageFile, atomic_write_bytes, json_file_bytes, read_stage
+from workers.stages.artifacts import MalformedStageFile, atomic_write_bytes, json_file_bytes, read_stage
 from workers.stages.lock import describe_since, read_record
 from workers.stages.new_files import atomic_write_new_files
+from workers.stages.paths import LEDGER_FILE, OWN_FOLDERS, STAGE_FILE, STAGES_DIR, WORKSPACE_LOCK_FILE
+from workers.stages.paths import stage_dir as stage_dir  # the backends' and commands' way to it
 from workers.stages.workspace_files import LinkedFolder, NotARegularFile, open_file, open_folder, open_regular
 
-STAGES_DIR = "stages"
-LOCK_FILE = ".lock"
 #: the text fields of the workspace lock's record.
 _TEXTS = ("host", "command")
 #: the most of a ``stage.json`` read back to check it (ours are a few KiB).
 MAX_STAGE_FILE_BYTES = 1 << 20
-
-
-def stage_dir(workspace: Path, key: str) -> Path:
-    """The folder of one stage."""
-    return Path(workspace) / STAGES_DIR / key
 
 
 #: file systems that hold no files of ours: a workspace there could never keep a result.
@@ -90,10 +84,6 @@ def check_creatable(workspace: Path, source: str) -> None:
         refuse_linked_folders(workspace)
 
 
-#: the workspace's own folders: each must be a real folder (a link there is refused, never followed).
-OWN_FOLDERS = (STAGES_DIR, "quarantine", "sweeps", "slurm", "ray")
-
-
 def refuse_linked_folders(workspace: Path) -> None:
     """UserError (exit 2) naming the first of the workspace's own folders that is a symbolic link or not a
     folder: a command would otherwise read, write or move files outside the workspace through it."""
@@ -111,7 +101,7 @@ def require_workspace(workspace: Path, writing: bool = False) -> Path:
     ``writing`` command, one the user may write); see :func:`~.store_health.check_stores`."""
     workspace = Path(workspace)
     if not (workspace / LEDGER_FILE).exists():
-        if (workspace / "stages").is_dir():
+        if (workspace / STAGES_DIR).is_dir():
             raise UserError(f"{workspace / LEDGER_FILE}: is missing; run `prunesweep repair {workspace}` to rebuild "
                             "it from the stage folders")
         raise UserError(f"{workspace}: not a prunesweep workspace (no {LEDGER_FILE}); launch a sweep into it first")
@@ -245,7 +235,7 @@ class WorkspaceLock:
     """
 
     def __init__(self, workspace: Path):
-        self.path = Path(workspace) / LOCK_FILE
+        self.path = Path(workspace) / WORKSPACE_LOCK_FILE
         self.handle: Optional[IO[str]] = None
 
     def acquire(self) -> WorkspaceLock:

@@ -22,8 +22,8 @@ import results
 from orchestrator.backends.ray.job_client import DRIVER_RECORD
 from orchestrator.planning.planner import plan_sweep
 from orchestrator.spec import load_spec
-from orchestrator.state.workspace import stage_dir
-from workers.stages.artifacts import CHECKPOINT_FILE, DONE_FILE, LOG_FILE, atomic_write_json
+from workers.stages.paths import CHECKPOINT_FILE, DONE_FILE, LOG_FILE, stage_dir
+from workers.stages.artifacts import atomic_write_json
 
 pytestmark = pytest.mark.ray
 

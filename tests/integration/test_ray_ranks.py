@@ -12,9 +12,8 @@ import pytest
 
 import results
 from conftest import TINY, ledger_states
-from orchestrator.state.workspace import stage_dir
+from workers.stages.paths import LOG_FILE, stage_dir
 from test_ray_backend import _all_done, _sweep, _wait, cli
-from workers.stages.artifacts import LOG_FILE
 
 pytestmark = pytest.mark.ray
 

@@ -18,7 +18,8 @@ from orchestrator.planning.planner import plan_sweep, settings_fingerprint
 from orchestrator.state.reconcile import IngestSession, ingest_results, reconcile
 from orchestrator.spec import validate_spec
 from orchestrator.planning.stage_identity import Stage
-from orchestrator.state.workspace import materialise, stage_dir
+from orchestrator.state.workspace import materialise
+from workers.stages.paths import stage_dir
 from workers.stages.artifacts import write_done
 
 

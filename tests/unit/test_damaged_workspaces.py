@@ -16,7 +16,8 @@ import yaml
 from conftest import ROOT
 from in_process_cli import MINI, run_cli, launch_mini
 
-from workers.stages.artifacts import DONE_FILE, METRICS_FILE, STAGE_FILE, remove_temp_files, verify_done, write_done
+from workers.stages.artifacts import remove_temp_files, verify_done, write_done
+from workers.stages.paths import DONE_FILE, METRICS_FILE, STAGE_FILE
 
 #: the smallest real sweep: one dense run and one evaluation (about 20 s on 2 cores).
 ONE_LINE_COMMANDS = (("status",), ("results",), ("resume", "--dry-run"), ("resume",), ("cancel",))
@@ -210,7 +211,8 @@ def test_temp_files_of_a_stage_still_running_are_kept(tmp_path):
     from orchestrator.state.ledger import Ledger
     from orchestrator.commands.repair import remove_leftover_temps
     from orchestrator.planning.stage_identity import Stage
-    from orchestrator.state.workspace import materialise, stage_dir
+    from orchestrator.state.workspace import materialise
+    from workers.stages.paths import stage_dir
 
     stages = [Stage("dense", {"seed": i}, {"seed": i}, label=f"dense {i}", epochs=1) for i in range(2)]
     materialise(tmp_path, stages)
@@ -250,19 +252,9 @@ def test_a_manifest_is_done_only_when_it_lists_every_file_its_kind_produces(tmp_
 
 
 def test_linear_eval_needs_only_its_metrics():
-    from workers.stages.files import required_files
+    from workers.stages.paths import required_files
 
     assert required_files("linear_eval", {}) == set() and required_files("no such kind", None) == set()
-
-
-def test_the_required_names_are_the_names_the_kinds_write():
-    from workers.stages import files as stage_files
-    from workers.pruning.rules import FINAL_FILE, MASK_FILE
-    from workers.training.loop import rewind_file
-    from workers.stages.transfer import FEATURES_FILE
-
-    assert (stage_files.MASK, stage_files.FINAL, stage_files.FEATURES) == (MASK_FILE, FINAL_FILE, FEATURES_FILE)
-    assert stage_files.rewind_name(25) == rewind_file(25)
 
 
 def test_the_real_process_names_a_damaged_store_without_a_traceback(workspace):

@@ -16,7 +16,7 @@ import yaml
 from conftest import ROOT
 from in_process_cli import MINI, run_cli, launch_mini
 
-from workers.stages.artifacts import DONE_FILE, LOG_FILE, STAGE_FILE
+from workers.stages.paths import DONE_FILE, LOG_FILE, STAGE_FILE
 
 SECRET = "-----BEGIN OPENSSH PRIVATE KEY----- not for the report"
 

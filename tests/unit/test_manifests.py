@@ -5,7 +5,8 @@ import json
 
 import pytest
 
-from workers.stages.artifacts import DONE_FILE, METRICS_FILE, invalidate, verify_done, write_done
+from workers.stages.artifacts import invalidate, verify_done, write_done
+from workers.stages.paths import DONE_FILE, METRICS_FILE
 
 
 def _stage(tmp_path):

@@ -7,7 +7,8 @@ import socket
 from orchestrator.state.ledger import Ledger
 from orchestrator.state.reconcile import reconcile
 from orchestrator.planning.stage_identity import Stage
-from orchestrator.state.workspace import materialise, stage_dir
+from orchestrator.state.workspace import materialise
+from workers.stages.paths import stage_dir
 from workers.stages.artifacts import verify_done, write_done
 
 

@@ -11,7 +11,8 @@ import pytest
 from conftest import ROOT
 from test_read_only_workspace import _can_drop_caps, _drop_overriding_caps
 from orchestrator.errors import UserError
-from orchestrator.state.workspace import LOCK_FILE, WorkspaceLock
+from orchestrator.state.workspace import WorkspaceLock
+from workers.stages.paths import WORKSPACE_LOCK_FILE
 from workers.stages.artifacts import NotARegularFile, atomic_write_json, open_regular
 
 
@@ -20,7 +21,7 @@ def test_a_symlinked_lock_is_refused_and_its_target_untouched(tmp_path):
     outside.write_text("precious")
     workspace = tmp_path / "ws"
     workspace.mkdir()
-    (workspace / LOCK_FILE).symlink_to(outside)
+    (workspace / WORKSPACE_LOCK_FILE).symlink_to(outside)
     with pytest.raises(UserError, match="is a symbolic link"):
         WorkspaceLock(workspace).acquire()
     with pytest.raises(UserError, match="symbolic link"):
@@ -60,10 +61,10 @@ def test_files_are_created_with_the_umask(tmp_path, umask, mode):
 
 def test_asking_who_holds_the_lock_writes_nothing(tmp_path):
     with WorkspaceLock(tmp_path):
-        before = (tmp_path / LOCK_FILE).read_bytes(), (tmp_path / LOCK_FILE).stat().st_mtime_ns
+        before = (tmp_path / WORKSPACE_LOCK_FILE).read_bytes(), (tmp_path / WORKSPACE_LOCK_FILE).stat().st_mtime_ns
         assert WorkspaceLock(tmp_path).holder()["pid"] == os.getpid()
     assert WorkspaceLock(tmp_path).holder() is None
-    assert ((tmp_path / LOCK_FILE).read_bytes(), (tmp_path / LOCK_FILE).stat().st_mtime_ns) == before
+    assert ((tmp_path / WORKSPACE_LOCK_FILE).read_bytes(), (tmp_path / WORKSPACE_LOCK_FILE).stat().st_mtime_ns) == before
 
 
 def test_the_lock_of_a_read_only_workspace_can_be_asked(tmp_path):
@@ -82,7 +83,7 @@ def test_the_lock_of_a_read_only_workspace_can_be_asked(tmp_path):
     for path in [workspace, *workspace.iterdir()]:
         path.chmod(path.stat().st_mode & ~0o222)
     probe = (f"import os, sys; from orchestrator.state.workspace import WorkspaceLock\n"
-             f"for path in ({str(workspace / 'new')!r}, {str(workspace / LOCK_FILE)!r}):\n"
+             f"for path in ({str(workspace / 'new')!r}, {str(workspace / WORKSPACE_LOCK_FILE)!r}):\n"
              f"    try: open(path, 'a').close()\n"
              f"    except PermissionError: pass\n"
              f"    else: sys.exit(f'{{path}} is writable to the reader: the workspace is not read-only to it')\n"
@@ -95,7 +96,7 @@ def test_the_lock_of_a_read_only_workspace_can_be_asked(tmp_path):
         for path in [workspace, *workspace.iterdir()]:
             path.chmod(path.stat().st_mode | 0o200)
     assert (done.returncode, done.stdout) == (0, "None\n"), done.stdout + done.stderr
-    assert sorted(path.name for path in workspace.iterdir()) == sorted([LOCK_FILE, "x.json"])
+    assert sorted(path.name for path in workspace.iterdir()) == sorted([WORKSPACE_LOCK_FILE, "x.json"])
 
 
 def test_a_symlinked_stage_log_is_replaced_never_followed(tmp_path):

@@ -7,7 +7,7 @@ import signal
 
 from orchestrator.backends.slurm.attempts import (
     describe_exit,
-    failure_class,
+    exit_failure_class,
     read_record,
     record_failure,
     retriable,
@@ -16,9 +16,9 @@ from orchestrator.backends.slurm.attempts import (
 
 
 def test_a_process_killed_by_a_signal_is_an_infrastructure_failure_and_retried_unless_stopped_on_purpose():
-    assert failure_class(-signal.SIGKILL) == "infrastructure" and retriable(-signal.SIGKILL)
+    assert exit_failure_class(-signal.SIGKILL) == "infrastructure" and retriable(-signal.SIGKILL)
     assert retriable(-signal.SIGSEGV)
-    assert failure_class(1) == "deterministic" and not retriable(1)  # the stage raised
+    assert exit_failure_class(1) == "deterministic" and not retriable(1)  # the stage raised
     for stopping in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):  # scancel, a shutdown: the job ends
         assert not retriable(-stopping)
     assert not retriable(0)

@@ -11,7 +11,8 @@ from orchestrator.state.ledger import Ledger
 from orchestrator.state.reconcile import reconcile
 from orchestrator.planning.stage_identity import Stage
 from orchestrator.commands.status import print_status
-from orchestrator.state.workspace import materialise, stage_dir
+from orchestrator.state.workspace import materialise
+from workers.stages.paths import stage_dir
 from workers.stages.artifacts import write_done
 
 JOB = {"SLURM_ARRAY_JOB_ID": "12", "SLURM_ARRAY_TASK_ID": "0"}

@@ -15,8 +15,9 @@ from conftest import ROOT
 
 from orchestrator.state.ledger import Ledger
 from orchestrator.planning.stage_identity import Stage
-from orchestrator.state.workspace import STAGES_DIR, materialise, stage_dir
-from workers.stages.artifacts import STAGE_FILE, read_stage
+from orchestrator.state.workspace import materialise
+from workers.stages.paths import STAGES_DIR, STAGE_FILE, stage_dir
+from workers.stages.artifacts import read_stage
 
 N = 3000
 

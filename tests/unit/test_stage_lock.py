@@ -11,8 +11,9 @@ import time
 import pytest
 
 from workers.stages.artifacts import NotARegularFile
-from workers.stages.error_record import ERROR_FILE, clear_error, read_error, write_error
-from workers.stages.lock import LOCK_FILE, StageBusy, hold, holder
+from workers.stages.error_record import clear_error, read_error, write_error
+from workers.stages.paths import ERROR_FILE, STAGE_LOCK_FILE
+from workers.stages.lock import StageBusy, hold, holder
 
 HOLDER_SCRIPT = textwrap.dedent("""
     import sys, time
@@ -58,10 +59,10 @@ def test_the_lock_is_free_once_its_holder_is_killed(other_process):
 
 
 def test_reading_never_creates_the_lock_file_and_a_released_lock_is_free(tmp_path):
-    assert holder(tmp_path) is None and not (tmp_path / LOCK_FILE).exists()
+    assert holder(tmp_path) is None and not (tmp_path / STAGE_LOCK_FILE).exists()
     with hold(tmp_path):
         pass
-    assert (tmp_path / LOCK_FILE).exists() and holder(tmp_path) is None
+    assert (tmp_path / STAGE_LOCK_FILE).exists() and holder(tmp_path) is None
 
 
 def test_a_symbolic_link_as_lock_file_is_neither_followed_nor_trusted(tmp_path):
@@ -69,7 +70,7 @@ def test_a_symbolic_link_as_lock_file_is_neither_followed_nor_trusted(tmp_path):
     outside.write_text("keep")
     stage = tmp_path / "stage"
     stage.mkdir()
-    (stage / LOCK_FILE).symlink_to(outside)
+    (stage / STAGE_LOCK_FILE).symlink_to(outside)
     with pytest.raises(NotARegularFile, match="symbolic link"):
         with hold(stage):
             pass

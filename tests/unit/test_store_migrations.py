@@ -17,7 +17,8 @@ from conftest import ROOT
 
 import results
 from orchestrator.cli import main
-from orchestrator.state.ledger import LEDGER_FILE, Ledger
+from orchestrator.state.ledger import Ledger
+from workers.stages.paths import LEDGER_FILE
 from orchestrator.state.ledger import MIGRATIONS as LEDGER_MIGRATIONS
 from results.migrations import MIGRATIONS as RESULTS_MIGRATIONS
 from results.table import DB_FILE
@@ -166,18 +167,18 @@ from results import central_db
 from results.row import COLUMNS
 
 workspace = Path(sys.argv[1])
-assert COLUMNS[-1] == "gpu" and results.__file__.startswith(sys.argv[2]), results.__file__
+assert COLUMNS[-1] == "device" and results.__file__.startswith(sys.argv[2]), results.__file__
 old = results.load(workspace)                           # read through the migrations, nothing written
-assert len(old) == 7 and old["gpu"].isna().all()
+assert len(old) == 7 and old["device"].isna().all()
 assert sqlite3.connect(workspace / "results.sqlite").execute("PRAGMA user_version").fetchone()[0] == 0
 row = {c: v for c, v in old.iloc[0].items() if c != "recorded_at"}
-assert results.record(workspace, [{**row, "stage_key": "eval-new", "gpu": "H200"}]) == 1
+assert results.record(workspace, [{**row, "stage_key": "eval-new", "device": "cuda"}]) == 1
 new = results.load(workspace)
-assert len(new) == 8 and new["gpu"].tolist()[-1] == "H200" and new["gpu"].isna().sum() == 7
+assert len(new) == 8 and new["device"].tolist()[-1] == "cuda" and new["device"].isna().sum() == 7
 assert set(new["transfer"].dropna()) == {"linear", "finetune"}
 url = "sqlite:///" + str(workspace.parent / "central.sqlite")
 assert central_db.push(workspace, url) == 8              # the central table: created, then given the column
-assert central_db.load(url)["gpu"].tolist() == new["gpu"].tolist()
+assert central_db.load(url)["device"].tolist() == new["device"].tolist()
 print("version", sqlite3.connect(workspace / "results.sqlite").execute("PRAGMA user_version").fetchone()[0],
       central_db.schema_version(url))
 '''
@@ -201,11 +202,11 @@ def test_a_new_results_column_is_one_definition_plus_two_migrations(old, tmp_pat
     package = tmp_path / "pkg"
     shutil.copytree(ROOT / "results", package / "results", ignore=shutil.ignore_patterns("__pycache__"))
     results_dir = package / "results"
-    _append_to_tuple(results_dir / "row.py", "ROW: tuple[Column, ...] = (", '    Column("gpu", "TEXT", optional=True),')
+    _append_to_tuple(results_dir / "row.py", "ROW: tuple[Column, ...] = (", '    Column("device", "TEXT", optional=True),')
     _append_to_tuple(results_dir / "migrations.py", "MIGRATIONS: tuple[Migration, ...] = (",
-                     '    sql("ALTER TABLE results ADD COLUMN gpu TEXT"),')
+                     '    sql("ALTER TABLE results ADD COLUMN device TEXT"),')
     _append_to_tuple(results_dir / "central_migrations.py", "CENTRAL_MIGRATIONS: list[",
-                     '    add_column("gpu", "TEXT"),')
+                     '    add_column("device", "TEXT"),')
 
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(package), str(ROOT)]))
     run = subprocess.run([sys.executable, "-c", _ADD_COLUMN, str(old), str(package)], capture_output=True,

@@ -18,7 +18,7 @@ import yaml
 from conftest import ROOT
 from in_process_cli import MINI, run_cli, launch_mini
 
-from workers.stages.artifacts import DONE_FILE, LOG_FILE, STAGE_FILE
+from workers.stages.paths import DONE_FILE, LOG_FILE, STAGE_FILE
 
 #: flocks a file as a live launch or stage would, then writes the given record into it (hex) and waits.
 HOLDER = textwrap.dedent("""

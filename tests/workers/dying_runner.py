@@ -12,7 +12,7 @@ from pathlib import Path
 from workers import entry
 
 from workers.training import loop as training
-from workers.stages.artifacts import CHECKPOINT_FILE
+from workers.stages.paths import CHECKPOINT_FILE
 
 
 def run_stage(folder) -> dict:

@@ -15,8 +15,7 @@ from orchestrator.backends import BACKENDS, backend_class, get_backend, settings
 from orchestrator.errors import UserError
 from orchestrator.spec import SweepSpec, load_spec
 from orchestrator.commands.status import print_status
-from orchestrator.state.workspace import stage_dir
-from workers.stages.artifacts import DONE_FILE
+from workers.stages.paths import DONE_FILE, stage_dir
 
 #: a few stages of the digits mini sweep (dense, IMP levels, evaluations).
 SMALL = dict(TINY, name="small", mask_source=["labels", "random"], init=["winning_ticket"])

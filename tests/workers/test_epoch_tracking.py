@@ -19,9 +19,9 @@ from conftest import ROOT, TINY, ledger_states
 from orchestrator.driver import resume
 from orchestrator.planning.planner import plan_sweep, settings_fingerprint
 from orchestrator.spec import validate_spec
-from workers.stages.epochs import EPOCHS_FILE, TRACKING_FILE, EpochRecorder, read_epochs
-from workers.stages.provenance import PROVENANCE_FILE, code_digest, code_version, read_provenance
-from workers.stages.trackers import TENSORBOARD_DIR
+from workers.stages.epochs import EpochRecorder, read_epochs
+from workers.stages.paths import EPOCHS_FILE, PROVENANCE_FILE, TENSORBOARD_DIR, TRACKING_FILE
+from workers.stages.provenance import code_digest, code_version, read_provenance
 
 SWEEP = dict(TINY, name="tracked", mask_source=["labels", "random"], init=["winning_ticket", "reinit"],
              pruning={"fractions": [0.8]}, tracking={"tensorboard": True})

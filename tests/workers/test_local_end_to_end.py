@@ -16,8 +16,8 @@ from conftest import ROOT, TINY
 from orchestrator.state.ledger import Ledger
 from orchestrator.planning.planner import plan_sweep
 from orchestrator.spec import load_spec
-from orchestrator.state.workspace import stage_dir
-from workers.stages.artifacts import DONE_FILE, atomic_write_json
+from workers.stages.paths import DONE_FILE, stage_dir
+from workers.stages.artifacts import atomic_write_json
 
 ENV = dict(os.environ, PYTHONPATH=str(ROOT))
 

@@ -11,7 +11,8 @@ import torch
 from test_workers_support import COMMON, PRUNE_ROUND, load, run
 
 from workers.data.datasets import dataset_spec, load_split
-from workers.data.label_subset import subset_indices, subset_size
+from workers.data.folders import subset_size
+from workers.data.label_subset import subset_indices
 from workers.models import build_model
 from workers.pruning.masks import adjusted_random_mask, count, first_conv_names, is_subset, kept_after_rounds
 from workers.stages.contract import StageContext
@@ -33,7 +34,7 @@ def test_subset_is_reproducible_stratified_and_of_the_planned_size():
     first = subset_indices(labels, "images_per_class", 0.1, seed=0)
     assert torch.equal(first, subset_indices(labels, "images_per_class", 0.1, seed=0))
     assert not torch.equal(first, subset_indices(labels, "images_per_class", 0.1, seed=1))
-    assert len(first) == subset_size(len(labels), "images_per_class", 0.1) == 135
+    assert len(first) == subset_size(labels.tolist(), "images_per_class", 0.1, 0) == 135
     assert len(set(first.tolist())) == len(first)
     for c in range(10):
         n_c = int((labels == c).sum())

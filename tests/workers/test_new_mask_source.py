@@ -13,7 +13,8 @@ import pytest
 
 from orchestrator.planning.planner import plan_sweep
 from orchestrator.spec import validate_spec
-from orchestrator.state.workspace import materialise, stage_dir
+from orchestrator.state.workspace import materialise
+from workers.stages.paths import stage_dir
 from workers import catalog
 from workers.tasks import registry as task_registry
 from workers.stages.artifacts import read_done

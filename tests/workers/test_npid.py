@@ -24,7 +24,7 @@ import results
 from workers.training import loop as training
 from workers.data.datasets import dataset_spec, load_split
 from workers.models import build_model
-from workers.tasks.npid import (
+from workers.tasks.instance_discrimination import (
     EMBEDDING_DIM,
     NEGATIVES,
     TEMPERATURE,
@@ -165,7 +165,7 @@ def test_chunking_bounds_what_the_gradient_forms_at_once():
 
 def test_the_recipe_sets_the_negatives_each_positive_is_scored_against(monkeypatch):
     """``negatives`` of the recipe reaches the loss through the training loop (4,096 when absent)."""
-    import workers.tasks.npid as npid
+    import workers.tasks.instance_discrimination as npid
 
     drawn = []
     original = npid.nce_loss

@@ -11,7 +11,7 @@ from data_folders import PLACES_CLASSES, write_places205
 
 import results
 from orchestrator.cli import main
-from workers.data.datasets import dataset_facts, load_split
+from workers.data.datasets import folder_facts, load_split
 from workers.data.folders import DataFolderError
 from workers.data.places import IMAGES_FOLDER, LISTS_FOLDER, places_facts
 
@@ -27,9 +27,9 @@ def test_the_list_files_give_the_splits_and_the_classes(places):
     facts = places_facts(str(places))
     assert facts.num_classes == len(PLACES_CLASSES) and facts.images == places / IMAGES_FOLDER
     assert facts.samples["train"][0] == ("a/abbey/00000000.jpg", 0) and len(facts.samples["val"]) == 6
-    assert dataset_facts({"name": "places205", "root": str(places)}) == {
+    assert folder_facts({"name": "places205", "root": str(places)}) == {
         "num_classes": 3, "in_channels": 3, "train_size": 12, "test_size": 6}
-    assert dataset_facts({"name": "places205", "root": str(places), "channels": 1,
+    assert folder_facts({"name": "places205", "root": str(places), "channels": 1,
                           "subset": {"kind": "classes", "fraction": 0.34, "seed": 0}})["train_size"] == 4
     split = load_split({"name": "places205", "root": str(places), "image_size": 8, "channels": 1})
     assert split.train_images[0:3].shape == (3, 1, 8, 8) and split.test_labels.tolist() == [0, 0, 1, 1, 2, 2]

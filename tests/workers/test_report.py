@@ -19,7 +19,7 @@ from conftest import ROOT, TINY, ledger_states, results_row
 
 import results
 from orchestrator.state.ledger import Ledger
-from results.report import MAX_CURVES, MAX_ROWS, SECTIONS, Failure, WorkspaceState, build_report
+from results.report import MAX_CURVES, MAX_ROWS, SECTIONS, FailedStage, WorkspaceState, build_report
 
 #: a figure of the page: an inline SVG (scaled to the page's width by its class) and its viewBox in points
 FIGURE = re.compile(r'<svg [^>]*class="plot"[^>]*>')
@@ -147,7 +147,7 @@ def test_ledger_sections_failures_and_missing_cells_escaped(tmp_path):
     state = WorkspaceState(
         "ws", sweeps=[{"name": "s", "source": "s.yaml", "launched": "2026-12-01T00:00:00+00:00"}],
         stage_counts={"dense": {"done": 1}, "eval": {"done": 2, "failed": 1, "planned": MAX_ROWS + 5}},
-        failures=[Failure("eval-abc", "eval labels/reinit 20%", "RuntimeError", "boom <here>", attempts=2,
+        failures=[FailedStage("eval-abc", "eval labels/reinit 20%", "RuntimeError", "boom <here>", attempts=2,
                           where="local on host", logs=[("ws/stages/eval-abc/log.txt", "line 1\nlast line")])],
         missing=missing, cells=MAX_ROWS + 8)
     page = build_report(results.load(tmp_path), [state])

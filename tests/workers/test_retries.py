@@ -25,8 +25,8 @@ from conftest import ROOT, TINY, ledger_states
 from orchestrator import backends, driver
 from orchestrator.planning.planner import plan_sweep
 from orchestrator.spec import load_spec
-from orchestrator.state.workspace import stage_dir
-from workers.stages.artifacts import CHECKPOINT_FILE, DONE_FILE, LOG_FILE, atomic_write_json
+from workers.stages.paths import CHECKPOINT_FILE, DONE_FILE, LOG_FILE, stage_dir
+from workers.stages.artifacts import atomic_write_json
 from workers.stages.lock import holder
 
 HERE = Path(__file__).resolve().parent

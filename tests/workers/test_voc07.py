@@ -197,7 +197,8 @@ def test_a_linear_eval_stage_planned_before_the_switch_computes_what_its_key_pro
     its results row names that metric."""
     from results.row import build_row
     from workers.stages.contract import FeaturesMetrics, LinearEvalConfig, StageContext
-    from workers.stages.transfer import FEATURES_FILE, run_linear_eval
+    from workers.stages.transfer import run_linear_eval
+    from workers.stages.paths import FEATURES_FILE
     from workers.training.loop import save_state_dict
 
     features, labels = _difficult_case()
@@ -267,7 +268,8 @@ def test_features_cached_with_one_label_per_image_are_refused_for_voc07(devkit, 
     """Features a version reading VOC07 as a folder of classes cached carry (N,) labels."""
     from workers.stages.contract import LinearEvalConfig, StageContext
     from workers.training.loop import save_state_dict
-    from workers.stages.transfer import FEATURES_FILE, run_linear_eval
+    from workers.stages.transfer import run_linear_eval
+    from workers.stages.paths import FEATURES_FILE
 
     old = tmp_path / "features-old"
     old.mkdir()

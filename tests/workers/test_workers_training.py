@@ -13,7 +13,8 @@ from workers.data.datasets import load_split
 from workers.models import build_model
 from workers.training.schedule import iterations_per_epoch, learning_rate_at
 from workers.tasks.objectives import get_task
-from workers.training.loop import rewind_file, train, validate_recipe
+from workers.training.loop import train, validate_recipe
+from workers.stages.paths import rewind_file
 
 RECIPE = {"epochs": 3, "batch_size": 128, "optimizer": "sgd", "lr": 0.05, "momentum": 0.9,
           "weight_decay": 5e-4, "schedule": {"kind": "step", "milestones": [2], "gamma": 0.1}}

@@ -28,7 +28,7 @@ A dataset config is a dict::
   The choice is :func:`workers.data.folders.subset_positions` (hash order, no torch), so the
   subset's size is known at plan time.
 
-Nothing is downloaded. Every fact the planner needs (:func:`dataset_facts`: classes,
+Nothing is downloaded. Every fact the planner needs (:func:`folder_facts`: classes,
 channels, train and test sizes) is computed without torch, and a missing or malformed
 folder raises :class:`workers.data.folders.DataFolderError` naming the file and what was
 expected.
@@ -285,7 +285,7 @@ def _dataset_spec(frozen: str) -> DatasetSpec:
                        test_size=test_size, load_cpu=lambda: _load_cpu(frozen))
 
 
-def dataset_facts(dataset_cfg: Mapping[str, Any]) -> dict[str, int]:
+def folder_facts(dataset_cfg: Mapping[str, Any]) -> dict[str, int]:
     """``{"num_classes", "in_channels", "train_size", "test_size"}`` of a configured dataset,
     after checking its folder; no torch needed."""
     spec = dataset_spec(dataset_cfg)

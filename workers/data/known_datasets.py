@@ -1,7 +1,7 @@
 """The published sizes of the standard datasets, for planning before their folders exist.
 
 ``prunesweep plan`` reads every fact it needs (classes, train and test sizes) from the data
-folder (:func:`workers.data.datasets.dataset_facts`). Inside :func:`sizes_when_absent`, a dataset of
+folder (:func:`workers.data.datasets.folder_facts`). Inside :func:`sizes_when_absent`, a dataset of
 :data:`KNOWN` whose folder does not exist at all is described from these figures instead,
 and the folder is noted so that the caller can say so; a folder that exists but is
 malformed is still an error, and outside the context (``launch``) nothing changes: a
@@ -73,10 +73,10 @@ def known_facts(dataset_cfg: Mapping[str, Any]) -> dict[str, int]:
 
 
 def dataset_facts(dataset_cfg: Mapping[str, Any]) -> dict[str, int]:
-    """:func:`workers.data.datasets.dataset_facts`, or inside :func:`sizes_when_absent` the published
+    """:func:`workers.data.datasets.folder_facts`, or inside :func:`sizes_when_absent` the published
     sizes of a :data:`KNOWN` dataset whose folder does not exist."""
     try:
-        return data.dataset_facts(dataset_cfg)
+        return data.folder_facts(dataset_cfg)
     except DataFolderError:
         absent = _ABSENT.get()
         root = dataset_cfg.get("root") if isinstance(dataset_cfg, Mapping) else None

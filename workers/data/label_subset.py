@@ -11,16 +11,7 @@ from __future__ import annotations
 
 from workers.data.folders import SUBSET_KINDS, subset_positions
 
-__all__ = ["SUBSET_KINDS", "subset_indices", "subset_size"]
-
-
-def subset_size(train_size: int, kind: str, fraction: float) -> int | None:
-    """Images in the subset when it is known from the training-set size alone, else ``None``."""
-    if kind == "images_per_class":
-        return int(round(fraction * train_size))
-    if kind == "classes":
-        return None  # depends on which classes are drawn
-    raise ValueError(f"unknown subset kind {kind!r}; allowed: {', '.join(SUBSET_KINDS)}")
+__all__ = ["SUBSET_KINDS", "subset_indices"]
 
 
 def subset_indices(labels, kind: str, fraction: float, seed: int):

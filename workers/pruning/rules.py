@@ -42,13 +42,11 @@ from workers.pruning.masks import (
     random_mask,
 )
 from workers.pruning.rule_kinds import mask_rule_function
-from workers.stages.artifacts import DONE_FILE
+from workers.stages.paths import DONE_FILE, FINAL_FILE, MASK_FILE
 from workers.stages.workspace_files import read_json, reading
 from workers.training.loop import save_state_dict
 from workers.training.seeds import derive_seed
 
-MASK_FILE = "mask.pt"
-FINAL_FILE = "final.pt"
 SCOPES = ("global",)
 
 

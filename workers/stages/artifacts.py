@@ -33,6 +33,8 @@ from workers.stages.disk_space import free_space as free_space
 from workers.stages.disk_space import out_of_space as out_of_space
 from workers.stages.disk_space import process_umask as process_umask
 from workers.stages.new_files import atomic_write_new_files as atomic_write_new_files
+from workers.stages.paths import CHECKPOINT_FILE, DONE_FILE, METRICS_FILE, STAGE_FILE, required_files
+from workers.stages.paths import LOG_FILE as LOG_FILE  # still imported from here by orchestrator.backends.ray.ranks
 from workers.stages.workspace_files import TEMP_NAME as TEMP_NAME
 from workers.stages.workspace_files import NotARegularFile as NotARegularFile
 from workers.stages.workspace_files import SizeMismatch, digest, read_json, read_with_stat
@@ -40,12 +42,6 @@ from workers.stages.workspace_files import atomic_save_with as atomic_save_with
 from workers.stages.workspace_files import atomic_write_bytes as atomic_write_bytes
 from workers.stages.workspace_files import open_regular as open_regular
 from workers.stages.workspace_files import remove_temp_files as remove_temp_files
-
-STAGE_FILE = "stage.json"
-DONE_FILE = "DONE.json"
-CHECKPOINT_FILE = "checkpoint.pt"
-LOG_FILE = "log.txt"
-METRICS_FILE = "metrics.json"
 
 
 class CorruptArtifact(RuntimeError):
@@ -205,8 +201,6 @@ def _missing_required(stage_dir: Path | str, manifest: dict) -> str | None:
     Judged from ``stage.json``; without a readable one the kind is unknown and only the
     metrics file (checked by :func:`manifest_problem`) is required.
     """
-    from workers.stages.files import required_files
-
     try:
         stage = read_json(os.path.join(stage_dir, STAGE_FILE))
     except (OSError, ValueError, RecursionError):  # RecursionError: JSON nested too deep to parse

@@ -1,10 +1,12 @@
 """The stage contract: one model per stage kind for its ``config`` and one for its metrics.
 
-The planner writes a stage's ``config`` into ``stage.json``; :func:`workers.entry.run_stage`
-parses it with the kind's config model (unknown or missing keys fail loudly, naming the
-stage and the key) before the kind's function runs, and checks the metrics it returns
-with the kind's metrics model before writing ``metrics.json``. Only a stage about to run
-is parsed: a done stage (a verified ``DONE.json``) is never re-read, so the workspaces of
+The planner builds every stage from these models (:func:`workers.stages.identity.plan_stage`): each
+model declares in ``identity_fields`` which of its fields the stage's key hashes, and how, so that a
+value is written once and its config and identity both follow. The planner writes the config into
+``stage.json``; :func:`workers.entry.run_stage` parses it with the kind's config model (unknown or
+missing keys fail loudly, naming the stage and the key) before the kind's function runs, and checks
+the metrics it returns with the kind's metrics model before writing ``metrics.json``. Only a stage
+about to run is parsed: a done stage (a verified ``DONE.json``) is never re-read, so the workspaces of
 older versions keep their done stages.
 
 Nested settings (``dataset``, ``arch``, ``recipe``, ``mask_rule``, ``target``,
@@ -18,20 +20,26 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 from workers.pruning.mask_sources import task_declaration
-from workers.stages.artifacts import CHECKPOINT_FILE
+from workers.stages.identity import Key
+from workers.stages.paths import CHECKPOINT_FILE
 
 EVAL_INITS = ("winning_ticket", "reinit")
+#: the network's identity: the dataset but where it lives (moving a dataset keeps every key), the arch.
+_NETWORK_KEYS = {"dataset": Key(leave_out=("root",)), "arch": Key()}
 
 
 class StageConfig(BaseModel):
     """The settings every kind's config shares the shape of: exact keys, JSON types, read-only."""
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True, defer_build=True)
+
+    #: field -> how it enters the stage's identity (its key); the fields not named are config alone.
+    identity_fields: ClassVar[dict[str, Key]] = {}
 
 
 class NetworkConfig(StageConfig):
@@ -62,12 +70,19 @@ class DenseConfig(TaskConfig):
     recipe: dict[str, Any]
     capture_iterations: list[int] = []
 
+    #: the captures are not: one dense run serves every rewinding point.
+    identity_fields: ClassVar[dict[str, Key]] = {**_NETWORK_KEYS, "task": Key(), "recipe": Key(), "seed": Key(),
+                                                 "task_options": Key(spread=True)}
+
 
 class RewindConfig(TaskConfig):
     """``rewind``: replay the dense training for exactly ``rewind_iteration`` steps."""
 
     recipe: dict[str, Any]
     rewind_iteration: int
+
+    #: besides the dense run it replays (``refs``: ``dense``).
+    identity_fields: ClassVar[dict[str, Key]] = {"rewind_iteration": Key("iteration")}
 
 
 class ImpConfig(TaskConfig):
@@ -79,12 +94,18 @@ class ImpConfig(TaskConfig):
     #: the level in its chain (the planner writes it for people reading stage.json; nothing reads it).
     level: int | None = None
 
+    #: the rule's settings that are not at their defaults, besides the previous level and W_k (``refs``).
+    identity_fields: ClassVar[dict[str, Key]] = {"mask_rule": Key(spread=True)}
+
 
 class RandomMaskConfig(NetworkConfig):
     """``random_mask``: draw ``mask_rule`` (kind ``random`` or ``adjusted_random``)."""
 
     mask_rule: dict[str, Any]
     task: str = "labels"
+
+    #: the rule's ``keep`` and ``layers`` (and, ``refs``, the dense run whose zeros an adjusted mask prunes).
+    identity_fields: ClassVar[dict[str, Key]] = {**_NETWORK_KEYS, "seed": Key(), "mask_rule": Key(spread=True)}
 
     @field_validator("mask_rule")
     @classmethod
@@ -108,12 +129,18 @@ class EvalConfig(NetworkConfig):
     #: the convolutions a layer-wise sweep prunes (what the mask counts cover).
     pruned_layers: int | None = None
 
+    #: the init's identity names its W_k (``winning_ticket``); the mask's is in ``refs``.
+    identity_fields: ClassVar[dict[str, Key]] = {"init": Key(), "recipe": Key(), **_NETWORK_KEYS, "seed": Key()}
+
 
 class FeaturesConfig(TaskConfig):
     """``features``: the pooled features of ``target``'s images under the ``model`` dependency."""
 
     target: dict[str, Any]
     pruned_layers: int | None = None
+
+    #: besides the network it extracts from (``refs``: ``model``).
+    identity_fields: ClassVar[dict[str, Key]] = {"target": Key(leave_out=("root",))}
 
 
 #: what a transfer stage on a multi-label target reports in ``top1`` (:mod:`workers.stages.average_precision`):
@@ -136,6 +163,11 @@ class LinearEvalConfig(StageConfig):
     difficult: Literal["negative", "ignore"] = "ignore"
     average_precision: MultiLabelAP = "voc07_11point"
 
+    #: settings added later are left out at the value that kept the keys before them (``refs``: ``features``).
+    identity_fields: ClassVar[dict[str, Key]] = {
+        "seed": Key(), "recipe": Key(), "classifier": Key(omit="sgd"), "metric": Key(omit="top1"),
+        "average_precision": Key(), "difficult": Key(omit="negative")}
+
     @model_validator(mode="after")
     def _recipe_for_sgd(self) -> LinearEvalConfig:
         if (self.recipe is None) != (self.classifier == "svm"):
@@ -151,6 +183,10 @@ class FinetuneConfig(TaskConfig):
     mode: Literal["pruned", "prune_during"] = "pruned"
     pruned_layers: int | None = None
     average_precision: MultiLabelAP = "voc07_11point"
+
+    #: the mode is not (``refs``: the ``model``, and the mask it keeps while pruning during fine-tuning).
+    identity_fields: ClassVar[dict[str, Key]] = {"target": Key(leave_out=("root",)), "recipe": Key(), "seed": Key(),
+                                                 "average_precision": Key()}
 
 
 class PreflightTarget(StageConfig):

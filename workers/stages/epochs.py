@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from workers.stages.artifacts import atomic_write_bytes
+from workers.stages.paths import EPOCHS_FILE, TRACKING_FILE
 from workers.stages.workspace_files import read_bytes, read_json
 
 if TYPE_CHECKING:
@@ -33,10 +34,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-EPOCHS_FILE = "epochs.jsonl"
 #: what the driver writes into the folder of a stage about to run when the sweep asks for tracking
 #: (``tracking:`` in the sweep file): the sweep, the cells the stage serves and the trackers.
-TRACKING_FILE = "tracking.json"
 #: the largest ``epochs.jsonl`` read back (a file beyond it is no file of ours).
 MAX_EPOCHS_BYTES = 4 << 20
 

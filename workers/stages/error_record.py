@@ -14,9 +14,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 from workers.stages.artifacts import atomic_write_json
+from workers.stages.paths import ERROR_FILE
 from workers.stages.workspace_files import read_json
-
-ERROR_FILE = "error.json"
 
 
 def clear_error(stage_dir: Path) -> None:

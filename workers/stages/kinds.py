@@ -24,7 +24,7 @@ from workers.data.datasets import DatasetSpec, dataset_spec, load_split
 from workers.models import build_model, redraw_head
 from workers.pruning.mask_sources import task_declaration
 from workers.pruning.masks import Mask, count, full_mask, prunable_names
-from workers.pruning.rules import FINAL_FILE, MASK_FILE, derive_mask, load_tensors, pruned_names, save_mask
+from workers.pruning.rules import derive_mask, load_tensors, pruned_names, save_mask
 from workers.stages.contract import (
     EVAL_INITS,
     DenseConfig,
@@ -37,8 +37,9 @@ from workers.stages.contract import (
     StageOutcome,
 )
 from workers.stages.epochs import recording
+from workers.stages.paths import FINAL_FILE, MASK_FILE, rewind_file
 from workers.tasks.objectives import Task, evaluate_accuracy, get_task
-from workers.training.loop import cpu_state_dict, pick_device, rewind_file, save_state_dict, train
+from workers.training.loop import cpu_state_dict, pick_device, save_state_dict, train
 from workers.training.seeds import derive_seed
 
 log = logging.getLogger(__name__)

@@ -32,9 +32,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from workers.stages.paths import STAGE_LOCK_FILE
 from workers.stages.workspace_files import NotARegularFile, open_file, open_regular
 
-LOCK_FILE = "stage.lock"
 #: seconds :func:`hold` keeps trying while someone holds the lock (a reader's probe holds it for microseconds).
 ACQUIRE_GRACE_S = 2.0
 
@@ -107,7 +107,7 @@ class Holder:
     def describe(self) -> str:
         """``pid 123 on node7 since 2026-12-01 04:50:00 UTC``."""
         if self.damage:
-            return f"a live process whose {LOCK_FILE} record is damaged ({self.damage})"
+            return f"a live process whose {STAGE_LOCK_FILE} record is damaged ({self.damage})"
         pid = self.pid if self.pid is not None else "?"
         return f"pid {pid} on {self.host or '?'} since {describe_since(self.since)}"
 
@@ -133,7 +133,7 @@ def hold(stage_dir: Path, grace_s: float = ACQUIRE_GRACE_S) -> Iterator[Holder]:
     The record is written in place (not by rename): the lock belongs to this file, and
     another file renamed over it would be a second, free lock.
     """
-    handle = open_regular(Path(stage_dir) / LOCK_FILE, append=False)
+    handle = open_regular(Path(stage_dir) / STAGE_LOCK_FILE, append=False)
     try:
         deadline = time.monotonic() + grace_s
         while True:
@@ -163,7 +163,7 @@ def holder(stage_dir: Path) -> Optional[Holder]:
     file and writes nothing, so a reading command (``status``) may call it.
     """
     try:
-        fd = open_file(Path(stage_dir) / LOCK_FILE)[0]
+        fd = open_file(Path(stage_dir) / STAGE_LOCK_FILE)[0]
     except NotARegularFile:  # a link or a FIFO is no lock file of ours
         return None
     except OSError as error:

@@ -30,9 +30,9 @@ from typing import Any, Optional
 
 from workers.stages.artifacts import atomic_write_json
 from workers.stages.contract import PreflightConfig, PreflightTarget, StageContext, StageOutcome
+from workers.stages.paths import PREFLIGHT_RESULT_FILE, preflight_phase_files
 from workers.stages.workspace_files import open_regular, read_json, read_tail
 
-RESULT_FILE = "preflight.json"
 #: the distributions whose versions must be the same where the sweep is submitted and on the node.
 PACKAGES = ("torch", "torchvision", "numpy", "Pillow", "scikit-learn", "scipy", "pydantic", "PyYAML")
 #: environment variables of a distributed rank, removed for the single-process checks.
@@ -144,12 +144,13 @@ def _data_rows(target: PreflightTarget, limit: int) -> tuple[list[dict], bool]:
 def _run_steps(folder: Path, order: dict[str, Any]) -> dict[str, Any]:
     """One phase of :mod:`workers.stages.preflight_steps` in a fresh single-rank process."""
     folder.mkdir(parents=True, exist_ok=True)
-    order_file = folder / f"{order['phase']}-order.json"
+    order_name, log_name, result_name = preflight_phase_files(order["phase"])
+    order_file = folder / order_name
     atomic_write_json(order_file, order)
     environ = {name: value for name, value in os.environ.items() if name not in _RANK_VARIABLES}
     root = str(Path(__file__).resolve().parents[2])  # the worker code this stage runs (a job's snapshot)
     environ["PYTHONPATH"] = os.pathsep.join(filter(None, [root, environ.get("PYTHONPATH")]))
-    log_file, result_file = folder / f"{order['phase']}.log", folder / f"{order['phase']}.json"
+    log_file, result_file = folder / log_name, folder / result_name
     result_file.unlink(missing_ok=True)  # an earlier attempt's report is not this one's
     with open_regular(log_file) as log:
         done = subprocess.run([sys.executable, "-m", "workers.stages.preflight_steps", str(order_file)],
@@ -305,5 +306,6 @@ def run_preflight(ctx: StageContext[PreflightConfig]) -> StageOutcome:
             found = [_row(target.label, "throughput", False, "", f"{type(error).__name__}: {error}")]
         rows += found if writer else []
     failed = sum(row["ok"] is False for row in rows)
-    atomic_write_json(ctx.stage_dir / RESULT_FILE, {"environment": environment() if writer else {}, "rows": rows})
-    return StageOutcome([RESULT_FILE], {"passed": failed == 0, "checks": len(rows), "failed": failed})
+    report = {"environment": environment() if writer else {}, "rows": rows}
+    atomic_write_json(ctx.stage_dir / PREFLIGHT_RESULT_FILE, report)
+    return StageOutcome([PREFLIGHT_RESULT_FILE], {"passed": failed == 0, "checks": len(rows), "failed": failed})

@@ -31,6 +31,7 @@ from workers.data.datasets import dataset_spec, load_split
 from workers.models import build_model
 from workers.pruning.masks import count, prunable_names, random_mask
 from workers.stages.artifacts import atomic_write_json
+from workers.stages.paths import CHECKPOINT_FILE, PREFLIGHT_WEIGHTS_FILE, preflight_phase_files
 from workers.stages.workspace_files import read_json
 from workers.tasks.objectives import get_task
 from workers.training.loop import pick_device, train
@@ -81,7 +82,7 @@ def _steps(order: dict[str, Any], folder: Path, resume: bool, batch: int) -> dic
     data = _first_images(data, steps * batch)
     started = time.perf_counter()
     result = train(model, task, data, _recipe(target, batch), int(target["seed"]), mask=mask,
-                   checkpoint_path=folder / "checkpoint.pt", stop_at_iteration=steps + 1)
+                   checkpoint_path=folder / CHECKPOINT_FILE, stop_at_iteration=steps + 1)
     seconds = time.perf_counter() - started
     weights = {name: tensor.detach().float().cpu() for name, tensor in model.state_dict().items()
                if tensor.is_floating_point()}
@@ -92,9 +93,9 @@ def _steps(order: dict[str, Any], folder: Path, resume: bool, batch: int) -> dic
                               "pruned_nonzero": pruned_nonzero, "kept": kept, "total": total,
                               "device": str(pick_device()), "seconds": round(seconds, 3)}
     if not resume:
-        torch.save(weights, folder / "after.pt")
+        torch.save(weights, folder / PREFLIGHT_WEIGHTS_FILE)
         return report
-    reference = torch.load(folder / "after.pt", weights_only=True)
+    reference = torch.load(folder / PREFLIGHT_WEIGHTS_FILE, weights_only=True)
     largest = max((float(tensor.abs().max()) for tensor in reference.values() if tensor.numel()), default=0.0)
     diff = max((float((weights[name] - tensor).abs().max()) for name, tensor in reference.items() if tensor.numel()),
                default=0.0)
@@ -135,7 +136,7 @@ def main(argv: list[str]) -> int:
         report = run(order, folder)
     except Exception as error:
         report = {"error": f"{type(error).__name__}: {error}"[:2000]}
-    atomic_write_json(folder / f"{order['phase']}.json", report)
+    atomic_write_json(folder / preflight_phase_files(order["phase"])[2], report)
     return 0
 
 

@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 from workers.stages.artifacts import atomic_write_json
+from workers.stages.paths import PROVENANCE_FILE
 
-PROVENANCE_FILE = "provenance.json"
 #: distributions named besides the training stack's (workers.stages.preflight.PACKAGES).
 EXTRA_PACKAGES = ("prunesweep", "pandas", "matplotlib", "mlflow", "tensorboard")
 #: the project's own packages, whose changes against the commit make it ``modified``.

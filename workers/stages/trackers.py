@@ -26,11 +26,11 @@ import os
 from pathlib import Path
 from typing import Any, Protocol
 
+from workers.stages.paths import TENSORBOARD_DIR
 from workers.training.distributed import is_writer
 
 log = logging.getLogger(__name__)
 
-TENSORBOARD_DIR = "tensorboard"
 #: the longest tag value sent to MLflow (its server refuses longer ones).
 MAX_TAG = 5000
 

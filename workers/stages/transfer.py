@@ -39,8 +39,7 @@ from workers.data.datasets import DataSplit, dataset_spec, load_split
 from workers.data.image_folder import eval_batches
 from workers.models import build_model, redraw_head
 from workers.pruning.masks import check_mask, count, prune_one_shot
-from workers.pruning.rules import FINAL_FILE, MASK_FILE, load_tensors, previous_mask, pruned_names, save_mask
-from workers.stages.artifacts import METRICS_FILE
+from workers.pruning.rules import load_tensors, previous_mask, pruned_names, save_mask
 from workers.stages.average_precision import (
     mean_average_precision,
     multilabel_metrics,
@@ -56,13 +55,19 @@ from workers.stages.contract import (
     StageOutcome,
 )
 from workers.stages.epochs import recording
+from workers.stages.paths import (
+    DENSE_PHASE_CHECKPOINT_FILE,
+    DENSE_PHASE_FILE,
+    FEATURES_FILE,
+    FINAL_FILE,
+    MASK_FILE,
+    METRICS_FILE,
+)
 from workers.stages.svm import SVM_COSTS, SVM_FOLDS, svm_scores
 from workers.stages.workspace_files import read_bytes
 from workers.tasks.objectives import Task, evaluate_accuracy, get_task
 from workers.training.loop import cpu_state_dict, pick_device, save_state_dict, train
 from workers.training.seeds import derive_seed
-
-FEATURES_FILE = "features.pt"
 
 
 def _source_model(ctx: StageContext[FeaturesConfig | FinetuneConfig], seed: int) -> nn.Module:
@@ -263,13 +268,13 @@ def run_finetune(ctx: StageContext[FinetuneConfig]) -> StageOutcome:
         kept_as = check_mask(model, load_tensors(ctx.dep("mask") / MASK_FILE))
         names = pruned_names({"layers": ctx.config.pruned_layers}, model)
         kept, total = count({n: kept_as[n] for n in names})
-        dense_phase = ctx.stage_dir / "finetune_dense.pt"
-        first = train(model, labels, data, recipe, seed, checkpoint_path=ctx.stage_dir / "checkpoint_dense.pt")
+        dense_phase = ctx.stage_dir / DENSE_PHASE_FILE
+        first = train(model, labels, data, recipe, seed, checkpoint_path=ctx.stage_dir / DENSE_PHASE_CHECKPOINT_FILE)
         save_state_dict(dense_phase, cpu_state_dict(model))
         pruned = prune_one_shot(cpu_state_dict(model), kept / total if total else 1.0, names=names)
         mask = check_mask(model, {**{n: torch.ones_like(kept_as[n]) for n in kept_as}, **pruned})
         second = train(model, labels, data, recipe, seed, mask=mask, checkpoint_path=ctx.checkpoint)
-        (ctx.stage_dir / "checkpoint_dense.pt").unlink(missing_ok=True)
+        (ctx.stage_dir / DENSE_PHASE_CHECKPOINT_FILE).unlink(missing_ok=True)
         dense_phase.unlink(missing_ok=True)
         epochs, seconds = first.epochs + second.epochs, first.seconds + second.seconds
     else:

@@ -50,6 +50,7 @@ from workers.data.datasets import DataSplit
 from workers.data.image_folder import LazyImages, train_loader
 from workers.pruning.masks import MaskEnforcer, apply_mask
 from workers.stages.artifacts import atomic_save_with
+from workers.stages.paths import rewind_file
 from workers.stages.workspace_files import reading
 from workers.tasks.objectives import Task
 from workers.training import distributed
@@ -114,11 +115,6 @@ def epoch_batches(data: DataSplit, seed: int, epoch: int, batch_size: int, first
             # pads with 0, the mean colour of the normalised images
             inputs = flip_crop(inputs, distributed.shard(params[start:start + batch_size]))
         yield inputs, labels[batch]
-
-
-def rewind_file(iteration: int) -> str:
-    """File name of the weights captured after ``iteration`` optimizer steps."""
-    return f"rewind_{int(iteration)}.pt"
 
 
 def cpu_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -31,9 +31,10 @@ from workers.stages.workspace_files import read_json
 ATTEMPTS_DIR = "attempts"
 
 
-def failure_class(returncode: int) -> str:
-    """The class of a stage process's exit status (a negative one: killed by that signal). The pack's
-    child catches what the stage raises and exits 1, so a positive status is the stage's own failure."""
+def exit_failure_class(returncode: int) -> str:
+    """The failure class (:func:`~orchestrator.backends.failure_classes.failure_class` names that of an error
+    class) of a stage process's exit status (a negative one: killed by that signal). The pack's child catches
+    what the stage raises and exits 1, so a positive status is the stage's own failure."""
     return INFRASTRUCTURE if returncode < 0 else DETERMINISTIC
 
 
@@ -62,7 +63,7 @@ def record_failure(folder: str | Path, returncode: int, retried: bool, environ=o
     path = record_path(folder.parent.parent, folder.name)
     job_id = job_id_from(environ)
     failures = [failure for failure in read_record(folder.parent.parent, folder.name, job_id) or []]
-    failures.append({"class": failure_class(returncode), "why": describe_exit(returncode), "retried": retried,
+    failures.append({"class": exit_failure_class(returncode), "why": describe_exit(returncode), "retried": retried,
                      "host": socket.gethostname(), "at": time.strftime("%Y-%m-%d %H:%M:%S")})
     atomic_write_json(path, {"job_id": job_id, "failures": failures})
 

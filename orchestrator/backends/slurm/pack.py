@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Optional
 
 from orchestrator.backends.processes import split_runner, thread_env
-from orchestrator.backends.slurm.attempts import describe_exit, failure_class, record_failure, retriable
+from orchestrator.backends.slurm.attempts import describe_exit, exit_failure_class, record_failure, retriable
 from orchestrator.backends.slurm.inputs import inputs_ready
 
 #: exit status of a child stopped by SIGUSR2 after saving its progress (not a failure).
@@ -110,7 +110,7 @@ class PackJob:
         signal.signal(signal.SIGUSR2, signal.SIG_IGN)  # all ended: see StageJob.__call__
         if self.failed:
             raise PackFailed("stage(s) of this pack failed: " + ", ".join(
-                f"{Path(folder).name} ({describe_exit(status)}, {failure_class(status)}"
+                f"{Path(folder).name} ({describe_exit(status)}, {exit_failure_class(status)}"
                 + (f", after {self.retried[folder]} retries" if self.retried.get(folder) else "") + ")"
                 for folder, status in sorted(self.failed.items()))
                 + "; each one's traceback is in its log.txt and above")

@@ -3,11 +3,12 @@
 The task (a 128-d normalised embedding, NCE against ``recipes.npid.negatives`` negatives,
 4,096 unless given, from a memory bank of one vector per training image, temperature 0.07,
 bank momentum 0.5) is built by
-:func:`workers.tasks.npid.npid_task`, imported when a stage trains; a fresh task object per
-stage, since it serves the model it is attached to.
+:func:`workers.tasks.instance_discrimination.npid_task` (the objective; this module is the mask
+source), imported when a stage trains; a fresh task object per stage, since it serves the model
+it is attached to.
 """
 from workers.pruning.mask_sources.base import ImpSource
 from workers.tasks.registry import TaskDeclaration
 
-TASK = TaskDeclaration("npid", "workers.tasks.npid:npid_task", recipe_options=("negatives",))
+TASK = TaskDeclaration("npid", "workers.tasks.instance_discrimination:npid_task", recipe_options=("negatives",))
 SOURCE = ImpSource("npid", "npid")
