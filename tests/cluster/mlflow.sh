@@ -20,6 +20,12 @@
 # Exit codes: 0 ok, 1 failure (with the log tail), 2 usage, 3 impossible here (no mlflow and no pip):
 # the pytest fixture skips on 3 unless CI=true.
 set -euo pipefail
+# The daemons started here must not inherit a caller's descriptors: one on a lock file (`flock LOCK this.sh`)
+# would keep the lock held for as long as the daemons run. 255 is the script bash is reading.
+for fd in /proc/$$/fd/*; do
+    fd=${fd##*/}
+    if ((fd > 2 && fd != 255)); then eval "exec ${fd}>&-" 2>/dev/null || true; fi
+done
 
 SELF=$(basename "$0")
 DIR=$(realpath -m "${PRUNESWEEP_MLFLOW_DIR:-/tmp/prunesweep-mlflow}")

@@ -28,6 +28,12 @@
 #
 # Needs: Debian/Ubuntu, root. Works without systemd (daemons are started by hand).
 set -euo pipefail
+# The daemons started here must not inherit a caller's descriptors: one on a lock file (`flock LOCK this.sh`)
+# would keep the lock held for as long as the daemons run. 255 is the script bash is reading.
+for fd in /proc/$$/fd/*; do
+    fd=${fd##*/}
+    if ((fd > 2 && fd != 255)); then eval "exec ${fd}>&-" 2>/dev/null || true; fi
+done
 
 SELF=$(basename "$0")
 DIR=$(realpath -m "${PRUNESWEEP_SLURM_DIR:-/tmp/prunesweep-slurm}")
