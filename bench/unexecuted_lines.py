@@ -6,13 +6,15 @@ stages' ``python -m workers``, SLURM jobs running a code snapshot, Ray workers. 
 ``workers/`` statements executed and the unexecuted ones, grouped by file and enclosing function (a snapshot's
 copy of a file counts as the file).
 
-``--check docs/testing.md`` compares them with the two tables of that page's section "What only a GPU runs": every
-unexecuted line must lie in a function listed there, either as one only a GPU runs (with the preflight check
-that runs it) or as a known gap of the CPU tests; exit 1 naming each line that is in neither. A listed function
-that ran whole is printed as one to remove from the page (exit 0: a list one run too long is no hidden line).
+``--check PAGE...`` compares them with the pages' tables: every unexecuted line must lie in a function that a
+row names, either under a heading naming the GPU (a function only a GPU runs, with the preflight check that
+runs it: docs/testing.md) or under one naming a gap (a known gap of the CPU tests: docs/untested-lines.md);
+exit 1 naming each line in neither. A listed function that ran whole is printed as one to remove (exit 0: a
+list one row too long hides no line).
 
-    python -m pytest && python bench/unexecuted_lines.py [--data .coverage] [--check docs/testing.md]
-    python bench/unexecuted_lines.py --markdown      # the rows of the page's tables, from the data
+    python -m pytest && python bench/unexecuted_lines.py [--data .coverage]
+    python bench/unexecuted_lines.py --check docs/testing.md docs/untested-lines.md      # what .ci/run runs
+    python bench/unexecuted_lines.py --markdown      # table rows for those pages, from the data
 """
 from __future__ import annotations
 
@@ -27,7 +29,6 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = "workers"
 #: a table row of docs/testing.md naming a function: | `workers/x.py` `name` | ...
 ROW = re.compile(r"^\|\s*`(workers/[\w/]+\.py)`\s+`([\w.<>]+)`")
-SECTION = "## What only a GPU runs"
 
 
 def _relative(measured: str) -> str | None:
@@ -97,17 +98,18 @@ def unexecuted(data_file: Path) -> tuple[int, int, dict[tuple[str, str], list[in
     return total, done, dict(missing)
 
 
-def listed(page: Path) -> dict[tuple[str, str], str]:
-    """(file, function) -> the row's table (``gpu`` or ``gap``) of the page's section on unexecuted lines."""
+def listed(pages: list[Path]) -> dict[tuple[str, str], str]:
+    """(file, function) -> ``gpu`` or ``gap``: the rows of the pages' tables under a heading that says
+    which (one naming the GPU, one naming a gap); rows under other headings are not read."""
     rows: dict[tuple[str, str], str] = {}
-    inside, table = False, "gpu"
-    for line in page.read_text().splitlines():
-        if line.startswith("## "):
-            inside = line.strip() == SECTION
-        elif inside and line.startswith("### "):
-            table = "gap" if "gap" in line.lower() else "gpu"
-        elif inside and (match := ROW.match(line)):
-            rows[(match[1], match[2])] = table
+    for page in pages:
+        table = None
+        for line in page.read_text().splitlines():
+            if line.startswith("#"):
+                heading = line.lower()
+                table = "gap" if "gap" in heading else "gpu" if "gpu" in heading else None
+            elif table and (match := ROW.match(line)):
+                rows[(match[1], match[2])] = table
     return rows
 
 
@@ -125,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     """Print the figure and the unexecuted lines; with ``--check``, exit 1 on a line the page does not list."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=ROOT / ".coverage", help="the combined coverage data file")
-    parser.add_argument("--check", type=Path, metavar="PAGE", help="the page whose tables must list every line")
+    parser.add_argument("--check", type=Path, nargs="+", metavar="PAGE",
+                        help="the pages whose tables must list every line")
     parser.add_argument("--markdown", action="store_true", help="print table rows for the page instead")
     args = parser.parse_args(argv)
     if not args.data.is_file():
@@ -143,13 +146,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.check is None:
         return 0
     rows = listed(args.check)
+    pages = " ".join(map(str, args.check))
     unlisted = {place: numbers for place, numbers in missing.items() if place not in rows}
     for place in sorted(set(rows) - set(missing)):
-        print(f"ran whole, remove from {args.check}: {place[0]} {place[1]} ({rows[place]})")
+        print(f"ran whole, remove from {pages}: {place[0]} {place[1]} ({rows[place]})")
     for (relative, function), numbers in sorted(unlisted.items()):
-        print(f"NOT LISTED in {args.check}: {relative} {function}: lines {_ranges(numbers)}", file=sys.stderr)
+        print(f"NOT LISTED in {pages}: {relative} {function}: lines {_ranges(numbers)}", file=sys.stderr)
     gpu = sum(len(numbers) for place, numbers in missing.items() if rows.get(place) == "gpu")
-    print(f"{gpu} unexecuted lines in functions only a GPU runs, "
+    print(f"{gpu} unexecuted lines in the functions of the GPU table, "
           f"{lines - gpu - sum(map(len, unlisted.values()))} in known gaps, "
           f"{sum(map(len, unlisted.values()))} unlisted")
     return 1 if unlisted else 0
