@@ -4,8 +4,8 @@
 Python 3.11 has no ``sys.monitoring`` core), in the test process and in every Python process the tests start.
 This runs the same selection alternately with ``--no-cov`` and with coverage, ``--repeats`` times each, and
 prints the medians of the wall times and of the CPU seconds of pytest and every process it waited for (less
-moved by other load on a shared machine than the wall time), and their ratios. The coverage data of these runs goes to a scratch file,
-never the checkout's ``.coverage``.
+moved by other load on a shared machine than the wall time), and their ratios. The coverage data of these runs
+goes to a scratch file, never the checkout's ``.coverage``.
 
     python bench/coverage_overhead.py [--repeats 2] [-- PYTEST_ARGS...]
     (default selection: tests/workers/test_workers_training.py tests/workers/test_workers_stages.py)

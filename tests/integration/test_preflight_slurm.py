@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from data_folders import write_image_folder
-
 from conftest import ROOT, TINY
+from data_folders import write_image_folder
 
 pytestmark = pytest.mark.slurm
 

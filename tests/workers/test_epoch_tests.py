@@ -67,7 +67,7 @@ def test_measuring_changes_nothing_the_training_does(launched):
 
     def outcomes(name, states):
         result = {}
-        for key, row in states.items():
+        for key in states:
             folder = launched[name] / "stages" / key
             entries = read_epochs(folder)
             metrics = json.loads((folder / "metrics.json").read_text())
