@@ -168,7 +168,8 @@ def curves_section(figures: list[dict[str, Any]], images: list[bytes]) -> str:
         return ("<p>No per-epoch metrics: no training stage of these workspaces wrote an <code>epochs.jsonl</code> "
                 "(stages made before prunesweep wrote it have none).</p>")
     parts = ["<p>Left: the training loss of each epoch (mean over the epoch's batches). Right: the test top-1 "
-             "(or, for a pretext task, its own test accuracy) where the stage measured it, after its last epoch. "
+             "(or, for a pretext task, its own test accuracy) where the stage measured it: after its last epoch, and "
+             "after every N-th epoch of a recipe with <code>eval_every: N</code>. "
              "Faint: single stages; bold: the mean of a series over its stages.</p>", '<div class="figures">']
     for number, (figure, image) in enumerate(zip(figures, images, strict=True)):
         drawn = min(figure["stages"], figure["max_faint"])

@@ -37,7 +37,8 @@ class Schedule(StrictSection):
 class Recipe(StrictSection):
     """How one task is trained. ``negatives`` and ``batch_counts`` belong to the tasks that
     declare them (``recipes.npid``; ``recipes.rotnet``, ``s4l``, ``exemplar``); a recipe
-    leaves them out of what it writes at their defaults, so they change no stage key there."""
+    leaves them and ``eval_every`` out of what it writes at their defaults, so they change no
+    stage key there."""
 
     epochs: int = Field(gt=0, le=MAX_EPOCHS)
     batch_size: int = Field(gt=0, le=MAX_BATCH_SIZE)
@@ -53,10 +54,13 @@ class Recipe(StrictSection):
     negatives: int = Field(catalog.DEFAULT_NEGATIVES, gt=0, le=MAX_NEGATIVES)
     #: a task of several samples per image: whether ``batch_size`` counts images or samples.
     batch_counts: Literal["images", "samples"] = "images"
+    #: the test set's accuracy also after every this many epochs, in ``epochs.jsonl`` and the trackers
+    #: (0: only after the last epoch, as the stage measures it anyway).
+    eval_every: int = Field(0, ge=0, le=MAX_EPOCHS)
 
     @model_serializer(mode="wrap")
     def _task_options_at_defaults_left_out(self, handler):
-        defaults = catalog.TASK_RECIPE_OPTIONS
+        defaults = {**catalog.TASK_RECIPE_OPTIONS, "eval_every": 0}
         return {key: value for key, value in handler(self).items() if key not in defaults or value != defaults[key]}
 
     def check_task_options(self, task: Optional[str]) -> None:

@@ -36,6 +36,8 @@ def _limit_file_size(limit: int):
 def run_process(*args, module="orchestrator", file_size_limit=None, prefix=()):
     """``python -m module ARGS``; ``prefix`` runs it elsewhere (in the small disk's namespace)."""
     env = dict(os.environ, PYTHONPATH=str(ROOT))
+    if file_size_limit:  # coverage's own data file (pytest's --cov) could not be written under the limit either
+        env = {name: value for name, value in env.items() if not name.startswith("COVERAGE_")}
     return subprocess.run([*prefix, sys.executable, "-m", module, *map(str, args)], capture_output=True, text=True,
                           env=env,
                           timeout=300, preexec_fn=_limit_file_size(file_size_limit) if file_size_limit else None)

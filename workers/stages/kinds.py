@@ -36,6 +36,7 @@ from workers.stages.contract import (
     StageContext,
     StageOutcome,
 )
+from workers.stages.epoch_tests import measuring_every
 from workers.stages.epochs import recording
 from workers.stages.paths import FINAL_FILE, MASK_FILE, rewind_file
 from workers.tasks.objectives import Task, evaluate_accuracy, get_task
@@ -79,7 +80,9 @@ def _train_and_measure(ctx: StageContext[DenseConfig | ImpConfig | EvalConfig], 
     data = training_data(ctx, task)
     with recording(ctx.stage_dir, ctx.key, seed) as epochs:
         result = train(model, task, data, ctx.config.recipe, seed, mask=mask,
-                       checkpoint_path=ctx.checkpoint, on_epoch=epochs.record, **train_options)
+                       checkpoint_path=ctx.checkpoint, on_epoch=measuring_every(
+                           epochs.record, model, task, data.test_images, data.test_labels, ctx.config.recipe),
+                       **train_options)
         accuracy = evaluate_accuracy(model, task, data.test_images, data.test_labels)
         epochs.measured(accuracy, task.label_head)
     wall_time = result.seconds  # over every attempt, up to the checkpoint each resumed from

@@ -54,6 +54,7 @@ from workers.stages.contract import (
     StageContext,
     StageOutcome,
 )
+from workers.stages.epoch_tests import measuring_every
 from workers.stages.epochs import recording
 from workers.stages.paths import (
     DENSE_PHASE_CHECKPOINT_FILE,
@@ -190,11 +191,13 @@ def run_linear_eval(ctx: StageContext[LinearEvalConfig]) -> StageOutcome:
         classifier.add_module("head", nn.Linear(train_x.shape[1], num_classes))
     labels = MULTILABEL if target.multi_label else get_task("labels")
     assert ctx.config.recipe is not None, "the stage contract gives classifier sgd a recipe"
+    device = pick_device()
+    test_x, test_y = data.test_images.to(device), data.test_labels.to(device)
     with recording(ctx.stage_dir, ctx.key, seed) as epochs:
+        on_epoch = epochs.record if target.multi_label else measuring_every(epochs.record, classifier, labels,
+                                                                            test_x, test_y, ctx.config.recipe)
         result = train(classifier, labels, data, ctx.config.recipe, seed, checkpoint_path=ctx.checkpoint,
-                       on_epoch=epochs.record)
-        device = pick_device()
-        test_x, test_y = data.test_images.to(device), data.test_labels.to(device)
+                       on_epoch=on_epoch)
         with torch.no_grad():
             classifier.eval()
             scores = classifier(test_x).float().cpu()
@@ -261,8 +264,10 @@ def run_finetune(ctx: StageContext[FinetuneConfig]) -> StageOutcome:
     if mode == "pruned":
         mask = previous_mask(model, ctx.dep("model"))
         with recording(ctx.stage_dir, ctx.key, seed) as recorder:  # the test top-1 comes after, unrecorded
+            on_epoch = recorder.record if target.multi_label else measuring_every(
+                recorder.record, model, labels, data.test_images, data.test_labels, recipe)
             result = train(model, labels, data, recipe, seed, mask=mask, checkpoint_path=ctx.checkpoint,
-                           on_epoch=recorder.record)
+                           on_epoch=on_epoch)
         epochs, seconds = result.epochs, result.seconds
     elif mode == "prune_during":
         kept_as = check_mask(model, load_tensors(ctx.dep("mask") / MASK_FILE))

@@ -15,14 +15,15 @@ from workers.training.schedule import validate_schedule
 OPTIMIZERS = ("sgd", "adam")
 BATCH_READINGS = ("images", "samples")
 _RECIPE_KEYS = {"epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay",
-                "nesterov", "schedule", *TASK_RECIPE_OPTIONS}
+                "nesterov", "schedule", "eval_every", *TASK_RECIPE_OPTIONS}
 
 
 def validate_recipe(recipe: Mapping[str, Any]) -> dict:
     """Return the recipe with defaults filled in; ``ValueError`` naming the bad key otherwise.
 
-    The task's own keys (``negatives``, ``batch_counts``) are checked but not filled in: a
-    recipe without them stays the dict it was, so checkpoints made before they existed resume.
+    The task's own keys (``negatives``, ``batch_counts``) and ``eval_every`` are checked but not
+    filled in: a recipe without them stays the dict it was, so checkpoints made before they existed
+    resume.
     """
     unknown = set(recipe) - _RECIPE_KEYS
     if unknown:
@@ -41,6 +42,9 @@ def validate_recipe(recipe: Mapping[str, Any]) -> dict:
     negatives = spec.get("negatives", 1)
     if isinstance(negatives, bool) or not isinstance(negatives, int) or negatives <= 0:
         raise ValueError(f"recipe.negatives must be an integer > 0, got {negatives!r}")
+    eval_every = spec.get("eval_every", 0)
+    if isinstance(eval_every, bool) or not isinstance(eval_every, int) or eval_every < 0:
+        raise ValueError(f"recipe.eval_every must be an integer >= 0, got {eval_every!r}")
     spec["schedule"] = validate_schedule(spec.get("schedule"))
     return spec
 
