@@ -16,13 +16,17 @@ array by index. A job that does not fit lets later ones start (backfill without 
 
 - ``shipped``, what the SLURM backend does, taken from its own code: the arrays of
   ``plan_arrays`` (one per DAG wave and kind, chunked to ``max_array_size``, throttled to
-  ``array_parallelism`` running tasks), each waiting ``afterany`` for the whole arrays before
-  it; each job first checks its stage's inputs and ends blocked within ``check_s`` when one is
+  ``array_parallelism`` running tasks), each job waiting ``afterany`` for the jobs of its own
+  inputs (the plan's ``waits``) and ordered by the plan's ``nice`` (critical path first: the
+  driver's priority, a stage's longest remaining chain, here in seconds of the model's
+  durations), then submission; each job first checks its stage's inputs and ends blocked within ``check_s`` when one is
   missing; a stage process killed by a signal is restarted inside its job (same node, no queue)
   up to the backend's ``retries``; a deterministic failure fails the stage. ``retry_mode``
   ``requeue`` or ``resubmit`` asks what the same retries would cost as a SLURM requeue
   (the job keeps its priority, after ``requeue_delay_s``) or a fresh submission (the back of
   the queue).
+- ``wave_arrays`` (the SLURM backend before issue 26): the same arrays, each waiting ``afterany``
+  for the whole arrays before it, in submission order; otherwise as ``shipped``.
 - ``per_stage`` (the baseline of issue 11): each stage waits for its own dependencies only, a
   retry is requeued, a failure blocks exactly its dependents at once.
 - ``afterok`` (the SLURM backend before issue 11): the same arrays waiting ``afterok``; no
@@ -63,7 +67,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Optional
 
-POLICIES = ("shipped", "per_stage", "afterok")
+POLICIES = ("shipped", "wave_arrays", "per_stage", "afterok")
 RETRY_MODES = ("in_job", "requeue", "resubmit")
 INFRASTRUCTURE, DETERMINISTIC, NODE_FAILURE, BAD_NODE = "infrastructure", "deterministic", "node failure", "bad node"
 #: seconds SLURM keeps a requeued batch job pending (its BeginTime): ``cred_expire`` (default 120 s) + 1.

@@ -3,6 +3,7 @@ and the paper DAG that bench/campaign_simulation.py feeds it."""
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 
 import pytest
 from conftest import ROOT
@@ -198,8 +199,9 @@ def test_the_lower_bound_is_the_critical_path_or_the_work_over_the_gpus():
     assert critical_path_s(dag) == 360 and lower_bound_s(dag, gpus=3) == 360
     assert lower_bound_s(dag, gpus=1) == 660 and lower_bound_s(dag, gpus=3, gpus_per_stage=2) == 440
     assert simulate(dag, model(gpus=3, policy="per_stage")).makespan_s == 360
-    # shipped: a1 and b1 form the wave-1 array, which waits for the whole wave-0 array (b0 ends at 300)
-    assert simulate(dag, model(gpus=3, policy="shipped")).makespan_s == 300 + 200 + 10
+    # shipped: each job waits for its own input's job; the wave arrays of before waited for b0 (300) too
+    assert simulate(dag, model(gpus=3, policy="shipped")).makespan_s == 360
+    assert simulate(dag, model(gpus=3, policy="wave_arrays")).makespan_s == 300 + 200 + 10
 
 
 # ---- the shipped policy: the SLURM backend's own arrays, afterany, in-job retries --------------------------
@@ -283,21 +285,20 @@ def test_the_shipped_policy_is_the_backends_own_plan(monkeypatch):
     from orchestrator.backends.slurm import submission
 
     dag = chain("a", [100, 200]) + chain("b", [300, 50])
-    assert simulate(dag, model(gpus=2)).makespan_s == 300 + 200  # a1 waits for the whole wave-0 array
+    assert simulate(dag, model(gpus=2)).makespan_s == 350  # a1 waits for a0's job only
+    shipped = submission.plan_arrays
 
-    def one_array_per_stage(tasks, settings, max_array_size):
-        position = {task.key: i for i, task in enumerate(tasks)}
-        return [submission.ArraySubmission(task.kind, ((task,),), tuple(position[k] for k in task.waits_for), (),
-                                           False, 2, 256) for task in tasks]
+    def whole_arrays(tasks, settings, max_array_size):
+        plan = shipped(tasks, settings, max_array_size)
+        return [replace(array, waits=tuple(tuple((i, j) for i in array.after for j in range(len(plan[i].packs)))
+                                           for _ in array.packs)) for array in plan]
 
-    monkeypatch.setattr(submission, "plan_arrays", one_array_per_stage)  # as if the backend changed its policy
-    assert simulate(dag, model(gpus=2)).makespan_s == 350
-    monkeypatch.setattr(submission, "DEPENDENCY", "afterok")
-    out = simulate(dag, model(gpus=2, max_resumes=0), fails({("a0", 0): Fate(broken_at=0.5)}))
-    assert out.states["a1"] == "blocked" and out.human_interventions == 0 and out.finished_at["b1"] == 350
-    monkeypatch.setattr(submission, "DEPENDENCY", "aftercorr")
-    with pytest.raises(NotImplementedError):
-        simulate(dag, model(gpus=2))
+    monkeypatch.setattr(submission, "plan_arrays", whole_arrays)  # as if the backend changed its policy back
+    assert simulate(dag, model(gpus=2)).makespan_s == 300 + 200
+    for dependency in ("afterok", "aftercorr"):  # per job, the model knows afterany only
+        monkeypatch.setattr(submission, "DEPENDENCY", dependency)
+        with pytest.raises(NotImplementedError):
+            simulate(dag, model(gpus=2))
 
 
 def test_critical_path_first_starts_the_longest_remaining_chain_first():
@@ -308,6 +309,9 @@ def test_critical_path_first_starts_the_longest_remaining_chain_first():
     # two GPUs: in submission order x and z go first and the chain runs after them
     assert simulate(dag, model(gpus=2, policy="per_stage")).makespan_s == 300
     assert simulate(dag, model(gpus=2, policy="per_stage", critical_path_first=True)).makespan_s == 200
+    # the backend's own lever: y0 gets the smallest nice of the plan, so it starts before x and z
+    assert simulate(dag, model(gpus=2)).makespan_s == 200
+    assert simulate(dag, model(gpus=2, policy="wave_arrays")).makespan_s == 300
 
 
 def test_the_validation_dag_is_the_planners_with_a_raising_stage_and_two_killed_ones():
@@ -323,5 +327,5 @@ def test_the_validation_dag_is_the_planners_with_a_raising_stage_and_two_killed_
         s.spec.key for s in stages if s.fail == "signal"}
     assert bound == pytest.approx(sum(s.spec.duration_s for s in stages) / 2)  # bound by its work on 2 slots
     barrier = barrier_dag()  # six waves of one 6 s stage and one 1 s stage each
-    assert simulate_on(barrier, free, 2, 2)[0].makespan_s == 36
-    assert simulate_on(barrier, free, 2, 2, policy="per_stage")[0].makespan_s == 21
+    assert simulate_on(barrier, free, 2, 2)[0].makespan_s == 21
+    assert simulate_on(barrier, free, 2, 2, policy="wave_arrays")[0].makespan_s == 36
