@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from campaign_model import Fate, Model, StageSpec, lower_bound_s, simulate  # noqa: E402
+from campaign_model import Fate, Model, StageSpec, lower_bound_s, remaining_chain_s, simulate  # noqa: E402
 from sleep_worker import TIMES_FILE  # noqa: E402
 
 from orchestrator.backends.base import Task  # noqa: E402
@@ -151,10 +151,19 @@ def cluster_slots() -> tuple[int, int]:
     return cpus * nodes, cpus
 
 
-def run_on_slurm(workspace: Path, stages: list[Stage], timeout_s: float = 900.0) -> Run:
+def run_on_slurm(workspace: Path, stages: list[Stage], timeout_s: float = 900.0, settings: dict = SETTINGS) -> Run:
     """Launch the DAG through the SLURM backend, wait for every job to end, read what happened."""
-    from orchestrator.backends.slurm.backend import SlurmBackend, cancel
+    jobs, launched = launch_on_slurm(workspace, stages, settings)
+    wait_for_jobs(jobs, timeout_s)
+    return read_run(Path(workspace), [stage.spec.key for stage in stages], launched)
 
+
+def launch_on_slurm(workspace: Path, stages: list[Stage], settings: dict = SETTINGS) -> tuple[dict[str, str], float]:
+    """Launch the DAG through the SLURM backend, each stage's priority its longest remaining chain (as the
+    driver gives it, here in seconds: the simulator's); return each stage's job id and when the launch began."""
+    from orchestrator.backends.slurm.backend import SlurmBackend
+
+    chain = remaining_chain_s([stage.spec for stage in stages])
     tasks = []
     for stage in stages:
         folder = Path(workspace, "stages", stage.spec.key)
@@ -162,16 +171,19 @@ def run_on_slurm(workspace: Path, stages: list[Stage], timeout_s: float = 900.0)
         (folder / "stage.json").write_text(json.dumps({
             "deps": {str(i): dep for i, dep in enumerate(stage.spec.deps)}, "sleep_s": stage.spec.duration_s,
             "epochs": stage.spec.epochs, "fail": stage.fail, "fail_at": stage.fail_at}))
-        tasks.append(Task(stage.spec.key, folder, stage.spec.deps, kind=stage.spec.kind))
-    jobs: list[str] = []
-
-    class Events:
-        def started(self, key, host, pid, job_id=None):
-            jobs.append(job_id)
-
+        tasks.append(Task(stage.spec.key, folder, stage.spec.deps, chain[stage.spec.key], kind=stage.spec.kind))
+    jobs: dict[str, str] = {}
+    events = type("Events", (), {"started": lambda self, key, host, pid, job_id=None: jobs.update({key: job_id})})()
     launched = time.time()
-    SlurmBackend(SETTINGS, Path(workspace, "slurm"), runner=RUNNER).run(tasks, Events())  # type: ignore[arg-type]
-    arrays = sorted({job_id.split("_")[0] for job_id in jobs})
+    SlurmBackend(settings, Path(workspace, "slurm"), runner=RUNNER).run(tasks, events)
+    return jobs, launched
+
+
+def wait_for_jobs(jobs: dict[str, str], timeout_s: float) -> None:
+    """Until none of the arrays of ``jobs`` (stage -> job id) is queued or running (cancelled after ``timeout_s``)."""
+    from orchestrator.backends.slurm.backend import cancel
+
+    arrays = sorted({job_id.split("_")[0] for job_id in jobs.values()})
     deadline = time.monotonic() + timeout_s
     while subprocess.run(["squeue", "-h", "-j", ",".join(arrays), "-o", "%i"], capture_output=True, text=True,
                          timeout=60).stdout.strip():
@@ -179,7 +191,6 @@ def run_on_slurm(workspace: Path, stages: list[Stage], timeout_s: float = 900.0)
             cancel(arrays)
             raise TimeoutError(f"the DAG's jobs still ran after {timeout_s:.0f} s; cancelled")
         time.sleep(0.5)
-    return read_run(Path(workspace), [stage.spec.key for stage in stages], launched)
 
 
 def read_run(workspace: Path, keys: list[str], launched: float) -> Run:
