@@ -6,9 +6,11 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
+import pytest
+
 from orchestrator.backends.base import Task
 from orchestrator.backends.slurm import backend as slurm_backend
-from orchestrator.backends.slurm import task_updates
+from orchestrator.backends.slurm import submit_limits, task_updates
 from orchestrator.backends.slurm.pack import PackJob
 from orchestrator.backends.slurm.submission import DEPENDENCY, plan_arrays
 
@@ -69,6 +71,7 @@ def test_the_backend_submits_exactly_the_planned_arrays(monkeypatch, tmp_path):
     monkeypatch.setattr(slurm_backend, "snapshot_code", lambda runner, into: tmp_path)
     applied: list[list[str]] = []
     monkeypatch.setattr(task_updates, "apply", lambda arguments: applied.extend(arguments) or [])
+    monkeypatch.setattr(submit_limits, "submit_limit", lambda account=None: None)  # no accounting
     settings = {"max_array_size": 1, "retries": 3, "submit_interval_s": 0, "ranks": {"dense": {"nodes": 2}}}
     started = []
     events = type("Events", (), {"started": lambda self, key, host, pid, job_id=None: started.append((key, job_id))})()
@@ -118,3 +121,17 @@ def test_the_longest_remaining_chain_gets_the_smallest_nice_and_the_first_index(
 def test_job_lists_are_ranges_of_one_arrays_tasks():
     assert task_updates.job_list(["7_0", "7_1", "7_2", "7_5", "7_7", "7_8"]) == "7_[0-2,5,7-8]"
     assert task_updates.job_list(["9"]) == "9"
+
+
+def test_a_launch_the_association_limit_cannot_take_is_refused_before_any_sbatch(monkeypatch, tmp_path):
+    from orchestrator.errors import UserError
+
+    recorded = "prj|12|\nother||5\n"  # sacctmgr -nP show assoc format=Account,MaxSubmit,GrpSubmit
+    assert submit_limits.parse_submit_limit(recorded) == 5 and submit_limits.parse_submit_limit(recorded, "prj") == 12
+    assert submit_limits.parse_submit_limit("prj||\n") is None
+    monkeypatch.setattr(slurm_backend.SlurmBackend, "preflight", lambda self: None)
+    monkeypatch.setattr(submit_limits, "submit_limit", lambda account=None: 14)
+    monkeypatch.setattr(submit_limits, "queued_jobs", lambda user=None: 2)  # 12 more: the DAG has 14 stages
+    monkeypatch.setattr(slurm_backend.SlurmBackend, "_executor", lambda self, kind, needs: pytest.fail("submitted"))
+    with pytest.raises(UserError, match=r"queues 14 job\(s\) .* leaves room for 12; nothing was submitted"):
+        slurm_backend.SlurmBackend({}, tmp_path / "slurm").run(_dag(), None)  # type: ignore[arg-type]

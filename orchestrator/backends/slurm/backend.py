@@ -48,7 +48,7 @@ from typing import Any, Optional
 
 from orchestrator.backends.base import DEFAULT_RUNNER, Backend, Checks, Events, Retry, Task, Verdict
 from orchestrator.backends.processes import rank_env, split_runner, thread_env
-from orchestrator.backends.slurm import task_updates, time_limits
+from orchestrator.backends.slurm import submit_limits, task_updates, time_limits
 from orchestrator.backends.slurm.attempts import read_record, recorded_keys, summary
 from orchestrator.backends.slurm.inputs import inputs_ready
 from orchestrator.backends.slurm.job_status import blocked_while_queued, cancel, job_states, judge_job
@@ -232,6 +232,7 @@ class SlurmBackend(Backend):
             return
         self.preflight()
         plan = plan_arrays(tasks, self.settings, max_array_size(self.settings.get("max_array_size")))
+        submit_limits.check(sum(len(array.packs) for array in plan), self.settings.get("account"))
         array_ids: dict[int, str] = {}  # position in the plan -> the array's job id
         job_ids: dict[tuple[int, int], str] = {}  # (position in the plan, job index) -> the job's id
         refused: list[str] = []
