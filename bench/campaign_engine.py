@@ -144,6 +144,8 @@ class Simulation(NodeEvents):
             if any(len(pack) != 1 for pack in submission.packs):
                 raise NotImplementedError("slurm.stages_per_job: the model runs one stage per job")
             retries = {"per_stage": self.model.retries, "afterok": 0}.get(self.policy, submission.retries)
+            if submission.distributed and self.model.retry_distributed and self.backend_jobs:
+                retries = slurm_submission.in_job_retries({**self.model.slurm, "ranks": {}}, submission.kind)
             index = len(self.arrays)
             array = Array(sorted({first + i for i in submission.after} | {int(j) for j in submission.after_jobs}),
                            submission.parallelism, retries)

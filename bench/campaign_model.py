@@ -64,7 +64,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Optional
 
 POLICIES = ("shipped", "wave_arrays", "per_stage", "afterok")
@@ -109,6 +109,8 @@ class Model:
     retry_mode: str = "in_job"
     #: a what-if: pending jobs start longest remaining chain first, not in submission order.
     critical_path_first: bool = False
+    #: a what-if: distributed stages (``ranks``) retried inside their job like the others (the backend does not).
+    retry_distributed: bool = False
     human_delay_s: float = 12 * 3600.0
     restart_s: float = 0.0
     #: from the launch to the first job's start (the submission, the scheduler's first pass).
@@ -227,6 +229,23 @@ def remaining_chain_s(specs: list[StageSpec]) -> dict[str, float]:
     for spec in reversed(specs):
         after[spec.key] = spec.duration_s + max((after[k] for k in dependents[spec.key]), default=0.0)
     return after
+
+
+def critical_stages(specs: list[StageSpec]) -> set[str]:
+    """The stages on a longest chain of durations (every one, where several chains tie)."""
+    ends: dict[str, float] = {}
+    for spec in specs:
+        ends[spec.key] = spec.duration_s + max((ends[d] for d in spec.deps), default=0.0)
+    after, longest = remaining_chain_s(specs), max(ends.values(), default=0.0)
+    return {spec.key for spec in specs
+            if abs(ends[spec.key] - spec.duration_s + after[spec.key] - longest) <= 1e-6 * max(longest, 1.0)}
+
+
+def with_more_gpus(specs: list[StageSpec], keys: set[str], factor: int, gpus_per_stage: int) -> list[StageSpec]:
+    """The DAG where the stages ``keys`` get ``factor`` times their GPUs at the same global batch: each takes
+    ``1 / factor`` of its time (linear data-parallel scaling, as the durations assume)."""
+    return [replace(spec, gpus=(spec.gpus or gpus_per_stage) * factor, duration_s=spec.duration_s / factor)
+            if spec.key in keys else spec for spec in specs]
 
 
 def lower_bound_s(specs: list[StageSpec], gpus: int, gpus_per_stage: int = 1) -> float:

@@ -159,6 +159,30 @@ def test_the_simulated_campaign_is_the_planners_paper_dag():
     assert all(d in keys for s in dag for d in s.deps)
     rotnet = [s for s in dag if s.kind == "dense" and s.duration_s > 90 * IMAGENET_TRAIN / 8000 * 1.5]
     assert len(rotnet) == 3 and rotnet[0].duration_s == pytest.approx(90 * IMAGENET_TRAIN * 4 / 8000)
+    # each kind's GPUs from the sweep's slurm.ranks: IMP rounds on 16 GPUs take half as long, dense ones keep 8
+    ranked = paper_dag(1000.0, 8, 60.0, overrides=("slurm.ranks={imp: {nodes: 2, tasks_per_node: 8}}",))
+    assert {(s.kind, s.gpus) for s in ranked if s.kind in ("imp", "dense")} == {("imp", 16), ("dense", 8)}
+    assert [s.duration_s for s in ranked if s.kind == "imp"] == [s.duration_s / 2 for s in dag if s.kind == "imp"]
+
+
+def test_the_what_if_gives_every_stage_of_a_longest_chain_twice_the_gpus():
+    from campaign_model import critical_path_s, critical_stages, with_more_gpus
+
+    dag = chain("a", [100, 200]) + chain("b", [200, 100]) + chain("c", [100, 100])
+    assert critical_stages(dag) == {"a0", "a1", "b0", "b1"}  # both chains of 300 s
+    faster = with_more_gpus(dag, critical_stages(dag), 2, gpus_per_stage=1)
+    assert critical_path_s(faster) == 200 and [s.gpus for s in faster] == [2, 2, 2, 2, 0, 0]
+    assert simulate(faster, model(gpus=5)).makespan_s == 200  # room for all three chains at once
+
+
+def test_a_distributed_stage_is_not_retried_inside_its_job_unless_the_what_if_says_so():
+    dag = chain("a", [100, 100])
+    fate = fails({("a0", 0): Fate(infra_after_s=50)})
+    ranks = {"ranks": {"imp": {"nodes": 2, "tasks_per_node": 1}}}
+    shipped = simulate(dag, model(slurm=ranks), fate)
+    assert shipped.human_interventions == 1 and shipped.automatic_retries == 0
+    what_if = simulate(dag, model(slurm=ranks, retry_distributed=True), fate)
+    assert what_if.human_interventions == 0 and what_if.makespan_s == 50 + R + 100 + 100
 
 
 def _random_dag(seed: int, n: int = 40) -> list[StageSpec]:
@@ -173,7 +197,7 @@ def _random_dag(seed: int, n: int = 40) -> list[StageSpec]:
     return stages
 
 
-@pytest.mark.parametrize("policy", ["afterok", "per_stage", "shipped"])
+@pytest.mark.parametrize("policy", ["afterok", "per_stage", "wave_arrays", "shipped"])
 def test_every_gpu_hour_is_either_kept_work_or_wasted_and_no_stage_starts_before_its_dependencies(policy):
     for seed in range(5):
         dag = _random_dag(seed)
