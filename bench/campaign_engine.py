@@ -190,7 +190,7 @@ class Simulation(NodeEvents):
     def _try_release(self, index: int) -> None:
         """Release an array's jobs once its dependency is satisfied (afterany: every array before it ended)."""
         array = self.arrays[index]
-        if array.released or array.dead:
+        if array.released or array.dead or self.per_job:  # per job: released by ``_ended``
             return
         if self.dependency == "afterok":
             if any(self.arrays[d].dead for d in array.after):

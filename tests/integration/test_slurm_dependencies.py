@@ -69,6 +69,10 @@ def test_among_ready_jobs_the_longest_remaining_chain_starts_first(slurm_cluster
         while slurm_cluster.run("squeue", "-h", "-j", blocker, "-o", "%T").stdout.strip() != "RUNNING":
             assert time.monotonic() < deadline, "the blocking job never started"
             time.sleep(0.2)
+        # priority/basic gives each new job the lowest priority so far minus one, minus its nice: at SLURM's
+        # floor (1) every job has priority 1 and no nice can order them (seen on a long-lived test cluster)
+        assert int(slurm_cluster.run("squeue", "-h", "-j", blocker, "-o", "%Q").stdout) > 1, \
+            "SLURM's priorities are at their floor (1): nice cannot order jobs on this cluster"
         jobs, launched = launch_on_slurm(tmp_path, stages, {**SETTINGS, "cpus_per_task": cpus})
         nice = dict(line.split("|") for line in slurm_cluster.run(
             "squeue", "-h", "-r", "-j", ",".join(sorted({j.split("_")[0] for j in jobs.values()})), "-o",
