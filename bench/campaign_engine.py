@@ -36,7 +36,11 @@ class Simulation(NodeEvents):
         self.model, self.fate, self.policy = model, fate, model.policy
         #: how an array waits for the arrays before it: the backend's own (afterany), or afterok
         self.dependency = "afterok" if model.policy == "afterok" else slurm_submission.DEPENDENCY
-        if self.dependency not in ("afterany", "afterok"):
+        #: shipped: each job waits for the jobs of the plan's ``waits``; the other policies: whole arrays
+        self.per_job = model.policy == "shipped"
+        #: the backend's jobs: the input check, in-job retries, resume cancelling what is queued behind
+        self.backend_jobs = model.policy in ("shipped", "wave_arrays")
+        if self.dependency not in ("afterany", "afterok") or (self.per_job and self.dependency != "afterany"):
             raise NotImplementedError(f"the backend's dependency {self.dependency!r} is not modelled")
         self.order = [spec.key for spec in specs]
         self.stages = {spec.key: Stage(spec, spec.gpus or model.gpus_per_stage) for spec in specs}
@@ -52,7 +56,9 @@ class Simulation(NodeEvents):
             for dep in spec.deps:
                 self.dependents[dep].append(spec.key)
         self.uniform = len({stage.gpus for stage in self.stages.values()}) <= 1
-        self.rank = remaining_chain_s(specs) if model.critical_path_first else {}  # first: the longest chain
+        #: the driver's priority of each stage (its longest remaining chain), which the plan turns into nice
+        self.chain = remaining_chain_s(specs)
+        self.rank = self.chain if model.critical_path_first else {}  # a what-if: first the longest chain
         self.cluster = Cluster(model.gpus, model.node_gpus)
         self.jobs: list[Job] = []
         self.arrays: list[Array] = []
@@ -129,14 +135,17 @@ class Simulation(NodeEvents):
         for key in keys:
             stage = self.stages[key]
             pending = tuple(d for d in stage.spec.deps if self.stages[d].state != "done")
-            elsewhere = tuple(f"{self.jobs[self.stages[d].job].array}_0" for d in pending
-                              if d not in inside and self._alive(self.stages[d]))
-            tasks.append(Task(key, Path(key), pending, kind=stage.spec.kind, after_jobs=elsewhere))
-        first = len(self.arrays)
+            elsewhere = tuple(f"{self.jobs[self.stages[d].job].array}_{self.stages[d].job}" for d in pending
+                              if d not in inside and self._alive(self.stages[d]))  # "array_job", as SLURM's ids
+            priority = self.chain[key] if self.per_job else 0.0  # the baselines: the planner's order
+            tasks.append(Task(key, Path(key), pending, priority, kind=stage.spec.kind, after_jobs=elsewhere))
+        first, first_job = len(self.arrays), len(self.jobs)
         for submission in slurm_submission.plan_arrays(tasks, self.model.slurm, self.model.max_array_size):
             if any(len(pack) != 1 for pack in submission.packs):
                 raise NotImplementedError("slurm.stages_per_job: the model runs one stage per job")
-            retries = {"shipped": submission.retries, "per_stage": self.model.retries, "afterok": 0}[self.policy]
+            retries = {"per_stage": self.model.retries, "afterok": 0}.get(self.policy, submission.retries)
+            if submission.distributed and self.model.retry_distributed and self.backend_jobs:
+                retries = slurm_submission.in_job_retries({**self.model.slurm, "ranks": {}}, submission.kind)
             index = len(self.arrays)
             array = Array(sorted({first + i for i in submission.after} | {int(j) for j in submission.after_jobs}),
                            submission.parallelism, retries)
@@ -145,11 +154,15 @@ class Simulation(NodeEvents):
             for dep in array.after:
                 self.arrays[dep].dependents.append(index)
             for position, (task,) in enumerate(submission.packs):
-                job = Job(len(self.jobs), task.key, index, (-self.rank.get(task.key, 0.0), self.submitted, position))
+                first_key = submission.nice[position] if self.per_job else -self.rank.get(task.key, 0.0)
+                job = Job(len(self.jobs), task.key, index, (first_key, self.submitted, position))
                 self.jobs.append(job)
                 array.jobs.append(job.index)
                 stage = self.stages[task.key]
                 stage.job, stage.state = job.index, "waiting"
+                if self.per_job:  # afterany on the jobs of its own inputs (``scontrol update``, task_updates.py)
+                    job.after = [self.arrays[first + i].jobs[j] for i, j in submission.waits[position]] + [
+                        int(job_id.split("_")[1]) for job_id in submission.waits_outside[position]]
         if self.policy == "per_stage":
             for key in keys:  # in dependency order: a stage behind a failure is blocked at once
                 stage = self.stages[key]
@@ -160,6 +173,14 @@ class Simulation(NodeEvents):
                 elif stage.waiting_on == 0:
                     self._make_pending(self.jobs[stage.job])
             return
+        if self.per_job:
+            for job in self.jobs[first_job:]:
+                job.waiting = sum(self.jobs[j].state != ENDED for j in job.after)
+                for j in job.after:
+                    self.jobs[j].dependents.append(job.index)
+                if job.waiting == 0:
+                    self._make_pending(job)
+            return
         for index in range(first, len(self.arrays)):
             self._try_release(index)
 
@@ -169,7 +190,7 @@ class Simulation(NodeEvents):
     def _try_release(self, index: int) -> None:
         """Release an array's jobs once its dependency is satisfied (afterany: every array before it ended)."""
         array = self.arrays[index]
-        if array.released or array.dead:
+        if array.released or array.dead or self.per_job:  # per job: released by ``_ended``
             return
         if self.dependency == "afterok":
             if any(self.arrays[d].dead for d in array.after):
@@ -189,7 +210,7 @@ class Simulation(NodeEvents):
         job.state, job.allocation, job.started = RUNNING, allocation, self.now
         self.arrays[job.array].running += 1
         stage = self.stages[job.key]
-        if self.policy == "shipped" and any(self.stages[d].state != "done" for d in stage.spec.deps):
+        if self.backend_jobs and any(self.stages[d].state != "done" for d in stage.spec.deps):
             stage.state = "blocked"  # the job's input check (orchestrator/backends/slurm/inputs.py)
             self._at(self.now + self.model.check_s + self.model.job_end_s, "end_job", job)
             return
@@ -262,9 +283,9 @@ class Simulation(NodeEvents):
         stage.retries_used += 1
         self.out.automatic_retries += 1
         self.out.retried.add(job.key)
-        if self.policy == "shipped" and model.retry_mode == "in_job":
+        if self.backend_jobs and model.retry_mode == "in_job":
             self._begin_attempt(job, 0.0)  # same job, same node, no queue
-        elif self.policy == "shipped" and model.retry_mode == "resubmit":
+        elif self.backend_jobs and model.retry_mode == "resubmit":
             self.submitted += 1
             job.priority = (-self.rank.get(job.key, 0.0), self.submitted, 0)  # the back of the queue
             self._requeue(job, 0.0)
@@ -327,9 +348,20 @@ class Simulation(NodeEvents):
                         waiter.waiting_on -= 1
                         if waiter.waiting_on == 0:
                             self._make_pending(self.jobs[waiter.job])
+        self._ended(job)
         if array.complete():
             for index in array.dependents:
                 self._try_release(index)
+
+    def _ended(self, job: Job) -> None:
+        """Afterany on this job is satisfied: release the jobs that waited for it alone."""
+        if not self.per_job:
+            return
+        for index in job.dependents:
+            waiter = self.jobs[index]
+            waiter.waiting -= 1
+            if waiter.waiting == 0 and waiter.state == HELD:
+                self._make_pending(waiter)
 
     def _withdraw(self, job: Job, state: str) -> None:
         """A job that will never run (its stage is ``state``); it ends without counting for its array."""
@@ -338,6 +370,7 @@ class Simulation(NodeEvents):
         job.token += 1
         job.state = ENDED
         self.stages[job.key].state = state
+        self._ended(job)  # cancelled: SLURM counts afterany satisfied
 
     # ---- blocking and humans ------------------------------------------------------------------
     def _block_dependents(self, key: str) -> None:
@@ -377,7 +410,7 @@ class Simulation(NodeEvents):
             self.human_gave_up = True
             return
         again = {k for k in self.order if self.stages[k].state in ("failed", "blocked")}
-        if self.policy == "shipped":  # status shows a stage queued behind a failed or blocked one blocked
+        if self.backend_jobs:  # status shows a stage queued behind a failed or blocked one blocked
             queued = queued_behind(again, self.order, self.stages, self.jobs)
             again |= {job.key for job in queued}
             for job in queued:  # withdrawn first, so that no array they end releases one of them

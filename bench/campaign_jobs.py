@@ -31,11 +31,16 @@ class Stage:
 class Job:
     """One SLURM job (an array task): its array, its priority, its state and the GPUs it holds."""
 
-    __slots__ = ("index", "key", "array", "priority", "state", "allocation", "started", "token")
+    __slots__ = ("index", "key", "array", "priority", "state", "allocation", "started", "token", "after", "waiting",
+                 "dependents")
 
     def __init__(self, index: int, key: str, array: int, priority: tuple):
         self.index, self.key, self.array, self.priority = index, key, array, priority
         self.state = HELD
+        #: the jobs it waits for (afterany), how many of them have not ended, the jobs waiting for it.
+        self.after: list[int] = []
+        self.waiting = 0
+        self.dependents: list[int] = []
         self.allocation: Optional[Allocation] = None
         self.started = 0.0
         self.token = 0  # bumped whenever what the job was doing stops: stale events are skipped

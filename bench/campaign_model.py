@@ -16,13 +16,17 @@ array by index. A job that does not fit lets later ones start (backfill without 
 
 - ``shipped``, what the SLURM backend does, taken from its own code: the arrays of
   ``plan_arrays`` (one per DAG wave and kind, chunked to ``max_array_size``, throttled to
-  ``array_parallelism`` running tasks), each waiting ``afterany`` for the whole arrays before
-  it; each job first checks its stage's inputs and ends blocked within ``check_s`` when one is
+  ``array_parallelism`` running tasks), each job waiting ``afterany`` for the jobs of its own
+  inputs (the plan's ``waits``) and ordered by the plan's ``nice`` (critical path first: the
+  driver's priority, a stage's longest remaining chain, here in seconds of the model's
+  durations), then submission; each job first checks its stage's inputs and ends blocked within ``check_s`` when one is
   missing; a stage process killed by a signal is restarted inside its job (same node, no queue)
   up to the backend's ``retries``; a deterministic failure fails the stage. ``retry_mode``
   ``requeue`` or ``resubmit`` asks what the same retries would cost as a SLURM requeue
   (the job keeps its priority, after ``requeue_delay_s``) or a fresh submission (the back of
   the queue).
+- ``wave_arrays`` (the SLURM backend before issue 26): the same arrays, each waiting ``afterany``
+  for the whole arrays before it, in submission order; otherwise as ``shipped``.
 - ``per_stage`` (the baseline of issue 11): each stage waits for its own dependencies only, a
   retry is requeued, a failure blocks exactly its dependents at once.
 - ``afterok`` (the SLURM backend before issue 11): the same arrays waiting ``afterok``; no
@@ -60,10 +64,10 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Optional
 
-POLICIES = ("shipped", "per_stage", "afterok")
+POLICIES = ("shipped", "wave_arrays", "per_stage", "afterok")
 RETRY_MODES = ("in_job", "requeue", "resubmit")
 INFRASTRUCTURE, DETERMINISTIC, NODE_FAILURE, BAD_NODE = "infrastructure", "deterministic", "node failure", "bad node"
 #: seconds SLURM keeps a requeued batch job pending (its BeginTime): ``cred_expire`` (default 120 s) + 1.
@@ -105,6 +109,8 @@ class Model:
     retry_mode: str = "in_job"
     #: a what-if: pending jobs start longest remaining chain first, not in submission order.
     critical_path_first: bool = False
+    #: a what-if: distributed stages (``ranks``) retried inside their job like the others (the backend does not).
+    retry_distributed: bool = False
     human_delay_s: float = 12 * 3600.0
     restart_s: float = 0.0
     #: from the launch to the first job's start (the submission, the scheduler's first pass).
@@ -223,6 +229,23 @@ def remaining_chain_s(specs: list[StageSpec]) -> dict[str, float]:
     for spec in reversed(specs):
         after[spec.key] = spec.duration_s + max((after[k] for k in dependents[spec.key]), default=0.0)
     return after
+
+
+def critical_stages(specs: list[StageSpec]) -> set[str]:
+    """The stages on a longest chain of durations (every one, where several chains tie)."""
+    ends: dict[str, float] = {}
+    for spec in specs:
+        ends[spec.key] = spec.duration_s + max((ends[d] for d in spec.deps), default=0.0)
+    after, longest = remaining_chain_s(specs), max(ends.values(), default=0.0)
+    return {spec.key for spec in specs
+            if abs(ends[spec.key] - spec.duration_s + after[spec.key] - longest) <= 1e-6 * max(longest, 1.0)}
+
+
+def with_more_gpus(specs: list[StageSpec], keys: set[str], factor: int, gpus_per_stage: int) -> list[StageSpec]:
+    """The DAG where the stages ``keys`` get ``factor`` times their GPUs at the same global batch: each takes
+    ``1 / factor`` of its time (linear data-parallel scaling, as the durations assume)."""
+    return [replace(spec, gpus=(spec.gpus or gpus_per_stage) * factor, duration_s=spec.duration_s / factor)
+            if spec.key in keys else spec for spec in specs]
 
 
 def lower_bound_s(specs: list[StageSpec], gpus: int, gpus_per_stage: int = 1) -> float:

@@ -38,7 +38,16 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from campaign_model import SLURM_REQUEUE_DELAY_S, Model, StageSpec, critical_path_s, lower_bound_s, simulate  # noqa: E402,E501
+from campaign_model import (  # noqa: E402
+    SLURM_REQUEUE_DELAY_S,
+    Model,
+    StageSpec,
+    critical_path_s,
+    critical_stages,
+    lower_bound_s,
+    simulate,
+    with_more_gpus,
+)
 
 from orchestrator.planning import gpu_hours  # noqa: E402
 from orchestrator.planning.planner import plan_sweep  # noqa: E402
@@ -51,29 +60,43 @@ IMAGENET_TRAIN = 1_281_167
 ASSUMED_SAMPLES_PER_S = 2600.0
 
 
-def slurm_settings(retries: int | None = None) -> dict:
+#: the sweep read with the digits catalogue entry and small_cnn (see the docstring), then ``--set``'s overrides.
+STAND_INS = ["dataset={name: digits}", "arch={name: small_cnn}"]
+
+
+def slurm_settings(retries: int | None = None, overrides: tuple[str, ...] = ()) -> dict:
     """The sweep's own ``slurm:`` section (its defaults where it has none), ``retries`` overridden when given."""
-    settings = load_spec(SWEEP, ["dataset={name: digits}", "arch={name: small_cnn}"]).slurm.model_dump()
+    settings = load_spec(SWEEP, [*STAND_INS, *overrides]).slurm.model_dump()
     return settings if retries is None else {**settings, "retries": retries}
 
 
-def paper_dag(samples_per_s: float, gpus_per_stage: int, untimed_s: float, checkpoints: bool = True) -> list[StageSpec]:
-    """The planner's stages of the ResNet-50 sweep, with durations, in dependency order.
+def kind_gpus(settings: dict, kind: str, gpus_per_stage: int) -> int:
+    """A stage's GPUs: one per rank of its kind's ``slurm.ranks`` (nodes x tasks_per_node), else ``gpus_per_stage``."""
+    ranks = (settings.get("ranks") or {}).get(kind)
+    return int(ranks["nodes"]) * int(ranks["tasks_per_node"]) if ranks else gpus_per_stage
+
+
+def paper_dag(samples_per_s: float, gpus_per_stage: int, untimed_s: float, checkpoints: bool = True,
+              overrides: tuple[str, ...] = ()) -> list[StageSpec]:
+    """The planner's stages of the ResNet-50 sweep, with durations and GPUs, in dependency order.
 
     ``checkpoints``: a rerun resumes from the last epoch checkpoint (the worker saves one each
-    epoch); False: from scratch.
+    epoch); False: from scratch. Each stage's GPUs: :func:`kind_gpus` of the sweep's ``slurm:``
+    section; its duration at the recipe's global batch scales linearly with them.
     """
-    spec = load_spec(SWEEP, ["dataset={name: digits}", "arch={name: small_cnn}"])
+    spec = load_spec(SWEEP, [*STAND_INS, *overrides])
+    settings = spec.slurm.model_dump()
     plan = plan_sweep(spec)
     stages = []
     for key, stage in plan.stages.items():
+        gpus = kind_gpus(settings, stage.kind, gpus_per_stage)
         if stage.epochs:
             views = gpu_hours.VIEWS.get(stage.config.get("task", "labels"), 1)
-            duration = stage.epochs * IMAGENET_TRAIN * views / (samples_per_s * gpus_per_stage)
+            duration = stage.epochs * IMAGENET_TRAIN * views / (samples_per_s * gpus)
         else:
             duration = untimed_s
         stages.append(StageSpec(key, stage.kind, duration, tuple(stage.deps.values()),
-                                int(stage.epochs) if checkpoints else 0))
+                                int(stage.epochs) if checkpoints else 0, gpus))
     return stages
 
 
@@ -103,10 +126,10 @@ SCENARIOS = [
     ("the same outage with requeue off", {"outage_at_s": 2 * 86400.0, "outage_s": 4 * 3600.0, "node_requeue": False}),
     ("retries as SLURM requeues (the job keeps its place, pending cred_expire + 1 s)", {"retry_mode": "requeue"}),
     ("retries as fresh submissions (the back of the queue)", {"retry_mode": "resubmit"}),
-    ("what-if, not shipped: the same arrays, pending jobs started longest remaining chain first",
-     {"critical_path_first": True}),
-    ("what-if, not shipped: each stage waits for its own inputs only (per_stage), critical path first",
-     {"policy": "per_stage", "critical_path_first": True}),
+    ("the backend before issue 26: each array waits for the whole arrays before it, in submission order",
+     {"policy": "wave_arrays"}),
+    ("what-if, not shipped: distributed stages (slurm.ranks) retried inside their job like the others",
+     {"retry_distributed": True}),
 ]
 
 
@@ -128,7 +151,11 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--requeue-delay-s", type=float, default=SLURM_REQUEUE_DELAY_S,
                         help="a requeued job's BeginTime (SLURM: cred_expire, default 120 s, + 1)")
     parser.add_argument("--retries", type=int, default=None, help="default: the sweep's slurm.retries")
-    parser.add_argument("--gpus-per-stage", type=int, default=8)
+    parser.add_argument("--gpus-per-stage", type=int, default=8, help="of a kind not in the sweep's slurm.ranks")
+    parser.add_argument("--gpus-per-node", type=int, default=8)
+    parser.add_argument("--set", action="append", default=[], metavar="OVERRIDE",
+                        help="a sweep override, as prunesweep's --set (e.g. the backend's per-kind GPUs: "
+                             "'slurm.ranks={imp: {nodes: 2, tasks_per_node: 8}}')")
     parser.add_argument("--device", default=gpu_hours.DEFAULT_DEVICE)
     parser.add_argument("--samples-per-s", type=float, default=None, help="per GPU (default: the table, else 2600)")
     parser.add_argument("--untimed-s", type=float, default=60.0, help="duration of a random-mask stage")
@@ -146,8 +173,9 @@ def arguments() -> argparse.Namespace:
 
 def models(args: argparse.Namespace, gpus: int, policy: str, **fields) -> tuple[Model, list[Model]]:
     """The failure-free reference and the model of each seed for one row."""
-    settings = slurm_settings(args.retries)
-    common = dict(gpus=gpus, policy=policy, gpus_per_stage=args.gpus_per_stage, slurm=settings,
+    settings = slurm_settings(args.retries, tuple(args.set))
+    common = dict(gpus=gpus, policy=policy, gpus_per_stage=args.gpus_per_stage, gpus_per_node=args.gpus_per_node,
+                  slurm=settings,
                   retries=settings["retries"], human_delay_s=args.human_delay_h * 3600, restart_s=args.restart_s,
                   job_start_s=args.job_start_s, check_s=args.check_s, job_end_s=args.job_end_s,
                   requeue_delay_s=args.requeue_delay_s)
@@ -161,11 +189,13 @@ def main() -> None:
     args = arguments()
     started = time.perf_counter()
     rate, source = throughput(args.device, args.samples_per_s)
-    dag = paper_dag(rate, args.gpus_per_stage, args.untimed_s, checkpoints=not args.no_checkpoints)
-    work = sum(s.duration_s for s in dag) * args.gpus_per_stage / 3600
-    settings = slurm_settings(args.retries)
+    dag = paper_dag(rate, args.gpus_per_stage, args.untimed_s, not args.no_checkpoints, tuple(args.set))
+    work = sum(s.duration_s * s.gpus for s in dag) / 3600
+    settings = slurm_settings(args.retries, tuple(args.set))
+    per_kind = ", ".join(f"{kind} {gpus}" for kind, gpus in sorted({(s.kind, s.gpus) for s in dag}))
     print(f"DAG: {len(dag)} stages of {SWEEP.relative_to(ROOT)} (planner), {work:,.0f} GPU-hours of work; "
-          f"{rate:g} samples/s per GPU ({source}); {args.gpus_per_stage} GPUs per stage; "
+          f"{rate:g} samples/s per GPU ({source}); GPUs per stage: {per_kind} "
+          f"(slurm.ranks, else --gpus-per-stage), {args.gpus_per_node} per node; "
           f"critical path {critical_path_s(dag) / 86400:.2f} days")
     print(f"failures: {1 - args.deterministic_share:.0%} infrastructure, {args.deterministic_share:.0%} deterministic; "
           f"preemptions {args.preemptions_per_hour:g}/job-hour (requeued after {args.requeue_delay_s:g} s); "
@@ -175,12 +205,12 @@ def main() -> None:
           f"{'scratch' if args.no_checkpoints else 'the last epoch checkpoint'}; mean of {args.seeds} seeds")
     print()
     print("| GPUs | failure p | policy | makespan (days) | lower bound (days) | x lower bound | x failure-free "
-          "| GPU-h wasted | human resumes | auto retries | stages unfinished |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          "| GPU-h wasted | human resumes | auto retries | stages unfinished | critical chain on 2x GPUs (days) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     verdicts = []
     for gpus in args.gpus:
         bound = lower_bound_s(dag, gpus, args.gpus_per_stage)
-        for policy in ("shipped", "per_stage", "afterok"):
+        for policy in ("shipped", "wave_arrays", "per_stage", "afterok"):
             reference_model, _ = models(args, gpus, policy)
             reference = simulate(dag, reference_model).makespan_s
             for p in args.failures:
@@ -191,7 +221,8 @@ def main() -> None:
                       f"| {statistics.mean(r.gpu_hours_wasted for r in runs):,.0f} "
                       f"| {statistics.mean(r.human_interventions for r in runs):.1f} "
                       f"| {statistics.mean(r.automatic_retries for r in runs):.1f} "
-                      f"| {statistics.mean(r.unfinished for r in runs):.1f} |")
+                      f"| {statistics.mean(r.unfinished for r in runs):.1f} "
+                      f"| {what_if(args, dag, gpus, policy, p) if policy == 'shipped' else ''} |")
                 if policy == "shipped" and p == max(args.failures):
                     verdicts.append(verdict(gpus, runs, reference, bound))
     print()
@@ -205,6 +236,18 @@ def main() -> None:
     if args.scenarios:
         scenario_table(args, dag)
     print(f"{time.perf_counter() - started:.1f} s on this machine's CPU")
+
+
+def what_if(args: argparse.Namespace, dag: list[StageSpec], gpus: int, policy: str, p: float) -> str:
+    """Where the critical path bounds the campaign: the mean makespan in days (and x its own lower bound) if every
+    stage on a longest chain gets twice its GPUs at the same global batch; else a dash."""
+    if critical_path_s(dag) < sum(s.duration_s * s.gpus for s in dag) / gpus:
+        return "-"
+    faster = with_more_gpus(dag, critical_stages(dag), 2, args.gpus_per_stage)
+    if max(s.gpus for s in faster) > gpus:
+        return "a stage would not fit"
+    makespan = statistics.mean(simulate(faster, model).makespan_s for model in models(args, gpus, policy, failure_p=p)[1])
+    return f"{makespan / 86400:.2f} ({makespan / lower_bound_s(faster, gpus):.3f}x)"
 
 
 def verdict(gpus: int, runs, reference: float, bound: float) -> str:

@@ -3,8 +3,8 @@
 Needs a reachable SLURM (e.g. ``tests/cluster/slurm.sh start`` then
 ``. /tmp/prunesweep-slurm/env.sh``). Builds a synthetic DAG of ``--chains`` chains of
 ``--length`` stages whose worker sleeps briefly, submits it through the SLURM backend
-(one array per wave and kind, each waiting ``afterany`` for the arrays before it:
-``orchestrator/backends/slurm/submission.py``) with a counting ``sbatch`` on PATH, then times
+(one array per wave and kind, each job then narrowed to ``afterany`` on the array tasks of its
+own inputs: ``orchestrator/backends/slurm/submission.py``, ``task_updates.py``) with a counting ``sbatch`` on PATH, then times
 plain ``sbatch`` of one job per stage on ``--single`` stages and scales it to the DAG.
 Every job it submits is cancelled at the end.
 

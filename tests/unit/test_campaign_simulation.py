@@ -3,6 +3,7 @@ and the paper DAG that bench/campaign_simulation.py feeds it."""
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 
 import pytest
 from conftest import ROOT
@@ -158,6 +159,30 @@ def test_the_simulated_campaign_is_the_planners_paper_dag():
     assert all(d in keys for s in dag for d in s.deps)
     rotnet = [s for s in dag if s.kind == "dense" and s.duration_s > 90 * IMAGENET_TRAIN / 8000 * 1.5]
     assert len(rotnet) == 3 and rotnet[0].duration_s == pytest.approx(90 * IMAGENET_TRAIN * 4 / 8000)
+    # each kind's GPUs from the sweep's slurm.ranks: IMP rounds on 16 GPUs take half as long, dense ones keep 8
+    ranked = paper_dag(1000.0, 8, 60.0, overrides=("slurm.ranks={imp: {nodes: 2, tasks_per_node: 8}}",))
+    assert {(s.kind, s.gpus) for s in ranked if s.kind in ("imp", "dense")} == {("imp", 16), ("dense", 8)}
+    assert [s.duration_s for s in ranked if s.kind == "imp"] == [s.duration_s / 2 for s in dag if s.kind == "imp"]
+
+
+def test_the_what_if_gives_every_stage_of_a_longest_chain_twice_the_gpus():
+    from campaign_model import critical_path_s, critical_stages, with_more_gpus
+
+    dag = chain("a", [100, 200]) + chain("b", [200, 100]) + chain("c", [100, 100])
+    assert critical_stages(dag) == {"a0", "a1", "b0", "b1"}  # both chains of 300 s
+    faster = with_more_gpus(dag, critical_stages(dag), 2, gpus_per_stage=1)
+    assert critical_path_s(faster) == 200 and [s.gpus for s in faster] == [2, 2, 2, 2, 0, 0]
+    assert simulate(faster, model(gpus=5)).makespan_s == 200  # room for all three chains at once
+
+
+def test_a_distributed_stage_is_not_retried_inside_its_job_unless_the_what_if_says_so():
+    dag = chain("a", [100, 100])
+    fate = fails({("a0", 0): Fate(infra_after_s=50)})
+    ranks = {"ranks": {"imp": {"nodes": 2, "tasks_per_node": 1}}}
+    shipped = simulate(dag, model(slurm=ranks), fate)
+    assert shipped.human_interventions == 1 and shipped.automatic_retries == 0
+    what_if = simulate(dag, model(slurm=ranks, retry_distributed=True), fate)
+    assert what_if.human_interventions == 0 and what_if.makespan_s == 50 + R + 100 + 100
 
 
 def _random_dag(seed: int, n: int = 40) -> list[StageSpec]:
@@ -172,7 +197,7 @@ def _random_dag(seed: int, n: int = 40) -> list[StageSpec]:
     return stages
 
 
-@pytest.mark.parametrize("policy", ["afterok", "per_stage", "shipped"])
+@pytest.mark.parametrize("policy", ["afterok", "per_stage", "wave_arrays", "shipped"])
 def test_every_gpu_hour_is_either_kept_work_or_wasted_and_no_stage_starts_before_its_dependencies(policy):
     for seed in range(5):
         dag = _random_dag(seed)
@@ -198,8 +223,9 @@ def test_the_lower_bound_is_the_critical_path_or_the_work_over_the_gpus():
     assert critical_path_s(dag) == 360 and lower_bound_s(dag, gpus=3) == 360
     assert lower_bound_s(dag, gpus=1) == 660 and lower_bound_s(dag, gpus=3, gpus_per_stage=2) == 440
     assert simulate(dag, model(gpus=3, policy="per_stage")).makespan_s == 360
-    # shipped: a1 and b1 form the wave-1 array, which waits for the whole wave-0 array (b0 ends at 300)
-    assert simulate(dag, model(gpus=3, policy="shipped")).makespan_s == 300 + 200 + 10
+    # shipped: each job waits for its own input's job; the wave arrays of before waited for b0 (300) too
+    assert simulate(dag, model(gpus=3, policy="shipped")).makespan_s == 360
+    assert simulate(dag, model(gpus=3, policy="wave_arrays")).makespan_s == 300 + 200 + 10
 
 
 # ---- the shipped policy: the SLURM backend's own arrays, afterany, in-job retries --------------------------
@@ -283,21 +309,20 @@ def test_the_shipped_policy_is_the_backends_own_plan(monkeypatch):
     from orchestrator.backends.slurm import submission
 
     dag = chain("a", [100, 200]) + chain("b", [300, 50])
-    assert simulate(dag, model(gpus=2)).makespan_s == 300 + 200  # a1 waits for the whole wave-0 array
+    assert simulate(dag, model(gpus=2)).makespan_s == 350  # a1 waits for a0's job only
+    shipped = submission.plan_arrays
 
-    def one_array_per_stage(tasks, settings, max_array_size):
-        position = {task.key: i for i, task in enumerate(tasks)}
-        return [submission.ArraySubmission(task.kind, ((task,),), tuple(position[k] for k in task.waits_for), (),
-                                           False, 2, 256) for task in tasks]
+    def whole_arrays(tasks, settings, max_array_size):
+        plan = shipped(tasks, settings, max_array_size)
+        return [replace(array, waits=tuple(tuple((i, j) for i in array.after for j in range(len(plan[i].packs)))
+                                           for _ in array.packs)) for array in plan]
 
-    monkeypatch.setattr(submission, "plan_arrays", one_array_per_stage)  # as if the backend changed its policy
-    assert simulate(dag, model(gpus=2)).makespan_s == 350
-    monkeypatch.setattr(submission, "DEPENDENCY", "afterok")
-    out = simulate(dag, model(gpus=2, max_resumes=0), fails({("a0", 0): Fate(broken_at=0.5)}))
-    assert out.states["a1"] == "blocked" and out.human_interventions == 0 and out.finished_at["b1"] == 350
-    monkeypatch.setattr(submission, "DEPENDENCY", "aftercorr")
-    with pytest.raises(NotImplementedError):
-        simulate(dag, model(gpus=2))
+    monkeypatch.setattr(submission, "plan_arrays", whole_arrays)  # as if the backend changed its policy back
+    assert simulate(dag, model(gpus=2)).makespan_s == 300 + 200
+    for dependency in ("afterok", "aftercorr"):  # per job, the model knows afterany only
+        monkeypatch.setattr(submission, "DEPENDENCY", dependency)
+        with pytest.raises(NotImplementedError):
+            simulate(dag, model(gpus=2))
 
 
 def test_critical_path_first_starts_the_longest_remaining_chain_first():
@@ -308,6 +333,9 @@ def test_critical_path_first_starts_the_longest_remaining_chain_first():
     # two GPUs: in submission order x and z go first and the chain runs after them
     assert simulate(dag, model(gpus=2, policy="per_stage")).makespan_s == 300
     assert simulate(dag, model(gpus=2, policy="per_stage", critical_path_first=True)).makespan_s == 200
+    # the backend's own lever: y0 gets the smallest nice of the plan, so it starts before x and z
+    assert simulate(dag, model(gpus=2)).makespan_s == 200
+    assert simulate(dag, model(gpus=2, policy="wave_arrays")).makespan_s == 300
 
 
 def test_the_validation_dag_is_the_planners_with_a_raising_stage_and_two_killed_ones():
@@ -323,5 +351,5 @@ def test_the_validation_dag_is_the_planners_with_a_raising_stage_and_two_killed_
         s.spec.key for s in stages if s.fail == "signal"}
     assert bound == pytest.approx(sum(s.spec.duration_s for s in stages) / 2)  # bound by its work on 2 slots
     barrier = barrier_dag()  # six waves of one 6 s stage and one 1 s stage each
-    assert simulate_on(barrier, free, 2, 2)[0].makespan_s == 36
-    assert simulate_on(barrier, free, 2, 2, policy="per_stage")[0].makespan_s == 21
+    assert simulate_on(barrier, free, 2, 2)[0].makespan_s == 21
+    assert simulate_on(barrier, free, 2, 2, policy="wave_arrays")[0].makespan_s == 36

@@ -1,9 +1,11 @@
-"""SLURM through submitit: the DAG submitted as job arrays chained with ``afterany``.
+"""SLURM through submitit: the DAG submitted as job arrays, each job waiting ``afterany`` for its own inputs.
 
 ``run`` submits the arrays of :func:`.submission.plan_arrays` and returns: stages of one
 kind and one wave (their depth in the DAG) form one array (chunked to the cluster's
-``MaxArraySize``), and each array waits with ``--dependency=afterany:`` for the arrays
-holding its stages' dependencies, so no driver process has to stay alive. A failure
+``MaxArraySize``), submitted waiting with ``--dependency=afterany:`` for the arrays holding
+its stages' dependencies; :mod:`.task_updates` then narrows each job to the array tasks its
+own stages wait for and sets its nice (critical path first), so no driver process has to
+stay alive and a stage starts as soon as its inputs ended. A failure
 holds back only its own dependents: each job first checks that its stage's inputs exist
 and ends at once as *blocked* when one does not (:mod:`.inputs`); the other stages of the
 same arrays run on. Each stage runs as a submitit ``Checkpointable``: on the signal
@@ -46,7 +48,7 @@ from typing import Any, Optional
 
 from orchestrator.backends.base import DEFAULT_RUNNER, Backend, Checks, Events, Retry, Task, Verdict
 from orchestrator.backends.processes import rank_env, split_runner, thread_env
-from orchestrator.backends.slurm import time_limits
+from orchestrator.backends.slurm import submit_limits, task_updates, time_limits
 from orchestrator.backends.slurm.attempts import read_record, recorded_keys, summary
 from orchestrator.backends.slurm.inputs import inputs_ready
 from orchestrator.backends.slurm.job_status import blocked_while_queued, cancel, job_states, judge_job
@@ -224,12 +226,16 @@ class SlurmBackend(Backend):
             raise UserError(f"slurm.partition: unknown partition {partition!r}; sinfo knows: {', '.join(known)}")
 
     def run(self, tasks: list[Task], events: Events) -> None:
-        """Submit the arrays of :func:`.submission.plan_arrays` (per wave and kind, ``afterany``); return at once."""
+        """Submit the arrays of :func:`.submission.plan_arrays` (per wave and kind, each job ``afterany`` on its
+        own inputs, critical path first); return at once."""
         if not tasks:
             return
         self.preflight()
         plan = plan_arrays(tasks, self.settings, max_array_size(self.settings.get("max_array_size")))
+        submit_limits.check(sum(len(array.packs) for array in plan), self.settings.get("account"))
         array_ids: dict[int, str] = {}  # position in the plan -> the array's job id
+        job_ids: dict[tuple[int, int], str] = {}  # (position in the plan, job index) -> the job's id
+        refused: list[str] = []
         submitted_stages = 0
         code = str(snapshot_code(self.runner, self.log_folder / "code"))
         job = StageJob(self.runner, code)
@@ -251,11 +257,15 @@ class SlurmBackend(Backend):
                                 for pack in array.packs]
                 except Exception as error:
                     raise submission_error(error, submitted_stages, len(tasks)) from None
-                for pack, submitted in zip(array.packs, jobs, strict=True):
+                for job_index, (pack, submitted) in enumerate(zip(array.packs, jobs, strict=True)):
                     array_ids[index] = submitted.job_id.split("_")[0]
+                    job_ids[(index, job_index)] = submitted.job_id
                     for task in pack:  # a pack's stages share its job id, each keeps its own row
                         submitted_stages += 1
                         events.started(task.key, host=None, pid=None, job_id=submitted.job_id)
+                refused += task_updates.apply(task_updates.updates(array, index, job_ids))
+        if refused:  # those jobs wait for whole arrays: later than needed, never too early
+            print(f"slurm: {len(refused)} scontrol update(s) refused, e.g. {refused[0]}", file=sys.stderr)
 
     def _derived_time_min(self) -> dict[str, int]:
         """Kind -> minutes derived at launch (and kept for resume, which has no plan at hand)."""

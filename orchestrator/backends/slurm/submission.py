@@ -8,22 +8,31 @@ the arrays :func:`plan_arrays` returns, in that order, and the campaign simulato
   that launch, :func:`waves`) and kind, in the order the tasks come (the planner's
   dependency order); the stages of a kind listed in ``stages_per_job`` are packed that many
   to a job; the jobs of a group form one array, chunked to ``MaxArraySize``;
-- each array waits with :data:`DEPENDENCY` (``afterany``: the arrays it waits for ended,
-  however they ended) for every array of the launch that holds a dependency of one of its
-  stages, and for the arrays of dependencies queued or running from an earlier launch;
+- each array is submitted waiting with :data:`DEPENDENCY` (``afterany``: ended, however they
+  ended) for every array of the launch that holds a dependency of one of its stages, and for
+  the arrays of dependencies queued or running from an earlier launch; right after, each of its
+  jobs is narrowed to the array *tasks* its own stages wait for (``afterany:123_4:125_0``,
+  :attr:`ArraySubmission.waits`, set by :mod:`.task_updates`), so a stage starts as soon as its own
+  inputs ended, not when the whole wave before did;
+- critical path first: each job gets a ``nice`` (:attr:`ArraySubmission.nice`) from its stages'
+  :attr:`Task.priority <orchestrator.backends.base.Task.priority>` (the driver's longest remaining
+  chain): the larger the priority, the smaller the nice, in steps larger than the number of
+  arrays of the launch, so that among jobs ready to start the longest remaining chain goes first
+  whatever array it is in; the jobs of an array are in priority order too;
 - each job checks its stage's inputs first and ends at once, *blocked*, when one is missing
   (:mod:`.inputs`); a stage process killed by a signal is started again inside its job up to
   :attr:`ArraySubmission.retries` times (:mod:`.pack`); a distributed stage (``ranks``) runs in
   the job's own processes and is not retried inside its job.
 
-SLURM orders pending jobs by priority, then submission: with the default ``priority/basic``
-every array submitted earlier comes first, and the tasks of one array by index.
+SLURM orders pending jobs by priority, then submission: ``priority/basic`` gives each job the
+priority of the job before it minus one, minus its nice (``priority/multifactor`` subtracts the
+nice too); the tasks of one array by index.
 """
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from orchestrator.backends.base import Task
@@ -35,6 +44,8 @@ DEPENDENCY = "afterany"
 DEFAULT_MAX_ARRAY_SIZE = 1000
 #: the default ``%N`` throttle of each array (``array_parallelism``).
 DEFAULT_ARRAY_PARALLELISM = 256
+#: the largest nice SLURM accepts.
+MAX_NICE = 2147483645
 
 
 @dataclass(frozen=True)
@@ -54,10 +65,25 @@ class ArraySubmission:
     retries: int
     #: the array's ``%N`` throttle: at most this many of its jobs run at once.
     parallelism: int
+    #: per job: the (plan position, job index) of the jobs of earlier arrays of the plan it waits for.
+    waits: tuple[tuple[tuple[int, int], ...], ...] = ()
+    #: per job: the job ids (``123_4``) outside the plan it waits for.
+    waits_outside: tuple[tuple[str, ...], ...] = ()
+    #: per job: its ``nice`` (critical path first: 0 for the longest remaining chain of the launch).
+    nice: tuple[int, ...] = ()
 
     def dependency(self, array_ids: Mapping[int, str]) -> str | None:
-        """The ``--dependency`` value, given the job ids of the plan's arrays submitted so far."""
+        """The ``--dependency`` of the ``sbatch``, given the job ids of the plan's arrays submitted so far.
+
+        Every job waits for the whole arrays first; :meth:`job_dependency` then narrows each.
+        """
         needed = sorted({array_ids[index] for index in self.after} | set(self.after_jobs))
+        return f"{DEPENDENCY}:" + ":".join(needed) if needed else None
+
+    def job_dependency(self, job: int, job_ids: Mapping[tuple[int, int], str]) -> str | None:
+        """Job ``job``'s own dependency (``afterany:12_0:13_4``), given the job id of each
+        (plan position, job index) submitted so far: the jobs its stages wait for."""
+        needed = [job_ids[needs] for needs in self.waits[job]] + list(self.waits_outside[job])
         return f"{DEPENDENCY}:" + ":".join(needed) if needed else None
 
 
@@ -91,23 +117,37 @@ def in_job_retries(settings: Mapping[str, Any], kind: str) -> int:
 def plan_arrays(tasks: list[Task], settings: Mapping[str, Any], max_array_size: int) -> list[ArraySubmission]:
     """The arrays one launch of ``tasks`` submits, in submission order (see the module's docstring)."""
     plan: list[ArraySubmission] = []
-    array_of: dict[str, int] = {}  # task key -> position of its array in the plan
+    job_of: dict[str, tuple[int, int]] = {}  # task key -> (position of its array in the plan, its job there)
     per_job = settings.get("stages_per_job") or {}
     parallelism = int(settings.get("array_parallelism", DEFAULT_ARRAY_PARALLELISM))
     for wave in waves(tasks).values():
         by_kind: dict[str, list[Task]] = defaultdict(list)
-        for task in wave:
+        for task in sorted(wave, key=lambda task: -task.priority):  # stable: the planner's order among equals
             by_kind[task.kind].append(task)
         for kind, members in by_kind.items():
             size = int(per_job.get(kind, 1))
             packs = [tuple(members[i:i + size]) for i in range(0, len(members), size)]
             for start in range(0, len(packs), max_array_size):
                 chunk = tuple(packs[start:start + max_array_size])
-                stages = [task for pack in chunk for task in pack]
-                after = sorted({array_of[k] for task in stages for k in task.waits_for if k in array_of})
-                outside = sorted({job_id.split("_")[0] for task in stages for job_id in task.after_jobs})
-                plan.append(ArraySubmission(kind, chunk, tuple(after), tuple(outside), is_distributed(settings, kind),
-                                            in_job_retries(settings, kind), parallelism))
-                for task in stages:
-                    array_of[task.key] = len(plan) - 1
-    return plan
+                waits = tuple(tuple(sorted({job_of[k] for task in pack for k in task.waits_for if k in job_of}))
+                              for pack in chunk)
+                outside = tuple(tuple(sorted({job_id for task in pack for job_id in task.after_jobs}))
+                                for pack in chunk)
+                after = sorted({index for needs in waits for index, _ in needs})
+                arrays_outside = sorted({job_id.split("_")[0] for needs in outside for job_id in needs})
+                plan.append(ArraySubmission(kind, chunk, tuple(after), tuple(arrays_outside),
+                                            is_distributed(settings, kind), in_job_retries(settings, kind),
+                                            parallelism, waits, outside))
+                for job, pack in enumerate(chunk):
+                    for task in pack:
+                        job_of[task.key] = (len(plan) - 1, job)
+    return _with_nice(plan)
+
+
+def _with_nice(plan: list[ArraySubmission]) -> list[ArraySubmission]:
+    """Each job's nice: the rank of its highest stage priority among the launch's, times the arrays in the plan
+    (SLURM lowers each later submission's priority by one: a larger step keeps the ranks apart)."""
+    best = [[max(task.priority for task in pack) for pack in array.packs] for array in plan]
+    ranks = {value: rank for rank, value in enumerate(sorted({v for jobs in best for v in jobs}, reverse=True))}
+    return [replace(array, nice=tuple(min(MAX_NICE, ranks[value] * len(plan)) for value in jobs))
+            for array, jobs in zip(plan, best, strict=True)]
