@@ -287,6 +287,17 @@ SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU
 MpiDefault=none
 ReturnToService=2
+# Most sites rank jobs with priority/multifactor. Only the partition's factor weighs here, so every job starts
+# at the same priority and its nice alone orders it; priority/basic (SLURM's default) instead counts down
+# from the lowest priority seen, and a long-lived cluster sits at its floor, 1, where no nice orders anything.
+PriorityType=priority/multifactor
+PriorityWeightPartition=1000000
+PriorityWeightAge=0
+PriorityWeightFairshare=0
+PriorityWeightJobSize=0
+PriorityWeightQOS=0
+PriorityWeightAssoc=0
+PriorityCalcPeriod=1
 SchedulerParameters=batch_sched_delay=0,sched_min_interval=0,sched_interval=1,bf_interval=1
 KillWait=5
 MinJobAge=3600
