@@ -35,7 +35,8 @@ from workers.stages.artifacts import atomic_write_json  # noqa: E402
 from workers.data.datasets import DataSplit  # noqa: E402
 from workers.models import build_model  # noqa: E402
 from workers.tasks.objectives import get_task  # noqa: E402
-from workers.training.loop import pick_device, train  # noqa: E402
+from workers.training.device import pick_device  # noqa: E402
+from workers.training.loop import train  # noqa: E402
 
 #: image side and classes of each dataset the paper sweeps use.
 SHAPES = {"cifar10": (32, 10), "imagenet": (224, 1000), "places205": (224, 205), "voc07": (224, 20)}

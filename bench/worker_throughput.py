@@ -35,7 +35,8 @@ from workers.data.datasets import DataSplit  # noqa: E402
 from workers.models import build_model  # noqa: E402
 from workers.pruning.masks import kept_after_rounds, count, full_mask, random_mask  # noqa: E402
 from workers.tasks.objectives import get_task  # noqa: E402
-from workers.training.loop import pick_device, train  # noqa: E402
+from workers.training.device import pick_device  # noqa: E402
+from workers.training.loop import train  # noqa: E402
 
 # name -> (arch, classes, GPU (side, batch, images), CPU (side, batch, images), augment)
 CASES = {

@@ -326,7 +326,7 @@ def load(url: str) -> pd.DataFrame:
     """
     from sqlalchemy import inspect, select
 
-    from results.table import _TEXT_DTYPE, _frame
+    from results.loaded_frame import frame_of_rows, pandas_dtypes
 
     try:
         with _engine(url).connect() as conn:
@@ -346,7 +346,7 @@ def load(url: str) -> pd.DataFrame:
     except Exception as error:
         raise CentralDbError(f"{shown(url)}: {_reason(error, url)}") from None
     try:
-        frame = _frame([tuple(row[2:]) for row in found])
+        frame = frame_of_rows([tuple(row[2:]) for row in found])
     except (TypeError, ValueError) as error:  # a value no column type takes (a shared SQLite file edited by hand)
         raise CentralDbError(f"{shown(url)}: a value of the wrong type in {TABLE} ({error})") from None
     ids = [row[0] for row in found]
@@ -357,7 +357,7 @@ def load(url: str) -> pd.DataFrame:
             ids_of.setdefault(label, set()).add(ident)
         names = [label if len(ids_of[label]) == 1 else f"{label}#{ident[:8]}"
                  for ident, label in zip(ids, labels, strict=True)]
-        frame.insert(0, "workspace", _text_series(names, _TEXT_DTYPE, frame.index))
+        frame.insert(0, "workspace", _text_series(names, pandas_dtypes()[0], frame.index))
     return frame
 
 

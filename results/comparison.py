@@ -21,9 +21,10 @@ from typing import NamedTuple, cast
 import numpy as np
 import pandas as pd
 
+from results.conditions import matches
 from results.frame_text import frame_text
 from results.hints import absent_value, did_you_mean
-from results.query import _matches, grouping, percent_label
+from results.query import grouping, percent_label
 
 #: A difference is marked significant when its p-value is below this.
 ALPHA = 0.05
@@ -130,7 +131,7 @@ def compare(df: pd.DataFrame, column: str, a: str, b: str, by: Sequence[str] | N
     sides = []
     averaged = 0
     for value, suffix in ((a, "_a"), (b, "_b")):
-        side = df[_matches(df[column], value, column)]
+        side = df[matches(df[column], value, column)]
         if side.empty:
             raise ValueError(f"{column}={value}: {absent_value(value, df[column])}")
         means = side.groupby(keys + ["seed"], dropna=False, sort=False)[["top1", "measured_fraction"]].mean()

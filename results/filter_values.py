@@ -7,8 +7,8 @@ from typing import Optional
 
 import pandas as pd
 
+from results.conditions import MISSING_WORDS, matches, parse_conditions
 from results.hints import absent_value
-from results.query import _MISSING_WORDS, _matches, parse_conditions
 
 
 def value_in_no_row(where: Iterable[str], frame: pd.DataFrame,
@@ -22,14 +22,14 @@ def value_in_no_row(where: Iterable[str], frame: pd.DataFrame,
     """
     conditions = parse_conditions(list(where), frame.columns)
     unseen = [(condition, value) for condition in conditions if condition.op in ("=", "!=", "in", "not in")
-              for value in condition.values if value.lower() not in _MISSING_WORDS
-              and not _matches(frame[condition.column], value, condition.column).any()]
+              for value in condition.values if value.lower() not in MISSING_WORDS
+              and not matches(frame[condition.column], value, condition.column).any()]
     if not unseen:
         return None
     table = whole(sorted({condition.column for condition, _ in unseen}))
     if table.empty:
         return None
     for condition, value in unseen:
-        if not _matches(table[condition.column], value, condition.column).any():
+        if not matches(table[condition.column], value, condition.column).any():
             return condition.text, absent_value(value, table[condition.column])
     return None

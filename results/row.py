@@ -1,4 +1,5 @@
-"""The results row: its columns and types, and how it is built from a finished grid cell.
+"""The results row: its columns and types, how it is built from a finished grid cell, and how a
+row given to :func:`results.record` is checked and converted to the column types (:func:`prepare_row`).
 
 This is the one definition of a row of ``WORKSPACE/results.sqlite``. Adding a column is
 one :class:`Column` appended to :data:`ROW` (and the ``build_row`` line that fills it)
@@ -11,8 +12,12 @@ and, for ``natural_sparsity``, the metrics of the dense run its mask comes from.
 """
 from __future__ import annotations
 
+import math
+import numbers
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any, Optional
 
 #: the ``rewind`` of a cell whose init needs no rewinding point (a random mask, re-initialised).
@@ -160,3 +165,75 @@ def _metric(metrics: Mapping[str, Any]) -> dict[str, Any]:
     if metric == "map" and "map_11point" not in metrics and metrics.get("eval_dataset") in ELEVEN_POINT_BEFORE:
         metric, eleven_point = "map_11point", metrics.get("top1")
     return {"metric": metric, "map_11point": eleven_point}
+
+
+# --------------------------------------------------------------------------- a row given to record
+
+
+def prepare_row(row: Mapping[str, Any], index: int) -> tuple:
+    """Validate one row and return its values as a tuple in :data:`COLUMNS` order."""
+    if not isinstance(row, Mapping):
+        raise ValueError(f"row {index}: expected a mapping of column -> value, got {type(row).__name__}")
+    missing = [key for key in REQUIRED if key not in row]
+    if missing:
+        raise ValueError(f"row {index}: missing key(s) {', '.join(missing)} (required: {', '.join(REQUIRED)})")
+    unknown = sorted(str(key) for key in row if key not in COLUMN_TYPES)
+    if unknown:
+        raise ValueError(f"row {index}: unknown key(s) {', '.join(unknown)} (allowed: {', '.join(COLUMNS)})")
+    values = {**{name: None for name in OPTIONAL}, **row}
+    if values.get("recorded_at") is None:
+        values["recorded_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    converted = []
+    for name, sqltype in COLUMN_TYPES.items():
+        value = _convert(values[name], sqltype)
+        if value is _INVALID:
+            raise ValueError(
+                f"row {index}: {name}={values[name]!r} is not a valid {sqltype} value"
+            )
+        if value is None and name in NOT_NULL:
+            raise ValueError(f"row {index}: {name} may not be empty (got {values[name]!r})")
+        converted.append(value)
+    return tuple(converted)
+
+
+_INVALID = object()
+
+
+def _convert(value: Any, sqltype: str) -> Any:
+    """Convert ``value`` to the Python type SQLite stores for ``sqltype``; ``_INVALID`` if impossible."""
+    if value is None:
+        return None
+    kind = type(value)  # the plain types of a row built from JSON, decided first: thousands of rows a status
+    if kind is str and sqltype == "TEXT" or kind is int and sqltype == "INTEGER":
+        return value
+    if kind is float and sqltype == "REAL":
+        return value if math.isfinite(value) else None if math.isnan(value) else _INVALID
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    pandas = sys.modules.get("pandas")  # a pandas missing value can only come from a loaded pandas
+    if pandas is not None and (value is pandas.NA or value is pandas.NaT):
+        return None
+    if isinstance(value, bool):
+        return _INVALID
+    if sqltype == "TEXT":
+        if isinstance(value, str):
+            return value
+        if isinstance(value, numbers.Integral):
+            return str(int(value))  # e.g. rewind given as 0
+        return _INVALID
+    if sqltype == "INTEGER":
+        if isinstance(value, numbers.Integral):
+            return int(value)
+        if isinstance(value, numbers.Real) and float(value).is_integer():
+            return int(float(value))
+        return _INVALID
+    if sqltype == "REAL":
+        if isinstance(value, numbers.Real):
+            number = float(value)
+            if math.isnan(number):
+                return None
+            if math.isinf(number):
+                return _INVALID
+            return number
+        return _INVALID
+    raise AssertionError(f"unknown SQLite type {sqltype}")

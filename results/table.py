@@ -14,31 +14,16 @@ workspace without a database or table reads as an empty table.
 """
 from __future__ import annotations
 
-import gc
-import math
-import numbers
 import os
 import sqlite3
-import sys
-import warnings
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import closing, contextmanager
-from datetime import datetime, timezone
+from collections.abc import Iterable, Mapping, Sequence
+from contextlib import closing
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from results.loaded_frame import collector_paused, frame_of_rows, pandas_dtypes, text_array
 from results.migrations import DB_FILE, MIGRATIONS, TABLE
-from results.row import (
-    COLUMN_TYPES,
-    COLUMNS,
-    MISTYPED_SQL,
-    NOT_NULL,
-    OPTIONAL,
-    PRIMARY_KEY,
-    REQUIRED,
-    DamagedValue,
-    mistyped_value,
-)
+from results.row import COLUMN_TYPES, COLUMNS, MISTYPED_SQL, PRIMARY_KEY, DamagedValue, prepare_row
 from results.versioned_sqlite import migrate, open_for_reading, open_for_writing, table_columns, with_retry
 
 if TYPE_CHECKING:
@@ -52,26 +37,6 @@ _INSERT_SQL = (
     f"INSERT OR IGNORE INTO {TABLE} ({', '.join(COLUMNS)}) "
     f"VALUES ({', '.join('?' for _ in COLUMNS)})"
 )
-
-
-def _pandas_dtypes() -> tuple[Any, dict[str, Any]]:
-    """pandas and the dtypes of the loaded frame: nullable integers (level is NULL for one-shot),
-    floats, and pandas' default string dtype ("str" in pandas 3, object before).
-
-    pandas is imported here, not with the module: recording rows (the driver, ``status``)
-    never needs it, and it costs a third of a second and 85 MB per command (issue 16).
-    """
-    import pandas as pd
-
-    text = pd.Series(["x"]).dtype
-    return text, {"TEXT": text, "INTEGER": "Int64", "REAL": "float64"}
-
-
-def __getattr__(name: str) -> Any:
-    """``_TEXT_DTYPE``: pandas' text dtype of the loaded frame, computed (importing pandas) when asked for."""
-    if name == "_TEXT_DTYPE":
-        return _pandas_dtypes()[0]
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def db_path(workspace: str | os.PathLike) -> Path:
@@ -111,7 +76,7 @@ class Recorder:
 
     def record(self, rows: Iterable[Mapping[str, Any]]) -> int:
         """As :func:`record`."""
-        prepared = [_prepare_row(row, index) for index, row in enumerate(rows)]
+        prepared = [prepare_row(row, index) for index, row in enumerate(rows)]
         if not prepared:
             return 0
         if self._conn is None:
@@ -168,7 +133,7 @@ def load(workspace: str | os.PathLike | Sequence[str | os.PathLike],
     ``only`` (text column -> values): only the rows whose column holds one of the values (all
     of them, for several columns), selected by SQLite before anything is read into Python:
     what a ``--where`` of text equalities keeps, at the cost of the rows it keeps
-    (:func:`results.query.text_equalities`).
+    (:func:`results.conditions.text_equalities`).
 
     ``columns``: only these columns of the table (in schema order; ``workspace`` comes with
     several workspaces either way), for a reader that uses no other
@@ -179,7 +144,7 @@ def load(workspace: str | os.PathLike | Sequence[str | os.PathLike],
     read = COLUMNS if columns is None else tuple(column for column in COLUMNS if column in set(columns))
     sql, parameters = _select_all(only, read)
     extra = {Path(path).resolve(): rows for path, rows in (pending or {}).items() if rows}
-    with _collector_paused():
+    with collector_paused():
         if isinstance(workspace, (str, os.PathLike)):
             found = _select(workspace, sql, parameters, pending=extra.get(Path(workspace).resolve()))
             names = [os.fspath(workspace)] * len(found)
@@ -193,34 +158,19 @@ def load(workspace: str | os.PathLike | Sequence[str | os.PathLike],
             names.extend([name] * len(found))
             rows.extend(found)
         frame = _named_frame(rows, read, names)
-    frame.insert(0, "workspace", pd.Series(_text_array(names, _pandas_dtypes()[0]), index=frame.index))
+    frame.insert(0, "workspace", pd.Series(text_array(names, pandas_dtypes()[0]), index=frame.index))
     return frame
 
 
 def _named_frame(rows: list[tuple], columns: Sequence[str], names: list[str]) -> pd.DataFrame:
-    """:func:`_frame`, a :class:`DamagedValue` naming the database (``names``: each row's workspace)."""
+    """:func:`~results.loaded_frame.frame_of_rows`, a :class:`DamagedValue` naming the database
+    (``names``: each row's workspace)."""
     try:
-        return _frame(rows, columns)
+        return frame_of_rows(rows, columns)
     except DamagedValue as error:
         error.workspace = names[error.row]
         raise DamagedValue(f"{db_path(error.workspace)}: {error}", error.row, error.workspace) from None
 
-
-@contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Python's cyclic garbage collector off for a while (as it was after).
-
-    The rows read are tuples of numbers and text, which make no cycles; yet every few hundred
-    new tuples the collector walks the objects tracked so far: a third of the time of turning
-    100,000 rows into a frame (issue 16).
-    """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _select_all(only: Mapping[str, Iterable[str]] | None, columns: Sequence[str] = COLUMNS) -> tuple[str, list[tuple]]:
@@ -237,55 +187,6 @@ def _select_all(only: Mapping[str, Iterable[str]] | None, columns: Sequence[str]
     return (f"SELECT {', '.join(columns)} FROM {TABLE} WHERE {' AND '.join(tests)} ORDER BY rowid",
             [tuple(values)])
 
-
-def _frame(rows: list[tuple], columns: Sequence[str] = COLUMNS) -> pd.DataFrame:
-    """The loaded frame of table rows (values of ``columns``, in schema order) with their pandas dtypes.
-
-    Built a column at a time from the values as SQLite gives them (a text column straight into
-    pyarrow, which pandas' string dtype wraps as it is): a third of the time of converting
-    rows of Python objects into a frame and then each column to its dtype (issue 16).
-    """
-    import pandas as pd
-
-    text, dtypes = _pandas_dtypes()
-    try:
-        values = list(zip(*rows, strict=True)) if rows else [()] * len(columns)
-        with warnings.catch_warnings():  # numpy's warning of a cast that fails: the failure is said below
-            warnings.simplefilter("ignore", RuntimeWarning)
-            return pd.DataFrame({name: _array(column_values, COLUMN_TYPES[name], text)
-                                 for name, column_values in zip(columns, values, strict=True)})
-    except (TypeError, ValueError, OverflowError):  # a value no column type takes (damaged behind our back)?
-        damaged = mistyped_value(rows, columns)
-        if damaged is not None:
-            raise damaged from None
-        frame = pd.DataFrame.from_records(rows, columns=list(columns))
-        return frame.astype({name: dtypes[COLUMN_TYPES[name]] for name in columns})
-
-
-def _array(values: Sequence[Any], sqltype: str, text: Any) -> Any:
-    """One column of the loaded frame from its values (None for NULL)."""
-    import numpy as np
-    import pandas as pd
-
-    if sqltype == "REAL":
-        return np.array(values, dtype=np.float64)  # NULL (None) becomes NaN, as astype("float64") makes it
-    if sqltype == "INTEGER":
-        return pd.array(values, dtype="Int64")
-    return _text_array(values, text)
-
-
-def _text_array(values: Sequence[Any], text: Any) -> Any:
-    """A text column of the loaded frame (pandas' string dtype ``text``) from str or None values."""
-    import pandas as pd
-
-    if getattr(text, "storage", None) == "pyarrow":
-        import pyarrow as pa
-
-        try:
-            return pd.array(pa.array(values, type=pa.large_string()), dtype=text)
-        except (pa.ArrowInvalid, pa.ArrowTypeError):  # not all str: pandas converts them as before
-            pass
-    return pd.array(values, dtype=text)
 
 
 def recorded_cells(workspace: str | os.PathLike) -> set[tuple]:
@@ -349,74 +250,6 @@ def upgrade(workspace: str | os.PathLike) -> None:
 # --------------------------------------------------------------------------- internals
 
 
-def _prepare_row(row: Mapping[str, Any], index: int) -> tuple:
-    """Validate one row and return its values as a tuple in :data:`COLUMNS` order."""
-    if not isinstance(row, Mapping):
-        raise ValueError(f"row {index}: expected a mapping of column -> value, got {type(row).__name__}")
-    missing = [key for key in REQUIRED if key not in row]
-    if missing:
-        raise ValueError(f"row {index}: missing key(s) {', '.join(missing)} (required: {', '.join(REQUIRED)})")
-    unknown = sorted(str(key) for key in row if key not in COLUMN_TYPES)
-    if unknown:
-        raise ValueError(f"row {index}: unknown key(s) {', '.join(unknown)} (allowed: {', '.join(COLUMNS)})")
-    values = {**{name: None for name in OPTIONAL}, **row}
-    if values.get("recorded_at") is None:
-        values["recorded_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    converted = []
-    for name, sqltype in COLUMN_TYPES.items():
-        value = _convert(values[name], sqltype)
-        if value is _INVALID:
-            raise ValueError(
-                f"row {index}: {name}={values[name]!r} is not a valid {sqltype} value"
-            )
-        if value is None and name in NOT_NULL:
-            raise ValueError(f"row {index}: {name} may not be empty (got {values[name]!r})")
-        converted.append(value)
-    return tuple(converted)
-
-
-_INVALID = object()
-
-
-def _convert(value: Any, sqltype: str) -> Any:
-    """Convert ``value`` to the Python type SQLite stores for ``sqltype``; ``_INVALID`` if impossible."""
-    if value is None:
-        return None
-    kind = type(value)  # the plain types of a row built from JSON, decided first: thousands of rows a status
-    if kind is str and sqltype == "TEXT" or kind is int and sqltype == "INTEGER":
-        return value
-    if kind is float and sqltype == "REAL":
-        return value if math.isfinite(value) else None if math.isnan(value) else _INVALID
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    pandas = sys.modules.get("pandas")  # a pandas missing value can only come from a loaded pandas
-    if pandas is not None and (value is pandas.NA or value is pandas.NaT):
-        return None
-    if isinstance(value, bool):
-        return _INVALID
-    if sqltype == "TEXT":
-        if isinstance(value, str):
-            return value
-        if isinstance(value, numbers.Integral):
-            return str(int(value))  # e.g. rewind given as 0
-        return _INVALID
-    if sqltype == "INTEGER":
-        if isinstance(value, numbers.Integral):
-            return int(value)
-        if isinstance(value, numbers.Real) and float(value).is_integer():
-            return int(float(value))
-        return _INVALID
-    if sqltype == "REAL":
-        if isinstance(value, numbers.Real):
-            number = float(value)
-            if math.isnan(number):
-                return None
-            if math.isinf(number):
-                return _INVALID
-            return number
-        return _INVALID
-    raise AssertionError(f"unknown SQLite type {sqltype}")
-
 
 def _connect_for_writing(path: Path) -> sqlite3.Connection:
     """Open (creating if needed) the database at the current version, checking its columns."""
@@ -450,7 +283,7 @@ def _select(workspace: str | os.PathLike, sql: str, each: Sequence[tuple] = (),
 def _copy_with(path: Path, rows: Sequence[Mapping[str, Any]]) -> sqlite3.Connection:
     """An in-memory copy of the store at ``path`` (a new empty table when there is none) with
     ``rows`` inserted as :func:`record` would; the file is only read."""
-    prepared = [_prepare_row(row, index) for index, row in enumerate(rows)]
+    prepared = [prepare_row(row, index) for index, row in enumerate(rows)]
     conn = open_for_reading(path, MIGRATIONS, copy=True)
     if conn is None:
         conn = sqlite3.connect(":memory:", isolation_level=None)

@@ -22,9 +22,9 @@ from orchestrator.state.ledger import STATES, Ledger
 from orchestrator.state.reconcile import bring_results_up_to_date, file_tail, log_tail
 from orchestrator.state.store_health import damaged_value, table_refusals
 from results.comparison import Comparison, parse_compare
+from results.conditions import text_equalities
 from results.export import target_problem
 from results.hints import did_you_mean
-from results.query import text_equalities
 from results.report import FailedStage, WorkspaceState, build_report, page_columns, report_target_problem, write_report
 from results.row import COLUMN_TYPES, DamagedValue
 from results.top1_drawing import DrawingProcess

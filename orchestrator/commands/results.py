@@ -14,10 +14,11 @@ from orchestrator.state.ledger import Ledger
 from orchestrator.state.reconcile import bring_results_up_to_date
 from orchestrator.state.store_health import damaged_value, table_refusals
 from results.comparison import Comparison, compare, format_comparison, parse_compare
+from results.conditions import text_equalities
 from results.filter_values import value_in_no_row
 from results.frame_text import frame_text
 from results.hints import did_you_mean
-from results.query import columns_needed, grouping, text_equalities
+from results.query import columns_needed, grouping
 from results.row import COLUMN_TYPES, DamagedValue
 from results.workspace_labels import check_labels, relabel
 

@@ -9,7 +9,8 @@ import pytest
 from conftest import results_row
 
 import results
-from results.query import SETTING_COLUMNS, columns_needed, format_cell, percent_label, text_equalities
+from results.conditions import text_equalities
+from results.query import SETTING_COLUMNS, columns_needed, format_cell, percent_label
 from results.row import COLUMN_TYPES
 
 make_row = partial(results_row, sweep="digits-oneshot")
@@ -152,7 +153,7 @@ def test_malformed_conditions_raise(grid, bad, needle):
 
 
 def test_parse_conditions():
-    from results.query import parse_conditions
+    from results.conditions import parse_conditions
 
     conditions = parse_conditions(["top1 >= 0.9 and mask_source not in labels, rotnet", "sweep==a=b"],
                                   ["top1", "mask_source", "sweep"])

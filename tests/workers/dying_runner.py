@@ -11,7 +11,7 @@ from pathlib import Path
 
 from workers import entry
 
-from workers.training import loop as training
+from workers.training import checkpoints
 from workers.stages.paths import CHECKPOINT_FILE
 
 
@@ -22,7 +22,7 @@ def run_stage(folder) -> dict:
     marker = Path(os.environ.get("PRUNESWEEP_TEST_MARKS", "/nonexistent")) / folder.name
     hold = Path(os.environ.get("PRUNESWEEP_TEST_HOLD", "/nonexistent"))
     holding = hold.exists() and hold.read_text().strip() == folder.name
-    original = training.atomic_save_with
+    original = checkpoints.atomic_save_with
 
     def save_then_act(path, save):
         original(path, save)
@@ -34,8 +34,8 @@ def run_stage(folder) -> dict:
         while holding and hold.exists():
             time.sleep(0.05)
 
-    training.atomic_save_with = save_then_act
+    checkpoints.atomic_save_with = save_then_act
     try:
         return entry.run_stage(folder)
     finally:
-        training.atomic_save_with = original
+        checkpoints.atomic_save_with = original

@@ -188,7 +188,7 @@ class Crash(Exception):
 def test_resume_after_a_crash_at_an_epoch_checkpoint_is_bit_identical_bank_included(tmp_path, monkeypatch):
     task, reference = npid_model(seed=3)
     training.train(reference, task, task.prepare(load_split(DIGITS), {}), RECIPE, seed=3)
-    save, calls = training._save_checkpoint, []
+    save, calls = training.save_checkpoint, []
 
     def save_then_crash(*args, **kwargs):
         save(*args, **kwargs)
@@ -197,11 +197,11 @@ def test_resume_after_a_crash_at_an_epoch_checkpoint_is_bit_identical_bank_inclu
             raise Crash
 
     checkpoint = tmp_path / "checkpoint.pt"
-    monkeypatch.setattr(training, "_save_checkpoint", save_then_crash)
+    monkeypatch.setattr(training, "save_checkpoint", save_then_crash)
     task, model = npid_model(seed=3)
     with pytest.raises(Crash):
         training.train(model, task, task.prepare(load_split(DIGITS), {}), RECIPE, seed=3, checkpoint_path=checkpoint)
-    monkeypatch.setattr(training, "_save_checkpoint", save)
+    monkeypatch.setattr(training, "save_checkpoint", save)
     assert "head.memory" in torch.load(checkpoint, weights_only=True)["model"]
     task, resumed = npid_model(seed=99)  # another bank and weights: everything must come from the checkpoint
     result = training.train(resumed, task, task.prepare(load_split(DIGITS), {}), RECIPE, seed=3,

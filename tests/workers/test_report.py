@@ -19,7 +19,9 @@ from conftest import ROOT, TINY, ledger_states, results_row
 
 import results
 from orchestrator.state.ledger import Ledger
-from results.report import MAX_CURVES, MAX_ROWS, SECTIONS, FailedStage, WorkspaceState, build_report
+from results.report import SECTIONS, FailedStage, WorkspaceState, build_report
+from results.report_html import MAX_ROWS
+from results.report_results import MAX_CURVES
 
 #: a figure of the page: an inline SVG (scaled to the page's width by its class) and its viewBox in points
 FIGURE = re.compile(r'<svg [^>]*class="plot"[^>]*>')

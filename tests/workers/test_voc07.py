@@ -199,7 +199,7 @@ def test_a_linear_eval_stage_planned_before_the_switch_computes_what_its_key_pro
     from workers.stages.contract import FeaturesMetrics, LinearEvalConfig, StageContext
     from workers.stages.transfer import run_linear_eval
     from workers.stages.paths import FEATURES_FILE
-    from workers.training.loop import save_state_dict
+    from workers.training.checkpoints import save_state_dict
 
     features, labels = _difficult_case()
     full = torch.full((60, len(voc.VOC_CLASSES)), -1)
@@ -267,7 +267,7 @@ def test_the_cost_is_the_one_scikit_learns_cross_validation_prefers():
 def test_features_cached_with_one_label_per_image_are_refused_for_voc07(devkit, tmp_path):
     """Features a version reading VOC07 as a folder of classes cached carry (N,) labels."""
     from workers.stages.contract import LinearEvalConfig, StageContext
-    from workers.training.loop import save_state_dict
+    from workers.training.checkpoints import save_state_dict
     from workers.stages.transfer import run_linear_eval
     from workers.stages.paths import FEATURES_FILE
 

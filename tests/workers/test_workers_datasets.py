@@ -24,7 +24,7 @@ from workers.data import datasets as data
 
 from workers.data import folders
 from workers.data.image_folder import LazyImages
-from workers.training.loop import epoch_batches
+from workers.training.batches import epoch_batches
 
 
 @pytest.fixture(scope="module")

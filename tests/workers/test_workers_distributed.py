@@ -15,7 +15,8 @@ from workers.training import distributed
 from workers.data.datasets import load_split
 from workers.pruning.masks import random_mask
 from workers.tasks.objectives import get_task
-from workers.training.loop import _check_shards, train
+from workers.training.batches import check_shards
+from workers.training.loop import train
 
 RECIPE = {"epochs": 2, "batch_size": 128, "optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 1e-3}
 
@@ -101,8 +102,8 @@ def test_the_environment_is_checked():
 
 
 def test_a_batch_some_rank_would_get_nothing_of_is_refused():
-    _check_shards(1347, 128, 8)  # last batch 67 images: enough for 8 ranks
+    check_shards(1347, 128, 8)  # last batch 67 images: enough for 8 ranks
     with pytest.raises(ValueError, match="leaves a batch of 3 images, fewer than the 4 ranks"):
-        _check_shards(131, 128, 4)
+        check_shards(131, 128, 4)
     with pytest.raises(ValueError, match="batch of 2 images"):
-        _check_shards(100, 2, 4)
+        check_shards(100, 2, 4)

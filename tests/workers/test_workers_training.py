@@ -13,6 +13,7 @@ from workers.data.datasets import load_split
 from workers.models import build_model
 from workers.training.schedule import iterations_per_epoch, learning_rate_at
 from workers.tasks.objectives import get_task
+from workers.training.checkpoints import cpu_state_dict
 from workers.training.loop import train, validate_recipe
 from workers.stages.paths import rewind_file
 
@@ -59,9 +60,9 @@ def test_captures_equal_a_run_stopped_at_that_iteration(tmp_path):
         stopped_result = train(stopped, task, data, RECIPE, seed=1, stop_at_iteration=k)
         assert stopped_result.iterations == k
         captured = torch.load(tmp_path / rewind_file(k), weights_only=True)
-        assert states_equal(captured, training.cpu_state_dict(stopped)), k
+        assert states_equal(captured, cpu_state_dict(stopped)), k
     assert states_equal(torch.load(tmp_path / rewind_file(33), weights_only=True),
-                        training.cpu_state_dict(full))
+                        cpu_state_dict(full))
     assert states_equal(torch.load(tmp_path / rewind_file(0), weights_only=True),
                         fresh_model().state_dict())
     with pytest.raises(ValueError, match="outside"):
@@ -93,7 +94,7 @@ def test_resume_after_a_crash_is_bit_identical(tmp_path, monkeypatch, optimizer,
     reference = fresh_model(outputs=4)
     train(reference, task, data, recipe, seed=3, capture_iterations=[5, 25], capture_dir=tmp_path / "ref")
 
-    save = training._save_checkpoint
+    save = training.save_checkpoint
     calls = []
 
     def save_then_crash(*args, **kwargs):
@@ -104,11 +105,11 @@ def test_resume_after_a_crash_is_bit_identical(tmp_path, monkeypatch, optimizer,
 
     run_dir = tmp_path / "run"
     checkpoint = run_dir / "checkpoint.pt"
-    monkeypatch.setattr(training, "_save_checkpoint", save_then_crash)
+    monkeypatch.setattr(training, "save_checkpoint", save_then_crash)
     with pytest.raises(Crash):
         train(fresh_model(outputs=4), task, data, recipe, seed=3, checkpoint_path=checkpoint,
               capture_iterations=[5, 25], capture_dir=run_dir)
-    monkeypatch.setattr(training, "_save_checkpoint", save)
+    monkeypatch.setattr(training, "save_checkpoint", save)
     assert calls == [1, 2] and checkpoint.exists()
     assert (run_dir / rewind_file(5)).exists() and not (run_dir / rewind_file(25)).exists()
 

@@ -44,7 +44,7 @@ from workers.pruning.masks import (
 from workers.pruning.rule_kinds import mask_rule_function
 from workers.stages.paths import DONE_FILE, FINAL_FILE, MASK_FILE
 from workers.stages.workspace_files import read_json, reading
-from workers.training.loop import save_state_dict
+from workers.training.checkpoints import save_state_dict
 from workers.training.seeds import derive_seed
 
 SCOPES = ("global",)

@@ -40,7 +40,9 @@ from workers.stages.epoch_tests import measuring_every
 from workers.stages.epochs import recording
 from workers.stages.paths import FINAL_FILE, MASK_FILE, rewind_file
 from workers.tasks.objectives import Task, evaluate_accuracy, get_task
-from workers.training.loop import cpu_state_dict, pick_device, save_state_dict, train
+from workers.training.checkpoints import cpu_state_dict, save_state_dict
+from workers.training.device import pick_device
+from workers.training.loop import train
 from workers.training.seeds import derive_seed
 
 log = logging.getLogger(__name__)

@@ -216,7 +216,8 @@ def _ranks_rows(target: PreflightTarget, config: PreflightConfig, per_device: in
 
     from workers.stages.preflight_steps import _first_images, _mask, _network
     from workers.training import distributed
-    from workers.training.loop import pick_device, train
+    from workers.training.device import pick_device
+    from workers.training.loop import train
 
     ranks = distributed.current()
     world = ranks.world_size if ranks else 1
@@ -273,7 +274,7 @@ def _on_every_rank(flag: bool) -> bool:
 def load_split_on_device(target: PreflightTarget):
     """The target's dataset on this rank's training device."""
     from workers.data.datasets import load_split
-    from workers.training.loop import pick_device
+    from workers.training.device import pick_device
 
     return load_split(target.dataset, pick_device())
 

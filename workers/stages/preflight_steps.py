@@ -34,7 +34,8 @@ from workers.stages.artifacts import atomic_write_json
 from workers.stages.paths import CHECKPOINT_FILE, PREFLIGHT_WEIGHTS_FILE, preflight_phase_files
 from workers.stages.workspace_files import read_json
 from workers.tasks.objectives import get_task
-from workers.training.loop import pick_device, train
+from workers.training.device import pick_device
+from workers.training.loop import train
 
 #: the largest difference a resumed step may show on a CUDA device, relative to the weights'
 #: largest magnitude (cuDNN picks convolution algorithms per process: not bit-identical there).

@@ -67,7 +67,9 @@ from workers.stages.paths import (
 from workers.stages.svm import SVM_COSTS, SVM_FOLDS, svm_scores
 from workers.stages.workspace_files import read_bytes
 from workers.tasks.objectives import Task, evaluate_accuracy, get_task
-from workers.training.loop import cpu_state_dict, pick_device, save_state_dict, train
+from workers.training.checkpoints import cpu_state_dict, save_state_dict
+from workers.training.device import pick_device
+from workers.training.loop import train
 from workers.training.seeds import derive_seed
 
 
