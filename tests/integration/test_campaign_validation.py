@@ -70,7 +70,8 @@ def test_a_requeued_job_keeps_its_priority_and_waits_slurms_begin_time(slurm_clu
         later = submit("--wrap", "sleep 60")  # submitted after: a lower priority, pending for want of a CPU
         jobs.append(later)
         before = _priority(cluster, requeued)
-        assert before > _priority(cluster, later)
+        # SLURM orders pending jobs by priority, then by job id (the earlier submission first)
+        assert (-before, int(requeued)) < (-_priority(cluster, later), int(later))
         asked = datetime.now().replace(microsecond=0)
         cluster.run("scontrol", "requeue", requeued)
         state = _wait(lambda: (j := _job(cluster, requeued))["JobState"] == "PENDING" and j, 30, "the requeue")
