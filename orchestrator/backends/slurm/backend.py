@@ -49,7 +49,7 @@ from orchestrator.backends.processes import rank_env, split_runner, thread_env
 from orchestrator.backends.slurm import time_limits
 from orchestrator.backends.slurm.attempts import read_record, recorded_keys, summary
 from orchestrator.backends.slurm.inputs import inputs_ready
-from orchestrator.backends.slurm.job_status import blocked_while_queued, cancel, job_states, judge_job
+from orchestrator.backends.slurm.job_status import blocked_while_queued, cancel, cancel_one, job_states, judge_job
 from orchestrator.backends.slurm.pack import PackJob
 from orchestrator.backends.slurm.sbatch_limits import sbatch_time_limit, submission_error
 from orchestrator.backends.slurm.scheduler_output import (
@@ -360,6 +360,24 @@ class SlurmBackend(Backend):
         cancel([row["job_id"] for row in rows])
         return ([row["job_id"] for row in rows],
                 {row["key"]: f"job {row['job_id']} cancelled by `prunesweep cancel`" for row in rows})
+
+    @classmethod
+    def cancel_stage(cls, workspace: Path, row, running) -> str:
+        """``scancel`` the stage's own array task (queued or running), never another: UserError when the
+        stage shares its task with other stages still running (``stages_per_job``)."""
+        from orchestrator.errors import UserError
+
+        job = row["job_id"]
+        if not job:
+            raise UserError(f"--stage {row['key']}: no SLURM job is recorded for it (still being submitted?); "
+                            "try again in a moment")
+        sharing = sorted(other["key"] for other in running() if other["job_id"] == job and other["key"] != row["key"])
+        if sharing:
+            raise UserError(f"--stage {row['key']}: its job {job} also runs {', '.join(sharing[:5])} "
+                            f"(slurm.stages_per_job); cancelling it would stop them too: `prunesweep cancel "
+                            f"{workspace}` stops every job")
+        cancel_one(job)
+        return f"scancel {job}"
 
     @classmethod
     def log_files(cls, workspace: Path, row) -> list[Path]:

@@ -128,9 +128,11 @@ def blocked_while_queued(workspace: Path, queued: list[str], ledger_states: Mapp
             except (OSError, ValueError):
                 pending.remove(key)
                 continue
-            failed = [name for name in inputs if state.get(name) in ("failed", "blocked")]
+            failed = [name for name in inputs if state.get(name) in ("failed", "blocked", "cancelled")]
             if failed:
-                blocked[key] = Verdict("blocked", "DependencyFailed", ", ".join(failed))
+                cancelled = all(state.get(name) == "cancelled" for name in failed)
+                blocked[key] = Verdict("blocked", "DependencyCancelled" if cancelled else "DependencyFailed",
+                                       ", ".join(failed))
                 state[key] = "blocked"
                 pending.remove(key)
                 changed = True
@@ -141,3 +143,16 @@ def cancel(job_ids: list[str]) -> None:
     """``scancel`` the given jobs (and nothing else)."""
     if job_ids:
         subprocess.run(["scancel", *sorted(set(job_ids))], capture_output=True, timeout=60)
+
+
+def cancel_one(job_id: str) -> None:
+    """``scancel`` one job (one array task: ``123_4``); UserError with scancel's own words when it refuses."""
+    from orchestrator.errors import UserError
+
+    try:
+        result = subprocess.run(["scancel", job_id], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        raise UserError(f"scancel {job_id}: {error}") from None
+    if result.returncode != 0:
+        words = " ".join((result.stderr or result.stdout).split())[:300]
+        raise UserError(f"scancel {job_id} refused: {words or f'exit code {result.returncode}'}")
