@@ -35,12 +35,12 @@ def print_status(workspace: Path, all_missing: bool = False, rehash: bool = Fals
         present = {kind for kind, _ in counts}
         kinds = [kind for kind in catalog.STAGE_KINDS if kind in present] + sorted(present - set(catalog.STAGE_KINDS))
         print()
-        print(f"{'kind':<12}" + "".join(f"{state:>9}" for state in STATES) + f"{'total':>9}")
+        print(f"{'kind':<12}" + "".join(f"{state:>10}" for state in STATES) + f"{'total':>10}")
         for kind in kinds:
             per_state = [counts[(kind, state)] for state in STATES]
-            print(f"{kind:<12}" + "".join(f"{n:>9}" for n in per_state) + f"{sum(per_state):>9}")
+            print(f"{kind:<12}" + "".join(f"{n:>10}" for n in per_state) + f"{sum(per_state):>10}")
         totals = [sum(counts[(kind, state)] for kind in kinds) for state in STATES]
-        print(f"{'all':<12}" + "".join(f"{n:>9}" for n in totals) + f"{sum(totals):>9}")
+        print(f"{'all':<12}" + "".join(f"{n:>10}" for n in totals) + f"{sum(totals):>10}")
 
         failed = [row for row in stages if row["state"] == "failed"]
         if failed:

@@ -46,10 +46,10 @@ from typing import Any, Optional
 
 from orchestrator.backends.base import DEFAULT_RUNNER, Backend, Checks, Events, Retry, Task, Verdict
 from orchestrator.backends.processes import rank_env, split_runner, thread_env
-from orchestrator.backends.slurm import time_limits
+from orchestrator.backends.slurm import job_status, time_limits
 from orchestrator.backends.slurm.attempts import read_record, recorded_keys, summary
 from orchestrator.backends.slurm.inputs import inputs_ready
-from orchestrator.backends.slurm.job_status import blocked_while_queued, cancel, cancel_one, job_states, judge_job
+from orchestrator.backends.slurm.job_status import blocked_while_queued, cancel, job_states, judge_job
 from orchestrator.backends.slurm.pack import PackJob
 from orchestrator.backends.slurm.sbatch_limits import sbatch_time_limit, submission_error
 from orchestrator.backends.slurm.scheduler_output import (
@@ -297,6 +297,8 @@ class SlurmBackend(Backend):
                   and describe(states.get(row["job_id"]) or ())[0] == "queued"]
         if queued and stage_states is not None:
             verdicts.update(blocked_while_queued(checks.workspace, queued, stage_states(), verdicts))
+        if stage_states is not None and any(v.error_class == "DependencyFailed" for v in verdicts.values()):
+            verdicts.update(job_status.blocked_by_cancelled(verdicts, stage_states()))
         return verdicts
 
     @classmethod
@@ -363,21 +365,9 @@ class SlurmBackend(Backend):
 
     @classmethod
     def cancel_stage(cls, workspace: Path, row, running) -> str:
-        """``scancel`` the stage's own array task (queued or running), never another: UserError when the
-        stage shares its task with other stages still running (``stages_per_job``)."""
-        from orchestrator.errors import UserError
-
-        job = row["job_id"]
-        if not job:
-            raise UserError(f"--stage {row['key']}: no SLURM job is recorded for it (still being submitted?); "
-                            "try again in a moment")
-        sharing = sorted(other["key"] for other in running() if other["job_id"] == job and other["key"] != row["key"])
-        if sharing:
-            raise UserError(f"--stage {row['key']}: its job {job} also runs {', '.join(sharing[:5])} "
-                            f"(slurm.stages_per_job); cancelling it would stop them too: `prunesweep cancel "
-                            f"{workspace}` stops every job")
-        cancel_one(job)
-        return f"scancel {job}"
+        """``scancel`` the stage's own array task, never another's (:func:`.job_status.cancel_stage_job`)."""
+        return job_status.cancel_stage_job(workspace, row["key"], row["job_id"], [
+            other["key"] for other in running() if other["job_id"] == row["job_id"] and other["key"] != row["key"]])
 
     @classmethod
     def log_files(cls, workspace: Path, row) -> list[Path]:
