@@ -122,8 +122,11 @@ def build_parser() -> argparse.ArgumentParser:
                                  description="Stop every queued or running stage a scheduler holds for this workspace "
                                              "(SLURM: its jobs; Ray: the driver job, whose stage tasks end with it), "
                                              "and nothing else; those stages become planned and `resume` reruns "
-                                             "them. A local run is stopped with Ctrl-C in its terminal.")
+                                             "them. A local run is stopped with Ctrl-C in its terminal. With "
+                                             "--stage: stop that one running stage on any backend; it ends "
+                                             "cancelled, the stages waiting for it blocked, the rest goes on.")
     cancel.add_argument("workspace")
+    cancel.add_argument("--stage", metavar="KEY", help="the one running stage to stop (its key, or a unique prefix)")
 
     res = commands.add_parser("results", help="mean ± standard error over seeds; queries, comparisons, plots, exports",
                               description="Summaries of the central results table of one workspace or several: "
@@ -473,7 +476,7 @@ def _print_summary(workspace: str, summary, seconds: float) -> None:
     retried = (f"; {summary.retried} attempt(s) died and were retried automatically (`prunesweep status "
                f"{workspace}` lists them)" if summary.retried else "")
     print(f"ran {summary.ran} stage(s) in {seconds:.1f} s: {summary.done} done, {summary.failed} failed, "
-          f"{summary.blocked} blocked{retried}")
+          f"{summary.blocked} blocked{f', {summary.cancelled} cancelled' if summary.cancelled else ''}{retried}")
     if summary.exit_code:
         print(f"see `prunesweep status {workspace}` for the reasons; fix them and run `prunesweep resume {workspace}`")
     else:
@@ -526,6 +529,10 @@ def _cmd_cancel(args) -> int:
     from orchestrator.driver import cancel
     from orchestrator.state.workspace import require_workspace
 
+    if args.stage is not None:
+        from orchestrator.commands.cancel import cancel_stage
+
+        return cancel_stage(require_workspace(Path(args.workspace), writing=True), args.stage)
     cancelled = cancel(require_workspace(Path(args.workspace), writing=True))
     print(f"cancelled {len(cancelled)} job(s)" + (": " + " ".join(cancelled) if cancelled else ""))
     return 0

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
 from orchestrator.backends import BACKENDS, Task, backend_class, by_backend, get_backend
+from orchestrator.backends.cancel_request import clear_cancel
 from orchestrator.backends.failure_classes import failure_class
 from orchestrator.commands.repair import _without_none, keep_sweep_record, remove_leftover_temps
 from orchestrator.errors import UserError
@@ -49,11 +50,13 @@ class RunSummary:
     submitted: int = 0
     #: attempts that failed for a reason another attempt may survive and were started again.
     retried: int = 0
+    #: stages stopped on the user's request (``prunesweep cancel --stage``).
+    cancelled: int = 0
 
     @property
     def exit_code(self) -> int:
-        """0 when nothing failed or was blocked."""
-        return 0 if not (self.failed or self.blocked) else 1
+        """0 when nothing failed, was blocked or was cancelled."""
+        return 0 if not (self.failed or self.blocked or self.cancelled) else 1
 
 
 class _LedgerEvents:
@@ -67,6 +70,7 @@ class _LedgerEvents:
                         dynamic_ncols=True)
         self.failures = 0
         self.retries = 0
+        self.cancelled_keys: set[str] = set()  # their dependents are blocked with the cause "cancelled"
         self.ingestion = IngestSession(workspace)  # one results connection for the whole run
 
     def started(self, key, host, pid, job_id=None):
@@ -92,7 +96,12 @@ class _LedgerEvents:
         self.bar.set_postfix(failed=self.failures)
 
     def blocked(self, key, because_of):
-        self.ledger.mark_blocked(key, because_of)
+        self.ledger.mark_blocked(key, because_of, cancelled=because_of in self.cancelled_keys)
+        self.bar.update(1)
+
+    def cancelled(self, key, reason):
+        self.cancelled_keys.add(key)
+        self.ledger.mark_cancelled(key, reason)
         self.bar.update(1)
 
     def retrying(self, key, error_class, message):
@@ -142,6 +151,8 @@ def run_pending(workspace: Path, ledger: Ledger, keys: Iterable[str], backend_na
     todo = [key for key in keys if rows[key]["state"] not in ("done", "running")]
     if check_stage_files:
         restore_stage_files(workspace, ledger, todo)
+    for key in todo:  # a stage cancelled before runs again now: its request is answered
+        clear_cancel(stage_dir(workspace, key))
     _cancel_stale_jobs([rows[key] for key in todo])
     deps = ledger.deps()
     priority = _priorities(keys, ledger)
@@ -169,6 +180,7 @@ def run_pending(workspace: Path, ledger: Ledger, keys: Iterable[str], backend_na
         ran=len(tasks),
         submitted=len(tasks) if backend.detached else 0,
         retried=events.retries,
+        cancelled=sum(state == "cancelled" for state in states.values()),
     )
 
 

@@ -57,6 +57,11 @@ class Events(Protocol):
     def interrupted(self, key: str) -> None:
         """A running task was stopped by the user (Ctrl-C)."""
 
+    def cancelled(self, key: str, reason: str) -> None:
+        """A running task was stopped on the user's request (``prunesweep cancel --stage``,
+        :mod:`orchestrator.backends.cancel_request`): not a failure, not retried; the backend then
+        reports the tasks that wait for it :meth:`blocked`."""
+
 
 @dataclass(frozen=True)
 class Verdict:
@@ -178,6 +183,14 @@ class Backend(ABC):
         stopped and, per stage key stopped, a message for the ledger (the stage becomes planned again).
         """
         return [], {}
+
+    @classmethod
+    def cancel_stage(cls, workspace: Path, row: Any, running: Callable[[], list[Any]]) -> str:
+        """Stop the one running stage of ``row`` (its ledger row; the caller wrote its cancel request,
+        :mod:`orchestrator.backends.cancel_request`) and nothing else; ``running()`` reads the rows of this
+        backend's running stages. Returns what was done, one line; UserError when it cannot be stopped
+        without stopping others. Default: the driver running it acts on the request."""
+        return "requested; its driver stops it"
 
     @classmethod
     def log_files(cls, workspace: Path, row: Mapping[str, Any]) -> list[Path]:

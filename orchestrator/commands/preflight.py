@@ -117,6 +117,9 @@ class _Events:
     def interrupted(self, key):
         self.state = "interrupted"
 
+    def cancelled(self, key, reason):
+        self.state, self.message = "failed", reason
+
 
 class _TimedOut(KeyboardInterrupt):
     """The preflight's time is up (raised where Ctrl-C would be, so backends stop their work the same way)."""

@@ -35,12 +35,12 @@ def print_status(workspace: Path, all_missing: bool = False, rehash: bool = Fals
         present = {kind for kind, _ in counts}
         kinds = [kind for kind in catalog.STAGE_KINDS if kind in present] + sorted(present - set(catalog.STAGE_KINDS))
         print()
-        print(f"{'kind':<12}" + "".join(f"{state:>9}" for state in STATES) + f"{'total':>9}")
+        print(f"{'kind':<12}" + "".join(f"{state:>10}" for state in STATES) + f"{'total':>10}")
         for kind in kinds:
             per_state = [counts[(kind, state)] for state in STATES]
-            print(f"{kind:<12}" + "".join(f"{n:>9}" for n in per_state) + f"{sum(per_state):>9}")
+            print(f"{kind:<12}" + "".join(f"{n:>10}" for n in per_state) + f"{sum(per_state):>10}")
         totals = [sum(counts[(kind, state)] for kind in kinds) for state in STATES]
-        print(f"{'all':<12}" + "".join(f"{n:>9}" for n in totals) + f"{sum(totals):>9}")
+        print(f"{'all':<12}" + "".join(f"{n:>10}" for n in totals) + f"{sum(totals):>10}")
 
         failed = [row for row in stages if row["state"] == "failed"]
         if failed:
@@ -52,6 +52,12 @@ def print_status(workspace: Path, all_missing: bool = False, rehash: bool = Fals
                 for log in _scheduler_logs(workspace, row):
                     print(f"      log: {log}")
                 print(textwrap.indent(row["error_message"] or "(no message)", "      "))
+        cancelled = [row for row in stages if row["state"] == "cancelled"]
+        if cancelled:
+            print(f"\ncancelled stages ({len(cancelled)}):")
+            for row in cancelled:
+                print(f"  {row['key']}  {row['label']}  [{row['backend'] or '?'}, attempt {row['attempts']}] "
+                      f"{row['error_message'] or 'cancelled'}")
         print_blocked_and_running(workspace, stages)
         _print_retried(stages)
         notes = [row for row in stages if row["state"] == "planned" and row["error_class"]]
@@ -69,7 +75,7 @@ def print_status(workspace: Path, all_missing: bool = False, rehash: bool = Fals
                   f"({cell['state'] or 'unknown'})")
         if len(missing) > MISSING_SHOWN and not all_missing:
             print(f"  ... and {len(missing) - MISSING_SHOWN} more (--all-missing lists them)")
-        if any(row["state"] in ("failed", "blocked") or (row["state"] == "planned" and row["error_class"])
+        if any(row["state"] in ("failed", "blocked", "cancelled") or (row["state"] == "planned" and row["error_class"])
                for row in stages) or missing and not any(row["state"] == "running" for row in stages):
             print(f"\nnext: {'fix what the failed stages say, then ' if failed else ''}"
                   f"`prunesweep resume {workspace}` reruns what is not done")

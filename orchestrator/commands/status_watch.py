@@ -51,7 +51,8 @@ class Snapshot:
                                           else "  ETA unknown (no stage done yet)")
         return (f"{clock}  done {self.counts.get('done', 0)}/{self.total}  running {self.running}  "
                 f"queued {self.queued}  failed {self.counts.get('failed', 0)}  "
-                f"blocked {self.counts.get('blocked', 0)}{eta}")
+                f"blocked {self.counts.get('blocked', 0)}"
+                + (f"  cancelled {self.counts['cancelled']}" if self.counts.get("cancelled") else "") + eta)
 
 
 def format_duration(seconds: Optional[float]) -> str:

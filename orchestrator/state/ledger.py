@@ -1,6 +1,7 @@
 """The SQLite ledger of a workspace: every stage's state, and the cells of every sweep.
 
-States: ``planned``, ``running``, ``done``, ``failed``, ``blocked``. The ledger is a
+States: ``planned``, ``running``, ``done``, ``failed``, ``blocked``, ``cancelled`` (stopped
+on the user's request, ``prunesweep cancel --stage``: ``resume`` reruns it). The ledger is a
 cache of what the artifacts say: :mod:`orchestrator.state.reconcile` corrects it from disk
 (a checksummed artifact is done whatever the ledger says).
 
@@ -36,7 +37,7 @@ from workers.stages.paths import LEDGER_FILE
 
 #: state changes queued by :meth:`Ledger.batched` are written at most this many at a time.
 BATCH_ROWS = 2000
-STATES = ("planned", "running", "done", "failed", "blocked")
+STATES = ("planned", "running", "done", "failed", "blocked", "cancelled")
 
 #: The ledger of the unversioned code (version 0); version 1 adopts it as it is.
 _FIRST_SCHEMA = (
@@ -408,11 +409,21 @@ class Ledger:
             (time.time(), error_class, message, key),
         )
 
-    def mark_blocked(self, key: str, because_of: str) -> None:
-        """A stage cannot run because a dependency failed."""
+    def mark_blocked(self, key: str, because_of: str, cancelled: bool = False) -> None:
+        """A stage cannot run because a dependency failed (``cancelled``: was cancelled)."""
+        error_class, why = ("DependencyCancelled", "was cancelled") if cancelled else ("DependencyFailed",
+                                                                                        "did not finish")
         self._write(
-            "UPDATE stages SET state = 'blocked', error_class = 'DependencyFailed', error_message = ? WHERE key = ?",
-            (f"dependency {because_of} did not finish", key),
+            "UPDATE stages SET state = 'blocked', error_class = ?, error_message = ? WHERE key = ?",
+            (error_class, f"dependency {because_of} {why}", key),
+        )
+
+    def mark_cancelled(self, key: str, reason: str) -> None:
+        """A running stage was stopped on the user's request; ``reason`` says by whom and how."""
+        self._write(
+            "UPDATE stages SET state = 'cancelled', ended_at = ?, error_class = 'Cancelled', error_message = ? "
+            "WHERE key = ?",
+            (time.time(), reason, key),
         )
 
     def mark_planned_many(self, keys: Iterable[str]) -> None:

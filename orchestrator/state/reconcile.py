@@ -15,6 +15,7 @@ from typing import Optional
 
 import results
 from orchestrator.backends import backend_class, by_backend
+from orchestrator.backends.cancel_request import cancel_reason
 from orchestrator.errors import UserError
 from orchestrator.state.artifact_stamps import folder_glance, verify_stage
 from orchestrator.state.central_results import push_waiting
@@ -105,8 +106,11 @@ def _reconcile(workspace: Path, ledger: Ledger, lock_held_by_us: bool, rehash: b
     checks = _LedgerChecks(workspace, lock_held_by_us, ledger)
     for name, rows in by_backend(running).items():
         for key, verdict in backend_class(name).judge_running(rows, checks).items():
-            if verdict.state == "blocked":
-                ledger.mark_blocked(key, verdict.message)
+            cancelled = cancel_reason(stage_dir(workspace, key)) if verdict.state != "running" else None
+            if cancelled is not None:  # it ended because the user cancelled it (prunesweep cancel --stage)
+                ledger.mark_cancelled(key, cancelled)
+            elif verdict.state == "blocked":
+                ledger.mark_blocked(key, verdict.message, cancelled=verdict.error_class == "DependencyCancelled")
             elif verdict.state == "failed":
                 ledger.mark_failed(key, verdict.error_class, verdict.message)
             elif verdict.state == "planned":

@@ -1,7 +1,7 @@
 """A runner for the retry tests: the stages named in ``PRUNESWEEP_TEST_DIE`` SIGKILL their own
 process right after their first epoch checkpoint, once each (a marker in ``PRUNESWEEP_TEST_MARKS``
-remembers), like a node lost mid-training; ``PRUNESWEEP_TEST_HOLD``: a file naming the stage
-whose process waits (after that checkpoint) until the file is removed."""
+remembers), like a node lost mid-training; ``PRUNESWEEP_TEST_HOLD``: a file naming the stages
+(comma-separated) whose processes wait (after that checkpoint) until the file is removed."""
 from __future__ import annotations
 
 import os
@@ -21,7 +21,7 @@ def run_stage(folder) -> dict:
     victims = os.environ.get("PRUNESWEEP_TEST_DIE", "").split(",")
     marker = Path(os.environ.get("PRUNESWEEP_TEST_MARKS", "/nonexistent")) / folder.name
     hold = Path(os.environ.get("PRUNESWEEP_TEST_HOLD", "/nonexistent"))
-    holding = hold.exists() and hold.read_text().strip() == folder.name
+    holding = hold.exists() and folder.name in hold.read_text().strip().split(",")
     original = checkpoints.atomic_save_with
 
     def save_then_act(path, save):

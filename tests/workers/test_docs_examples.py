@@ -153,7 +153,7 @@ KEY_LINES: list[tuple[str, str | None, list[str]]] = [
     ("plan", "--graph", [r"stages: dense \d+, .*", r"dense-[0-9a-f]{12} dense labels seed=0",
                          r"imp-[0-9a-f]{12} imp labels seed=0 k=0 level=1 <- previous=dense-[0-9a-f]{12}, .*"]),
     ("plan", None, [r"sweep \w+: \w+ / \w+, workspace \S+", r"stages: dense \d+, .*", r"trainings: \d+ planned vs .*"]),
-    ("status", None, [r"kind planned running done failed blocked total", r"all 0 0 (\d+) 0 0 \1",
+    ("status", None, [r"kind planned running done failed blocked cancelled total", r"all 0 0 (\d+) 0 0 0 \1",
                       r"cells: (\d+) of \1 done, 0 missing"]),
     ("resume", "--dry-run", [r"would run 0 stage\(s\):"]),
     ("results", "--pivot", [r"setting .+", r"fraction remaining", r"\d+\.\d% .*\(\d+\).*"]),

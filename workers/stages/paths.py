@@ -57,6 +57,8 @@ CHECKPOINT_FILE = "checkpoint.pt"
 STAGE_LOCK_FILE = "stage.lock"
 #: the last failure of the stage.
 ERROR_FILE = "error.json"
+#: a user's request (``prunesweep cancel --stage``) to stop the running stage.
+CANCEL_FILE = "cancel.json"
 #: one line per epoch of a training stage.
 EPOCHS_FILE = "epochs.jsonl"
 #: what the driver writes when the sweep asks for tracking: the sweep, the cells, the trackers.

@@ -17,27 +17,30 @@ import os
 import signal
 import socket
 import time
-import traceback
 from pathlib import Path
 from typing import Optional
 
 from orchestrator.backends.base import DEFAULT_RUNNER, Backend, Checks, DependencyQueue, Events, Task, Verdict
+from orchestrator.backends.cancel_request import cancel_reason
 from orchestrator.backends.failure_classes import DEFAULT_RETRIES, RetryBudget, classify
 from orchestrator.backends.local.gpus import least_used_gpu, visible_gpus
 from orchestrator.backends.local.ranks import RankGroup
-from orchestrator.backends.processes import process_alive, resolve_runner, thread_env
+from orchestrator.backends.processes import resolve_runner, thread_env
 from workers.stages.error_record import read_error
-from workers.stages.lock import StageBusy
+from workers.stages.lock import StageBusy, holder
+from workers.stages.paths import STAGE_LOCK_FILE
 
-#: lines of a traceback sent back with a failure.
-TRACEBACK_LINES = 12
 #: seconds between looks at the lock of a stage a process not ours still runs.
 HELD_POLL_S = 1.0
+#: seconds a cancelled stage has to end on SIGTERM before its process group gets SIGKILL.
+CANCEL_GRACE_S = 10.0
 
 
 def _worker_main(runner: str, threads: int, gpu: Optional[str], connection, driver_pid: int) -> None:
-    """Body of one worker process: run the stage folders it is sent until told to stop."""
+    """Body of one worker process: run each stage folder it is sent in a process of its own
+    (:mod:`.stage_process`) until told to stop."""
     from orchestrator.backends.local.parent_death import die_with_parent
+    from orchestrator.backends.local.stage_process import run_in_own_process
 
     die_with_parent(driver_pid)
     os.environ.update(thread_env(threads))
@@ -52,13 +55,26 @@ def _worker_main(runner: str, threads: int, gpu: Optional[str], connection, driv
             return
         if folder is None:
             return
-        try:
-            run_stage(Path(folder))
-        except BaseException as error:  # report everything; the worker itself lives on
-            lines = traceback.format_exc().rstrip().splitlines()
-            connection.send(("error", type(error).__name__, "\n".join(lines[-TRACEBACK_LINES:])))
+        connection.send(run_in_own_process(run_stage, Path(folder)))
+
+
+def _leads_group(pid: int) -> bool:
+    """Whether ``pid`` leads a process group of its own (a stage process does, :mod:`.stage_process`;
+    a stage run by an older prunesweep inside its pool worker does not: then only it is signalled)."""
+    try:
+        return os.getpgid(pid) == pid
+    except ProcessLookupError:
+        return False
+
+
+def _signal(pid: int, group: Optional[int], number: int) -> None:
+    try:
+        if group is not None:
+            os.killpg(group, number)
         else:
-            connection.send(("ok", None, None))
+            os.kill(pid, number)
+    except ProcessLookupError:  # it ended meanwhile
+        pass
 
 
 class _Worker:
@@ -113,15 +129,40 @@ class LocalBackend(Backend):
     @classmethod
     def judge_running(cls, rows, checks: Checks) -> dict[str, Verdict]:
         """A stage runs while a live process holds its lock (reconcile asked that first), or while its
-        driver holds the workspace lock and the stage's process lives (it may not have locked yet)."""
-        host = socket.gethostname()
-        verdicts = {}
-        for row in rows:
-            gone = row["host"] == host and row["pid"] is not None and not process_alive(row["pid"])
-            if gone or not checks.driver_alive():
-                verdicts[row["key"]] = Verdict("planned", "Interrupted", (
-                    f"no process holds its lock (it ran as pid {row['pid']} on {row['host']}); it will be rerun"))
-        return verdicts
+        driver holds the workspace lock (the stage's process may not have locked yet, or has just ended:
+        the driver records how). Its processes die with the driver (:mod:`.parent_death`)."""
+        if checks.driver_alive():
+            return {}
+        return {row["key"]: Verdict("planned", "Interrupted", (
+            f"no process holds its lock (it ran as pid {row['pid']} on {row['host']}); it will be rerun"))
+            for row in rows}
+
+    @classmethod
+    def cancel_stage(cls, workspace: Path, row, running) -> str:
+        """Signal the stage's own process group (:mod:`.stage_process`): SIGTERM, then SIGKILL to what
+        is left after :data:`CANCEL_GRACE_S`; its driver records it cancelled. The process is the one
+        holding the stage's lock, read back checked (:mod:`workers.stages.lock`); UserError when none
+        does or it runs on another machine."""
+        from orchestrator.errors import UserError
+        from orchestrator.state.workspace import stage_dir
+
+        folder = stage_dir(workspace, row["key"])
+        held = holder(folder)
+        if held is None or held.damage or held.pid is None:
+            why = f"its {STAGE_LOCK_FILE} record is damaged ({held.damage})" if held and held.damage else \
+                "no process holds its lock"
+            raise UserError(f"--stage {row['key']}: cannot be stopped from here: {why}")
+        if held.host != socket.gethostname():
+            raise UserError(f"--stage {row['key']}: runs on {held.host} (pid {held.pid}): run `prunesweep cancel` "
+                            "there")
+        group = held.pid if _leads_group(held.pid) else None
+        _signal(held.pid, group, signal.SIGTERM)
+        deadline = time.monotonic() + CANCEL_GRACE_S
+        while holder(folder) is not None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if holder(folder) is not None:
+            _signal(held.pid, group, signal.SIGKILL)
+        return f"signalled {'process group' if group else 'process'} {held.pid} on {held.host}"
 
     def _group_gpus(self, size: int, pool: list[_Worker], groups: dict[str, RankGroup]) -> list[str]:
         """The GPUs a distributed stage of ``size`` ranks gets: the least used ones, one per
@@ -227,15 +268,22 @@ class _LocalRun:
                     pass
             if report is not None:
                 worker.key = None
-                self._ended(stage, *report)
+                if report[0] == "died":  # the stage's own process ended without a word; its worker lives on
+                    self._died(stage, report[1], report[2])
+                else:
+                    self._ended(stage, *report)
             elif worker.process.sentinel in signalled or not worker.process.is_alive():
                 worker.process.join()
                 self.pool.remove(worker)
-                record = read_error(self.queue.tasks[stage].folder)
-                if record is not None and record.get("pid") != worker.process.pid:
-                    record = None  # an earlier attempt's
-                failure = classify(exit_code=worker.process.exitcode, error_record=record)
-                self._ended(stage, "died", failure.error_class, failure.message)
+                self._died(stage, worker.process.exitcode, worker.process.pid)
+
+    def _died(self, key: str, exit_code: Optional[int], pid: Optional[int]) -> None:
+        """The process running ``key`` (``pid``) ended with ``exit_code`` without reporting."""
+        record = read_error(self.queue.tasks[key].folder)
+        if record is not None and record.get("pid") != pid:
+            record = None  # an earlier attempt's
+        failure = classify(exit_code=exit_code, error_record=record)
+        self._ended(key, "died", failure.error_class, failure.message)
 
     def _ended(self, key: str, status: str, error_class: str, message: str) -> None:
         """A stage's process reported ``status`` (``ok``, ``error``; ``died``: it ended without reporting)."""
@@ -245,7 +293,10 @@ class _LocalRun:
         if status == "error" and error_class == StageBusy.__name__:
             self.queue.wait_for_holder(key)  # a process not ours runs it: run it once that ends
             return
-        if status in ("error", "died"):
+        cancelled = cancel_reason(self.queue.tasks[key].folder) if status in ("error", "died") else None
+        if cancelled is not None:  # `prunesweep cancel --stage` stopped it: not a failure, never retried
+            self.events.cancelled(key, cancelled)
+        elif status in ("error", "died"):
             failure = classify(reported=(error_class, message))
             if self.budget.spend(key, failure):
                 self.events.retrying(key, failure.error_class, failure.message)

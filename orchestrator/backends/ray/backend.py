@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from orchestrator.backends.base import DEFAULT_RUNNER, Backend, DependencyQueue, Events, Task
+from orchestrator.backends.cancel_request import cancel_reason
 from orchestrator.backends.failure_classes import DEFAULT_RETRIES
 from orchestrator.backends.processes import resolve_runner, thread_env
 from orchestrator.backends.ray.job_client import (
@@ -98,6 +99,17 @@ class _Reporter:
     def drain(self) -> list[tuple[str, str, int]]:
         pending, self.pending = self.pending, []
         return pending
+
+
+def cancel_requested(in_flight: dict, running: set[str], queue: DependencyQueue) -> None:
+    """Cancel (force: its worker process ends) the task of each started stage the user asked to
+    cancel (:mod:`orchestrator.backends.cancel_request`); Ray retries no cancelled task."""
+    import ray
+
+    for ref, key in list(in_flight.items()):
+        if key in running and cancel_reason(queue.tasks[key].folder) is not None:
+            ray.cancel(ref, force=True)
+            running.discard(key)  # asked once; its end is reported as any task's
 
 
 # ---- checks -------------------------------------------------------------------------------
@@ -163,6 +175,11 @@ class RayBackend(Backend):
         return cls(settings, Path(workspace or "."), runner=runner)
 
     # stages of a Ray run live while their driver does: Backend.judge_running's default
+
+    @classmethod
+    def cancel_stage(cls, workspace: Path, row, running) -> str:
+        """The driver (attached, or the driver job) cancels the stage's task on seeing its request."""
+        return f"the Ray driver cancels task stage-{row['key']}"
 
     @classmethod
     def cancel(cls, workspace: Path, running) -> tuple[list[str], dict[str, str]]:
@@ -332,6 +349,7 @@ class RayBackend(Backend):
                     continue
                 finished, _ = ray.wait(list(in_flight), num_returns=1, timeout=1.0)
                 report_starts()
+                cancel_requested(in_flight, running, queue)
                 for ref in finished:
                     key = in_flight.pop(ref)
                     running.discard(key)
@@ -342,7 +360,10 @@ class RayBackend(Backend):
                     if error is None and events.finished(key):
                         queue.done(key)
                         continue
-                    if error is not None:
+                    cancelled = cancel_reason(queue.tasks[key].folder) if error is not None else None
+                    if cancelled is not None:  # `prunesweep cancel --stage`: not a failure, not retried
+                        events.cancelled(key, cancelled)
+                    elif error is not None:
                         events.failed(key, *error)
                     fail(key)
         except KeyboardInterrupt:

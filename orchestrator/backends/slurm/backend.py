@@ -48,7 +48,7 @@ from typing import Any, Optional
 
 from orchestrator.backends.base import DEFAULT_RUNNER, Backend, Checks, Events, Retry, Task, Verdict
 from orchestrator.backends.processes import rank_env, split_runner, thread_env
-from orchestrator.backends.slurm import submit_limits, task_updates, time_limits
+from orchestrator.backends.slurm import job_status, submit_limits, task_updates, time_limits
 from orchestrator.backends.slurm.attempts import read_record, recorded_keys, summary
 from orchestrator.backends.slurm.inputs import inputs_ready
 from orchestrator.backends.slurm.job_status import blocked_while_queued, cancel, job_states, judge_job
@@ -307,6 +307,8 @@ class SlurmBackend(Backend):
                   and describe(states.get(row["job_id"]) or ())[0] == "queued"]
         if queued and stage_states is not None:
             verdicts.update(blocked_while_queued(checks.workspace, queued, stage_states(), verdicts))
+        if stage_states is not None and any(v.error_class == "DependencyFailed" for v in verdicts.values()):
+            verdicts.update(job_status.blocked_by_cancelled(verdicts, stage_states()))
         return verdicts
 
     @classmethod
@@ -370,6 +372,12 @@ class SlurmBackend(Backend):
         cancel([row["job_id"] for row in rows])
         return ([row["job_id"] for row in rows],
                 {row["key"]: f"job {row['job_id']} cancelled by `prunesweep cancel`" for row in rows})
+
+    @classmethod
+    def cancel_stage(cls, workspace: Path, row, running) -> str:
+        """``scancel`` the stage's own array task, never another's (:func:`.job_status.cancel_stage_job`)."""
+        return job_status.cancel_stage_job(workspace, row["key"], row["job_id"], [
+            other["key"] for other in running() if other["job_id"] == row["job_id"] and other["key"] != row["key"]])
 
     @classmethod
     def log_files(cls, workspace: Path, row) -> list[Path]:

@@ -128,16 +128,48 @@ def blocked_while_queued(workspace: Path, queued: list[str], ledger_states: Mapp
             except (OSError, ValueError):
                 pending.remove(key)
                 continue
-            failed = [name for name in inputs if state.get(name) in ("failed", "blocked")]
+            failed = [name for name in inputs if state.get(name) in ("failed", "blocked", "cancelled")]
             if failed:
-                blocked[key] = Verdict("blocked", "DependencyFailed", ", ".join(failed))
+                cancelled = all(state.get(name) == "cancelled" for name in failed)
+                blocked[key] = Verdict("blocked", "DependencyCancelled" if cancelled else "DependencyFailed",
+                                       ", ".join(failed))
                 state[key] = "blocked"
                 pending.remove(key)
                 changed = True
     return blocked
 
 
+def blocked_by_cancelled(verdicts: Mapping[str, Verdict], ledger_states: Mapping[str, str]) -> dict[str, Verdict]:
+    """The blocked verdicts whose missing inputs were all cancelled (``prunesweep cancel --stage``), saying so."""
+    return {key: Verdict("blocked", "DependencyCancelled", verdict.message) for key, verdict in verdicts.items()
+            if verdict.error_class == "DependencyFailed"
+            and all(ledger_states.get(name) == "cancelled" for name in verdict.message.split(", "))}
+
+
 def cancel(job_ids: list[str]) -> None:
     """``scancel`` the given jobs (and nothing else)."""
     if job_ids:
         subprocess.run(["scancel", *sorted(set(job_ids))], capture_output=True, timeout=60)
+
+
+def cancel_stage_job(workspace: Path, key: str, job_id: Optional[str], sharing: list[str]) -> str:
+    """``scancel`` the one job (array task, ``123_4``) of stage ``key``, queued or running; what was done.
+    UserError when it has none yet, when ``sharing`` names other running stages of that job
+    (``slurm.stages_per_job``: they would stop too), or with scancel's own words when it refuses."""
+    from orchestrator.errors import UserError
+
+    if not job_id:
+        raise UserError(f"--stage {key}: no SLURM job is recorded for it (still being submitted?); try again in a "
+                        "moment")
+    if sharing:
+        raise UserError(f"--stage {key}: its job {job_id} also runs {', '.join(sorted(sharing)[:5])} "
+                        f"(slurm.stages_per_job); cancelling it would stop them too: `prunesweep cancel {workspace}` "
+                        "stops every job")
+    try:
+        result = subprocess.run(["scancel", job_id], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        raise UserError(f"scancel {job_id}: {error}") from None
+    if result.returncode != 0:
+        words = " ".join((result.stderr or result.stdout).split())[:300]
+        raise UserError(f"scancel {job_id} refused: {words or f'exit code {result.returncode}'}")
+    return f"scancel {job_id}"
