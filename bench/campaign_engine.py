@@ -25,7 +25,7 @@ from campaign_model import (
     remaining_chain_s,
 )
 
-from orchestrator.backends.base import Task
+from orchestrator.backends.base import StageToRun
 from orchestrator.backends.slurm import submission as slurm_submission
 
 
@@ -138,7 +138,7 @@ class Simulation(NodeEvents):
             elsewhere = tuple(f"{self.jobs[self.stages[d].job].array}_{self.stages[d].job}" for d in pending
                               if d not in inside and self._alive(self.stages[d]))  # "array_job", as SLURM's ids
             priority = self.chain[key] if self.per_job else 0.0  # the baselines: the planner's order
-            tasks.append(Task(key, Path(key), pending, priority, kind=stage.spec.kind, after_jobs=elsewhere))
+            tasks.append(StageToRun(key, Path(key), pending, priority, kind=stage.spec.kind, after_jobs=elsewhere))
         first, first_job = len(self.arrays), len(self.jobs)
         for submission in slurm_submission.plan_arrays(tasks, self.model.slurm, self.model.max_array_size):
             if any(len(pack) != 1 for pack in submission.packs):

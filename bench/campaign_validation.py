@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from campaign_model import Fate, Model, StageSpec, lower_bound_s, remaining_chain_s, simulate  # noqa: E402
 from sleep_worker import TIMES_FILE  # noqa: E402
 
-from orchestrator.backends.base import Task  # noqa: E402
+from orchestrator.backends.base import StageToRun  # noqa: E402
 from orchestrator.backends.slurm.attempts import record_path  # noqa: E402
 from orchestrator.backends.slurm.inputs import blocked_record_path  # noqa: E402
 
@@ -171,7 +171,7 @@ def launch_on_slurm(workspace: Path, stages: list[Stage], settings: dict = SETTI
         (folder / "stage.json").write_text(json.dumps({
             "deps": {str(i): dep for i, dep in enumerate(stage.spec.deps)}, "sleep_s": stage.spec.duration_s,
             "epochs": stage.spec.epochs, "fail": stage.fail, "fail_at": stage.fail_at}))
-        tasks.append(Task(stage.spec.key, folder, stage.spec.deps, chain[stage.spec.key], kind=stage.spec.kind))
+        tasks.append(StageToRun(stage.spec.key, folder, stage.spec.deps, chain[stage.spec.key], kind=stage.spec.kind))
     jobs: dict[str, str] = {}
     events = type("Events", (), {"started": lambda self, key, host, pid, job_id=None: jobs.update({key: job_id})})()
     launched = time.time()

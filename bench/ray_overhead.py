@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from orchestrator.backends.base import Task  # noqa: E402
+from orchestrator.backends.base import StageToRun  # noqa: E402
 from orchestrator.backends.local.backend import LocalBackend  # noqa: E402
 from orchestrator.backends.ray.backend import RayBackend, probe_workspace  # noqa: E402
 
@@ -62,12 +62,12 @@ class _Count:
         pass
 
 
-def _tasks(root: Path, n: int) -> list[Task]:
+def _tasks(root: Path, n: int) -> list[StageToRun]:
     tasks = []
     for i in range(n):
         folder = root / "stages" / f"s{i:04d}"
         folder.mkdir(parents=True)
-        tasks.append(Task(f"s{i:04d}", folder, kind="eval"))
+        tasks.append(StageToRun(f"s{i:04d}", folder, kind="eval"))
     return tasks
 
 

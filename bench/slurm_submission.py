@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from orchestrator.backends.base import Task  # noqa: E402
+from orchestrator.backends.base import StageToRun  # noqa: E402
 from orchestrator.backends.slurm.backend import SlurmBackend  # noqa: E402
 
 
@@ -63,7 +63,7 @@ def main() -> None:
                 key = f"stage-{chain}-{level}"
                 folder = Path(tmp, "stages", key)
                 folder.mkdir(parents=True)
-                tasks.append(Task(key, folder, (f"stage-{chain}-{level - 1}",) if level else (), kind=f"level{level}"))
+                tasks.append(StageToRun(key, folder, (f"stage-{chain}-{level - 1}",) if level else (), kind=f"level{level}"))
         backend = SlurmBackend({"default_time_min": 5}, Path(tmp, "logs"), runner="bench.slurm_submission:sleep_stage")
         events = _Submitted()
         started = time.perf_counter()

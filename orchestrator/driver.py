@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
-from orchestrator.backends import BACKENDS, Task, backend_class, by_backend, get_backend
+from orchestrator.backends import BACKENDS, StageToRun, backend_class, by_backend, get_backend
 from orchestrator.backends.cancel_request import clear_cancel
 from orchestrator.backends.failure_classes import failure_class
 from orchestrator.commands.repair import _without_none, keep_sweep_record, remove_leftover_temps
@@ -161,7 +161,7 @@ def run_pending(workspace: Path, ledger: Ledger, keys: Iterable[str], backend_na
         pending = [dep for dep in deps.get(key, {}).values() if dep not in done]
         elsewhere = tuple(rows[dep]["job_id"] for dep in pending
                           if rows[dep]["state"] == "running" and rows[dep]["job_id"])
-        tasks.append(Task(key, stage_dir(workspace, key), tuple(pending), priority.get(key, 0.0),
+        tasks.append(StageToRun(key, stage_dir(workspace, key), tuple(pending), priority.get(key, 0.0),
                           kind=rows[key]["kind"], after_jobs=elsewhere))
     ledger.mark_planned_many(todo)  # one transaction, not one commit per stage (50k at a first launch)
     spec = sweep_spec or {}

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Optional
 from orchestrator.errors import UserError
 
 if TYPE_CHECKING:
-    from orchestrator.backends.base import DEFAULT_RUNNER, Backend, Events, Task
+    from orchestrator.backends.base import DEFAULT_RUNNER, Backend, Events, StageToRun
     from orchestrator.backends.settings_base import SettingsModel
 
 #: backend name -> its subpackage (imported only when the backend is used).
@@ -69,12 +69,12 @@ def by_backend(rows: Iterable[Any]) -> dict[str, list[Any]]:
 
 def __getattr__(name: str) -> Any:
     # the base classes load on first use: the command line reads BACKENDS without them (and pydantic)
-    if name in ("Backend", "Events", "Task", "DEFAULT_RUNNER"):
+    if name in ("Backend", "Events", "StageToRun", "DEFAULT_RUNNER"):
         from orchestrator.backends import base
 
         return getattr(base, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["Backend", "Events", "Task", "get_backend", "backend_class", "settings_model", "by_backend", "BACKENDS",
-           "DEFAULT_RUNNER"]
+__all__ = ["Backend", "Events", "StageToRun", "get_backend", "backend_class", "settings_model", "by_backend",
+           "BACKENDS", "DEFAULT_RUNNER"]

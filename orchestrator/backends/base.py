@@ -21,7 +21,7 @@ DEFAULT_RUNNER = "workers.entry:run_stage"
 
 
 @dataclass(frozen=True)
-class Task:
+class StageToRun:
     """One stage to run: its folder and the keys of the tasks that must finish first."""
 
     key: str
@@ -132,7 +132,7 @@ class Backend(ABC):
         return cls(settings, workspace, runner=runner)  # type: ignore[call-arg]
 
     @abstractmethod
-    def run(self, tasks: list[Task], events: Events) -> None:
+    def run(self, tasks: list[StageToRun], events: Events) -> None:
         """Run (or submit) ``tasks``, reporting through ``events``."""
 
     @classmethod
@@ -220,18 +220,18 @@ class DependencyQueue:
     Stages held by a process not of this run are waited for: :attr:`held`, :meth:`release_free`.
     """
 
-    def __init__(self, tasks: Iterable[Task]):
+    def __init__(self, tasks: Iterable[StageToRun]):
         tasks = list(tasks)
         # a stage these tasks wait for that a process not of this run still runs (it holds the stage's lock,
         # workers.stages.lock: an orphan of a dead driver, say) is waited for, then run (it returns at once if
         # it ended done), never beside that process
         known = {task.key for task in tasks}
-        held: dict[str, Task] = {}
+        held: dict[str, StageToRun] = {}
         for task in tasks:
             for need in task.waits_for:
                 folder = task.folder.parent / need
                 if need not in known and need not in held and holder(folder) is not None:
-                    held[need] = Task(need, folder, priority=task.priority)
+                    held[need] = StageToRun(need, folder, priority=task.priority)
         tasks += held.values()
         self.tasks = {task.key: task for task in tasks}
         self._waiting = {key: {k for k in task.waits_for if k in self.tasks} for key, task in self.tasks.items()}
@@ -266,7 +266,7 @@ class DependencyQueue:
         """Whether a task can start now."""
         return any(key in self.unresolved for _, key in self._ready)
 
-    def pop(self) -> Optional[Task]:
+    def pop(self) -> Optional[StageToRun]:
         """The ready task of highest priority (it stays unresolved until reported), or None."""
         while self._ready:
             _, key = heapq.heappop(self._ready)

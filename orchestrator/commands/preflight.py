@@ -154,7 +154,7 @@ def _wait_detached(folder: Path, events: _Events, deadline: float) -> None:
 
 def _run_one(backend_name: str, settings: dict[str, Any], workspace: Path, folder: Path, kind: str,
              timeout: float, workers: Optional[int]) -> _Events:
-    from orchestrator.backends import Task, backend_class, get_backend
+    from orchestrator.backends import StageToRun, backend_class, get_backend
 
     settings = backend_class(backend_name).blocking_settings(settings)
     backend = get_backend(backend_name, workers=workers, settings=settings, workspace=workspace)
@@ -162,7 +162,7 @@ def _run_one(backend_name: str, settings: dict[str, Any], workspace: Path, folde
     deadline = time.monotonic() + timeout
     try:
         with _deadline(timeout):
-            backend.run([Task(folder.name, folder, kind=kind)], events)
+            backend.run([StageToRun(folder.name, folder, kind=kind)], events)
             if backend.detached:
                 _wait_detached(folder, events, deadline)
     except KeyboardInterrupt as stop:

@@ -96,7 +96,8 @@ def _reconcile(workspace: Path, ledger: Ledger, lock_held_by_us: bool, rehash: b
                 ledger.mark_held(key, held.host, held.pid)
             continue
         if reason != "not run" and state != "running":
-            invalidate(stage_dir(workspace, key))
+            if ledger.writes_persist:  # a reading command (a dry run) changes nothing on disk
+                invalidate(stage_dir(workspace, key))
             ledger.mark_planned(key, "CorruptArtifact", f"artifact damaged ({reason}); it will be rerun")
         elif state == "done":
             ledger.mark_planned(key, "MissingArtifact",

@@ -6,7 +6,7 @@ import socket
 import subprocess
 import sys
 
-from orchestrator.backends.base import DEFAULT_RUNNER, Backend, DependencyQueue, Events, Task
+from orchestrator.backends.base import DEFAULT_RUNNER, Backend, DependencyQueue, Events, StageToRun
 from orchestrator.backends.processes import thread_env
 
 _STAGE = "import sys; from orchestrator.backends.processes import resolve_runner; resolve_runner(sys.argv[1])(sys.argv[2])"
@@ -21,7 +21,7 @@ class SequentialBackend(Backend):
         self.threads = int(settings.get("threads", 1))
         self.runner = runner
 
-    def run(self, tasks: list[Task], events: Events) -> None:
+    def run(self, tasks: list[StageToRun], events: Events) -> None:
         """Run every task, blocking; a failure blocks the stages that wait for it."""
         queue = DependencyQueue(tasks)
         env = dict(os.environ, **thread_env(self.threads), PYTHONPATH=os.pathsep.join(p for p in sys.path if p))

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from orchestrator.backends.base import DependencyQueue, Task
+from orchestrator.backends.base import DependencyQueue, StageToRun
 
 
 def _task(key, *needs, priority=0.0):
-    return Task(key, Path(key), tuple(needs), priority)
+    return StageToRun(key, Path(key), tuple(needs), priority)
 
 
 def test_ready_tasks_come_by_priority_and_wait_for_their_dependencies():

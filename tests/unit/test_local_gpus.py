@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.backends import Task, get_backend
+from orchestrator.backends import StageToRun, get_backend
 from orchestrator.backends.local.gpus import least_used_gpu, visible_gpus
 from orchestrator.errors import SpecError
 from orchestrator.spec import load_spec
@@ -70,7 +70,7 @@ def test_each_local_worker_sees_one_gpu_and_stages_per_gpu_workers_share_it(tmp_
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")  # what an allocation of two GPUs shows
     backend = get_backend("local", settings={"stages_per_gpu": 2}, runner="test_local_gpus:record_visible_gpu")
     assert backend.gpus == ["0", "1"] and backend.workers == 4
-    tasks = [Task(f"s{i}", tmp_path / f"s{i}", (), 0.0) for i in range(4)]
+    tasks = [StageToRun(f"s{i}", tmp_path / f"s{i}", (), 0.0) for i in range(4)]
     for task in tasks:
         task.folder.mkdir()
     events = _Recorder()

@@ -59,3 +59,16 @@ def test_invalidating_an_outside_pointing_manifest_deletes_nothing_outside(tmp_p
     (stage / DONE_FILE).write_text(json.dumps(manifest))
     invalidate(stage)
     assert outside.read_text() == "precious" and not (stage / DONE_FILE).exists()
+
+
+def test_invalidate_skips_a_listed_name_with_a_nul_byte(tmp_path):
+    """A damaged DONE.json listing "a\\x00b" (found by the fuzz, seed 2111293422): the manifest goes, nothing raises."""
+    import json
+
+    from workers.stages.artifacts import invalidate
+    from workers.stages.paths import DONE_FILE
+
+    (tmp_path / DONE_FILE).write_text(json.dumps({"files": ["a\x00b", "kept.pt"]}))
+    (tmp_path / "kept.pt").write_bytes(b"x")
+    invalidate(tmp_path)
+    assert not (tmp_path / DONE_FILE).exists() and not (tmp_path / "kept.pt").exists()

@@ -51,3 +51,9 @@ def test_no_two_modules_share_a_file_name_for_two_ideas():
     sources -= {"__init__", "base"}
     shared = {name: paths for name, paths in names.items() if name[:-3] in sources and len(paths) > 1}
     assert not shared, shared
+
+
+def test_task_is_the_training_objective_only():
+    """The backends' unit of work is a StageToRun; "Task" names the training objective (workers/tasks) alone."""
+    defined = _definitions()
+    assert defined["Task"] == ["workers/tasks/objectives.py"] and defined["StageToRun"] == ["orchestrator/backends/base.py"]

@@ -8,24 +8,24 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.backends.base import Task
+from orchestrator.backends.base import StageToRun
 from orchestrator.backends.slurm import backend as slurm_backend
 from orchestrator.backends.slurm import submit_limits, task_updates
 from orchestrator.backends.slurm.pack import PackJob
 from orchestrator.backends.slurm.submission import DEPENDENCY, plan_arrays
 
 
-def _dag() -> list[Task]:
+def _dag() -> list[StageToRun]:
     """Two IMP chains under one dense stage, an evaluation per round, a stage queued by an earlier launch."""
-    tasks = [Task("dense", Path("dense"), kind="dense")]
+    tasks = [StageToRun("dense", Path("dense"), kind="dense")]
     for chain in "ab":
         previous = "dense"
         for level in range(3):
             key = f"imp-{chain}{level}"
-            tasks.append(Task(key, Path(key), (previous,), kind="imp"))
-            tasks.append(Task(f"eval-{chain}{level}", Path(f"eval-{chain}{level}"), (key,), kind="eval"))
+            tasks.append(StageToRun(key, Path(key), (previous,), kind="imp"))
+            tasks.append(StageToRun(f"eval-{chain}{level}", Path(f"eval-{chain}{level}"), (key,), kind="eval"))
             previous = key
-    tasks.append(Task("late", Path("late"), ("elsewhere",), kind="eval", after_jobs=("77_3",)))
+    tasks.append(StageToRun("late", Path("late"), ("elsewhere",), kind="eval", after_jobs=("77_3",)))
     return tasks
 
 
@@ -109,9 +109,9 @@ def test_each_job_waits_for_the_jobs_of_its_own_inputs_only():
 
 
 def test_the_longest_remaining_chain_gets_the_smallest_nice_and_the_first_index():
-    tasks = [Task("a0", Path("a0"), kind="imp", priority=1.0), Task("b0", Path("b0"), kind="imp", priority=3.0),
-             Task("b1", Path("b1"), ("b0",), kind="eval", priority=2.0),
-             Task("a1", Path("a1"), ("a0",), kind="eval", priority=0.5)]
+    tasks = [StageToRun("a0", Path("a0"), kind="imp", priority=1.0), StageToRun("b0", Path("b0"), kind="imp", priority=3.0),
+             StageToRun("b1", Path("b1"), ("b0",), kind="eval", priority=2.0),
+             StageToRun("a1", Path("a1"), ("a0",), kind="eval", priority=0.5)]
     plan = plan_arrays(tasks, {}, max_array_size=1000)
     assert [[t.key for (t,) in a.packs] for a in plan] == [["b0", "a0"], ["b1", "a1"]]
     # ranks 0..3 of the priorities 3, 2, 1, 0.5, each step the plan's 2 arrays: b1 (wave 1) before a0 (wave 0)

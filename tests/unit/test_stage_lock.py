@@ -90,12 +90,12 @@ def test_the_error_record_is_written_read_and_cleared(tmp_path):
 
 
 def test_a_backend_queue_waits_for_a_held_dependency_then_runs_it(tmp_path):
-    from orchestrator.backends.base import DependencyQueue, Task
+    from orchestrator.backends.base import DependencyQueue, StageToRun
 
     held, child = tmp_path / "held", tmp_path / "child"
     held.mkdir()
     with hold(held):  # another open file description: the same conflict as another process's
-        queue = DependencyQueue([Task("child", child, waits_for=("held",))])
+        queue = DependencyQueue([StageToRun("child", child, waits_for=("held",))])
         assert queue.held == {"held"} and not queue.has_ready()
         queue.release_free()
         assert queue.held == {"held"} and not queue.has_ready()

@@ -238,5 +238,6 @@ def invalidate(stage_dir: Path) -> None:
     (stage_dir / DONE_FILE).unlink(missing_ok=True)
     (stage_dir / CHECKPOINT_FILE).unlink(missing_ok=True)
     for name in listed:
-        if isinstance(name, str) and Path(name).name == name and name not in (".", ".."):  # plain names only
+        if (isinstance(name, str) and "\x00" not in name and Path(name).name == name
+                and name not in (".", "..")):  # plain names only
             (stage_dir / name).unlink(missing_ok=True)

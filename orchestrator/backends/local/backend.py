@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from orchestrator.backends.base import DEFAULT_RUNNER, Backend, Checks, DependencyQueue, Events, Task, Verdict
+from orchestrator.backends.base import DEFAULT_RUNNER, Backend, Checks, DependencyQueue, Events, StageToRun, Verdict
 from orchestrator.backends.cancel_request import cancel_reason
 from orchestrator.backends.failure_classes import DEFAULT_RETRIES, RetryBudget, classify
 from orchestrator.backends.local.gpus import least_used_gpu, visible_gpus
@@ -171,7 +171,7 @@ class LocalBackend(Backend):
         ranked = sorted(self.gpus, key=lambda gpu: (in_use.count(gpu), self.gpus.index(gpu)))
         return ranked[:size]
 
-    def run(self, tasks: list[Task], events: Events) -> None:
+    def run(self, tasks: list[StageToRun], events: Events) -> None:
         """Run every task, blocking until all have finished, failed or been blocked."""
         if not tasks:
             return
@@ -192,7 +192,7 @@ class LocalBackend(Backend):
 class _LocalRun:
     """One ``LocalBackend.run``: its queue, its worker pool and its distributed rank groups."""
 
-    def __init__(self, backend: LocalBackend, tasks: list[Task], events: Events):
+    def __init__(self, backend: LocalBackend, tasks: list[StageToRun], events: Events):
         import multiprocessing  # here, not at the top: plan, status and cancel import this module too
 
         self.backend, self.events = backend, events
@@ -200,7 +200,7 @@ class _LocalRun:
         self.context = multiprocessing.get_context("spawn")
         self.pool: list[_Worker] = []
         self.groups: dict[str, RankGroup] = {}  # distributed stages running, by key
-        self.held: Optional[Task] = None  # a popped task waiting for enough free slots
+        self.held: Optional[StageToRun] = None  # a popped task waiting for enough free slots
         self.host = socket.gethostname()
         self.budget = RetryBudget(backend.retries)
 

@@ -35,7 +35,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Optional
 
-from orchestrator.backends.base import DEFAULT_RUNNER, Backend, DependencyQueue, Events, Task
+from orchestrator.backends.base import DEFAULT_RUNNER, Backend, DependencyQueue, Events, StageToRun
 from orchestrator.backends.cancel_request import cancel_reason
 from orchestrator.backends.failure_classes import DEFAULT_RETRIES
 from orchestrator.backends.processes import resolve_runner, thread_env
@@ -205,7 +205,7 @@ class RayBackend(Backend):
         """Attached to the cluster of ``address`` (this process must run on one of its nodes), else as they are."""
         return dict(settings, attached=True) if settings.get("address") else dict(settings)
 
-    def run(self, tasks: list[Task], events: Events) -> None:
+    def run(self, tasks: list[StageToRun], events: Events) -> None:
         """Detached: submit the driver job and return. Attached: run every task, blocking."""
         if not tasks:
             return
@@ -282,7 +282,7 @@ class RayBackend(Backend):
         resources = self.settings.get("resources") or {}
         return dict(resources.get(kind) or resources.get("default") or {})
 
-    def _submit(self, task: Task, reporter, remote, coordinator):
+    def _submit(self, task: StageToRun, reporter, remote, coordinator):
         """One stage: a task with its kind's resources, or, with ranks > 1, a coordinator task
         that runs the ranks in a placement group (it holds no resources itself)."""
         chosen = self._chosen(task.kind)
@@ -296,7 +296,7 @@ class RayBackend(Backend):
         return remote.options(name=f"stage-{task.key}", **options).remote(
             self.runner, str(task.folder), task.key, threads, reporter)
 
-    def _run_attached(self, tasks: list[Task], events: Events) -> None:
+    def _run_attached(self, tasks: list[StageToRun], events: Events) -> None:
         import ray
 
         started_ray = self.connect()
@@ -309,7 +309,7 @@ class RayBackend(Backend):
             if started_ray:
                 ray.shutdown()
 
-    def _schedule(self, tasks: list[Task], events: Events) -> None:
+    def _schedule(self, tasks: list[StageToRun], events: Events) -> None:
         import ray
 
         job_id = self.settings.get("submission_id") or ray.get_runtime_context().get_job_id()

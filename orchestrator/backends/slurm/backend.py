@@ -46,7 +46,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Optional
 
-from orchestrator.backends.base import DEFAULT_RUNNER, Backend, Checks, Events, Retry, Task, Verdict
+from orchestrator.backends.base import DEFAULT_RUNNER, Backend, Checks, Events, Retry, StageToRun, Verdict
 from orchestrator.backends.processes import rank_env, split_runner, thread_env
 from orchestrator.backends.slurm import job_status, submit_limits, task_updates, time_limits
 from orchestrator.backends.slurm.attempts import read_record, recorded_keys, summary
@@ -225,7 +225,7 @@ class SlurmBackend(Backend):
         if partition and partition not in known:
             raise UserError(f"slurm.partition: unknown partition {partition!r}; sinfo knows: {', '.join(known)}")
 
-    def run(self, tasks: list[Task], events: Events) -> None:
+    def run(self, tasks: list[StageToRun], events: Events) -> None:
         """Submit the arrays of :func:`.submission.plan_arrays` (per wave and kind, each job ``afterany`` on its
         own inputs, critical path first); return at once."""
         if not tasks:
@@ -281,7 +281,7 @@ class SlurmBackend(Backend):
         return int(self.settings.get("cpus_per_task", 1))
 
     @staticmethod
-    def _arguments(pack: list[Task], single: bool) -> tuple:
+    def _arguments(pack: list[StageToRun], single: bool) -> tuple:
         folders = [str(task.folder) for task in pack]
         return (folders[0],) if single else (folders,)
 

@@ -15,7 +15,7 @@ the arrays :func:`plan_arrays` returns, in that order, and the campaign simulato
   :attr:`ArraySubmission.waits`, set by :mod:`.task_updates`), so a stage starts as soon as its own
   inputs ended, not when the whole wave before did;
 - critical path first: each job gets a ``nice`` (:attr:`ArraySubmission.nice`) from its stages'
-  :attr:`Task.priority <orchestrator.backends.base.Task.priority>` (the driver's longest remaining
+  :attr:`StageToRun.priority <orchestrator.backends.base.StageToRun.priority>` (the driver's longest remaining
   chain): the larger the priority, the smaller the nice, in steps larger than the number of
   arrays of the launch, so that among jobs ready to start the longest remaining chain goes first
   whatever array it is in; the jobs of an array are in priority order too;
@@ -35,7 +35,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from orchestrator.backends.base import Task
+from orchestrator.backends.base import StageToRun
 from orchestrator.backends.failure_classes import DEFAULT_RETRIES
 
 #: how an array waits for the arrays before it: started once they ended, however they ended.
@@ -54,7 +54,7 @@ class ArraySubmission:
 
     kind: str
     #: the tasks of each array job, in array index order (one task each unless ``stages_per_job``).
-    packs: tuple[tuple[Task, ...], ...]
+    packs: tuple[tuple[StageToRun, ...], ...]
     #: positions, in the plan, of the earlier arrays this one waits for.
     after: tuple[int, ...]
     #: array job ids outside the plan (dependencies queued or running from an earlier launch).
@@ -87,7 +87,7 @@ class ArraySubmission:
         return f"{DEPENDENCY}:" + ":".join(needed) if needed else None
 
 
-def waves(tasks: list[Task]) -> dict[int, list[Task]]:
+def waves(tasks: list[StageToRun]) -> dict[int, list[StageToRun]]:
     """Tasks by depth: a task's wave is one more than the deepest task it waits for."""
     by_key = {task.key: task for task in tasks}
     depth: dict[str, int] = {}
@@ -98,7 +98,7 @@ def waves(tasks: list[Task]) -> dict[int, list[Task]]:
             depth[key] = 1 + max((depth_of(k) for k in needs), default=-1)
         return depth[key]
 
-    grouped: dict[int, list[Task]] = defaultdict(list)
+    grouped: dict[int, list[StageToRun]] = defaultdict(list)
     for task in tasks:
         grouped[depth_of(task.key)].append(task)
     return dict(sorted(grouped.items()))
@@ -114,14 +114,14 @@ def in_job_retries(settings: Mapping[str, Any], kind: str) -> int:
     return 0 if is_distributed(settings, kind) else int(settings.get("retries", DEFAULT_RETRIES))
 
 
-def plan_arrays(tasks: list[Task], settings: Mapping[str, Any], max_array_size: int) -> list[ArraySubmission]:
+def plan_arrays(tasks: list[StageToRun], settings: Mapping[str, Any], max_array_size: int) -> list[ArraySubmission]:
     """The arrays one launch of ``tasks`` submits, in submission order (see the module's docstring)."""
     plan: list[ArraySubmission] = []
     job_of: dict[str, tuple[int, int]] = {}  # task key -> (position of its array in the plan, its job there)
     per_job = settings.get("stages_per_job") or {}
     parallelism = int(settings.get("array_parallelism", DEFAULT_ARRAY_PARALLELISM))
     for wave in waves(tasks).values():
-        by_kind: dict[str, list[Task]] = defaultdict(list)
+        by_kind: dict[str, list[StageToRun]] = defaultdict(list)
         for task in sorted(wave, key=lambda task: -task.priority):  # stable: the planner's order among equals
             by_kind[task.kind].append(task)
         for kind, members in by_kind.items():
