@@ -112,7 +112,7 @@ def test_every_command_has_help():
 
 def test_overrides_may_follow_options():
     """`launch S.yaml --backend ray seeds=[0]` keeps the override (argparse alone calls it unrecognized)."""
-    from orchestrator.cli import parse_arguments
+    from orchestrator.arguments import parse_arguments
 
     args = parse_arguments(["launch", "s.yaml", "pruning.rate=0.5", "--backend", "ray", "seeds=[0]",
                             "--workers", "2", "seeds=[1]"])
@@ -209,9 +209,9 @@ def test_max_stages_sets_the_limit():
     _assert_clean_error(refused, "above the limit of 100;")
     accepted = run_cli("plan", ROOT / "sweeps" / "digits.yaml", "--max-stages", "300")
     assert accepted.returncode == 0 and "stages: dense 8, imp 132" in accepted.stdout
-    from orchestrator import cli, spec
+    from orchestrator import arguments, spec
 
-    assert cli.DEFAULT_MAX_STAGES == spec.DEFAULT_MAX_STAGES
+    assert arguments.DEFAULT_MAX_STAGES == spec.DEFAULT_MAX_STAGES
 
 
 @pytest.mark.parametrize("workspace,needle", [

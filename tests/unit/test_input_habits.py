@@ -227,7 +227,7 @@ def test_filters_on_an_empty_workspace_find_no_results_yet(tmp_path):
 
 @pytest.mark.parametrize("value", ["0", "-1", "-8", "1025", "100000", "two"])
 def test_workers_outside_1_to_1024_are_refused_in_one_line(value, tmp_path):
-    from orchestrator.cli import parse_arguments
+    from orchestrator.arguments import parse_arguments
 
     for command in ("launch", "resume"):
         target = DIGITS if command == "launch" else tmp_path
@@ -239,12 +239,12 @@ def test_workers_outside_1_to_1024_are_refused_in_one_line(value, tmp_path):
 
 
 def test_workers_inside_the_bounds_are_taken():
-    from orchestrator import cli
+    from orchestrator import arguments
     from orchestrator.backends.local import settings
 
-    assert cli.parse_arguments(["launch", "s.yaml", "--workers", "1024"]).workers == 1024
-    assert cli.parse_arguments(["resume", "ws", "--workers", "1"]).workers == 1
-    assert cli.MAX_WORKERS == settings.MAX_WORKERS
+    assert arguments.parse_arguments(["launch", "s.yaml", "--workers", "1024"]).workers == 1024
+    assert arguments.parse_arguments(["resume", "ws", "--workers", "1"]).workers == 1
+    assert arguments.MAX_WORKERS == settings.MAX_WORKERS
 
 
 def test_the_sweep_files_local_workers_has_the_same_bounds():
