@@ -13,11 +13,11 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import yaml
 from conftest import ROOT, TINY, ledger_states
+from waiting import wait_for
 
 from orchestrator.planning.planner import plan_sweep
 from orchestrator.spec import load_spec
@@ -43,13 +43,7 @@ def _cli(*args) -> subprocess.CompletedProcess:
 
 
 def _wait_for(condition, what: str, timeout: float = 300):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+    return wait_for(condition, what, timeout)
 
 
 def _alive(pid: int) -> bool:

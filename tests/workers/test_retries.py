@@ -21,13 +21,14 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import ROOT, TINY, ledger_states
+from waiting import wait_for
 
 from orchestrator import backends, driver
 from orchestrator.planning.planner import plan_sweep
 from orchestrator.spec import load_spec
-from workers.stages.paths import CHECKPOINT_FILE, DONE_FILE, LOG_FILE, stage_dir
 from workers.stages.artifacts import atomic_write_json
 from workers.stages.lock import holder
+from workers.stages.paths import CHECKPOINT_FILE, DONE_FILE, LOG_FILE, stage_dir
 
 HERE = Path(__file__).resolve().parent
 ENV = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(HERE)]))
@@ -80,13 +81,7 @@ def _alive(pid: int) -> bool:
 
 
 def _wait_for(condition, what: str, timeout: float = 120):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+    return wait_for(condition, what, timeout)
 
 
 def _keys(path: Path) -> tuple[str, str]:
